@@ -1,0 +1,23 @@
+#pragma once
+
+// hastd's run loop: the actor system, the Asio threads, the control socket
+// and the signals, started and stopped in order.
+
+#include "config/config.hpp"
+
+#include <functional>
+#include <string>
+
+namespace hast {
+
+struct daemon_options {
+  /// Called once the control socket listens (or with an error message when
+  /// start-up failed), so a daemonizing parent can exit with the right status.
+  std::function<void(const std::string& error)> on_ready;
+};
+
+/// Runs until SIGTERM or SIGINT; SIGHUP reloads the configuration file.
+/// Returns the process exit status.
+int run_daemon(node_config config, const daemon_options& options);
+
+} // namespace hast

@@ -1,0 +1,231 @@
+#include "actors/supervisor.hpp"
+
+#include "actors/resource.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <memory>
+
+namespace hast {
+
+namespace {
+
+using self_ptr = supervisor_actor::stateful_pointer<supervisor_state>;
+
+void spawn_resource(self_ptr self, const resource_config& config) {
+  // Linked: when the supervisor goes, its resources go with it.
+  auto handle = self->spawn<caf::linked>(resource, config, io_ref{self->state.io});
+  self->monitor(handle);
+  self->state.resources[config.name] = {config, handle};
+}
+
+/// The resources a request names: "all" or nothing means every one.
+caf::expected<std::vector<std::string>> select(self_ptr self, const std::vector<std::string>& names) {
+  std::vector<std::string> out;
+  auto all = names.empty() || (names.size() == 1 && names[0] == "all");
+  if (all) {
+    for (auto& [name, _] : self->state.resources)
+      out.push_back(name);
+    return out;
+  }
+  for (auto& name : names) {
+    if (!self->state.resources.count(name))
+      return caf::make_error(errc::no_such_resource, "unknown resource '" + name + "'");
+    out.push_back(name);
+  }
+  return out;
+}
+
+/// Collects one answer per resource and delivers them all at once.
+template <class T>
+struct gather {
+  caf::typed_response_promise<std::vector<T>> promise;
+  std::vector<T> answers;
+  size_t outstanding = 0;
+
+  void add(size_t index, T value) {
+    answers[index] = std::move(value);
+    if (--outstanding == 0)
+      promise.deliver(answers);
+  }
+};
+
+/// Options a running primary may change without a restart (as HAST's reload).
+bool live_changeable(const resource_config& a, const resource_config& b) {
+  auto x = a;
+  x.remote = b.remote;
+  x.source = b.source;
+  x.replication = b.replication;
+  x.checksum = b.checksum;
+  x.compression = b.compression;
+  x.timeout = b.timeout;
+  x.exec = b.exec;
+  x.metaflush = b.metaflush;
+  x.secret = b.secret;
+  x.where = b.where;
+  return x == b;
+}
+
+} // namespace
+
+supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<supervisor_state> self,
+                                           node_config config, asio::io_context* io) {
+  self->state.config = std::move(config);
+  self->state.io = io;
+  for (auto& rc : self->state.config.resources)
+    spawn_resource(self, rc);
+  // Exits of linked resources are handled as DOWN messages below; any other
+  // exit (the daemon's shutdown) ends the supervisor and, through the links,
+  // every resource.
+  self->set_exit_handler([=](const caf::exit_msg& msg) {
+    for (auto& [name, entry] : self->state.resources)
+      if (entry.handle.address() == msg.source)
+        return;
+    if (msg.reason)
+      self->quit(msg.reason);
+  });
+  // A resource that dies is restarted in init; its clients reconnect.
+  self->set_down_handler([=](const caf::down_msg& msg) {
+    auto& s = self->state;
+    for (auto& [name, entry] : s.resources) {
+      if (entry.handle.address() != msg.source)
+        continue;
+      if (s.stopping)
+        return;
+      spdlog::error("resource {} stopped unexpectedly ({}); restarting it in role init", name,
+                    self->system().render(msg.reason));
+      auto cfg = entry.config;
+      s.resources.erase(name);
+      spawn_resource(self, cfg);
+      return;
+    }
+  });
+  return {
+    [=](atom::role, role_request& req) -> caf::result<std::vector<role_outcome>> {
+      auto names = select(self, req.resources);
+      if (!names)
+        return names.error();
+      auto g = std::make_shared<gather<role_outcome>>();
+      g->promise = self->make_response_promise<std::vector<role_outcome>>();
+      g->answers.resize(names->size());
+      g->outstanding = names->size();
+      if (names->empty())
+        return std::vector<role_outcome>{};
+      for (size_t i = 0; i < names->size(); ++i) {
+        auto name = (*names)[i];
+        self->request(self->state.resources[name].handle, std::chrono::seconds(120), atom::role_v,
+                      req.target, req.force)
+          .then([g, i, name](role previous) { g->add(i, {name, previous, ""}); },
+                [=](caf::error& err) {
+                  g->add(i, {name, role::init, self->system().render(err)});
+                });
+      }
+      return g->promise;
+    },
+    [=](atom::status, std::vector<std::string>& wanted)
+      -> caf::result<std::vector<resource_status>> {
+      auto names = select(self, wanted);
+      if (!names)
+        return names.error();
+      if (names->empty())
+        return std::vector<resource_status>{};
+      auto g = std::make_shared<gather<resource_status>>();
+      g->promise = self->make_response_promise<std::vector<resource_status>>();
+      g->answers.resize(names->size());
+      g->outstanding = names->size();
+      for (size_t i = 0; i < names->size(); ++i) {
+        auto name = (*names)[i];
+        self->request(self->state.resources[name].handle, std::chrono::seconds(10), atom::status_v)
+          .then([g, i](resource_status& st) { g->add(i, std::move(st)); },
+                [=](caf::error& err) {
+                  resource_status st;
+                  st.name = name;
+                  st.status = "-";
+                  st.last_error = self->system().render(err);
+                  g->add(i, std::move(st));
+                });
+      }
+      return g->promise;
+    },
+    [=](atom::reload, node_config& fresh) -> std::string {
+      auto& s = self->state;
+      std::vector<std::string> notes;
+      // Removed resources go away (HAST sets them to init first).
+      for (auto it = s.resources.begin(); it != s.resources.end();) {
+        if (fresh.find(it->first) == nullptr) {
+          notes.push_back("removed " + it->first);
+          self->demonitor(it->second.handle.address());
+          auto handle = it->second.handle;
+          self->request(handle, std::chrono::seconds(60), atom::stop_v)
+            .then([=](bool) { self->send_exit(handle, caf::exit_reason::user_shutdown); },
+                  [=](caf::error&) { self->send_exit(handle, caf::exit_reason::user_shutdown); });
+          it = s.resources.erase(it);
+        } else {
+          ++it;
+        }
+      }
+      for (auto& rc : fresh.resources) {
+        auto it = s.resources.find(rc.name);
+        if (it == s.resources.end()) {
+          spawn_resource(self, rc);
+          notes.push_back("added " + rc.name);
+          continue;
+        }
+        if (it->second.config == rc)
+          continue;
+        if (live_changeable(it->second.config, rc)) {
+          it->second.config = rc;
+          caf::anon_send(it->second.handle, atom::configure_v, rc);
+          notes.push_back("updated " + rc.name);
+          continue;
+        }
+        // name, local or nbd changed: needs a restart, which is refused while
+        // the resource serves I/O. In other roles it restarts in init.
+        auto handle = it->second.handle;
+        auto name = rc.name;
+        notes.push_back("restarting " + rc.name + " if not primary");
+        self->request(handle, std::chrono::seconds(10), atom::status_v)
+          .then([=](resource_status& st) {
+            auto& s = self->state;
+            if (st.current_role == role::primary) {
+              spdlog::warn("reload: resource {} is primary; changes to name, local or nbd need "
+                           "'hastctl role init {}' first; keeping the old settings",
+                           name, name);
+              return;
+            }
+            self->demonitor(handle.address());
+            self->send_exit(handle, caf::exit_reason::user_shutdown);
+            s.resources.erase(name);
+            spawn_resource(self, rc);
+            spdlog::info("reload: resource {} restarted with its new settings in role init", name);
+          });
+      }
+      s.config = std::move(fresh);
+      std::string summary = notes.empty() ? "no changes" : "";
+      for (auto& n : notes)
+        summary += (summary.empty() ? "" : ", ") + n;
+      spdlog::info("configuration reloaded: {}", summary);
+      return summary;
+    },
+    [=](atom::stop) -> caf::result<bool> {
+      auto& s = self->state;
+      s.stopping = true;
+      if (s.resources.empty())
+        return true;
+      auto rp = self->make_response_promise<bool>();
+      auto done = std::make_shared<size_t>(s.resources.size());
+      for (auto& [name, entry] : s.resources) {
+        auto finish = [=](bool) mutable {
+          if (--*done == 0)
+            rp.deliver(true);
+        };
+        (void) name;
+        self->request(entry.handle, std::chrono::seconds(60), atom::stop_v)
+          .then(finish, [=](caf::error&) mutable { finish(false); });
+      }
+      return rp;
+    },
+  };
+}
+
+} // namespace hast

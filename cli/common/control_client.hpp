@@ -1,0 +1,18 @@
+#pragma once
+
+#include "cli/common/args.hpp"
+#include "config/config.hpp"
+#include "messages/errc.hpp"
+
+#include <nlohmann/json.hpp>
+
+namespace hast::cli {
+
+/// Loads the configuration the options name (config errors become status).
+result<node_config> load(const cli_options& options);
+
+/// Sends one request to the daemon named by the configuration's control
+/// address. A reply carrying "error" becomes an error status.
+result<nlohmann::json> request_daemon(const cli_options& options, const nlohmann::json& request);
+
+} // namespace hast::cli

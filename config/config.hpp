@@ -1,0 +1,123 @@
+#pragma once
+
+// The configuration model: what hast.conf (FreeBSD syntax) or hast.toml says,
+// resolved for one node. Parsing lives in config/hastconf_parser.cpp and
+// config/toml_parser.cpp; both produce the same `raw_config` and share the
+// resolution and validation in config/config.cpp, so the two syntaxes cannot
+// drift apart.
+
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace hast {
+
+enum class replication_mode : uint8_t { fullsync, memsync, async };
+enum class checksum_kind : uint8_t { none, crc32, crc32c, sha256 };
+enum class compression_kind : uint8_t { none, hole, lzf, lz4 };
+enum class role : uint8_t { init, primary, secondary };
+
+std::string to_string(replication_mode x);
+std::string to_string(checksum_kind x);
+std::string to_string(compression_kind x);
+std::string to_string(role x);
+std::optional<replication_mode> parse_replication(std::string_view text);
+std::optional<checksum_kind> parse_checksum(std::string_view text);
+std::optional<compression_kind> parse_compression(std::string_view text);
+std::optional<role> parse_role(std::string_view text);
+
+// HAST's defaults.
+inline constexpr const char* default_config_path = "/etc/hast.conf";
+inline constexpr const char* default_control = "uds:///var/run/hastctl";
+inline constexpr const char* default_pidfile = "/var/run/hastd.pid";
+inline constexpr const char* default_listen_tcp4 = "tcp4://0.0.0.0:8457";
+inline constexpr const char* default_listen_tcp6 = "tcp6://[::]:8457";
+inline constexpr uint16_t default_port = 8457;
+inline constexpr int default_timeout_seconds = 20;
+
+/// Where a statement came from, for error messages.
+struct source_location {
+  std::string file;
+  int line = 0;
+
+  bool operator==(const source_location&) const = default;
+};
+
+/// A configuration error: names file, line and option, and says what was
+/// expected. what() is the one line hastd/hastctl print.
+class config_error : public std::runtime_error {
+public:
+  config_error(source_location where, std::string option, std::string message);
+  const source_location& where() const { return where_; }
+  const std::string& option() const { return option_; }
+  const std::string& message() const { return message_; }
+
+private:
+  source_location where_;
+  std::string option_;
+  std::string message_;
+};
+
+/// One resource's effective settings on this node.
+struct resource_config {
+  std::string name;           // resource name (the `resource <name>` word)
+  std::string provider_name;  // `name`: the device name, /dev/hast/<provider_name>
+  std::string local;          // provider path: block device or regular file
+  std::string remote;         // as written ("tcp://host[:port]", "host", ...) or "none"
+  std::string source;         // local address for outgoing connections, may be empty
+  replication_mode replication = replication_mode::memsync;
+  checksum_kind checksum = checksum_kind::none;
+  compression_kind compression = compression_kind::hole;
+  int timeout = default_timeout_seconds;  // seconds, > 0
+  std::string exec;           // event hook program, may be empty
+  bool metaflush = true;
+  std::string nbd;            // "uds:///path" or "tcp://addr:port"
+  std::string secret;         // path of the shared-key file, may be empty
+  source_location where;      // the `resource` line
+
+  bool standalone() const { return remote == "none"; }
+  bool operator==(const resource_config&) const = default;
+};
+
+/// The whole configuration as seen by one node.
+struct node_config {
+  std::string path;                 // the file it was read from
+  std::string node;                 // the node name it was resolved for
+  std::string control;              // "uds:///path" (or tcp://)
+  std::vector<std::string> listen;  // peer listen addresses
+  std::string pidfile;
+  std::vector<resource_config> resources;
+
+  const resource_config* find(std::string_view name) const;
+  bool operator==(const node_config&) const = default;
+};
+
+/// Reads and validates a configuration file for `node`. The syntax (FreeBSD
+/// hast.conf or TOML) is recognised from the content; a `.toml` name also
+/// says TOML. Throws config_error on any problem.
+node_config load_config(const std::string& path, const std::string& node);
+
+/// The same from text in memory; `path` is only used in messages.
+node_config parse_config(const std::string& text, const std::string& path,
+                         const std::string& node);
+
+/// The node name to use: `explicit_node` if non-empty, else $HAST_NODE,
+/// else the host name.
+std::string select_node(const std::string& explicit_node);
+
+/// Renders the effective settings, as `hastd --check-config` prints them.
+std::string render_effective(const node_config& config);
+
+/// Splits "uds:///p", "unix:///p" or "/p" into a filesystem path; empty if the
+/// address is not a Unix-socket address.
+std::string unix_socket_path(const std::string& address);
+
+/// Splits "tcp://host[:port]", "tcp4://", "tcp6://[addr]:port" or "host[:port]"
+/// into host and port (default `default_port`). Returns false if malformed.
+bool split_tcp_address(const std::string& address, std::string& host, uint16_t& port,
+                       uint16_t fallback_port = default_port);
+
+} // namespace hast

@@ -1,0 +1,108 @@
+#pragma once
+
+// The activemap: HAST's map of dirty extents, one bit per extent of the data
+// area (extent i covers bytes [i*extent_size, (i+1)*extent_size), the last one
+// may be partial). Three sources make an extent dirty:
+//
+//  - memmap:    a write to the extent is in flight (pending count > 0);
+//  - keepdirty: the extent is among the `keepdirty` most recently written
+//               (an LRU), so that hot extents do not cost a metadata write per
+//               data write;
+//  - syncmap:   the extent differs from the peer and must be resynchronised.
+//
+// The on-disk image (bitmap()) is memmap | keepdirty set | syncmap. After a
+// crash every extent set in it is resynchronised.
+//
+// Invariant: every extent with a write in flight is set in the on-disk image
+// before the write is issued. write_start() returns true exactly when the
+// image changed, and the caller must then write the image (and wait for it)
+// before issuing the data write. write_complete() and mark_sync() report
+// image changes that may be written lazily, but before the extent can be
+// considered clean after a crash.
+//
+// Not thread-safe: one owner (the resource) drives it.
+
+#include <cstddef>
+#include <cstdint>
+#include <list>
+#include <optional>
+#include <span>
+#include <unordered_map>
+#include <vector>
+
+namespace hast {
+
+class activemap {
+public:
+  /// `extent_size` must be > 0 (a power of two in practice); `keepdirty` may
+  /// be 0 (then only in-flight and to-sync extents are dirty).
+  activemap(uint64_t datasize, uint32_t extent_size, uint32_t keepdirty);
+
+  uint64_t datasize() const { return datasize_; }
+  /// Number of extents: datasize / extent_size rounded up.
+  uint64_t extents() const { return extents_; }
+  uint32_t extent_size() const { return extent_size_; }
+  uint32_t keepdirty() const { return keepdirty_; }
+  uint64_t extent_of(uint64_t offset) const { return offset / extent_size_; }
+
+  /// Before a write of [offset, offset+length): pending count +1 for each
+  /// touched extent, which moves to the head of the keepdirty LRU (evicting
+  /// the tail when full). Returns true when the on-disk image changed (an
+  /// extent not yet in it entered it, or an evicted extent left it); the
+  /// image must then be written before the data write is issued.
+  bool write_start(uint64_t offset, uint64_t length);
+
+  /// After that write finished (successfully or not): pending count -1. An
+  /// extent whose count reaches 0 leaves the memmap. Returns true when the
+  /// on-disk image changed, which only happens for extents outside the
+  /// keepdirty set and not to be synced.
+  bool write_complete(uint64_t offset, uint64_t length);
+
+  /// The range must be resynchronised (e.g. the peer did not get a write).
+  /// Returns true when the on-disk image changed.
+  bool mark_sync(uint64_t offset, uint64_t length);
+  /// Every extent must be resynchronised (full sync).
+  void mark_all_sync();
+  /// ORs a bitmap (on-disk image at start, or the peer's) into the syncmap.
+  /// Bits beyond extents() are ignored; a shorter bitmap is fine.
+  void merge(std::span<const uint8_t> bitmap);
+  /// The extent has been synchronised.
+  void clear_sync(uint64_t extent);
+  /// The first extent >= `from` that must be synchronised.
+  std::optional<uint64_t> next_sync(uint64_t from) const;
+  bool needs_sync(uint64_t extent) const;
+  /// Number of extents still to synchronise.
+  uint64_t sync_extents() const;
+
+  /// Number of extents set in the on-disk image.
+  uint64_t dirty_extents() const;
+  /// The extent is set in the on-disk image.
+  bool is_dirty(uint64_t extent) const;
+  /// Writes in flight on the extent.
+  uint32_t pending(uint64_t extent) const;
+
+  /// The on-disk image, bitstring(3) layout: bit i is byte i>>3, mask
+  /// 1<<(i&7); bitmap_bytes() long, unused high bits of the last byte zero.
+  std::vector<uint8_t> bitmap() const;
+  size_t bitmap_bytes() const { return static_cast<size_t>((extents_ + 7) / 8); }
+
+private:
+  // Calls fn(extent) for each extent touched by [offset, offset+length),
+  // clamped to the data area.
+  template <class F>
+  void for_each_extent(uint64_t offset, uint64_t length, F&& fn) const;
+  bool in_lru(uint64_t extent) const { return lru_index_.count(extent) != 0; }
+  bool sync_bit(uint64_t extent) const;
+
+  uint64_t datasize_;
+  uint32_t extent_size_;
+  uint32_t keepdirty_;
+  uint64_t extents_;
+  std::unordered_map<uint64_t, uint32_t> pending_;  // extent -> writes in flight (> 0)
+  std::list<uint64_t> lru_;                          // keepdirty set, most recent first
+  std::unordered_map<uint64_t, std::list<uint64_t>::iterator> lru_index_;
+  std::vector<uint8_t> syncmap_;
+  uint64_t sync_count_ = 0;
+};
+
+} // namespace hast

@@ -1,0 +1,222 @@
+#include "io/control_channel.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+namespace hast::control {
+
+namespace {
+
+std::string errno_text(int error) {
+  return std::strerror(error);
+}
+
+status io_all(int fd, void* data, size_t len, bool writing) {
+  auto* p = static_cast<uint8_t*>(data);
+  while (len > 0) {
+    auto n = writing ? ::send(fd, p, len, MSG_NOSIGNAL) : ::recv(fd, p, len, 0);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0)
+      return {errc::io_error, errno == EAGAIN ? "timed out" : errno_text(errno)};
+    if (n == 0)
+      return {errc::disconnected, "connection closed"};
+    p += n;
+    len -= static_cast<size_t>(n);
+  }
+  return status::ok();
+}
+
+bool make_address(const std::string& path, sockaddr_un& addr) {
+  std::memset(&addr, 0, sizeof addr);
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof addr.sun_path)
+    return false;
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  return true;
+}
+
+void set_timeouts(int fd, int seconds) {
+  timeval tv{seconds, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+}
+
+} // namespace
+
+status write_frame(int fd, const std::string& body) {
+  if (body.size() > max_frame)
+    return {errc::invalid_argument, "message too large"};
+  uint8_t header[4];
+  auto n = static_cast<uint32_t>(body.size());
+  for (int i = 0; i < 4; ++i)
+    header[i] = static_cast<uint8_t>(n >> (8 * i));
+  if (auto st = io_all(fd, header, 4, true); !st)
+    return st;
+  return io_all(fd, const_cast<char*>(body.data()), body.size(), true);
+}
+
+result<std::string> read_frame(int fd) {
+  uint8_t header[4];
+  if (auto st = io_all(fd, header, 4, false); !st)
+    return st;
+  uint32_t n = 0;
+  for (int i = 0; i < 4; ++i)
+    n |= uint32_t{header[i]} << (8 * i);
+  if (n > max_frame)
+    return status{errc::protocol_error,
+                  "frame of " + std::to_string(n) + " bytes exceeds the limit of "
+                    + std::to_string(max_frame)};
+  std::string body(n, '\0');
+  if (auto st = io_all(fd, body.data(), n, false); !st)
+    return st;
+  return body;
+}
+
+server::server(std::string path, handler handle)
+  : path_(std::move(path)), handle_(std::move(handle)) {
+}
+
+server::~server() {
+  stop();
+}
+
+status server::start() {
+  sockaddr_un addr;
+  if (!make_address(path_, addr))
+    return {errc::invalid_argument, "control socket path too long: " + path_};
+  std::error_code ec;
+  std::filesystem::create_directories(std::filesystem::path(path_).parent_path(), ec);
+  // A socket left by a crashed daemon is replaced; a live daemon answers.
+  if (std::filesystem::exists(path_)) {
+    int probe = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    bool alive = ::connect(probe, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+    ::close(probe);
+    if (alive)
+      return {errc::busy, "another hastd is serving the control socket " + path_};
+    ::unlink(path_.c_str());
+  }
+  listen_fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (listen_fd_ < 0)
+    return {errc::io_error, "socket: " + errno_text(errno)};
+  auto old_mask = ::umask(0177);
+  auto rc = ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  ::umask(old_mask);
+  if (rc != 0 || ::chmod(path_.c_str(), 0600) != 0 || ::listen(listen_fd_, 8) != 0) {
+    auto text = errno_text(errno);
+    ::close(listen_fd_);
+    listen_fd_ = -1;
+    return {errc::io_error, "cannot listen on control socket " + path_ + ": " + text};
+  }
+  if (::pipe2(wake_pipe_, O_CLOEXEC) != 0)
+    return {errc::io_error, "pipe: " + errno_text(errno)};
+  thread_ = std::thread{[this] { run(); }};
+  return status::ok();
+}
+
+void server::stop() {
+  if (thread_.joinable()) {
+    char c = 1;
+    [[maybe_unused]] auto n = ::write(wake_pipe_[1], &c, 1);
+    thread_.join();
+  }
+  for (int* fd : {&listen_fd_, &wake_pipe_[0], &wake_pipe_[1]}) {
+    if (*fd >= 0)
+      ::close(*fd);
+    *fd = -1;
+  }
+  if (!path_.empty())
+    ::unlink(path_.c_str());
+  path_.clear();
+}
+
+void server::run() {
+  for (;;) {
+    pollfd fds[2] = {{listen_fd_, POLLIN, 0}, {wake_pipe_[0], POLLIN, 0}};
+    if (::poll(fds, 2, -1) < 0) {
+      if (errno == EINTR)
+        continue;
+      spdlog::error("control: poll failed: {}", errno_text(errno));
+      return;
+    }
+    if (fds[1].revents != 0)
+      return;
+    int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0)
+      continue;
+    serve(fd);
+    ::close(fd);
+  }
+}
+
+void server::serve(int fd) {
+  set_timeouts(fd, 5);
+  auto body = read_frame(fd);
+  if (!body) {
+    spdlog::warn("control: closing connection: {}", body.error().message());
+    return;
+  }
+  nlohmann::json request;
+  try {
+    request = nlohmann::json::parse(*body);
+  } catch (const nlohmann::json::exception& e) {
+    spdlog::warn("control: closing connection: request is not JSON ({})", e.what());
+    return;
+  }
+  if (!request.is_object() || !request.contains("command") || !request["command"].is_string()) {
+    spdlog::warn("control: closing connection: request has no \"command\"");
+    return;
+  }
+  nlohmann::json reply;
+  try {
+    reply = handle_(request);
+  } catch (const std::exception& e) {
+    reply = {{"error", std::string{"malformed request: "} + e.what()}};
+  }
+  // Role changes may take long; the reply goes out whenever it is ready.
+  set_timeouts(fd, 5);
+  if (auto st = write_frame(fd, reply.dump()); !st)
+    spdlog::warn("control: cannot send reply: {}", st.message());
+}
+
+result<nlohmann::json> call(const std::string& path, const nlohmann::json& request,
+                            int timeout_seconds) {
+  sockaddr_un addr;
+  if (!make_address(path, addr))
+    return status{errc::invalid_argument, "control socket path too long: " + path};
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return status{errc::io_error, "socket: " + errno_text(errno)};
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    auto error = errno;
+    ::close(fd);
+    return status{errc::disconnected,
+                  "hastd is not running (cannot connect to " + path + ": " + errno_text(error) + ")"};
+  }
+  set_timeouts(fd, timeout_seconds);
+  auto st = write_frame(fd, request.dump());
+  if (!st) {
+    ::close(fd);
+    return st;
+  }
+  auto body = read_frame(fd);
+  ::close(fd);
+  if (!body)
+    return status{body.error().code(), "no reply from hastd: " + body.error().message()};
+  try {
+    return nlohmann::json::parse(*body);
+  } catch (const nlohmann::json::exception& e) {
+    return status{errc::protocol_error, std::string{"bad reply from hastd: "} + e.what()};
+  }
+}
+
+} // namespace hast::control

@@ -1,0 +1,58 @@
+#pragma once
+
+// The control socket between hastctl and hastd: a Unix stream socket (mode
+// 0600), one request and one reply per connection. A frame is a 4-byte
+// little-endian length followed by that many bytes of JSON. A frame over
+// `max_frame` bytes, bad JSON or a request without a "command" closes the
+// connection with a logged reason; the daemon goes on.
+
+#include "messages/errc.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <atomic>
+#include <functional>
+#include <string>
+#include <thread>
+
+namespace hast::control {
+
+inline constexpr uint32_t max_frame = 1u << 20;
+
+/// Answers one request; runs on the control thread.
+using handler = std::function<nlohmann::json(const nlohmann::json& request)>;
+
+/// Serves the control socket on its own thread.
+class server {
+public:
+  server(std::string path, handler handle);
+  ~server();
+  server(const server&) = delete;
+  server& operator=(const server&) = delete;
+
+  /// Binds the socket (mode 0600, parent directory created), starts the thread.
+  status start();
+  /// Stops accepting and joins the thread.
+  void stop();
+
+private:
+  void run();
+  void serve(int fd);
+
+  std::string path_;
+  handler handle_;
+  int listen_fd_ = -1;
+  int wake_pipe_[2] = {-1, -1};
+  std::thread thread_;
+};
+
+/// hastctl's side: sends `request`, waits for the reply. Errors say whether
+/// the daemon is not running or the exchange failed.
+result<nlohmann::json> call(const std::string& path, const nlohmann::json& request,
+                            int timeout_seconds);
+
+/// Frame helpers, shared by both sides and the tests.
+status write_frame(int fd, const std::string& body);
+result<std::string> read_frame(int fd);
+
+} // namespace hast::control

@@ -1,0 +1,102 @@
+#pragma once
+
+// The on-disk metadata of a local provider (docs/METADATA.md). Unlike HAST's
+// single unchecked nv block, there are two slots written alternately, each
+// with a magic, a format version, a sequence number and a CRC-32C over the
+// header and the activemap bitmap:
+//
+//   offset 0            slot A: 4096-byte header, then the bitmap
+//   offset slot_size    slot B: same
+//   offset 2*slot_size  user data (data_offset), datasize bytes
+//
+//   slot_size = round_up(4096 + bitmap_bytes, 4096)
+//
+// A write goes to the slot its sequence selects (A for even, B for odd), so it
+// only ever overwrites the older of the two; a read takes the valid slot with
+// the highest sequence. A torn or failed write therefore leaves the previous
+// state readable, and a damaged slot is never taken for a good one.
+
+#include "config/config.hpp"
+#include "io/provider.hpp"
+#include "messages/errc.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace hast {
+
+inline constexpr size_t metadata_header_size = 4096;
+inline constexpr uint32_t metadata_version = 1;
+inline constexpr size_t max_resource_name = 127;
+inline constexpr uint32_t default_extent_size = 2 * 1024 * 1024;  // HAST_EXTENTSIZE
+inline constexpr uint32_t default_keepdirty = 64;                 // HAST_KEEPDIRTY
+
+struct metadata {
+  std::string resource;
+  uint64_t datasize = 0;
+  uint32_t extent_size = 0;
+  uint32_t keepdirty = 0;
+  uint64_t data_offset = 0;  // HAST's localoff
+  uint64_t resuid = 0;       // random, nonzero, chosen at create
+  uint64_t localcnt = 0;
+  uint64_t remotecnt = 0;
+  role prevrole = role::init;
+  uint64_t sequence = 0;      // of the slot this was read from or last written
+  std::vector<uint8_t> bitmap;  // activemap image, bitmap_bytes long
+};
+
+struct layout {
+  uint64_t slot_size = 0;
+  uint64_t data_offset = 0;  // 2 * slot_size
+  uint64_t datasize = 0;     // multiple of 4096
+  uint64_t extents = 0;      // datasize / extent_size rounded up
+  uint64_t bitmap_bytes = 0;  // (extents + 7) / 8
+};
+
+/// The layout of a provider of `mediasize` bytes. Errors (invalid_argument)
+/// if `extent_size` is not a power-of-two multiple of 4096, or the media is
+/// too small for both slots plus one extent.
+result<layout> compute_layout(uint64_t mediasize, uint32_t extent_size);
+
+/// Writes fresh metadata to both slots (sequence 0 in A, 1 in B) with a zero
+/// bitmap, counters 0, prevrole init and a random nonzero 64-bit resuid
+/// (getrandom), then flushes. `mediasize` <= provider.size(). Data is not
+/// touched. Returns the metadata as written (sequence 1).
+result<metadata> create_metadata(const provider& prov, const std::string& resource,
+                                 uint32_t extent_size, uint32_t keepdirty, uint64_t mediasize);
+
+/// Reads the valid slot with the highest sequence. errc::not_created if no
+/// slot carries the magic; errc::bad_metadata if one does but none is valid
+/// (the message says why for each slot); errc::wrong_resource if it names
+/// another resource than `expected_resource` (an empty name skips the check).
+result<metadata> read_metadata(const provider& prov, const std::string& expected_resource);
+
+/// Writes `md` with sequence md.sequence+1 into the slot that sequence
+/// selects (the one not holding the current state), then flushes if `flush`
+/// (metaflush). md.sequence is advanced only on success, so a failed write
+/// is retried into the same slot and never overwrites the last good state.
+status write_metadata(const provider& prov, metadata& md, bool flush = true);
+
+/// One slot's bytes: the 4096-byte header followed by the bitmap
+/// (4096 + bitmap.size() bytes, not padded).
+std::string encode_slot(const metadata& md);
+/// Parses and verifies a slot (magic, version, checksum, field consistency).
+/// not_created if there is no magic, bad_metadata otherwise.
+result<metadata> decode_slot(std::span<const uint8_t> bytes);
+
+/// The text `hastctl dump` prints: HAST's lines (resource, datasize,
+/// extentsize, keepdirty, localoff, resuid, localcnt, remotecnt, prevrole)
+/// plus version, sequence and dirty extents. Ends with a newline.
+std::string render_metadata(const metadata& md);
+/// The same as a JSON object ("name", "datasize", "extentsize", ...).
+nlohmann::json metadata_json(const metadata& md);
+
+/// Number of bits set in a metadata bitmap.
+uint64_t count_dirty(std::span<const uint8_t> bitmap);
+
+} // namespace hast

@@ -1,0 +1,67 @@
+#pragma once
+
+// The NBD server of one export: listens on a Unix or TCP socket, speaks the
+// fixed-newstyle handshake and the transmission phase with simple replies,
+// and hands every request to a backend (io/nbd_backend.hpp) made per
+// connection. Requests are pipelined: the next header is read while earlier
+// requests are still at the backend, and replies go out in completion order.
+// What we advertise and how errors are answered: docs/NBD.md.
+//
+// Asio stays out of this header (pimpl) so that the translation units that
+// include it compile fast.
+
+#include "io/nbd_backend.hpp"
+#include "messages/errc.hpp"
+
+#include <cstddef>
+#include <memory>
+#include <string>
+
+namespace asio {
+class io_context;
+} // namespace asio
+
+namespace hast::nbd {
+
+class server {
+public:
+  /// `address` is "uds:///path" (also "unix:///path" or "/path") or
+  /// "tcp://host:port" (port 10809 if omitted). `factory` makes one backend
+  /// per accepted connection. Nothing happens until start().
+  server(asio::io_context& io, std::string export_name, std::string address,
+         backend_factory factory);
+  server(const server&) = delete;
+  server& operator=(const server&) = delete;
+  /// Stops (as stop()) if still running.
+  ~server();
+
+  /// Binds and starts accepting. A Unix socket gets its parent directory
+  /// created if missing, a stale socket file replaced (a live one is an
+  /// error), and mode 0660. A TCP socket is bound with SO_REUSEADDR. Call
+  /// once, before the io_context runs or from one of its threads.
+  status start();
+
+  /// Closes the acceptor and every session, and removes the Unix socket
+  /// file. Safe to call from any thread and more than once: the work is
+  /// posted to the io_context.
+  void stop();
+
+  /// Connections currently open (handshake or transmission).
+  std::size_t connections() const;
+
+  /// The address actually bound ("tcp://127.0.0.1:40123" when started on
+  /// port 0); the configured address before start().
+  std::string local_address() const;
+
+  const std::string& export_name() const;
+
+  struct impl;
+
+private:
+  std::shared_ptr<impl> impl_;
+};
+
+/// The NBD port IANA assigned; used when a tcp:// address names none.
+inline constexpr uint16_t default_nbd_port = 10809;
+
+} // namespace hast::nbd

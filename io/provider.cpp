@@ -1,0 +1,338 @@
+#include "io/provider.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <linux/fs.h>
+#include <sys/file.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace hast {
+
+namespace {
+
+constexpr uint64_t align = provider::alignment;
+constexpr size_t zero_chunk = 1 << 20;
+
+uint64_t round_down(uint64_t x) { return x / align * align; }
+uint64_t round_up(uint64_t x) { return (x + align - 1) / align * align; }
+
+bool aligned(const void* buf, size_t len, uint64_t off) {
+  return reinterpret_cast<uintptr_t>(buf) % align == 0 && len % align == 0 && off % align == 0;
+}
+
+struct free_deleter {
+  void operator()(void* p) const { std::free(p); }
+};
+using aligned_bytes = std::unique_ptr<uint8_t, free_deleter>;
+
+aligned_bytes allocate_aligned(size_t len) {
+  auto p = static_cast<uint8_t*>(std::aligned_alloc(align, round_up(std::max<size_t>(len, 1))));
+  if (p == nullptr)
+    throw std::bad_alloc{};
+  return aligned_bytes{p};
+}
+
+status open_error(const std::string& path, const char* what, int error) {
+  return {errc::io_error, fmt::format("{}: {}: {}", path, what, std::strerror(error))};
+}
+
+} // namespace
+
+provider::provider(int fd, std::string path, uint64_t size, bool direct, bool writable,
+                   bool block_device)
+  : fd_(fd),
+    path_(std::move(path)),
+    size_(size),
+    direct_(direct),
+    writable_(writable),
+    block_device_(block_device) {}
+
+provider::provider(provider&& other) noexcept
+  : fd_(std::exchange(other.fd_, -1)),
+    path_(std::move(other.path_)),
+    size_(other.size_),
+    direct_(other.direct_),
+    writable_(other.writable_),
+    block_device_(other.block_device_),
+    read_faults_(std::move(other.read_faults_)) {}
+
+provider& provider::operator=(provider&& other) noexcept {
+  if (this != &other) {
+    close();
+    fd_ = std::exchange(other.fd_, -1);
+    path_ = std::move(other.path_);
+    size_ = other.size_;
+    direct_ = other.direct_;
+    writable_ = other.writable_;
+    block_device_ = other.block_device_;
+    read_faults_ = std::move(other.read_faults_);
+  }
+  return *this;
+}
+
+provider::~provider() { close(); }
+
+void provider::close() {
+  if (fd_ >= 0)
+    ::close(fd_);
+  fd_ = -1;
+}
+
+result<provider> provider::open(const std::string& path, bool writable) {
+  int flags = (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC;
+  bool direct = true;
+  int fd = ::open(path.c_str(), flags | O_DIRECT);
+  if (fd < 0 && errno == EINVAL) {
+    direct = false;
+    fd = ::open(path.c_str(), flags);
+  }
+  if (fd < 0)
+    return open_error(path, writable ? "cannot open for writing" : "cannot open", errno);
+  provider prov{fd, path, 0, direct, writable, false};
+  struct stat st {};
+  if (::fstat(fd, &st) != 0)
+    return open_error(path, "cannot stat", errno);
+  if (S_ISBLK(st.st_mode)) {
+    uint64_t bytes = 0;
+    if (::ioctl(fd, BLKGETSIZE64, &bytes) != 0)
+      return open_error(path, "cannot get the device size", errno);
+    prov.size_ = bytes;
+    prov.block_device_ = true;
+  } else if (S_ISREG(st.st_mode)) {
+    prov.size_ = static_cast<uint64_t>(st.st_size);
+  } else {
+    return status{errc::invalid_argument,
+                  fmt::format("{}: not a block device or regular file", path)};
+  }
+  return prov;
+}
+
+result<provider> provider::create_file(const std::string& path, uint64_t size) {
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0)
+    return open_error(path, "cannot create", errno);
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    int error = errno;
+    ::close(fd);
+    return open_error(path, "cannot stat", error);
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return status{errc::invalid_argument,
+                  fmt::format("{}: exists and is not a regular file", path)};
+  }
+  if (static_cast<uint64_t>(st.st_size) < size && ::ftruncate(fd, static_cast<off_t>(size)) != 0) {
+    int error = errno;
+    ::close(fd);
+    return open_error(path, fmt::format("cannot extend to {} bytes", size).c_str(), error);
+  }
+  ::close(fd);
+  return open(path, true);
+}
+
+status provider::fail(const char* what, uint64_t off, int error) const {
+  return {errc::io_error,
+          fmt::format("{}: {} at offset {}: {}", path_, what, off, std::strerror(error))};
+}
+
+status provider::pread_full(void* buf, size_t len, uint64_t off, size_t* done) const {
+  auto p = static_cast<uint8_t*>(buf);
+  size_t got = 0;
+  while (got < len) {
+    auto n = ::pread(fd_, p + got, len - got, static_cast<off_t>(off + got));
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      *done = got;
+      return fail("read", off + got, errno);
+    }
+    if (n == 0)
+      break;
+    got += static_cast<size_t>(n);
+  }
+  *done = got;
+  return status::ok();
+}
+
+status provider::pwrite_full(const void* buf, size_t len, uint64_t off) const {
+  auto p = static_cast<const uint8_t*>(buf);
+  size_t put = 0;
+  while (put < len) {
+    auto n = ::pwrite(fd_, p + put, len - put, static_cast<off_t>(off + put));
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      return fail("write", off + put, errno);
+    }
+    if (n == 0)
+      return fail("write", off + put, ENOSPC);
+    put += static_cast<size_t>(n);
+  }
+  return status::ok();
+}
+
+status provider::read(void* buf, size_t len, uint64_t off) const {
+  if (off > size_ || len > size_ - off)
+    return {errc::invalid_argument,
+            fmt::format("{}: read of {} bytes at offset {} beyond the end ({} bytes)", path_, len,
+                        off, size_)};
+  for (auto& [begin, end] : read_faults_)
+    if (len > 0 && off < end && begin < off + len)
+      return {errc::io_error, fmt::format("{}: read at offset {}: {} (injected)", path_,
+                                          std::max(off, begin), std::strerror(EIO))};
+  if (len == 0)
+    return status::ok();
+  size_t done = 0;
+  if (!direct_ || aligned(buf, len, off)) {
+    if (auto st = pread_full(buf, len, off, &done); !st)
+      return st;
+    if (done < len)
+      return fail("read", off + done, ENODATA);
+    return status::ok();
+  }
+  auto first = round_down(off);
+  auto last = round_up(off + len);
+  auto bounce = allocate_aligned(last - first);
+  if (auto st = pread_full(bounce.get(), last - first, first, &done); !st)
+    return st;
+  if (first + done < off + len)
+    return fail("read", first + done, ENODATA);
+  std::memcpy(buf, bounce.get() + (off - first), len);
+  return status::ok();
+}
+
+status provider::write(const void* buf, size_t len, uint64_t off) const {
+  if (off > size_ || len > size_ - off)
+    return {errc::invalid_argument,
+            fmt::format("{}: write of {} bytes at offset {} beyond the end ({} bytes)", path_,
+                        len, off, size_)};
+  if (len == 0)
+    return status::ok();
+  if (!direct_ || aligned(buf, len, off))
+    return pwrite_full(buf, len, off);
+  // Read-modify-write of the edge blocks through an aligned buffer.
+  auto first = round_down(off);
+  auto last = round_up(off + len);
+  auto span = last - first;
+  auto bounce = allocate_aligned(span);
+  std::memset(bounce.get(), 0, span);
+  size_t done = 0;
+  if (off != first)
+    if (auto st = pread_full(bounce.get(), align, first, &done); !st)
+      return st;
+  if (off + len != last && (last - align != first || off == first))
+    if (auto st = pread_full(bounce.get() + span - align, align, last - align, &done); !st)
+      return st;
+  std::memcpy(bounce.get() + (off - first), buf, len);
+  if (auto st = pwrite_full(bounce.get(), span, first); !st)
+    return st;
+  // A file whose size is not a multiple of 4 KiB grew by the padding.
+  if (!block_device_ && last > size_ && ::ftruncate(fd_, static_cast<off_t>(size_)) != 0)
+    return fail("truncate", size_, errno);
+  return status::ok();
+}
+
+status provider::flush() const {
+  while (::fdatasync(fd_) != 0) {
+    if (errno != EINTR)
+      return fail("flush", 0, errno);
+  }
+  return status::ok();
+}
+
+status provider::fallocate_range(int mode, uint64_t off, uint64_t len, bool* supported) const {
+  *supported = true;
+  while (::fallocate(fd_, mode, static_cast<off_t>(off), static_cast<off_t>(len)) != 0) {
+    if (errno == EINTR)
+      continue;
+    if (errno == EOPNOTSUPP || errno == ENOTTY || errno == EINVAL || errno == ENODEV) {
+      *supported = false;
+      return status::ok();
+    }
+    return fail("fallocate", off, errno);
+  }
+  return status::ok();
+}
+
+status provider::write_zero_bytes(uint64_t off, uint64_t len) const {
+  if (len == 0)
+    return status::ok();
+  auto chunk = static_cast<size_t>(std::min<uint64_t>(len, zero_chunk));
+  auto zeros = allocate_aligned(chunk);
+  std::memset(zeros.get(), 0, round_up(chunk));
+  while (len > 0) {
+    auto n = static_cast<size_t>(std::min<uint64_t>(len, chunk));
+    if (auto st = write(zeros.get(), n, off); !st)
+      return st;
+    off += n;
+    len -= n;
+  }
+  return status::ok();
+}
+
+status provider::write_zeroes(uint64_t off, uint64_t len, bool may_punch) const {
+  if (off > size_ || len > size_ - off)
+    return {errc::invalid_argument,
+            fmt::format("{}: zeroing {} bytes at offset {} beyond the end ({} bytes)", path_, len,
+                        off, size_)};
+  auto end = off + len;
+  auto mid_begin = std::min(round_up(off), end);
+  auto mid_end = std::max(round_down(end), mid_begin);
+  if (auto st = write_zero_bytes(off, mid_begin - off); !st)
+    return st;
+  if (auto st = write_zero_bytes(mid_end, end - mid_end); !st)
+    return st;
+  if (mid_end == mid_begin)
+    return status::ok();
+  auto mid_len = mid_end - mid_begin;
+  bool supported = false;
+  if (may_punch) {
+    // On a block device the kernel turns this into a discard that must read
+    // back as zeros (never a plain BLKDISCARD, whose contents are undefined).
+    if (auto st = fallocate_range(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, mid_begin,
+                                  mid_len, &supported);
+        !st || supported)
+      return st;
+  }
+  if (auto st = fallocate_range(FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, mid_begin, mid_len,
+                                &supported);
+      !st || supported)
+    return st;
+  return write_zero_bytes(mid_begin, mid_len);
+}
+
+status provider::discard(uint64_t off, uint64_t len) const {
+  return write_zeroes(off, len, true);
+}
+
+status provider::lock() const {
+  while (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+    if (errno == EINTR)
+      continue;
+    if (errno == EWOULDBLOCK)
+      return {errc::busy, fmt::format("{}: in use by another process (hastd?)", path_)};
+    if (errno == EOPNOTSUPP)
+      return status::ok();
+    return fail("lock", 0, errno);
+  }
+  return status::ok();
+}
+
+void provider::inject_read_errors(uint64_t off, uint64_t len) {
+  read_faults_.emplace_back(off, off + len);
+}
+
+void provider::clear_injected_errors() { read_faults_.clear(); }
+
+} // namespace hast

@@ -1,0 +1,98 @@
+#pragma once
+
+// The local provider: the block device or regular file that holds a
+// resource's metadata and data. One open file descriptor, owned (move-only).
+//
+// I/O goes through O_DIRECT when the file system accepts it, so that a write
+// that returned is not sitting in the page cache of this node only; buffers,
+// lengths and offsets that are not 4 KiB aligned go through an aligned bounce
+// buffer (an unaligned write is then a read-modify-write of its edge blocks,
+// so concurrent unaligned writes to the same 4 KiB block must not overlap).
+// All calls are safe to make concurrently from several threads, except
+// inject_read_errors(), which is for tests and must precede sharing.
+
+#include "messages/errc.hpp"
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace hast {
+
+class provider {
+public:
+  /// Alignment of O_DIRECT I/O and of the metadata layout.
+  static constexpr size_t alignment = 4096;
+
+  /// Opens an existing block device or regular file. Tries O_DIRECT first
+  /// and falls back to buffered I/O where it is refused (tmpfs: EINVAL).
+  static result<provider> open(const std::string& path, bool writable);
+
+  /// Creates a regular file of `size` bytes (sparse), or extends an existing
+  /// smaller one (never shrinks it), then opens it writable. Fails if `path`
+  /// exists and is not a regular file.
+  static result<provider> create_file(const std::string& path, uint64_t size);
+
+  provider(provider&& other) noexcept;
+  provider& operator=(provider&& other) noexcept;
+  provider(const provider&) = delete;
+  provider& operator=(const provider&) = delete;
+  ~provider();
+
+  int fd() const { return fd_; }
+  /// Bytes: BLKGETSIZE64 for a block device, st_size for a file, at open.
+  uint64_t size() const { return size_; }
+  bool direct() const { return direct_; }
+  bool writable() const { return writable_; }
+  bool is_block_device() const { return block_device_; }
+  const std::string& path() const { return path_; }
+
+  /// Reads exactly `len` bytes at `off`; reading past the end is an error.
+  status read(void* buf, size_t len, uint64_t off) const;
+  /// Writes exactly `len` bytes at `off`.
+  status write(const void* buf, size_t len, uint64_t off) const;
+  /// Makes completed writes durable (fdatasync: also flushes the disk cache).
+  status flush() const;
+  /// Deallocates a range so that it reads back as zeros: fallocate
+  /// (PUNCH_HOLE|KEEP_SIZE), which on a block device is a discard that
+  /// guarantees zeros. Where unsupported, writes zeros instead: both nodes of
+  /// a resource must read back the same bytes after a trim.
+  status discard(uint64_t off, uint64_t len) const;
+  /// Zeroes a range. With `may_punch` the blocks may be deallocated (as
+  /// discard); without, they stay allocated (FALLOC_FL_ZERO_RANGE).
+  /// Falls back to writing zeros.
+  status write_zeroes(uint64_t off, uint64_t len, bool may_punch) const;
+
+  /// Takes an exclusive advisory lock (flock, non-blocking) for as long as
+  /// this provider is open, as hastd's worker does. Another holder gives
+  /// errc::busy. File systems without flock are tolerated.
+  status lock() const;
+
+  /// Test hook (the disk-fault layer): reads overlapping [off, off+len) fail
+  /// with EIO from now on. Calls accumulate.
+  void inject_read_errors(uint64_t off, uint64_t len);
+  /// Removes all injected read errors.
+  void clear_injected_errors();
+
+private:
+  provider(int fd, std::string path, uint64_t size, bool direct, bool writable,
+           bool block_device);
+  void close();
+  status fail(const char* what, uint64_t off, int error) const;
+  status pread_full(void* buf, size_t len, uint64_t off, size_t* done) const;
+  status pwrite_full(const void* buf, size_t len, uint64_t off) const;
+  status write_zero_bytes(uint64_t off, uint64_t len) const;
+  status fallocate_range(int mode, uint64_t off, uint64_t len, bool* supported) const;
+
+  int fd_ = -1;
+  std::string path_;
+  uint64_t size_ = 0;
+  bool direct_ = false;
+  bool writable_ = false;
+  bool block_device_ = false;
+  std::vector<std::pair<uint64_t, uint64_t>> read_faults_;  // [off, end)
+};
+
+} // namespace hast

@@ -1,0 +1,93 @@
+#include "messages/status.hpp"
+
+namespace hast {
+
+nlohmann::json to_json(const resource_status& x) {
+  const auto& c = x.counters;
+  return {
+    {"name", x.name},
+    {"provider_name", x.provider_name},
+    {"role", to_string(x.current_role)},
+    {"status", x.status},
+    {"connected", x.connected},
+    {"local", x.local},
+    {"remote", x.remote},
+    {"source", x.source},
+    {"nbd", x.nbd},
+    {"replication", to_string(x.replication)},
+    {"checksum", to_string(x.checksum)},
+    {"compression", to_string(x.compression)},
+    {"datasize", x.datasize},
+    {"extent_size", x.extent_size},
+    {"keepdirty", x.keepdirty},
+    {"dirty_bytes", x.dirty_bytes},
+    {"nbd_connections", x.nbd_connections},
+    {"queues", {{"local", x.queue_local}, {"send", x.queue_send}, {"recv", x.queue_recv}}},
+    {"sync",
+     {{"active", x.sync.active},
+      {"direction", x.sync.direction},
+      {"done_bytes", x.sync.done_bytes},
+      {"total_bytes", x.sync.total_bytes},
+      {"bytes_per_second", x.sync.bytes_per_second}}},
+    {"counters",
+     {{"reads", c.reads},
+      {"writes", c.writes},
+      {"deletes", c.deletes},
+      {"flushes", c.flushes},
+      {"activemap_updates", c.activemap_updates},
+      {"read_errors", c.read_errors},
+      {"write_errors", c.write_errors},
+      {"delete_errors", c.delete_errors},
+      {"flush_errors", c.flush_errors}}},
+    {"last_error", x.last_error},
+  };
+}
+
+resource_status status_from_json(const nlohmann::json& j) {
+  resource_status x;
+  x.name = j.value("name", "");
+  x.provider_name = j.value("provider_name", "");
+  x.current_role = parse_role(j.value("role", "init")).value_or(role::init);
+  x.status = j.value("status", "-");
+  x.connected = j.value("connected", false);
+  x.local = j.value("local", "");
+  x.remote = j.value("remote", "");
+  x.source = j.value("source", "");
+  x.nbd = j.value("nbd", "");
+  x.replication = parse_replication(j.value("replication", "memsync")).value_or(replication_mode::memsync);
+  x.checksum = parse_checksum(j.value("checksum", "none")).value_or(checksum_kind::none);
+  x.compression = parse_compression(j.value("compression", "none")).value_or(compression_kind::none);
+  x.datasize = j.value("datasize", uint64_t{0});
+  x.extent_size = j.value("extent_size", uint32_t{0});
+  x.keepdirty = j.value("keepdirty", uint32_t{0});
+  x.dirty_bytes = j.value("dirty_bytes", uint64_t{0});
+  x.nbd_connections = j.value("nbd_connections", uint64_t{0});
+  if (auto q = j.find("queues"); q != j.end()) {
+    x.queue_local = q->value("local", uint64_t{0});
+    x.queue_send = q->value("send", uint64_t{0});
+    x.queue_recv = q->value("recv", uint64_t{0});
+  }
+  if (auto s = j.find("sync"); s != j.end()) {
+    x.sync.active = s->value("active", false);
+    x.sync.direction = s->value("direction", "");
+    x.sync.done_bytes = s->value("done_bytes", uint64_t{0});
+    x.sync.total_bytes = s->value("total_bytes", uint64_t{0});
+    x.sync.bytes_per_second = s->value("bytes_per_second", uint64_t{0});
+  }
+  if (auto c = j.find("counters"); c != j.end()) {
+    auto& o = x.counters;
+    o.reads = c->value("reads", uint64_t{0});
+    o.writes = c->value("writes", uint64_t{0});
+    o.deletes = c->value("deletes", uint64_t{0});
+    o.flushes = c->value("flushes", uint64_t{0});
+    o.activemap_updates = c->value("activemap_updates", uint64_t{0});
+    o.read_errors = c->value("read_errors", uint64_t{0});
+    o.write_errors = c->value("write_errors", uint64_t{0});
+    o.delete_errors = c->value("delete_errors", uint64_t{0});
+    o.flush_errors = c->value("flush_errors", uint64_t{0});
+  }
+  x.last_error = j.value("last_error", "");
+  return x;
+}
+
+} // namespace hast

@@ -1,0 +1,65 @@
+#pragma once
+
+// What a resource reports about itself: the data behind `hastctl status`,
+// `list` and their --json form. Plain data, no CAF, so hastctl can share it.
+
+#include "config/config.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace hast {
+
+struct resource_counters {
+  uint64_t reads = 0;
+  uint64_t writes = 0;
+  uint64_t deletes = 0;
+  uint64_t flushes = 0;
+  uint64_t activemap_updates = 0;
+  uint64_t read_errors = 0;
+  uint64_t write_errors = 0;
+  uint64_t delete_errors = 0;
+  uint64_t flush_errors = 0;
+};
+
+struct sync_progress {
+  bool active = false;
+  std::string direction;  // "primary->secondary", "secondary->primary" or ""
+  uint64_t done_bytes = 0;
+  uint64_t total_bytes = 0;
+  uint64_t bytes_per_second = 0;
+};
+
+struct resource_status {
+  std::string name;
+  std::string provider_name;
+  role current_role = role::init;
+  std::string status;        // "complete", "degraded" or "-" (init)
+  bool connected = false;
+  std::string local;
+  std::string remote;
+  std::string source;
+  std::string nbd;
+  replication_mode replication = replication_mode::memsync;
+  checksum_kind checksum = checksum_kind::none;
+  compression_kind compression = compression_kind::hole;
+  uint64_t datasize = 0;
+  uint32_t extent_size = 0;
+  uint32_t keepdirty = 0;
+  uint64_t dirty_bytes = 0;
+  uint64_t nbd_connections = 0;
+  uint64_t queue_local = 0;  // requests at the local disk
+  uint64_t queue_send = 0;   // requests waiting to go to the peer
+  uint64_t queue_recv = 0;   // requests waiting for the peer's answer
+  sync_progress sync;
+  resource_counters counters;
+  std::string last_error;    // why the resource could not take its role, if so
+};
+
+nlohmann::json to_json(const resource_status& x);
+resource_status status_from_json(const nlohmann::json& j);
+
+} // namespace hast

@@ -1,0 +1,860 @@
+#include "config/config.hpp"
+
+#include <gtest/gtest.h>
+
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <string>
+
+namespace hast {
+namespace {
+
+const std::string conf_path = "/etc/hast.conf";
+const std::string toml_path = "/etc/hast.toml";
+
+// The seed example: the same file on both FreeBSD nodes.
+const std::string seed = R"(listen tcp://0.0.0.0
+resource shared {
+    local /dev/ada0p4
+    on fbsd_h1 {
+        remote tcp://10.0.0.231
+    }
+    on fbsd_h2 {
+         remote tcp://10.0.0.233
+    }
+}
+)";
+
+// The error `text` raises, or nullopt (and a test failure) if it parses.
+std::optional<config_error> error_of(const std::string& text, const std::string& path = conf_path,
+                                     const std::string& node = "h1") {
+  try {
+    parse_config(text, path, node);
+  } catch (const config_error& e) {
+    return e;
+  }
+  ADD_FAILURE() << "expected a config_error for:\n" << text;
+  return std::nullopt;
+}
+
+// Checks what() names file:line and option and says `expected`.
+void expect_error(const std::string& text, int line, const std::string& option,
+                  const std::string& expected, const std::string& path = conf_path,
+                  const std::string& node = "h1") {
+  const auto error = error_of(text, path, node);
+  if (!error)
+    return;
+  const std::string what = error->what();
+  EXPECT_NE(what.find(path + ":" + std::to_string(line) + ": "), std::string::npos) << what;
+  EXPECT_EQ(error->where().line, line) << what;
+  EXPECT_EQ(error->option(), option) << what;
+  if (!option.empty()) {
+    EXPECT_NE(what.find(": " + option + ": "), std::string::npos) << what;
+  }
+  EXPECT_NE(what.find(expected), std::string::npos) << what;
+}
+
+// The same configuration with the source locations blanked, to compare the
+// meaning of files whose lines differ.
+node_config without_locations(node_config config) {
+  config.path.clear();
+  for (auto& res : config.resources)
+    res.where = {};
+  return config;
+}
+
+// A minimal resource for tests that are about something else.
+const std::string minimal_resource = R"(resource r0 {
+  local /dev/r0
+  on h1 {
+    remote tcp://10.0.0.2
+  }
+}
+)";
+
+// --- The seed example -------------------------------------------------------
+
+TEST(Config, SeedExampleGivesTheFirstNodeItsLocalProviderAndPeer) {
+  const auto config = parse_config(seed, conf_path, "fbsd_h1");
+  EXPECT_EQ(config.node, "fbsd_h1");
+  EXPECT_EQ(config.path, conf_path);
+  EXPECT_EQ(config.listen, std::vector<std::string>{"tcp://0.0.0.0"});
+  ASSERT_EQ(config.resources.size(), 1u);
+  const auto& res = config.resources[0];
+  EXPECT_EQ(res.name, "shared");
+  EXPECT_EQ(res.local, "/dev/ada0p4");
+  EXPECT_EQ(res.remote, "tcp://10.0.0.231");
+  EXPECT_EQ(res.where.line, 2);
+  EXPECT_EQ(res.where.file, conf_path);
+}
+
+TEST(Config, SeedExampleGivesTheSecondNodeTheOtherPeer) {
+  const auto config = parse_config(seed, conf_path, "fbsd_h2");
+  ASSERT_EQ(config.resources.size(), 1u);
+  EXPECT_EQ(config.resources[0].local, "/dev/ada0p4");
+  EXPECT_EQ(config.resources[0].remote, "tcp://10.0.0.233");
+}
+
+TEST(Config, SeedExampleRendersItsEffectiveSettings) {
+  const auto text = render_effective(parse_config(seed, conf_path, "fbsd_h1"));
+  EXPECT_EQ(text,
+            "node: fbsd_h1\n"
+            "control: uds:///var/run/hastctl\n"
+            "pidfile: /var/run/hastd.pid\n"
+            "listen: tcp://0.0.0.0\n"
+            "resource shared:\n"
+            "  name: shared\n"
+            "  local: /dev/ada0p4\n"
+            "  remote: tcp://10.0.0.231\n"
+            "  source: -\n"
+            "  replication: memsync\n"
+            "  checksum: none\n"
+            "  compression: hole\n"
+            "  timeout: 20\n"
+            "  exec: -\n"
+            "  metaflush: on\n"
+            "  nbd: uds:///var/run/hast/shared.sock\n"
+            "  secret: -\n");
+}
+
+// --- Defaults ---------------------------------------------------------------
+
+TEST(Config, EveryOptionHasHastsDefault) {
+  const auto config = parse_config(minimal_resource, conf_path, "h1");
+  EXPECT_EQ(config.control, "uds:///var/run/hastctl");
+  EXPECT_EQ(config.pidfile, "/var/run/hastd.pid");
+  EXPECT_EQ(config.listen, (std::vector<std::string>{"tcp4://0.0.0.0:8457", "tcp6://[::]:8457"}));
+  ASSERT_EQ(config.resources.size(), 1u);
+  const auto& res = config.resources[0];
+  EXPECT_EQ(res.provider_name, "r0");
+  EXPECT_EQ(res.source, "");
+  EXPECT_EQ(res.replication, replication_mode::memsync);
+  EXPECT_EQ(res.checksum, checksum_kind::none);
+  EXPECT_EQ(res.compression, compression_kind::hole);
+  EXPECT_EQ(res.timeout, 20);
+  EXPECT_EQ(res.exec, "");
+  EXPECT_TRUE(res.metaflush);
+  EXPECT_EQ(res.nbd, "uds:///var/run/hast/r0.sock");
+  EXPECT_EQ(res.secret, "");
+  EXPECT_FALSE(res.standalone());
+}
+
+TEST(Config, EmptyFileGivesNoResourcesAndDefaultDaemonSettings) {
+  const auto config = parse_config("# nothing here\n", conf_path, "h1");
+  EXPECT_TRUE(config.resources.empty());
+  EXPECT_EQ(config.control, default_control);
+  EXPECT_EQ(config.listen.size(), 2u);
+}
+
+// --- Every option -----------------------------------------------------------
+
+TEST(Config, EveryGlobalOptionIsParsed) {
+  const auto config = parse_config(R"(control uds:///run/hast/ctl
+pidfile /run/hastd.pid
+listen tcp://0.0.0.0:7000
+listen tcp6://[::1]:7001
+)" + minimal_resource,
+                                   conf_path, "h1");
+  EXPECT_EQ(config.control, "uds:///run/hast/ctl");
+  EXPECT_EQ(config.pidfile, "/run/hastd.pid");
+  EXPECT_EQ(config.listen, (std::vector<std::string>{"tcp://0.0.0.0:7000", "tcp6://[::1]:7001"}));
+}
+
+TEST(Config, EveryResourceOptionIsParsed) {
+  const auto config = parse_config(R"(resource data {
+  name disk0
+  local /var/lib/hast/data.img
+  replication fullsync
+  checksum crc32c
+  compression lz4
+  timeout 7
+  exec /usr/local/sbin/hast-hook
+  metaflush off
+  nbd tcp://127.0.0.1:10809
+  secret /etc/hast/data.key
+  on h1 {
+    remote tcp://10.0.0.2:9000
+    source 10.0.0.1
+  }
+}
+)",
+                                   conf_path, "h1");
+  ASSERT_EQ(config.resources.size(), 1u);
+  const auto& res = config.resources[0];
+  EXPECT_EQ(res.name, "data");
+  EXPECT_EQ(res.provider_name, "disk0");
+  EXPECT_EQ(res.local, "/var/lib/hast/data.img");
+  EXPECT_EQ(res.remote, "tcp://10.0.0.2:9000");
+  EXPECT_EQ(res.source, "10.0.0.1");
+  EXPECT_EQ(res.replication, replication_mode::fullsync);
+  EXPECT_EQ(res.checksum, checksum_kind::crc32c);
+  EXPECT_EQ(res.compression, compression_kind::lz4);
+  EXPECT_EQ(res.timeout, 7);
+  EXPECT_EQ(res.exec, "/usr/local/sbin/hast-hook");
+  EXPECT_FALSE(res.metaflush);
+  EXPECT_EQ(res.nbd, "tcp://127.0.0.1:10809");
+  EXPECT_EQ(res.secret, "/etc/hast/data.key");
+}
+
+TEST(Config, EveryEnumeratedValueIsAccepted) {
+  for (const char* mode : {"fullsync", "memsync", "async"})
+    for (const char* sum : {"none", "crc32", "crc32c", "sha256"})
+      for (const char* codec : {"none", "hole", "lzf", "lz4"}) {
+        const auto config = parse_config(std::string{"replication "} + mode + "\nchecksum " + sum +
+                                             "\ncompression " + codec + "\n" + minimal_resource,
+                                         conf_path, "h1");
+        const auto& res = config.resources.at(0);
+        EXPECT_EQ(to_string(res.replication), mode);
+        EXPECT_EQ(to_string(res.checksum), sum);
+        EXPECT_EQ(to_string(res.compression), codec);
+      }
+}
+
+TEST(Config, RemoteNoneMakesAStandaloneResource) {
+  const auto config = parse_config("resource solo {\n local /dev/x\n on h1 {\n remote none\n }\n}\n",
+                                   conf_path, "h1");
+  EXPECT_TRUE(config.resources.at(0).standalone());
+}
+
+TEST(Config, RemoteIsKeptAsWritten) {
+  for (const char* remote : {"tcp://10.0.0.2", "tcp4://10.0.0.2:7000", "tcp6://[fd00::2]:7000",
+                             "10.0.0.2", "peer.example.com:7000"}) {
+    const auto config = parse_config(
+        std::string{"resource r {\n local /dev/x\n on h1 {\n remote "} + remote + "\n }\n}\n", conf_path,
+        "h1");
+    EXPECT_EQ(config.resources.at(0).remote, remote);
+  }
+}
+
+TEST(Config, QuotedValuesMayHoldSpaces) {
+  const auto config = parse_config(
+      "exec \"/usr/local/libexec/hast hook\"\n" + minimal_resource, conf_path, "h1");
+  EXPECT_EQ(config.resources.at(0).exec, "/usr/local/libexec/hast hook");
+}
+
+TEST(Config, StatementsMayShareALineWithBraces) {
+  const auto config =
+      parse_config("resource r { local /dev/x\n on h1 { remote tcp://h2 } }\n", conf_path, "h1");
+  EXPECT_EQ(config.resources.at(0).remote, "tcp://h2");
+}
+
+TEST(Config, SectionBraceMayOpenOnTheNextLine) {
+  const auto config =
+      parse_config("resource r\n{\n local /dev/x\n on h1\n {\n remote tcp://h2\n }\n}\n", conf_path, "h1");
+  EXPECT_EQ(config.resources.at(0).local, "/dev/x");
+}
+
+TEST(Config, ResourcesKeepFileOrder) {
+  const auto config = parse_config(R"(resource b { local /dev/b
+ remote none }
+resource a { local /dev/a
+ remote none }
+resource c { local /dev/c
+ remote none }
+)",
+                                   conf_path, "h1");
+  ASSERT_EQ(config.resources.size(), 3u);
+  EXPECT_EQ(config.resources[0].name, "b");
+  EXPECT_EQ(config.resources[1].name, "a");
+  EXPECT_EQ(config.resources[2].name, "c");
+  EXPECT_EQ(config.find("a"), &config.resources[1]);
+  EXPECT_EQ(config.find("zz"), nullptr);
+}
+
+// --- Inheritance ------------------------------------------------------------
+
+TEST(Config, GlobalValuesAreInheritedByEveryResource) {
+  const auto config = parse_config("replication async\ntimeout 5\nexec /bin/hook\nmetaflush off\n"
+                                   "nbd tcp://0.0.0.0:10809\nsecret /k\nchecksum sha256\n"
+                                   "compression lzf\n" +
+                                       minimal_resource,
+                                   conf_path, "h1");
+  const auto& res = config.resources.at(0);
+  EXPECT_EQ(res.replication, replication_mode::async);
+  EXPECT_EQ(res.timeout, 5);
+  EXPECT_EQ(res.exec, "/bin/hook");
+  EXPECT_FALSE(res.metaflush);
+  EXPECT_EQ(res.nbd, "tcp://0.0.0.0:10809");
+  EXPECT_EQ(res.secret, "/k");
+  EXPECT_EQ(res.checksum, checksum_kind::sha256);
+  EXPECT_EQ(res.compression, compression_kind::lzf);
+}
+
+TEST(Config, GlobalNodeSectionOverridesGlobalValuesForThisNodeOnly) {
+  const std::string text = R"(timeout 5
+control uds:///run/a
+pidfile /run/a.pid
+on h1 {
+  timeout 6
+  control uds:///run/h1
+  pidfile /run/h1.pid
+}
+on h2 {
+  timeout 7
+}
+resource r {
+  local /dev/r
+  on h1 {
+    remote tcp://h2
+  }
+  on h2 {
+    remote tcp://h1
+  }
+  on h3 {
+    remote tcp://h1
+  }
+}
+)";
+  const auto h1 = parse_config(text, conf_path, "h1");
+  EXPECT_EQ(h1.resources.at(0).timeout, 6);
+  EXPECT_EQ(h1.control, "uds:///run/h1");
+  EXPECT_EQ(h1.pidfile, "/run/h1.pid");
+  const auto h2 = parse_config(text, conf_path, "h2");
+  EXPECT_EQ(h2.resources.at(0).timeout, 7);
+  EXPECT_EQ(h2.control, "uds:///run/a");
+  EXPECT_EQ(h2.pidfile, "/run/a.pid");
+  EXPECT_EQ(parse_config(text, conf_path, "h3").resources.at(0).timeout, 5);
+}
+
+TEST(Config, ResourceValueOverridesTheGlobalNodeSection) {
+  const auto config = parse_config(R"(on h1 {
+  replication async
+}
+resource r {
+  replication fullsync
+  local /dev/r
+  on h1 {
+    remote none
+  }
+}
+)",
+                                   conf_path, "h1");
+  EXPECT_EQ(config.resources.at(0).replication, replication_mode::fullsync);
+}
+
+TEST(Config, ResourceNodeSectionOverridesTheResourceValue) {
+  const std::string text = R"(resource r {
+  name prov
+  local /dev/a
+  metaflush off
+  checksum crc32
+  on h1 {
+    name prov1
+    local /dev/b
+    metaflush on
+    checksum sha256
+    remote tcp://h2
+  }
+  on h2 {
+    remote tcp://h1
+  }
+}
+)";
+  const auto h1 = parse_config(text, conf_path, "h1").resources.at(0);
+  EXPECT_EQ(h1.provider_name, "prov1");
+  EXPECT_EQ(h1.local, "/dev/b");
+  EXPECT_TRUE(h1.metaflush);
+  EXPECT_EQ(h1.checksum, checksum_kind::sha256);
+  const auto h2 = parse_config(text, conf_path, "h2").resources.at(0);
+  EXPECT_EQ(h2.provider_name, "prov");
+  EXPECT_EQ(h2.local, "/dev/a");
+  EXPECT_FALSE(h2.metaflush);
+  EXPECT_EQ(h2.checksum, checksum_kind::crc32);
+}
+
+TEST(Config, NodeSectionListenLinesAddToTheGlobalOnes) {
+  const std::string text = R"(listen tcp://0.0.0.0:7000
+on h1 {
+  listen tcp://127.0.0.1:7001
+  listen uds:///run/h1.sock
+}
+on h2 {
+  listen tcp://127.0.0.1:7002
+}
+)";
+  EXPECT_EQ(parse_config(text, conf_path, "h1").listen,
+            (std::vector<std::string>{"tcp://0.0.0.0:7000", "tcp://127.0.0.1:7001", "uds:///run/h1.sock"}));
+  EXPECT_EQ(parse_config(text, conf_path, "h2").listen,
+            (std::vector<std::string>{"tcp://0.0.0.0:7000", "tcp://127.0.0.1:7002"}));
+}
+
+TEST(Config, ListenOnlyInANodeSectionReplacesTheDefaults) {
+  const auto config = parse_config("on h1 {\n listen tcp://127.0.0.1:7001\n}\n", conf_path, "h1");
+  EXPECT_EQ(config.listen, std::vector<std::string>{"tcp://127.0.0.1:7001"});
+}
+
+TEST(Config, RemoteAndSourceAreAcceptedAtResourceLevel) {
+  const auto config = parse_config(
+      "resource r {\n local /dev/r\n remote tcp://peer\n source 10.0.0.1\n}\n", conf_path, "any");
+  EXPECT_EQ(config.resources.at(0).remote, "tcp://peer");
+  EXPECT_EQ(config.resources.at(0).source, "10.0.0.1");
+}
+
+TEST(Config, LaterStatementInTheSameSectionWins) {
+  const auto config = parse_config("timeout 3\ntimeout 4\n" + minimal_resource, conf_path, "h1");
+  EXPECT_EQ(config.resources.at(0).timeout, 4);
+}
+
+// --- Node matching ----------------------------------------------------------
+
+TEST(Config, SectionNamedByTheShortHostNameMatchesTheFullNodeName) {
+  const auto config = parse_config(seed, conf_path, "fbsd_h1.example.org");
+  EXPECT_EQ(config.resources.at(0).remote, "tcp://10.0.0.231");
+}
+
+TEST(Config, SectionNamedByTheFullHostNameMatchesTheShortNodeName) {
+  const auto config = parse_config(
+      "resource r {\n local /dev/r\n on h1.example.org {\n remote tcp://h2\n }\n}\n", conf_path, "h1");
+  EXPECT_EQ(config.resources.at(0).remote, "tcp://h2");
+}
+
+TEST(Config, SectionForAnotherDomainStillNeedsAnExactOrShortMatch) {
+  const auto error = error_of(
+      "resource r {\n local /dev/r\n on h1.a.org {\n remote tcp://h2\n }\n}\n", conf_path, "h1.b.org");
+  ASSERT_TRUE(error);
+  EXPECT_EQ(error->option(), "on");
+}
+
+TEST(Config, SelectNodePrefersTheExplicitNameThenHastNodeThenTheHostName) {
+  const char* saved = std::getenv("HAST_NODE");
+  const std::string saved_value = saved != nullptr ? saved : "";
+  ::setenv("HAST_NODE", "from-env", 1);
+  EXPECT_EQ(select_node("explicit"), "explicit");
+  EXPECT_EQ(select_node(""), "from-env");
+  ::unsetenv("HAST_NODE");
+  char host[256] = {};
+  ASSERT_EQ(::gethostname(host, sizeof host - 1), 0);
+  EXPECT_EQ(select_node(""), host);
+  if (saved != nullptr)
+    ::setenv("HAST_NODE", saved_value.c_str(), 1);
+}
+
+// --- TOML -------------------------------------------------------------------
+
+const std::string full_conf = R"(# two resources, every level used
+control uds:///run/hast/ctl
+pidfile /run/hastd.pid
+listen tcp://0.0.0.0:7000
+replication fullsync
+checksum crc32
+timeout 9
+on h1 {
+  listen tcp://127.0.0.1:7001
+  compression lzf
+  secret /etc/hast/h1.key
+}
+on h2 {
+  control uds:///run/hast/ctl2
+  exec /bin/h2-hook
+}
+resource alpha {
+  local /dev/alpha
+  metaflush off
+  on h1 {
+    remote tcp://10.0.0.2:7000
+    source 10.0.0.1
+  }
+  on h2 {
+    name alpha2
+    remote tcp://10.0.0.1:7000
+    nbd tcp://127.0.0.1:10810
+  }
+}
+resource beta {
+  replication async
+  compression none
+  on h1 {
+    local /dev/beta1
+    remote none
+    timeout 30
+  }
+  on h2 {
+    local /dev/beta2
+    remote none
+    checksum sha256
+  }
+}
+)";
+
+const std::string full_toml = R"(# two resources, every level used
+control = "uds:///run/hast/ctl"
+pidfile = "/run/hastd.pid"
+listen = "tcp://0.0.0.0:7000"
+replication = "fullsync"
+checksum = "crc32"
+timeout = 9
+
+[on.h1]
+listen = ["tcp://127.0.0.1:7001"]
+compression = "lzf"
+secret = "/etc/hast/h1.key"
+
+[on.h2]
+control = "uds:///run/hast/ctl2"
+exec = "/bin/h2-hook"
+
+[resource.alpha]
+local = "/dev/alpha"
+metaflush = false
+
+[resource.alpha.on.h1]
+remote = "tcp://10.0.0.2:7000"
+source = "10.0.0.1"
+
+[resource.alpha.on.h2]
+name = "alpha2"
+remote = "tcp://10.0.0.1:7000"
+nbd = "tcp://127.0.0.1:10810"
+
+[resource.beta]
+replication = "async"
+compression = "none"
+on.h1 = { local = "/dev/beta1", remote = "none", timeout = 30 }
+on.h2 = { local = "/dev/beta2", remote = "none", checksum = "sha256" }
+)";
+
+TEST(Config, BothSyntaxesGiveIdenticalSettingsForEveryNode) {
+  for (const char* node : {"h1", "h2"}) {
+    const auto conf = parse_config(full_conf, conf_path, node);
+    const auto toml = parse_config(full_toml, toml_path, node);
+    EXPECT_EQ(without_locations(conf), without_locations(toml)) << node << ":\n"
+                                                                << render_effective(conf) << "---\n"
+                                                                << render_effective(toml);
+    EXPECT_EQ(render_effective(conf), render_effective(toml));
+  }
+  const auto h1 = parse_config(full_toml, toml_path, "h1");
+  ASSERT_EQ(h1.resources.size(), 2u);
+  EXPECT_EQ(h1.resources[0].name, "alpha");
+  EXPECT_EQ(h1.resources[1].name, "beta");
+  EXPECT_EQ(h1.resources[1].timeout, 30);
+  EXPECT_EQ(h1.resources[0].compression, compression_kind::lzf);
+  EXPECT_FALSE(h1.resources[0].metaflush);
+  EXPECT_EQ(h1.listen, (std::vector<std::string>{"tcp://0.0.0.0:7000", "tcp://127.0.0.1:7001"}));
+  const auto h2 = parse_config(full_toml, toml_path, "h2");
+  EXPECT_EQ(h2.control, "uds:///run/hast/ctl2");
+  EXPECT_EQ(h2.resources[0].provider_name, "alpha2");
+  EXPECT_EQ(h2.resources[1].checksum, checksum_kind::sha256);
+}
+
+TEST(Config, SeedExampleInTomlGivesTheSameSettings) {
+  const std::string toml = R"(listen = "tcp://0.0.0.0"
+[resource.shared]
+local = "/dev/ada0p4"
+[resource.shared.on.fbsd_h1]
+remote = "tcp://10.0.0.231"
+[resource.shared.on.fbsd_h2]
+remote = "tcp://10.0.0.233"
+)";
+  // Same lines, same path: even the source locations agree.
+  for (const char* node : {"fbsd_h1", "fbsd_h2"})
+    EXPECT_EQ(parse_config(seed, conf_path, node), parse_config(toml, conf_path, node));
+}
+
+TEST(Config, TomlLocationsNameTheResourceTableLine) {
+  const auto config = parse_config(full_toml, toml_path, "h1");
+  EXPECT_EQ(config.resources.at(0).where.line, 18);
+  EXPECT_EQ(config.resources.at(0).where.file, toml_path);
+  EXPECT_EQ(config.resources.at(1).where.line, 31);
+}
+
+TEST(Config, TomlIsRecognisedFromContentOrFromTheFileName) {
+  // A TOML file under a .conf name, starting with a table.
+  EXPECT_EQ(parse_config("\n# c\n[resource.r]\nlocal = \"/dev/r\"\nremote = \"none\"\n", conf_path, "h1")
+                .resources.at(0)
+                .local,
+            "/dev/r");
+  // An empty .toml file is TOML (hast.conf would accept it too).
+  EXPECT_TRUE(parse_config("", toml_path, "h1").resources.empty());
+  // `key = value` under a .toml name: a hast.conf line there is a TOML error.
+  const auto error = error_of("listen tcp://0.0.0.0\n", toml_path);
+  ASSERT_TRUE(error);
+  EXPECT_NE(std::string{error->what()}.find(toml_path + ":1: "), std::string::npos) << error->what();
+}
+
+TEST(Config, TomlMetaflushAcceptsBooleansAndOnOff) {
+  EXPECT_FALSE(parse_config("metaflush = \"off\"\n[resource.r]\nlocal = \"/x\"\nremote = \"none\"\n",
+                            conf_path, "h1")
+                   .resources.at(0)
+                   .metaflush);
+  EXPECT_TRUE(parse_config("metaflush = true\n[resource.r]\nlocal = \"/x\"\nremote = \"none\"\n",
+                           conf_path, "h1")
+                  .resources.at(0)
+                  .metaflush);
+}
+
+// --- Errors: both syntaxes name file, line and option ------------------------
+
+TEST(ConfigError, UnknownOptionIsRejected) {
+  expect_error("listen tcp://0.0.0.0\nfrobnicate yes\n", 2, "frobnicate", "unknown option");
+}
+
+TEST(ConfigError, UnknownOptionInsideAResourceIsRejected) {
+  expect_error("resource r {\n  local /dev/r\n  frobnicate\n}\n", 3, "frobnicate", "unknown option");
+}
+
+TEST(ConfigError, UnknownOptionInTomlIsRejected) {
+  expect_error("[resource.r]\nlocal = \"/dev/r\"\nfrobnicate = 1\n", 3, "frobnicate", "unknown option",
+               toml_path);
+}
+
+TEST(ConfigError, ResourceOptionAtGlobalLevelIsRejected) {
+  expect_error("local /dev/x\n", 1, "local", "not allowed at global level");
+}
+
+TEST(ConfigError, DaemonOptionInsideAResourceIsRejected) {
+  expect_error("resource r {\n local /dev/r\n control uds:///x\n}\n", 3, "control",
+               "not allowed in a resource section");
+  expect_error("resource r {\n local /dev/r\n on h1 {\n listen tcp://0.0.0.0\n }\n}\n", 4, "listen",
+               "not allowed in a resource's 'on <node>' section");
+}
+
+TEST(ConfigError, RemoteInAGlobalNodeSectionIsRejected) {
+  expect_error("on h1 {\n remote tcp://x\n}\n", 2, "remote", "not allowed in a global 'on <node>' section");
+}
+
+TEST(ConfigError, OptionAtTheWrongLevelInTomlIsRejected) {
+  expect_error("timeout = 3\nlocal = \"/dev/x\"\n", 2, "local", "not allowed at global level", toml_path);
+  expect_error("[resource.r]\nlocal = \"/dev/x\"\npidfile = \"/p\"\n", 3, "pidfile",
+               "not allowed in a resource section", toml_path);
+}
+
+TEST(ConfigError, BogusReplicationIsRejected) {
+  expect_error("replication bogus\n", 1, "replication", "expected fullsync, memsync or async, got 'bogus'");
+  expect_error("\nreplication = \"bogus\"\n", 2, "replication", "expected fullsync, memsync or async",
+               toml_path);
+}
+
+TEST(ConfigError, BogusChecksumAndCompressionAreRejected) {
+  expect_error("checksum md5\n", 1, "checksum", "expected none, crc32, crc32c or sha256");
+  expect_error("resource r {\n compression gzip\n}\n", 2, "compression", "expected none, hole, lzf or lz4");
+}
+
+TEST(ConfigError, TimeoutMustBeAPositiveWholeNumber) {
+  expect_error("timeout 0\n", 1, "timeout", "greater than 0");
+  expect_error("\n\ntimeout soon\n", 3, "timeout", "got 'soon'");
+  expect_error("timeout -5\n", 1, "timeout", "greater than 0");
+  expect_error("timeout = 0\n", 1, "timeout", "greater than 0", toml_path);
+  expect_error("timeout = 2.5\n", 1, "timeout", "whole number", toml_path);
+}
+
+TEST(ConfigError, MetaflushMustBeOnOrOff) {
+  expect_error("resource r {\n on h1 {\n metaflush maybe\n }\n}\n", 3, "metaflush", "expected on or off");
+}
+
+TEST(ConfigError, MalformedAddressesAreRejected) {
+  expect_error("listen tcp://host:99999\n", 1, "listen", "expected tcp://host[:port]");
+  expect_error("control ftp://x\n", 1, "control", "expected uds:///path");
+  expect_error("resource r {\n local /dev/r\n remote uds:///x\n}\n", 3, "remote", "or none");
+  expect_error("nbd tcp://127.0.0.1\n", 1, "nbd", "expected uds:///path or tcp://addr:port");
+  expect_error("exec hook.sh\n", 1, "exec", "absolute path");
+}
+
+TEST(ConfigError, MissingLocalIsRejected) {
+  expect_error("resource r {\n on h1 {\n remote tcp://h2\n }\n}\n", 1, "local", "no local provider");
+}
+
+TEST(ConfigError, MissingRemoteIsRejected) {
+  expect_error("resource r {\n local /dev/r\n on h1 {\n source 10.0.0.1\n }\n}\n", 3, "remote",
+               "no remote address for resource r");
+}
+
+TEST(ConfigError, LocalForAnotherNodeOnlyIsMissingForThisOne) {
+  expect_error("resource r {\n on h1 {\n remote tcp://h2\n }\n on h2 {\n local /dev/r\n remote tcp://h1\n }\n}\n",
+               1, "local", "no local provider", conf_path, "h1");
+}
+
+TEST(ConfigError, DuplicateResourceNameIsRejected) {
+  expect_error(minimal_resource + "\n" + minimal_resource, 8, "resource",
+               "resource r0 is configured more than once (first at line 1)");
+}
+
+TEST(ConfigError, TwoResourcesOnTheSameLocalProviderAreRejected) {
+  expect_error(R"(resource a {
+  local /dev/disk
+  remote none
+}
+resource b {
+  remote none
+  on h1 {
+    local /dev/../dev/disk
+  }
+}
+)",
+               8, "local", "is already used by resource a (line 1)");
+}
+
+TEST(ConfigError, ResourceWithoutASectionForThisNodeListsTheNamesSeen) {
+  const std::string text = seed;
+  expect_error(text, 2, "on", "acceptable node names seen: fbsd_h1, fbsd_h2", conf_path, "fbsd_h3");
+  expect_error(text, 2, "on", "this node (fbsd_h3)", conf_path, "fbsd_h3");
+}
+
+TEST(ConfigError, UnclosedSectionIsRejected) {
+  expect_error("listen tcp://0.0.0.0\nresource r {\n local /dev/r\n on h1 {\n remote none\n}\n", 2,
+               "resource", "is not closed; expected '}'");
+}
+
+TEST(ConfigError, StrayClosingBraceIsRejected) {
+  expect_error(minimal_resource + "}\n", 7, "", "unexpected '}'");
+}
+
+TEST(ConfigError, SectionWithoutOpeningBraceIsRejected) {
+  expect_error("resource r\n local /dev/r\n", 2, "resource", "expected '{' after 'resource r'");
+}
+
+TEST(ConfigError, OptionWithoutValueIsRejected) {
+  expect_error("timeout\nlisten tcp://0.0.0.0\n", 1, "timeout", "expected a value");
+}
+
+TEST(ConfigError, OptionWithTwoValuesIsRejected) {
+  expect_error("exec /bin/hook arg\n", 1, "exec", "expected one value, found also 'arg'");
+}
+
+TEST(ConfigError, NestedResourceIsRejected) {
+  expect_error("resource a {\n resource b {\n }\n}\n", 2, "resource", "cannot be inside another section");
+}
+
+TEST(ConfigError, UnterminatedQuoteIsRejected) {
+  expect_error("\nexec \"/bin/hook\n", 2, "", "unterminated quoted string");
+}
+
+TEST(ConfigError, TomlSyntaxErrorNamesItsLine) {
+  const auto error = error_of("timeout = 3\n\n[resource.r\nlocal = 1\n", toml_path);
+  ASSERT_TRUE(error);
+  EXPECT_EQ(error->where().line, 3) << error->what();
+  EXPECT_NE(std::string{error->what()}.find(toml_path + ":3: "), std::string::npos) << error->what();
+  EXPECT_EQ(std::string{error->what()}.find('\n'), std::string::npos) << error->what();
+}
+
+TEST(ConfigError, TomlArrayIsOnlyAcceptedForListen) {
+  expect_error("replication = [\"async\"]\n", 1, "replication", "expected a single value", toml_path);
+}
+
+TEST(ConfigError, TomlTableWhereAValueBelongsIsRejected) {
+  expect_error("[resource.r]\nlocal = \"/x\"\n[resource.r.on.h1.resource.x]\nlocal = \"/y\"\n", 3,
+               "resource", "cannot be inside", toml_path);
+  expect_error("[frobnicate]\nx = 1\n", 1, "frobnicate", "unknown option", toml_path);
+  expect_error("resource = 3\n", 1, "resource", "expected a table of sections", toml_path);
+}
+
+TEST(ConfigError, WhatIsOneLineNamingFileLineAndOption) {
+  const auto error = error_of("replication bogus\n", "/tmp/x.conf");
+  ASSERT_TRUE(error);
+  EXPECT_EQ(std::string{error->what()},
+            "/tmp/x.conf:1: replication: expected fullsync, memsync or async, got 'bogus'");
+  EXPECT_EQ(error->message(), "expected fullsync, memsync or async, got 'bogus'");
+}
+
+// --- Files ------------------------------------------------------------------
+
+class ConfigFile : public ::testing::Test {
+protected:
+  void SetUp() override {
+    std::string pattern = (std::filesystem::temp_directory_path() / "hast-config-XXXXXX").string();
+    ASSERT_NE(::mkdtemp(pattern.data()), nullptr);
+    dir_ = pattern;
+  }
+  void TearDown() override {
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+  std::string write(const std::string& name, const std::string& text) {
+    const auto path = (dir_ / name).string();
+    std::ofstream{path} << text;
+    return path;
+  }
+  std::filesystem::path dir_;
+};
+
+TEST_F(ConfigFile, LoadConfigReadsBothSyntaxesFromFiles) {
+  const auto conf = write("hast.conf", full_conf);
+  const auto toml = write("hast.toml", full_toml);
+  const auto from_conf = load_config(conf, "h1");
+  EXPECT_EQ(from_conf.path, conf);
+  EXPECT_EQ(from_conf.resources.at(0).where.file, conf);
+  EXPECT_EQ(without_locations(from_conf), without_locations(load_config(toml, "h1")));
+}
+
+TEST_F(ConfigFile, ErrorsInAFileNameThatFile) {
+  const auto path = write("bad.conf", "listen tcp://0.0.0.0\nreplication bogus\n");
+  try {
+    load_config(path, "h1");
+    ADD_FAILURE() << "expected a config_error";
+  } catch (const config_error& e) {
+    EXPECT_NE(std::string{e.what()}.find(path + ":2: replication: "), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(ConfigFile, UnreadableFileIsAConfigError) {
+  const auto missing = (dir_ / "missing.conf").string();
+  try {
+    load_config(missing, "h1");
+    ADD_FAILURE() << "expected a config_error";
+  } catch (const config_error& e) {
+    EXPECT_NE(std::string{e.what()}.find(missing + ": cannot read"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(load_config(dir_.string(), "h1"), config_error);
+}
+
+// --- Helpers ----------------------------------------------------------------
+
+TEST(ConfigHelpers, SplitTcpAddressHandlesEverySchemeAndDefaultsThePort) {
+  std::string host;
+  uint16_t port = 0;
+  ASSERT_TRUE(split_tcp_address("tcp://10.0.0.1", host, port));
+  EXPECT_EQ(host, "10.0.0.1");
+  EXPECT_EQ(port, 8457);
+  ASSERT_TRUE(split_tcp_address("tcp4://0.0.0.0:7000", host, port));
+  EXPECT_EQ(host, "0.0.0.0");
+  EXPECT_EQ(port, 7000);
+  ASSERT_TRUE(split_tcp_address("tcp6://[::1]:7001", host, port));
+  EXPECT_EQ(host, "::1");
+  EXPECT_EQ(port, 7001);
+  ASSERT_TRUE(split_tcp_address("tcp6://[::]", host, port));
+  EXPECT_EQ(host, "::");
+  EXPECT_EQ(port, 8457);
+  ASSERT_TRUE(split_tcp_address("peer.example.org:9", host, port));
+  EXPECT_EQ(host, "peer.example.org");
+  EXPECT_EQ(port, 9);
+  ASSERT_TRUE(split_tcp_address("peer", host, port, 10809));
+  EXPECT_EQ(port, 10809);
+}
+
+TEST(ConfigHelpers, SplitTcpAddressRejectsMalformedAddresses) {
+  std::string host;
+  uint16_t port = 0;
+  for (const char* bad : {"tcp://h:", "tcp://h:0", "tcp://h:65536", "tcp://h:x1", "tcp://", "tcp6://[::1",
+                          "tcp6://[::1]x", "uds:///x", "udp://h:1", "tcp://a/b"})
+    EXPECT_FALSE(split_tcp_address(bad, host, port)) << bad;
+}
+
+TEST(ConfigHelpers, UnixSocketPathAcceptsUdsUnixAndAbsolutePaths) {
+  EXPECT_EQ(unix_socket_path("uds:///var/run/hastctl"), "/var/run/hastctl");
+  EXPECT_EQ(unix_socket_path("unix:///run/x.sock"), "/run/x.sock");
+  EXPECT_EQ(unix_socket_path("/run/x.sock"), "/run/x.sock");
+  EXPECT_EQ(unix_socket_path("tcp://127.0.0.1"), "");
+  EXPECT_EQ(unix_socket_path("relative.sock"), "");
+}
+
+TEST(ConfigHelpers, EnumsRoundTripThroughText) {
+  for (auto x : {replication_mode::fullsync, replication_mode::memsync, replication_mode::async})
+    EXPECT_EQ(parse_replication(to_string(x)), x);
+  for (auto x : {checksum_kind::none, checksum_kind::crc32, checksum_kind::crc32c, checksum_kind::sha256})
+    EXPECT_EQ(parse_checksum(to_string(x)), x);
+  for (auto x : {compression_kind::none, compression_kind::hole, compression_kind::lzf, compression_kind::lz4})
+    EXPECT_EQ(parse_compression(to_string(x)), x);
+  for (auto x : {role::init, role::primary, role::secondary})
+    EXPECT_EQ(parse_role(to_string(x)), x);
+  EXPECT_FALSE(parse_replication("sync"));
+  EXPECT_FALSE(parse_checksum("md5"));
+  EXPECT_FALSE(parse_compression("zstd"));
+  EXPECT_FALSE(parse_role("master"));
+}
+
+} // namespace
+} // namespace hast

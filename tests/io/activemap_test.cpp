@@ -1,0 +1,217 @@
+#include "io/activemap.hpp"
+
+#include <gtest/gtest.h>
+
+#include <vector>
+
+namespace hast {
+namespace {
+
+constexpr uint32_t es = 4096 * 16;  // 64 KiB extents keep the numbers small
+
+bool bit(const std::vector<uint8_t>& map, uint64_t i) {
+  return (map[i >> 3] & (1u << (i & 7))) != 0;
+}
+
+TEST(Activemap, RoundsThePartialLastExtentUp) {
+  activemap am(10 * es + 1, es, 4);
+  EXPECT_EQ(am.extents(), 11u);
+  EXPECT_EQ(am.bitmap_bytes(), 2u);
+  EXPECT_EQ(am.extent_of(0), 0u);
+  EXPECT_EQ(am.extent_of(es - 1), 0u);
+  EXPECT_EQ(am.extent_of(es), 1u);
+  EXPECT_EQ(am.extent_of(10 * es), 10u);
+
+  activemap exact(8 * es, es, 4);
+  EXPECT_EQ(exact.extents(), 8u);
+  EXPECT_EQ(exact.bitmap_bytes(), 1u);
+}
+
+TEST(Activemap, FirstWriteToAnExtentRequiresAnImageWriteBeforeTheData) {
+  activemap am(16 * es, es, 4);
+  EXPECT_TRUE(am.write_start(0, 4096));
+  EXPECT_TRUE(am.is_dirty(0));
+  EXPECT_EQ(am.pending(0), 1u);
+  // A second write to the same extent while the first is in flight: no.
+  EXPECT_FALSE(am.write_start(4096, 4096));
+  EXPECT_EQ(am.pending(0), 2u);
+}
+
+TEST(Activemap, ExtentsInTheKeepdirtySetStayDirtyAfterCompletion) {
+  activemap am(16 * es, es, 4);
+  ASSERT_TRUE(am.write_start(0, 4096));
+  EXPECT_FALSE(am.write_complete(0, 4096));
+  EXPECT_EQ(am.pending(0), 0u);
+  EXPECT_TRUE(am.is_dirty(0));
+  EXPECT_EQ(am.dirty_extents(), 1u);
+  // Writing it again costs no metadata write.
+  EXPECT_FALSE(am.write_start(0, 4096));
+  EXPECT_FALSE(am.write_complete(0, 4096));
+}
+
+TEST(Activemap, TheFirstAndLastExtentMapToTheEdgeBits) {
+  activemap am(10 * es + 4096, es, 8);  // 11 extents, the last one 4 KiB
+  ASSERT_TRUE(am.write_start(0, 1));
+  ASSERT_TRUE(am.write_start(10 * es, 4096));
+  auto map = am.bitmap();
+  ASSERT_EQ(map.size(), 2u);
+  EXPECT_EQ(map[0], 0x01);
+  EXPECT_EQ(map[1], 0x04);  // extent 10 is byte 1, mask 1<<2
+  EXPECT_TRUE(am.is_dirty(10));
+  EXPECT_FALSE(am.is_dirty(11));  // beyond the map
+}
+
+TEST(Activemap, AWriteSpanningTwoExtentsTouchesBoth) {
+  activemap am(16 * es, es, 4);
+  EXPECT_TRUE(am.write_start(es - 512, 1024));
+  EXPECT_EQ(am.pending(0), 1u);
+  EXPECT_EQ(am.pending(1), 1u);
+  EXPECT_EQ(am.pending(2), 0u);
+  EXPECT_EQ(am.dirty_extents(), 2u);
+  // Ending exactly at an extent boundary does not touch the next one.
+  EXPECT_TRUE(am.write_start(2 * es, es));
+  EXPECT_EQ(am.pending(2), 1u);
+  EXPECT_EQ(am.pending(3), 0u);
+}
+
+TEST(Activemap, ZeroLengthAndOutOfRangeWritesTouchNothing) {
+  activemap am(4 * es, es, 4);
+  EXPECT_FALSE(am.write_start(0, 0));
+  EXPECT_FALSE(am.write_start(4 * es, 4096));
+  EXPECT_EQ(am.dirty_extents(), 0u);
+  // A write running past the end is clamped to the last extent.
+  EXPECT_TRUE(am.write_start(3 * es, 2 * es));
+  EXPECT_EQ(am.dirty_extents(), 1u);
+}
+
+TEST(Activemap, EvictionFromAFullKeepdirtySetCleansTheTailExtent) {
+  activemap am(16 * es, es, 2);
+  for (uint64_t e = 0; e < 2; ++e) {
+    ASSERT_TRUE(am.write_start(e * es, 4096));
+    ASSERT_FALSE(am.write_complete(e * es, 4096));
+  }
+  EXPECT_EQ(am.dirty_extents(), 2u);
+  // Touch extent 0 so that extent 1 becomes the LRU tail.
+  EXPECT_FALSE(am.write_start(0, 4096));
+  EXPECT_FALSE(am.write_complete(0, 4096));
+  // A third extent enters the set and evicts extent 1.
+  EXPECT_TRUE(am.write_start(2 * es, 4096));
+  EXPECT_TRUE(am.is_dirty(0));
+  EXPECT_FALSE(am.is_dirty(1));
+  EXPECT_TRUE(am.is_dirty(2));
+  EXPECT_FALSE(am.write_complete(2 * es, 4096));
+  EXPECT_EQ(am.dirty_extents(), 2u);
+}
+
+TEST(Activemap, AnEvictedExtentWithAWriteInFlightStaysDirtyUntilItCompletes) {
+  activemap am(16 * es, es, 1);
+  ASSERT_TRUE(am.write_start(0, 4096));  // extent 0 in flight
+  // Extent 1 evicts extent 0 from the set, but 0 is still in flight.
+  EXPECT_TRUE(am.write_start(es, 4096));
+  EXPECT_TRUE(am.is_dirty(0));
+  // Completion of extent 0, now outside the set, cleans it on disk.
+  EXPECT_TRUE(am.write_complete(0, 4096));
+  EXPECT_FALSE(am.is_dirty(0));
+  EXPECT_TRUE(am.is_dirty(1));
+}
+
+TEST(Activemap, ReenteringTheImageWhileAlreadyDirtyNeedsNoWrite) {
+  activemap am(16 * es, es, 1);
+  am.mark_sync(0, 1);
+  ASSERT_TRUE(am.write_start(es, 4096));
+  ASSERT_FALSE(am.write_complete(es, 4096));
+  // Extent 0 enters the set (evicting 1) but was already in the image
+  // through the syncmap; only the eviction changed the image.
+  EXPECT_TRUE(am.write_start(0, 4096));
+  EXPECT_FALSE(am.is_dirty(1));
+  ASSERT_FALSE(am.write_complete(0, 4096));
+  // Extent 0 again, still at the head of the set: nothing changes.
+  EXPECT_FALSE(am.write_start(0, 4096));
+}
+
+TEST(Activemap, WithoutKeepdirtyEveryCompletionCleansTheExtent) {
+  activemap am(16 * es, es, 0);
+  EXPECT_TRUE(am.write_start(0, 4096));
+  EXPECT_FALSE(am.write_start(0, 4096));
+  EXPECT_FALSE(am.write_complete(0, 4096));
+  EXPECT_TRUE(am.write_complete(0, 4096));
+  EXPECT_EQ(am.dirty_extents(), 0u);
+}
+
+TEST(Activemap, ExtentsToSyncStayDirtyAfterTheirWritesComplete) {
+  activemap am(16 * es, es, 0);
+  ASSERT_TRUE(am.write_start(3 * es, 4096));
+  EXPECT_FALSE(am.mark_sync(3 * es, 4096));  // already dirty: image unchanged
+  EXPECT_FALSE(am.write_complete(3 * es, 4096));
+  EXPECT_TRUE(am.is_dirty(3));
+  EXPECT_TRUE(am.needs_sync(3));
+  EXPECT_EQ(am.sync_extents(), 1u);
+  EXPECT_TRUE(am.mark_sync(5 * es, 2 * es));
+  EXPECT_EQ(am.sync_extents(), 3u);
+  EXPECT_FALSE(am.mark_sync(5 * es, 1));
+  EXPECT_EQ(am.sync_extents(), 3u);
+}
+
+TEST(Activemap, MergeNextSyncAndClearSyncWalkTheSyncmap) {
+  activemap am(20 * es, es, 4);  // 20 extents, 3 bytes
+  std::vector<uint8_t> peer{0x81, 0x00, 0xF8};  // extents 0, 7, and 19 (+ bits past the end)
+  am.merge(peer);
+  EXPECT_EQ(am.sync_extents(), 3u);
+  EXPECT_EQ(am.next_sync(0), 0u);
+  EXPECT_EQ(am.next_sync(1), 7u);
+  EXPECT_EQ(am.next_sync(8), 19u);
+  EXPECT_EQ(am.next_sync(20), std::nullopt);
+  am.clear_sync(7);
+  EXPECT_EQ(am.next_sync(1), 19u);
+  EXPECT_EQ(am.sync_extents(), 2u);
+  am.clear_sync(7);  // twice is harmless
+  EXPECT_EQ(am.sync_extents(), 2u);
+  am.clear_sync(0);
+  am.clear_sync(19);
+  EXPECT_EQ(am.next_sync(0), std::nullopt);
+  EXPECT_EQ(am.sync_extents(), 0u);
+  EXPECT_EQ(am.bitmap(), (std::vector<uint8_t>{0, 0, 0}));
+}
+
+TEST(Activemap, MergeAcceptsAShorterBitmapAndOrsIntoWhatIsThere) {
+  activemap am(20 * es, es, 4);
+  am.mark_sync(10 * es, 1);
+  am.merge(std::vector<uint8_t>{0x02});
+  EXPECT_TRUE(am.needs_sync(1));
+  EXPECT_TRUE(am.needs_sync(10));
+  EXPECT_EQ(am.sync_extents(), 2u);
+}
+
+TEST(Activemap, MarkAllSyncCoversExactlyTheExtents) {
+  activemap am(11 * es, es, 4);
+  am.mark_all_sync();
+  EXPECT_EQ(am.sync_extents(), 11u);
+  EXPECT_EQ(am.bitmap(), (std::vector<uint8_t>{0xFF, 0x07}));
+  uint64_t n = 0;
+  for (auto e = am.next_sync(0); e; e = am.next_sync(*e + 1))
+    ++n;
+  EXPECT_EQ(n, 11u);
+}
+
+TEST(Activemap, TheImageIsTheUnionOfInFlightKeepdirtyAndSync) {
+  activemap am(24 * es, es, 1);
+  ASSERT_TRUE(am.write_start(9 * es, 1));  // in flight, and in the set
+  ASSERT_TRUE(am.write_start(2 * es, 1));  // evicts 9 from the set; still in flight
+  ASSERT_FALSE(am.write_complete(2 * es, 1));  // 2 stays through the set
+  am.mark_sync(17 * es, 1);
+  auto map = am.bitmap();
+  EXPECT_TRUE(bit(map, 2));
+  EXPECT_TRUE(bit(map, 9));
+  EXPECT_TRUE(bit(map, 17));
+  EXPECT_EQ(am.dirty_extents(), 3u);
+  EXPECT_EQ(map, (std::vector<uint8_t>{0x04, 0x02, 0x02}));
+}
+
+TEST(Activemap, CompletingAWriteThatNeverStartedIsIgnored) {
+  activemap am(4 * es, es, 0);
+  EXPECT_FALSE(am.write_complete(0, 4096));
+  EXPECT_EQ(am.pending(0), 0u);
+}
+
+} // namespace
+} // namespace hast
