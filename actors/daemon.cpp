@@ -1,12 +1,16 @@
 #include "actors/daemon.hpp"
 
+#include "actors/peer.hpp"
 #include "actors/supervisor.hpp"
 #include "io/asio.hpp"
 #include "io/control_channel.hpp"
+#include "io/peer_transport.hpp"
 
 #include <spdlog/spdlog.h>
 
 #include <csignal>
+#include <mutex>
+#include <netdb.h>
 #include <pthread.h>
 #include <thread>
 
@@ -72,6 +76,87 @@ nlohmann::json handle_control(caf::actor_system& sys, const supervisor_actor& su
   return reply;
 }
 
+/// The addresses `host` names, numerically.
+std::vector<std::string> resolve(const std::string& host) {
+  std::vector<std::string> out;
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* list = nullptr;
+  if (getaddrinfo(host.c_str(), nullptr, &hints, &list) != 0)
+    return out;
+  for (auto* p = list; p != nullptr; p = p->ai_next) {
+    char buf[NI_MAXHOST];
+    if (getnameinfo(p->ai_addr, p->ai_addrlen, buf, sizeof buf, nullptr, 0, NI_NUMERICHOST) == 0)
+      out.emplace_back(buf);
+  }
+  freeaddrinfo(list);
+  return out;
+}
+
+/// Routes a connection the peer listener accepted: the secondary takes it
+/// only from an address its `remote` names (IP compared, port ignored, as in
+/// HAST), then hands it to the resource through the supervisor.
+class peer_router {
+public:
+  peer_router(supervisor_actor sup, node_config config)
+    : sup_(std::move(sup)), config_(std::move(config)) {}
+
+  void update(node_config config) {
+    std::lock_guard lock{mutex_};
+    config_ = std::move(config);
+  }
+
+  void route(std::shared_ptr<peer::connection> conn, const peer::header& h, buffer_ptr payload) {
+    auto who = conn->remote_address();
+    if (h.type != peer::msg_type::hello) {
+      spdlog::warn("peer {}: first message is {}, not hello; closing", who,
+                   peer::to_string(h.type));
+      conn->close("expected hello");
+      return;
+    }
+    auto hello = peer::decode_hello(payload);
+    if (!hello) {
+      spdlog::warn("peer {}: bad hello: {}; closing", who, hello.error().message());
+      conn->close("bad hello");
+      return;
+    }
+    resource_config res;
+    {
+      std::lock_guard lock{mutex_};
+      auto found = config_.find(hello->resource);
+      if (found == nullptr) {
+        spdlog::warn("peer {} asked for resource '{}', which is not configured; closing", who,
+                     hello->resource);
+        conn->close("resource not configured");
+        return;
+      }
+      res = *found;
+    }
+    std::string host;
+    uint16_t port = 0;
+    if (res.standalone() || !split_tcp_address(res.remote, host, port)) {
+      spdlog::warn("{}: peer {} refused: the resource has no remote", res.name, who);
+      conn->close("no access to the resource");
+      return;
+    }
+    auto allowed = resolve(host);
+    if (std::find(allowed.begin(), allowed.end(), conn->remote_ip()) == allowed.end()) {
+      spdlog::warn("{}: peer {} refused: not the configured remote {}", res.name, who, res.remote);
+      conn->close("no access to the resource");
+      return;
+    }
+    auto timeout = std::chrono::milliseconds(std::chrono::seconds(res.timeout));
+    caf::anon_send(sup_, atom::peer_accept_v,
+                   accepted_link{make_tcp_link(std::move(conn), peer::default_keepalive, timeout),
+                                 std::move(*hello)});
+  }
+
+private:
+  supervisor_actor sup_;
+  std::mutex mutex_;
+  node_config config_;
+};
+
 caf::actor_system_config& configure(caf::actor_system_config& cfg) {
   cfg.set("scheduler.max-threads", std::max(2u, std::thread::hardware_concurrency()));
   cfg.add_error_category(caf::atom("hast"),
@@ -113,7 +198,19 @@ int run_daemon(node_config config, const daemon_options& options) {
     control::server ctl{unix_socket_path(config.control), [&](const nlohmann::json& req) {
                           return handle_control(sys, sup, req);
                         }};
-    if (auto st = ctl.start(); !st) {
+    auto router = std::make_shared<peer_router>(sup, config);
+    bool needs_listener = std::any_of(config.resources.begin(), config.resources.end(),
+                                      [](const resource_config& r) { return !r.standalone(); });
+    std::optional<peer::listener> listener;
+    if (needs_listener)
+      listener.emplace(io, config.listen,
+                       [router](std::shared_ptr<peer::connection> conn, const peer::header& h,
+                                buffer_ptr payload) { router->route(std::move(conn), h, payload); });
+    status started = ctl.start();
+    if (started && listener)
+      if (auto st = listener->start(); !st)
+        started = status{st.code(), "cannot listen for peers: " + st.message()};
+    if (auto st = started; !st) {
       spdlog::critical("{}", st.message());
       if (options.on_ready)
         options.on_ready(st.message());
@@ -139,6 +236,7 @@ int run_daemon(node_config config, const daemon_options& options) {
                        [&](caf::error& err) {
                          spdlog::error("reload failed: {}", render_error(sys, err));
                        });
+            router->update(fresh);
             config = std::move(fresh);
           } catch (const config_error& e) {
             spdlog::error("reload refused, keeping the running configuration: {}", e.what());
@@ -152,6 +250,8 @@ int run_daemon(node_config config, const daemon_options& options) {
     // Ordered shutdown: no new commands, then resources stop serving and
     // flush, then the actors go, then Asio.
     ctl.stop();
+    if (listener)
+      listener->stop();
     {
       caf::scoped_actor self{sys, true};
       self->request(sup, std::chrono::seconds(90), atom::stop_v)

@@ -1,8 +1,10 @@
 #include "actors/resource.hpp"
 
 #include "actors/disk_io.hpp"
+#include "actors/peer.hpp"
 #include "io/nbd_protocol.hpp"
 #include "io/nbd_server.hpp"
+#include "io/peer_transport.hpp"
 #include "io/provider.hpp"
 
 #include <spdlog/spdlog.h>
@@ -153,11 +155,498 @@ void io_done(self_ptr self) {
     finish_drain(self);
 }
 
+uint64_t first_extent(self_ptr self, uint64_t offset) {
+  return offset / self->state.md.extent_size;
+}
+
+uint64_t last_extent(self_ptr self, uint64_t offset, uint64_t length) {
+  return (offset + std::max<uint64_t>(length, 1) - 1) / self->state.md.extent_size;
+}
+
+// --- the peer ----------------------------------------------------------------------------------
+
+void sync_stop(self_ptr self, const std::string& why);
+void sync_pump(self_ptr self);
+void on_remote_ack(self_ptr self, uint64_t id, remote_stage stage, uint32_t error);
+
+void stop_peer(self_ptr self) {
+  auto& s = self->state;
+  if (!s.link)
+    return;
+  s.retired.insert(s.link.address());
+  self->send_exit(s.link, caf::exit_reason::user_shutdown);
+  s.link = nullptr;
+  s.connected = false;
+  sync_stop(self, "role change");
+  // The stopped peer sends no more acknowledgements: what waited fails now.
+  std::vector<uint64_t> waiting;
+  for (auto& [id, t] : s.tracks)
+    if (!t.remote_final)
+      waiting.push_back(id);
+  for (auto id : waiting)
+    on_remote_ack(self, id, remote_stage::failed, static_cast<uint32_t>(errc::disconnected));
+}
+
+void start_peer(self_ptr self, role side) {
+  auto& s = self->state;
+  if (s.config.standalone() || s.link)
+    return;
+  connector connect;
+  if (side == role::primary) {
+    auto io = s.io;
+    auto remote = s.config.remote;
+    auto source = s.config.source;
+    auto timeout = std::chrono::milliseconds(std::chrono::seconds(s.config.timeout));
+    connect = [io, remote, source, timeout](std::function<void(status, peer_link_ptr)> done) {
+      peer::connect(*io, remote, source, timeout,
+                    [done, timeout](status st, std::shared_ptr<peer::connection> conn) {
+                      if (!st)
+                        return done(std::move(st), nullptr);
+                      done(status::ok(), make_tcp_link(std::move(conn), peer::default_keepalive,
+                                                       timeout));
+                    });
+    };
+  }
+  s.link = self->spawn<caf::linked>(replication_peer, s.config, s.node, side,
+                                    caf::actor_cast<resource_actor>(self), connect);
+}
+
+// --- client writes -----------------------------------------------------------------------------
+
+bool touches_sync(self_ptr self, uint64_t offset, uint64_t length) {
+  auto& s = self->state;
+  if (s.sync.extents.empty())
+    return false;
+  for (auto e = first_extent(self, offset); e <= last_extent(self, offset, length); ++e)
+    if (s.sync.extents.count(e))
+      return true;
+  return false;
+}
+
+void mark_busy(self_ptr self, const nbd_call& call, int delta) {
+  if (call.kind == nbd_call::op::flush)
+    return;
+  auto& busy = self->state.busy;
+  for (auto e = first_extent(self, call.offset); e <= last_extent(self, call.offset, call.length);
+       ++e) {
+    auto& n = busy[e];
+    n += delta;
+    if (n == 0)
+      busy.erase(e);
+  }
+}
+
+/// Settles a tracked write once enough acknowledgements are in: the client
+/// first (per the mode's policy), the activemap last (both sides final).
+void settle(self_ptr self, uint64_t id) {
+  auto& s = self->state;
+  auto it = s.tracks.find(id);
+  if (it == s.tracks.end())
+    return;
+  auto& t = it->second;
+  auto client_may_go = t.local_done && (t.remote_satisfied || !s.policy.client_waits());
+  if (!t.client_told && client_may_go) {
+    t.client_told = true;
+    complete(t.call, t.local_error);
+  }
+  if (!(t.local_done && t.remote_final))
+    return;
+  auto call = std::move(t.call);
+  auto remote_failed = t.remote_failed;
+  s.tracks.erase(it);
+  if (call.kind != nbd_call::op::flush) {
+    // What the secondary did not confirm stays dirty for the resync.
+    if (remote_failed && !s.config.standalone())
+      s.map->mark_sync(call.offset, call.length);
+    if (s.map->write_complete(call.offset, call.length))
+      persist(self, [](bool) {});
+    mark_busy(self, call, -1);
+  }
+  io_done(self);
+  if (s.sync.active && s.sync.extents.size() < sync_extents_in_flight)
+    sync_pump(self);
+}
+
+void local_part(self_ptr self, uint64_t id, const nbd_call& call) {
+  auto& disk = pick_disk(self);
+  auto ok = [self, id](uint64_t) {
+    auto& s = self->state;
+    if (auto it = s.tracks.find(id); it != s.tracks.end())
+      it->second.local_done = true;
+    settle(self, id);
+  };
+  auto failed = [self, id](caf::error& err) {
+    auto& s = self->state;
+    spdlog::error("{}: local request failed: {}", s.config.name, self->system().render(err));
+    if (auto it = s.tracks.find(id); it != s.tracks.end()) {
+      auto& t = it->second;
+      t.local_done = true;
+      t.local_error = nbd::eio;
+      if (t.call.kind == nbd_call::op::flush)
+        ++s.counters.flush_errors;
+      else if (t.call.kind == nbd_call::op::trim)
+        ++s.counters.delete_errors;
+      else
+        ++s.counters.write_errors;
+    }
+    settle(self, id);
+  };
+  switch (call.kind) {
+    case nbd_call::op::write:
+      self->request(disk, caf::infinite, atom::write_v, call.offset, call.data, call.fua)
+        .then(ok, failed);
+      break;
+    case nbd_call::op::trim:
+      self->request(disk, caf::infinite, atom::discard_v, call.offset, uint64_t{call.length})
+        .then(ok, failed);
+      break;
+    case nbd_call::op::write_zeroes:
+      self->request(disk, caf::infinite, atom::zeroes_v, call.offset, uint64_t{call.length},
+                    call.may_trim)
+        .then(ok, failed);
+      break;
+    default:
+      self->request(disk, caf::infinite, atom::flush_v).then(ok, failed);
+      break;
+  }
+}
+
+peer::msg_type wire_type(nbd_call::op kind) {
+  switch (kind) {
+    case nbd_call::op::write: return peer::msg_type::write;
+    case nbd_call::op::trim: return peer::msg_type::trim;
+    case nbd_call::op::write_zeroes: return peer::msg_type::write_zeroes;
+    default: return peer::msg_type::flush;
+  }
+}
+
+void remote_part(self_ptr self, uint64_t id, const nbd_call& call) {
+  auto& s = self->state;
+  auto& t = s.tracks[id];
+  if (!s.connected) {
+    t.remote_satisfied = t.remote_final = t.remote_failed = true;
+    return;
+  }
+  replicate_call rc;
+  rc.id = id;
+  rc.type = wire_type(call.kind);
+  rc.offset = call.offset;
+  rc.length = call.length;
+  rc.data = call.data;
+  if (call.fua)
+    rc.flags |= peer::flag_fua;
+  if (call.may_trim)
+    rc.flags |= peer::flag_may_trim;
+  if (s.policy.ask_received && call.kind == nbd_call::op::write && !call.fua)
+    rc.flags |= peer::flag_memsync;
+  self->send(s.link, atom::replicate_v, std::move(rc));
+}
+
+/// The generation rule (HAST's): the first write after the resource was
+/// created, and the first write of every outage, raise localcnt before the
+/// write is issued, so that the nodes can later tell who changed what.
+bool bump_generation(self_ptr self) {
+  auto& s = self->state;
+  if (s.config.standalone())
+    return false;
+  if (s.md.localcnt != 0 && (s.connected || s.bumped))
+    return false;
+  ++s.md.localcnt;
+  s.bumped = !s.connected;
+  spdlog::info("{}: generation raised to {} ({})", s.config.name, s.md.localcnt,
+               s.connected ? "first write" : "first write while the peer is away");
+  return true;
+}
+
+void handle_write(self_ptr self, nbd_call call) {
+  auto& s = self->state;
+  // A write to an extent being resynced waits for that extent: otherwise the
+  // older sync data could overtake it on the secondary.
+  if (call.kind != nbd_call::op::flush && touches_sync(self, call.offset, call.length)) {
+    s.deferred.push_back(std::move(call));
+    return;
+  }
+  ++s.in_flight;
+  auto id = s.next_id++;
+  bool must_persist = false;
+  if (call.kind == nbd_call::op::flush) {
+    ++s.counters.flushes;
+  } else {
+    call.kind == nbd_call::op::trim ? ++s.counters.deletes : ++s.counters.writes;
+    mark_busy(self, call, +1);
+    // The activemap invariant: an extent is marked on disk before any write
+    // to it is issued, so after a crash every possibly-written extent is dirty.
+    must_persist = s.map->write_start(call.offset, call.length);
+    must_persist = bump_generation(self) || must_persist;
+    if (!s.connected && !s.config.standalone())
+      s.map->mark_sync(call.offset, call.length);
+  }
+  s.tracks[id].call = std::move(call);
+  auto go = [self, id](bool map_on_disk) {
+    auto& s = self->state;
+    auto it = s.tracks.find(id);
+    if (it == s.tracks.end())
+      return;
+    auto& t = it->second;
+    if (!map_on_disk) {
+      // Without the extent marked on disk a crash could lose track of it.
+      t.local_done = t.remote_final = t.remote_satisfied = true;
+      t.remote_failed = false;
+      t.local_error = nbd::eio;
+      return settle(self, id);
+    }
+    remote_part(self, id, t.call);
+    local_part(self, id, s.tracks[id].call);
+  };
+  if (must_persist)
+    persist(self, go);
+  else
+    go(true);
+}
+
+void release_deferred(self_ptr self) {
+  auto& s = self->state;
+  if (s.deferred.empty())
+    return;
+  auto pending = std::move(s.deferred);
+  s.deferred.clear();
+  for (auto& call : pending)
+    handle_write(self, std::move(call));
+}
+
+void on_remote_ack(self_ptr self, uint64_t id, remote_stage stage, uint32_t error) {
+  auto& s = self->state;
+  if (auto it = s.sync.ids.find(id); it != s.sync.ids.end()) {
+    auto extent = it->second;
+    s.sync.ids.erase(it);
+    if (stage == remote_stage::received)
+      return;
+    s.sync.extents.erase(extent);
+    if (stage == remote_stage::written) {
+      s.map->clear_sync(extent);
+      auto off = extent * s.md.extent_size;
+      s.sync.done_bytes += std::min<uint64_t>(s.md.extent_size, s.md.datasize - off);
+      if (++s.sync.since_persist >= 16) {
+        s.sync.since_persist = 0;
+        persist(self, [](bool) {});
+      }
+    } else {
+      spdlog::warn("{}: resync of extent {} failed ({})", s.config.name, extent,
+                   describe(static_cast<errc>(error)));
+    }
+    release_deferred(self);
+    sync_pump(self);
+    return;
+  }
+  auto it = s.tracks.find(id);
+  if (it == s.tracks.end())
+    return;
+  auto& t = it->second;
+  // FUA promises durability on both disks: it waits for "written".
+  switch (stage) {
+    case remote_stage::received:
+      if (!t.call.fua)
+        t.remote_satisfied = t.remote_satisfied || s.policy.satisfies(stage);
+      break;
+    case remote_stage::written:
+      t.remote_satisfied = t.remote_final = true;
+      break;
+    case remote_stage::failed:
+      t.remote_satisfied = t.remote_final = t.remote_failed = true;
+      break;
+  }
+  settle(self, id);
+}
+
+// --- resync: primary to secondary --------------------------------------------------------------
+
+std::optional<uint64_t> next_sync_candidate(self_ptr self) {
+  auto& s = self->state;
+  auto usable = [&](uint64_t e) { return !s.sync.extents.count(e) && !s.busy.count(e); };
+  for (int pass = 0; pass < 2; ++pass) {
+    auto from = pass == 0 ? s.sync.cursor : 0;
+    for (auto e = s.map->next_sync(from); e; e = s.map->next_sync(*e + 1)) {
+      if (pass == 1 && *e >= s.sync.cursor)
+        break;
+      if (usable(*e))
+        return e;
+    }
+  }
+  return std::nullopt;
+}
+
+void sync_finish(self_ptr self) {
+  auto& s = self->state;
+  s.sync.active = false;
+  auto seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - s.sync.started).count();
+  if (s.sync.done_bytes > 0)
+    spdlog::info("{}: synchronization complete: {} bytes in {:.1f} s", s.config.name,
+                 s.sync.done_bytes, seconds);
+  else
+    spdlog::info("{}: nodes are in sync", s.config.name);
+  persist(self, [](bool) {});
+  self->send(s.link, atom::sync_done_v, s.md.localcnt);
+}
+
+void sync_start_extent(self_ptr self, uint64_t extent) {
+  auto& s = self->state;
+  s.sync.extents.insert(extent);
+  s.sync.cursor = extent + 1;
+  auto offset = extent * s.md.extent_size;
+  auto length = static_cast<uint32_t>(std::min<uint64_t>(s.md.extent_size, s.md.datasize - offset));
+  self->request(pick_disk(self), caf::infinite, atom::read_v, offset, length)
+    .then(
+      [=](buffer_ptr& data) {
+        auto& s = self->state;
+        if (!s.connected || !s.sync.active) {
+          s.sync.extents.erase(extent);
+          return;
+        }
+        auto id = s.next_id++;
+        s.sync.ids[id] = extent;
+        s.sync.wire_bytes += length;
+        replicate_call rc;
+        rc.id = id;
+        rc.type = peer::msg_type::write;
+        rc.flags = peer::flag_sync;
+        rc.offset = offset;
+        rc.length = length;
+        rc.data = std::move(data);
+        self->send(s.link, atom::replicate_v, std::move(rc));
+      },
+      [=](caf::error& err) {
+        auto& s = self->state;
+        ++s.counters.read_errors;
+        spdlog::error("{}: cannot read extent {} for the resync: {}", s.config.name, extent,
+                      self->system().render(err));
+        s.sync.extents.erase(extent);
+        sync_stop(self, "local read error");
+      });
+}
+
+void sync_pump(self_ptr self) {
+  auto& s = self->state;
+  if (!s.sync.active || !s.connected)
+    return;
+  while (s.sync.extents.size() < sync_extents_in_flight) {
+    auto e = next_sync_candidate(self);
+    if (!e)
+      break;
+    sync_start_extent(self, *e);
+  }
+  if (s.sync.extents.empty() && s.map->sync_extents() == 0)
+    sync_finish(self);
+}
+
+void sync_start(self_ptr self) {
+  auto& s = self->state;
+  if (!s.connected || s.current != role::primary || s.sync.active)
+    return;
+  s.sync = sync_state{};
+  s.sync.active = true;
+  s.sync.started = std::chrono::steady_clock::now();
+  s.sync.total_bytes = s.map->sync_extents() * s.md.extent_size;
+  if (s.sync.total_bytes > 0)
+    spdlog::info("{}: synchronization started: {} bytes to go", s.config.name, s.sync.total_bytes);
+  sync_pump(self);
+}
+
+void sync_stop(self_ptr self, const std::string& why) {
+  auto& s = self->state;
+  if (!s.sync.active)
+    return;
+  spdlog::warn("{}: synchronization interrupted ({}) after {} bytes", s.config.name, why,
+               s.sync.done_bytes);
+  s.sync.active = false;
+  s.sync.extents.clear();
+  s.sync.ids.clear();
+  release_deferred(self);
+}
+
+// --- the secondary's side of the handshake -----------------------------------------------------
+
+peer::hello_message my_hello(self_ptr self) {
+  auto& s = self->state;
+  peer::hello_message m;
+  m.resource = s.config.name;
+  m.node = s.node;
+  m.role = to_string(s.current);
+  m.datasize = s.md.datasize;
+  m.extent_size = s.md.extent_size;
+  m.resuid = s.md.resuid;
+  m.localcnt = s.md.localcnt;
+  m.remotecnt = s.md.remotecnt;
+  m.virgin = s.md.localcnt == 0;
+  return m;
+}
+
+/// Decides, on the secondary, what a connecting primary gets: which side is
+/// out of date (HAST's generation rules, docs/GENERATIONS.md) or why not.
+peer::hello_message answer_primary(self_ptr self, const peer::hello_message& p) {
+  auto& s = self->state;
+  auto reply = my_hello(self);
+  if (s.current != role::secondary) {
+    reply.refusal = "the remote node acts as " + to_string(s.current)
+                    + " for the resource and not as secondary";
+    return reply;
+  }
+  if (p.version != peer::protocol_version) {
+    reply.refusal = "protocol version " + std::to_string(p.version) + " is not spoken here (we speak "
+                    + std::to_string(peer::protocol_version) + ")";
+    return reply;
+  }
+  if (p.datasize != s.md.datasize || p.extent_size != s.md.extent_size) {
+    reply.refusal = "data size or extent size differs (primary " + std::to_string(p.datasize) + "/"
+                    + std::to_string(p.extent_size) + ", secondary "
+                    + std::to_string(s.md.datasize) + "/" + std::to_string(s.md.extent_size) + ")";
+    return reply;
+  }
+  auto fresh = s.md.localcnt == 0 && s.md.remotecnt == 0;
+  if (p.resuid != s.md.resuid) {
+    if (!fresh) {
+      reply.refusal = "resource id mismatch (primary " + std::to_string(p.resuid) + ", secondary "
+                      + std::to_string(s.md.resuid)
+                      + "); these providers belong to different resources";
+      return reply;
+    }
+    // A freshly created secondary joins the primary's resource.
+    s.md.resuid = p.resuid;
+    reply.resuid = p.resuid;
+    reply.sync_source = p.localcnt == 0 ? "none" : "full";
+  } else if (s.md.localcnt > p.remotecnt && p.localcnt > s.md.remotecnt) {
+    reply.sync_source = "split-brain";
+    reply.refusal = "split brain: both nodes were written as primary while apart";
+    spdlog::error("{}: split brain detected (primary {}/{}, secondary {}/{})", s.config.name,
+                  p.localcnt, p.remotecnt, s.md.localcnt, s.md.remotecnt);
+    return reply;
+  } else if (s.md.localcnt > p.remotecnt) {
+    reply.sync_source = "secondary";
+    reply.refusal = "this secondary holds writes the primary lacks (generation "
+                    + std::to_string(s.md.localcnt) + " > " + std::to_string(p.remotecnt)
+                    + "); syncing from the secondary to the primary is not implemented yet";
+    return reply;
+  } else {
+    reply.sync_source = "primary";
+    // Extents that were in flight here when we stopped go back too.
+    reply.bitmap = s.map->bitmap();
+  }
+  persist(self, [](bool) {});
+  return reply;
+}
+
+// --- roles -------------------------------------------------------------------------------------
+
 void close_local(self_ptr self) {
   auto& s = self->state;
-  for (auto& d : s.disks)
+  stop_peer(self);
+  for (auto& d : s.disks) {
+    s.retired.insert(d.address());
     self->send_exit(d, caf::exit_reason::user_shutdown);
-  self->send_exit(s.metadata_writer, caf::exit_reason::user_shutdown);
+  }
+  if (s.metadata_writer) {
+    s.retired.insert(s.metadata_writer.address());
+    self->send_exit(s.metadata_writer, caf::exit_reason::user_shutdown);
+  }
   s.disks.clear();
   s.metadata_writer = nullptr;
   s.map.reset();
@@ -175,8 +664,7 @@ caf::error open_local(self_ptr self) {
     return caf::make_error(errc::busy, st.message());
   auto md = read_metadata(*opened, s.config.name);
   if (!md)
-    return caf::make_error(md.error().code(),
-                           s.config.local + ": " + md.error().message());
+    return caf::make_error(md.error().code(), s.config.local + ": " + md.error().message());
   s.local = std::make_shared<const provider>(std::move(*opened));
   s.md = std::move(*md);
   s.map.emplace(s.md.datasize, s.md.extent_size, s.md.keepdirty);
@@ -191,34 +679,57 @@ caf::error open_local(self_ptr self) {
   return {};
 }
 
+void enter(self_ptr self, role target) {
+  auto& s = self->state;
+  auto previous = s.current;
+  s.current = target;
+  s.policy = policy_for(s.config.replication);
+  s.bumped = false;
+  if (target == role::init) {
+    close_local(self);
+  } else {
+    s.md.prevrole = target;
+    persist(self, [](bool) {});
+    start_peer(self, target);
+  }
+  spdlog::info("{}: role changed from {} to {}", s.config.name, to_string(previous),
+               to_string(target));
+}
+
 /// Leaves primary once the last request has drained: flush, persist, switch.
 void finish_drain(self_ptr self) {
   auto& s = self->state;
-  self->request(pick_disk(self), caf::infinite, atom::flush_v)
-    .then([=](uint64_t) {}, [=](caf::error& err) {
-      ++self->state.counters.flush_errors;
-      spdlog::error("{}: flush while leaving primary failed: {}", self->state.config.name,
-                    self->system().render(err));
-    });
   auto target = s.pending_role.value_or(role::init);
-  s.md.prevrole = target;
-  persist(self, [=](bool) {
-    auto& s = self->state;
-    auto previous = s.current;
-    spdlog::info("{}: role changed from {} to {}", s.config.name, to_string(previous),
-                 to_string(target));
-    s.current = target;
-    s.draining = false;
-    s.pending_role.reset();
-    if (target == role::init)
-      close_local(self);
-    for (auto& rp : s.drained)
-      rp.deliver(previous);
-    s.drained.clear();
-    for (auto& rp : s.stopped)
-      rp.deliver(true);
-    s.stopped.clear();
-  });
+  self->request(pick_disk(self), caf::infinite, atom::flush_v)
+    .then(
+      [=](uint64_t) {
+        auto& s = self->state;
+        auto previous = s.current;
+        stop_peer(self);
+        s.draining = false;
+        s.pending_role.reset();
+        enter(self, target);
+        for (auto& rp : s.drained)
+          rp.deliver(previous);
+        s.drained.clear();
+        for (auto& rp : s.stopped)
+          rp.deliver(true);
+        s.stopped.clear();
+      },
+      [=](caf::error& err) {
+        auto& s = self->state;
+        ++s.counters.flush_errors;
+        spdlog::error("{}: flush while leaving primary failed: {}", s.config.name,
+                      self->system().render(err));
+        s.draining = false;
+        s.pending_role.reset();
+        for (auto& rp : s.drained)
+          rp.deliver(caf::make_error(errc::io_error, "flush failed while leaving primary"));
+        s.drained.clear();
+        for (auto& rp : s.stopped)
+          rp.deliver(false);
+        s.stopped.clear();
+      });
 }
 
 /// Stops serving I/O: new requests fail, open sessions are closed, and
@@ -229,6 +740,9 @@ void begin_drain(self_ptr self, role target) {
   s.pending_role = target;
   if (s.server)
     s.server->close_sessions();
+  for (auto& call : s.deferred)
+    complete(call, nbd::eshutdown);
+  s.deferred.clear();
   if (s.in_flight == 0)
     finish_drain(self);
 }
@@ -254,120 +768,102 @@ caf::result<role> change_role(self_ptr self, role target, bool force) {
   if (previous == role::init) {
     if (auto err = open_local(self)) {
       s.last_error = self->system().render(err);
+      if (err.category() == caf::atom("hast") && err.context().match_element<std::string>(0))
+        s.last_error = err.context().get_as<std::string>(0);
       spdlog::error("{}: cannot become {}: {}", s.config.name, to_string(target), s.last_error);
       return err;
     }
+  } else {
+    stop_peer(self);  // secondary -> primary or init
   }
   s.last_error.clear();
-  s.current = target;
-  if (target == role::init) {
-    close_local(self);
-  } else {
-    s.md.prevrole = target;
-    persist(self, [](bool) {});
-  }
-  spdlog::info("{}: role changed from {} to {}", s.config.name, to_string(previous),
-               to_string(target));
+  enter(self, target);
   return previous;
 }
 
-void handle_write(self_ptr self, nbd_call call) {
+// --- requests ----------------------------------------------------------------------------------
+
+/// The secondary executes what the primary replicates: local only, with the
+/// same activemap bookkeeping so that a crash leaves in-flight extents dirty.
+void handle_replicated(self_ptr self, nbd_call call) {
   auto& s = self->state;
+  if (call.kind == nbd_call::op::read) {
+    ++s.counters.reads;
+    self->request(pick_disk(self), caf::infinite, atom::read_v, call.offset, call.length)
+      .then([call](buffer_ptr& data) mutable { complete(call, 0, std::move(data)); },
+            [self, call](caf::error&) mutable {
+              ++self->state.counters.read_errors;
+              complete(call, nbd::eio);
+            });
+    return;
+  }
   ++s.in_flight;
-  auto offset = call.offset;
-  uint64_t length = call.length;
-  auto issue = [self, call = std::move(call)](bool map_on_disk) mutable {
-    if (!map_on_disk) {
-      // Without the extent marked on disk a crash could lose track of it.
-      complete(call, nbd::eio);
-      self->state.map->write_complete(call.offset, call.length);
-      io_done(self);
-      return;
-    }
-    auto finish = [self, call](uint32_t error) mutable {
-      if (self->state.map->write_complete(call.offset, call.length))
-        persist(self, [](bool) {});
-      complete(call, error);
-      io_done(self);
-    };
-    auto on_error = [self, finish](caf::error& err) mutable {
-      spdlog::error("{}: local write failed: {}", self->state.config.name,
-                    self->system().render(err));
-      ++self->state.counters.write_errors;
-      finish(nbd::eio);
-    };
-    auto& disk = pick_disk(self);
-    switch (call.kind) {
-      case nbd_call::op::write:
-        ++self->state.counters.writes;
-        self->request(disk, caf::infinite, atom::write_v, call.offset, call.data, call.fua)
-          .then([finish](uint64_t) mutable { finish(0); }, on_error);
-        break;
-      case nbd_call::op::trim:
-        ++self->state.counters.deletes;
-        self->request(disk, caf::infinite, atom::discard_v, call.offset, uint64_t{call.length})
-          .then([finish](uint64_t) mutable { finish(0); }, on_error);
-        break;
-      default:
-        ++self->state.counters.writes;
-        self->request(disk, caf::infinite, atom::zeroes_v, call.offset, uint64_t{call.length},
-                      call.may_trim)
-          .then([finish](uint64_t) mutable { finish(0); }, on_error);
-        break;
-    }
-  };
-  // The activemap invariant: an extent is marked on disk before any write to
-  // it is issued, so after a crash every possibly-written extent is dirty.
-  if (s.map->write_start(offset, length))
-    persist(self, std::move(issue));
+  auto id = s.next_id++;
+  bool must_persist = false;
+  if (call.kind == nbd_call::op::flush) {
+    ++s.counters.flushes;
+  } else {
+    call.kind == nbd_call::op::trim ? ++s.counters.deletes : ++s.counters.writes;
+    mark_busy(self, call, +1);
+    must_persist = s.map->write_start(call.offset, call.length);
+  }
+  auto& t = s.tracks[id];
+  t.call = std::move(call);
+  t.remote_satisfied = t.remote_final = true;  // nothing further downstream
+  auto go = [self, id](bool) { local_part(self, id, self->state.tracks[id].call); };
+  if (must_persist)
+    persist(self, go);
   else
-    issue(true);
+    go(true);
+}
+
+void handle_read(self_ptr self, nbd_call call) {
+  auto& s = self->state;
+  ++s.counters.reads;
+  ++s.in_flight;
+  self->request(pick_disk(self), caf::infinite, atom::read_v, call.offset, call.length)
+    .then(
+      [self, call](buffer_ptr& data) mutable {
+        complete(call, 0, std::move(data));
+        io_done(self);
+      },
+      [self, call](caf::error& err) mutable {
+        auto& s = self->state;
+        ++s.counters.read_errors;
+        spdlog::error("{}: local read failed ({}); trying the peer", s.config.name,
+                      self->system().render(err));
+        if (!s.connected) {
+          complete(call, nbd::eio);
+          io_done(self);
+          return;
+        }
+        // HAST's first advantage: a bad local block is read from the peer.
+        self->request(s.link, std::chrono::seconds(s.config.timeout), atom::remote_read_v,
+                      call.offset, call.length)
+          .then(
+            [self, call](buffer_ptr& data) mutable {
+              complete(call, 0, std::move(data));
+              io_done(self);
+            },
+            [self, call](caf::error&) mutable {
+              complete(call, nbd::eio);
+              io_done(self);
+            });
+      });
 }
 
 void handle_call(self_ptr self, nbd_call call) {
   auto& s = self->state;
-  if (s.current != role::primary || s.draining) {
-    complete(call, nbd::eshutdown);
-    return;
+  if (call.from_peer) {
+    if (s.current != role::secondary)
+      return complete(call, nbd::eshutdown);
+    return handle_replicated(self, std::move(call));
   }
-  switch (call.kind) {
-    case nbd_call::op::read: {
-      ++s.counters.reads;
-      ++s.in_flight;
-      self->request(pick_disk(self), caf::infinite, atom::read_v, call.offset, call.length)
-        .then(
-          [self, call](buffer_ptr& data) mutable {
-            complete(call, 0, std::move(data));
-            io_done(self);
-          },
-          [self, call](caf::error& err) mutable {
-            ++self->state.counters.read_errors;
-            spdlog::error("{}: local read failed: {}", self->state.config.name,
-                          self->system().render(err));
-            complete(call, nbd::eio);
-            io_done(self);
-          });
-      break;
-    }
-    case nbd_call::op::flush: {
-      ++s.counters.flushes;
-      ++s.in_flight;
-      self->request(pick_disk(self), caf::infinite, atom::flush_v)
-        .then(
-          [self, call](uint64_t) mutable {
-            complete(call, 0);
-            io_done(self);
-          },
-          [self, call](caf::error&) mutable {
-            ++self->state.counters.flush_errors;
-            complete(call, nbd::eio);
-            io_done(self);
-          });
-      break;
-    }
-    default:
-      handle_write(self, std::move(call));
-  }
+  if (s.current != role::primary || s.draining)
+    return complete(call, nbd::eshutdown);
+  if (call.kind == nbd_call::op::read)
+    return handle_read(self, std::move(call));
+  handle_write(self, std::move(call));
 }
 
 resource_status make_status(self_ptr self) {
@@ -376,8 +872,10 @@ resource_status make_status(self_ptr self) {
   st.name = s.config.name;
   st.provider_name = s.config.provider_name;
   st.current_role = s.current;
-  st.status = s.current == role::init ? "-" : (s.config.standalone() ? "complete" : "degraded");
-  st.connected = false;
+  auto in_sync = s.config.standalone() || (s.connected && !s.sync.active
+                                           && (!s.map || s.map->sync_extents() == 0));
+  st.status = s.current == role::init ? "-" : (in_sync ? "complete" : "degraded");
+  st.connected = s.connected;
   st.local = s.config.local;
   st.remote = s.config.remote;
   st.source = s.config.source;
@@ -389,12 +887,25 @@ resource_status make_status(self_ptr self) {
     st.datasize = s.md.datasize;
     st.extent_size = s.md.extent_size;
     st.keepdirty = s.md.keepdirty;
-    st.dirty_bytes = s.map->dirty_extents() * s.md.extent_size;
+    st.dirty_bytes = s.map->sync_extents() * s.md.extent_size;
+  }
+  if (s.sync.active) {
+    st.sync.active = true;
+    st.sync.direction = "primary->secondary";
+    st.sync.done_bytes = s.sync.done_bytes;
+    st.sync.total_bytes = std::max(s.sync.total_bytes, s.sync.done_bytes);
+    auto seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - s.sync.started).count();
+    st.sync.bytes_per_second =
+      seconds > 0 ? static_cast<uint64_t>(static_cast<double>(s.sync.done_bytes) / seconds) : 0;
   }
   st.nbd_connections = s.nbd_clients;
   st.queue_local = s.in_flight;
+  st.queue_recv = s.tracks.size();
   st.counters = s.counters;
   st.last_error = s.last_error;
+  if (st.last_error.empty() && !s.connected && s.current != role::init)
+    st.last_error = s.peer_error;
   return st;
 }
 
@@ -406,9 +917,12 @@ resource_state::~resource_state() {
 }
 
 resource_actor::behavior_type resource(resource_actor::stateful_pointer<resource_state> self,
-                                       resource_config config, io_ref io) {
+                                       resource_config config, std::string node, io_ref io) {
   auto& s = self->state;
   s.config = std::move(config);
+  s.node = std::move(node);
+  s.io = io.io;
+  s.policy = policy_for(s.config.replication);
   auto weak = caf::actor_cast<caf::weak_actor_ptr>(self->ctrl());
   s.server = std::make_shared<nbd::server>(*io.io, s.config.name, s.config.nbd, [weak] {
     return std::make_shared<resource_backend>(weak);
@@ -420,14 +934,26 @@ resource_actor::behavior_type resource(resource_actor::stateful_pointer<resource
     spdlog::info("{}: NBD export listening on {}", s.config.name, s.config.nbd);
   }
   self->attach_functor([server = s.server] { server->stop(); });
+  // Children we stopped ourselves (disk actors, the peer) exit quietly; any
+  // other exit, a crashing child or the supervisor's shutdown, ends us too.
+  self->set_exit_handler([=](const caf::exit_msg& msg) {
+    auto& retired = self->state.retired;
+    if (auto it = retired.find(msg.source); it != retired.end()) {
+      retired.erase(it);
+      return;
+    }
+    self->quit(msg.reason);
+  });
   return {
     [=](atom::role, role target, bool force) -> caf::result<role> {
       return change_role(self, target, force);
     },
     [=](atom::status) { return make_status(self); },
     [=](atom::configure, resource_config& updated) {
-      self->state.config = std::move(updated);
-      spdlog::info("{}: configuration reloaded", self->state.config.name);
+      auto& s = self->state;
+      s.config = std::move(updated);
+      s.policy = policy_for(s.config.replication);
+      spdlog::info("{}: configuration reloaded", s.config.name);
       return true;
     },
     [=](atom::stop) -> caf::result<bool> {
@@ -459,6 +985,66 @@ resource_actor::behavior_type resource(resource_actor::stateful_pointer<resource
       auto& s = self->state;
       if (s.nbd_clients > 0)
         --s.nbd_clients;
+    },
+    [=](atom::peer_accept, accepted_link& accepted) {
+      auto& s = self->state;
+      if (s.current == role::secondary && s.link) {
+        self->send(s.link, atom::peer_accept_v, std::move(accepted));
+        return;
+      }
+      // Tell the primary why, then hang up (HAST's "acts as ... not as secondary").
+      auto reply = my_hello(self);
+      reply.refusal = "the remote node acts as " + to_string(s.current)
+                      + " for the resource and not as secondary";
+      spdlog::warn("{}: refusing peer {}: {}", s.config.name, accepted.link->remote_address(),
+                   reply.refusal);
+      peer::header h;
+      h.type = peer::msg_type::hello_reply;
+      auto payload = peer::encode_hello(reply);
+      h.payload_length = static_cast<uint32_t>(payload->size());
+      accepted.link->send(h, payload);
+      accepted.link->close(reply.refusal);
+    },
+    [=](atom::peer_hello, peer::hello_message& theirs) { return answer_primary(self, theirs); },
+    [=](atom::peer_hello) { return my_hello(self); },
+    [=](atom::peer_up, peer_session& session) {
+      auto& s = self->state;
+      if (!s.map)
+        return;
+      s.connected = true;
+      s.remote_address = session.remote_address;
+      s.peer_error.clear();
+      if (s.current != role::primary)
+        return;
+      s.bumped = false;
+      auto& theirs = session.theirs;
+      if (theirs.sync_source == "full") {
+        spdlog::info("{}: the secondary is new: full synchronization", s.config.name);
+        s.map->mark_all_sync();
+      } else {
+        s.map->merge(theirs.bitmap);
+      }
+      s.md.remotecnt = theirs.localcnt;
+      persist(self, [](bool) {});
+      sync_start(self);
+    },
+    [=](atom::peer_down, std::string& reason) {
+      auto& s = self->state;
+      s.peer_error = reason;
+      if (!s.connected)
+        return;
+      s.connected = false;
+      sync_stop(self, reason);
+    },
+    [=](atom::remote_ack, uint64_t id, remote_stage stage, uint32_t error) {
+      on_remote_ack(self, id, stage, error);
+    },
+    [=](atom::sync_done, uint64_t localcnt) {
+      auto& s = self->state;
+      if (!s.map)
+        return;
+      s.md.remotecnt = localcnt;
+      persist(self, [](bool) {});
     },
   };
 }

@@ -4,9 +4,13 @@
 #include "io/metadata.hpp"
 #include "messages/actors.hpp"
 
+#include <chrono>
 #include <deque>
+#include <map>
 #include <memory>
 #include <optional>
+#include <set>
+#include <unordered_map>
 
 namespace asio {
 class io_context;
@@ -18,6 +22,32 @@ class provider;
 namespace nbd {
 class server;
 }
+
+/// One client write (or trim, or write_zeroes) on its way to both disks.
+/// The client hears back once the mode's policy is satisfied; the extent
+/// leaves the activemap only when both sides are final.
+struct write_track {
+  nbd_call call;
+  bool local_done = false;
+  uint32_t local_error = 0;
+  bool remote_satisfied = false;  // the policy's acknowledgement arrived
+  bool remote_final = false;      // "done" or failure arrived
+  bool remote_failed = false;
+  bool client_told = false;
+};
+
+/// The resync of dirty extents from the primary to the secondary.
+struct sync_state {
+  bool active = false;
+  uint64_t cursor = 0;                          // next extent to look at
+  std::map<uint64_t, uint64_t> ids;             // replicate id -> extent
+  std::set<uint64_t> extents;                   // extents being copied now
+  uint64_t done_bytes = 0;
+  uint64_t total_bytes = 0;
+  uint64_t wire_bytes = 0;                      // payload bytes sent, for tests and benchmarks
+  std::chrono::steady_clock::time_point started;
+  uint64_t since_persist = 0;                   // extents cleared since the map was last written
+};
 
 /// What a resource owns. Only the resource actor touches it.
 struct resource_state {
@@ -32,6 +62,22 @@ struct resource_state {
   std::vector<disk_io_actor> disks;  // data I/O, round robin
   size_t next_disk = 0;
   disk_io_actor metadata_writer;     // serialises metadata slot writes
+
+  // Replication.
+  std::string node;                 // this node's name, for the handshake
+  asio::io_context* io = nullptr;   // where the NBD export and the peer link run
+  std::set<caf::actor_addr> retired;  // children we stopped; their exits are expected
+  std::string peer_error;           // why the peer is not connected
+  peer_actor link;                  // the peer actor while primary or secondary with a remote
+  bool connected = false;           // handshake complete
+  std::string remote_address;
+  replication_policy policy = policy_for(replication_mode::memsync);
+  uint64_t next_id = 1;
+  std::unordered_map<uint64_t, write_track> tracks;       // replicated writes by id
+  std::unordered_map<uint64_t, uint32_t> busy;            // extent -> client writes in flight
+  std::vector<nbd_call> deferred;                         // writes waiting for an extent's sync
+  sync_state sync;
+  bool bumped = false;              // localcnt raised for the current outage
 
   // The export; listens for the whole life of the actor, serves only a primary.
   std::shared_ptr<nbd::server> server;
@@ -58,7 +104,10 @@ struct io_ref {
 
 /// Spawns the resource in role init and starts listening on its NBD address.
 resource_actor::behavior_type resource(resource_actor::stateful_pointer<resource_state> self,
-                                       resource_config config, io_ref io);
+                                       resource_config config, std::string node, io_ref io);
+
+/// Resync extents copied concurrently.
+inline constexpr size_t sync_extents_in_flight = 4;
 
 /// Disk-IO actors per resource: enough concurrency for queue depth 32.
 inline constexpr size_t disk_io_actors_per_resource = 8;

@@ -14,7 +14,7 @@ using self_ptr = supervisor_actor::stateful_pointer<supervisor_state>;
 
 void spawn_resource(self_ptr self, const resource_config& config) {
   // Linked: when the supervisor goes, its resources go with it.
-  auto handle = self->spawn<caf::linked>(resource, config, io_ref{self->state.io});
+  auto handle = self->spawn<caf::linked>(resource, config, self->state.config.node, io_ref{self->state.io});
   self->monitor(handle);
   self->state.resources[config.name] = {config, handle};
 }
@@ -206,6 +206,16 @@ supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<su
         summary += (summary.empty() ? "" : ", ") + n;
       spdlog::info("configuration reloaded: {}", summary);
       return summary;
+    },
+    [=](atom::peer_accept, accepted_link& accepted) {
+      auto it = self->state.resources.find(accepted.hello.resource);
+      if (it == self->state.resources.end()) {
+        spdlog::warn("peer {} asked for unknown resource '{}'; closing",
+                     accepted.link->remote_address(), accepted.hello.resource);
+        accepted.link->close("unknown resource");
+        return;
+      }
+      self->send(it->second.handle, atom::peer_accept_v, std::move(accepted));
     },
     [=](atom::stop) -> caf::result<bool> {
       auto& s = self->state;

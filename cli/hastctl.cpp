@@ -17,18 +17,15 @@ struct command_entry {
 };
 
 constexpr command_entry commands[] = {
-  {"create", hast::cli::run_create},
-  {"dump", hast::cli::run_dump},
-  {"role", hast::cli::run_role},
-  {"status", hast::cli::run_status},
-  {"list", hast::cli::run_list},
-  {"attach", hast::cli::run_attach},
-  {"detach", hast::cli::run_detach},
+    {"create", hast::cli::run_create}, {"dump", hast::cli::run_dump},
+    {"role", hast::cli::run_role},     {"status", hast::cli::run_status},
+    {"list", hast::cli::run_list},     {"attach", hast::cli::run_attach},
+    {"detach", hast::cli::run_detach},
 };
 
 } // namespace
 
-int main(int argc, char** argv) {
+int main(int argc, char **argv) {
   std::string error;
   auto parsed = hast::cli::parse_command_line(argc, argv, error);
   if (!parsed) {
@@ -43,12 +40,12 @@ int main(int argc, char** argv) {
     std::cerr << "hastctl: no command given (see 'hastctl -h')\n";
     return 1;
   }
-  for (const auto& entry : commands) {
+  for (const auto &entry : commands) {
     if (entry.name != parsed->command)
       continue;
     try {
       return entry.run(parsed->options, parsed->args);
-    } catch (const std::exception& e) {
+    } catch (const std::exception &e) {
       // Configuration errors (file, line, option, why) and the like.
       std::cerr << "hastctl: " << e.what() << '\n';
       return 1;

@@ -7,17 +7,14 @@
 namespace hast {
 
 activemap::activemap(uint64_t datasize, uint32_t extent_size, uint32_t keepdirty)
-  : datasize_(datasize),
-    extent_size_(extent_size),
-    keepdirty_(keepdirty),
-    extents_(extent_size == 0 ? 0 : (datasize + extent_size - 1) / extent_size) {
+    : datasize_(datasize), extent_size_(extent_size), keepdirty_(keepdirty),
+      extents_(extent_size == 0 ? 0 : (datasize + extent_size - 1) / extent_size) {
   if (extent_size == 0)
     throw std::invalid_argument("activemap: extent size must be positive");
   syncmap_.assign(bitmap_bytes(), 0);
 }
 
-template <class F>
-void activemap::for_each_extent(uint64_t offset, uint64_t length, F&& fn) const {
+template <class F> void activemap::for_each_extent(uint64_t offset, uint64_t length, F &&fn) const {
   if (length == 0 || offset >= datasize_)
     return;
   auto last_byte = std::min(offset + (length - 1), datasize_ - 1);
@@ -71,7 +68,7 @@ bool activemap::write_complete(uint64_t offset, uint64_t length) {
   for_each_extent(offset, length, [&](uint64_t e) {
     auto it = pending_.find(e);
     if (it == pending_.end())
-      return;  // not started: nothing to undo
+      return; // not started: nothing to undo
     if (--it->second > 0)
       return;
     pending_.erase(it);
@@ -139,12 +136,14 @@ bool activemap::needs_sync(uint64_t extent) const {
   return extent < extents_ && sync_bit(extent);
 }
 
-uint64_t activemap::sync_extents() const { return sync_count_; }
+uint64_t activemap::sync_extents() const {
+  return sync_count_;
+}
 
 std::vector<uint8_t> activemap::bitmap() const {
   auto image = syncmap_;
   auto set = [&](uint64_t e) { image[e >> 3] |= static_cast<uint8_t>(1u << (e & 7)); };
-  for (auto& [e, count] : pending_)
+  for (auto &[e, count] : pending_)
     set(e);
   for (auto e : lru_)
     set(e);

@@ -89,8 +89,7 @@ public:
 private:
   // Calls fn(extent) for each extent touched by [offset, offset+length),
   // clamped to the data area.
-  template <class F>
-  void for_each_extent(uint64_t offset, uint64_t length, F&& fn) const;
+  template <class F> void for_each_extent(uint64_t offset, uint64_t length, F &&fn) const;
   bool in_lru(uint64_t extent) const { return lru_index_.count(extent) != 0; }
   bool sync_bit(uint64_t extent) const;
 
@@ -98,8 +97,8 @@ private:
   uint32_t extent_size_;
   uint32_t keepdirty_;
   uint64_t extents_;
-  std::unordered_map<uint64_t, uint32_t> pending_;  // extent -> writes in flight (> 0)
-  std::list<uint64_t> lru_;                          // keepdirty set, most recent first
+  std::unordered_map<uint64_t, uint32_t> pending_; // extent -> writes in flight (> 0)
+  std::list<uint64_t> lru_;                        // keepdirty set, most recent first
   std::unordered_map<uint64_t, std::list<uint64_t>::iterator> lru_index_;
   std::vector<uint8_t> syncmap_;
   uint64_t sync_count_ = 0;

@@ -6,6 +6,15 @@
 // Include this from .cpp files; headers keep Asio out (pimpl) so that other
 // translation units compile fast.
 
+// Asio decides between std::aligned_alloc/free and operator new/delete for
+// its handler memory from _GLIBCXX_HAVE_ALIGNED_ALLOC, which only a standard
+// header defines. A translation unit that includes Asio before any standard
+// header would choose differently from the others, and the linker would then
+// pair one TU's allocation with another's deallocation (ASan:
+// alloc-dealloc-mismatch). Including a standard header first makes every TU
+// agree.
+#include <cstddef>
+
 #if defined(__clang__)
 #pragma clang diagnostic push
 #pragma clang diagnostic ignored "-Weverything"

@@ -11,7 +11,7 @@ namespace hast {
 
 namespace {
 
-constexpr uint32_t polynomial = 0x82F63B78u;  // Castagnoli, reflected
+constexpr uint32_t polynomial = 0x82F63B78u; // Castagnoli, reflected
 
 using table_set = std::array<std::array<uint32_t, 256>, 8>;
 
@@ -31,7 +31,7 @@ constexpr table_set make_tables() {
 
 constexpr table_set tables = make_tables();
 
-uint32_t update_portable(uint32_t crc, const uint8_t* p, size_t n) {
+uint32_t update_portable(uint32_t crc, const uint8_t *p, size_t n) {
   while (n >= 8) {
     uint32_t lo;
     uint32_t hi;
@@ -42,9 +42,9 @@ uint32_t update_portable(uint32_t crc, const uint8_t* p, size_t n) {
     hi = __builtin_bswap32(hi);
 #endif
     lo ^= crc;
-    crc = tables[7][lo & 0xFF] ^ tables[6][(lo >> 8) & 0xFF] ^ tables[5][(lo >> 16) & 0xFF] ^
-          tables[4][lo >> 24] ^ tables[3][hi & 0xFF] ^ tables[2][(hi >> 8) & 0xFF] ^
-          tables[1][(hi >> 16) & 0xFF] ^ tables[0][hi >> 24];
+    crc = tables[7][lo & 0xFF] ^ tables[6][(lo >> 8) & 0xFF] ^ tables[5][(lo >> 16) & 0xFF]
+          ^ tables[4][lo >> 24] ^ tables[3][hi & 0xFF] ^ tables[2][(hi >> 8) & 0xFF]
+          ^ tables[1][(hi >> 16) & 0xFF] ^ tables[0][hi >> 24];
     p += 8;
     n -= 8;
   }
@@ -54,8 +54,7 @@ uint32_t update_portable(uint32_t crc, const uint8_t* p, size_t n) {
 }
 
 #if defined(__x86_64__)
-__attribute__((target("sse4.2"))) uint32_t update_sse42(uint32_t crc, const uint8_t* p,
-                                                        size_t n) {
+__attribute__((target("sse4.2"))) uint32_t update_sse42(uint32_t crc, const uint8_t *p, size_t n) {
   uint64_t c = crc;
   while (n >= 8) {
     uint64_t word;
@@ -78,8 +77,8 @@ bool have_sse42() {
 
 } // namespace
 
-uint32_t crc32c(const void* data, size_t n, uint32_t seed) {
-  auto p = static_cast<const uint8_t*>(data);
+uint32_t crc32c(const void *data, size_t n, uint32_t seed) {
+  auto p = static_cast<const uint8_t *>(data);
 #if defined(__x86_64__)
   if (have_sse42())
     return ~update_sse42(~seed, p, n);
@@ -89,8 +88,8 @@ uint32_t crc32c(const void* data, size_t n, uint32_t seed) {
 
 namespace detail {
 
-uint32_t crc32c_portable(const void* data, size_t n, uint32_t seed) {
-  return ~update_portable(~seed, static_cast<const uint8_t*>(data), n);
+uint32_t crc32c_portable(const void *data, size_t n, uint32_t seed) {
+  return ~update_portable(~seed, static_cast<const uint8_t *>(data), n);
 }
 
 } // namespace detail

@@ -13,13 +13,13 @@ namespace hast {
 /// CRC-32C of `n` bytes. `seed` is a previous result, so that
 /// crc32c(b, nb, crc32c(a, na)) == crc32c of a followed by b.
 /// crc32c("123456789", 9) == 0xE3069283.
-uint32_t crc32c(const void* data, size_t n, uint32_t seed = 0);
+uint32_t crc32c(const void *data, size_t n, uint32_t seed = 0);
 
 namespace detail {
 
 /// The table-driven implementation, exposed so tests can compare it with
 /// the hardware path.
-uint32_t crc32c_portable(const void* data, size_t n, uint32_t seed = 0);
+uint32_t crc32c_portable(const void *data, size_t n, uint32_t seed = 0);
 
 } // namespace detail
 

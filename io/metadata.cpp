@@ -24,7 +24,7 @@ constexpr size_t off_magic = 0;
 constexpr size_t off_version = 8;
 // 12: reserved u32, zero
 constexpr size_t off_sequence = 16;
-constexpr size_t off_resource = 24;  // 128 bytes, NUL-padded
+constexpr size_t off_resource = 24; // 128 bytes, NUL-padded
 constexpr size_t resource_field = 128;
 constexpr size_t off_datasize = 152;
 constexpr size_t off_extent_size = 160;
@@ -41,16 +41,16 @@ constexpr size_t off_crc = 208;
 
 constexpr uint64_t block = 4096;
 
-uint64_t round_up(uint64_t x, uint64_t to) { return (x + to - 1) / to * to; }
+uint64_t round_up(uint64_t x, uint64_t to) {
+  return (x + to - 1) / to * to;
+}
 
-template <class T>
-void put(uint8_t* p, size_t off, T value) {
+template <class T> void put(uint8_t *p, size_t off, T value) {
   for (size_t i = 0; i < sizeof(T); ++i)
     p[off + i] = static_cast<uint8_t>(static_cast<uint64_t>(value) >> (8 * i));
 }
 
-template <class T>
-T get(const uint8_t* p, size_t off) {
+template <class T> T get(const uint8_t *p, size_t off) {
   uint64_t value = 0;
   for (size_t i = 0; i < sizeof(T); ++i)
     value |= static_cast<uint64_t>(p[off + i]) << (8 * i);
@@ -60,27 +60,37 @@ T get(const uint8_t* p, size_t off) {
 // On-disk role codes are HAST's HAST_ROLE_* values, independent of the enum.
 uint8_t role_code(role r) {
   switch (r) {
-    case role::init: return 1;
-    case role::primary: return 2;
-    case role::secondary: return 3;
+  case role::init:
+    return 1;
+  case role::primary:
+    return 2;
+  case role::secondary:
+    return 3;
   }
   return 1;
 }
 
 std::optional<role> role_from_code(uint8_t code) {
   switch (code) {
-    case 1: return role::init;
-    case 2: return role::primary;
-    case 3: return role::secondary;
-    default: return std::nullopt;
+  case 1:
+    return role::init;
+  case 2:
+    return role::primary;
+  case 3:
+    return role::secondary;
+  default:
+    return std::nullopt;
   }
 }
 
-const char* role_name(role r) {
+const char *role_name(role r) {
   switch (r) {
-    case role::init: return "init";
-    case role::primary: return "primary";
-    case role::secondary: return "secondary";
+  case role::init:
+    return "init";
+  case role::primary:
+    return "primary";
+  case role::secondary:
+    return "secondary";
   }
   return "init";
 }
@@ -98,14 +108,16 @@ uint64_t slot_size_for(uint64_t bitmap_bytes) {
   return round_up(metadata_header_size + bitmap_bytes, block);
 }
 
-bool has_magic(const uint8_t* header) {
+bool has_magic(const uint8_t *header) {
   return std::memcmp(header + off_magic, magic, sizeof magic) == 0;
 }
 
-status corrupt(std::string why) { return {errc::bad_metadata, std::move(why)}; }
+status corrupt(std::string why) {
+  return {errc::bad_metadata, std::move(why)};
+}
 
 // Reads `len` bytes at `off` into a fresh aligned buffer.
-result<buffer_ptr> read_bytes(const provider& prov, uint64_t off, uint64_t len) {
+result<buffer_ptr> read_bytes(const provider &prov, uint64_t off, uint64_t len) {
   auto buf = make_buffer(static_cast<size_t>(len));
   if (auto st = prov.read(buf->data(), buf->size(), off); !st)
     return st;
@@ -113,7 +125,7 @@ result<buffer_ptr> read_bytes(const provider& prov, uint64_t off, uint64_t len) 
 }
 
 // Writes one slot, padded with zeros to its slot size.
-status write_slot(const provider& prov, const metadata& md, uint64_t sequence) {
+status write_slot(const provider &prov, const metadata &md, uint64_t sequence) {
   auto copy = md;
   copy.sequence = sequence;
   auto bytes = encode_slot(copy);
@@ -135,7 +147,7 @@ struct slot_state {
   std::string problem;
 };
 
-slot_state examine_slot(const provider& prov, uint64_t position, uint64_t index) {
+slot_state examine_slot(const provider &prov, uint64_t position, uint64_t index) {
   slot_state s;
   if (position + block > prov.size()) {
     s.problem = "beyond the end of the provider";
@@ -183,15 +195,15 @@ slot_state examine_slot(const provider& prov, uint64_t position, uint64_t index)
 
 // Where slot B may be, from slot A's raw header (its layout fields never
 // change after create, so they are usable even when A's checksum fails).
-std::vector<uint64_t> slot_b_candidates(const provider& prov) {
+std::vector<uint64_t> slot_b_candidates(const provider &prov) {
   std::vector<uint64_t> out;
   auto header = read_bytes(prov, 0, block);
   if (!header || !has_magic((*header)->data()))
     return out;
-  const uint8_t* h = (*header)->data();
+  const uint8_t *h = (*header)->data();
   auto add = [&](uint64_t c) {
-    if (c >= block && c % block == 0 && 2 * c <= prov.size() &&
-        std::find(out.begin(), out.end(), c) == out.end())
+    if (c >= block && c % block == 0 && 2 * c <= prov.size()
+        && std::find(out.begin(), out.end(), c) == out.end())
       out.push_back(c);
   };
   add(slot_size_for(get<uint32_t>(h, off_bitmap_bytes)));
@@ -204,8 +216,8 @@ std::vector<uint64_t> slot_b_candidates(const provider& prov) {
 
 // The last resort when slot A is unreadable: look for a self-consistent
 // slot B at every 4 KiB boundary where one can be for this provider size.
-std::optional<slot_state> scan_for_slot_b(const provider& prov,
-                                          const std::vector<uint64_t>& tried) {
+std::optional<slot_state> scan_for_slot_b(const provider &prov,
+                                          const std::vector<uint64_t> &tried) {
   auto limit = std::min(prov.size() / 2, slot_size_for(bitmap_bytes_for(prov.size(), block)));
   constexpr uint64_t chunk = 1 << 20;
   for (uint64_t base = block; base <= limit; base += chunk) {
@@ -218,8 +230,8 @@ std::optional<slot_state> scan_for_slot_b(const provider& prov,
       return std::nullopt;
     for (uint64_t at = 0; at < len; at += block) {
       auto position = base + at;
-      if (position > limit || !has_magic((*buf)->data() + at) ||
-          std::find(tried.begin(), tried.end(), position) != tried.end())
+      if (position > limit || !has_magic((*buf)->data() + at)
+          || std::find(tried.begin(), tried.end(), position) != tried.end())
         continue;
       auto s = examine_slot(prov, position, 1);
       if (s.md)
@@ -233,9 +245,9 @@ std::optional<slot_state> scan_for_slot_b(const provider& prov,
 
 result<layout> compute_layout(uint64_t mediasize, uint32_t extent_size) {
   if (!valid_extent_size(extent_size))
-    return status{errc::invalid_argument,
-                  fmt::format("extent size {} is not a power-of-two multiple of 4096 bytes",
-                              extent_size)};
+    return status{
+        errc::invalid_argument,
+        fmt::format("extent size {} is not a power-of-two multiple of 4096 bytes", extent_size)};
   // Size the slots for the whole media (an upper bound), then the bitmap
   // for the data area that is left. The difference is at most a few blocks
   // left unused at the end.
@@ -255,9 +267,9 @@ result<layout> compute_layout(uint64_t mediasize, uint32_t extent_size) {
   return l;
 }
 
-std::string encode_slot(const metadata& md) {
+std::string encode_slot(const metadata &md) {
   std::string out(metadata_header_size + md.bitmap.size(), '\0');
-  auto p = reinterpret_cast<uint8_t*>(out.data());
+  auto p = reinterpret_cast<uint8_t *>(out.data());
   std::memcpy(p + off_magic, magic, sizeof magic);
   put<uint32_t>(p, off_version, metadata_version);
   put<uint64_t>(p, off_sequence, md.sequence);
@@ -281,15 +293,15 @@ std::string encode_slot(const metadata& md) {
 result<metadata> decode_slot(std::span<const uint8_t> bytes) {
   if (bytes.size() < metadata_header_size)
     return bytes.size() >= sizeof magic && has_magic(bytes.data())
-             ? corrupt("the slot is truncated")
-             : status{errc::not_created, "no hast metadata"};
-  const uint8_t* p = bytes.data();
+               ? corrupt("the slot is truncated")
+               : status{errc::not_created, "no hast metadata"};
+  const uint8_t *p = bytes.data();
   if (!has_magic(p))
     return status{errc::not_created, "no hast metadata"};
   auto version = get<uint32_t>(p, off_version);
   if (version != metadata_version)
-    return corrupt(fmt::format("unknown metadata format version {} (this hast reads {})",
-                               version, metadata_version));
+    return corrupt(fmt::format("unknown metadata format version {} (this hast reads {})", version,
+                               metadata_version));
   auto bb = get<uint32_t>(p, off_bitmap_bytes);
   if (bytes.size() < metadata_header_size + bb)
     return corrupt(fmt::format("the slot is shorter than its {}-byte bitmap", bb));
@@ -299,11 +311,11 @@ result<metadata> decode_slot(std::span<const uint8_t> bytes) {
   auto computed = crc32c(header.data(), header.size());
   computed = crc32c(p + metadata_header_size, bb, computed);
   if (stored != computed)
-    return corrupt(fmt::format("checksum mismatch (stored {:08x}, computed {:08x})", stored,
-                               computed));
+    return corrupt(
+        fmt::format("checksum mismatch (stored {:08x}, computed {:08x})", stored, computed));
 
   metadata md;
-  auto name = reinterpret_cast<const char*>(p + off_resource);
+  auto name = reinterpret_cast<const char *>(p + off_resource);
   auto name_len = static_cast<size_t>(std::find(name, name + resource_field, '\0') - name);
   if (name_len > max_resource_name || name_len == 0)
     return corrupt("the resource name is empty or not terminated");
@@ -323,21 +335,20 @@ result<metadata> decode_slot(std::span<const uint8_t> bytes) {
   if (!valid_extent_size(md.extent_size))
     return corrupt(fmt::format("invalid extent size {}", md.extent_size));
   if (bb != bitmap_bytes_for(md.datasize, md.extent_size))
-    return corrupt(fmt::format("bitmap of {} bytes does not fit a data size of {} bytes", bb,
-                               md.datasize));
+    return corrupt(
+        fmt::format("bitmap of {} bytes does not fit a data size of {} bytes", bb, md.datasize));
   if (md.data_offset != 2 * slot_size_for(bb))
     return corrupt(fmt::format("data offset {} does not follow the two slots", md.data_offset));
   md.bitmap.assign(p + metadata_header_size, p + metadata_header_size + bb);
   return md;
 }
 
-result<metadata> create_metadata(const provider& prov, const std::string& resource,
+result<metadata> create_metadata(const provider &prov, const std::string &resource,
                                  uint32_t extent_size, uint32_t keepdirty, uint64_t mediasize) {
-  if (resource.empty() || resource.size() > max_resource_name ||
-      resource.find('\0') != std::string::npos)
-    return status{errc::invalid_argument,
-                  fmt::format("resource name '{}' must be 1 to {} bytes", resource,
-                              max_resource_name)};
+  if (resource.empty() || resource.size() > max_resource_name
+      || resource.find('\0') != std::string::npos)
+    return status{errc::invalid_argument, fmt::format("resource name '{}' must be 1 to {} bytes",
+                                                      resource, max_resource_name)};
   if (keepdirty == 0)
     return status{errc::invalid_argument, "keepdirty must be at least 1"};
   if (!prov.writable())
@@ -393,7 +404,7 @@ result<metadata> create_metadata(const provider& prov, const std::string& resour
   return md;
 }
 
-result<metadata> read_metadata(const provider& prov, const std::string& expected_resource) {
+result<metadata> read_metadata(const provider &prov, const std::string &expected_resource) {
   if (prov.size() < 2 * block)
     return status{errc::not_created,
                   fmt::format("{}: not created: too small ({} bytes) to hold hast metadata",
@@ -419,7 +430,7 @@ result<metadata> read_metadata(const provider& prov, const std::string& expected
       b = std::move(found);
   }
 
-  const metadata* best = nullptr;
+  const metadata *best = nullptr;
   if (a.md)
     best = &*a.md;
   if (b && b->md && (best == nullptr || b->md->sequence > best->sequence))
@@ -428,15 +439,13 @@ result<metadata> read_metadata(const provider& prov, const std::string& expected
     if (!a.magic && !b_magic)
       return status{errc::not_created,
                     fmt::format("{}: not created: no hast metadata found", prov.path())};
-    return status{errc::bad_metadata,
-                  fmt::format("{}: corrupt metadata: slot A: {}; slot B: {}", prov.path(),
-                              a.problem, b_problem)};
+    return status{errc::bad_metadata, fmt::format("{}: corrupt metadata: slot A: {}; slot B: {}",
+                                                  prov.path(), a.problem, b_problem)};
   }
   metadata md = *best;
   if (!expected_resource.empty() && md.resource != expected_resource)
-    return status{errc::wrong_resource,
-                  fmt::format("{}: belongs to resource '{}', not '{}'", prov.path(), md.resource,
-                              expected_resource)};
+    return status{errc::wrong_resource, fmt::format("{}: belongs to resource '{}', not '{}'",
+                                                    prov.path(), md.resource, expected_resource)};
   if (md.data_offset + md.datasize > prov.size())
     return status{errc::bad_metadata,
                   fmt::format("{}: the metadata describes {} bytes but the provider has only {} "
@@ -445,7 +454,7 @@ result<metadata> read_metadata(const provider& prov, const std::string& expected
   return md;
 }
 
-status write_metadata(const provider& prov, metadata& md, bool flush) {
+status write_metadata(const provider &prov, metadata &md, bool flush) {
   auto next = md.sequence + 1;
   if (auto st = write_slot(prov, md, next); !st)
     return st;
@@ -465,7 +474,7 @@ uint64_t count_dirty(std::span<const uint8_t> bitmap) {
 
 namespace {
 
-uint64_t dirty_bytes(const metadata& md) {
+uint64_t dirty_bytes(const metadata &md) {
   if (md.extent_size == 0)
     return 0;
   uint64_t bytes = 0;
@@ -485,7 +494,7 @@ uint64_t dirty_bytes(const metadata& md) {
 
 } // namespace
 
-std::string render_metadata(const metadata& md) {
+std::string render_metadata(const metadata &md) {
   auto dirty = count_dirty(md.bitmap);
   return fmt::format("resource: {}\n"
                      "    datasize: {} ({})\n"
@@ -500,27 +509,27 @@ std::string render_metadata(const metadata& md) {
                      "    sequence: {}\n"
                      "    dirty extents: {} ({})\n",
                      md.resource, md.datasize, humanize(md.datasize), md.extent_size,
-                     humanize(md.extent_size), md.keepdirty, md.data_offset, md.resuid,
-                     md.localcnt, md.remotecnt, role_name(md.prevrole), metadata_version,
-                     md.sequence, dirty, humanize(dirty_bytes(md)));
+                     humanize(md.extent_size), md.keepdirty, md.data_offset, md.resuid, md.localcnt,
+                     md.remotecnt, role_name(md.prevrole), metadata_version, md.sequence, dirty,
+                     humanize(dirty_bytes(md)));
 }
 
-nlohmann::json metadata_json(const metadata& md) {
+nlohmann::json metadata_json(const metadata &md) {
   return nlohmann::json{
-    {"name", md.resource},
-    {"version", metadata_version},
-    {"sequence", md.sequence},
-    {"datasize", md.datasize},
-    {"extentsize", md.extent_size},
-    {"keepdirty", md.keepdirty},
-    {"localoff", md.data_offset},
-    {"resuid", md.resuid},
-    {"localcnt", md.localcnt},
-    {"remotecnt", md.remotecnt},
-    {"prevrole", role_name(md.prevrole)},
-    {"bitmap_bytes", md.bitmap.size()},
-    {"dirty_extents", count_dirty(md.bitmap)},
-    {"dirty_bytes", dirty_bytes(md)},
+      {"name", md.resource},
+      {"version", metadata_version},
+      {"sequence", md.sequence},
+      {"datasize", md.datasize},
+      {"extentsize", md.extent_size},
+      {"keepdirty", md.keepdirty},
+      {"localoff", md.data_offset},
+      {"resuid", md.resuid},
+      {"localcnt", md.localcnt},
+      {"remotecnt", md.remotecnt},
+      {"prevrole", role_name(md.prevrole)},
+      {"bitmap_bytes", md.bitmap.size()},
+      {"dirty_extents", count_dirty(md.bitmap)},
+      {"dirty_bytes", dirty_bytes(md)},
   };
 }
 

@@ -33,21 +33,21 @@ namespace hast {
 inline constexpr size_t metadata_header_size = 4096;
 inline constexpr uint32_t metadata_version = 1;
 inline constexpr size_t max_resource_name = 127;
-inline constexpr uint32_t default_extent_size = 2 * 1024 * 1024;  // HAST_EXTENTSIZE
-inline constexpr uint32_t default_keepdirty = 64;                 // HAST_KEEPDIRTY
+inline constexpr uint32_t default_extent_size = 2 * 1024 * 1024; // HAST_EXTENTSIZE
+inline constexpr uint32_t default_keepdirty = 64;                // HAST_KEEPDIRTY
 
 struct metadata {
   std::string resource;
   uint64_t datasize = 0;
   uint32_t extent_size = 0;
   uint32_t keepdirty = 0;
-  uint64_t data_offset = 0;  // HAST's localoff
-  uint64_t resuid = 0;       // random, nonzero, chosen at create
+  uint64_t data_offset = 0; // HAST's localoff
+  uint64_t resuid = 0;      // random, nonzero, chosen at create
   uint64_t localcnt = 0;
   uint64_t remotecnt = 0;
   role prevrole = role::init;
-  uint64_t sequence = 0;      // of the slot this was read from or last written
-  std::vector<uint8_t> bitmap;  // activemap image, bitmap_bytes long
+  uint64_t sequence = 0;       // of the slot this was read from or last written
+  std::vector<uint8_t> bitmap; // activemap image, bitmap_bytes long
 };
 
 struct layout {
@@ -55,7 +55,7 @@ struct layout {
   uint64_t data_offset = 0;  // 2 * slot_size
   uint64_t datasize = 0;     // multiple of 4096
   uint64_t extents = 0;      // datasize / extent_size rounded up
-  uint64_t bitmap_bytes = 0;  // (extents + 7) / 8
+  uint64_t bitmap_bytes = 0; // (extents + 7) / 8
 };
 
 /// The layout of a provider of `mediasize` bytes. Errors (invalid_argument)
@@ -67,24 +67,24 @@ result<layout> compute_layout(uint64_t mediasize, uint32_t extent_size);
 /// bitmap, counters 0, prevrole init and a random nonzero 64-bit resuid
 /// (getrandom), then flushes. `mediasize` <= provider.size(). Data is not
 /// touched. Returns the metadata as written (sequence 1).
-result<metadata> create_metadata(const provider& prov, const std::string& resource,
+result<metadata> create_metadata(const provider &prov, const std::string &resource,
                                  uint32_t extent_size, uint32_t keepdirty, uint64_t mediasize);
 
 /// Reads the valid slot with the highest sequence. errc::not_created if no
 /// slot carries the magic; errc::bad_metadata if one does but none is valid
 /// (the message says why for each slot); errc::wrong_resource if it names
 /// another resource than `expected_resource` (an empty name skips the check).
-result<metadata> read_metadata(const provider& prov, const std::string& expected_resource);
+result<metadata> read_metadata(const provider &prov, const std::string &expected_resource);
 
 /// Writes `md` with sequence md.sequence+1 into the slot that sequence
 /// selects (the one not holding the current state), then flushes if `flush`
 /// (metaflush). md.sequence is advanced only on success, so a failed write
 /// is retried into the same slot and never overwrites the last good state.
-status write_metadata(const provider& prov, metadata& md, bool flush = true);
+status write_metadata(const provider &prov, metadata &md, bool flush = true);
 
 /// One slot's bytes: the 4096-byte header followed by the bitmap
 /// (4096 + bitmap.size() bytes, not padded).
-std::string encode_slot(const metadata& md);
+std::string encode_slot(const metadata &md);
 /// Parses and verifies a slot (magic, version, checksum, field consistency).
 /// not_created if there is no magic, bad_metadata otherwise.
 result<metadata> decode_slot(std::span<const uint8_t> bytes);
@@ -92,9 +92,9 @@ result<metadata> decode_slot(std::span<const uint8_t> bytes);
 /// The text `hastctl dump` prints: HAST's lines (resource, datasize,
 /// extentsize, keepdirty, localoff, resuid, localcnt, remotecnt, prevrole)
 /// plus version, sequence and dirty extents. Ends with a newline.
-std::string render_metadata(const metadata& md);
+std::string render_metadata(const metadata &md);
 /// The same as a JSON object ("name", "datasize", "extentsize", ...).
-nlohmann::json metadata_json(const metadata& md);
+nlohmann::json metadata_json(const metadata &md);
 
 /// Number of bits set in a metadata bitmap.
 uint64_t count_dirty(std::span<const uint8_t> bitmap);

@@ -218,8 +218,6 @@ private:
   void read_option() {
     if (closed_)
       return;
-    if (options_seen_ >= max_options)
-      return close(fmt::format("more than {} options in one handshake", max_options), true);
     asio::async_read(socket_, asio::buffer(small_, option_header_size),
                      [self = shared_from_this()](std::error_code ec, std::size_t) {
                        self->on_option_header(ec);
@@ -238,7 +236,10 @@ private:
       return close(fmt::format("option {} of {} bytes (more than {})", option_name(header->option),
                                header->length, max_option_length),
                    true);
-    ++options_seen_;
+    // Counted when the next one arrives, so that the reply to the last
+    // allowed option is not dropped by the close.
+    if (++options_seen_ > max_options)
+      return close(fmt::format("more than {} options in one handshake", max_options), true);
     option_data_.resize(header->length);
     if (header->length == 0)
       return handle_option(header->option);

@@ -23,26 +23,30 @@ namespace {
 constexpr uint64_t align = provider::alignment;
 constexpr size_t zero_chunk = 1 << 20;
 
-uint64_t round_down(uint64_t x) { return x / align * align; }
-uint64_t round_up(uint64_t x) { return (x + align - 1) / align * align; }
+uint64_t round_down(uint64_t x) {
+  return x / align * align;
+}
+uint64_t round_up(uint64_t x) {
+  return (x + align - 1) / align * align;
+}
 
-bool aligned(const void* buf, size_t len, uint64_t off) {
+bool aligned(const void *buf, size_t len, uint64_t off) {
   return reinterpret_cast<uintptr_t>(buf) % align == 0 && len % align == 0 && off % align == 0;
 }
 
 struct free_deleter {
-  void operator()(void* p) const { std::free(p); }
+  void operator()(void *p) const { std::free(p); }
 };
 using aligned_bytes = std::unique_ptr<uint8_t, free_deleter>;
 
 aligned_bytes allocate_aligned(size_t len) {
-  auto p = static_cast<uint8_t*>(std::aligned_alloc(align, round_up(std::max<size_t>(len, 1))));
+  auto p = static_cast<uint8_t *>(std::aligned_alloc(align, round_up(std::max<size_t>(len, 1))));
   if (p == nullptr)
     throw std::bad_alloc{};
   return aligned_bytes{p};
 }
 
-status open_error(const std::string& path, const char* what, int error) {
+status open_error(const std::string &path, const char *what, int error) {
   return {errc::io_error, fmt::format("{}: {}: {}", path, what, std::strerror(error))};
 }
 
@@ -50,23 +54,15 @@ status open_error(const std::string& path, const char* what, int error) {
 
 provider::provider(int fd, std::string path, uint64_t size, bool direct, bool writable,
                    bool block_device)
-  : fd_(fd),
-    path_(std::move(path)),
-    size_(size),
-    direct_(direct),
-    writable_(writable),
-    block_device_(block_device) {}
+    : fd_(fd), path_(std::move(path)), size_(size), direct_(direct), writable_(writable),
+      block_device_(block_device) {}
 
-provider::provider(provider&& other) noexcept
-  : fd_(std::exchange(other.fd_, -1)),
-    path_(std::move(other.path_)),
-    size_(other.size_),
-    direct_(other.direct_),
-    writable_(other.writable_),
-    block_device_(other.block_device_),
-    read_faults_(std::move(other.read_faults_)) {}
+provider::provider(provider &&other) noexcept
+    : fd_(std::exchange(other.fd_, -1)), path_(std::move(other.path_)), size_(other.size_),
+      direct_(other.direct_), writable_(other.writable_), block_device_(other.block_device_),
+      read_faults_(std::move(other.read_faults_)) {}
 
-provider& provider::operator=(provider&& other) noexcept {
+provider &provider::operator=(provider &&other) noexcept {
   if (this != &other) {
     close();
     fd_ = std::exchange(other.fd_, -1);
@@ -80,7 +76,9 @@ provider& provider::operator=(provider&& other) noexcept {
   return *this;
 }
 
-provider::~provider() { close(); }
+provider::~provider() {
+  close();
+}
 
 void provider::close() {
   if (fd_ >= 0)
@@ -88,7 +86,7 @@ void provider::close() {
   fd_ = -1;
 }
 
-result<provider> provider::open(const std::string& path, bool writable) {
+result<provider> provider::open(const std::string &path, bool writable) {
   int flags = (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC;
   bool direct = true;
   int fd = ::open(path.c_str(), flags | O_DIRECT);
@@ -117,7 +115,7 @@ result<provider> provider::open(const std::string& path, bool writable) {
   return prov;
 }
 
-result<provider> provider::create_file(const std::string& path, uint64_t size) {
+result<provider> provider::create_file(const std::string &path, uint64_t size) {
   int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (fd < 0)
     return open_error(path, "cannot create", errno);
@@ -141,13 +139,13 @@ result<provider> provider::create_file(const std::string& path, uint64_t size) {
   return open(path, true);
 }
 
-status provider::fail(const char* what, uint64_t off, int error) const {
+status provider::fail(const char *what, uint64_t off, int error) const {
   return {errc::io_error,
           fmt::format("{}: {} at offset {}: {}", path_, what, off, std::strerror(error))};
 }
 
-status provider::pread_full(void* buf, size_t len, uint64_t off, size_t* done) const {
-  auto p = static_cast<uint8_t*>(buf);
+status provider::pread_full(void *buf, size_t len, uint64_t off, size_t *done) const {
+  auto p = static_cast<uint8_t *>(buf);
   size_t got = 0;
   while (got < len) {
     auto n = ::pread(fd_, p + got, len - got, static_cast<off_t>(off + got));
@@ -165,8 +163,8 @@ status provider::pread_full(void* buf, size_t len, uint64_t off, size_t* done) c
   return status::ok();
 }
 
-status provider::pwrite_full(const void* buf, size_t len, uint64_t off) const {
-  auto p = static_cast<const uint8_t*>(buf);
+status provider::pwrite_full(const void *buf, size_t len, uint64_t off) const {
+  auto p = static_cast<const uint8_t *>(buf);
   size_t put = 0;
   while (put < len) {
     auto n = ::pwrite(fd_, p + put, len - put, static_cast<off_t>(off + put));
@@ -182,12 +180,12 @@ status provider::pwrite_full(const void* buf, size_t len, uint64_t off) const {
   return status::ok();
 }
 
-status provider::read(void* buf, size_t len, uint64_t off) const {
+status provider::read(void *buf, size_t len, uint64_t off) const {
   if (off > size_ || len > size_ - off)
     return {errc::invalid_argument,
             fmt::format("{}: read of {} bytes at offset {} beyond the end ({} bytes)", path_, len,
                         off, size_)};
-  for (auto& [begin, end] : read_faults_)
+  for (auto &[begin, end] : read_faults_)
     if (len > 0 && off < end && begin < off + len)
       return {errc::io_error, fmt::format("{}: read at offset {}: {} (injected)", path_,
                                           std::max(off, begin), std::strerror(EIO))};
@@ -212,11 +210,11 @@ status provider::read(void* buf, size_t len, uint64_t off) const {
   return status::ok();
 }
 
-status provider::write(const void* buf, size_t len, uint64_t off) const {
+status provider::write(const void *buf, size_t len, uint64_t off) const {
   if (off > size_ || len > size_ - off)
     return {errc::invalid_argument,
-            fmt::format("{}: write of {} bytes at offset {} beyond the end ({} bytes)", path_,
-                        len, off, size_)};
+            fmt::format("{}: write of {} bytes at offset {} beyond the end ({} bytes)", path_, len,
+                        off, size_)};
   if (len == 0)
     return status::ok();
   if (!direct_ || aligned(buf, len, off))
@@ -251,7 +249,7 @@ status provider::flush() const {
   return status::ok();
 }
 
-status provider::fallocate_range(int mode, uint64_t off, uint64_t len, bool* supported) const {
+status provider::fallocate_range(int mode, uint64_t off, uint64_t len, bool *supported) const {
   *supported = true;
   while (::fallocate(fd_, mode, static_cast<off_t>(off), static_cast<off_t>(len)) != 0) {
     if (errno == EINTR)
@@ -300,13 +298,13 @@ status provider::write_zeroes(uint64_t off, uint64_t len, bool may_punch) const 
   if (may_punch) {
     // On a block device the kernel turns this into a discard that must read
     // back as zeros (never a plain BLKDISCARD, whose contents are undefined).
-    if (auto st = fallocate_range(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, mid_begin,
-                                  mid_len, &supported);
+    if (auto st = fallocate_range(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, mid_begin, mid_len,
+                                  &supported);
         !st || supported)
       return st;
   }
-  if (auto st = fallocate_range(FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, mid_begin, mid_len,
-                                &supported);
+  if (auto st
+      = fallocate_range(FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, mid_begin, mid_len, &supported);
       !st || supported)
     return st;
   return write_zero_bytes(mid_begin, mid_len);
@@ -333,6 +331,8 @@ void provider::inject_read_errors(uint64_t off, uint64_t len) {
   read_faults_.emplace_back(off, off + len);
 }
 
-void provider::clear_injected_errors() { read_faults_.clear(); }
+void provider::clear_injected_errors() {
+  read_faults_.clear();
+}
 
 } // namespace hast

@@ -28,17 +28,17 @@ public:
 
   /// Opens an existing block device or regular file. Tries O_DIRECT first
   /// and falls back to buffered I/O where it is refused (tmpfs: EINVAL).
-  static result<provider> open(const std::string& path, bool writable);
+  static result<provider> open(const std::string &path, bool writable);
 
   /// Creates a regular file of `size` bytes (sparse), or extends an existing
   /// smaller one (never shrinks it), then opens it writable. Fails if `path`
   /// exists and is not a regular file.
-  static result<provider> create_file(const std::string& path, uint64_t size);
+  static result<provider> create_file(const std::string &path, uint64_t size);
 
-  provider(provider&& other) noexcept;
-  provider& operator=(provider&& other) noexcept;
-  provider(const provider&) = delete;
-  provider& operator=(const provider&) = delete;
+  provider(provider &&other) noexcept;
+  provider &operator=(provider &&other) noexcept;
+  provider(const provider &) = delete;
+  provider &operator=(const provider &) = delete;
   ~provider();
 
   int fd() const { return fd_; }
@@ -47,12 +47,12 @@ public:
   bool direct() const { return direct_; }
   bool writable() const { return writable_; }
   bool is_block_device() const { return block_device_; }
-  const std::string& path() const { return path_; }
+  const std::string &path() const { return path_; }
 
   /// Reads exactly `len` bytes at `off`; reading past the end is an error.
-  status read(void* buf, size_t len, uint64_t off) const;
+  status read(void *buf, size_t len, uint64_t off) const;
   /// Writes exactly `len` bytes at `off`.
-  status write(const void* buf, size_t len, uint64_t off) const;
+  status write(const void *buf, size_t len, uint64_t off) const;
   /// Makes completed writes durable (fdatasync: also flushes the disk cache).
   status flush() const;
   /// Deallocates a range so that it reads back as zeros: fallocate
@@ -77,14 +77,13 @@ public:
   void clear_injected_errors();
 
 private:
-  provider(int fd, std::string path, uint64_t size, bool direct, bool writable,
-           bool block_device);
+  provider(int fd, std::string path, uint64_t size, bool direct, bool writable, bool block_device);
   void close();
-  status fail(const char* what, uint64_t off, int error) const;
-  status pread_full(void* buf, size_t len, uint64_t off, size_t* done) const;
-  status pwrite_full(const void* buf, size_t len, uint64_t off) const;
+  status fail(const char *what, uint64_t off, int error) const;
+  status pread_full(void *buf, size_t len, uint64_t off, size_t *done) const;
+  status pwrite_full(const void *buf, size_t len, uint64_t off) const;
   status write_zero_bytes(uint64_t off, uint64_t len) const;
-  status fallocate_range(int mode, uint64_t off, uint64_t len, bool* supported) const;
+  status fallocate_range(int mode, uint64_t off, uint64_t len, bool *supported) const;
 
   int fd_ = -1;
   std::string path_;
@@ -92,7 +91,7 @@ private:
   bool direct_ = false;
   bool writable_ = false;
   bool block_device_ = false;
-  std::vector<std::pair<uint64_t, uint64_t>> read_faults_;  // [off, end)
+  std::vector<std::pair<uint64_t, uint64_t>> read_faults_; // [off, end)
 };
 
 } // namespace hast

@@ -11,13 +11,20 @@ namespace {
 
 int unit_shift(char c) {
   switch (std::tolower(static_cast<unsigned char>(c))) {
-    case 'k': return 10;
-    case 'm': return 20;
-    case 'g': return 30;
-    case 't': return 40;
-    case 'p': return 50;
-    case 'e': return 60;
-    default: return -1;
+  case 'k':
+    return 10;
+  case 'm':
+    return 20;
+  case 'g':
+    return 30;
+  case 't':
+    return 40;
+  case 'p':
+    return 50;
+  case 'e':
+    return 60;
+  default:
+    return -1;
   }
 }
 
@@ -25,8 +32,8 @@ bool iequals(std::string_view a, std::string_view b) {
   if (a.size() != b.size())
     return false;
   for (size_t i = 0; i < a.size(); ++i)
-    if (std::tolower(static_cast<unsigned char>(a[i])) !=
-        std::tolower(static_cast<unsigned char>(b[i])))
+    if (std::tolower(static_cast<unsigned char>(a[i]))
+        != std::tolower(static_cast<unsigned char>(b[i])))
       return false;
   return true;
 }
@@ -60,7 +67,7 @@ std::optional<uint64_t> parse_size(std::string_view text) {
 }
 
 std::string humanize(uint64_t bytes) {
-  static constexpr const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+  static constexpr const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
   if (bytes < 1024)
     return std::to_string(bytes) + "B";
   double value = static_cast<double>(bytes);

@@ -4,8 +4,8 @@
 
 namespace hast::cli {
 
-std::optional<parsed_command> parse_command_line(int argc, const char* const* argv,
-                                                 std::string& error) {
+std::optional<parsed_command> parse_command_line(int argc, const char *const *argv,
+                                                 std::string &error) {
   parsed_command out;
   bool options_done = false;
   for (int i = 1; i < argc; ++i) {
@@ -33,7 +33,7 @@ std::optional<parsed_command> parse_command_line(int argc, const char* const* ar
       out.options.help = true;
       continue;
     }
-    auto take_value = [&](std::string& target, char letter) -> bool {
+    auto take_value = [&](std::string &target, char letter) -> bool {
       if (arg.size() > 2) {
         target = arg.substr(2);
         return true;
@@ -55,15 +55,12 @@ std::optional<parsed_command> parse_command_line(int argc, const char* const* ar
         return std::nullopt;
       continue;
     }
-    if (arg.find_first_not_of('d', 1) == std::string::npos) {  // -d, -dd, ...
+    if (arg.find_first_not_of('d', 1) == std::string::npos) { // -d, -dd, ...
       out.options.debug += static_cast<int>(arg.size() - 1);
       continue;
     }
     if (out.command.empty()) {
-      if (arg.rfind("--", 0) == 0)
-        error = "unknown option " + arg;
-      else
-        error = "unknown option " + arg.substr(0, 2);
+      error = "unknown option " + arg;
       return std::nullopt;
     }
     // Anything else after the command word is the command's own option.
@@ -72,18 +69,17 @@ std::optional<parsed_command> parse_command_line(int argc, const char* const* ar
   return out;
 }
 
-std::optional<command_args> parse_command_args(const std::vector<std::string>& args,
-                                               const std::string& spec,
-                                               const std::vector<std::string>& flags,
-                                               std::string& error) {
+std::optional<command_args> parse_command_args(const std::vector<std::string> &args,
+                                               const std::string &spec,
+                                               const std::vector<std::string> &flags,
+                                               std::string &error) {
   command_args out;
   // Options and operands may be mixed ("create res -m 64M"); "--" ends
   // options. Resource names never start with '-'.
   for (size_t i = 0; i < args.size(); ++i) {
-    const auto& arg = args[i];
+    const auto &arg = args[i];
     if (arg == "--") {
-      out.operands.insert(out.operands.end(), args.begin() + static_cast<long>(i) + 1,
-                          args.end());
+      out.operands.insert(out.operands.end(), args.begin() + static_cast<long>(i) + 1, args.end());
       break;
     }
     if (arg.size() < 2 || arg[0] != '-') {

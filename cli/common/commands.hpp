@@ -12,29 +12,29 @@
 
 namespace hast::cli {
 
-using command_fn = int (*)(const cli_options&, const std::vector<std::string>& args);
+using command_fn = int (*)(const cli_options &, const std::vector<std::string> &args);
 
 // Local commands (cli/common/local_commands.cpp): no daemon needed.
 
 /// create [-e extentsize] [-k keepdirty] [-m mediasize] all|<res>...
-int run_create(const cli_options& options, const std::vector<std::string>& args);
+int run_create(const cli_options &options, const std::vector<std::string> &args);
 /// dump [--json] [all|<res>...]  (no operand: all)
-int run_dump(const cli_options& options, const std::vector<std::string>& args);
+int run_dump(const cli_options &options, const std::vector<std::string> &args);
 
 // Daemon commands (cli/common/control_commands.cpp): over the control socket.
 
 /// role [-f] init|primary|secondary all|<res>...
-int run_role(const cli_options& options, const std::vector<std::string>& args);
+int run_role(const cli_options &options, const std::vector<std::string> &args);
 /// status [--json] [all|<res>...]
-int run_status(const cli_options& options, const std::vector<std::string>& args);
+int run_status(const cli_options &options, const std::vector<std::string> &args);
 /// list [--json] [all|<res>...]
-int run_list(const cli_options& options, const std::vector<std::string>& args);
+int run_list(const cli_options &options, const std::vector<std::string> &args);
 
 // Block device (cli/common/attach.cpp): on the primary's node.
 
 /// attach <res>: /dev/hast/<res> backed by the NBD export.
-int run_attach(const cli_options& options, const std::vector<std::string>& args);
+int run_attach(const cli_options &options, const std::vector<std::string> &args);
 /// detach <res>: undoes attach.
-int run_detach(const cli_options& options, const std::vector<std::string>& args);
+int run_detach(const cli_options &options, const std::vector<std::string> &args);
 
 } // namespace hast::cli

@@ -19,23 +19,23 @@ namespace hast::cli {
 
 namespace {
 
-int fail(const std::string& what, const std::string& why) {
+int fail(const std::string &what, const std::string &why) {
   std::cerr << "hastctl: " << what << ": " << why << '\n';
   return 1;
 }
 
-node_config load(const cli_options& options) {
+node_config load(const cli_options &options) {
   return load_config(options.config_path, select_node(options.node));
 }
 
 bool valid_extent_size(uint64_t bytes) {
-  return bytes >= 4096 && bytes % 4096 == 0 && bytes <= std::numeric_limits<uint32_t>::max() &&
-         (bytes & (bytes - 1)) == 0;
+  return bytes >= 4096 && bytes % 4096 == 0 && bytes <= std::numeric_limits<uint32_t>::max()
+         && (bytes & (bytes - 1)) == 0;
 }
 
 // Opens the provider for create: a missing path or a regular file is
 // created or extended when a media size is given.
-result<provider> open_for_create(const std::string& path, std::optional<uint64_t> mediasize) {
+result<provider> open_for_create(const std::string &path, std::optional<uint64_t> mediasize) {
   struct stat st {};
   bool exists = ::stat(path.c_str(), &st) == 0;
   if (!exists && errno != ENOENT)
@@ -43,24 +43,24 @@ result<provider> open_for_create(const std::string& path, std::optional<uint64_t
   if (mediasize && (!exists || S_ISREG(st.st_mode)))
     return provider::create_file(path, *mediasize);
   if (!exists)
-    return status{errc::invalid_argument,
-                  fmt::format("{}: provider does not exist (give -m <size> to create a file)",
-                              path)};
+    return status{
+        errc::invalid_argument,
+        fmt::format("{}: provider does not exist (give -m <size> to create a file)", path)};
   return provider::open(path, true);
 }
 
 } // namespace
 
-result<std::vector<const resource_config*>> select_resources(
-    const node_config& config, const std::vector<std::string>& operands) {
-  std::vector<const resource_config*> out;
+result<std::vector<const resource_config *>>
+select_resources(const node_config &config, const std::vector<std::string> &operands) {
+  std::vector<const resource_config *> out;
   if (operands.empty() || (operands.size() == 1 && operands[0] == "all")) {
-    for (const auto& res : config.resources)
+    for (const auto &res : config.resources)
       out.push_back(&res);
     return out;
   }
-  for (const auto& name : operands) {
-    const auto* res = config.find(name);
+  for (const auto &name : operands) {
+    const auto *res = config.find(name);
     if (res == nullptr)
       return status{errc::no_such_resource,
                     fmt::format("no resource '{}' in {}", name, config.path)};
@@ -69,7 +69,7 @@ result<std::vector<const resource_config*>> select_resources(
   return out;
 }
 
-result<metadata> create_resource(const resource_config& res, const create_options& options) {
+result<metadata> create_resource(const resource_config &res, const create_options &options) {
   if (res.local.empty())
     return status{errc::invalid_argument, "no local provider configured ('local')"};
   auto prov = open_for_create(res.local, options.mediasize);
@@ -81,57 +81,62 @@ result<metadata> create_resource(const resource_config& res, const create_option
   auto mediasize = options.mediasize.value_or(prov->size());
   if (mediasize > prov->size())
     return status{errc::invalid_argument,
-                  fmt::format("{}: media size {} ({}) is larger than the provider ({})",
-                              res.local, mediasize, humanize(mediasize), humanize(prov->size()))};
+                  fmt::format("{}: media size {} ({}) is larger than the provider ({})", res.local,
+                              mediasize, humanize(mediasize), humanize(prov->size()))};
   return create_metadata(*prov, res.name, options.extent_size, options.keepdirty, mediasize);
 }
 
-result<metadata> dump_resource(const resource_config& res) {
+result<metadata> dump_resource(const resource_config &res) {
   if (res.local.empty())
     return status{errc::invalid_argument, "no local provider configured ('local')"};
   auto prov = provider::open(res.local, false);
   if (!prov)
     return prov.error();
-  return read_metadata(*prov, res.name);
+  auto md = read_metadata(*prov, res.name);
+  if (!md && md.error().code() == errc::not_created)
+    return status{errc::not_created,
+                  fmt::format("{} (run 'hastctl create {}')", md.error().message(), res.name)};
+  return md;
 }
 
-int run_create(const cli_options& options, const std::vector<std::string>& args) {
+int run_create(const cli_options &options, const std::vector<std::string> &args) {
   std::string error;
   auto parsed = parse_command_args(args, "e:k:m:", {}, error);
   if (!parsed)
     return fail("create", error);
   create_options co;
-  for (const auto& [letter, value] : parsed->options) {
+  for (const auto &[letter, value] : parsed->options) {
     switch (letter) {
-      case 'e': {
-        auto bytes = parse_size(value);
-        if (!bytes || !valid_extent_size(*bytes))
-          return fail("create", fmt::format("invalid extent size '{}': must be a power-of-two "
-                                            "multiple of 4096 bytes, e.g. 2M",
-                                            value));
-        co.extent_size = static_cast<uint32_t>(*bytes);
-        break;
-      }
-      case 'k': {
-        uint32_t n = 0;
-        auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
-        if (ec != std::errc{} || end != value.data() + value.size() || n == 0)
-          return fail("create", fmt::format("invalid keepdirty '{}': must be a positive number "
-                                            "of extents",
-                                            value));
-        co.keepdirty = n;
-        break;
-      }
-      case 'm': {
-        auto bytes = parse_size(value);
-        if (!bytes || *bytes == 0)
-          return fail("create", fmt::format("invalid media size '{}': expected bytes or a "
-                                            "K/M/G/T suffix, e.g. 64M",
-                                            value));
-        co.mediasize = *bytes;
-        break;
-      }
-      default: break;
+    case 'e': {
+      auto bytes = parse_size(value);
+      if (!bytes || !valid_extent_size(*bytes))
+        return fail("create", fmt::format("invalid extent size '{}': must be a power-of-two "
+                                          "multiple of 4096 bytes, e.g. 2M",
+                                          value));
+      co.extent_size = static_cast<uint32_t>(*bytes);
+      break;
+    }
+    case 'k': {
+      uint32_t n = 0;
+      auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
+      if (ec != std::errc{} || end != value.data() + value.size() || n == 0)
+        return fail("create", fmt::format("invalid keepdirty '{}': must be a positive number "
+                                          "of extents",
+                                          value));
+      co.keepdirty = n;
+      break;
+    }
+    case 'm': {
+      auto bytes = parse_size(value);
+      if (!bytes || *bytes == 0)
+        return fail("create", fmt::format("invalid media size '{}': expected bytes or a "
+                                          "K/M/G/T suffix, e.g. 64M",
+                                          value));
+      co.mediasize = *bytes;
+      break;
+    }
+    default:
+      break;
     }
   }
   if (parsed->operands.empty())
@@ -140,19 +145,18 @@ int run_create(const cli_options& options, const std::vector<std::string>& args)
   auto selected = select_resources(config, parsed->operands);
   if (!selected)
     return fail("create", selected.error().message());
-  for (const auto* res : *selected) {
+  for (const auto *res : *selected) {
     auto md = create_resource(*res, co);
     if (!md)
       return fail("create " + res->name, md.error().message());
     if (options.debug > 0)
-      std::cerr << "hastctl: create " << res->name << ": metadata written to " << res->local
-                << "\n"
+      std::cerr << "hastctl: create " << res->name << ": metadata written to " << res->local << "\n"
                 << render_metadata(*md);
   }
   return 0;
 }
 
-int run_dump(const cli_options& options, const std::vector<std::string>& args) {
+int run_dump(const cli_options &options, const std::vector<std::string> &args) {
   std::string error;
   auto parsed = parse_command_args(args, "", {"--json"}, error);
   if (!parsed)
@@ -165,13 +169,13 @@ int run_dump(const cli_options& options, const std::vector<std::string>& args) {
   int rc = 0;
   auto list = nlohmann::json::array();
   bool first = true;
-  for (const auto* res : *selected) {
+  for (const auto *res : *selected) {
     auto md = dump_resource(*res);
     if (!md) {
       rc = fail("dump " + res->name, md.error().message());
       if (json)
-        list.push_back({{"name", res->name}, {"local", res->local},
-                        {"error", md.error().message()}});
+        list.push_back(
+            {{"name", res->name}, {"local", res->local}, {"error", md.error().message()}});
       continue;
     }
     if (json) {

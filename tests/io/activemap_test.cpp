@@ -7,9 +7,9 @@
 namespace hast {
 namespace {
 
-constexpr uint32_t es = 4096 * 16;  // 64 KiB extents keep the numbers small
+constexpr uint32_t es = 4096 * 16; // 64 KiB extents keep the numbers small
 
-bool bit(const std::vector<uint8_t>& map, uint64_t i) {
+bool bit(const std::vector<uint8_t> &map, uint64_t i) {
   return (map[i >> 3] & (1u << (i & 7))) != 0;
 }
 
@@ -50,15 +50,15 @@ TEST(Activemap, ExtentsInTheKeepdirtySetStayDirtyAfterCompletion) {
 }
 
 TEST(Activemap, TheFirstAndLastExtentMapToTheEdgeBits) {
-  activemap am(10 * es + 4096, es, 8);  // 11 extents, the last one 4 KiB
+  activemap am(10 * es + 4096, es, 8); // 11 extents, the last one 4 KiB
   ASSERT_TRUE(am.write_start(0, 1));
   ASSERT_TRUE(am.write_start(10 * es, 4096));
   auto map = am.bitmap();
   ASSERT_EQ(map.size(), 2u);
   EXPECT_EQ(map[0], 0x01);
-  EXPECT_EQ(map[1], 0x04);  // extent 10 is byte 1, mask 1<<2
+  EXPECT_EQ(map[1], 0x04); // extent 10 is byte 1, mask 1<<2
   EXPECT_TRUE(am.is_dirty(10));
-  EXPECT_FALSE(am.is_dirty(11));  // beyond the map
+  EXPECT_FALSE(am.is_dirty(11)); // beyond the map
 }
 
 TEST(Activemap, AWriteSpanningTwoExtentsTouchesBoth) {
@@ -105,7 +105,7 @@ TEST(Activemap, EvictionFromAFullKeepdirtySetCleansTheTailExtent) {
 
 TEST(Activemap, AnEvictedExtentWithAWriteInFlightStaysDirtyUntilItCompletes) {
   activemap am(16 * es, es, 1);
-  ASSERT_TRUE(am.write_start(0, 4096));  // extent 0 in flight
+  ASSERT_TRUE(am.write_start(0, 4096)); // extent 0 in flight
   // Extent 1 evicts extent 0 from the set, but 0 is still in flight.
   EXPECT_TRUE(am.write_start(es, 4096));
   EXPECT_TRUE(am.is_dirty(0));
@@ -141,7 +141,7 @@ TEST(Activemap, WithoutKeepdirtyEveryCompletionCleansTheExtent) {
 TEST(Activemap, ExtentsToSyncStayDirtyAfterTheirWritesComplete) {
   activemap am(16 * es, es, 0);
   ASSERT_TRUE(am.write_start(3 * es, 4096));
-  EXPECT_FALSE(am.mark_sync(3 * es, 4096));  // already dirty: image unchanged
+  EXPECT_FALSE(am.mark_sync(3 * es, 4096)); // already dirty: image unchanged
   EXPECT_FALSE(am.write_complete(3 * es, 4096));
   EXPECT_TRUE(am.is_dirty(3));
   EXPECT_TRUE(am.needs_sync(3));
@@ -153,8 +153,8 @@ TEST(Activemap, ExtentsToSyncStayDirtyAfterTheirWritesComplete) {
 }
 
 TEST(Activemap, MergeNextSyncAndClearSyncWalkTheSyncmap) {
-  activemap am(20 * es, es, 4);  // 20 extents, 3 bytes
-  std::vector<uint8_t> peer{0x81, 0x00, 0xF8};  // extents 0, 7, and 19 (+ bits past the end)
+  activemap am(20 * es, es, 4);                // 20 extents, 3 bytes
+  std::vector<uint8_t> peer{0x81, 0x00, 0xF8}; // extents 0, 7, and 19 (+ bits past the end)
   am.merge(peer);
   EXPECT_EQ(am.sync_extents(), 3u);
   EXPECT_EQ(am.next_sync(0), 0u);
@@ -164,7 +164,7 @@ TEST(Activemap, MergeNextSyncAndClearSyncWalkTheSyncmap) {
   am.clear_sync(7);
   EXPECT_EQ(am.next_sync(1), 19u);
   EXPECT_EQ(am.sync_extents(), 2u);
-  am.clear_sync(7);  // twice is harmless
+  am.clear_sync(7); // twice is harmless
   EXPECT_EQ(am.sync_extents(), 2u);
   am.clear_sync(0);
   am.clear_sync(19);
@@ -195,9 +195,9 @@ TEST(Activemap, MarkAllSyncCoversExactlyTheExtents) {
 
 TEST(Activemap, TheImageIsTheUnionOfInFlightKeepdirtyAndSync) {
   activemap am(24 * es, es, 1);
-  ASSERT_TRUE(am.write_start(9 * es, 1));  // in flight, and in the set
-  ASSERT_TRUE(am.write_start(2 * es, 1));  // evicts 9 from the set; still in flight
-  ASSERT_FALSE(am.write_complete(2 * es, 1));  // 2 stays through the set
+  ASSERT_TRUE(am.write_start(9 * es, 1));     // in flight, and in the set
+  ASSERT_TRUE(am.write_start(2 * es, 1));     // evicts 9 from the set; still in flight
+  ASSERT_FALSE(am.write_complete(2 * es, 1)); // 2 stays through the set
   am.mark_sync(17 * es, 1);
   auto map = am.bitmap();
   EXPECT_TRUE(bit(map, 2));

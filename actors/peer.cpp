@@ -1,0 +1,557 @@
+#include "actors/peer.hpp"
+
+#include "io/checksum.hpp"
+#include "io/nbd_protocol.hpp"
+#include "io/peer_transport.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <fstream>
+
+namespace hast {
+
+namespace {
+
+using self_ptr = peer_actor::stateful_pointer<peer_state>;
+using peer::header;
+using peer::msg_type;
+
+class tcp_link final : public peer_link {
+public:
+  tcp_link(std::shared_ptr<peer::connection> conn, std::chrono::milliseconds keepalive,
+           std::chrono::milliseconds timeout)
+    : conn_(std::move(conn)), keepalive_(keepalive), timeout_(timeout) {}
+  ~tcp_link() override { conn_->close("link released"); }
+
+  void start(frame_fn on_frame, close_fn on_close) override {
+    conn_->start(std::move(on_frame), std::move(on_close), keepalive_, timeout_);
+  }
+  void send(const header& h, buffer_ptr payload) override { conn_->send(h, std::move(payload)); }
+  void close(const std::string& reason) override { conn_->close(reason); }
+  uint64_t queued_bytes() const override { return conn_->queued_bytes(); }
+  std::string remote_address() const override { return conn_->remote_address(); }
+
+private:
+  std::shared_ptr<peer::connection> conn_;
+  std::chrono::milliseconds keepalive_;
+  std::chrono::milliseconds timeout_;
+};
+
+header make_header(msg_type type, uint64_t seq = 0) {
+  header h;
+  h.type = type;
+  h.seq = seq;
+  return h;
+}
+
+void send_raw(self_ptr self, header h, buffer_ptr payload = nullptr) {
+  if (!self->state.link)
+    return;
+  h.payload_length = payload ? static_cast<uint32_t>(payload->size()) : 0;
+  self->state.link->send(h, std::move(payload));
+}
+
+/// What the HMAC of an authentication answer covers: the challenger's nonce,
+/// the resource and the role of the side that answers.
+std::array<uint8_t, 32> proof(const std::vector<uint8_t>& key, const std::array<uint8_t, 32>& nonce,
+                              const std::string& resource, std::string_view answering_role) {
+  std::vector<uint8_t> data(nonce.begin(), nonce.end());
+  data.insert(data.end(), resource.begin(), resource.end());
+  data.insert(data.end(), answering_role.begin(), answering_role.end());
+  return hmac_sha256(key, data);
+}
+
+/// Drops the link (if `epoch` is current), fails what waited on it and tells
+/// the resource. The primary tries again later.
+void drop_link(self_ptr self, uint64_t epoch, const std::string& reason) {
+  auto& s = self->state;
+  if (epoch != s.epoch || !s.link)
+    return;
+  s.link->close(reason);
+  s.link.reset();
+  auto was_established = s.established;
+  s.established = false;
+  s.last_error = reason;
+  if (was_established)
+    spdlog::warn("{}: disconnected from the peer: {}", s.config.name, reason);
+  else
+    spdlog::warn("{}: connection to the peer failed: {}", s.config.name, reason);
+  for (auto& [id, bytes] : s.in_flight)
+    self->send(s.owner, atom::remote_ack_v, id, remote_stage::failed,
+               static_cast<uint32_t>(errc::disconnected));
+  s.in_flight.clear();
+  for (auto& [id, rp] : s.reads)
+    rp.deliver(caf::make_error(errc::disconnected, "the peer disconnected"));
+  s.reads.clear();
+  s.executing.clear();
+  s.waiting.clear();
+  self->send(s.owner, atom::peer_down_v, reason);
+  if (s.side == role::primary)
+    self->delayed_send(self, reconnect_interval, atom::connect_v);
+}
+
+void fail(self_ptr self, const std::string& reason) {
+  drop_link(self, self->state.epoch, reason);
+}
+
+void attach(self_ptr self, peer_link_ptr link) {
+  auto& s = self->state;
+  auto epoch = ++s.epoch;
+  s.link = link;
+  s.established = false;
+  s.challenged = s.peer_proved = s.we_proved = false;
+  auto hdl = caf::actor_cast<peer_actor>(self);
+  link->start(
+    [hdl, epoch](const header& h, buffer_ptr payload) {
+      caf::anon_send(hdl, atom::peer_frame_v, peer_frame{epoch, h, std::move(payload)});
+    },
+    [hdl, epoch](const std::string& reason) {
+      caf::anon_send(hdl, atom::peer_closed_v, epoch, reason);
+    });
+}
+
+void send_challenge(self_ptr self) {
+  auto& s = self->state;
+  s.my_nonce = random_nonce();
+  s.challenged = true;
+  send_raw(self, make_header(msg_type::auth_challenge), peer::encode_nonce(s.my_nonce));
+}
+
+// --- secondary side ----------------------------------------------------------------------------
+
+void answer_hello(self_ptr self) {
+  auto& s = self->state;
+  auto epoch = s.epoch;
+  self->request(s.owner, std::chrono::seconds(30), atom::peer_hello_v, s.hello)
+    .then(
+      [=](peer::hello_message& reply) {
+        auto& s = self->state;
+        if (epoch != s.epoch)
+          return;
+        send_raw(self, make_header(msg_type::hello_reply), peer::encode_hello(reply));
+        if (!reply.refusal.empty()) {
+          s.last_error = "refused the primary: " + reply.refusal;
+          // Let the reply reach the primary before the connection goes.
+          self->delayed_send(self, std::chrono::milliseconds(200), atom::peer_closed_v, epoch,
+                             s.last_error);
+          return;
+        }
+        s.established = true;
+        s.last_error.clear();
+        spdlog::info("{}: connected to primary {}", s.config.name, s.link->remote_address());
+        self->send(s.owner, atom::peer_up_v, peer_session{s.hello, s.link->remote_address()});
+      },
+      [=](caf::error& err) { drop_link(self, epoch, self->system().render(err)); });
+}
+
+void maybe_answer_hello(self_ptr self) {
+  auto& s = self->state;
+  if (s.key.empty() || (s.peer_proved && s.we_proved))
+    answer_hello(self);
+}
+
+bool overlaps(const peer_state::range& a, const peer_state::range& b) {
+  return a.offset < b.offset + b.length && b.offset < a.offset + a.length;
+}
+
+peer_state::range range_of(const header& h) {
+  // A flush orders against everything before and after it.
+  if (h.type == msg_type::flush)
+    return {0, UINT64_MAX};
+  return {h.offset, std::max<uint64_t>(h.length, 1)};
+}
+
+uint32_t to_errc(uint32_t nbd_error) {
+  return nbd_error == 0 ? 0 : static_cast<uint32_t>(errc::io_error);
+}
+
+void execute(self_ptr self, peer_frame frame) {
+  auto& s = self->state;
+  auto& h = frame.h;
+  auto link = s.link;
+  auto seq = h.seq;
+  auto hdl = caf::actor_cast<peer_actor>(self);
+  s.executing[seq] = range_of(h);
+  nbd_call call;
+  call.from_peer = true;
+  call.offset = h.offset;
+  call.length = static_cast<uint32_t>(h.length);
+  call.fua = (h.flags & peer::flag_fua) != 0;
+  call.may_trim = (h.flags & peer::flag_may_trim) != 0;
+  auto reply_done = [link, seq, hdl](uint32_t error) {
+    auto r = make_header(msg_type::done, seq);
+    r.error = to_errc(error);
+    link->send(r, nullptr);
+    caf::anon_send(hdl, atom::release_v, seq);
+  };
+  switch (h.type) {
+    case msg_type::write: {
+      auto data = peer::open_payload(h, std::move(frame.payload));
+      if (!data) {
+        // The extent stays dirty on the primary, which resends it after reconnecting.
+        fail(self, data.error().message());
+        return;
+      }
+      call.kind = nbd_call::op::write;
+      call.data = std::move(*data);
+      call.length = static_cast<uint32_t>(call.data->size());
+      call.done = reply_done;
+      break;
+    }
+    case msg_type::trim:
+      call.kind = nbd_call::op::trim;
+      call.done = reply_done;
+      break;
+    case msg_type::write_zeroes:
+      call.kind = nbd_call::op::write_zeroes;
+      call.done = reply_done;
+      break;
+    case msg_type::flush:
+      call.kind = nbd_call::op::flush;
+      call.done = reply_done;
+      break;
+    default: {  // read
+      call.kind = nbd_call::op::read;
+      auto compression = s.config.compression;
+      auto checksum = s.config.checksum;
+      call.read_done = [link, seq, hdl, compression, checksum](uint32_t error, buffer_ptr data) {
+        auto r = make_header(msg_type::read_reply, seq);
+        r.error = to_errc(error);
+        if (error == 0 && data) {
+          if (auto st = peer::seal_payload(r, data, compression, checksum); !st)
+            r.error = static_cast<uint32_t>(errc::io_error);
+        } else {
+          data = nullptr;
+        }
+        r.payload_length = data ? static_cast<uint32_t>(data->size()) : 0;
+        link->send(r, data);
+        caf::anon_send(hdl, atom::release_v, seq);
+      };
+      break;
+    }
+  }
+  self->send(s.owner, atom::nbd_v, std::move(call));
+}
+
+/// Secondary: requests run concurrently unless they overlap one that is
+/// still running or waiting; then they wait their turn, in arrival order.
+void admit(self_ptr self, peer_frame frame) {
+  auto& s = self->state;
+  auto r = range_of(frame.h);
+  bool blocked = false;
+  for (auto& [seq, running] : s.executing)
+    blocked = blocked || overlaps(r, running);
+  for (auto& w : s.waiting)
+    blocked = blocked || overlaps(r, range_of(w.h));
+  if (blocked)
+    s.waiting.push_back(std::move(frame));
+  else
+    execute(self, std::move(frame));
+}
+
+void on_secondary_frame(self_ptr self, peer_frame& frame) {
+  auto& s = self->state;
+  auto& h = frame.h;
+  switch (h.type) {
+    case msg_type::auth_challenge: {
+      if (s.key.empty())
+        return fail(self, "the primary wants to authenticate but no secret is configured here");
+      auto nonce = peer::decode_nonce(frame.payload);
+      if (!nonce)
+        return fail(self, nonce.error().message());
+      send_raw(self, make_header(msg_type::auth_response),
+               peer::encode_nonce(proof(s.key, *nonce, s.config.name, "secondary")));
+      s.we_proved = true;
+      return maybe_answer_hello(self);
+    }
+    case msg_type::auth_response: {
+      auto mac = peer::decode_nonce(frame.payload);
+      auto expected = proof(s.key, s.my_nonce, s.config.name, "primary");
+      if (s.key.empty() || !s.challenged || !mac || !constant_time_equal(*mac, expected))
+        return fail(self, "authentication failed: the primary does not know the shared secret");
+      s.peer_proved = true;
+      spdlog::info("{}: primary {} authenticated", s.config.name, s.link->remote_address());
+      return maybe_answer_hello(self);
+    }
+    case msg_type::write:
+    case msg_type::trim:
+    case msg_type::write_zeroes:
+    case msg_type::flush:
+    case msg_type::read:
+      if (!s.established)
+        return fail(self, std::string{"protocol error: "} + std::string{peer::to_string(h.type)}
+                            + " before the handshake completed");
+      if (h.type == msg_type::write && (h.flags & peer::flag_memsync))
+        send_raw(self, make_header(msg_type::received, h.seq));
+      return admit(self, std::move(frame));
+    case msg_type::sync_done:
+      if (s.established)
+        self->send(s.owner, atom::sync_done_v, h.offset);
+      return;
+    default:
+      return fail(self, "protocol error: unexpected " + std::string{peer::to_string(h.type)}
+                          + " from the primary");
+  }
+}
+
+// --- primary side ------------------------------------------------------------------------------
+
+void send_hello(self_ptr self) {
+  auto& s = self->state;
+  auto epoch = s.epoch;
+  self->request(s.owner, std::chrono::seconds(30), atom::peer_hello_v)
+    .then(
+      [=](peer::hello_message& mine) {
+        auto& s = self->state;
+        if (epoch != s.epoch)
+          return;
+        s.hello = mine;
+        send_raw(self, make_header(msg_type::hello), peer::encode_hello(mine));
+      },
+      [=](caf::error& err) { drop_link(self, epoch, self->system().render(err)); });
+}
+
+void on_primary_frame(self_ptr self, peer_frame& frame) {
+  auto& s = self->state;
+  auto& h = frame.h;
+  switch (h.type) {
+    case msg_type::auth_challenge: {
+      if (s.key.empty())
+        return fail(self, "the secondary requires authentication; configure the same `secret` here");
+      auto nonce = peer::decode_nonce(frame.payload);
+      if (!nonce)
+        return fail(self, nonce.error().message());
+      send_raw(self, make_header(msg_type::auth_response),
+               peer::encode_nonce(proof(s.key, *nonce, s.config.name, "primary")));
+      s.we_proved = true;
+      if (!s.challenged)
+        send_challenge(self);
+      return;
+    }
+    case msg_type::auth_response: {
+      auto mac = peer::decode_nonce(frame.payload);
+      auto expected = proof(s.key, s.my_nonce, s.config.name, "secondary");
+      if (s.key.empty() || !s.challenged || !mac || !constant_time_equal(*mac, expected))
+        return fail(self, "authentication failed: the secondary does not know the shared secret");
+      s.peer_proved = true;
+      return;
+    }
+    case msg_type::hello_reply: {
+      auto reply = peer::decode_hello(frame.payload);
+      if (!reply)
+        return fail(self, reply.error().message());
+      if (!reply->refusal.empty())
+        return fail(self, "refused by the secondary: " + reply->refusal);
+      if (!s.key.empty() && !s.peer_proved)
+        return fail(self, "the secondary did not authenticate although a secret is configured");
+      if (reply->datasize != s.hello.datasize)
+        return fail(self, "data size differs between nodes (here " + std::to_string(s.hello.datasize)
+                            + ", peer " + std::to_string(reply->datasize) + ")");
+      if (reply->extent_size != s.hello.extent_size)
+        return fail(self, "extent size differs between nodes (here "
+                            + std::to_string(s.hello.extent_size) + ", peer "
+                            + std::to_string(reply->extent_size) + ")");
+      s.established = true;
+      s.last_error.clear();
+      spdlog::info("{}: connected to secondary {}", s.config.name, s.link->remote_address());
+      self->send(s.owner, atom::peer_up_v, peer_session{std::move(*reply), s.link->remote_address()});
+      return;
+    }
+    case msg_type::received:
+      if (s.in_flight.count(h.seq))
+        self->send(s.owner, atom::remote_ack_v, h.seq, remote_stage::received, uint32_t{0});
+      return;
+    case msg_type::done: {
+      if (s.in_flight.erase(h.seq) == 0)
+        return fail(self, "protocol error: done for unknown request " + std::to_string(h.seq));
+      auto stage = h.error == 0 ? remote_stage::written : remote_stage::failed;
+      self->send(s.owner, atom::remote_ack_v, h.seq, stage, h.error);
+      return;
+    }
+    case msg_type::read_reply: {
+      auto it = s.reads.find(h.seq);
+      if (it == s.reads.end())
+        return fail(self, "protocol error: read reply for unknown request " + std::to_string(h.seq));
+      auto rp = it->second;
+      s.reads.erase(it);
+      if (h.error != 0) {
+        rp.deliver(caf::make_error(errc::io_error, "the secondary could not read either"));
+        return;
+      }
+      auto data = peer::open_payload(h, std::move(frame.payload));
+      if (!data) {
+        rp.deliver(caf::make_error(errc::protocol_error, data.error().message()));
+        return fail(self, data.error().message());
+      }
+      rp.deliver(std::move(*data));
+      return;
+    }
+    default:
+      return fail(self, "protocol error: unexpected " + std::string{peer::to_string(h.type)}
+                          + " from the secondary");
+  }
+}
+
+} // namespace
+
+peer_link_ptr make_tcp_link(std::shared_ptr<peer::connection> conn, std::chrono::milliseconds keepalive,
+                            std::chrono::milliseconds timeout) {
+  return std::make_shared<tcp_link>(std::move(conn), keepalive, timeout);
+}
+
+peer_actor::behavior_type replication_peer(peer_actor::stateful_pointer<peer_state> self,
+                                           resource_config config,
+                               std::string node, role side, resource_actor owner, connector connect) {
+  auto& s = self->state;
+  s.config = std::move(config);
+  s.node = std::move(node);
+  s.side = side;
+  s.owner = std::move(owner);
+  s.connect = std::move(connect);
+  if (!s.config.secret.empty()) {
+    std::ifstream in{s.config.secret, std::ios::binary};
+    std::string key{std::istreambuf_iterator<char>{in}, {}};
+    while (!key.empty() && (key.back() == '\n' || key.back() == '\r'))
+      key.pop_back();
+    if (!in.good() && key.empty())
+      s.last_error = "cannot read the secret file " + s.config.secret;
+    s.key.assign(key.begin(), key.end());
+  }
+  self->set_exit_handler([=](const caf::exit_msg& msg) {
+    if (self->state.link)
+      self->state.link->close("resource stopped");
+    self->quit(msg.reason);
+  });
+  if (side == role::primary)
+    self->send(self, atom::connect_v);
+  return {
+    [=](atom::connect) {
+      auto& s = self->state;
+      if (s.link || s.connecting)
+        return;
+      if (!s.config.secret.empty() && s.key.empty()) {
+        s.last_error = "the secret file " + s.config.secret + " is empty or unreadable";
+        self->delayed_send(self, reconnect_interval, atom::connect_v);
+        return;
+      }
+      s.connecting = true;
+      auto hdl = caf::actor_cast<peer_actor>(self);
+      s.connect([hdl](status st, peer_link_ptr link) {
+        caf::anon_send(hdl, atom::peer_connected_v, uint64_t{0}, std::move(st), std::move(link));
+      });
+    },
+    [=](atom::peer_connected, uint64_t, status& st, peer_link_ptr& link) {
+      auto& s = self->state;
+      s.connecting = false;
+      if (!st) {
+        if (s.last_error != st.message()) {
+          spdlog::warn("{}: cannot connect to {}: {}", s.config.name, s.config.remote, st.message());
+          self->send(s.owner, atom::peer_down_v, st.message());
+        }
+        s.last_error = st.message();
+        self->delayed_send(self, reconnect_interval, atom::connect_v);
+        return;
+      }
+      attach(self, std::move(link));
+      send_hello(self);
+    },
+    [=](atom::peer_accept, accepted_link& accepted) {
+      auto& s = self->state;
+      if (s.link) {
+        spdlog::info("{}: a new connection from {} replaces the current one", s.config.name,
+                     accepted.link->remote_address());
+        drop_link(self, s.epoch, "replaced by a new connection");
+      }
+      attach(self, accepted.link);
+      s.hello = std::move(accepted.hello);
+      if (!s.key.empty())
+        send_challenge(self);
+      maybe_answer_hello(self);
+    },
+    [=](atom::peer_frame, peer_frame& frame) {
+      auto& s = self->state;
+      if (frame.epoch != s.epoch || !s.link)
+        return;
+      if (s.side == role::primary)
+        on_primary_frame(self, frame);
+      else
+        on_secondary_frame(self, frame);
+    },
+    [=](atom::peer_closed, uint64_t epoch, std::string& reason) { drop_link(self, epoch, reason); },
+    [=](atom::replicate, replicate_call& call) {
+      auto& s = self->state;
+      auto refuse = [&](errc why) {
+        self->send(s.owner, atom::remote_ack_v, call.id, remote_stage::failed,
+                   static_cast<uint32_t>(why));
+      };
+      if (!s.established)
+        return refuse(errc::disconnected);
+      // Async: a slow peer must not grow memory without bound; the extents
+      // stay dirty and the resync sends them later.
+      if (policy_for(s.config.replication).bounded_queue && (call.flags & peer::flag_sync) == 0
+          && s.link->queued_bytes() > async_queue_limit)
+        return refuse(errc::busy);
+      auto h = make_header(call.type, call.id);
+      h.flags = call.flags;
+      h.offset = call.offset;
+      h.length = call.length;
+      auto payload = std::move(call.data);
+      if (payload) {
+        if (auto st = peer::seal_payload(h, payload, s.config.compression, s.config.checksum); !st)
+          return refuse(errc::io_error);
+      }
+      h.payload_length = payload ? static_cast<uint32_t>(payload->size()) : 0;
+      s.in_flight[call.id] = h.payload_length;
+      s.link->send(h, std::move(payload));
+    },
+    [=](atom::remote_read, uint64_t offset, uint32_t length) -> caf::result<buffer_ptr> {
+      auto& s = self->state;
+      if (!s.established)
+        return caf::make_error(errc::disconnected, "the peer is not connected");
+      auto id = s.next_read_id++;
+      auto h = make_header(msg_type::read, id);
+      h.offset = offset;
+      h.length = length;
+      send_raw(self, h);
+      auto rp = self->make_response_promise<buffer_ptr>();
+      s.reads.emplace(id, rp);
+      return rp;
+    },
+    [=](atom::release, uint64_t seq) {
+      auto& s = self->state;
+      s.executing.erase(seq);
+      // Start what no longer overlaps anything running or queued before it.
+      std::vector<peer_frame> still;
+      for (auto& w : s.waiting) {
+        auto r = range_of(w.h);
+        bool blocked = false;
+        for (auto& [other, running] : s.executing)
+          blocked = blocked || overlaps(r, running);
+        for (auto& earlier : still)
+          blocked = blocked || overlaps(r, range_of(earlier.h));
+        if (blocked)
+          still.push_back(std::move(w));
+        else
+          execute(self, std::move(w));
+      }
+      s.waiting = std::move(still);
+    },
+    [=](atom::sync_done, uint64_t localcnt) {
+      auto h = make_header(msg_type::sync_done);
+      h.offset = localcnt;
+      send_raw(self, h);
+    },
+    [=](atom::status) {
+      auto& s = self->state;
+      peer_status st;
+      st.connected = s.established;
+      st.remote_address = s.link ? s.link->remote_address() : "";
+      st.last_error = s.last_error;
+      st.queued_bytes = s.link ? s.link->queued_bytes() : 0;
+      st.in_flight = s.in_flight.size() + s.executing.size();
+      return st;
+    },
+  };
+}
+
+} // namespace hast

@@ -1,0 +1,71 @@
+#pragma once
+
+#include "messages/actors.hpp"
+
+#include <array>
+#include <map>
+#include <memory>
+
+namespace asio {
+class io_context;
+}
+
+namespace hast {
+
+namespace peer {
+class connection;
+}
+
+/// Wraps a TCP connection from io/peer_transport as a peer_link.
+peer_link_ptr make_tcp_link(std::shared_ptr<peer::connection> conn, std::chrono::milliseconds keepalive,
+                            std::chrono::milliseconds timeout);
+
+/// Connects to the other node; `done` gets the link or why there is none.
+using connector = std::function<void(std::function<void(status, peer_link_ptr)> done)>;
+
+struct peer_state {
+  resource_config config;
+  std::string node;            // this node's name
+  role side = role::primary;   // primary connects, secondary accepts
+  resource_actor owner;
+  connector connect;           // primary only
+  std::vector<uint8_t> key;    // shared secret; empty: no authentication
+
+  peer_link_ptr link;
+  uint64_t epoch = 0;          // bumps with every link; stale frames are dropped
+  bool connecting = false;
+  bool established = false;    // handshake complete
+  std::string last_error;
+
+  // Authentication (both sides, when `key` is set).
+  std::array<uint8_t, 32> my_nonce{};
+  bool challenged = false;     // we sent our challenge
+  bool peer_proved = false;    // the other side answered it correctly
+  bool we_proved = false;      // we answered the other side's challenge
+  peer::hello_message hello;   // secondary: the primary's hello, kept until auth is done
+
+  // Primary: the sync queue, requests awaiting the secondary's "done".
+  std::map<uint64_t, uint64_t> in_flight;  // id -> payload bytes
+  std::map<uint64_t, caf::typed_response_promise<buffer_ptr>> reads;
+  uint64_t next_read_id = 1ull << 62;      // apart from the resource's write ids
+
+  // Secondary: requests being executed, to keep overlapping writes in order.
+  struct range {
+    uint64_t offset, length;
+  };
+  std::map<uint64_t, range> executing;     // seq -> range
+  std::vector<peer_frame> waiting;         // overlapping ones, in arrival order
+
+  static inline const char* name = "hast.peer";
+};
+
+/// `side` primary: connects through `connect` and retries every few
+/// seconds. `side` secondary: waits for accepted links.
+peer_actor::behavior_type replication_peer(peer_actor::stateful_pointer<peer_state> self,
+                                           resource_config config,
+                               std::string node, role side, resource_actor owner, connector connect);
+
+/// How often the primary retries a lost connection.
+inline constexpr auto reconnect_interval = std::chrono::seconds(2);
+
+} // namespace hast

@@ -1,0 +1,136 @@
+#pragma once
+
+// The wire protocol between the two nodes of a resource: fixed 80-byte
+// frame headers, each followed by `payload_length` payload bytes. Pure
+// functions only (encode, decode, seal, open); the socket side is
+// io/peer_transport.hpp. The full description, with the handshake and the
+// acknowledgement sequences of the replication modes, is docs/PROTOCOL.md.
+
+#include "config/config.hpp"
+#include "io/buffer.hpp"
+#include "messages/errc.hpp"
+
+#include <array>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace hast::peer {
+
+/// "HAST" read as a little-endian u32: the first four bytes of every frame.
+inline constexpr uint32_t magic = 0x54534148;
+/// The one protocol version this build speaks.
+inline constexpr uint8_t protocol_version = 1;
+inline constexpr std::size_t header_size = 80;
+/// Largest payload of one frame; larger requests are split by the sender.
+inline constexpr uint32_t max_payload = 64u << 20;
+inline constexpr std::chrono::seconds default_keepalive{5};
+
+enum class msg_type : uint8_t {
+  hello = 1,           // primary → secondary: who I am, my generation counters
+  hello_reply = 2,     // secondary → primary: accepted (sync direction, maps) or refused
+  auth_challenge = 3,  // both ways when a secret is configured: a fresh nonce
+  auth_response = 4,   // both ways: HMAC-SHA256 over the other side's nonce
+  write = 10,          // primary → secondary: data at offset
+  trim = 11,           // primary → secondary: discard a range (no payload)
+  write_zeroes = 12,   // primary → secondary: zero a range (no payload)
+  flush = 13,          // primary → secondary: make earlier writes durable
+  read = 14,           // either way: ask for `length` bytes at offset
+  keepalive = 15,      // either way: "still here"; consumed by the transport
+  received = 20,       // secondary → primary: memsync, the data is in memory
+  done = 21,           // reply to write/trim/write_zeroes/flush: completed (or `error`)
+  read_reply = 22,     // reply to read: the data (or `error`)
+  goodbye = 30,        // either way: orderly close; the payload may hold a reason
+};
+
+/// Header flags.
+inline constexpr uint16_t flag_memsync = 1;   // answer `received` before the disk write
+inline constexpr uint16_t flag_fua = 2;       // the write must be durable when `done`
+inline constexpr uint16_t flag_sync = 4;      // resynchronisation data, not an application write
+inline constexpr uint16_t flag_may_trim = 8;  // write_zeroes: the range may be trimmed
+
+/// One frame header in host form. seq ties a reply to its request.
+struct header {
+  msg_type type = msg_type::keepalive;
+  uint16_t flags = 0;
+  uint64_t seq = 0;
+  uint64_t offset = 0;
+  uint64_t length = 0;          // logical length: data bytes before compression, or the trim/zero range
+  uint32_t payload_length = 0;  // bytes on the wire after the header
+  uint32_t error = 0;           // hast::errc of a reply, 0 = ok
+  checksum_kind checksum = checksum_kind::none;
+  compression_kind compression = compression_kind::none;
+  std::array<uint8_t, 32> digest{};
+
+  bool operator==(const header&) const = default;
+};
+
+/// Little-endian: magic u32, version u8, type u8, flags u16, seq u64,
+/// offset u64, length u64, payload_length u32, error u32, checksum u8,
+/// compression u8, reserved u16 (0), digest 32 bytes, header_crc u32 =
+/// crc32c of the preceding 76 bytes.
+std::array<uint8_t, header_size> encode_header(const header& h);
+
+/// Checks and decodes a header. errc::protocol_error, with the reason, for
+/// a bad magic, a version we do not speak, a bad header checksum, an
+/// unknown type, payload_length > max_payload, an unknown checksum or
+/// compression value, or nonzero reserved bytes.
+result<header> decode_header(std::span<const uint8_t, header_size> bytes);
+
+/// Prepares a data-carrying message for the wire. Sets h.length to
+/// data->size(); with compression `hole` or `lz4` an all-zero buffer goes
+/// as no payload (data = nullptr, h.compression = hole); with `lz4` a
+/// compressible buffer is replaced by its compressed form (h.compression =
+/// lz4); `lzf` is treated as `lz4` (we do not implement LZF; the option is
+/// accepted for hast.conf compatibility). Otherwise data goes as is
+/// (h.compression = none). Then sets h.payload_length, h.checksum and the
+/// digest over the wire payload. `data` may be null for an empty message.
+status seal_payload(header& h, buffer_ptr& data, compression_kind wanted, checksum_kind checksum);
+
+/// The inverse on the receiving side: checks the digest ("payload checksum
+/// mismatch"), expands hole (h.length zero bytes) or lz4 (exactly h.length
+/// bytes) and returns the data buffer. `wire` may be null when
+/// payload_length is 0; an empty message yields a buffer of size 0.
+result<buffer_ptr> open_payload(const header& h, buffer_ptr wire);
+
+/// The payload of hello and hello_reply: JSON plus an optional bitmap.
+struct hello_message {
+  uint32_t version = protocol_version;
+  std::string resource;
+  std::string node;
+  std::string role;
+  uint64_t datasize = 0;
+  uint32_t extent_size = 0;
+  uint64_t resuid = 0;
+  uint64_t localcnt = 0;
+  uint64_t remotecnt = 0;
+  bool virgin = false;
+  std::string refusal;      // non-empty in a refusing hello_reply: the reason
+  std::string sync_source;  // hello_reply: "primary", "secondary", "none" or "split-brain"
+  std::vector<uint8_t> bitmap;
+
+  bool operator==(const hello_message&) const = default;
+};
+
+/// u32 LE length of the JSON, the JSON object, then the bitmap bytes.
+buffer_ptr encode_hello(const hello_message& m);
+/// Strict: a short buffer, a JSON length past the end, malformed JSON or a
+/// field of the wrong type is errc::protocol_error.
+result<hello_message> decode_hello(const buffer_ptr& payload);
+
+/// The payload of auth_challenge: the 32-byte nonce.
+buffer_ptr encode_nonce(const std::array<uint8_t, 32>& nonce);
+/// Exactly 32 bytes, else errc::protocol_error. Also used for the 32-byte
+/// MAC of auth_response.
+result<std::array<uint8_t, 32>> decode_nonce(const buffer_ptr& payload);
+
+/// "write", "done", ...
+std::string_view to_string(msg_type type);
+
+/// One line for logs: "write seq=7 offset=4096 length=65536 payload=812 lz4 crc32c".
+std::string describe(const header& h);
+
+} // namespace hast::peer

@@ -1,0 +1,876 @@
+#include "io/peer_transport.hpp"
+
+#include "config/config.hpp"
+#include "io/asio.hpp"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <atomic>
+#include <deque>
+#include <list>
+#include <mutex>
+#include <optional>
+
+namespace hast::peer {
+
+namespace {
+
+using tcp = asio::ip::tcp;
+using strand_type = asio::strand<asio::io_context::executor_type>;
+/// A socket whose handlers run on its connection's strand by default.
+using socket_type = tcp::socket::rebind_executor<strand_type>::other;
+using timer_type = asio::basic_waitable_timer<std::chrono::steady_clock,
+                                              asio::wait_traits<std::chrono::steady_clock>, strand_type>;
+using clock = std::chrono::steady_clock;
+
+/// Frames gathered into one write (one writev).
+constexpr std::size_t max_frames_per_write = 64;
+/// Payloads are read in chunks of this size so that a large frame on a slow
+/// link still counts as traffic for the receive timeout.
+constexpr std::size_t read_chunk = 1u << 20;
+/// How long close() waits for frames queued before it (a refusing
+/// hello_reply, a goodbye) to be written before the socket is closed.
+constexpr auto close_grace = std::chrono::seconds(1);
+/// Pause before accepting again after an accept error such as EMFILE.
+constexpr auto accept_retry = std::chrono::milliseconds(100);
+
+std::string format_endpoint(const tcp::endpoint& ep) {
+  if (ep.address().is_v6())
+    return fmt::format("[{}]:{}", ep.address().to_string(), ep.port());
+  return fmt::format("{}:{}", ep.address().to_string(), ep.port());
+}
+
+std::string format_seconds(std::chrono::milliseconds d) {
+  return fmt::format("{:g}", static_cast<double>(d.count()) / 1000.0);
+}
+
+std::size_t size_of(const buffer_ptr& b) {
+  return b ? b->size() : 0;
+}
+
+/// Whether a failure to open or bind means "this machine has no such
+/// address family" (HAST's family_supported rule): then the address is
+/// skipped if another one binds. Opening a socket of a family the kernel
+/// lacks fails outright; with IPv6 disabled by sysctl the socket opens but
+/// [::] / [::1] cannot be bound. A mistyped address must not look like that.
+bool family_missing(const std::error_code& ec, const tcp::endpoint& endpoint, bool opening) {
+  if (ec == std::errc::address_family_not_supported || ec == std::errc::protocol_not_supported)
+    return opening;
+  const auto& a = endpoint.address();
+  return !opening && ec == std::errc::address_not_available && a.is_v6() &&
+         (a.is_unspecified() || a.is_loopback());
+}
+
+/// split_tcp_address, plus port 0 ("any free port"), which the listener
+/// accepts for tests and the connect source for "any local port".
+bool split_address(const std::string& address, std::string& host, uint16_t& port,
+                   uint16_t fallback_port) {
+  std::string_view rest = address;
+  if (const auto scheme = rest.find("://"); scheme != std::string_view::npos)
+    rest.remove_prefix(scheme + 3);
+  const bool bracketed = !rest.empty() && rest.front() == '[' && rest.ends_with("]:0");
+  const bool one_colon = std::count(rest.begin(), rest.end(), ':') == 1 && rest.ends_with(":0");
+  if (bracketed || one_colon) {
+    if (!split_tcp_address(address.substr(0, address.size() - 2), host, port, fallback_port))
+      return false;
+    port = 0;
+    return true;
+  }
+  return split_tcp_address(address, host, port, fallback_port);
+}
+
+/// One frame waiting to be written: the encoded header and the payload,
+/// which is referenced, not copied.
+struct frame {
+  std::array<uint8_t, header_size> head;
+  buffer_ptr payload;
+  std::size_t wire_size() const { return header_size + size_of(payload); }
+};
+
+/// Result of reading the first frame of an accepted connection.
+using first_frame_handler = std::function<void(const std::string& error, const header&, buffer_ptr)>;
+
+} // namespace
+
+// --- One connection ----------------------------------------------------------------------
+
+struct connection::impl : std::enable_shared_from_this<connection::impl> {
+  explicit impl(socket_type socket)
+      : strand(socket.get_executor()), socket(std::move(socket)), tick_timer(strand),
+        grace_timer(strand) {
+    std::error_code ec;
+    const auto ep = this->socket.remote_endpoint(ec);
+    if (!ec) {
+      address = format_endpoint(ep);
+      ip = ep.address().to_string();
+    } else {
+      address = ip = "unknown";
+    }
+  }
+
+  // --- API entry points (any thread) -------------------------------------------
+
+  void start(frame_handler frame_cb, close_handler close_cb, std::chrono::milliseconds keepalive_,
+             std::chrono::milliseconds timeout_) {
+    asio::post(strand, [self = shared_from_this(), frame_cb = std::move(frame_cb),
+                            close_cb = std::move(close_cb), keepalive_, timeout_]() mutable {
+      if (self->started) {
+        spdlog::warn("peer {}: start() called twice; ignored", self->address);
+        return;
+      }
+      self->started = true;
+      if (self->closed) {
+        // Closed before anyone listened: the reason is still owed.
+        if (close_cb)
+          close_cb(self->close_reason);
+        return;
+      }
+      self->on_frame = std::move(frame_cb);
+      self->on_close = std::move(close_cb);
+      self->keepalive = keepalive_;
+      self->timeout = timeout_;
+      self->last_received = self->last_sent = clock::now();
+      self->schedule_tick();
+      if (!self->reading)
+        self->read_header();
+    });
+  }
+
+  void send(header h, buffer_ptr payload) {
+    if (payload && payload->size() == 0)
+      payload = nullptr;
+    const std::size_t n = size_of(payload);
+    if (n > max_payload) {
+      close(fmt::format("refusing to send a {} frame of {} bytes (limit {})", to_string(h.type), n,
+                        max_payload),
+            false);
+      return;
+    }
+    h.payload_length = static_cast<uint32_t>(n);
+    frame f{encode_header(h), std::move(payload)};
+    bool kick = false;
+    {
+      std::lock_guard lock(queue_mutex);
+      if (closing)
+        return;
+      queued_bytes.fetch_add(f.wire_size(), std::memory_order_relaxed);
+      queue.push_back(std::move(f));
+      if (!writing) {
+        writing = true;
+        kick = true;
+      }
+    }
+    if (kick)
+      asio::post(strand, [self = shared_from_this()] { self->write_some(); });
+  }
+
+  /// Posted, never run inline: on_close must not run inside the caller's
+  /// close() (the caller may hold a lock its on_close takes).
+  void close(std::string reason, bool linger) {
+    close_requested.store(true, std::memory_order_release);
+    asio::post(strand, [self = shared_from_this(), reason = std::move(reason), linger]() mutable {
+      self->begin_close(std::move(reason), linger);
+    });
+  }
+
+  /// Reads exactly one frame, then stops reading; `done` gets the frame or
+  /// the reason it could not be read (then the connection is closed).
+  void read_first(std::chrono::milliseconds limit, first_frame_handler done) {
+    asio::dispatch(strand, [self = shared_from_this(), limit, done = std::move(done)]() mutable {
+      if (self->closed)
+        return done(self->close_reason, header{}, nullptr);
+      self->first_frame = std::move(done);
+      self->grace_timer.expires_after(limit);
+      self->grace_timer.async_wait([self, limit](std::error_code ec) {
+        if (ec || !self->first_frame)
+          return;
+        self->fail_first(fmt::format("no first frame within {} s", format_seconds(limit)));
+      });
+      self->read_header();
+    });
+  }
+
+  // --- Reading (strand) -----------------------------------------------------------------
+
+  void read_header() {
+    if (closed)
+      return;
+    reading = true;
+    asio::async_read(socket, asio::buffer(head_in),
+                     [self = shared_from_this()](std::error_code ec, std::size_t n) {
+                       self->on_header(ec, n);
+                     });
+  }
+
+  void on_header(std::error_code ec, std::size_t n) {
+    bytes_received.fetch_add(n, std::memory_order_relaxed);
+    if (closed)
+      return;
+    if (ec)
+      return read_failed(ec);
+    last_received = clock::now();
+    auto decoded = decode_header(head_in);
+    if (!decoded)
+      return fail(decoded.error().detail());
+    current = *decoded;
+    if (current.payload_length == 0)
+      return deliver(nullptr);
+    payload_in = make_buffer(current.payload_length);
+    payload_done = 0;
+    read_payload();
+  }
+
+  void read_payload() {
+    const std::size_t chunk = std::min(read_chunk, payload_in->size() - payload_done);
+    asio::async_read(socket, asio::buffer(payload_in->data() + payload_done, chunk),
+                     [self = shared_from_this()](std::error_code ec, std::size_t n) {
+                       self->bytes_received.fetch_add(n, std::memory_order_relaxed);
+                       if (self->closed)
+                         return;
+                       if (ec)
+                         return self->read_failed(ec);
+                       self->last_received = clock::now();
+                       self->payload_done += n;
+                       if (self->payload_done < self->payload_in->size())
+                         return self->read_payload();
+                       self->deliver(std::move(self->payload_in));
+                     });
+  }
+
+  void deliver(buffer_ptr payload) {
+    reading = false;
+    if (first_frame) {
+      grace_timer.cancel();
+      auto done = std::move(first_frame);
+      first_frame = nullptr;
+      return done(std::string{}, current, std::move(payload));
+    }
+    // After close() has returned, no frame is delivered any more.
+    if (current.type != msg_type::keepalive && on_frame &&
+        !close_requested.load(std::memory_order_acquire))
+      on_frame(current, std::move(payload));
+    read_header();
+  }
+
+  void read_failed(std::error_code ec) {
+    if (ec == asio::error::eof)
+      return fail("the peer closed the connection");
+    if (ec == asio::error::operation_aborted)
+      return fail("the connection was aborted");
+    fail(fmt::format("read error: {}", ec.message()));
+  }
+
+  /// Ends the connection because of an error: no point in flushing.
+  void fail(std::string reason) {
+    if (first_frame)
+      return fail_first(std::move(reason));
+    begin_close(std::move(reason), false);
+  }
+
+  void fail_first(std::string reason) {
+    auto done = std::move(first_frame);
+    first_frame = nullptr;
+    begin_close(reason, false);
+    done(reason, header{}, nullptr);
+  }
+
+  // --- Writing (strand) -------------------------------------------------------------------
+
+  void write_some() {
+    if (socket_shut)
+      return;
+    {
+      std::lock_guard lock(queue_mutex);
+      if (queue.empty()) {
+        writing = false;
+        if (!closing)
+          return;
+      } else {
+        const std::size_t count = std::min(queue.size(), max_frames_per_write);
+        for (std::size_t i = 0; i < count; ++i) {
+          inflight.push_back(std::move(queue.front()));
+          queue.pop_front();
+        }
+      }
+    }
+    if (inflight.empty())
+      return shut_socket();  // closing, and everything queued is written
+    out_buffers.clear();
+    inflight_bytes = 0;
+    for (const auto& f : inflight) {
+      out_buffers.emplace_back(f.head.data(), f.head.size());
+      if (f.payload)
+        out_buffers.emplace_back(f.payload->data(), f.payload->size());
+      inflight_bytes += f.wire_size();
+    }
+    asio::async_write(socket, out_buffers,
+                      [self = shared_from_this()](std::error_code ec, std::size_t n) {
+                        self->on_written(ec, n);
+                      });
+  }
+
+  void on_written(std::error_code ec, std::size_t n) {
+    bytes_sent.fetch_add(n, std::memory_order_relaxed);
+    queued_bytes.fetch_sub(inflight_bytes, std::memory_order_relaxed);
+    inflight.clear();
+    out_buffers.clear();
+    inflight_bytes = 0;
+    last_sent = clock::now();
+    if (ec) {
+      {
+        std::lock_guard lock(queue_mutex);
+        writing = false;
+      }
+      if (!closed)
+        begin_close(ec == asio::error::operation_aborted
+                      ? std::string("the connection was aborted")
+                      : fmt::format("write error: {}", ec.message()),
+                    false);
+      return shut_socket();
+    }
+    write_some();
+  }
+
+  // --- Timers (strand) --------------------------------------------------------------------
+
+  void schedule_tick() {
+    auto shortest = std::chrono::milliseconds::max();
+    if (keepalive.count() > 0)
+      shortest = std::min(shortest, keepalive);
+    if (timeout.count() > 0)
+      shortest = std::min(shortest, timeout);
+    if (shortest == std::chrono::milliseconds::max())
+      return;  // both disabled
+    const auto period = std::max(std::chrono::milliseconds(10), shortest / 4);
+    tick_timer.expires_after(period);
+    tick_timer.async_wait([self = shared_from_this()](std::error_code ec) {
+      if (!ec && !self->closed)
+        self->on_tick();
+    });
+  }
+
+  void on_tick() {
+    const auto now = clock::now();
+    if (timeout.count() > 0 && now - last_received >= timeout)
+      return begin_close(fmt::format("no traffic for {} s", format_seconds(timeout)), false);
+    if (keepalive.count() > 0 && now - last_sent >= keepalive) {
+      bool idle = false;
+      {
+        std::lock_guard lock(queue_mutex);
+        idle = !writing;
+      }
+      // A write in flight is traffic already; a stuck one is not helped by more.
+      if (idle) {
+        header h;
+        h.type = msg_type::keepalive;
+        send(h, nullptr);
+        last_sent = now;
+      }
+    }
+    schedule_tick();
+  }
+
+  // --- Closing (strand) --------------------------------------------------------------------
+
+  void begin_close(std::string reason, bool linger) {
+    if (closed) {
+      if (!linger)
+        shut_socket();
+      return;
+    }
+    closed = true;
+    close_reason = reason;
+    bool idle = false;
+    {
+      std::lock_guard lock(queue_mutex);
+      closing = true;
+      idle = !writing;
+    }
+    tick_timer.cancel();
+    spdlog::debug("peer {}: connection closed: {}", address, reason);
+    on_frame = nullptr;
+    auto cb = std::move(on_close);
+    on_close = nullptr;
+    if (!linger || idle) {
+      shut_socket();
+    } else {
+      grace_timer.expires_after(close_grace);
+      grace_timer.async_wait([self = shared_from_this()](std::error_code ec) {
+        if (!ec)
+          self->shut_socket();
+      });
+    }
+    if (started && cb)
+      cb(reason);
+  }
+
+  void shut_socket() {
+    if (socket_shut)
+      return;
+    socket_shut = true;
+    grace_timer.cancel();
+    tick_timer.cancel();
+    std::error_code ignored;
+    socket.shutdown(tcp::socket::shutdown_both, ignored);
+    socket.close(ignored);
+    std::lock_guard lock(queue_mutex);
+    for (const auto& f : queue)
+      queued_bytes.fetch_sub(f.wire_size(), std::memory_order_relaxed);
+    queue.clear();
+  }
+
+  strand_type strand;
+  socket_type socket;
+  timer_type tick_timer;
+  timer_type grace_timer;  // first-frame deadline, then the close grace
+  std::string address;
+  std::string ip;
+
+  std::atomic<bool> close_requested{false};
+  std::atomic<uint64_t> queued_bytes{0};
+  std::atomic<uint64_t> bytes_sent{0};
+  std::atomic<uint64_t> bytes_received{0};
+
+  // Shared between send() callers and the strand.
+  std::mutex queue_mutex;
+  std::deque<frame> queue;
+  bool writing = false;  // a write_some() is scheduled or in flight
+  bool closing = false;  // send() drops frames
+
+  // Strand only.
+  std::vector<frame> inflight;
+  std::vector<asio::const_buffer> out_buffers;
+  uint64_t inflight_bytes = 0;
+  std::array<uint8_t, header_size> head_in{};
+  header current;
+  buffer_ptr payload_in;
+  std::size_t payload_done = 0;
+  bool reading = false;
+  bool started = false;
+  bool closed = false;
+  bool socket_shut = false;
+  std::string close_reason;
+  frame_handler on_frame;
+  close_handler on_close;
+  first_frame_handler first_frame;
+  std::chrono::milliseconds keepalive{0};
+  std::chrono::milliseconds timeout{0};
+  clock::time_point last_received;
+  clock::time_point last_sent;
+};
+
+connection::connection(std::shared_ptr<impl> p) : impl_(std::move(p)) {}
+
+connection::~connection() {
+  // Nobody can send on it or close it any more: end it (on_close still runs).
+  impl_->close("the connection object was released", true);
+}
+
+void connection::start(frame_handler on_frame, close_handler on_close,
+                       std::chrono::milliseconds keepalive, std::chrono::milliseconds timeout) {
+  impl_->start(std::move(on_frame), std::move(on_close), keepalive, timeout);
+}
+
+void connection::send(const header& h, buffer_ptr payload) {
+  impl_->send(h, std::move(payload));
+}
+
+void connection::close(const std::string& reason) {
+  impl_->close(reason, true);
+}
+
+std::string connection::remote_address() const {
+  return impl_->address;
+}
+
+std::string connection::remote_ip() const {
+  return impl_->ip;
+}
+
+uint64_t connection::queued_bytes() const {
+  return impl_->queued_bytes.load(std::memory_order_relaxed);
+}
+
+uint64_t connection::bytes_sent() const {
+  return impl_->bytes_sent.load(std::memory_order_relaxed);
+}
+
+uint64_t connection::bytes_received() const {
+  return impl_->bytes_received.load(std::memory_order_relaxed);
+}
+
+// --- Connecting ------------------------------------------------------------------------------
+
+namespace {
+
+struct connect_op : std::enable_shared_from_this<connect_op> {
+  using callback = std::function<void(status, std::shared_ptr<connection>)>;
+
+  connect_op(asio::io_context& io, std::string remote, callback done)
+      : strand(asio::make_strand(io)), resolver(strand), socket(strand), timer(strand),
+        remote(std::move(remote)), done(std::move(done)) {}
+
+  void run(const std::string& host, uint16_t port, std::optional<tcp::endpoint> source,
+           std::chrono::milliseconds timeout) {
+    asio::dispatch(strand, [self = shared_from_this(), host, port, source, timeout] {
+      self->source = source;
+      self->timer.expires_after(timeout);
+      self->timer.async_wait([self, timeout](std::error_code ec) {
+        if (ec)
+          return;
+        self->finish({errc::timeout, fmt::format("cannot connect to {}: no connection within {} s",
+                                                 self->remote, format_seconds(timeout))});
+      });
+      self->resolver.async_resolve(
+        host, std::to_string(port), tcp::resolver::numeric_service,
+        [self](std::error_code ec, tcp::resolver::results_type results) {
+          if (self->finished)
+            return;
+          if (ec)
+            return self->finish({errc::disconnected, fmt::format("cannot connect to {}: {}",
+                                                                 self->remote, ec.message())});
+          for (const auto& entry : results) {
+            if (!self->source || entry.endpoint().protocol() == self->source->protocol())
+              self->candidates.push_back(entry.endpoint());
+          }
+          if (self->candidates.empty())
+            return self->finish(
+              {errc::invalid_argument,
+               fmt::format("cannot connect to {}: no address of the source address's family",
+                           self->remote)});
+          self->try_next();
+        });
+    });
+  }
+
+  void try_next() {
+    if (finished)
+      return;
+    if (next == candidates.size())
+      return finish({errc::disconnected,
+                     fmt::format("cannot connect to {}: {}", remote, last_error.message())});
+    const tcp::endpoint target = candidates[next++];
+    std::error_code ec;
+    socket.close(ec);
+    socket.open(target.protocol(), ec);
+    if (!ec && source) {
+      if (source->port() != 0)
+        socket.set_option(tcp::socket::reuse_address(true), ec);
+      if (!ec)
+        socket.bind(*source, ec);
+      if (ec)
+        return finish({errc::invalid_argument,
+                       fmt::format("cannot connect to {}: cannot bind source {}: {}", remote,
+                                   format_endpoint(*source), ec.message())});
+    }
+    if (ec) {
+      last_error = ec;
+      return try_next();
+    }
+    socket.async_connect(target, [self = shared_from_this(), target](std::error_code ec) {
+      if (self->finished)
+        return;
+      if (ec) {
+        spdlog::debug("peer: connecting to {} ({}): {}", self->remote, format_endpoint(target),
+                      ec.message());
+        self->last_error = ec;
+        return self->try_next();
+      }
+      std::error_code ignored;
+      self->socket.set_option(tcp::no_delay(true), ignored);
+      self->finished = true;
+      self->timer.cancel();
+      auto conn = std::make_shared<connection>(
+        std::make_shared<connection::impl>(std::move(self->socket)));
+      auto done = std::move(self->done);
+      done(status::ok(), std::move(conn));
+    });
+  }
+
+  void finish(status error) {
+    if (finished)
+      return;
+    finished = true;
+    timer.cancel();
+    resolver.cancel();
+    std::error_code ignored;
+    socket.close(ignored);
+    auto cb = std::move(done);
+    cb(std::move(error), nullptr);
+  }
+
+  strand_type strand;
+  tcp::resolver::rebind_executor<strand_type>::other resolver;
+  socket_type socket;
+  timer_type timer;
+  std::string remote;
+  callback done;
+  std::optional<tcp::endpoint> source;
+  std::vector<tcp::endpoint> candidates;
+  std::size_t next = 0;
+  std::error_code last_error = asio::error::host_not_found;
+  bool finished = false;
+};
+
+} // namespace
+
+void connect(asio::io_context& io, const std::string& remote, const std::string& source,
+             std::chrono::milliseconds timeout,
+             std::function<void(status, std::shared_ptr<connection>)> done) {
+  std::string host;
+  uint16_t port = 0;
+  auto fail = [&](std::string why) {
+    asio::post(io, [done = std::move(done), why = std::move(why)] {
+      done({errc::invalid_argument, why}, nullptr);
+    });
+  };
+  if (!split_tcp_address(remote, host, port))
+    return fail(fmt::format("cannot connect to {}: not a tcp://host[:port] address", remote));
+  std::optional<tcp::endpoint> bind_to;
+  if (!source.empty()) {
+    std::string source_host;
+    uint16_t source_port = 0;
+    if (!split_address(source, source_host, source_port, 0))
+      return fail(fmt::format("cannot connect to {}: bad source address {}", remote, source));
+    std::error_code ec;
+    const auto address = asio::ip::make_address(source_host, ec);
+    if (ec)
+      return fail(fmt::format("cannot connect to {}: source {} is not an IP address", remote, source));
+    bind_to = tcp::endpoint(address, source_port);
+  }
+  auto op = std::make_shared<connect_op>(io, remote, std::move(done));
+  op->run(host, port, bind_to, timeout);
+}
+
+// --- Listening ----------------------------------------------------------------------------------
+
+struct listener::impl : std::enable_shared_from_this<listener::impl> {
+  using acceptor_type = asio::basic_socket_acceptor<tcp, strand_type>;
+
+  impl(asio::io_context& io, std::vector<std::string> addresses, hello_handler on_hello,
+       std::chrono::milliseconds first_frame_timeout)
+      : io(io), strand(asio::make_strand(io)), addresses(std::move(addresses)),
+        on_hello(std::move(on_hello)), first_frame_timeout(first_frame_timeout) {}
+
+  status start();
+  status bind_one(const std::string& address, std::error_code& family_error);
+  void accept(acceptor_type& acceptor);
+  void on_accept(acceptor_type& acceptor, std::error_code ec, socket_type socket);
+  void stop();
+
+  asio::io_context& io;
+  strand_type strand;
+  const std::vector<std::string> addresses;
+  const hello_handler on_hello;
+  const std::chrono::milliseconds first_frame_timeout;
+
+  // Strand only (and start(), before any handler runs).
+  std::list<acceptor_type> acceptors;
+  std::list<std::weak_ptr<connection::impl>> pending;
+  bool stopped = false;
+  std::unique_ptr<timer_type> retry_timer;
+
+  mutable std::mutex bound_mutex;
+  std::vector<std::string> bound;
+};
+
+status listener::impl::bind_one(const std::string& address, std::error_code& family_error) {
+  std::string host;
+  uint16_t port = 0;
+  if (!split_address(address, host, port, default_port))
+    return {errc::invalid_argument,
+            fmt::format("cannot listen on {}: not a tcp://host[:port] address", address)};
+  const bool only_v4 = address.rfind("tcp4://", 0) == 0;
+  const bool only_v6 = address.rfind("tcp6://", 0) == 0;
+
+  std::error_code ec;
+  tcp::endpoint endpoint;
+  if (const auto literal = asio::ip::make_address(host, ec); !ec) {
+    endpoint = tcp::endpoint(literal, port);
+  } else {
+    tcp::resolver resolver(io);
+    const auto flags = tcp::resolver::passive | tcp::resolver::numeric_service;
+    const auto results = only_v4   ? resolver.resolve(tcp::v4(), host, std::to_string(port), flags, ec)
+                         : only_v6 ? resolver.resolve(tcp::v6(), host, std::to_string(port), flags, ec)
+                                   : resolver.resolve(host, std::to_string(port), flags, ec);
+    if (ec || results.empty())
+      return {errc::invalid_argument,
+              fmt::format("cannot listen on {}: cannot resolve {}: {}", address, host,
+                          ec ? ec.message() : std::string("no address"))};
+    endpoint = results.begin()->endpoint();
+  }
+  if ((only_v4 && !endpoint.address().is_v4()) || (only_v6 && !endpoint.address().is_v6()))
+    return {errc::invalid_argument,
+            fmt::format("cannot listen on {}: {} is not of the scheme's address family", address,
+                        host)};
+
+  acceptor_type acceptor(strand);
+  auto failed = [&](const char* step) -> status {
+    if (family_missing(ec, endpoint, std::string_view(step) == "socket"))
+      family_error = ec;
+    return {errc::io_error,
+            fmt::format("cannot listen on {}: {}: {}", address, step, ec.message())};
+  };
+  acceptor.open(endpoint.protocol(), ec);
+  if (ec)
+    return failed("socket");
+  acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
+  if (ec)
+    return failed("SO_REUSEADDR");
+  if (endpoint.address().is_v6()) {
+    // [::] and 0.0.0.0 on one port, as HAST's default listen pair wants.
+    acceptor.set_option(asio::ip::v6_only(true), ec);
+    if (ec)
+      return failed("IPV6_V6ONLY");
+  }
+  acceptor.bind(endpoint, ec);
+  if (ec)
+    return failed("bind");
+  acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec)
+    return failed("listen");
+  const auto local = acceptor.local_endpoint(ec);
+  {
+    std::lock_guard lock(bound_mutex);
+    bound.push_back("tcp://" + format_endpoint(ec ? endpoint : local));
+  }
+  acceptors.push_back(std::move(acceptor));
+  return status::ok();
+}
+
+status listener::impl::start() {
+  if (addresses.empty())
+    return {errc::invalid_argument, "no peer listen address configured"};
+  std::vector<status> skipped;
+  for (const auto& address : addresses) {
+    std::error_code family_error;
+    auto s = bind_one(address, family_error);
+    if (s)
+      continue;
+    if (family_error) {
+      skipped.push_back(std::move(s));
+      continue;
+    }
+    acceptors.clear();
+    std::lock_guard lock(bound_mutex);
+    bound.clear();
+    return s;
+  }
+  if (acceptors.empty())
+    return skipped.front();
+  for (const auto& s : skipped)
+    spdlog::info("peer: {} (address family not supported here; skipped)", s.detail());
+  {
+    std::lock_guard lock(bound_mutex);
+    for (const auto& b : bound)
+      spdlog::info("peer: listening on {}", b);
+  }
+  asio::dispatch(strand, [self = shared_from_this()] {
+    for (auto& acceptor : self->acceptors)
+      self->accept(acceptor);
+  });
+  return status::ok();
+}
+
+void listener::impl::accept(acceptor_type& acceptor) {
+  if (stopped)
+    return;
+  acceptor.async_accept(asio::make_strand(io),
+                        [self = shared_from_this(), &acceptor](std::error_code ec, socket_type socket) {
+                          self->on_accept(acceptor, ec, std::move(socket));
+                        });
+}
+
+void listener::impl::on_accept(acceptor_type& acceptor, std::error_code ec, socket_type socket) {
+  if (stopped)
+    return;
+  if (ec) {
+    if (ec == asio::error::operation_aborted)
+      return;
+    // EMFILE and the like: try again shortly rather than spin.
+    spdlog::warn("peer: accept failed: {}; retrying", ec.message());
+    retry_timer = std::make_unique<timer_type>(strand);
+    retry_timer->expires_after(accept_retry);
+    retry_timer->async_wait([self = shared_from_this(), &acceptor](std::error_code wait_ec) {
+      if (!wait_ec)
+        self->accept(acceptor);
+    });
+    return;
+  }
+  std::error_code ignored;
+  socket.set_option(tcp::no_delay(true), ignored);
+  auto conn = std::make_shared<connection::impl>(std::move(socket));
+  spdlog::debug("peer: connection from {}", conn->address);
+  pending.remove_if([](const auto& weak) { return weak.expired(); });
+  pending.push_back(conn);
+  conn->read_first(first_frame_timeout, [self = shared_from_this(), weak = std::weak_ptr(conn)](
+                                          const std::string& error, const header& h,
+                                          buffer_ptr payload) {
+    auto conn = weak.lock();
+    if (!conn)
+      return;
+    if (!error.empty()) {
+      spdlog::warn("peer: connection from {} closed: {}", conn->address, error);
+      return;
+    }
+    // The hand-over happens on the listener's strand, so that stop() and
+    // the hand-over cannot cross.
+    asio::dispatch(self->strand, [self, conn, h, payload = std::move(payload)]() mutable {
+      self->pending.remove_if([&](const auto& weak) {
+        auto p = weak.lock();
+        return !p || p == conn;
+      });
+      if (self->stopped) {
+        conn->close("the listener is stopping", false);
+        return;
+      }
+      spdlog::debug("peer: first frame from {}: {}", conn->address, describe(h));
+      if (self->on_hello)
+        self->on_hello(std::make_shared<connection>(std::move(conn)), h, std::move(payload));
+    });
+  });
+  accept(acceptor);
+}
+
+void listener::impl::stop() {
+  asio::dispatch(strand, [self = shared_from_this()] {
+    if (self->stopped)
+      return;
+    self->stopped = true;
+    std::error_code ignored;
+    for (auto& acceptor : self->acceptors)
+      acceptor.close(ignored);
+    if (self->retry_timer)
+      self->retry_timer->cancel();
+    for (auto& weak : self->pending)
+      if (auto conn = weak.lock())
+        conn->close("the listener is stopping", false);
+    self->pending.clear();
+  });
+}
+
+listener::listener(asio::io_context& io, std::vector<std::string> addresses, hello_handler on_hello,
+                   std::chrono::milliseconds first_frame_timeout)
+    : impl_(std::make_shared<impl>(io, std::move(addresses), std::move(on_hello),
+                                   first_frame_timeout)) {}
+
+listener::~listener() {
+  stop();
+}
+
+status listener::start() {
+  return impl_->start();
+}
+
+void listener::stop() {
+  impl_->stop();
+}
+
+std::vector<std::string> listener::local_addresses() const {
+  std::lock_guard lock(impl_->bound_mutex);
+  return impl_->bound;
+}
+
+} // namespace hast::peer

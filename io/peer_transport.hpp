@@ -1,0 +1,126 @@
+#pragma once
+
+// One TCP connection between the two nodes of a resource, carrying frames of
+// io/peer_protocol.hpp, and the listener that accepts such connections.
+// Sends are queued in order and written header + payload in one
+// scatter-gather write, without copying the payload. Keepalives are handled
+// here and never reach the frame handler.
+//
+// Asio stays out of this header (pimpl).
+
+#include "io/buffer.hpp"
+#include "io/peer_protocol.hpp"
+#include "messages/errc.hpp"
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace asio {
+class io_context;
+} // namespace asio
+
+namespace hast::peer {
+
+/// Called on an io thread for every frame but keepalives, in arrival order.
+/// `payload` is the raw wire payload (nullptr if payload_length is 0); pass
+/// it to open_payload() for data messages.
+using frame_handler = std::function<void(const header&, buffer_ptr payload)>;
+/// Called exactly once, on an io thread, when the connection ends for any reason.
+using close_handler = std::function<void(const std::string& reason)>;
+
+class connection : public std::enable_shared_from_this<connection> {
+public:
+  struct impl;
+  /// Made by connect() and listener, not by users.
+  explicit connection(std::shared_ptr<impl> p);
+  connection(const connection&) = delete;
+  connection& operator=(const connection&) = delete;
+  /// Releasing the last reference closes the connection as close() does
+  /// (on_close still runs, on an io thread). Keep the shared_ptr while the
+  /// link is wanted.
+  ~connection();
+
+  /// Starts (or resumes) reading frames. Keepalive frames are consumed
+  /// here: if nothing was sent for `keepalive`, a keepalive frame is sent;
+  /// if nothing was received for `timeout`, the connection closes with the
+  /// reason "no traffic for N s". A malformed frame closes it with the
+  /// decode error as reason. `keepalive` or `timeout` of zero disables that
+  /// check. Call once; on a connection that closed before start(), on_close
+  /// runs at once with the reason.
+  void start(frame_handler on_frame, close_handler on_close, std::chrono::milliseconds keepalive,
+             std::chrono::milliseconds timeout);
+
+  /// Thread-safe; frames go out in the order of the calls. The header is
+  /// encoded here, with payload_length set to the payload's size; header
+  /// and payload are written in one scatter-gather write, the payload not
+  /// copied (it must not change until written). A payload over max_payload
+  /// closes the connection (a bug in the caller). Ignored after close.
+  void send(const header& h, buffer_ptr payload);
+
+  /// Thread-safe and idempotent: stops reading, writes what send() queued
+  /// before (for at most 1 s: a refusing hello_reply or a goodbye gets
+  /// out), closes the socket, and calls on_close(reason) once if start()
+  /// was called. on_close runs later on an io thread, never inside close();
+  /// once close() has returned, on_frame is not called any more.
+  void close(const std::string& reason);
+
+  /// "ip:port" ("[v6]:port" for IPv6).
+  std::string remote_address() const;
+  std::string remote_ip() const;
+  /// Bytes accepted by send() not yet written to the socket.
+  uint64_t queued_bytes() const;
+  /// Totals on the wire (headers included), for tests and benchmarks.
+  uint64_t bytes_sent() const;
+  uint64_t bytes_received() const;
+
+private:
+  std::shared_ptr<impl> impl_;
+};
+
+/// Connects to "tcp://host[:port]" (port 8457 if omitted), binding `source`
+/// ("" for any, "tcp://addr[:port]" or a bare address) first; sets
+/// TCP_NODELAY; gives up after `timeout`. `done` runs once on an io thread
+/// with ok and the connection (not started), or an error naming the remote.
+void connect(asio::io_context& io, const std::string& remote, const std::string& source,
+             std::chrono::milliseconds timeout,
+             std::function<void(status, std::shared_ptr<connection>)> done);
+
+/// Accepts peer connections on each address ("tcp://0.0.0.0:8457",
+/// "tcp4://…", "tcp6://[::]:8457", bare host:port; port 0 for tests).
+/// Reads the first frame of each new connection within
+/// `first_frame_timeout` (a malformed first frame or a timeout closes it,
+/// with a log line) and then calls on_hello(conn, header, raw payload)
+/// without starting the connection: the callee calls conn->start(...) or
+/// drops/closes it. Frames after the first wait in the kernel until then.
+class listener {
+public:
+  using hello_handler = std::function<void(std::shared_ptr<connection>, const header&, buffer_ptr)>;
+
+  listener(asio::io_context& io, std::vector<std::string> addresses, hello_handler on_hello,
+           std::chrono::milliseconds first_frame_timeout = std::chrono::seconds(10));
+  listener(const listener&) = delete;
+  listener& operator=(const listener&) = delete;
+  /// Stops (as stop()) if still running.
+  ~listener();
+
+  /// Binds all addresses (SO_REUSEADDR) and starts accepting. An address of
+  /// a family this machine lacks (tcp6 without IPv6) is skipped with a log
+  /// line when at least one other address binds. The error names the address.
+  status start();
+  /// Closes the acceptors and the connections still waiting for their
+  /// first frame. Any thread, idempotent.
+  void stop();
+  /// The bound addresses, "tcp://127.0.0.1:40123" / "tcp://[::1]:40123", after start().
+  std::vector<std::string> local_addresses() const;
+
+  struct impl;
+
+private:
+  std::shared_ptr<impl> impl_;
+};
+
+} // namespace hast::peer

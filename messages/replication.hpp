@@ -1,0 +1,54 @@
+#pragma once
+
+// A replication mode is an acknowledgement protocol: which acknowledgements
+// complete a client's write. The resource actor consults this table; it has
+// no per-mode branches of its own.
+//
+//   mode      client sees completion after            wire flag      queue
+//   fullsync  local write + secondary's "done"        -              unbounded (writer waits)
+//   memsync   local write + secondary's "received"    memsync        unbounded (writer waits)
+//   async     local write                             -              bounded: overflow marks
+//                                                                     extents dirty instead
+//
+// In every mode the extent leaves the activemap only after the secondary's
+// "done" (or is kept for resync when that never comes).
+
+#include "config/config.hpp"
+
+#include <cstdint>
+
+namespace hast {
+
+/// The acknowledgements a replicated write can collect.
+enum class remote_stage : uint8_t { received, written, failed };
+
+struct replication_policy {
+  bool ask_received;     // request a "received" acknowledgement (memsync)
+  bool wait_received;    // the client waits for "received"
+  bool wait_written;     // the client waits for "written"
+  bool bounded_queue;    // overflow degrades to dirty extents instead of waiting
+
+  /// Does this acknowledgement complete the remote part for the client?
+  bool satisfies(remote_stage stage) const {
+    if (stage == remote_stage::failed)
+      return true;  // the extent stays dirty; the local write stands
+    if (stage == remote_stage::written)
+      return true;
+    return wait_received;  // received
+  }
+  bool client_waits() const { return wait_received || wait_written; }
+};
+
+constexpr replication_policy policy_for(replication_mode mode) {
+  switch (mode) {
+    case replication_mode::fullsync: return {false, false, true, false};
+    case replication_mode::memsync: return {true, true, false, false};
+    case replication_mode::async: return {false, false, false, true};
+  }
+  return {false, false, true, false};
+}
+
+/// Bound of the async send queue, in bytes of payload not yet on the wire.
+inline constexpr uint64_t async_queue_limit = 64u << 20;
+
+} // namespace hast

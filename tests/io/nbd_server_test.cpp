@@ -1,0 +1,1064 @@
+// Runs the real NBD server on a Unix socket in a temporary directory, backed
+// by an in-memory store defined here (a fixture for the protocol layer; the
+// real backend is the daemon's resource actor), and drives it with a small
+// blocking client written against the protocol, then with libnbd's nbdinfo
+// and nbdcopy.
+
+#include "io/asio.hpp"
+#include "io/nbd_protocol.hpp"
+#include "io/nbd_server.hpp"
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstring>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace hast::nbd {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+constexpr uint64_t default_size = 1u << 20;
+
+// --- The in-memory backend -------------------------------------------------------------
+
+/// Runs completions on its own thread, as the daemon's actors do.
+class completion_thread {
+public:
+  completion_thread() : thread_([this] { run(); }) {}
+  ~completion_thread() {
+    {
+      std::lock_guard lock{mutex_};
+      done_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  void post(std::function<void()> fn) {
+    {
+      std::lock_guard lock{mutex_};
+      tasks_.push_back(std::move(fn));
+    }
+    cv_.notify_all();
+  }
+
+private:
+  void run() {
+    std::unique_lock lock{mutex_};
+    for (;;) {
+      cv_.wait(lock, [this] { return done_ || !tasks_.empty(); });
+      if (tasks_.empty())
+        return;
+      auto fn = std::move(tasks_.front());
+      tasks_.pop_front();
+      lock.unlock();
+      fn();
+      lock.lock();
+    }
+  }
+
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> tasks_;
+  bool done_ = false;
+  std::thread thread_;
+};
+
+/// The bytes of the export and what the backends were asked to do.
+struct memory_store {
+  explicit memory_store(uint64_t size) : data(size) {}
+
+  std::mutex mutex;
+  std::vector<uint8_t> data;
+  std::string refusal;     // non-empty: open() refuses with this message
+  std::string description;
+  uint32_t io_error = 0;   // non-zero: every I/O completes with this error
+  completion_thread* worker = nullptr;
+
+  std::atomic<int> opens{0};
+  std::atomic<int> closes{0};
+  std::atomic<int> flushes{0};
+  std::atomic<int> fua_writes{0};
+  std::atomic<int> trims{0};
+  std::atomic<int> zeroes_may_trim{0};
+  std::atomic<int> zeroes_no_hole{0};
+};
+
+class memory_backend : public backend {
+public:
+  explicit memory_backend(std::shared_ptr<memory_store> store) : store_(std::move(store)) {}
+
+  void open(std::function<void(open_result)> done) override {
+    open_result result;
+    if (!store_->refusal.empty()) {
+      result.error = store_->refusal;
+    } else {
+      ++store_->opens;
+      result.info.size = store_->data.size();
+      result.info.description = store_->description;
+    }
+    complete([done = std::move(done), result = std::move(result)] { done(result); });
+  }
+
+  void read(uint64_t offset, uint32_t length, read_done_fn done) override {
+    auto data = make_buffer(length);
+    {
+      std::lock_guard lock{store_->mutex};
+      std::memcpy(data->data(), store_->data.data() + offset, length);
+    }
+    complete([done = std::move(done), data, error = store_->io_error] {
+      done(error, error == 0 ? data : nullptr);
+    });
+  }
+
+  void write(uint64_t offset, buffer_ptr data, bool fua, done_fn done) override {
+    {
+      std::lock_guard lock{store_->mutex};
+      std::memcpy(store_->data.data() + offset, data->data(), data->size());
+    }
+    if (fua)
+      ++store_->fua_writes;
+    finish(std::move(done));
+  }
+
+  void flush(done_fn done) override {
+    ++store_->flushes;
+    finish(std::move(done));
+  }
+
+  void trim(uint64_t offset, uint32_t length, bool, done_fn done) override {
+    {
+      std::lock_guard lock{store_->mutex};
+      std::fill_n(store_->data.begin() + static_cast<std::ptrdiff_t>(offset), length, 0);
+    }
+    ++store_->trims;
+    finish(std::move(done));
+  }
+
+  void write_zeroes(uint64_t offset, uint32_t length, bool may_trim, bool,
+                    done_fn done) override {
+    {
+      std::lock_guard lock{store_->mutex};
+      std::fill_n(store_->data.begin() + static_cast<std::ptrdiff_t>(offset), length, 0);
+    }
+    ++(may_trim ? store_->zeroes_may_trim : store_->zeroes_no_hole);
+    finish(std::move(done));
+  }
+
+  void close() override { ++store_->closes; }
+
+private:
+  void finish(done_fn done) {
+    complete([done = std::move(done), error = store_->io_error] { done(error); });
+  }
+  void complete(std::function<void()> fn) {
+    if (store_->worker)
+      store_->worker->post(std::move(fn));
+    else
+      fn();
+  }
+
+  std::shared_ptr<memory_store> store_;
+};
+
+// --- A minimal blocking client ------------------------------------------------------------
+
+class test_client {
+public:
+  static test_client unix_socket(const std::string& path) {
+    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+      ::close(fd);
+      throw std::runtime_error("connect " + path + ": " + std::strerror(errno));
+    }
+    return test_client(fd);
+  }
+
+  static test_client tcp_loopback(uint16_t port) {
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+      ::close(fd);
+      throw std::runtime_error(std::string("connect: ") + std::strerror(errno));
+    }
+    return test_client(fd);
+  }
+
+  test_client(test_client&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+  test_client(const test_client&) = delete;
+  ~test_client() {
+    if (fd_ >= 0)
+      ::close(fd_);
+  }
+
+  void send(const void* data, std::size_t size) {
+    auto* p = static_cast<const uint8_t*>(data);
+    while (size > 0) {
+      auto n = ::send(fd_, p, size, MSG_NOSIGNAL);
+      if (n <= 0)
+        throw std::runtime_error(std::string("send: ") + std::strerror(errno));
+      p += n;
+      size -= static_cast<std::size_t>(n);
+    }
+  }
+  void send(const std::vector<uint8_t>& bytes) { send(bytes.data(), bytes.size()); }
+  template <std::size_t N>
+  void send(const std::array<uint8_t, N>& bytes) {
+    send(bytes.data(), N);
+  }
+
+  void receive(void* data, std::size_t size) {
+    auto* p = static_cast<uint8_t*>(data);
+    while (size > 0) {
+      auto n = ::recv(fd_, p, size, 0);
+      if (n == 0)
+        throw std::runtime_error("the server closed the connection");
+      if (n < 0)
+        throw std::runtime_error(std::string("recv: ") + std::strerror(errno));
+      p += n;
+      size -= static_cast<std::size_t>(n);
+    }
+  }
+  std::vector<uint8_t> receive(std::size_t size) {
+    std::vector<uint8_t> out(size);
+    receive(out.data(), size);
+    return out;
+  }
+
+  /// True once the server has closed its end (EOF or reset), false if data
+  /// arrives or nothing happens within the receive timeout.
+  bool closed_by_server() {
+    uint8_t byte;
+    auto n = ::recv(fd_, &byte, 1, 0);
+    return n == 0 || (n < 0 && errno == ECONNRESET);
+  }
+
+  /// Reads the server's greeting and answers with `client_flags`.
+  uint16_t handshake(uint32_t client_flags = flag_c_fixed_newstyle | flag_c_no_zeroes) {
+    auto greeting = receive(handshake_size);
+    if (get_be64(greeting.data()) != init_magic || get_be64(greeting.data() + 8) != option_magic)
+      throw std::runtime_error("bad greeting");
+    uint8_t flags[4];
+    put_be32(flags, client_flags);
+    send(flags, 4);
+    return get_be16(greeting.data() + 16);
+  }
+
+  void send_option(uint32_t option, const std::vector<uint8_t>& data = {}) {
+    send(encode_option_header({option, static_cast<uint32_t>(data.size())}));
+    send(data);
+  }
+
+  struct option_reply {
+    option_reply_header header;
+    std::vector<uint8_t> payload;
+    std::string text() const { return {payload.begin(), payload.end()}; }
+  };
+
+  option_reply read_option_reply() {
+    uint8_t head[option_reply_header_size];
+    receive(head, sizeof head);
+    auto header = decode_option_reply_header(head);
+    if (!header)
+      throw std::runtime_error("bad option reply magic");
+    return {*header, receive(header->length)};
+  }
+
+  struct go_result {
+    uint32_t final_type = 0;  // rep_ack or an error
+    std::string message;      // an error's text
+    uint64_t size = 0;
+    uint16_t flags = 0;
+    std::string name;
+    std::string description;
+    uint32_t min_block = 0, preferred_block = 0, max_block = 0;
+  };
+
+  /// NBD_OPT_GO (or NBD_OPT_INFO) and every reply up to the final one.
+  go_result go(const std::string& name, uint32_t option = opt_go,
+               std::vector<uint16_t> requests = {info_block_size}) {
+    send_option(option, encode_info_request({name, std::move(requests)}));
+    go_result out;
+    for (;;) {
+      auto reply = read_option_reply();
+      if (reply.header.option != option)
+        throw std::runtime_error("reply for another option");
+      if (reply.header.type != rep_info) {
+        out.final_type = reply.header.type;
+        out.message = reply.text();
+        return out;
+      }
+      const uint8_t* p = reply.payload.data();
+      switch (get_be16(p)) {
+        case info_export:
+          out.size = get_be64(p + 2);
+          out.flags = get_be16(p + 10);
+          break;
+        case info_name:
+          out.name.assign(p + 2, p + reply.payload.size());
+          break;
+        case info_description:
+          out.description.assign(p + 2, p + reply.payload.size());
+          break;
+        case info_block_size:
+          out.min_block = get_be32(p + 2);
+          out.preferred_block = get_be32(p + 6);
+          out.max_block = get_be32(p + 10);
+          break;
+      }
+    }
+  }
+
+  void send_request(uint16_t type, uint64_t offset, uint32_t length, uint16_t flags = 0,
+                    uint64_t cookie = 1) {
+    send(encode_request({flags, type, cookie, offset, length}));
+  }
+
+  simple_reply read_reply() {
+    uint8_t raw[simple_reply_size];
+    receive(raw, sizeof raw);
+    auto reply = decode_simple_reply(raw);
+    if (!reply)
+      throw std::runtime_error("bad simple reply magic");
+    return *reply;
+  }
+
+  uint32_t write(uint64_t offset, const std::vector<uint8_t>& data, uint16_t flags = 0) {
+    send_request(cmd_write, offset, static_cast<uint32_t>(data.size()), flags, 0x77);
+    send(data);
+    auto reply = read_reply();
+    if (reply.cookie != 0x77)
+      throw std::runtime_error("wrong cookie");
+    return reply.error;
+  }
+
+  /// Returns the error; on success `out` holds the data.
+  uint32_t read(uint64_t offset, uint32_t length, std::vector<uint8_t>& out) {
+    send_request(cmd_read, offset, length, 0, 0x99);
+    auto reply = read_reply();
+    if (reply.cookie != 0x99)
+      throw std::runtime_error("wrong cookie");
+    if (reply.error == 0)
+      out = receive(length);
+    return reply.error;
+  }
+
+  uint32_t command(uint16_t type, uint64_t offset, uint32_t length, uint16_t flags = 0) {
+    send_request(type, offset, length, flags, 0x55);
+    auto reply = read_reply();
+    if (reply.cookie != 0x55)
+      throw std::runtime_error("wrong cookie");
+    return reply.error;
+  }
+
+private:
+  explicit test_client(int fd) : fd_(fd) {
+    timeval tv{10, 0};
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    ::setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  }
+
+  int fd_ = -1;
+};
+
+std::vector<uint8_t> pattern(std::size_t size, uint32_t seed) {
+  std::vector<uint8_t> out(size);
+  std::mt19937 gen(seed);
+  for (auto& b : out)
+    b = static_cast<uint8_t>(gen());
+  return out;
+}
+
+template <class Pred>
+bool wait_until(Pred pred, std::chrono::milliseconds limit = 5s) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() > deadline)
+      return false;
+    std::this_thread::sleep_for(2ms);
+  }
+  return true;
+}
+
+/// Runs a shell command, returning its exit status and combined output.
+std::pair<int, std::string> run(const std::string& command) {
+  std::string output;
+  FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
+  if (pipe == nullptr)
+    return {-1, "popen failed"};
+  char buf[4096];
+  while (auto n = std::fread(buf, 1, sizeof buf, pipe))
+    output.append(buf, n);
+  int status = ::pclose(pipe);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
+}
+
+std::string slurp(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// --- The fixture ------------------------------------------------------------------------------
+
+class NbdServer : public ::testing::Test {
+protected:
+  void SetUp() override {
+    previous_level_ = spdlog::get_level();
+    spdlog::set_level(spdlog::level::warn);
+    char tmpl[] = "/tmp/hast-nbd-test-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    // The "run" directory does not exist yet: start() creates it.
+    socket_path_ = (dir_ / "run" / "nbd.sock").string();
+    store_ = std::make_shared<memory_store>(default_size);
+    store_->worker = &worker_;
+    work_.emplace(io_.get_executor());
+    for (int i = 0; i < 2; ++i)
+      threads_.emplace_back([this] { io_.run(); });
+  }
+
+  void TearDown() override {
+    for (auto& s : servers_)
+      s->stop();
+    for (auto& s : servers_)
+      EXPECT_TRUE(wait_until([&] { return s->connections() == 0; }));
+    servers_.clear();
+    work_.reset();
+    // Let the posted shutdown work run, then stop whatever is left.
+    wait_until([&] { return io_.stopped(); }, 2s);
+    io_.stop();
+    for (auto& t : threads_)
+      t.join();
+    std::error_code ignored;
+    fs::remove_all(dir_, ignored);
+    spdlog::set_level(previous_level_);
+  }
+
+  server& start_server(const std::string& name = "shared", std::string address = {}) {
+    if (address.empty())
+      address = "uds://" + socket_path_;
+    auto store = store_;
+    servers_.push_back(std::make_unique<server>(
+      io_, name, address, [store] { return std::make_shared<memory_backend>(store); }));
+    auto status = servers_.back()->start();
+    EXPECT_TRUE(status.is_ok()) << status.message();
+    return *servers_.back();
+  }
+
+  test_client connect() { return test_client::unix_socket(socket_path_); }
+
+  /// A client past NBD_OPT_GO, ready for requests.
+  test_client attached(const std::string& name = "shared") {
+    auto client = connect();
+    client.handshake();
+    auto go = client.go(name);
+    if (go.final_type != rep_ack)
+      throw std::runtime_error("GO failed: " + go.message);
+    return client;
+  }
+
+  std::string uri(const std::string& name = "shared") const {
+    return "nbd+unix:///" + name + "?socket=" + socket_path_;
+  }
+
+  std::vector<uint8_t> stored(uint64_t offset, std::size_t length) {
+    std::lock_guard lock{store_->mutex};
+    return {store_->data.begin() + static_cast<std::ptrdiff_t>(offset),
+            store_->data.begin() + static_cast<std::ptrdiff_t>(offset + length)};
+  }
+
+  asio::io_context io_;
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_;
+  std::vector<std::thread> threads_;
+  completion_thread worker_;
+  fs::path dir_;
+  std::string socket_path_;
+  std::shared_ptr<memory_store> store_;
+  std::vector<std::unique_ptr<server>> servers_;
+  spdlog::level::level_enum previous_level_ = spdlog::level::info;
+};
+
+// --- Listening ------------------------------------------------------------------------------------
+
+TEST_F(NbdServer, StartCreatesTheSocketDirectoryAndASocketWithMode0660) {
+  start_server();
+  struct stat st {};
+  ASSERT_EQ(::lstat(socket_path_.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISSOCK(st.st_mode));
+  EXPECT_EQ(st.st_mode & 0777, 0660u);
+}
+
+TEST_F(NbdServer, StartReplacesAStaleSocketFile) {
+  fs::create_directories(fs::path(socket_path_).parent_path());
+  {
+    // Bind and close without unlinking: what a crashed daemon leaves behind.
+    int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, socket_path_.c_str(), sizeof addr.sun_path - 1);
+    ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    ::close(fd);
+  }
+  start_server();
+  auto client = attached();
+  std::vector<uint8_t> out;
+  EXPECT_EQ(client.read(0, 512, out), 0u);
+}
+
+TEST_F(NbdServer, StartFailsWhileAnotherServerListensOnTheSocket) {
+  start_server();
+  auto store = store_;
+  server second(io_, "shared", "uds://" + socket_path_,
+                [store] { return std::make_shared<memory_backend>(store); });
+  auto status = second.start();
+  ASSERT_FALSE(status.is_ok());
+  EXPECT_EQ(status.code(), errc::busy);
+  EXPECT_NE(status.message().find(socket_path_), std::string::npos) << status.message();
+  // The first server still works.
+  auto client = attached();
+  std::vector<uint8_t> out;
+  EXPECT_EQ(client.read(0, 512, out), 0u);
+}
+
+TEST_F(NbdServer, StartRefusesToReplaceAFileThatIsNotASocket) {
+  fs::create_directories(fs::path(socket_path_).parent_path());
+  std::ofstream(socket_path_) << "precious";
+  server s(io_, "shared", "uds://" + socket_path_, [] { return nullptr; });
+  auto status = s.start();
+  ASSERT_FALSE(status.is_ok());
+  EXPECT_NE(status.message().find("not a socket"), std::string::npos) << status.message();
+  EXPECT_EQ(slurp(socket_path_), "precious");
+}
+
+TEST_F(NbdServer, StartReportsAnUnusableAddressWithTheAddress) {
+  server s(io_, "shared", "carrier-pigeon://x", [] { return nullptr; });
+  auto status = s.start();
+  ASSERT_FALSE(status.is_ok());
+  EXPECT_NE(status.message().find("carrier-pigeon://x"), std::string::npos) << status.message();
+}
+
+TEST_F(NbdServer, StopRemovesTheSocketAndEndsEveryConnection) {
+  auto& s = start_server();
+  auto a = attached();
+  auto b = connect();
+  b.handshake();
+  ASSERT_TRUE(wait_until([&] { return s.connections() == 2; }));
+  s.stop();
+  EXPECT_TRUE(a.closed_by_server());
+  EXPECT_TRUE(b.closed_by_server());
+  EXPECT_TRUE(wait_until([&] { return s.connections() == 0; }));
+  EXPECT_TRUE(wait_until([&] { return !fs::exists(fs::symlink_status(socket_path_)); }));
+  EXPECT_TRUE(wait_until([&] { return store_->closes == 1; }));
+  EXPECT_EQ(store_->opens, 1);
+}
+
+TEST_F(NbdServer, ServesOverTcpOnLoopback) {
+  // Find a free port.
+  int probe = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(probe, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  socklen_t len = sizeof addr;
+  ::getsockname(probe, reinterpret_cast<sockaddr*>(&addr), &len);
+  const uint16_t port = ntohs(addr.sin_port);
+  ::close(probe);
+
+  auto& s = start_server("shared", "tcp://127.0.0.1:" + std::to_string(port));
+  EXPECT_EQ(s.local_address(), "tcp://127.0.0.1:" + std::to_string(port));
+  auto client = test_client::tcp_loopback(port);
+  client.handshake();
+  auto go = client.go("shared");
+  ASSERT_EQ(go.final_type, rep_ack) << go.message;
+  const auto data = pattern(8192, 7);
+  EXPECT_EQ(client.write(4096, data), 0u);
+  std::vector<uint8_t> out;
+  ASSERT_EQ(client.read(4096, 8192, out), 0u);
+  EXPECT_EQ(out, data);
+}
+
+// --- Handshake ------------------------------------------------------------------------------------
+
+TEST_F(NbdServer, GreetingOffersFixedNewstyleAndNoZeroes) {
+  start_server();
+  auto client = connect();
+  EXPECT_EQ(client.handshake(), flag_fixed_newstyle | flag_no_zeroes);
+}
+
+TEST_F(NbdServer, GoDescribesTheExportAndEntersTransmission) {
+  store_->description = "hast resource shared";
+  start_server();
+  auto client = connect();
+  client.handshake();
+  auto go = client.go("shared");
+  ASSERT_EQ(go.final_type, rep_ack) << go.message;
+  EXPECT_EQ(go.size, default_size);
+  EXPECT_EQ(go.flags, flag_has_flags | flag_send_flush | flag_send_fua | flag_send_trim |
+                        flag_send_write_zeroes | flag_can_multi_conn);
+  EXPECT_EQ(go.name, "shared");
+  EXPECT_EQ(go.description, "hast resource shared");
+  EXPECT_EQ(go.min_block, 1u);
+  EXPECT_EQ(go.preferred_block, 4096u);
+  EXPECT_EQ(go.max_block, 32u << 20);
+  std::vector<uint8_t> out;
+  EXPECT_EQ(client.read(0, 512, out), 0u);
+}
+
+TEST_F(NbdServer, GoWithAnEmptyNameSelectsTheExport) {
+  start_server();
+  auto client = connect();
+  client.handshake();
+  auto go = client.go("");
+  EXPECT_EQ(go.final_type, rep_ack) << go.message;
+  EXPECT_EQ(go.size, default_size);
+}
+
+TEST_F(NbdServer, InfoDescribesTheExportAndStaysInTheHandshake) {
+  start_server();
+  auto client = connect();
+  client.handshake();
+  auto info = client.go("shared", opt_info);
+  ASSERT_EQ(info.final_type, rep_ack) << info.message;
+  EXPECT_EQ(info.size, default_size);
+  // Still haggling: GO works next, and the backend was opened only once.
+  auto go = client.go("shared");
+  ASSERT_EQ(go.final_type, rep_ack) << go.message;
+  EXPECT_EQ(store_->opens, 1);
+  std::vector<uint8_t> out;
+  EXPECT_EQ(client.read(0, 512, out), 0u);
+}
+
+TEST_F(NbdServer, ListReturnsTheExportName) {
+  start_server("shared");
+  auto client = connect();
+  client.handshake();
+  client.send_option(opt_list);
+  auto server_reply = client.read_option_reply();
+  EXPECT_EQ(server_reply.header.option, opt_list);
+  ASSERT_EQ(server_reply.header.type, rep_server);
+  ASSERT_GE(server_reply.payload.size(), 4u);
+  EXPECT_EQ(get_be32(server_reply.payload.data()), 6u);
+  EXPECT_EQ(std::string(server_reply.payload.begin() + 4, server_reply.payload.end()), "shared");
+  EXPECT_EQ(client.read_option_reply().header.type, rep_ack);
+  // LIST does not open the export.
+  EXPECT_EQ(store_->opens, 0);
+}
+
+TEST_F(NbdServer, ListWithDataIsInvalid) {
+  start_server();
+  auto client = connect();
+  client.handshake();
+  client.send_option(opt_list, {1, 2, 3});
+  EXPECT_EQ(client.read_option_reply().header.type, rep_err_invalid);
+}
+
+TEST_F(NbdServer, BackendRefusalGivesErrUnknownWithTheMessageText) {
+  store_->refusal = "resource shared is not primary (role secondary)";
+  start_server();
+  auto client = connect();
+  client.handshake();
+  auto go = client.go("shared");
+  EXPECT_EQ(go.final_type, rep_err_unknown);
+  EXPECT_EQ(go.message, "resource shared is not primary (role secondary)");
+  // The client may try again once the resource is primary.
+  store_->refusal.clear();
+  go = client.go("shared");
+  EXPECT_EQ(go.final_type, rep_ack) << go.message;
+}
+
+TEST_F(NbdServer, UnknownExportNameGivesErrUnknown) {
+  start_server("shared");
+  auto client = connect();
+  client.handshake();
+  auto go = client.go("other");
+  EXPECT_EQ(go.final_type, rep_err_unknown);
+  EXPECT_NE(go.message.find("other"), std::string::npos);
+  EXPECT_EQ(store_->opens, 0);
+}
+
+TEST_F(NbdServer, MalformedGoDataIsInvalidAndTheHandshakeGoesOn) {
+  start_server();
+  auto client = connect();
+  client.handshake();
+  client.send_option(opt_go, {0, 0, 0, 9, 'x'});
+  EXPECT_EQ(client.read_option_reply().header.type, rep_err_invalid);
+  auto go = client.go("shared");
+  EXPECT_EQ(go.final_type, rep_ack) << go.message;
+}
+
+TEST_F(NbdServer, StructuredRepliesAndUnknownOptionsAreUnsupported) {
+  start_server();
+  auto client = connect();
+  client.handshake();
+  for (uint32_t option : {opt_structured_reply, opt_starttls, opt_extended_headers, 4242u}) {
+    client.send_option(option);
+    auto reply = client.read_option_reply();
+    EXPECT_EQ(reply.header.option, option);
+    EXPECT_EQ(reply.header.type, rep_err_unsup) << option;
+  }
+}
+
+TEST_F(NbdServer, AbortIsAcknowledgedThenTheConnectionCloses) {
+  auto& s = start_server();
+  auto client = connect();
+  client.handshake();
+  client.send_option(opt_abort);
+  auto reply = client.read_option_reply();
+  EXPECT_EQ(reply.header.option, opt_abort);
+  EXPECT_EQ(reply.header.type, rep_ack);
+  EXPECT_TRUE(client.closed_by_server());
+  EXPECT_TRUE(wait_until([&] { return s.connections() == 0; }));
+}
+
+TEST_F(NbdServer, ExportNameEntersTransmissionWithTheReservedZeroes) {
+  start_server();
+  auto client = connect();
+  client.handshake(flag_c_fixed_newstyle);  // no NO_ZEROES: expect 124 zero bytes
+  client.send_option(opt_export_name, {'s', 'h', 'a', 'r', 'e', 'd'});
+  auto reply = client.receive(8 + 2 + 124);
+  EXPECT_EQ(get_be64(reply.data()), default_size);
+  EXPECT_TRUE(get_be16(reply.data() + 8) & flag_has_flags);
+  EXPECT_TRUE(std::all_of(reply.begin() + 10, reply.end(), [](uint8_t b) { return b == 0; }));
+  std::vector<uint8_t> out;
+  EXPECT_EQ(client.read(0, 512, out), 0u);
+}
+
+TEST_F(NbdServer, ExportNameRefusedByTheBackendClosesTheConnection) {
+  store_->refusal = "not primary";
+  start_server();
+  auto client = connect();
+  client.handshake();
+  client.send_option(opt_export_name, {});
+  EXPECT_TRUE(client.closed_by_server());
+}
+
+TEST_F(NbdServer, UnknownClientFlagsCloseTheConnection) {
+  start_server();
+  auto client = connect();
+  client.handshake(flag_c_fixed_newstyle | 0x100);
+  EXPECT_TRUE(client.closed_by_server());
+}
+
+TEST_F(NbdServer, AnOptionOver64KibClosesTheConnection) {
+  start_server();
+  auto client = connect();
+  client.handshake();
+  client.send(encode_option_header({opt_go, (64u << 10) + 1}));
+  EXPECT_TRUE(client.closed_by_server());
+}
+
+TEST_F(NbdServer, BadOptionMagicClosesTheConnection) {
+  start_server();
+  auto client = connect();
+  client.handshake();
+  std::array<uint8_t, option_header_size> junk{};
+  client.send(junk);
+  EXPECT_TRUE(client.closed_by_server());
+}
+
+TEST_F(NbdServer, TooManyOptionsInOneHandshakeCloseTheConnection) {
+  start_server();
+  auto client = connect();
+  client.handshake();
+  for (int i = 0; i < 64; ++i) {
+    client.send_option(opt_structured_reply);
+    EXPECT_EQ(client.read_option_reply().header.type, rep_err_unsup);
+  }
+  client.send_option(opt_structured_reply);
+  EXPECT_TRUE(client.closed_by_server());
+}
+
+// --- Transmission ----------------------------------------------------------------------------------
+
+TEST_F(NbdServer, WriteReadFlushTrimWriteZeroesAndDiscWork) {
+  auto& s = start_server();
+  auto client = attached();
+  const auto data = pattern(64 << 10, 1);
+  ASSERT_EQ(client.write(4096, data), 0u);
+  EXPECT_EQ(stored(4096, data.size()), data);
+
+  std::vector<uint8_t> out;
+  ASSERT_EQ(client.read(4096, static_cast<uint32_t>(data.size()), out), 0u);
+  EXPECT_EQ(out, data);
+
+  EXPECT_EQ(client.write(0, pattern(512, 2), cmd_flag_fua), 0u);
+  EXPECT_EQ(store_->fua_writes, 1);
+
+  EXPECT_EQ(client.command(cmd_flush, 0, 0), 0u);
+  EXPECT_EQ(store_->flushes, 1);
+
+  EXPECT_EQ(client.command(cmd_trim, 4096, 4096), 0u);
+  EXPECT_EQ(store_->trims, 1);
+
+  EXPECT_EQ(client.command(cmd_write_zeroes, 8192, 4096), 0u);
+  EXPECT_EQ(store_->zeroes_may_trim, 1);
+  EXPECT_EQ(client.command(cmd_write_zeroes, 12288, 4096, cmd_flag_no_hole), 0u);
+  EXPECT_EQ(store_->zeroes_no_hole, 1);
+  ASSERT_EQ(client.read(8192, 8192, out), 0u);
+  EXPECT_EQ(out, std::vector<uint8_t>(8192, 0));
+
+  client.send_request(cmd_disc, 0, 0);
+  EXPECT_TRUE(client.closed_by_server());
+  EXPECT_TRUE(wait_until([&] { return store_->closes == 1; }));
+  EXPECT_TRUE(wait_until([&] { return s.connections() == 0; }));
+  EXPECT_EQ(store_->opens, 1);
+}
+
+TEST_F(NbdServer, UnalignedAndWholeExportRequestsWork) {
+  start_server();
+  auto client = attached();
+  const auto data = pattern(1000, 3);
+  ASSERT_EQ(client.write(default_size - 1000, data), 0u);
+  std::vector<uint8_t> out;
+  ASSERT_EQ(client.read(default_size - 1000, 1000, out), 0u);
+  EXPECT_EQ(out, data);
+  ASSERT_EQ(client.read(0, static_cast<uint32_t>(default_size), out), 0u);
+  EXPECT_EQ(out.size(), default_size);
+}
+
+TEST_F(NbdServer, PipelinedRequestsAreAllAnsweredByCookie) {
+  start_server();
+  auto client = attached();
+  constexpr int n = 48;
+  std::map<uint64_t, std::vector<uint8_t>> written;
+  for (int i = 0; i < n; ++i) {
+    auto data = pattern(4096, 100 + i);
+    client.send_request(cmd_write, static_cast<uint64_t>(i) * 4096, 4096, 0, 1000 + i);
+    client.send(data);
+    written[i] = std::move(data);
+  }
+  for (int i = 0; i < n; ++i) {
+    auto reply = client.read_reply();
+    EXPECT_EQ(reply.error, 0u);
+    EXPECT_GE(reply.cookie, 1000u);
+    EXPECT_LT(reply.cookie, 1000u + n);
+  }
+  for (int i = 0; i < n; ++i)
+    client.send_request(cmd_read, static_cast<uint64_t>(i) * 4096, 4096, 0, 2000 + i);
+  std::set<uint64_t> seen;
+  for (int i = 0; i < n; ++i) {
+    auto reply = client.read_reply();
+    ASSERT_EQ(reply.error, 0u);
+    ASSERT_GE(reply.cookie, 2000u);
+    ASSERT_LT(reply.cookie, 2000u + n);
+    EXPECT_EQ(client.receive(4096), written[reply.cookie - 2000]);
+    seen.insert(reply.cookie);
+  }
+  EXPECT_EQ(seen.size(), static_cast<std::size_t>(n));
+}
+
+TEST_F(NbdServer, ReadPastTheEndGetsEinvalAndTheConnectionLivesOn) {
+  start_server();
+  auto client = attached();
+  std::vector<uint8_t> out;
+  EXPECT_EQ(client.read(default_size - 512, 1024, out), einval);
+  EXPECT_EQ(client.read(default_size - 512, 512, out), 0u);
+  EXPECT_EQ(out.size(), 512u);
+}
+
+TEST_F(NbdServer, WritePastTheEndGetsEnospcAfterItsPayloadAndTheConnectionLivesOn) {
+  start_server();
+  auto client = attached();
+  EXPECT_EQ(client.write(default_size - 512, pattern(100000, 4)), enospc);
+  const auto data = pattern(512, 5);
+  EXPECT_EQ(client.write(default_size - 512, data), 0u);
+  std::vector<uint8_t> out;
+  ASSERT_EQ(client.read(default_size - 512, 512, out), 0u);
+  EXPECT_EQ(out, data);
+}
+
+TEST_F(NbdServer, UnknownCommandGetsEinvalAndTheConnectionLivesOn) {
+  start_server();
+  auto client = attached();
+  EXPECT_EQ(client.command(42, 0, 512), einval);
+  EXPECT_EQ(client.command(cmd_block_status, 0, 512), einval);
+  EXPECT_EQ(client.command(cmd_read, 0, 512, 0x4000), einval);  // unknown flag
+  std::vector<uint8_t> out;
+  EXPECT_EQ(client.read(0, 512, out), 0u);
+}
+
+TEST_F(NbdServer, ZeroLengthReadGetsEinvalAndTheConnectionLivesOn) {
+  start_server();
+  auto client = attached();
+  EXPECT_EQ(client.command(cmd_read, 0, 0), einval);
+  std::vector<uint8_t> out;
+  EXPECT_EQ(client.read(0, 512, out), 0u);
+}
+
+TEST_F(NbdServer, WriteOver32MibClosesTheConnection) {
+  store_ = std::make_shared<memory_store>(64u << 20);
+  store_->worker = &worker_;
+  start_server();
+  auto client = attached();
+  client.send_request(cmd_write, 0, (32u << 20) + 1);
+  EXPECT_TRUE(client.closed_by_server());
+}
+
+TEST_F(NbdServer, BadRequestMagicClosesOnlyThatConnection) {
+  auto& s = start_server();
+  auto bad = attached();
+  auto good = attached();
+  std::array<uint8_t, request_size> junk{};
+  junk.fill(0xab);
+  bad.send(junk);
+  EXPECT_TRUE(bad.closed_by_server());
+  const auto data = pattern(4096, 6);
+  EXPECT_EQ(good.write(0, data), 0u);
+  std::vector<uint8_t> out;
+  ASSERT_EQ(good.read(0, 4096, out), 0u);
+  EXPECT_EQ(out, data);
+  EXPECT_TRUE(wait_until([&] { return s.connections() == 1; }));
+  // A new client is welcome too.
+  auto third = attached();
+  EXPECT_EQ(third.read(0, 4096, out), 0u);
+}
+
+TEST_F(NbdServer, BackendErrorsAreAnsweredWithProtocolErrorValues) {
+  start_server();
+  auto client = attached();
+  store_->io_error = eio;
+  std::vector<uint8_t> out;
+  EXPECT_EQ(client.read(0, 512, out), eio);
+  EXPECT_EQ(client.write(0, pattern(512, 8)), eio);
+  // An errno the protocol does not define goes out as EIO.
+  store_->io_error = 9999;
+  EXPECT_EQ(client.command(cmd_flush, 0, 0), eio);
+  store_->io_error = enospc;
+  EXPECT_EQ(client.write(0, pattern(512, 8)), enospc);
+  store_->io_error = 0;
+  EXPECT_EQ(client.read(0, 512, out), 0u);
+}
+
+TEST_F(NbdServer, BackendIsClosedOnceWhenTheClientVanishesWithoutDisc) {
+  auto& s = start_server();
+  {
+    auto client = attached();
+    EXPECT_EQ(client.write(0, pattern(4096, 9)), 0u);
+  }
+  EXPECT_TRUE(wait_until([&] { return store_->closes == 1; }));
+  EXPECT_TRUE(wait_until([&] { return s.connections() == 0; }));
+  std::this_thread::sleep_for(20ms);
+  EXPECT_EQ(store_->closes, 1);
+}
+
+TEST_F(NbdServer, BackendIsNotClosedIfItWasNeverOpened) {
+  auto& s = start_server();
+  {
+    auto client = connect();
+    client.handshake();
+    client.send_option(opt_list);
+    client.read_option_reply();
+    client.read_option_reply();
+  }
+  EXPECT_TRUE(wait_until([&] { return s.connections() == 0; }));
+  EXPECT_EQ(store_->closes, 0);
+}
+
+// --- Real clients (libnbd) -------------------------------------------------------------------------
+
+TEST_F(NbdServer, NbdinfoSeesTheSizeAndTheAdvertisedFeatures) {
+  if (!fs::exists("/usr/bin/nbdinfo"))
+    GTEST_SKIP() << "nbdinfo is not installed";
+  start_server();
+  auto [status, output] = run("/usr/bin/nbdinfo --json '" + uri() + "'");
+  ASSERT_EQ(status, 0) << output;
+  auto doc = nlohmann::json::parse(output, nullptr, false);
+  ASSERT_FALSE(doc.is_discarded()) << output;
+  ASSERT_TRUE(doc.contains("exports")) << output;
+  ASSERT_EQ(doc["exports"].size(), 1u) << output;
+  const auto& e = doc["exports"][0];
+  EXPECT_EQ(e.value("export-size", uint64_t{0}), default_size);
+  EXPECT_TRUE(e.value("can_multi_conn", false)) << output;
+  EXPECT_TRUE(e.value("can_flush", false)) << output;
+  EXPECT_TRUE(e.value("can_fua", false)) << output;
+  EXPECT_TRUE(e.value("can_trim", false)) << output;
+  EXPECT_TRUE(e.value("can_zero", false)) << output;
+  EXPECT_FALSE(e.value("is_read_only", true)) << output;
+}
+
+TEST_F(NbdServer, NbdinfoPrintsTheBackendsRefusal) {
+  if (!fs::exists("/usr/bin/nbdinfo"))
+    GTEST_SKIP() << "nbdinfo is not installed";
+  store_->refusal = "resource shared is not primary (role secondary)";
+  start_server();
+  // libnbd 1.14 shows the server's message only in its debug output
+  // ("server error message: ..."); qemu-img prints it as "server reported".
+  auto [status, output] = run("LIBNBD_DEBUG=1 /usr/bin/nbdinfo '" + uri() + "'");
+  EXPECT_NE(status, 0) << output;
+  EXPECT_NE(output.find("resource shared is not primary (role secondary)"), std::string::npos)
+    << output;
+}
+
+TEST_F(NbdServer, NbdcopyCopies8MibInAndOutUnchanged) {
+  if (!fs::exists("/usr/bin/nbdcopy"))
+    GTEST_SKIP() << "nbdcopy is not installed";
+  constexpr std::size_t size = 8u << 20;
+  store_ = std::make_shared<memory_store>(size);
+  store_->worker = &worker_;
+  auto& s = start_server();
+
+  std::vector<uint8_t> random(size);
+  std::random_device rd;
+  std::mt19937_64 gen(rd());
+  for (std::size_t i = 0; i < size; i += 8) {
+    const uint64_t v = gen();
+    std::memcpy(random.data() + i, &v, 8);
+  }
+  const auto in = dir_ / "in.img";
+  const auto out = dir_ / "out.img";
+  std::ofstream(in, std::ios::binary)
+    .write(reinterpret_cast<const char*>(random.data()), static_cast<std::streamsize>(size));
+  fs::resize_file(in, size);
+  std::ofstream(out, std::ios::binary).close();
+  fs::resize_file(out, size);
+
+  auto [up, up_output] = run("/usr/bin/nbdcopy '" + in.string() + "' '" + uri() + "'");
+  ASSERT_EQ(up, 0) << up_output;
+  EXPECT_TRUE(stored(0, size) == random) << "the export differs from what was copied in";
+
+  auto [down, down_output] = run("/usr/bin/nbdcopy '" + uri() + "' '" + out.string() + "'");
+  ASSERT_EQ(down, 0) << down_output;
+  const auto copied = slurp(out);
+  ASSERT_EQ(copied.size(), size);
+  EXPECT_EQ(std::memcmp(copied.data(), random.data(), size), 0)
+    << "the bytes copied out differ from those copied in";
+  EXPECT_TRUE(wait_until([&] { return s.connections() == 0; }));
+  EXPECT_EQ(store_->opens.load(), store_->closes.load());
+}
+
+} // namespace
+} // namespace hast::nbd
