@@ -191,9 +191,9 @@ void start_peer(self_ptr self, role side) {
   auto& s = self->state;
   if (s.config.standalone() || s.link)
     return;
-  connector connect;
-  if (side == role::primary) {
-    auto io = s.io;
+  connector connect = s.io.connect;
+  if (side == role::primary && !connect) {
+    auto io = s.io.io;
     auto remote = s.config.remote;
     auto source = s.config.source;
     auto timeout = std::chrono::milliseconds(std::chrono::seconds(s.config.timeout));
@@ -921,7 +921,7 @@ resource_actor::behavior_type resource(resource_actor::stateful_pointer<resource
   auto& s = self->state;
   s.config = std::move(config);
   s.node = std::move(node);
-  s.io = io.io;
+  s.io = io;
   s.policy = policy_for(s.config.replication);
   auto weak = caf::actor_cast<caf::weak_actor_ptr>(self->ctrl());
   s.server = std::make_shared<nbd::server>(*io.io, s.config.name, s.config.nbd, [weak] {

@@ -23,6 +23,15 @@ namespace nbd {
 class server;
 }
 
+/// The Asio context the NBD export runs on, wrapped so that CAF's spawn
+/// machinery never needs the complete Asio type.
+struct io_ref {
+  asio::io_context* io = nullptr;
+  /// Replaces the TCP connector of a primary's peer (tests script the
+  /// secondary with it); empty in the daemon.
+  std::function<void(std::function<void(status, peer_link_ptr)>)> connect;
+};
+
 /// One client write (or trim, or write_zeroes) on its way to both disks.
 /// The client hears back once the mode's policy is satisfied; the extent
 /// leaves the activemap only when both sides are final.
@@ -65,7 +74,7 @@ struct resource_state {
 
   // Replication.
   std::string node;                 // this node's name, for the handshake
-  asio::io_context* io = nullptr;   // where the NBD export and the peer link run
+  io_ref io;                        // where the NBD export and the peer link run
   std::set<caf::actor_addr> retired;  // children we stopped; their exits are expected
   std::string peer_error;           // why the peer is not connected
   peer_actor link;                  // the peer actor while primary or secondary with a remote
@@ -96,11 +105,6 @@ struct resource_state {
   static inline const char* name = "hast.resource";
 };
 
-/// The Asio context the NBD export runs on, wrapped so that CAF's spawn
-/// machinery never needs the complete Asio type.
-struct io_ref {
-  asio::io_context* io = nullptr;
-};
 
 /// Spawns the resource in role init and starts listening on its NBD address.
 resource_actor::behavior_type resource(resource_actor::stateful_pointer<resource_state> self,

@@ -14,7 +14,7 @@ using self_ptr = supervisor_actor::stateful_pointer<supervisor_state>;
 
 void spawn_resource(self_ptr self, const resource_config& config) {
   // Linked: when the supervisor goes, its resources go with it.
-  auto handle = self->spawn<caf::linked>(resource, config, self->state.config.node, io_ref{self->state.io});
+  auto handle = self->spawn<caf::linked>(resource, config, self->state.config.node, io_ref{self->state.io, {}});
   self->monitor(handle);
   self->state.resources[config.name] = {config, handle};
 }

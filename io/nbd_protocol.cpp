@@ -190,30 +190,30 @@ std::array<uint8_t, request_size> encode_request(const request_header& request) 
 uint32_t validate(const request_header& request, uint64_t export_size, uint16_t advertised_flags) {
   const auto advertised = [&](uint16_t flag) { return (advertised_flags & flag) != 0; };
   switch (request.type) {
-    case cmd_read:
-    case cmd_write:
-    case cmd_disc:
-      break;
-    case cmd_flush:
-      if (!advertised(flag_send_flush))
-        return einval;
-      break;
-    case cmd_trim:
-      if (!advertised(flag_send_trim))
-        return einval;
-      break;
-    case cmd_write_zeroes:
-      if (!advertised(flag_send_write_zeroes))
-        return einval;
-      break;
-    case cmd_cache:
-      if (!advertised(flag_send_cache))
-        return einval;
-      break;
-    default:
-      // BLOCK_STATUS needs structured replies, RESIZE was never offered, and
-      // anything else is unknown.
+  case cmd_read:
+  case cmd_write:
+  case cmd_disc:
+    break;
+  case cmd_flush:
+    if (!advertised(flag_send_flush))
       return einval;
+    break;
+  case cmd_trim:
+    if (!advertised(flag_send_trim))
+      return einval;
+    break;
+  case cmd_write_zeroes:
+    if (!advertised(flag_send_write_zeroes))
+      return einval;
+    break;
+  case cmd_cache:
+    if (!advertised(flag_send_cache))
+      return einval;
+    break;
+  default:
+    // BLOCK_STATUS needs structured replies, RESIZE was never offered, and
+    // anything else is unknown.
+    return einval;
   }
 
   // FUA is valid on every command once advertised; the others only where
@@ -263,47 +263,76 @@ std::optional<simple_reply> decode_simple_reply(const uint8_t (&bytes)[simple_re
 
 std::string_view command_name(uint16_t type) {
   switch (type) {
-    case cmd_read: return "READ";
-    case cmd_write: return "WRITE";
-    case cmd_disc: return "DISC";
-    case cmd_flush: return "FLUSH";
-    case cmd_trim: return "TRIM";
-    case cmd_cache: return "CACHE";
-    case cmd_write_zeroes: return "WRITE_ZEROES";
-    case cmd_block_status: return "BLOCK_STATUS";
-    case cmd_resize: return "RESIZE";
+  case cmd_read:
+    return "READ";
+  case cmd_write:
+    return "WRITE";
+  case cmd_disc:
+    return "DISC";
+  case cmd_flush:
+    return "FLUSH";
+  case cmd_trim:
+    return "TRIM";
+  case cmd_cache:
+    return "CACHE";
+  case cmd_write_zeroes:
+    return "WRITE_ZEROES";
+  case cmd_block_status:
+    return "BLOCK_STATUS";
+  case cmd_resize:
+    return "RESIZE";
   }
   return "unknown command";
 }
 
 std::string_view option_name(uint32_t option) {
   switch (option) {
-    case opt_export_name: return "EXPORT_NAME";
-    case opt_abort: return "ABORT";
-    case opt_list: return "LIST";
-    case opt_peek_export: return "PEEK_EXPORT";
-    case opt_starttls: return "STARTTLS";
-    case opt_info: return "INFO";
-    case opt_go: return "GO";
-    case opt_structured_reply: return "STRUCTURED_REPLY";
-    case opt_list_meta_context: return "LIST_META_CONTEXT";
-    case opt_set_meta_context: return "SET_META_CONTEXT";
-    case opt_extended_headers: return "EXTENDED_HEADERS";
+  case opt_export_name:
+    return "EXPORT_NAME";
+  case opt_abort:
+    return "ABORT";
+  case opt_list:
+    return "LIST";
+  case opt_peek_export:
+    return "PEEK_EXPORT";
+  case opt_starttls:
+    return "STARTTLS";
+  case opt_info:
+    return "INFO";
+  case opt_go:
+    return "GO";
+  case opt_structured_reply:
+    return "STRUCTURED_REPLY";
+  case opt_list_meta_context:
+    return "LIST_META_CONTEXT";
+  case opt_set_meta_context:
+    return "SET_META_CONTEXT";
+  case opt_extended_headers:
+    return "EXTENDED_HEADERS";
   }
   return "unknown option";
 }
 
 std::string_view error_name(uint32_t error) {
   switch (error) {
-    case 0: return "success";
-    case eperm: return "EPERM";
-    case eio: return "EIO";
-    case enomem: return "ENOMEM";
-    case einval: return "EINVAL";
-    case enospc: return "ENOSPC";
-    case eoverflow: return "EOVERFLOW";
-    case enotsup: return "ENOTSUP";
-    case eshutdown: return "ESHUTDOWN";
+  case 0:
+    return "success";
+  case eperm:
+    return "EPERM";
+  case eio:
+    return "EIO";
+  case enomem:
+    return "ENOMEM";
+  case einval:
+    return "EINVAL";
+  case enospc:
+    return "ENOSPC";
+  case eoverflow:
+    return "EOVERFLOW";
+  case enotsup:
+    return "ENOTSUP";
+  case eshutdown:
+    return "ESHUTDOWN";
   }
   return "unknown error";
 }

@@ -21,20 +21,20 @@
 namespace hast::nbd {
 
 // --- Magic numbers ----------------------------------------------------------
-inline constexpr uint64_t init_magic = 0x4e42444d41474943;        // "NBDMAGIC"
-inline constexpr uint64_t option_magic = 0x49484156454f5054;      // "IHAVEOPT"
+inline constexpr uint64_t init_magic = 0x4e42444d41474943;   // "NBDMAGIC"
+inline constexpr uint64_t option_magic = 0x49484156454f5054; // "IHAVEOPT"
 inline constexpr uint64_t option_reply_magic = 0x3e889045565a9;
 inline constexpr uint32_t request_magic = 0x25609513;
 inline constexpr uint32_t simple_reply_magic = 0x67446698;
 inline constexpr uint32_t structured_reply_magic = 0x668e33ef;
 
 // --- Sizes on the wire -------------------------------------------------------
-inline constexpr std::size_t handshake_size = 18;      // magic, magic, 16-bit flags
-inline constexpr std::size_t option_header_size = 16;  // magic, option, length
+inline constexpr std::size_t handshake_size = 18;     // magic, magic, 16-bit flags
+inline constexpr std::size_t option_header_size = 16; // magic, option, length
 inline constexpr std::size_t option_reply_header_size = 20;
 inline constexpr std::size_t request_size = 28;
 inline constexpr std::size_t simple_reply_size = 16;
-inline constexpr std::size_t export_name_zeroes = 124;  // after an NBD_OPT_EXPORT_NAME reply
+inline constexpr std::size_t export_name_zeroes = 124; // after an NBD_OPT_EXPORT_NAME reply
 
 /// The largest READ or WRITE payload we accept (and advertise as maximum
 /// block size). A client may not rely on more than this without negotiation.
@@ -215,7 +215,8 @@ decode_option_reply_header(const uint8_t (&bytes)[option_reply_header_size]);
 /// The transmission flags that describe an export.
 uint16_t transmission_flags(const export_info& info);
 
-// --- Transmission ---------------------------------------------------------------------------------
+// --- Transmission
+// ---------------------------------------------------------------------------------
 
 struct request_header {
   uint16_t flags = 0;
@@ -256,7 +257,8 @@ std::array<uint8_t, simple_reply_size> encode_simple_reply(uint32_t error, uint6
 /// nullopt if the magic is not NBD_SIMPLE_REPLY_MAGIC (used by tests).
 std::optional<simple_reply> decode_simple_reply(const uint8_t (&bytes)[simple_reply_size]);
 
-// --- Names for log lines ----------------------------------------------------------------------------
+// --- Names for log lines
+// ----------------------------------------------------------------------------
 std::string_view command_name(uint16_t type);
 std::string_view option_name(uint32_t option);
 std::string_view error_name(uint32_t error);

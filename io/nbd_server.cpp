@@ -54,16 +54,16 @@ std::string errno_text(int error) {
 /// Only the error values the protocol defines may go on the wire.
 uint32_t wire_error(uint32_t error) {
   switch (error) {
-    case 0:
-    case eperm:
-    case eio:
-    case enomem:
-    case einval:
-    case enospc:
-    case eoverflow:
-    case enotsup:
-    case eshutdown:
-      return error;
+  case 0:
+  case eperm:
+  case eio:
+  case enomem:
+  case einval:
+  case enospc:
+  case eoverflow:
+  case enotsup:
+  case eshutdown:
+    return error;
   }
   return eio;
 }
@@ -85,8 +85,7 @@ std::optional<asio::ip::tcp::endpoint> as_tcp(const stream::endpoint& ep) {
 }
 
 /// "10.0.0.1:51234", or for a Unix socket the peer's process and user.
-template <class Socket>
-std::string describe_peer(Socket& socket) {
+template <class Socket> std::string describe_peer(Socket& socket) {
   std::error_code ec;
   auto ep = socket.remote_endpoint(ec);
   if (!ec) {
@@ -116,6 +115,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
   void accept();
   void on_accept(std::error_code ec, socket_type socket);
   void shut_down();
+  void close_sessions(const std::string& why);
   void session_ended() { connections.fetch_sub(1, std::memory_order_relaxed); }
 
   status failure(errc code, const std::string& why) const {
@@ -128,12 +128,12 @@ struct server::impl : std::enable_shared_from_this<impl> {
   const std::string address;
   const backend_factory factory;
   asio::basic_socket_acceptor<stream, strand_type> acceptor;
-  asio::basic_waitable_timer<std::chrono::steady_clock, asio::wait_traits<std::chrono::steady_clock>,
-                             strand_type>
-    retry_timer;
+  asio::basic_waitable_timer<std::chrono::steady_clock,
+                             asio::wait_traits<std::chrono::steady_clock>, strand_type>
+      retry_timer;
   std::atomic<std::size_t> connections{0};
   std::atomic<bool> stopping{false};
-  uint64_t accepted = 0;  // numbers the connections in log lines
+  uint64_t accepted = 0; // numbers the connections in log lines
 
   // Touched only on `strand`.
   std::list<std::weak_ptr<session>> sessions;
@@ -156,12 +156,12 @@ namespace {
 /// One message to send: an option reply (handshake), or a simple reply with,
 /// for READ, the data buffer sent as is.
 struct outgoing {
-  std::vector<uint8_t> bytes;                       // handshake messages
-  std::array<uint8_t, simple_reply_size> reply{};   // transmission replies
-  buffer_ptr data;                                  // READ payload, not copied
+  std::vector<uint8_t> bytes;                     // handshake messages
+  std::array<uint8_t, simple_reply_size> reply{}; // transmission replies
+  buffer_ptr data;                                // READ payload, not copied
   uint32_t data_length = 0;
   bool answers_request = false;
-  uint64_t charged_bytes = 0;                       // released when written
+  uint64_t charged_bytes = 0; // released when written
 };
 
 class session : public std::enable_shared_from_this<session> {
@@ -188,9 +188,10 @@ public:
     });
   }
 
-  /// Ends the connection at once (server stopping). Any thread.
-  void stop() {
-    asio::post(strand_, [self = shared_from_this()] { self->close("the server is stopping", false); });
+  /// Ends the connection at once. Any thread.
+  void stop(std::string why) {
+    asio::post(strand_,
+               [self = shared_from_this(), why = std::move(why)] { self->close(why, false); });
   }
 
 private:
@@ -243,44 +244,44 @@ private:
     option_data_.resize(header->length);
     if (header->length == 0)
       return handle_option(header->option);
-    asio::async_read(socket_, asio::buffer(option_data_),
-                     [self = shared_from_this(), option = header->option](std::error_code ec,
-                                                                          std::size_t) {
-                       if (self->closed_)
-                         return;
-                       if (ec)
-                         return self->socket_failed(ec, "reading an option");
-                       self->handle_option(option);
-                     });
+    asio::async_read(
+        socket_, asio::buffer(option_data_),
+        [self = shared_from_this(), option = header->option](std::error_code ec, std::size_t) {
+          if (self->closed_)
+            return;
+          if (ec)
+            return self->socket_failed(ec, "reading an option");
+          self->handle_option(option);
+        });
   }
 
   void handle_option(uint32_t option) {
     switch (option) {
-      case opt_export_name:
-        return export_name_option();
-      case opt_abort:
+    case opt_export_name:
+      return export_name_option();
+    case opt_abort:
+      enqueue_bytes(encode_option_reply(option, rep_ack));
+      close_when_flushed_ = true;
+      return after_write();
+    case opt_list:
+      if (!option_data_.empty()) {
+        enqueue_bytes(encode_option_reply(option, rep_err_invalid,
+                                          std::string_view{"NBD_OPT_LIST carries no data"}));
+      } else {
+        enqueue_bytes(encode_server_reply(owner_->export_name));
         enqueue_bytes(encode_option_reply(option, rep_ack));
-        close_when_flushed_ = true;
-        return after_write();
-      case opt_list:
-        if (!option_data_.empty()) {
-          enqueue_bytes(encode_option_reply(option, rep_err_invalid,
-                                            std::string_view{"NBD_OPT_LIST carries no data"}));
-        } else {
-          enqueue_bytes(encode_server_reply(owner_->export_name));
-          enqueue_bytes(encode_option_reply(option, rep_ack));
-        }
-        return read_option();
-      case opt_info:
-      case opt_go:
-        return info_option(option);
-      default:
-        // STRUCTURED_REPLY, STARTTLS, meta contexts, extended headers and
-        // anything unknown: we offer only the baseline.
-        spdlog::debug("nbd {}: {}: option {} ({}) not supported", owner_->export_name, peer_,
-                      option_name(option), option);
-        enqueue_bytes(encode_option_reply(option, rep_err_unsup));
-        return read_option();
+      }
+      return read_option();
+    case opt_info:
+    case opt_go:
+      return info_option(option);
+    default:
+      // STRUCTURED_REPLY, STARTTLS, meta contexts, extended headers and
+      // anything unknown: we offer only the baseline.
+      spdlog::debug("nbd {}: {}: option {} ({}) not supported", owner_->export_name, peer_,
+                    option_name(option), option);
+      enqueue_bytes(encode_option_reply(option, rep_err_unsup));
+      return read_option();
     }
   }
 
@@ -303,14 +304,14 @@ private:
   void info_option(uint32_t option) {
     auto request = decode_info_request(option_data_);
     if (!request) {
-      enqueue_bytes(encode_option_reply(option, rep_err_invalid,
-                                        std::string_view{"malformed NBD_OPT_INFO/NBD_OPT_GO data"}));
+      enqueue_bytes(encode_option_reply(
+          option, rep_err_invalid, std::string_view{"malformed NBD_OPT_INFO/NBD_OPT_GO data"}));
       return read_option();
     }
     if (!names_our_export(request->name)) {
-      enqueue_bytes(encode_option_reply(
-        option, rep_err_unknown,
-        fmt::format("no export named '{}' here (this is '{}')", request->name, owner_->export_name)));
+      enqueue_bytes(encode_option_reply(option, rep_err_unknown,
+                                        fmt::format("no export named '{}' here (this is '{}')",
+                                                    request->name, owner_->export_name)));
       return read_option();
     }
     open_export([this, self = shared_from_this(), option](const std::string& error) {
@@ -337,8 +338,7 @@ private:
   /// Opens the export through the backend (once per connection; a refusal
   /// may be retried). `then` runs on the strand with an empty string on
   /// success or the refusal's message.
-  template <class Then>
-  void open_export(Then then) {
+  template <class Then> void open_export(Then then) {
     if (opened_)
       return then(std::string{});
     if (!backend_) {
@@ -349,17 +349,18 @@ private:
     }
     open_pending_ = true;
     backend_->open([self = shared_from_this(), then = std::move(then)](open_result result) mutable {
-      asio::post(self->strand_, [self, then = std::move(then), result = std::move(result)]() mutable {
-        self->open_pending_ = false;
-        if (result.error.empty()) {
-          self->opened_ = true;
-          self->info_ = std::move(result.info);
-          self->flags_ = transmission_flags(self->info_);
-        }
-        if (self->closed_)
-          return self->release_backend();
-        then(result.error);
-      });
+      asio::post(self->strand_,
+                 [self, then = std::move(then), result = std::move(result)]() mutable {
+                   self->open_pending_ = false;
+                   if (result.error.empty()) {
+                     self->opened_ = true;
+                     self->info_ = std::move(result.info);
+                     self->flags_ = transmission_flags(self->info_);
+                   }
+                   if (self->closed_)
+                     return self->release_backend();
+                   then(result.error);
+                 });
     });
   }
 
@@ -380,10 +381,9 @@ private:
       read_paused_ = true;
       return;
     }
-    asio::async_read(socket_, asio::buffer(request_),
-                     [self = shared_from_this()](std::error_code ec, std::size_t) {
-                       self->on_request(ec);
-                     });
+    asio::async_read(
+        socket_, asio::buffer(request_),
+        [self = shared_from_this()](std::error_code ec, std::size_t) { self->on_request(ec); });
   }
 
   void on_request(std::error_code ec) {
@@ -478,33 +478,33 @@ private:
       });
     };
     switch (req.type) {
-      case cmd_read: {
-        const uint32_t length = req.length;
-        backend_->read(req.offset, length,
-                       [self = shared_from_this(), cookie, length](uint32_t error, buffer_ptr data) {
-                         asio::post(self->strand_, [self, cookie, length, error,
-                                                    data = std::move(data)]() mutable {
-                           --self->backend_pending_;
-                           if (self->closed_)
-                             return self->release_backend();
-                           self->read_done(cookie, length, wire_error(error), std::move(data));
-                         });
+    case cmd_read: {
+      const uint32_t length = req.length;
+      backend_->read(req.offset, length,
+                     [self = shared_from_this(), cookie, length](uint32_t error, buffer_ptr data) {
+                       asio::post(self->strand_, [self, cookie, length, error,
+                                                  data = std::move(data)]() mutable {
+                         --self->backend_pending_;
+                         if (self->closed_)
+                           return self->release_backend();
+                         self->read_done(cookie, length, wire_error(error), std::move(data));
                        });
-        return;
-      }
-      case cmd_write:
-        return backend_->write(req.offset, std::move(data), fua, std::move(done));
-      case cmd_flush:
-        return backend_->flush(std::move(done));
-      case cmd_trim:
-        return backend_->trim(req.offset, req.length, fua, std::move(done));
-      case cmd_write_zeroes:
-        return backend_->write_zeroes(req.offset, req.length,
-                                      (req.flags & cmd_flag_no_hole) == 0, fua, std::move(done));
-      default:
-        // validate() admits nothing else (CACHE is never advertised).
-        --backend_pending_;
-        return enqueue_reply(cookie, einval, nullptr, 0, charged);
+                     });
+      return;
+    }
+    case cmd_write:
+      return backend_->write(req.offset, std::move(data), fua, std::move(done));
+    case cmd_flush:
+      return backend_->flush(std::move(done));
+    case cmd_trim:
+      return backend_->trim(req.offset, req.length, fua, std::move(done));
+    case cmd_write_zeroes:
+      return backend_->write_zeroes(req.offset, req.length, (req.flags & cmd_flag_no_hole) == 0,
+                                    fua, std::move(done));
+    default:
+      // validate() admits nothing else (CACHE is never advertised).
+      --backend_pending_;
+      return enqueue_reply(cookie, einval, nullptr, 0, charged);
     }
   }
 
@@ -560,9 +560,9 @@ private:
           gather_.push_back(asio::buffer(out.data->data(), out.data_length));
       }
     }
-    asio::async_write(socket_, gather_, [self = shared_from_this()](std::error_code ec, std::size_t) {
-      self->on_written(ec);
-    });
+    asio::async_write(
+        socket_, gather_,
+        [self = shared_from_this()](std::error_code ec, std::size_t) { self->on_written(ec); });
   }
 
   void on_written(std::error_code ec) {
@@ -595,8 +595,8 @@ private:
         close("client disconnected", false);
       return;
     }
-    if (read_paused_ && outstanding_ < max_outstanding_requests &&
-        outstanding_bytes_ < max_outstanding_bytes) {
+    if (read_paused_ && outstanding_ < max_outstanding_requests
+        && outstanding_bytes_ < max_outstanding_bytes) {
       read_paused_ = false;
       read_request();
     }
@@ -605,8 +605,8 @@ private:
   // --- Ending ----------------------------------------------------------------------
 
   void socket_failed(std::error_code ec, std::string_view doing) {
-    if (ec == asio::error::eof || ec == asio::error::connection_reset ||
-        ec == asio::error::broken_pipe) {
+    if (ec == asio::error::eof || ec == asio::error::connection_reset
+        || ec == asio::error::broken_pipe) {
       // A client that goes away without NBD_CMD_DISC is common (killed
       // nbdinfo, kernel client teardown): not worth a warning.
       return close(in_transmission_ ? "connection closed without NBD_CMD_DISC"
@@ -669,12 +669,12 @@ private:
   bool in_transmission_ = false;
   uint8_t request_[request_size] = {};
   std::vector<uint8_t> discard_;
-  std::size_t backend_pending_ = 0;   // backend calls whose completion has not run
-  std::size_t outstanding_ = 0;       // requests read whose reply is not yet written
-  uint64_t outstanding_bytes_ = 0;    // READ/WRITE payload bytes of those
+  std::size_t backend_pending_ = 0; // backend calls whose completion has not run
+  std::size_t outstanding_ = 0;     // requests read whose reply is not yet written
+  uint64_t outstanding_bytes_ = 0;  // READ/WRITE payload bytes of those
   bool read_paused_ = false;
-  bool disconnecting_ = false;        // NBD_CMD_DISC received
-  bool close_when_flushed_ = false;   // NBD_OPT_ABORT answered
+  bool disconnecting_ = false;      // NBD_CMD_DISC received
+  bool close_when_flushed_ = false; // NBD_OPT_ABORT answered
 
   // Replies, written in completion order.
   std::deque<outgoing> queue_;
@@ -698,15 +698,14 @@ status server::impl::start() {
   const std::string path = unix_socket_path(address);
   if (!path.empty()) {
     if (path.size() >= sizeof(sockaddr_un{}.sun_path))
-      return failure(errc::invalid_argument,
-                     fmt::format("the socket path is longer than {} bytes",
-                                 sizeof(sockaddr_un{}.sun_path) - 1));
+      return failure(errc::invalid_argument, fmt::format("the socket path is longer than {} bytes",
+                                                         sizeof(sockaddr_un{}.sun_path) - 1));
     const auto parent = std::filesystem::path(path).parent_path();
     if (!parent.empty()) {
       std::filesystem::create_directories(parent, ec);
       if (ec)
-        return failure(errc::io_error,
-                       fmt::format("cannot create directory {}: {}", parent.string(), ec.message()));
+        return failure(errc::io_error, fmt::format("cannot create directory {}: {}",
+                                                   parent.string(), ec.message()));
     }
     struct stat st {};
     if (::lstat(path.c_str(), &st) == 0) {
@@ -718,8 +717,8 @@ status server::impl::start() {
       if (!ec)
         return failure(errc::busy, "another server is listening on it");
       if (::unlink(path.c_str()) != 0 && errno != ENOENT)
-        return failure(errc::io_error,
-                       fmt::format("cannot remove the stale socket {}: {}", path, errno_text(errno)));
+        return failure(errc::io_error, fmt::format("cannot remove the stale socket {}: {}", path,
+                                                   errno_text(errno)));
     }
     endpoint = stream::endpoint(asio::local::stream_protocol::endpoint(path));
   } else {
@@ -743,7 +742,8 @@ status server::impl::start() {
         endpoint = stream::endpoint(results.begin()->endpoint());
     }
     if (ec)
-      return failure(errc::invalid_argument, fmt::format("cannot resolve {}: {}", host, ec.message()));
+      return failure(errc::invalid_argument,
+                     fmt::format("cannot resolve {}: {}", host, ec.message()));
     if (endpoint.size() == 0 || endpoint.protocol().family() == AF_UNSPEC)
       return failure(errc::invalid_argument, fmt::format("{} has no address", host));
   }
@@ -769,8 +769,8 @@ status server::impl::start() {
       std::error_code ignored;
       acceptor.close(ignored);
       ::unlink(path.c_str());
-      return failure(errc::io_error, fmt::format("cannot set the mode of {}: {}", path,
-                                                 errno_text(error)));
+      return failure(errc::io_error,
+                     fmt::format("cannot set the mode of {}: {}", path, errno_text(error)));
     }
     socket_path = path;
     socket_dev = st.st_dev;
@@ -836,6 +836,13 @@ void server::impl::on_accept(std::error_code ec, socket_type socket) {
   accept();
 }
 
+void server::impl::close_sessions(const std::string& why) {
+  for (auto& weak : sessions)
+    if (auto s = weak.lock())
+      s->stop(why);
+  sessions.clear();
+}
+
 void server::impl::shut_down() {
   if (shut)
     return;
@@ -846,14 +853,11 @@ void server::impl::shut_down() {
   if (!socket_path.empty()) {
     // Remove the file only if it is still ours, not a successor's.
     struct stat st {};
-    if (::lstat(socket_path.c_str(), &st) == 0 && st.st_dev == socket_dev &&
-        st.st_ino == socket_ino)
+    if (::lstat(socket_path.c_str(), &st) == 0 && st.st_dev == socket_dev
+        && st.st_ino == socket_ino)
       ::unlink(socket_path.c_str());
   }
-  for (auto& weak : sessions)
-    if (auto s = weak.lock())
-      s->stop();
-  sessions.clear();
+  close_sessions("the server is stopping");
   spdlog::info("nbd {}: stopped listening", export_name);
 }
 
@@ -872,12 +876,22 @@ status server::start() {
   return impl_->start();
 }
 
-void server::stop() {
-  if (impl_->stopping.exchange(true))
-    return;
-  if (impl_->strand.running_in_this_thread())
-    return impl_->shut_down();
-  asio::post(impl_->strand, [self = impl_] { self->shut_down(); });
+void server::stop(std::function<void()> stopped) {
+  const bool first = !impl_->stopping.exchange(true);
+  auto work = [self = impl_, first, stopped = std::move(stopped)] {
+    if (first)
+      self->shut_down();
+    if (stopped)
+      stopped();
+  };
+  // Inline only when nothing posted earlier could still be pending.
+  if (first && impl_->strand.running_in_this_thread())
+    return work();
+  asio::post(impl_->strand, std::move(work));
+}
+
+void server::close_sessions() {
+  asio::post(impl_->strand, [self = impl_] { self->close_sessions("the export is being closed"); });
 }
 
 std::size_t server::connections() const {

@@ -14,6 +14,7 @@
 #include "messages/errc.hpp"
 
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -27,7 +28,10 @@ class server {
 public:
   /// `address` is "uds:///path" (also "unix:///path" or "/path") or
   /// "tcp://host:port" (port 10809 if omitted). `factory` makes one backend
-  /// per accepted connection. Nothing happens until start().
+  /// per connection, when the client first asks for the export; it may be
+  /// called concurrently from any thread running `io`. Nothing happens until
+  /// start(). `io` must outlive the server and every backend completion
+  /// (completions are posted to it).
   server(asio::io_context& io, std::string export_name, std::string address,
          backend_factory factory);
   server(const server&) = delete;
@@ -41,10 +45,18 @@ public:
   /// once, before the io_context runs or from one of its threads.
   status start();
 
-  /// Closes the acceptor and every session, and removes the Unix socket
-  /// file. Safe to call from any thread and more than once: the work is
-  /// posted to the io_context.
-  void stop();
+  /// Closes the acceptor and every session (each backend is closed once its
+  /// outstanding calls have completed), and removes the Unix socket file.
+  /// Safe to call from any thread and more than once: the work is posted to
+  /// the io_context. `stopped`, if given, runs on an io_context thread once
+  /// the acceptor is closed and the socket file is gone, so that a new
+  /// server may bind the same address from it.
+  void stop(std::function<void()> stopped = {});
+
+  /// Closes every open connection but keeps listening: a resource leaving
+  /// the primary role drops its clients, and new ones get the backend's
+  /// refusal. Backends are closed as in stop(). Safe to call from any thread.
+  void close_sessions();
 
   /// Connections currently open (handshake or transmission).
   std::size_t connections() const;

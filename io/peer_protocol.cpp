@@ -60,6 +60,7 @@ bool known_type(uint8_t t) {
     case msg_type::received:
     case msg_type::done:
     case msg_type::read_reply:
+    case msg_type::sync_done:
     case msg_type::goodbye:
       return true;
   }
@@ -327,6 +328,7 @@ std::string_view to_string(msg_type type) {
     case msg_type::received: return "received";
     case msg_type::done: return "done";
     case msg_type::read_reply: return "read_reply";
+    case msg_type::sync_done: return "sync_done";
     case msg_type::goodbye: return "goodbye";
   }
   return "unknown";

@@ -43,6 +43,7 @@ enum class msg_type : uint8_t {
   received = 20,       // secondary → primary: memsync, the data is in memory
   done = 21,           // reply to write/trim/write_zeroes/flush: completed (or `error`)
   read_reply = 22,     // reply to read: the data (or `error`)
+  sync_done = 16,      // primary → secondary: resync complete; `offset` carries the primary's localcnt
   goodbye = 30,        // either way: orderly close; the payload may hold a reason
 };
 

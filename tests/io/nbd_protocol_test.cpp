@@ -9,9 +9,9 @@
 namespace hast::nbd {
 namespace {
 
-constexpr uint64_t export_size = 1u << 20;  // 1 MiB
-constexpr uint16_t all_flags = flag_has_flags | flag_send_flush | flag_send_fua | flag_send_trim |
-                               flag_send_write_zeroes | flag_can_multi_conn;
+constexpr uint64_t export_size = 1u << 20; // 1 MiB
+constexpr uint16_t all_flags = flag_has_flags | flag_send_flush | flag_send_fua | flag_send_trim
+                               | flag_send_write_zeroes | flag_can_multi_conn;
 
 request_header make(uint16_t type, uint64_t offset, uint32_t length, uint16_t flags = 0) {
   return request_header{flags, type, 0x1122334455667788, offset, length};
@@ -22,8 +22,7 @@ uint32_t check(uint16_t type, uint64_t offset, uint32_t length, uint16_t flags =
   return validate(make(type, offset, length, flags), size, advertised);
 }
 
-template <std::size_t N>
-void copy_to(uint8_t (&dst)[N], const std::array<uint8_t, N>& src) {
+template <std::size_t N> void copy_to(uint8_t (&dst)[N], const std::array<uint8_t, N>& src) {
   std::copy(src.begin(), src.end(), dst);
 }
 
@@ -215,8 +214,8 @@ TEST(NbdCodec, TransmissionFlagsFollowTheExportInfo) {
   export_info ro;
   ro.read_only = true;
   // A read-only export offers no trim or write-zeroes: they would only fail.
-  EXPECT_EQ(transmission_flags(ro),
-            flag_has_flags | flag_read_only | flag_send_flush | flag_send_fua | flag_can_multi_conn);
+  EXPECT_EQ(transmission_flags(ro), flag_has_flags | flag_read_only | flag_send_flush
+                                        | flag_send_fua | flag_can_multi_conn);
 }
 
 // --- Requests and replies -------------------------------------------------------------------

@@ -30,6 +30,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <future>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -98,9 +99,9 @@ struct memory_store {
 
   std::mutex mutex;
   std::vector<uint8_t> data;
-  std::string refusal;     // non-empty: open() refuses with this message
+  std::string refusal; // non-empty: open() refuses with this message
   std::string description;
-  uint32_t io_error = 0;   // non-zero: every I/O completes with this error
+  uint32_t io_error = 0; // non-zero: every I/O completes with this error
   completion_thread* worker = nullptr;
 
   std::atomic<int> opens{0};
@@ -163,8 +164,7 @@ public:
     finish(std::move(done));
   }
 
-  void write_zeroes(uint64_t offset, uint32_t length, bool may_trim, bool,
-                    done_fn done) override {
+  void write_zeroes(uint64_t offset, uint32_t length, bool may_trim, bool, done_fn done) override {
     {
       std::lock_guard lock{store_->mutex};
       std::fill_n(store_->data.begin() + static_cast<std::ptrdiff_t>(offset), length, 0);
@@ -236,10 +236,7 @@ public:
     }
   }
   void send(const std::vector<uint8_t>& bytes) { send(bytes.data(), bytes.size()); }
-  template <std::size_t N>
-  void send(const std::array<uint8_t, N>& bytes) {
-    send(bytes.data(), N);
-  }
+  template <std::size_t N> void send(const std::array<uint8_t, N>& bytes) { send(bytes.data(), N); }
 
   void receive(void* data, std::size_t size) {
     auto* p = static_cast<uint8_t*>(data);
@@ -299,8 +296,8 @@ public:
   }
 
   struct go_result {
-    uint32_t final_type = 0;  // rep_ack or an error
-    std::string message;      // an error's text
+    uint32_t final_type = 0; // rep_ack or an error
+    std::string message;     // an error's text
     uint64_t size = 0;
     uint16_t flags = 0;
     std::string name;
@@ -324,21 +321,21 @@ public:
       }
       const uint8_t* p = reply.payload.data();
       switch (get_be16(p)) {
-        case info_export:
-          out.size = get_be64(p + 2);
-          out.flags = get_be16(p + 10);
-          break;
-        case info_name:
-          out.name.assign(p + 2, p + reply.payload.size());
-          break;
-        case info_description:
-          out.description.assign(p + 2, p + reply.payload.size());
-          break;
-        case info_block_size:
-          out.min_block = get_be32(p + 2);
-          out.preferred_block = get_be32(p + 6);
-          out.max_block = get_be32(p + 10);
-          break;
+      case info_export:
+        out.size = get_be64(p + 2);
+        out.flags = get_be16(p + 10);
+        break;
+      case info_name:
+        out.name.assign(p + 2, p + reply.payload.size());
+        break;
+      case info_description:
+        out.description.assign(p + 2, p + reply.payload.size());
+        break;
+      case info_block_size:
+        out.min_block = get_be32(p + 2);
+        out.preferred_block = get_be32(p + 6);
+        out.max_block = get_be32(p + 10);
+        break;
       }
     }
   }
@@ -403,8 +400,7 @@ std::vector<uint8_t> pattern(std::size_t size, uint32_t seed) {
   return out;
 }
 
-template <class Pred>
-bool wait_until(Pred pred, std::chrono::milliseconds limit = 5s) {
+template <class Pred> bool wait_until(Pred pred, std::chrono::milliseconds limit = 5s) {
   const auto deadline = std::chrono::steady_clock::now() + limit;
   while (!pred()) {
     if (std::chrono::steady_clock::now() > deadline)
@@ -473,7 +469,7 @@ protected:
       address = "uds://" + socket_path_;
     auto store = store_;
     servers_.push_back(std::make_unique<server>(
-      io_, name, address, [store] { return std::make_shared<memory_backend>(store); }));
+        io_, name, address, [store] { return std::make_shared<memory_backend>(store); }));
     auto status = servers_.back()->start();
     EXPECT_TRUE(status.is_ok()) << status.message();
     return *servers_.back();
@@ -512,7 +508,8 @@ protected:
   spdlog::level::level_enum previous_level_ = spdlog::level::info;
 };
 
-// --- Listening ------------------------------------------------------------------------------------
+// --- Listening
+// ------------------------------------------------------------------------------------
 
 TEST_F(NbdServer, StartCreatesTheSocketDirectoryAndASocketWithMode0660) {
   start_server();
@@ -586,6 +583,38 @@ TEST_F(NbdServer, StopRemovesTheSocketAndEndsEveryConnection) {
   EXPECT_EQ(store_->opens, 1);
 }
 
+TEST_F(NbdServer, ANewServerCanListenOnTheSameSocketOnceTheOldOneHasStopped) {
+  auto& old_server = start_server();
+  auto client = attached();
+  std::promise<void> stopped;
+  old_server.stop([&] { stopped.set_value(); });
+  ASSERT_EQ(stopped.get_future().wait_for(5s), std::future_status::ready);
+  EXPECT_TRUE(client.closed_by_server());
+  start_server();
+  auto again = attached();
+  std::vector<uint8_t> out;
+  EXPECT_EQ(again.read(0, 512, out), 0u);
+}
+
+TEST_F(NbdServer, CloseSessionsEndsEveryConnectionButKeepsListening) {
+  auto& s = start_server();
+  auto a = attached();
+  auto b = attached();
+  ASSERT_TRUE(wait_until([&] { return s.connections() == 2; }));
+  s.close_sessions();
+  EXPECT_TRUE(a.closed_by_server());
+  EXPECT_TRUE(b.closed_by_server());
+  EXPECT_TRUE(wait_until([&] { return store_->closes == 2; }));
+  EXPECT_TRUE(wait_until([&] { return s.connections() == 0; }));
+  // Still listening: a new client gets what the backend now says.
+  store_->refusal = "resource shared is not primary (role secondary)";
+  auto c = connect();
+  c.handshake();
+  auto go = c.go("shared");
+  EXPECT_EQ(go.final_type, rep_err_unknown);
+  EXPECT_EQ(go.message, "resource shared is not primary (role secondary)");
+}
+
 TEST_F(NbdServer, ServesOverTcpOnLoopback) {
   // Find a free port.
   int probe = ::socket(AF_INET, SOCK_STREAM, 0);
@@ -611,7 +640,8 @@ TEST_F(NbdServer, ServesOverTcpOnLoopback) {
   EXPECT_EQ(out, data);
 }
 
-// --- Handshake ------------------------------------------------------------------------------------
+// --- Handshake
+// ------------------------------------------------------------------------------------
 
 TEST_F(NbdServer, GreetingOffersFixedNewstyleAndNoZeroes) {
   start_server();
@@ -627,8 +657,8 @@ TEST_F(NbdServer, GoDescribesTheExportAndEntersTransmission) {
   auto go = client.go("shared");
   ASSERT_EQ(go.final_type, rep_ack) << go.message;
   EXPECT_EQ(go.size, default_size);
-  EXPECT_EQ(go.flags, flag_has_flags | flag_send_flush | flag_send_fua | flag_send_trim |
-                        flag_send_write_zeroes | flag_can_multi_conn);
+  EXPECT_EQ(go.flags, flag_has_flags | flag_send_flush | flag_send_fua | flag_send_trim
+                          | flag_send_write_zeroes | flag_can_multi_conn);
   EXPECT_EQ(go.name, "shared");
   EXPECT_EQ(go.description, "hast resource shared");
   EXPECT_EQ(go.min_block, 1u);
@@ -747,7 +777,7 @@ TEST_F(NbdServer, AbortIsAcknowledgedThenTheConnectionCloses) {
 TEST_F(NbdServer, ExportNameEntersTransmissionWithTheReservedZeroes) {
   start_server();
   auto client = connect();
-  client.handshake(flag_c_fixed_newstyle);  // no NO_ZEROES: expect 124 zero bytes
+  client.handshake(flag_c_fixed_newstyle); // no NO_ZEROES: expect 124 zero bytes
   client.send_option(opt_export_name, {'s', 'h', 'a', 'r', 'e', 'd'});
   auto reply = client.receive(8 + 2 + 124);
   EXPECT_EQ(get_be64(reply.data()), default_size);
@@ -802,7 +832,8 @@ TEST_F(NbdServer, TooManyOptionsInOneHandshakeCloseTheConnection) {
   EXPECT_TRUE(client.closed_by_server());
 }
 
-// --- Transmission ----------------------------------------------------------------------------------
+// --- Transmission
+// ----------------------------------------------------------------------------------
 
 TEST_F(NbdServer, WriteReadFlushTrimWriteZeroesAndDiscWork) {
   auto& s = start_server();
@@ -906,7 +937,7 @@ TEST_F(NbdServer, UnknownCommandGetsEinvalAndTheConnectionLivesOn) {
   auto client = attached();
   EXPECT_EQ(client.command(42, 0, 512), einval);
   EXPECT_EQ(client.command(cmd_block_status, 0, 512), einval);
-  EXPECT_EQ(client.command(cmd_read, 0, 512, 0x4000), einval);  // unknown flag
+  EXPECT_EQ(client.command(cmd_read, 0, 512, 0x4000), einval); // unknown flag
   std::vector<uint8_t> out;
   EXPECT_EQ(client.read(0, 512, out), 0u);
 }
@@ -988,7 +1019,8 @@ TEST_F(NbdServer, BackendIsNotClosedIfItWasNeverOpened) {
   EXPECT_EQ(store_->closes, 0);
 }
 
-// --- Real clients (libnbd) -------------------------------------------------------------------------
+// --- Real clients (libnbd)
+// -------------------------------------------------------------------------
 
 TEST_F(NbdServer, NbdinfoSeesTheSizeAndTheAdvertisedFeatures) {
   if (!fs::exists("/usr/bin/nbdinfo"))
@@ -1020,7 +1052,7 @@ TEST_F(NbdServer, NbdinfoPrintsTheBackendsRefusal) {
   auto [status, output] = run("LIBNBD_DEBUG=1 /usr/bin/nbdinfo '" + uri() + "'");
   EXPECT_NE(status, 0) << output;
   EXPECT_NE(output.find("resource shared is not primary (role secondary)"), std::string::npos)
-    << output;
+      << output;
 }
 
 TEST_F(NbdServer, NbdcopyCopies8MibInAndOutUnchanged) {
@@ -1041,7 +1073,7 @@ TEST_F(NbdServer, NbdcopyCopies8MibInAndOutUnchanged) {
   const auto in = dir_ / "in.img";
   const auto out = dir_ / "out.img";
   std::ofstream(in, std::ios::binary)
-    .write(reinterpret_cast<const char*>(random.data()), static_cast<std::streamsize>(size));
+      .write(reinterpret_cast<const char*>(random.data()), static_cast<std::streamsize>(size));
   fs::resize_file(in, size);
   std::ofstream(out, std::ios::binary).close();
   fs::resize_file(out, size);
@@ -1055,7 +1087,7 @@ TEST_F(NbdServer, NbdcopyCopies8MibInAndOutUnchanged) {
   const auto copied = slurp(out);
   ASSERT_EQ(copied.size(), size);
   EXPECT_EQ(std::memcmp(copied.data(), random.data(), size), 0)
-    << "the bytes copied out differ from those copied in";
+      << "the bytes copied out differ from those copied in";
   EXPECT_TRUE(wait_until([&] { return s.connections() == 0; }));
   EXPECT_EQ(store_->opens.load(), store_->closes.load());
 }

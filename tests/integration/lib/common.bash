@@ -85,7 +85,7 @@ data_region() {
   local res=$1 out=$2
   ctl dump --json "$res" > "$T/dump.json"
   local off size
-  off=$(json_get "$T/dump.json" "j['resources'][0]['data_offset']")
+  off=$(json_get "$T/dump.json" "j['resources'][0]['localoff']")
   size=$(json_get "$T/dump.json" "j['resources'][0]['datasize']")
   python3 - "$T/$res.img" "$out" "$off" "$size" <<'PY'
 import sys
@@ -98,4 +98,116 @@ with open(src, 'rb') as f, open(dst, 'wb') as g:
         if not b: break
         g.write(b); left -= len(b)
 PY
+}
+
+# ---- two nodes on loopback ---------------------------------------------------------------
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# write_pair_config RES MODE [extra resource lines]: nodeA and nodeB on
+# 127.0.0.1 with their own ports, control sockets and providers.
+write_pair_config() {
+  local res=$1 mode=$2 extra=${3:-}
+  PORT_A=$(free_port)
+  PORT_B=$(free_port)
+  mkdir -p "$T/a" "$T/b"
+  cat > "$T/hast.conf" <<CONF
+on nodeA {
+  control uds://$T/a/ctl.sock
+  pidfile $T/a/hastd.pid
+  listen tcp://127.0.0.1:$PORT_A
+}
+on nodeB {
+  control uds://$T/b/ctl.sock
+  pidfile $T/b/hastd.pid
+  listen tcp://127.0.0.1:$PORT_B
+}
+resource $res {
+  replication $mode
+  timeout 5
+$extra
+  on nodeA {
+    local $T/a/$res.img
+    remote tcp://127.0.0.1:$PORT_B
+    nbd uds://$T/a/$res.nbd
+  }
+  on nodeB {
+    local $T/b/$res.img
+    remote tcp://127.0.0.1:$PORT_A
+    nbd uds://$T/b/$res.nbd
+  }
+}
+CONF
+}
+
+ctl_on() { local node=$1; shift; "$HASTCTL" -c "$T/hast.conf" -n "$node" "$@"; }
+
+declare -A NODE_PID
+# start_node nodeA|nodeB: foreground daemon, logs in $T/<node>.log.
+start_node() {
+  local node=$1
+  "$HASTD" -F -c "$T/hast.conf" -n "$node" >>"$T/$node.log" 2>&1 &
+  NODE_PID[$node]=$!
+  STARTED_PIDS+=("$!")
+  for _ in $(seq 100); do
+    ctl_on "$node" status >/dev/null 2>&1 && return 0
+    kill -0 "${NODE_PID[$node]}" 2>/dev/null || fail "hastd $node exited during start-up"
+    sleep 0.1
+  done
+  fail "hastd $node did not answer on its control socket"
+}
+
+stop_node() {
+  local node=$1 rc=0
+  kill -TERM "${NODE_PID[$node]}"
+  wait "${NODE_PID[$node]}" || rc=$?
+  [[ $rc -eq 0 ]] || fail "hastd $node exited with status $rc after SIGTERM"
+}
+
+kill9_node() {
+  kill -KILL "${NODE_PID[$1]}" 2>/dev/null || true
+  wait "${NODE_PID[$1]}" 2>/dev/null || true
+}
+
+# wait_status NODE RES WORD [seconds]: until `status` shows WORD for RES.
+wait_status() {
+  local node=$1 res=$2 word=$3 secs=${4:-60}
+  for _ in $(seq $((secs * 10))); do
+    ctl_on "$node" status "$res" 2>/dev/null | grep -q "^$res[[:space:]]*$word" && return 0
+    sleep 0.1
+  done
+  ctl_on "$node" list "$res" >&2 || true
+  fail "$node: $res did not reach '$word' within ${secs}s"
+}
+
+# region_of NODE RES OUT: the data region of NODE's provider.
+region_of() {
+  local node=$1 res=$2 out=$3 dir
+  dir=$([[ $node == nodeA ]] && echo a || echo b)
+  ctl_on "$node" dump --json "$res" > "$T/dump-$node.json"
+  local off size
+  off=$(json_get "$T/dump-$node.json" "j['resources'][0]['localoff']")
+  size=$(json_get "$T/dump-$node.json" "j['resources'][0]['datasize']")
+  python3 - "$T/$dir/$res.img" "$out" "$off" "$size" <<'PY'
+import sys
+src, dst, off, size = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+with open(src, 'rb') as f, open(dst, 'wb') as g:
+    f.seek(off)
+    left = size
+    while left:
+        b = f.read(min(left, 1 << 20))
+        if not b: break
+        g.write(b); left -= len(b)
+PY
+}
+
+# same_regions RES: both providers' data regions are byte-identical.
+same_regions() {
+  local res=$1
+  region_of nodeA "$res" "$T/region-a"
+  region_of nodeB "$res" "$T/region-b"
+  cmp -s "$T/region-a" "$T/region-b" || fail "data regions of nodeA and nodeB differ"
+  rm -f "$T/region-a" "$T/region-b"
 }
