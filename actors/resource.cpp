@@ -267,16 +267,59 @@ void settle(self_ptr self, uint64_t id) {
     sync_pump(self);
 }
 
+std::pair<uint64_t, uint64_t> byte_range(const nbd_call& call) {
+  return {call.offset, call.offset + std::max<uint32_t>(call.length, 1)};
+}
+
+bool overlaps_local(self_ptr self, std::pair<uint64_t, uint64_t> r) {
+  for (auto& [id, other] : self->state.local_ranges)
+    if (r.first < other.second && other.first < r.second)
+      return true;
+  return false;
+}
+
+void handle_write(self_ptr self, nbd_call call);
+
+/// Starts the ordered writes that no longer overlap a running one, keeping
+/// arrival order among those that still overlap each other.
+void release_ordered(self_ptr self) {
+  auto& s = self->state;
+  if (s.ordered.empty())
+    return;
+  std::deque<nbd_call> still;
+  auto waiting = std::move(s.ordered);
+  s.ordered.clear();
+  for (auto& call : waiting) {
+    auto r = byte_range(call);
+    bool blocked = overlaps_local(self, r);
+    for (auto& earlier : still) {
+      auto e = byte_range(earlier);
+      blocked = blocked || (r.first < e.second && e.first < r.second);
+    }
+    if (blocked)
+      still.push_back(std::move(call));
+    else
+      handle_write(self, std::move(call));
+  }
+  for (auto& call : s.ordered)  // queued again meanwhile: keep them behind
+    still.push_back(std::move(call));
+  s.ordered = std::move(still);
+}
+
 void local_part(self_ptr self, uint64_t id, const nbd_call& call) {
   auto& disk = pick_disk(self);
   auto ok = [self, id](uint64_t) {
     auto& s = self->state;
     if (auto it = s.tracks.find(id); it != s.tracks.end())
       it->second.local_done = true;
+    if (s.local_ranges.erase(id) > 0)
+      release_ordered(self);
     settle(self, id);
   };
   auto failed = [self, id](caf::error& err) {
     auto& s = self->state;
+    if (s.local_ranges.erase(id) > 0)
+      release_ordered(self);
     spdlog::error("{}: local request failed: {}", s.config.name, self->system().render(err));
     if (auto it = s.tracks.find(id); it != s.tracks.end()) {
       auto& t = it->second;
@@ -366,8 +409,22 @@ void handle_write(self_ptr self, nbd_call call) {
     s.deferred.push_back(std::move(call));
     return;
   }
+  if (call.kind != nbd_call::op::flush) {
+    auto r = byte_range(call);
+    bool blocked = overlaps_local(self, r);
+    for (auto& earlier : s.ordered) {
+      auto e = byte_range(earlier);
+      blocked = blocked || (r.first < e.second && e.first < r.second);
+    }
+    if (blocked) {
+      s.ordered.push_back(std::move(call));
+      return;
+    }
+  }
   ++s.in_flight;
   auto id = s.next_id++;
+  if (call.kind != nbd_call::op::flush)
+    s.local_ranges[id] = byte_range(call);
   bool must_persist = false;
   if (call.kind == nbd_call::op::flush) {
     ++s.counters.flushes;
@@ -393,6 +450,8 @@ void handle_write(self_ptr self, nbd_call call) {
       t.local_done = t.remote_final = t.remote_satisfied = true;
       t.remote_failed = false;
       t.local_error = nbd::eio;
+      if (s.local_ranges.erase(id) > 0)
+        release_ordered(self);
       return settle(self, id);
     }
     remote_part(self, id, t.call);

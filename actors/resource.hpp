@@ -85,6 +85,11 @@ struct resource_state {
   std::unordered_map<uint64_t, write_track> tracks;       // replicated writes by id
   std::unordered_map<uint64_t, uint32_t> busy;            // extent -> client writes in flight
   std::vector<nbd_call> deferred;                         // writes waiting for an extent's sync
+  // Client writes whose local part is running, by id: [offset, end). A write
+  // overlapping one of them waits in `ordered`, so that both nodes apply
+  // overlapping writes in the same (arrival) order.
+  std::map<uint64_t, std::pair<uint64_t, uint64_t>> local_ranges;
+  std::deque<nbd_call> ordered;
   sync_state sync;
   bool bumped = false;              // localcnt raised for the current outage
 

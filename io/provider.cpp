@@ -60,7 +60,7 @@ provider::provider(int fd, std::string path, uint64_t size, bool direct, bool wr
 provider::provider(provider &&other) noexcept
     : fd_(std::exchange(other.fd_, -1)), path_(std::move(other.path_)), size_(other.size_),
       direct_(other.direct_), writable_(other.writable_), block_device_(other.block_device_),
-      read_faults_(std::move(other.read_faults_)) {}
+      read_faults_(std::move(other.read_faults_)), rmw_locks_(other.rmw_locks_) {}
 
 provider &provider::operator=(provider &&other) noexcept {
   if (this != &other) {
@@ -72,6 +72,7 @@ provider &provider::operator=(provider &&other) noexcept {
     writable_ = other.writable_;
     block_device_ = other.block_device_;
     read_faults_ = std::move(other.read_faults_);
+    rmw_locks_ = other.rmw_locks_;
   }
   return *this;
 }
@@ -219,9 +220,17 @@ status provider::write(const void *buf, size_t len, uint64_t off) const {
     return status::ok();
   if (!direct_ || aligned(buf, len, off))
     return pwrite_full(buf, len, off);
-  // Read-modify-write of the edge blocks through an aligned buffer.
+  // Read-modify-write of the edge blocks through an aligned buffer, holding
+  // the stripes of both edge blocks (in index order: no deadlock).
   auto first = round_down(off);
   auto last = round_up(off + len);
+  auto& locks = *rmw_locks_;
+  auto a = (first / align) % locks.size();
+  auto b = ((last - align) / align) % locks.size();
+  std::unique_lock<std::mutex> lock_a{locks[std::min(a, b)]};
+  std::unique_lock<std::mutex> lock_b;
+  if (a != b)
+    lock_b = std::unique_lock<std::mutex>{locks[std::max(a, b)]};
   auto span = last - first;
   auto bounce = allocate_aligned(span);
   std::memset(bounce.get(), 0, span);

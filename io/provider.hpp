@@ -13,7 +13,10 @@
 
 #include "messages/errc.hpp"
 
+#include <array>
 #include <cstddef>
+#include <memory>
+#include <mutex>
 #include <cstdint>
 #include <string>
 #include <utility>
@@ -92,6 +95,11 @@ private:
   bool writable_ = false;
   bool block_device_ = false;
   std::vector<std::pair<uint64_t, uint64_t>> read_faults_; // [off, end)
+  // Unaligned O_DIRECT writes read, modify and write whole 4 KiB blocks; two
+  // of them touching one block (disjoint bytes, so legal for a client to
+  // issue at once) would lose an update. They lock the block's stripe.
+  std::shared_ptr<std::array<std::mutex, 64>> rmw_locks_ =
+      std::make_shared<std::array<std::mutex, 64>>();
 };
 
 } // namespace hast

@@ -119,9 +119,12 @@ A status
 B status
 A list "$res"
 
-say "Stop both daemons and compare the providers' data regions byte for byte"
-for n in a b; do kill "$(cat "$state/$n/hastd.pid")"; done
-for _ in $(seq 50); do [[ -e $state/a/hastd.pid || -e $state/b/hastd.pid ]] || break; sleep 0.1; done
+say "Stop the primary, then the secondary, and compare their data regions byte for byte"
+# The primary first: it drains and waits for the secondary's last "done".
+for n in a b; do
+  kill "$(cat "$state/$n/hastd.pid")"
+  for _ in $(seq 100); do [[ -e $state/$n/hastd.pid ]] || break; sleep 0.1; done
+done
 region() {
   "$hastctl" -c "$state/hast.conf" -n "$1" dump --json "$res" | python3 -c '
 import json, sys, hashlib
