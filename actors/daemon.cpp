@@ -70,6 +70,18 @@ nlohmann::json handle_control(caf::actor_system& sys, const supervisor_actor& su
           reply = {{"resources", list}};
         },
         on_error);
+  } else if (command == "resync") {
+    if (!request.value("discard_local", false))
+      return {{"error", "resync needs --discard-local (this node gives up its own changes)"}};
+    self->request(sup, control_timeout, atom::resync_v, names)
+      .receive(
+        [&](std::vector<role_outcome>& outcomes) {
+          auto list = nlohmann::json::array();
+          for (auto& o : outcomes)
+            list.push_back({{"resource", o.resource}, {"error", o.error}});
+          reply = {{"results", list}};
+        },
+        on_error);
   } else {
     reply = {{"error", "unknown command '" + command + "'"}};
   }

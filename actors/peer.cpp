@@ -340,8 +340,11 @@ void on_primary_frame(self_ptr self, peer_frame& frame) {
       auto reply = peer::decode_hello(frame.payload);
       if (!reply)
         return fail(self, reply.error().message());
-      if (!reply->refusal.empty())
+      if (!reply->refusal.empty()) {
+        if (reply->sync_source == "split-brain")
+          self->send(s.owner, atom::split_brain_v);
         return fail(self, "refused by the secondary: " + reply->refusal);
+      }
       if (!s.key.empty() && !s.peer_proved)
         return fail(self, "the secondary did not authenticate although a secret is configured");
       if (reply->datasize != s.hello.datasize)

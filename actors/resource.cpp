@@ -2,6 +2,7 @@
 
 #include "actors/disk_io.hpp"
 #include "actors/peer.hpp"
+#include "io/hooks.hpp"
 #include "io/nbd_protocol.hpp"
 #include "io/nbd_server.hpp"
 #include "io/peer_transport.hpp"
@@ -123,6 +124,27 @@ disk_io_actor& pick_disk(self_ptr self) {
   auto& disk = s.disks[s.next_disk];
   s.next_disk = (s.next_disk + 1) % s.disks.size();
   return disk;
+}
+
+/// Runs the `exec` hook for an event of this resource (never waits).
+void event(self_ptr self, const std::string& name, std::vector<std::string> more = {}) {
+  auto& s = self->state;
+  std::vector<std::string> args{name, s.config.name};
+  args.insert(args.end(), more.begin(), more.end());
+  run_hook(s.config.exec, std::move(args));
+}
+
+/// Both nodes were written as primary while apart: report it (once per
+/// detection) and leave the resolution to the administrator.
+void detect_split_brain(self_ptr self) {
+  auto& s = self->state;
+  if (s.split_brain)
+    return;
+  s.split_brain = true;
+  spdlog::error("{}: split brain: both nodes were written as primary while apart; choose the "
+                "node to discard and run 'hastctl resync --discard-local {}' there (as secondary)",
+                s.config.name, s.config.name);
+  event(self, "split-brain");
 }
 
 /// Writes metadata and activemap through the metadata writer; `then` runs
@@ -484,7 +506,9 @@ void on_remote_ack(self_ptr self, uint64_t id, remote_stage stage, uint32_t erro
     if (stage == remote_stage::written) {
       s.map->clear_sync(extent);
       auto off = extent * s.md.extent_size;
-      s.sync.done_bytes += std::min<uint64_t>(s.md.extent_size, s.md.datasize - off);
+      auto copied = std::min<uint64_t>(s.md.extent_size, s.md.datasize - off);
+      s.sync.done_bytes += copied;
+      s.synced_total += copied;
       if (++s.sync.since_persist >= 16) {
         s.sync.since_persist = 0;
         persist(self, [](bool) {});
@@ -538,10 +562,11 @@ void sync_finish(self_ptr self) {
   auto& s = self->state;
   s.sync.active = false;
   auto seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - s.sync.started).count();
-  if (s.sync.done_bytes > 0)
+  if (s.sync.done_bytes > 0) {
     spdlog::info("{}: synchronization complete: {} bytes in {:.1f} s", s.config.name,
                  s.sync.done_bytes, seconds);
-  else
+    event(self, "syncdone");
+  } else
     spdlog::info("{}: nodes are in sync", s.config.name);
   persist(self, [](bool) {});
   self->send(s.link, atom::sync_done_v, s.md.localcnt);
@@ -605,8 +630,10 @@ void sync_start(self_ptr self) {
   s.sync.active = true;
   s.sync.started = std::chrono::steady_clock::now();
   s.sync.total_bytes = s.map->sync_extents() * s.md.extent_size;
-  if (s.sync.total_bytes > 0)
+  if (s.sync.total_bytes > 0) {
     spdlog::info("{}: synchronization started: {} bytes to go", s.config.name, s.sync.total_bytes);
+    event(self, "syncstart");
+  }
   sync_pump(self);
 }
 
@@ -619,6 +646,7 @@ void sync_stop(self_ptr self, const std::string& why) {
   s.sync.active = false;
   s.sync.extents.clear();
   s.sync.ids.clear();
+  event(self, "syncintr");
   release_deferred(self);
 }
 
@@ -672,7 +700,19 @@ peer::hello_message answer_primary(self_ptr self, const peer::hello_message& p) 
     s.md.resuid = p.resuid;
     reply.resuid = p.resuid;
     reply.sync_source = p.localcnt == 0 ? "none" : "full";
+  } else if (s.discard_local && s.md.localcnt > p.remotecnt) {
+    // The administrator chose this node as the loser: its changes go, and
+    // the primary resends every extent either side changed.
+    spdlog::warn("{}: discarding local changes (generation {}), taking the primary's data",
+                 s.config.name, s.md.localcnt);
+    s.md.localcnt = p.remotecnt;
+    s.discard_local = false;
+    s.split_brain = false;
+    reply.localcnt = s.md.localcnt;
+    reply.sync_source = "primary";
+    reply.bitmap = s.map->bitmap();
   } else if (s.md.localcnt > p.remotecnt && p.localcnt > s.md.remotecnt) {
+    detect_split_brain(self);
     reply.sync_source = "split-brain";
     reply.refusal = "split brain: both nodes were written as primary while apart";
     spdlog::error("{}: split brain detected (primary {}/{}, secondary {}/{})", s.config.name,
@@ -753,6 +793,8 @@ void enter(self_ptr self, role target) {
   }
   spdlog::info("{}: role changed from {} to {}", s.config.name, to_string(previous),
                to_string(target));
+  if (previous != target)
+    event(self, "role", {to_string(previous), to_string(target)});
 }
 
 /// Leaves primary once the last request has drained: flush, persist, switch.
@@ -767,6 +809,8 @@ void finish_drain(self_ptr self) {
         stop_peer(self);
         s.draining = false;
         s.pending_role.reset();
+        // Nothing is in flight: the keepdirty extents guard nothing now.
+        s.map->forget_keepdirty();
         enter(self, target);
         for (auto& rp : s.drained)
           rp.deliver(previous);
@@ -933,7 +977,12 @@ resource_status make_status(self_ptr self) {
   st.current_role = s.current;
   auto in_sync = s.config.standalone() || (s.connected && !s.sync.active
                                            && (!s.map || s.map->sync_extents() == 0));
-  st.status = s.current == role::init ? "-" : (in_sync ? "complete" : "degraded");
+  st.status = s.current == role::init ? "-"
+              : s.split_brain           ? "split-brain"
+              : in_sync                 ? "complete"
+                                        : "degraded";
+  st.split_brain = s.split_brain;
+  st.synced_bytes = s.synced_total;
   st.connected = s.connected;
   st.local = s.config.local;
   st.remote = s.config.remote;
@@ -1017,8 +1066,16 @@ resource_actor::behavior_type resource(resource_actor::stateful_pointer<resource
     },
     [=](atom::stop) -> caf::result<bool> {
       auto& s = self->state;
-      if (s.current != role::primary)
+      if (s.current == role::init)
         return true;
+      if (s.current == role::secondary) {
+        stop_peer(self);
+        if (!s.map || s.in_flight > 0 || !s.map->forget_keepdirty())
+          return true;
+        auto rp = self->make_response_promise<bool>();
+        persist(self, [rp](bool ok) mutable { rp.deliver(ok); });
+        return rp;
+      }
       auto rp = self->make_response_promise<bool>();
       s.stopped.push_back(rp);
       if (!s.draining)
@@ -1071,8 +1128,11 @@ resource_actor::behavior_type resource(resource_actor::stateful_pointer<resource
       if (!s.map)
         return;
       s.connected = true;
+      s.split_brain = false;
+      s.discard_local = false;
       s.remote_address = session.remote_address;
       s.peer_error.clear();
+      event(self, "connect");
       if (s.current != role::primary)
         return;
       s.bumped = false;
@@ -1093,16 +1153,32 @@ resource_actor::behavior_type resource(resource_actor::stateful_pointer<resource
       if (!s.connected)
         return;
       s.connected = false;
+      event(self, "disconnect");
       sync_stop(self, reason);
     },
     [=](atom::remote_ack, uint64_t id, remote_stage stage, uint32_t error) {
       on_remote_ack(self, id, stage, error);
     },
+    [=](atom::split_brain) { detect_split_brain(self); },
+    [=](atom::resync) -> caf::result<bool> {
+      auto& s = self->state;
+      if (s.current != role::secondary)
+        return caf::make_error(errc::invalid_argument,
+                               s.config.name + " is " + to_string(s.current)
+                                 + "; only a secondary can discard its changes (run 'hastctl "
+                                   "role secondary "
+                                 + s.config.name + "' first)");
+      s.discard_local = true;
+      spdlog::warn("{}: local changes will be discarded at the next connection", s.config.name);
+      return true;
+    },
     [=](atom::sync_done, uint64_t localcnt) {
       auto& s = self->state;
       if (!s.map)
         return;
+      // The primary confirmed that we hold its data: nothing here is dirty.
       s.md.remotecnt = localcnt;
+      s.map->clear_all_sync();
       persist(self, [](bool) {});
     },
   };

@@ -92,6 +92,9 @@ struct resource_state {
   std::deque<nbd_call> ordered;
   sync_state sync;
   bool bumped = false;              // localcnt raised for the current outage
+  bool split_brain = false;         // both nodes wrote apart; never resolved silently
+  bool discard_local = false;       // hastctl resync --discard-local: give up our changes
+  uint64_t synced_total = 0;        // bytes copied by resyncs since start
 
   // The export; listens for the whole life of the actor, serves only a primary.
   std::shared_ptr<nbd::server> server;

@@ -207,6 +207,31 @@ supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<su
       spdlog::info("configuration reloaded: {}", summary);
       return summary;
     },
+    [=](atom::resync, std::vector<std::string>& wanted)
+      -> caf::result<std::vector<role_outcome>> {
+      auto names = select(self, wanted);
+      if (!names)
+        return names.error();
+      if (names->empty())
+        return std::vector<role_outcome>{};
+      auto g = std::make_shared<gather<role_outcome>>();
+      g->promise = self->make_response_promise<std::vector<role_outcome>>();
+      g->answers.resize(names->size());
+      g->outstanding = names->size();
+      for (size_t i = 0; i < names->size(); ++i) {
+        auto name = (*names)[i];
+        self->request(self->state.resources[name].handle, std::chrono::seconds(10), atom::resync_v)
+          .then([g, i, name](bool) { g->add(i, {name, role::secondary, ""}); },
+                [=](caf::error& err) {
+                  auto text = self->system().render(err);
+                  if (err.category() == caf::atom("hast")
+                      && err.context().match_element<std::string>(0))
+                    text = err.context().get_as<std::string>(0);
+                  g->add(i, {name, role::init, text});
+                });
+      }
+      return g->promise;
+    },
     [=](atom::peer_accept, accepted_link& accepted) {
       auto it = self->state.resources.find(accepted.hello.resource);
       if (it == self->state.resources.end()) {

@@ -19,7 +19,8 @@ struct command_entry {
 constexpr command_entry commands[] = {
     {"create", hast::cli::run_create}, {"dump", hast::cli::run_dump},
     {"role", hast::cli::run_role},     {"status", hast::cli::run_status},
-    {"list", hast::cli::run_list},     {"attach", hast::cli::run_attach},
+    {"list", hast::cli::run_list},
+  {"resync", hast::cli::run_resync},     {"attach", hast::cli::run_attach},
     {"detach", hast::cli::run_detach},
 };
 

@@ -158,3 +158,20 @@ uint64_t activemap::dirty_extents() const {
 }
 
 } // namespace hast
+
+namespace hast {
+
+bool activemap::forget_keepdirty() {
+  if (!pending_.empty())
+    return false;
+  lru_.clear();
+  lru_index_.clear();
+  return true;
+}
+
+void activemap::clear_all_sync() {
+  std::fill(syncmap_.begin(), syncmap_.end(), uint8_t{0});
+  sync_count_ = 0;
+}
+
+} // namespace hast

@@ -81,6 +81,15 @@ public:
   /// Writes in flight on the extent.
   uint32_t pending(uint64_t extent) const;
 
+  /// A clean stop: with no write in flight, the keepdirty set guards
+  /// nothing, so it is emptied and the image keeps only extents to sync
+  /// (otherwise every restart would resync up to `keepdirty` extents).
+  /// Returns false, changing nothing, while writes are in flight.
+  bool forget_keepdirty();
+
+  /// Forgets every extent to sync (the peer confirmed it holds our data).
+  void clear_all_sync();
+
   /// The on-disk image, bitstring(3) layout: bit i is byte i>>3, mask
   /// 1<<(i&7); bitmap_bytes() long, unused high bits of the last byte zero.
   std::vector<uint8_t> bitmap() const;

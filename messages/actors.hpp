@@ -150,6 +150,8 @@ CAF_BEGIN_TYPE_ID_BLOCK(hast, caf::first_custom_type_id)
   CAF_ADD_ATOM(hast, hast::atom, remote_read, "hrread")
   CAF_ADD_ATOM(hast, hast::atom, release, "hrelease")
   CAF_ADD_ATOM(hast, hast::atom, sync_done, "hsyncdone")
+  CAF_ADD_ATOM(hast, hast::atom, split_brain, "hsplit")
+  CAF_ADD_ATOM(hast, hast::atom, resync, "hresync")
 CAF_END_TYPE_ID_BLOCK(hast)
 
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hast::buffer_ptr)
@@ -227,7 +229,12 @@ using resource_actor = caf::typed_actor<
   caf::reacts_to<atom::remote_ack, uint64_t, remote_stage, uint32_t>,
   // Secondary: the primary finished a resync; our data now matches its
   // generation `localcnt`.
-  caf::reacts_to<atom::sync_done, uint64_t>>;
+  caf::reacts_to<atom::sync_done, uint64_t>,
+  // Primary: the secondary refused us because both were written apart.
+  caf::reacts_to<atom::split_brain>,
+  // hastctl resync --discard-local: this secondary gives up its own changes
+  // at the next handshake and takes the primary's.
+  caf::replies_to<atom::resync>::with<bool>>;
 
 /// The link to the other node for one resource: connects (primary) or
 /// accepts (secondary), authenticates, shakes hands, moves frames, and on
@@ -267,6 +274,8 @@ using supervisor_actor = caf::typed_actor<
   // SIGTERM/SIGINT: stop every resource in order; answers when done.
   caf::replies_to<atom::stop>::with<bool>,
   // The peer listener accepted a connection; route it to its resource.
-  caf::reacts_to<atom::peer_accept, accepted_link>>;
+  caf::reacts_to<atom::peer_accept, accepted_link>,
+  // hastctl resync --discard-local: one outcome per named resource.
+  caf::replies_to<atom::resync, std::vector<std::string>>::with<std::vector<role_outcome>>>;
 
 } // namespace hast

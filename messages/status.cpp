@@ -21,6 +21,8 @@ nlohmann::json to_json(const resource_status& x) {
     {"extent_size", x.extent_size},
     {"keepdirty", x.keepdirty},
     {"dirty_bytes", x.dirty_bytes},
+    {"synced_bytes", x.synced_bytes},
+    {"split_brain", x.split_brain},
     {"nbd_connections", x.nbd_connections},
     {"queues", {{"local", x.queue_local}, {"send", x.queue_send}, {"recv", x.queue_recv}}},
     {"sync",
@@ -61,6 +63,8 @@ resource_status status_from_json(const nlohmann::json& j) {
   x.extent_size = j.value("extent_size", uint32_t{0});
   x.keepdirty = j.value("keepdirty", uint32_t{0});
   x.dirty_bytes = j.value("dirty_bytes", uint64_t{0});
+  x.synced_bytes = j.value("synced_bytes", uint64_t{0});
+  x.split_brain = j.value("split_brain", false);
   x.nbd_connections = j.value("nbd_connections", uint64_t{0});
   if (auto q = j.find("queues"); q != j.end()) {
     x.queue_local = q->value("local", uint64_t{0});

@@ -37,7 +37,7 @@ struct resource_status {
   std::string name;
   std::string provider_name;
   role current_role = role::init;
-  std::string status;        // "complete", "degraded" or "-" (init)
+  std::string status;        // "complete", "degraded", "split-brain" or "-" (init)
   bool connected = false;
   std::string local;
   std::string remote;
@@ -50,6 +50,8 @@ struct resource_status {
   uint32_t extent_size = 0;
   uint32_t keepdirty = 0;
   uint64_t dirty_bytes = 0;
+  uint64_t synced_bytes = 0;  // copied by resyncs since the daemon started
+  bool split_brain = false;
   uint64_t nbd_connections = 0;
   uint64_t queue_local = 0;  // requests at the local disk
   uint64_t queue_send = 0;   // requests waiting to go to the peer

@@ -122,10 +122,11 @@ std::optional<command_args> parse_command_args(const std::vector<std::string> &a
 std::string usage() {
   return "usage: hastctl [-c config] [-n node] [-d] [--json] <command> [args]\n"
          "       hastctl create [-e extentsize] [-k keepdirty] [-m mediasize] all | name ...\n"
-         "       hastctl role <init | primary | secondary> all | name ...\n"
+         "       hastctl role [-f] <init | primary | secondary> all | name ...\n"
          "       hastctl list [all | name ...]\n"
          "       hastctl status [all | name ...]\n"
          "       hastctl dump [all | name ...]\n"
+         "       hastctl resync --discard-local all | name ...\n"
          "       hastctl attach name\n"
          "       hastctl detach name\n"
          "Global options may come before or after the command word.\n";

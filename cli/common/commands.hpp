@@ -30,6 +30,9 @@ int run_status(const cli_options &options, const std::vector<std::string> &args)
 /// list [--json] [all|<res>...]
 int run_list(const cli_options &options, const std::vector<std::string> &args);
 
+/// resync --discard-local all|<res>...  (cli/common/resync_command.cpp)
+int run_resync(const cli_options& options, const std::vector<std::string>& args);
+
 // Block device (cli/common/attach.cpp): on the primary's node.
 
 /// attach <res>: /dev/hast/<res> backed by the NBD export.

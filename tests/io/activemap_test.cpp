@@ -215,3 +215,26 @@ TEST(Activemap, CompletingAWriteThatNeverStartedIsIgnored) {
 
 } // namespace
 } // namespace hast
+
+namespace hast {
+namespace {
+
+TEST(activemap_clean_stop, forgetting_keepdirty_leaves_only_extents_to_sync) {
+  activemap am{64u << 20, 1u << 20, 8};
+  am.write_start(0, 4096);
+  am.write_start(5u << 20, 4096);
+  EXPECT_FALSE(am.forget_keepdirty()) << "writes are still in flight";
+  am.write_complete(0, 4096);
+  am.write_complete(5u << 20, 4096);
+  am.mark_sync(5u << 20, 4096);
+  EXPECT_TRUE(am.is_dirty(0));
+  EXPECT_TRUE(am.forget_keepdirty());
+  EXPECT_FALSE(am.is_dirty(0)) << "a keepdirty-only extent is clean after a clean stop";
+  EXPECT_TRUE(am.is_dirty(5)) << "an extent to sync stays dirty";
+  am.clear_all_sync();
+  EXPECT_EQ(am.dirty_extents(), 0u);
+  EXPECT_EQ(am.sync_extents(), 0u);
+}
+
+} // namespace
+} // namespace hast

@@ -1,0 +1,49 @@
+// hastctl resync --discard-local <res>...: on the node chosen to lose a
+// split brain (it must be secondary), give up its own changes; the next
+// connection resyncs from the primary every extent either side changed.
+
+#include "cli/common/commands.hpp"
+#include "cli/common/control_client.hpp"
+
+#include <iostream>
+
+namespace hast::cli {
+
+int run_resync(const cli_options& options, const std::vector<std::string>& args) {
+  std::string error;
+  auto parsed = parse_command_args(args, "", {"--discard-local"}, error);
+  if (!parsed) {
+    std::cerr << "hastctl: resync: " << error << '\n';
+    return 1;
+  }
+  if (parsed->flags.empty()) {
+    std::cerr << "hastctl: resync: --discard-local is required: this node gives up its own "
+                 "changes and takes the peer's\n";
+    return 1;
+  }
+  if (parsed->operands.empty()) {
+    std::cerr << "hastctl: resync: expected 'resync --discard-local all|<resource>...'\n";
+    return 1;
+  }
+  auto reply = request_daemon(options, {{"command", "resync"},
+                                        {"discard_local", true},
+                                        {"resources", parsed->operands}});
+  if (!reply) {
+    std::cerr << "hastctl: " << reply.error().message() << '\n';
+    return 1;
+  }
+  int rc = 0;
+  for (auto& r : reply->at("results")) {
+    auto err = r.value("error", "");
+    if (!err.empty()) {
+      std::cerr << "hastctl: " << r.value("resource", "") << ": " << err << '\n';
+      rc = 1;
+    } else {
+      std::cout << r.value("resource", "")
+                << ": local changes will be discarded when the primary connects\n";
+    }
+  }
+  return rc;
+}
+
+} // namespace hast::cli
