@@ -77,7 +77,8 @@ void print_status_row(const resource_status& r) {
   if (r.sync.active)
     status = "syncing";
   std::printf("%s\t", r.name.c_str());
-  std::printf("%-9s", status.c_str());
+  // FreeBSD's columns; a longer word ("split-brain") keeps one space.
+  std::printf("%-9s", (status.size() >= 9 ? status + " " : status).c_str());
   std::printf("%-15s", to_string(r.current_role).c_str());
   std::printf("%s\t", r.local.c_str());
   std::printf("%s\n", r.remote.c_str());
