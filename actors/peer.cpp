@@ -286,7 +286,7 @@ void on_secondary_frame(self_ptr self, peer_frame& frame) {
       return admit(self, std::move(frame));
     case msg_type::sync_done:
       if (s.established)
-        self->send(s.owner, atom::sync_done_v, h.offset);
+        self->send(s.owner, atom::sync_done_v, h.offset, (h.flags & 1) != 0);
       return;
     default:
       return fail(self, "protocol error: unexpected " + std::string{peer::to_string(h.type)}
@@ -539,9 +539,10 @@ peer_actor::behavior_type replication_peer(peer_actor::stateful_pointer<peer_sta
       }
       s.waiting = std::move(still);
     },
-    [=](atom::sync_done, uint64_t localcnt) {
+    [=](atom::sync_done, uint64_t localcnt, bool complete) {
       auto h = make_header(msg_type::sync_done);
       h.offset = localcnt;
+      h.flags = complete ? 1 : 0;
       send_raw(self, h);
     },
     [=](atom::status) {

@@ -418,6 +418,10 @@ bool bump_generation(self_ptr self) {
     return false;
   ++s.md.localcnt;
   s.bumped = !s.connected;
+  // Connected, the secondary receives this very write: it knows the new
+  // generation too, or a later connect would look like a split brain.
+  if (s.connected)
+    self->send(s.link, atom::sync_done_v, s.md.localcnt, false);
   spdlog::info("{}: generation raised to {} ({})", s.config.name, s.md.localcnt,
                s.connected ? "first write" : "first write while the peer is away");
   return true;
@@ -495,6 +499,25 @@ void release_deferred(self_ptr self) {
     handle_write(self, std::move(call));
 }
 
+/// One extent of a resync is copied (or failed and stays dirty).
+void sync_extent_finished(self_ptr self, uint64_t extent, bool copied_ok) {
+  auto& s = self->state;
+  s.sync.extents.erase(extent);
+  if (copied_ok && s.map) {
+    s.map->clear_sync(extent);
+    auto off = extent * s.md.extent_size;
+    auto copied = std::min<uint64_t>(s.md.extent_size, s.md.datasize - off);
+    s.sync.done_bytes += copied;
+    s.synced_total += copied;
+    if (++s.sync.since_persist >= 16) {
+      s.sync.since_persist = 0;
+      persist(self, [](bool) {});
+    }
+  }
+  release_deferred(self);
+  sync_pump(self);
+}
+
 void on_remote_ack(self_ptr self, uint64_t id, remote_stage stage, uint32_t error) {
   auto& s = self->state;
   if (auto it = s.sync.ids.find(id); it != s.sync.ids.end()) {
@@ -502,23 +525,10 @@ void on_remote_ack(self_ptr self, uint64_t id, remote_stage stage, uint32_t erro
     s.sync.ids.erase(it);
     if (stage == remote_stage::received)
       return;
-    s.sync.extents.erase(extent);
-    if (stage == remote_stage::written) {
-      s.map->clear_sync(extent);
-      auto off = extent * s.md.extent_size;
-      auto copied = std::min<uint64_t>(s.md.extent_size, s.md.datasize - off);
-      s.sync.done_bytes += copied;
-      s.synced_total += copied;
-      if (++s.sync.since_persist >= 16) {
-        s.sync.since_persist = 0;
-        persist(self, [](bool) {});
-      }
-    } else {
+    if (stage != remote_stage::written)
       spdlog::warn("{}: resync of extent {} failed ({})", s.config.name, extent,
                    describe(static_cast<errc>(error)));
-    }
-    release_deferred(self);
-    sync_pump(self);
+    sync_extent_finished(self, extent, stage == remote_stage::written);
     return;
   }
   auto it = s.tracks.find(id);
@@ -568,8 +578,44 @@ void sync_finish(self_ptr self) {
     event(self, "syncdone");
   } else
     spdlog::info("{}: nodes are in sync", s.config.name);
+  if (s.sync.from_secondary) {
+    // We now hold the secondary's data, and with it its generation.
+    s.md.localcnt = std::max(s.md.localcnt, s.md.remotecnt);
+    spdlog::info("{}: caught up with the secondary; reads are local again", s.config.name);
+  }
+  s.sync.from_secondary = false;
   persist(self, [](bool) {});
-  self->send(s.link, atom::sync_done_v, s.md.localcnt);
+  self->send(s.link, atom::sync_done_v, s.md.localcnt, true);
+}
+
+/// Secondary to primary: read the extent from the peer, write it here.
+void sync_extent_from_secondary(self_ptr self, uint64_t extent, uint64_t offset, uint32_t length) {
+  auto& s = self->state;
+  self->request(s.link, std::chrono::seconds(s.config.timeout), atom::remote_read_v, offset, length)
+    .then(
+      [=](buffer_ptr& data) {
+        auto& s = self->state;
+        if (!s.sync.active) {
+          s.sync.extents.erase(extent);
+          return;
+        }
+        s.sync.wire_bytes += length;
+        self->request(pick_disk(self), caf::infinite, atom::write_v, offset, data, false)
+          .then([=](uint64_t) { sync_extent_finished(self, extent, true); },
+                [=](caf::error& err) {
+                  ++self->state.counters.write_errors;
+                  spdlog::error("{}: cannot write synced extent {}: {}", self->state.config.name,
+                                extent, self->system().render(err));
+                  sync_extent_finished(self, extent, false);
+                  sync_stop(self, "local write error");
+                });
+      },
+      [=](caf::error& err) {
+        spdlog::warn("{}: cannot read extent {} from the secondary: {}", self->state.config.name,
+                     extent, self->system().render(err));
+        self->state.sync.extents.erase(extent);
+        sync_stop(self, "remote read error");
+      });
 }
 
 void sync_start_extent(self_ptr self, uint64_t extent) {
@@ -578,6 +624,8 @@ void sync_start_extent(self_ptr self, uint64_t extent) {
   s.sync.cursor = extent + 1;
   auto offset = extent * s.md.extent_size;
   auto length = static_cast<uint32_t>(std::min<uint64_t>(s.md.extent_size, s.md.datasize - offset));
+  if (s.sync.from_secondary)
+    return sync_extent_from_secondary(self, extent, offset, length);
   self->request(pick_disk(self), caf::infinite, atom::read_v, offset, length)
     .then(
       [=](buffer_ptr& data) {
@@ -626,8 +674,10 @@ void sync_start(self_ptr self) {
   auto& s = self->state;
   if (!s.connected || s.current != role::primary || s.sync.active)
     return;
+  auto from_secondary = s.sync.pending_from_secondary;
   s.sync = sync_state{};
   s.sync.active = true;
+  s.sync.from_secondary = from_secondary;
   s.sync.started = std::chrono::steady_clock::now();
   s.sync.total_bytes = s.map->sync_extents() * s.md.extent_size;
   if (s.sync.total_bytes > 0) {
@@ -719,11 +769,12 @@ peer::hello_message answer_primary(self_ptr self, const peer::hello_message& p) 
                   p.localcnt, p.remotecnt, s.md.localcnt, s.md.remotecnt);
     return reply;
   } else if (s.md.localcnt > p.remotecnt) {
+    // The primary is the stale side: it copies our changed extents back and
+    // reads from us until then.
+    spdlog::warn("{}: the primary is out of date (generation {} < {}); it syncs from here",
+                 s.config.name, p.remotecnt, s.md.localcnt);
     reply.sync_source = "secondary";
-    reply.refusal = "this secondary holds writes the primary lacks (generation "
-                    + std::to_string(s.md.localcnt) + " > " + std::to_string(p.remotecnt)
-                    + "); syncing from the secondary to the primary is not implemented yet";
-    return reply;
+    reply.bitmap = s.map->bitmap();
   } else {
     reply.sync_source = "primary";
     // Extents that were in flight here when we stopped go back too.
@@ -807,17 +858,21 @@ void finish_drain(self_ptr self) {
         auto& s = self->state;
         auto previous = s.current;
         stop_peer(self);
-        s.draining = false;
-        s.pending_role.reset();
-        // Nothing is in flight: the keepdirty extents guard nothing now.
+        // Nothing is in flight: the keepdirty extents guard nothing now, and
+        // the map on disk says so before anyone is told we are done.
         s.map->forget_keepdirty();
-        enter(self, target);
-        for (auto& rp : s.drained)
-          rp.deliver(previous);
-        s.drained.clear();
-        for (auto& rp : s.stopped)
-          rp.deliver(true);
-        s.stopped.clear();
+        persist(self, [=](bool) {
+          auto& s = self->state;
+          s.draining = false;
+          s.pending_role.reset();
+          enter(self, target);
+          for (auto& rp : s.drained)
+            rp.deliver(previous);
+          s.drained.clear();
+          for (auto& rp : s.stopped)
+            rp.deliver(true);
+          s.stopped.clear();
+        });
       },
       [=](caf::error& err) {
         auto& s = self->state;
@@ -920,10 +975,37 @@ void handle_replicated(self_ptr self, nbd_call call) {
     go(true);
 }
 
+/// While this primary catches up with the secondary, extents not yet copied
+/// are read from the secondary (HAST does the same).
+bool read_from_secondary(self_ptr self, const nbd_call& call) {
+  auto& s = self->state;
+  if (!s.sync.active || !s.sync.from_secondary || !s.connected)
+    return false;
+  for (auto e = first_extent(self, call.offset); e <= last_extent(self, call.offset, call.length);
+       ++e)
+    if (s.map->needs_sync(e))
+      return true;
+  return false;
+}
+
 void handle_read(self_ptr self, nbd_call call) {
   auto& s = self->state;
   ++s.counters.reads;
   ++s.in_flight;
+  if (read_from_secondary(self, call)) {
+    self->request(s.link, std::chrono::seconds(s.config.timeout), atom::remote_read_v, call.offset,
+                  call.length)
+      .then(
+        [self, call](buffer_ptr& data) mutable {
+          complete(call, 0, std::move(data));
+          io_done(self);
+        },
+        [self, call](caf::error&) mutable {
+          complete(call, nbd::eio);
+          io_done(self);
+        });
+    return;
+  }
   self->request(pick_disk(self), caf::infinite, atom::read_v, call.offset, call.length)
     .then(
       [self, call](buffer_ptr& data) mutable {
@@ -999,7 +1081,7 @@ resource_status make_status(self_ptr self) {
   }
   if (s.sync.active) {
     st.sync.active = true;
-    st.sync.direction = "primary->secondary";
+    st.sync.direction = s.sync.from_secondary ? "secondary->primary" : "primary->secondary";
     st.sync.done_bytes = s.sync.done_bytes;
     st.sync.total_bytes = std::max(s.sync.total_bytes, s.sync.done_bytes);
     auto seconds =
@@ -1137,6 +1219,7 @@ resource_actor::behavior_type resource(resource_actor::stateful_pointer<resource
         return;
       s.bumped = false;
       auto& theirs = session.theirs;
+      s.sync.pending_from_secondary = theirs.sync_source == "secondary";
       if (theirs.sync_source == "full") {
         spdlog::info("{}: the secondary is new: full synchronization", s.config.name);
         s.map->mark_all_sync();
@@ -1172,13 +1255,14 @@ resource_actor::behavior_type resource(resource_actor::stateful_pointer<resource
       spdlog::warn("{}: local changes will be discarded at the next connection", s.config.name);
       return true;
     },
-    [=](atom::sync_done, uint64_t localcnt) {
+    [=](atom::sync_done, uint64_t localcnt, bool complete) {
       auto& s = self->state;
       if (!s.map)
         return;
-      // The primary confirmed that we hold its data: nothing here is dirty.
       s.md.remotecnt = localcnt;
-      s.map->clear_all_sync();
+      // After a resync the primary holds what we had to give: nothing is dirty.
+      if (complete)
+        s.map->clear_all_sync();
       persist(self, [](bool) {});
     },
   };

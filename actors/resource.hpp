@@ -48,6 +48,8 @@ struct write_track {
 /// The resync of dirty extents from the primary to the secondary.
 struct sync_state {
   bool active = false;
+  bool from_secondary = false;                  // this primary was the stale side
+  bool pending_from_secondary = false;          // the handshake said so; starts with sync_start
   uint64_t cursor = 0;                          // next extent to look at
   std::map<uint64_t, uint64_t> ids;             // replicate id -> extent
   std::set<uint64_t> extents;                   // extents being copied now

@@ -227,9 +227,9 @@ using resource_actor = caf::typed_actor<
   caf::reacts_to<atom::peer_down, std::string>,
   // An acknowledgement for replicated request `id`; `error` is an errc.
   caf::reacts_to<atom::remote_ack, uint64_t, remote_stage, uint32_t>,
-  // Secondary: the primary finished a resync; our data now matches its
-  // generation `localcnt`.
-  caf::reacts_to<atom::sync_done, uint64_t>,
+  // Secondary: the primary's generation is `localcnt` and we hold its data
+  // up to it; with `complete`, a resync just finished (nothing here is dirty).
+  caf::reacts_to<atom::sync_done, uint64_t, bool>,
   // Primary: the secondary refused us because both were written apart.
   caf::reacts_to<atom::split_brain>,
   // hastctl resync --discard-local: this secondary gives up its own changes
@@ -257,8 +257,8 @@ using peer_actor = caf::typed_actor<
   caf::replies_to<atom::remote_read, uint64_t, uint32_t>::with<buffer_ptr>,
   // Secondary: a request the resource finished; frees its range (id).
   caf::reacts_to<atom::release, uint64_t>,
-  // Primary: the resync is complete at generation `localcnt`; tell the secondary.
-  caf::reacts_to<atom::sync_done, uint64_t>,
+  // Primary: tell the secondary our generation; `complete`: after a resync.
+  caf::reacts_to<atom::sync_done, uint64_t, bool>,
   // Reports the link's state.
   caf::replies_to<atom::status>::with<peer_status>>;
 
