@@ -656,14 +656,35 @@ void sync_start_extent(self_ptr self, uint64_t extent) {
       });
 }
 
+/// With `syncrate`, may another extent start now? If not, a wake-up is set.
+bool sync_rate_allows(self_ptr self) {
+  auto& s = self->state;
+  auto rate = s.config.syncrate;
+  if (rate == 0)
+    return true;
+  auto elapsed =
+    std::chrono::duration<double>(std::chrono::steady_clock::now() - s.sync.started).count();
+  auto allowed = static_cast<double>(rate) * elapsed + s.md.extent_size;  // one extent of burst
+  if (static_cast<double>(s.sync.started_bytes) < allowed)
+    return true;
+  if (!s.sync.tick_pending) {
+    s.sync.tick_pending = true;
+    auto wait = (static_cast<double>(s.sync.started_bytes) - allowed) / static_cast<double>(rate);
+    self->delayed_send(self, std::chrono::milliseconds(1 + static_cast<int64_t>(wait * 1000)),
+                       atom::sync_tick_v);
+  }
+  return false;
+}
+
 void sync_pump(self_ptr self) {
   auto& s = self->state;
   if (!s.sync.active || !s.connected)
     return;
-  while (s.sync.extents.size() < sync_extents_in_flight) {
+  while (s.sync.extents.size() < sync_extents_in_flight && sync_rate_allows(self)) {
     auto e = next_sync_candidate(self);
     if (!e)
       break;
+    s.sync.started_bytes += s.md.extent_size;
     sync_start_extent(self, *e);
   }
   if (s.sync.extents.empty() && s.map->sync_extents() == 0)
@@ -1243,6 +1264,10 @@ resource_actor::behavior_type resource(resource_actor::stateful_pointer<resource
       on_remote_ack(self, id, stage, error);
     },
     [=](atom::split_brain) { detect_split_brain(self); },
+    [=](atom::sync_tick) {
+      self->state.sync.tick_pending = false;
+      sync_pump(self);
+    },
     [=](atom::resync) -> caf::result<bool> {
       auto& s = self->state;
       if (s.current != role::secondary)

@@ -58,6 +58,8 @@ struct sync_state {
   uint64_t wire_bytes = 0;                      // payload bytes sent, for tests and benchmarks
   std::chrono::steady_clock::time_point started;
   uint64_t since_persist = 0;                   // extents cleared since the map was last written
+  uint64_t started_bytes = 0;                   // bytes whose copy has begun (rate limit)
+  bool tick_pending = false;                    // a rate-limit wake-up is scheduled
 };
 
 /// What a resource owns. Only the resource actor touches it.

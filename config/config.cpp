@@ -3,6 +3,8 @@
 // checks across resources. Parsers only build a raw_config.
 
 #include "config/config.hpp"
+
+#include <cctype>
 #include "config/raw_config.hpp"
 
 #include <unistd.h>
@@ -247,6 +249,35 @@ bool is_path(const std::string& value) {
   return !value.empty();
 }
 
+/// "0" or "unlimited" (no limit), or a byte rate per second with an optional
+/// K, M or G suffix (binary multiples), e.g. "50M".
+std::optional<uint64_t> parse_syncrate(const std::string& value) {
+  if (value == "unlimited")
+    return 0;
+  uint64_t n = 0;
+  std::size_t i = 0;
+  for (; i < value.size() && std::isdigit(static_cast<unsigned char>(value[i])); ++i) {
+    if (n > (UINT64_MAX - 9) / 10)
+      return std::nullopt;
+    n = n * 10 + static_cast<uint64_t>(value[i] - '0');
+  }
+  if (i == 0)
+    return std::nullopt;
+  auto suffix = value.substr(i);
+  uint64_t unit = 1;
+  if (suffix == "K" || suffix == "k")
+    unit = 1ull << 10;
+  else if (suffix == "M" || suffix == "m")
+    unit = 1ull << 20;
+  else if (suffix == "G" || suffix == "g")
+    unit = 1ull << 30;
+  else if (!suffix.empty())
+    return std::nullopt;
+  if (n > UINT64_MAX / unit)
+    return std::nullopt;
+  return n * unit;
+}
+
 std::optional<int> parse_timeout(const std::string& value) {
   if (value.empty() || value.size() > 9)
     return std::nullopt;
@@ -307,6 +338,11 @@ const std::vector<option_rule>& option_rules() {
       {"exec", inherited_levels,
        [](const std::string& v) {
          return expect(!v.empty() && v.front() == '/', "the absolute path of a program", v);
+       }},
+      {"syncrate", inherited_levels,
+       [](const std::string& v) {
+         return expect(parse_syncrate(v).has_value(),
+                       "bytes per second with an optional K, M or G suffix, or unlimited", v);
        }},
       {"metaflush", inherited_levels,
        [](const std::string& v) { return expect(v == "on" || v == "off", "on or off", v); }},
@@ -485,6 +521,8 @@ resource_config resolve_resource(const raw_resource& res, const settings& inheri
   out.exec = value_or(in_force, "exec", "");
   if (const auto* v = value_of(in_force, "metaflush"))
     out.metaflush = *v == "on";
+  if (const auto* v = value_of(in_force, "syncrate"))
+    out.syncrate = *parse_syncrate(*v);
   out.nbd = value_or(in_force, "nbd", "uds:///var/run/hast/" + res.name + ".sock");
   out.secret = value_or(in_force, "secret", "");
   return out;
@@ -629,6 +667,9 @@ std::string render_effective(const node_config& config) {
     out << "  timeout: " << res.timeout << '\n';
     out << "  exec: " << or_dash(res.exec) << '\n';
     out << "  metaflush: " << (res.metaflush ? "on" : "off") << '\n';
+    out << "  syncrate: "
+        << (res.syncrate == 0 ? std::string{"unlimited"} : std::to_string(res.syncrate) + " bytes/s")
+        << '\n';
     out << "  nbd: " << res.nbd << '\n';
     out << "  secret: " << or_dash(res.secret) << '\n';
   }

@@ -74,6 +74,7 @@ struct resource_config {
   int timeout = default_timeout_seconds;  // seconds, > 0
   std::string exec;           // event hook program, may be empty
   bool metaflush = true;
+  uint64_t syncrate = 0;      // resync bytes per second; 0: unlimited
   std::string nbd;            // "uds:///path" or "tcp://addr:port"
   std::string secret;         // path of the shared-key file, may be empty
   source_location where;      // the `resource` line

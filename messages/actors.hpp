@@ -152,6 +152,7 @@ CAF_BEGIN_TYPE_ID_BLOCK(hast, caf::first_custom_type_id)
   CAF_ADD_ATOM(hast, hast::atom, sync_done, "hsyncdone")
   CAF_ADD_ATOM(hast, hast::atom, split_brain, "hsplit")
   CAF_ADD_ATOM(hast, hast::atom, resync, "hresync")
+  CAF_ADD_ATOM(hast, hast::atom, sync_tick, "hsynctick")
 CAF_END_TYPE_ID_BLOCK(hast)
 
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hast::buffer_ptr)
@@ -234,7 +235,9 @@ using resource_actor = caf::typed_actor<
   caf::reacts_to<atom::split_brain>,
   // hastctl resync --discard-local: this secondary gives up its own changes
   // at the next handshake and takes the primary's.
-  caf::replies_to<atom::resync>::with<bool>>;
+  caf::replies_to<atom::resync>::with<bool>,
+  // The resync rate limit (`syncrate`) allows the next extent now.
+  caf::reacts_to<atom::sync_tick>>;
 
 /// The link to the other node for one resource: connects (primary) or
 /// accepts (secondary), authenticates, shakes hands, moves frames, and on
