@@ -10,6 +10,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <cstdio>
+#include <cstdlib>
+
 namespace hast {
 
 namespace {
@@ -836,6 +839,15 @@ caf::error open_local(self_ptr self) {
   auto md = read_metadata(*opened, s.config.name);
   if (!md)
     return caf::make_error(md.error().code(), s.config.local + ": " + md.error().message());
+  // Fault injection for tests (the disk-IO layer's hook): reads of the data
+  // range "<offset>:<length>" in HAST_INJECT_READ_ERRORS fail with EIO.
+  if (const char* spec = std::getenv("HAST_INJECT_READ_ERRORS")) {
+    unsigned long long off = 0, len = 0;
+    if (std::sscanf(spec, "%llu:%llu", &off, &len) == 2) {
+      opened->inject_read_errors(md->data_offset + off, len);
+      spdlog::warn("{}: test hook: reads of [{}, {}) fail with EIO", s.config.name, off, off + len);
+    }
+  }
   s.local = std::make_shared<const provider>(std::move(*opened));
   s.md = std::move(*md);
   s.map.emplace(s.md.datasize, s.md.extent_size, s.md.keepdirty);

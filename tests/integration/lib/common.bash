@@ -211,3 +211,10 @@ same_regions() {
   cmp -s "$T/region-a" "$T/region-b" || fail "data regions of nodeA and nodeB differ"
   rm -f "$T/region-a" "$T/region-b"
 }
+
+# nbd_uri_of NODE RES: the export of RES on NODE.
+nbd_uri_of() {
+  local dir
+  dir=$([[ $1 == nodeA ]] && echo a || echo b)
+  echo "nbd+unix:///$2?socket=$T/$dir/$2.nbd"
+}

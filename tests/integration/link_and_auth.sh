@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# The peer link beyond the happy path: shared-secret authentication (right
+# key connects, wrong key is refused and logged), a frozen secondary is
+# dropped after `timeout` and the primary keeps serving (degraded) and
+# reconnects by itself, and a failed local read is served by the secondary.
+BUILD=$1
+source "$(dirname "$0")/lib/common.bash"
+
+res=lk
+printf 'correct horse battery staple\n' > "$T/key-good"
+printf 'wrong key\n' > "$T/key-bad"
+
+# --- authentication -------------------------------------------------------------------------
+write_pair_config "$res" memsync "  secret $T/key-good"
+ctl_on nodeA create -m 64M "$res"
+ctl_on nodeB create -m 64M "$res"
+start_node nodeA
+start_node nodeB
+ctl_on nodeB role secondary "$res"
+ctl_on nodeA role primary "$res"
+wait_status nodeA "$res" complete 30
+grep -q "authenticated" "$T/nodeB.log" || fail "the secondary did not log the authentication"
+pass "peers with the same secret connect"
+stop_node nodeA
+stop_node nodeB
+
+# nodeB keeps the good key, nodeA gets a wrong one.
+sed -i "s|secret $T/key-good|secret $T/key-good|" "$T/hast.conf"
+python3 - "$T/hast.conf" "$T/key-bad" <<'PY'
+import sys, re
+path, bad = sys.argv[1], sys.argv[2]
+text = open(path).read()
+# nodeA's resource section gets its own (wrong) secret
+text = text.replace("  on nodeA {\n    local", "  on nodeA {\n    secret %s\n    local" % bad, 1)
+open(path, "w").write(text)
+PY
+start_node nodeA
+start_node nodeB
+ctl_on nodeB role secondary "$res"
+ctl_on nodeA role primary "$res"
+for _ in $(seq 100); do grep -q "authentication failed" "$T/nodeB.log" && break; sleep 0.1; done
+grep -q "authentication failed" "$T/nodeB.log" || fail "a wrong key was not refused"
+sleep 1
+ctl_on nodeA status "$res" | grep -q degraded || fail "the primary with a wrong key is not degraded"
+ctl_on nodeA list --json "$res" > "$T/l.json"
+[[ $(json_get "$T/l.json" "j['resources'][0]['connected']") == False ]] || fail "connected with a wrong key"
+json_get "$T/l.json" "j['resources'][0]['last_error']" | grep -qi "authenticat\|secret\|closed\|refused" \
+  || fail "hastctl list does not say why: $(json_get "$T/l.json" "j['resources'][0]['last_error']")"
+pass "a wrong secret is refused, logged, and shown in list"
+stop_node nodeA
+stop_node nodeB
+
+# --- timeout and reconnect ------------------------------------------------------------------
+res=tm
+write_pair_config "$res" fullsync
+ctl_on nodeA create -m 64M "$res"
+ctl_on nodeB create -m 64M "$res"
+start_node nodeA
+start_node nodeB
+ctl_on nodeB role secondary "$res"
+ctl_on nodeA role primary "$res"
+wait_status nodeA "$res" complete 30
+kill -STOP "${NODE_PID[nodeB]}"
+on_exit "kill -CONT ${NODE_PID[nodeB]} 2>/dev/null"
+# The frozen secondary answers nothing: after `timeout` (5 s here) the
+# primary drops it and serves alone.
+head -c 1M /dev/urandom > "$T/r1"
+nbdcopy "$T/r1" "$(nbd_uri_of nodeA "$res")" &
+copy=$!
+wait_status nodeA "$res" degraded 30
+wait "$copy" || fail "a write did not complete while the secondary was frozen"
+kill -CONT "${NODE_PID[nodeB]}"
+wait_status nodeA "$res" complete 60
+pass "a frozen secondary is dropped after the timeout and rejoins by itself"
+stop_node nodeA
+stop_node nodeB
+same_regions "$res"
+
+# --- a failed local read is served by the secondary -----------------------------------------
+res=eio
+write_pair_config "$res" memsync
+ctl_on nodeA create -m 64M "$res"
+ctl_on nodeB create -m 64M "$res"
+HAST_INJECT_READ_ERRORS=0:1048576 start_node nodeA
+start_node nodeB
+ctl_on nodeB role secondary "$res"
+ctl_on nodeA role primary "$res"
+wait_status nodeA "$res" complete 30
+head -c 2M /dev/urandom > "$T/r2"
+nbdcopy "$T/r2" "$(nbd_uri_of nodeA "$res")"
+nbdcopy "$(nbd_uri_of nodeA "$res")" "$T/back"
+cmp -n $((2 << 20)) "$T/r2" "$T/back" || fail "data read back through the primary differs"
+ctl_on nodeA list --json "$res" > "$T/l.json"
+errors=$(json_get "$T/l.json" "j['resources'][0]['counters']['read_errors']")
+[[ $errors -gt 0 ]] || fail "the local read errors were not counted"
+pass "reads failing locally ($errors errors) were served by the secondary"
+stop_node nodeA
+stop_node nodeB
