@@ -47,24 +47,25 @@ private:
 };
 
 /// Collects what one connection receives and how it ends.
-struct inbox {
+// Shared: a connection may call its handlers after the test body returned.
+struct inbox : std::enable_shared_from_this<inbox> {
   std::mutex mutex;
   std::condition_variable cv;
   std::vector<std::pair<header, buffer_ptr>> frames;
   std::vector<std::string> closes;
 
   frame_handler on_frame() {
-    return [this](const header& h, buffer_ptr payload) {
-      std::lock_guard lock(mutex);
-      frames.emplace_back(h, std::move(payload));
-      cv.notify_all();
+    return [self = shared_from_this()](const header& h, buffer_ptr payload) {
+      std::lock_guard lock(self->mutex);
+      self->frames.emplace_back(h, std::move(payload));
+      self->cv.notify_all();
     };
   }
   close_handler on_close() {
-    return [this](const std::string& reason) {
-      std::lock_guard lock(mutex);
-      closes.push_back(reason);
-      cv.notify_all();
+    return [self = shared_from_this()](const std::string& reason) {
+      std::lock_guard lock(self->mutex);
+      self->closes.push_back(reason);
+      self->cv.notify_all();
     };
   }
   bool wait_frames(std::size_t n) {
@@ -185,7 +186,13 @@ TEST_F(PeerTransport, DeliversTheFirstFrameToOnHelloThenFramesInOrderBothWays) {
   EXPECT_EQ(*decoded, greeting);
   EXPECT_EQ(hello->conn->remote_ip(), "127.0.0.1");
 
-  inbox at_client, at_server;
+  auto client_inbox = std::make_shared<inbox>();
+
+  auto server_inbox = std::make_shared<inbox>();
+
+  auto& at_client = *client_inbox;
+
+  auto& at_server = *server_inbox;
   client->start(at_client.on_frame(), at_client.on_close(), 5s, 30s);
   hello->conn->start(at_server.on_frame(), at_server.on_close(), 5s, 30s);
 
@@ -262,7 +269,9 @@ TEST_F(PeerTransport, ClosesAStartedConnectionOnAMalformedFrameWithTheDecodeErro
   ASSERT_TRUE(s) << s.message();
   tcp::socket raw = raw_acceptor.accept();
 
-  inbox at_client;
+  auto client_inbox = std::make_shared<inbox>();
+
+  auto& at_client = *client_inbox;
   client->start(at_client.on_frame(), at_client.on_close(), 5s, 30s);
   auto bytes = encode_header(frame_header(msg_type::keepalive, 0));
   bytes[4] = 9;  // a version we do not speak
@@ -294,7 +303,13 @@ TEST_F(PeerTransport, KeepalivesKeepAnIdleLinkAlivePastTheTimeout) {
   auto hello = server.next_hello();
   ASSERT_TRUE(hello);
 
-  inbox at_client, at_server;
+  auto client_inbox = std::make_shared<inbox>();
+
+  auto server_inbox = std::make_shared<inbox>();
+
+  auto& at_client = *client_inbox;
+
+  auto& at_server = *server_inbox;
   client->start(at_client.on_frame(), at_client.on_close(), 200ms, 600ms);
   hello->conn->start(at_server.on_frame(), at_server.on_close(), 200ms, 600ms);
   // Several timeouts long, with no application traffic at all.
@@ -312,7 +327,9 @@ TEST_F(PeerTransport, ASilentPeerIsClosedAfterTheTimeout) {
   ASSERT_TRUE(s) << s.message();
   tcp::socket silent = raw_acceptor.accept();  // never sends a byte
 
-  inbox at_client;
+  auto client_inbox = std::make_shared<inbox>();
+
+  auto& at_client = *client_inbox;
   client->start(at_client.on_frame(), at_client.on_close(), 200ms, 600ms);
   auto reason = at_client.wait_close();
   ASSERT_TRUE(reason);
@@ -366,7 +383,9 @@ TEST_F(PeerTransport, CloseWritesWhatWasQueuedBeforeIt) {
   auto hello = server.next_hello();
   ASSERT_TRUE(hello);
 
-  inbox at_client;
+  auto client_inbox = std::make_shared<inbox>();
+
+  auto& at_client = *client_inbox;
   client->start(at_client.on_frame(), at_client.on_close(), 5s, 30s);
   // A refusing hello_reply, then close at once, without ever starting.
   hello_message refusal;
@@ -388,7 +407,8 @@ TEST_F(PeerTransport, OnCloseRunsExactlyOnceHoweverOftenCloseIsCalled) {
   ASSERT_TRUE(server.server.start());
   auto [s, client] = connect_to(io, server.address());
   ASSERT_TRUE(s) << s.message();
-  inbox at_client;
+  auto client_inbox = std::make_shared<inbox>();
+  auto& at_client = *client_inbox;
   client->start(at_client.on_frame(), at_client.on_close(), 5s, 30s);
   std::vector<std::thread> closers;
   for (int i = 0; i < 4; ++i)
@@ -409,7 +429,10 @@ TEST_F(PeerTransport, ReleasingTheLastReferenceClosesTheConnection) {
   client->send(frame_header(msg_type::hello, 0), nullptr);
   auto hello = server.next_hello();
   ASSERT_TRUE(hello);
-  inbox at_client, at_server;
+  auto client_inbox = std::make_shared<inbox>();
+  auto server_inbox = std::make_shared<inbox>();
+  auto& at_client = *client_inbox;
+  auto& at_server = *server_inbox;
   hello->conn->start(at_server.on_frame(), at_server.on_close(), 5s, 30s);
   client->start(at_client.on_frame(), at_client.on_close(), 5s, 30s);
   client.reset();
