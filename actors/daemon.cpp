@@ -21,10 +21,7 @@ namespace {
 constexpr auto control_timeout = std::chrono::seconds(150);
 
 std::string render_error(caf::actor_system& sys, const caf::error& err) {
-  if (err.category() == caf::atom("hast") && !err.context().empty()
-      && err.context().match_element<std::string>(0))
-    return err.context().get_as<std::string>(0);
-  return sys.render(err);
+  return sys.render(err);  // the "hast" renderer (configure below) gives our sentence
 }
 
 nlohmann::json names_of(const nlohmann::json& request) {
@@ -83,6 +80,7 @@ nlohmann::json handle_control(caf::actor_system& sys, const supervisor_actor& su
         },
         on_error);
   } else {
+    spdlog::warn("control: unknown command '{}'", command);
     reply = {{"error", "unknown command '" + command + "'"}};
   }
   return reply;
@@ -173,6 +171,9 @@ caf::actor_system_config& configure(caf::actor_system_config& cfg) {
   cfg.set("scheduler.max-threads", std::max(2u, std::thread::hardware_concurrency()));
   cfg.add_error_category(caf::atom("hast"),
                          [](uint8_t code, caf::atom_value, const caf::message& ctx) {
+                           // Our errors carry one sentence; show it as is.
+                           if (ctx.size() == 1 && ctx.match_element<std::string>(0))
+                             return ctx.get_as<std::string>(0);
                            std::string text{describe(static_cast<errc>(code))};
                            if (!ctx.empty())
                              text += ": " + caf::to_string(ctx);

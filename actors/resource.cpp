@@ -838,7 +838,12 @@ caf::error open_local(self_ptr self) {
     return caf::make_error(errc::busy, st.message());
   auto md = read_metadata(*opened, s.config.name);
   if (!md)
-    return caf::make_error(md.error().code(), s.config.local + ": " + md.error().message());
+  {
+    auto text = md.error().message();
+    if (md.error().code() == errc::not_created)
+      text += " (run 'hastctl create " + s.config.name + "')";
+    return caf::make_error(md.error().code(), text);
+  }
   // Fault injection for tests (the disk-IO layer's hook): reads of the data
   // range "<offset>:<length>" in HAST_INJECT_READ_ERRORS fail with EIO.
   if (const char* spec = std::getenv("HAST_INJECT_READ_ERRORS")) {
@@ -852,8 +857,10 @@ caf::error open_local(self_ptr self) {
   s.md = std::move(*md);
   s.map.emplace(s.md.datasize, s.md.extent_size, s.md.keepdirty);
   // Extents dirty on disk (a crash, or writes while the peer was away) stay
-  // dirty until they are synced.
-  s.map->merge(s.md.bitmap);
+  // dirty until they are synced. A standalone resource has no one to sync
+  // with: its map only guards the next crash.
+  if (!s.config.standalone())
+    s.map->merge(s.md.bitmap);
   for (size_t i = 0; i < disk_io_actors_per_resource; ++i)
     s.disks.push_back(self->spawn<caf::detached + caf::linked>(disk_io, s.local, s.md.data_offset,
                                                                s.md.sequence));
@@ -944,11 +951,11 @@ caf::result<role> change_role(self_ptr self, role target, bool force) {
   if (target == previous)
     return previous;
   if (s.draining)
-    return caf::make_error(errc::busy, s.config.name + ": a role change is already in progress");
+    return caf::make_error(errc::busy, "a role change is already in progress");
   if (previous == role::primary) {
     if (s.nbd_clients > 0 && !force)
       return caf::make_error(errc::busy,
-                             s.config.name + ": " + std::to_string(s.nbd_clients)
+                             std::to_string(s.nbd_clients)
                                + " NBD client(s) connected; disconnect them first or use "
                                  "'hastctl role -f'");
     auto rp = self->make_response_promise<role>();
@@ -959,8 +966,6 @@ caf::result<role> change_role(self_ptr self, role target, bool force) {
   if (previous == role::init) {
     if (auto err = open_local(self)) {
       s.last_error = self->system().render(err);
-      if (err.category() == caf::atom("hast") && err.context().match_element<std::string>(0))
-        s.last_error = err.context().get_as<std::string>(0);
       spdlog::error("{}: cannot become {}: {}", s.config.name, to_string(target), s.last_error);
       return err;
     }
@@ -1284,7 +1289,7 @@ resource_actor::behavior_type resource(resource_actor::stateful_pointer<resource
       auto& s = self->state;
       if (s.current != role::secondary)
         return caf::make_error(errc::invalid_argument,
-                               s.config.name + " is " + to_string(s.current)
+                               "the resource is " + to_string(s.current)
                                  + "; only a secondary can discard its changes (run 'hastctl "
                                    "role secondary "
                                  + s.config.name + "' first)");

@@ -223,11 +223,7 @@ supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<su
         self->request(self->state.resources[name].handle, std::chrono::seconds(10), atom::resync_v)
           .then([g, i, name](bool) { g->add(i, {name, role::secondary, ""}); },
                 [=](caf::error& err) {
-                  auto text = self->system().render(err);
-                  if (err.category() == caf::atom("hast")
-                      && err.context().match_element<std::string>(0))
-                    text = err.context().get_as<std::string>(0);
-                  g->add(i, {name, role::init, text});
+                  g->add(i, {name, role::init, self->system().render(err)});
                 });
       }
       return g->promise;

@@ -117,6 +117,7 @@ status server::start() {
     listen_fd_ = -1;
     return {errc::io_error, "cannot listen on control socket " + path_ + ": " + text};
   }
+  bound_ = true;
   if (::pipe2(wake_pipe_, O_CLOEXEC) != 0)
     return {errc::io_error, "pipe: " + errno_text(errno)};
   thread_ = std::thread{[this] { run(); }};
@@ -134,9 +135,11 @@ void server::stop() {
       ::close(*fd);
     *fd = -1;
   }
-  if (!path_.empty())
+  // Only a socket this server bound is removed: a refused second daemon
+  // must not take the running one's socket away.
+  if (bound_)
     ::unlink(path_.c_str());
-  path_.clear();
+  bound_ = false;
 }
 
 void server::run() {
@@ -180,6 +183,7 @@ void server::serve(int fd) {
   try {
     reply = handle_(request);
   } catch (const std::exception& e) {
+    spdlog::warn("control: malformed request: {}", e.what());
     reply = {{"error", std::string{"malformed request: "} + e.what()}};
   }
   // Role changes may take long; the reply goes out whenever it is ready.

@@ -42,6 +42,7 @@ private:
   std::string path_;
   handler handle_;
   int listen_fd_ = -1;
+  bool bound_ = false;  // the socket file at path_ is ours
   int wake_pipe_[2] = {-1, -1};
   std::thread thread_;
 };

@@ -17,7 +17,11 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <limits>
+#include <linux/loop.h>
 #include <spawn.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <thread>
 #include <unistd.h>
@@ -140,6 +144,77 @@ void write_state(const fs::path& dir, const nlohmann::json& state) {
   std::ofstream{dir / "state.json"} << state.dump() << '\n';
 }
 
+/// A block device someone holds exclusively: a mounted file system, a
+/// device-mapper or md holder, a running mkfs. Tearing it down now would pull
+/// the disk from under them.
+bool device_busy(const std::string& device) {
+  int fd = ::open(device.c_str(), O_RDONLY | O_EXCL | O_CLOEXEC);
+  if (fd < 0)
+    return errno == EBUSY;
+  ::close(fd);
+  return false;
+}
+
+/// What a loop device is bound to now.
+enum class loop_binding { free, ours, other };
+
+/// Compares the loop device's backing file with the one attach recorded
+/// (device and inode), so that detach never unbinds a loop device that was
+/// freed meanwhile and reused by someone else. Without a record (state from
+/// an older hastctl) a bound device counts as ours.
+loop_binding loop_bound_to(const std::string& device, const nlohmann::json& state) {
+  int fd = ::open(device.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return loop_binding::free;
+  loop_info64 info{};
+  auto rc = ::ioctl(fd, LOOP_GET_STATUS64, &info);
+  auto error = errno;
+  ::close(fd);
+  if (rc != 0)
+    return error == ENXIO ? loop_binding::free : loop_binding::ours;
+  if (!state.contains("backing_ino"))
+    return loop_binding::ours;
+  return info.lo_inode == state.value("backing_ino", uint64_t{0})
+             && info.lo_device == state.value("backing_dev", uint64_t{0})
+           ? loop_binding::ours
+           : loop_binding::other;
+}
+
+bool fuse_mounted(const std::string& mountpoint) {
+  std::ifstream mounts{"/proc/self/mounts"};
+  std::string source, target;
+  while (mounts >> source >> target) {
+    if (target == mountpoint)
+      return true;
+    mounts.ignore(std::numeric_limits<std::streamsize>::max(), '\n');
+  }
+  return false;
+}
+
+/// Unmounts nbdfuse's mount and waits for nbdfuse to exit (it does once
+/// unmounted); terminates it if it does not. Returns false with `error` set
+/// when something could not be undone.
+bool stop_nbdfuse(const std::string& mountpoint, pid_t pid, std::string& error) {
+  bool ok = true;
+  if (!mountpoint.empty() && fuse_mounted(mountpoint)) {
+    std::string err_text;
+    if (run({"fusermount3", "-u", mountpoint}, nullptr, &err_text) != 0) {
+      // Nothing may use it any more (the loop device is gone): detach lazily.
+      if (run({"fusermount3", "-u", "-z", mountpoint}) != 0) {
+        error = "fusermount3 -u " + mountpoint + ": " + trim(err_text);
+        ok = false;
+      }
+    }
+  }
+  for (int i = 0; i < 100 && alive(pid); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  if (alive(pid)) {
+    ::kill(pid, SIGTERM);
+    std::cerr << "hastctl: nbdfuse (pid " << pid << ") did not exit; terminated it\n";
+  }
+  return ok;
+}
+
 } // namespace
 
 int run_attach(const cli_options& options, const std::vector<std::string>& args) {
@@ -171,6 +246,8 @@ int run_attach(const cli_options& options, const std::vector<std::string>& args)
                 + "); run 'hastctl detach " + name + "' first");
   std::error_code ec;
   fs::create_directories(dir, ec);
+  if (ec)
+    return fail("attach: cannot create " + dir.string() + ": " + ec.message());
   fs::create_directories(device_dir, ec);
   if (ec)
     return fail("attach: cannot create " + device_dir.string() + ": " + ec.message());
@@ -218,19 +295,27 @@ int run_attach(const cli_options& options, const std::vector<std::string>& args)
     if (run({"losetup", "--find", "--show", "--direct-io=off", (mountpoint / "disk").string()}, &out,
             &err_text)
         != 0) {
-      run({"fusermount3", "-u", mountpoint.string()});
+      std::string ignored;
+      stop_nbdfuse(mountpoint.string(), pid, ignored);
       fs::remove_all(dir, ec);
       return fail("attach: losetup failed: " + trim(err_text));
     }
     device = trim(out);
     state["device"] = device;
+    // Who the loop device is bound to, so that detach recognises it.
+    struct stat st {};
+    if (::stat((mountpoint / "disk").c_str(), &st) == 0) {
+      state["backing_dev"] = static_cast<uint64_t>(st.st_dev);
+      state["backing_ino"] = static_cast<uint64_t>(st.st_ino);
+    }
   }
   write_state(dir, state);
   auto link = device_dir / name;
   fs::remove(link, ec);
   fs::create_symlink(device, link, ec);
   if (ec)
-    return fail("attach: cannot create " + link.string() + ": " + ec.message());
+    return fail("attach: cannot create " + link.string() + ": " + ec.message() + " (run 'hastctl detach "
+                + name + "' to undo the attach)");
   std::cout << link.string() << " -> " << device << '\n';
   return 0;
 }
@@ -259,25 +344,39 @@ int run_detach(const cli_options& options, const std::vector<std::string>& args)
   auto device = state.value("device", "");
   auto method = state.value("method", "");
   std::error_code ec;
+  // In use (mounted, say): refuse before anything is torn down.
+  if (!device.empty() && device_busy(device))
+    return fail("detach: " + (device_dir / name).string() + " (" + device
+                + ") is in use (mounted?); unmount it first");
   if (method == "nbd-client") {
     if (run({"nbd-client", "-d", device}, nullptr, &err_text) != 0) {
       std::cerr << "hastctl: detach: nbd-client -d " << device << ": " << trim(err_text) << '\n';
       rc = 1;
     }
   } else {
-    if (!device.empty() && run({"losetup", "-d", device}, nullptr, &err_text) != 0) {
-      std::cerr << "hastctl: detach: losetup -d " << device << ": " << trim(err_text) << '\n';
-      rc = 1;
+    if (!device.empty()) {
+      switch (loop_bound_to(device, state)) {
+      case loop_binding::free:
+        break;  // already gone (nbdfuse died and the loop device was cleared)
+      case loop_binding::other:
+        std::cerr << "hastctl: detach: " << device
+                  << " is now bound to another file; leaving it alone\n";
+        break;
+      case loop_binding::ours:
+        if (run({"losetup", "-d", device}, nullptr, &err_text) != 0
+            && loop_bound_to(device, state) == loop_binding::ours) {
+          std::cerr << "hastctl: detach: losetup -d " << device << ": " << trim(err_text) << '\n';
+          rc = 1;
+        }
+        break;
+      }
     }
-    auto mountpoint = state.value("mountpoint", "");
-    pid_t pid = state.value("pid", -1);
-    if (!mountpoint.empty())
-      run({"fusermount3", "-u", mountpoint});
-    for (int i = 0; i < 100 && alive(pid); ++i)
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    if (alive(pid)) {
-      ::kill(pid, SIGTERM);
-      std::cerr << "hastctl: detach: nbdfuse (pid " << pid << ") did not exit; terminated it\n";
+    if (rc == 0) {
+      std::string error;
+      if (!stop_nbdfuse(state.value("mountpoint", ""), state.value("pid", -1), error)) {
+        std::cerr << "hastctl: detach: " << error << '\n';
+        rc = 1;
+      }
     }
   }
   auto link = device_dir / name;

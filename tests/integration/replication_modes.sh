@@ -20,9 +20,9 @@ run_mode() {
   ctl_on nodeA list --json "$res" > "$T/list.json"
   [[ $(json_get "$T/list.json" "j['resources'][0]['connected']") == True ]] || fail "$mode: not connected"
 
-  fio --name=verify --ioengine=nbd --uri="$(echo "nbd+unix:///$res?socket=$T/a/$res.nbd")" \
+  (cd "$T" && fio --name=verify --verify_state_save=0 --ioengine=nbd --uri="$(echo "nbd+unix:///$res?socket=$T/a/$res.nbd")" \
       --rw=randwrite --bs=4k --iodepth=16 --size=32M --verify=crc32c --verify_fatal=1 \
-      --do_verify=1 --output="$T/fio-$mode.txt" >/dev/null 2>&1 \
+      --do_verify=1 --output="$T/fio-$mode.txt" >/dev/null 2>&1) \
     || { cat "$T/fio-$mode.txt" >&2; fail "$mode: fio verify failed"; }
   grep -q "err= 0" "$T/fio-$mode.txt" || fail "$mode: fio reported errors"
   wait_status nodeA "$res" complete 60
