@@ -410,6 +410,21 @@ void remote_part(self_ptr self, uint64_t id, const nbd_call& call) {
   self->send(s.link, atom::replicate_v, std::move(rc));
 }
 
+/// Counts a request and, for a write, marks its extents busy and in the
+/// activemap. True when the map must reach the disk before the data write:
+/// an extent is marked on disk before any write to it is issued, so after a
+/// crash every possibly-written extent is dirty.
+bool account_write(self_ptr self, const nbd_call& call) {
+  auto& s = self->state;
+  if (call.kind == nbd_call::op::flush) {
+    ++s.counters.flushes;
+    return false;
+  }
+  call.kind == nbd_call::op::trim ? ++s.counters.deletes : ++s.counters.writes;
+  mark_busy(self, call, +1);
+  return s.map->write_start(call.offset, call.length);
+}
+
 /// The generation rule (HAST's): the first write after the resource was
 /// created, and the first write of every outage, raise localcnt before the
 /// write is issued, so that the nodes can later tell who changed what.
@@ -454,15 +469,8 @@ void handle_write(self_ptr self, nbd_call call) {
   auto id = s.next_id++;
   if (call.kind != nbd_call::op::flush)
     s.local_ranges[id] = byte_range(call);
-  bool must_persist = false;
-  if (call.kind == nbd_call::op::flush) {
-    ++s.counters.flushes;
-  } else {
-    call.kind == nbd_call::op::trim ? ++s.counters.deletes : ++s.counters.writes;
-    mark_busy(self, call, +1);
-    // The activemap invariant: an extent is marked on disk before any write
-    // to it is issued, so after a crash every possibly-written extent is dirty.
-    must_persist = s.map->write_start(call.offset, call.length);
+  bool must_persist = account_write(self, call);
+  if (call.kind != nbd_call::op::flush) {
     must_persist = bump_generation(self) || must_persist;
     if (!s.connected && !s.config.standalone())
       s.map->mark_sync(call.offset, call.length);
@@ -995,14 +1003,7 @@ void handle_replicated(self_ptr self, nbd_call call) {
   }
   ++s.in_flight;
   auto id = s.next_id++;
-  bool must_persist = false;
-  if (call.kind == nbd_call::op::flush) {
-    ++s.counters.flushes;
-  } else {
-    call.kind == nbd_call::op::trim ? ++s.counters.deletes : ++s.counters.writes;
-    mark_busy(self, call, +1);
-    must_persist = s.map->write_start(call.offset, call.length);
-  }
+  bool must_persist = account_write(self, call);
   auto& t = s.tracks[id];
   t.call = std::move(call);
   t.remote_satisfied = t.remote_final = true;  // nothing further downstream

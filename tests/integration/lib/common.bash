@@ -84,15 +84,19 @@ json_get() { python3 -c "import json,sys; j=json.load(open('$1')); print($2)"; }
 data_region() {
   local res=$1 out=$2
   ctl dump --json "$res" > "$T/dump.json"
-  local off size
-  off=$(json_get "$T/dump.json" "j['resources'][0]['localoff']")
-  size=$(json_get "$T/dump.json" "j['resources'][0]['datasize']")
-  python3 - "$T/$res.img" "$out" "$off" "$size" <<'PY'
-import sys
-src, dst, off, size = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+  copy_region "$T/$res.img" "$T/dump.json" "$out"
+}
+
+# copy_region IMAGE DUMP_JSON OUT: the data region described by a
+# `hastctl dump --json` document, copied out of IMAGE.
+copy_region() {
+  python3 - "$1" "$2" "$3" <<'PY'
+import json, sys
+src, dump, dst = sys.argv[1], sys.argv[2], sys.argv[3]
+md = json.load(open(dump))["resources"][0]
 with open(src, 'rb') as f, open(dst, 'wb') as g:
-    f.seek(off)
-    left = size
+    f.seek(md["localoff"])
+    left = md["datasize"]
     while left:
         b = f.read(min(left, 1 << 20))
         if not b: break
@@ -187,20 +191,7 @@ region_of() {
   local node=$1 res=$2 out=$3 dir
   dir=$([[ $node == nodeA ]] && echo a || echo b)
   ctl_on "$node" dump --json "$res" > "$T/dump-$node.json"
-  local off size
-  off=$(json_get "$T/dump-$node.json" "j['resources'][0]['localoff']")
-  size=$(json_get "$T/dump-$node.json" "j['resources'][0]['datasize']")
-  python3 - "$T/$dir/$res.img" "$out" "$off" "$size" <<'PY'
-import sys
-src, dst, off, size = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-with open(src, 'rb') as f, open(dst, 'wb') as g:
-    f.seek(off)
-    left = size
-    while left:
-        b = f.read(min(left, 1 << 20))
-        if not b: break
-        g.write(b); left -= len(b)
-PY
+  copy_region "$T/$dir/$res.img" "$T/dump-$node.json" "$out"
 }
 
 # same_regions RES: both providers' data regions are byte-identical.
