@@ -118,6 +118,7 @@ TEST(Config, SeedExampleRendersItsEffectiveSettings) {
             "  timeout: 20\n"
             "  exec: -\n"
             "  metaflush: on\n"
+            "  syncrate: unlimited\n"
             "  nbd: uds:///var/run/hast/shared.sock\n"
             "  secret: -\n");
 }
