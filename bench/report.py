@@ -83,6 +83,14 @@ def chart_data(b):
                     "note": "" if w else "failed"})
     panels.append({"title": "4k random write QD1: p50 latency (us, log scale, lower is better)", "bars": p50,
                    "log": True})
+    cpu = []
+    for name in b.order:
+        w = row_of(b, name, "randwrite4k_qd32")
+        if name == "raw":
+            continue
+        cpu.append({"label": name.replace("hast ", ""), "value": w.get("cpu_per_gib") if w else None,
+                    "note": "" if w else "failed"})
+    panels.append({"title": "4k random write QD32: server CPU s per GiB written (lower is better)", "bars": cpu})
     if b.resync:
         bars = []
         for r in b.resync:
@@ -173,10 +181,15 @@ def method(b, run):
          f"* Each contender gets a fresh file (hast: `hastctl create`, both nodes), a sequential 1M QD8 prefill of "
          f"the {size} MiB region through its own path (so no workload reads holes or allocates blocks), then "
          f"the workloads in order, {b.runtime} s each (`--time_based`).",
+         f"* The region ({size} MiB) is {'larger' if size > 128 else 'smaller'} than hast's keepdirty window "
+         "(64 extents × 2 MiB = 128 MiB, the defaults), so random writes "
+         f"{'often need' if size > 128 else 'rarely need'} an activemap write first; see the *md/1k* column and "
+         "the analysis.",
          "* Latency is fio's completion latency (`clat`), percentiles 50 / 99 / 99.9, in microseconds.",
          "* **CPU s/GiB**: user+system CPU of the server processes (`/proc/<pid>/stat` utime+stime; hast: "
          "both nodes; nbdkit: its process) from the start of a workload until the primary's queues were empty "
-         "again, divided by the GiB the workload moved (written; read for randread). raw has no server.",
+         "again, divided by the GiB the workload moved (written; read for randread). raw has no server; the "
+         "relay's CPU is not counted.",
          "* **md/1k**: hast's activemap (metadata) writes per 1000 application writes (`hastctl list` counters).",
          "* **× nbdkit**, **× raw**: this row's IOPS (MiB/s for 1M) divided by nbdkit's / raw's.",
          "* Peak RSS: `VmHWM` of `/proc/<pid>/status` at the end of the contender's run.", ""]

@@ -232,8 +232,9 @@ class Bench:
             fstype = lines[-1].split()[1] if len(lines) > 1 else "unknown"
         statf = run_text(["stat", "-f", "-c", "%T", self.work]).strip()
         commit = run_text(["git", "-C", REPO, "rev-parse", "--short", "HEAD"]).strip() or "unknown"
-        if run_text(["git", "-C", REPO, "status", "--porcelain", "--untracked-files=no"]).strip():
-            commit += " (with uncommitted changes)"
+        if run_text(["git", "-C", REPO, "status", "--porcelain", "--", "actors", "io", "config", "messages",
+                     "cli", "CMakeLists.txt"]).strip():
+            commit += " (with uncommitted changes to the sources)"
         return {
             "cpu": cpu, "cores": os.cpu_count(), "mem_gib": mem / GiB,
             "kernel": platform.release(), "os": os_name(),
@@ -1003,7 +1004,7 @@ def main():
     try:
         bench.run()
     except (KeyboardInterrupt, Interrupted) as e:
-        print(f"\nrun.py: interrupted ({e or 'SIGINT'}); stopping everything it started", file=sys.stderr)
+        print(f"\nrun.py: interrupted ({str(e) or 'SIGINT'}); stopping everything it started", file=sys.stderr)
         return 130
     except Exception:
         traceback.print_exc()
