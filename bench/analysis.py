@@ -100,8 +100,8 @@ def metadata(b, run):
     seq = get(b, "hast standalone", "seqwrite1m_qd8", "md_per_1k")
     if seq is not None and seq >= 50:
         L.append(f"Sequential writes pay it too: a 1M stream enters a new 2 MiB extent every second request "
-                 f"({f0(seq)} metadata writes per 1000 in the 1M table), which is most of why 1M writes through "
-                 "hast standalone reach "
+                 f"({f0(seq)} metadata writes per 1000 in the 1M table), one flush per 2 MiB on the path of the "
+                 "stream, which contributes to 1M writes through hast standalone reaching "
                  f"{fx(ratio(get(b, 'hast standalone', 'seqwrite1m_qd8', 'mibs'), get(b, 'raw', 'seqwrite1m_qd8', 'mibs')))}"
                  " of the raw O_DIRECT rate.")
     L += ["Each write whose extent is new to the window evicts the oldest one and changes the on-disk map, "
@@ -252,14 +252,29 @@ def memory(b):
         return []
     top = max(rows)
     sa = (b.results.get("hast standalone", {}).get("rss_kib") or {}).get("A")
+    sync_top = max([r for r in rows if "async" not in r[1]] or [(0, "", "")])
     L = ["### 7. Memory", ""]
-    L.append(f"The largest hastd seen was {top[0]:.0f} MiB ({top[1]}, "
-             f"{'primary' if top[2] == 'A' else 'secondary'}); a standalone hastd peaked at "
-             f"{f0(sa / 1024 if sa else None)} MiB. Buffers are allocated per request and freed on completion; "
-             "what bounds them is the client's queue depth × request size (NBD requests are at most 32 MiB) "
-             "plus, in async mode, the send queue to the secondary, capped at `async_queue_limit` = 64 MiB "
-             "(beyond it writes are refused to the link and left for the resync, see §5). So the bound is about "
-             "base + QD × request size + 64 MiB for an async primary; nothing in these runs grew beyond it.")
+    L.append(f"A standalone hastd peaked at {f0(sa / 1024 if sa else None)} MiB; the largest memsync/fullsync "
+             f"hastd at {sync_top[0]:.0f} MiB ({sync_top[1]}); the largest of all at **{top[0]:.0f} MiB** "
+             f"({top[1]}, {'primary' if top[2] == 'A' else 'secondary'}). Buffers are allocated per request "
+             "and freed on completion, so a standalone or fullsync node holds at most the client's queue depth × "
+             "request size (NBD requests are at most 32 MiB).")
+    L.append("")
+    L.append("**Product problem: in async mode (and, more slowly, memsync) memory is not bounded.** "
+             "`async_queue_limit` (64 MiB) only counts bytes not yet handed to the socket. The secondary reads "
+             "every frame off the socket at once and queues its disk write with no limit (`execute()` in "
+             "actors/peer.cpp), so the primary's send queue stays short while the secondary's backlog grows, and "
+             "the primary keeps every write's buffer in its tracks until the secondary's `done`. When the "
+             "secondary's disk is slower than the primary's (e.g. its own activemap flushes, §2), both grow "
+             "with the length of the burst: sampling `VmRSS` every 0.5 s during `--only \"async 5\"` showed "
+             "the secondary going from 11 to 122 MiB within the 5 s of 4k random writes at QD32, and the peak "
+             "varies from run to run with how far the secondary falls behind (this run: "
+             + ", ".join(f"{n.replace('hast ', '')} {v:.0f} MiB" for v, n, node in sorted(rows, reverse=True)
+                         if "async" in n and node == "A")
+             + " for the async primaries). Fix: bound the bytes in flight "
+             "(sent and not yet `done`) on the primary, and have the secondary stop reading the socket while "
+             "more than a fixed amount is executing, so that TCP backpressure reaches the primary's send queue "
+             "where the async limit applies.")
     L.append("")
     return L
 

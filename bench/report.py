@@ -420,8 +420,13 @@ def targets(b, run):
     else:
         L.append("| resync ≥ 0.8× plain TCP copy | resync failed | – |")
         L.append("| wire bytes ≤ 1.05× dirty bytes | resync failed | – |")
-    L.append(f"| hastd RSS bounded | highest VmHWM of any hastd in any contender: "
-             f"{f1(getattr(b, 'peak_rss_mib', None))} MiB | (a bound seen, not a proof) |")
+    rs = [(v / 1024, n) for n in b.order if n.startswith("hast")
+          for v in (b.results[n].get("rss_kib") or {}).values()]
+    sync_max = max([v for v, n in rs if "async" not in n] or [None])
+    async_max = max([v for v, n in rs if "async" in n] or [None])
+    L.append(f"| hastd RSS bounded | standalone, memsync, fullsync: at most {f1(sync_max)} MiB; async: up to "
+             f"{f1(async_max)} MiB | standalone/fullsync: yes by construction (QD × request size); async (and "
+             "memsync) **no**: grows with the secondary's backlog, see Analysis §7 |")
     L.append("")
     return L
 
