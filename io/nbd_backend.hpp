@@ -2,8 +2,13 @@
 
 // What an NBD session needs from the thing it exports. io/nbd_server.cpp
 // speaks the protocol; actors/ implement this interface by sending typed
-// messages to the resource actor. Completions may be called from any thread;
-// the server re-posts them onto the session's strand.
+// messages to the resource actor.
+//
+// Requests travel in batches, as the client sent them: the session decodes
+// every complete request it has received and submits them with one call, so
+// that a pipelining client costs one hand-off per burst rather than one per
+// request. Replies come back in batches too (reply_sink::deliver), each batch
+// one hand-off to the session's strand.
 
 #include "io/buffer.hpp"
 
@@ -11,6 +16,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace hast::nbd {
 
@@ -31,9 +37,42 @@ struct open_result {
   export_info info;
 };
 
-/// `error` is an NBD error code (0 on success, NBD_EIO, NBD_ENOSPC, ...).
-using done_fn = std::function<void(uint32_t error)>;
-using read_done_fn = std::function<void(uint32_t error, buffer_ptr data)>;
+enum class command : uint8_t { read, write, flush, trim, write_zeroes };
+
+/// One request the session has validated (nbd::validate): its range lies
+/// inside the export and its command was advertised.
+struct request {
+  command kind = command::read;
+  uint64_t cookie = 0;
+  uint64_t offset = 0;
+  uint32_t length = 0; // read/write/trim/write_zeroes bytes; 0 for flush
+  bool fua = false;
+  bool may_trim = false; // write_zeroes without NBD_CMD_FLAG_NO_HOLE
+  buffer_ptr data;       // write: the payload, exactly `length` bytes, 4 KiB-aligned
+};
+
+struct reply {
+  uint64_t cookie = 0;
+  command kind = command::read;
+  uint32_t length = 0; // the request's length (the session charges/validates with it)
+  uint32_t error = 0;  // NBD error code (0 = success); values the protocol lacks go out as EIO
+  buffer_ptr data;     // read success: at least `length` bytes
+};
+
+/// Builds the reply to `r` (copies cookie, kind, length).
+inline reply make_reply(const request& r, uint32_t error, buffer_ptr data = nullptr) {
+  return {r.cookie, r.kind, r.length, error, std::move(data)};
+}
+
+/// Where a backend sends replies; implemented by the session. deliver() may
+/// be called from any thread; each call costs one hand-off to the session's
+/// strand, whatever the number of replies.
+class reply_sink {
+public:
+  virtual ~reply_sink() = default;
+  virtual void deliver(std::vector<reply> replies) = 0;
+};
+using reply_sink_ptr = std::shared_ptr<reply_sink>;
 
 class backend {
 public:
@@ -43,19 +82,23 @@ public:
   /// when the resource is not primary.
   virtual void open(std::function<void(open_result)> done) = 0;
 
-  virtual void read(uint64_t offset, uint32_t length, read_done_fn done) = 0;
-  virtual void write(uint64_t offset, buffer_ptr data, bool fua, done_fn done) = 0;
-  virtual void flush(done_fn done) = 0;
-  virtual void trim(uint64_t offset, uint32_t length, bool fua, done_fn done) = 0;
-  virtual void write_zeroes(uint64_t offset, uint32_t length, bool may_trim, bool fua,
-                            done_fn done) = 0;
+  /// Valid requests in arrival order, decoded from what the client sent at
+  /// once. Each is answered exactly once through `sink`, in any order and in
+  /// batches of any size.
+  virtual void submit(std::vector<request> batch, reply_sink_ptr sink) = 0;
 
   /// The connection is gone; no more calls follow. Called exactly once if
-  /// open() succeeded.
+  /// open() succeeded, and only when no submitted request is unanswered.
   virtual void close() = 0;
 };
 
 /// Makes one backend per accepted connection, for the export named `name`.
 using backend_factory = std::function<std::shared_ptr<backend>()>;
+
+/// Completions of one request inside the daemon (messages/actors.hpp's
+/// nbd_call, which also carries replicated requests on a secondary). Not part
+/// of the backend interface above; `error` is an NBD error code.
+using done_fn = std::function<void(uint32_t error)>;
+using read_done_fn = std::function<void(uint32_t error, buffer_ptr data)>;
 
 } // namespace hast::nbd

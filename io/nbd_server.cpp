@@ -34,18 +34,21 @@ using socket_type = stream::socket::rebind_executor<strand_type>::other;
 
 /// Options a client may send in one handshake before we call it abuse.
 constexpr std::size_t max_options = 64;
-/// Reading of new requests pauses while this many requests, or requests
+/// Parsing of new requests pauses while this many requests, or requests
 /// carrying this many payload bytes, wait for their replies to be written.
-/// Bounds the memory one pipelining client can pin.
+/// Bounds the memory one pipelining client can pin, and so the size of one
+/// batch.
 constexpr std::size_t max_outstanding_requests = 512;
 constexpr uint64_t max_outstanding_bytes = 128u << 20;
-/// Replies gathered into one write (one writev).
-constexpr std::size_t max_replies_per_write = 64;
+/// Replies gathered into one write: up to two iovecs each (header, READ
+/// data), half of Linux's IOV_MAX.
+constexpr std::size_t max_replies_per_write = 512;
+/// What one read from the socket may bring in: thousands of request headers,
+/// or small writes with their payloads.
+constexpr std::size_t receive_buffer_size = 256u << 10;
 /// Block sizes we advertise: any alignment works, 4 KiB is best.
 constexpr uint32_t minimum_block = 1;
 constexpr uint32_t preferred_block = 4096;
-/// Chunk used to skip the payload of a WRITE we refuse.
-constexpr std::size_t discard_chunk = 64u << 10;
 
 std::string errno_text(int error) {
   return std::strerror(error);
@@ -162,6 +165,25 @@ struct outgoing {
   uint32_t data_length = 0;
   bool answers_request = false;
   uint64_t charged_bytes = 0; // released when written
+};
+
+/// The reply_sink a session gives its backend. It keeps the session alive
+/// while the backend holds it, so that every submitted request is accounted
+/// for before the backend is closed; the session detaches it once the
+/// backend is closed, which also breaks the cycle if the backend keeps it.
+class session_sink final : public reply_sink {
+public:
+  explicit session_sink(std::shared_ptr<session> s) : session_(std::move(s)) {}
+  void deliver(std::vector<reply> replies) override;
+  void detach() {
+    std::shared_ptr<session> last;
+    std::lock_guard lock{mutex_};
+    last = std::move(session_); // destroyed after the lock is released
+  }
+
+private:
+  std::mutex mutex_;
+  std::shared_ptr<session> session_;
 };
 
 class session : public std::enable_shared_from_this<session> {
@@ -369,46 +391,124 @@ private:
     spdlog::info("nbd {}: {}: attached ({} bytes{}{})", owner_->export_name, peer_, info_.size,
                  info_.read_only ? ", read-only" : "",
                  (flags_ & flag_can_multi_conn) != 0 ? ", multi-conn" : "");
-    read_request();
+    // The handshake reads exact sizes, so nothing of the transmission phase
+    // has been consumed from the socket yet.
+    rx_.resize(receive_buffer_size);
+    receive();
   }
 
   // --- Transmission --------------------------------------------------------------
+  //
+  // The receive buffer holds [rx_begin_, rx_end_) not yet parsed. A parse
+  // pass takes every complete request from it; the pass ends, and the batch
+  // collected so far goes to the backend in one submit(), whenever the
+  // session must wait: for more bytes from the socket, for the rest of a
+  // write payload, or for replies to be written (outstanding limits).
 
-  void read_request() {
+  std::size_t buffered() const { return rx_end_ - rx_begin_; }
+
+  /// Reads whatever the client has sent, up to the free space. Called only
+  /// when the buffer holds no complete request (or a refused payload is
+  /// being skipped), so the space is at least the buffer minus one header.
+  void receive() {
     if (closed_ || disconnecting_)
       return;
-    if (outstanding_ >= max_outstanding_requests || outstanding_bytes_ >= max_outstanding_bytes) {
-      read_paused_ = true;
-      return;
+    if (rx_begin_ == rx_end_) {
+      rx_begin_ = rx_end_ = 0;
+    } else if (rx_begin_ > 0) {
+      std::memmove(rx_.data(), rx_.data() + rx_begin_, buffered());
+      rx_end_ -= rx_begin_;
+      rx_begin_ = 0;
     }
-    asio::async_read(
-        socket_, asio::buffer(request_),
-        [self = shared_from_this()](std::error_code ec, std::size_t) { self->on_request(ec); });
+    socket_.async_read_some(asio::buffer(rx_.data() + rx_end_, rx_.size() - rx_end_),
+                            [self = shared_from_this()](std::error_code ec, std::size_t n) {
+                              if (self->closed_)
+                                return;
+                              if (ec)
+                                return self->socket_failed(ec, "reading a request");
+                              self->rx_end_ += n;
+                              self->parse();
+                            });
   }
 
-  void on_request(std::error_code ec) {
-    if (closed_)
+  void parse() {
+    if (closed_ || disconnecting_)
       return;
-    if (ec)
-      return socket_failed(ec, "reading a request");
-    auto request = decode_request(request_);
-    if (!request)
-      return close(fmt::format("bad request magic {:#010x}", get_be32(request_)), true);
-    const request_header req = *request;
+    if (skip_remaining_ > 0) {
+      const auto n = std::min<std::size_t>(buffered(), skip_remaining_);
+      rx_begin_ += n;
+      skip_remaining_ -= static_cast<uint32_t>(n);
+      if (skip_remaining_ > 0)
+        return receive();
+      // The refused write is framed off: answer it, as the client sent it
+      // correctly and the connection stays usable.
+      queue_reply(skipped_.cookie, skipped_.error, nullptr, 0, skipped_.charged);
+    }
+    while (skip_remaining_ == 0 && buffered() >= request_size) {
+      if (outstanding_ >= max_outstanding_requests || outstanding_bytes_ >= max_outstanding_bytes) {
+        // after_write() resumes parsing from the buffer once replies are out.
+        read_paused_ = true;
+        return end_pass();
+      }
+      if (!take_request())
+        return;
+    }
+    end_pass();
+    receive();
+  }
+
+  /// Hands the collected batch to the backend and starts writing the
+  /// replies queued during the pass. A lone request is a batch of one: a
+  /// pass never waits for company.
+  void end_pass() {
+    if (!batch_.empty()) {
+      backend_pending_ += batch_.size();
+      auto sink = sink_.lock();
+      if (!sink) {
+        sink = std::make_shared<session_sink>(shared_from_this());
+        sink_ = sink;
+      }
+      backend_->submit(std::exchange(batch_, {}), std::move(sink));
+    }
+    write_queued();
+  }
+
+  /// Takes the request at the front of the buffer (at least a header is
+  /// there). False when this pass must stop: the connection is closing, the
+  /// client disconnected, or the rest of a write payload is being read.
+  bool take_request() {
+    uint8_t header[request_size];
+    std::memcpy(header, rx_.data() + rx_begin_, request_size);
+    auto decoded = decode_request(header);
+    if (!decoded) {
+      // What was parsed before it still goes to the backend, as if read
+      // one by one; its replies are dropped with the connection.
+      end_pass();
+      close(fmt::format("bad request magic {:#010x}", get_be32(header)), true);
+      return false;
+    }
+    rx_begin_ += request_size;
+    const request_header req = *decoded;
 
     if (req.type == cmd_disc) {
       spdlog::debug("nbd {}: {}: NBD_CMD_DISC", owner_->export_name, peer_);
       disconnecting_ = true;
-      return after_write();
+      end_pass();
+      after_write();
+      return false;
     }
-
-    const uint32_t error = validate(req, info_.size, flags_);
     if (req.type == cmd_write && req.length > max_payload) {
       // Its payload may not even be meant to follow; the stream cannot be
       // resynchronised safely.
-      return close(fmt::format("NBD_CMD_WRITE of {} bytes (more than {})", req.length, max_payload),
-                   true);
+      end_pass();
+      close(fmt::format("NBD_CMD_WRITE of {} bytes (more than {})", req.length, max_payload), true);
+      return false;
     }
+
+    uint32_t error = validate(req, info_.size, flags_);
+    const auto kind = command_of(req.type);
+    if (error == 0 && !kind)
+      error = einval; // validate() admits nothing else (CACHE is never advertised)
     if (error != 0)
       spdlog::debug("nbd {}: {}: {} offset {} length {} flags {:#x}: {}", owner_->export_name,
                     peer_, command_name(req.type), req.offset, req.length, req.flags,
@@ -418,106 +518,117 @@ private:
     ++outstanding_;
     outstanding_bytes_ += payload;
 
+    if (error != 0) {
+      if (req.type == cmd_write) {
+        // Skip the payload (framed correctly, at most max_payload), then
+        // answer; what is not here yet is skipped as it arrives.
+        const auto present = std::min<std::size_t>(buffered(), req.length);
+        rx_begin_ += present;
+        if (present < req.length) {
+          skip_remaining_ = req.length - static_cast<uint32_t>(present);
+          skipped_ = {req.cookie, error, payload};
+          return true; // the buffer is empty now: the pass ends and reads on
+        }
+      }
+      queue_reply(req.cookie, error, nullptr, 0, payload);
+      return true;
+    }
+
+    request r;
+    r.kind = *kind;
+    r.cookie = req.cookie;
+    r.offset = req.offset;
+    r.length = req.length; // validate() made it 0 for FLUSH
+    r.fua = (req.flags & cmd_flag_fua) != 0;
+    r.may_trim = req.type == cmd_write_zeroes && (req.flags & cmd_flag_no_hole) == 0;
     if (req.type == cmd_write) {
-      if (error != 0)
-        return discard_payload(req.length, req.cookie, error, payload);
-      auto data = make_buffer(req.length);
-      asio::async_read(socket_, asio::buffer(data->data(), req.length),
-                       [self = shared_from_this(), req, data](std::error_code ec, std::size_t) {
-                         if (self->closed_)
-                           return;
-                         if (ec)
-                           return self->socket_failed(ec, "reading a write payload");
-                         self->dispatch(req, data);
-                         self->read_request();
-                       });
-      return;
+      r.data = make_buffer(req.length);
+      const auto present = std::min<std::size_t>(buffered(), req.length);
+      std::memcpy(r.data->data(), rx_.data() + rx_begin_, present);
+      rx_begin_ += present;
+      if (present < req.length) {
+        read_payload_rest(std::move(r), present);
+        return false;
+      }
     }
-
-    if (error != 0)
-      enqueue_reply(req.cookie, error, nullptr, 0, payload);
-    else
-      dispatch(req, nullptr);
-    read_request();
+    batch_.push_back(std::move(r));
+    return true;
   }
 
-  /// Skips the payload of a refused WRITE, then answers it: the client
-  /// framed it correctly, so the connection stays usable.
-  void discard_payload(uint32_t remaining, uint64_t cookie, uint32_t error, uint64_t charged) {
-    if (remaining == 0) {
-      enqueue_reply(cookie, error, nullptr, 0, charged);
-      return read_request();
-    }
-    discard_.resize(discard_chunk);
-    const auto chunk = std::min<std::size_t>(remaining, discard_.size());
-    asio::async_read(socket_, asio::buffer(discard_.data(), chunk),
-                     [self = shared_from_this(), remaining, cookie, error, charged,
-                      chunk](std::error_code ec, std::size_t) {
-                       if (self->closed_)
-                         return;
-                       if (ec)
-                         return self->socket_failed(ec, "skipping a refused write payload");
-                       self->discard_payload(remaining - static_cast<uint32_t>(chunk), cookie,
-                                             error, charged);
-                     });
+  /// Reads the part of a write payload that has not arrived yet straight
+  /// into its block (a large write is copied only as far as it had reached
+  /// the receive buffer), then parsing goes on. The requests before it need
+  /// not wait for it: they are submitted first.
+  void read_payload_rest(request r, std::size_t present) {
+    end_pass();
+    auto* rest = r.data->data() + present;
+    const auto size = r.length - present;
+    asio::async_read(
+        socket_, asio::buffer(rest, size),
+        [self = shared_from_this(), r = std::move(r)](std::error_code ec, std::size_t) mutable {
+          if (self->closed_)
+            return;
+          if (ec)
+            return self->socket_failed(ec, "reading a write payload");
+          self->batch_.push_back(std::move(r));
+          self->parse();
+        });
   }
 
-  /// Hands a valid request to the backend; its completion comes back to the
-  /// strand and queues the reply.
-  void dispatch(const request_header& req, buffer_ptr data) {
-    const bool fua = (req.flags & cmd_flag_fua) != 0;
-    const uint64_t cookie = req.cookie;
-    const uint64_t charged = req.type == cmd_read || req.type == cmd_write ? req.length : 0;
-    ++backend_pending_;
-    auto done = [self = shared_from_this(), cookie, charged](uint32_t error) {
-      asio::post(self->strand_, [self, cookie, charged, error] {
-        --self->backend_pending_;
-        if (self->closed_)
-          return self->release_backend();
-        self->enqueue_reply(cookie, wire_error(error), nullptr, 0, charged);
-      });
-    };
-    switch (req.type) {
-    case cmd_read: {
-      const uint32_t length = req.length;
-      backend_->read(req.offset, length,
-                     [self = shared_from_this(), cookie, length](uint32_t error, buffer_ptr data) {
-                       asio::post(self->strand_, [self, cookie, length, error,
-                                                  data = std::move(data)]() mutable {
-                         --self->backend_pending_;
-                         if (self->closed_)
-                           return self->release_backend();
-                         self->read_done(cookie, length, wire_error(error), std::move(data));
-                       });
-                     });
-      return;
-    }
+  static std::optional<command> command_of(uint16_t type) {
+    switch (type) {
+    case cmd_read:
+      return command::read;
     case cmd_write:
-      return backend_->write(req.offset, std::move(data), fua, std::move(done));
+      return command::write;
     case cmd_flush:
-      return backend_->flush(std::move(done));
+      return command::flush;
     case cmd_trim:
-      return backend_->trim(req.offset, req.length, fua, std::move(done));
+      return command::trim;
     case cmd_write_zeroes:
-      return backend_->write_zeroes(req.offset, req.length, (req.flags & cmd_flag_no_hole) == 0,
-                                    fua, std::move(done));
-    default:
-      // validate() admits nothing else (CACHE is never advertised).
-      --backend_pending_;
-      return enqueue_reply(cookie, einval, nullptr, 0, charged);
+      return command::write_zeroes;
     }
+    return std::nullopt;
   }
 
-  void read_done(uint64_t cookie, uint32_t length, uint32_t error, buffer_ptr data) {
-    if (error == 0 && (!data || data->size() < length)) {
-      // A simple reply cannot carry a short read: the whole length or an error.
-      spdlog::warn("nbd {}: {}: backend returned {} of {} bytes for a read", owner_->export_name,
-                   peer_, data ? data->size() : 0, length);
-      error = eio;
+public:
+  /// A batch of replies from the backend; any thread. One hand-off to the
+  /// strand for the whole batch.
+  void post_replies(std::vector<reply> replies) {
+    asio::post(strand_, [self = shared_from_this(), replies = std::move(replies)]() mutable {
+      self->on_replies(std::move(replies));
+    });
+  }
+
+private:
+  void on_replies(std::vector<reply> replies) {
+    for (auto& r : replies) {
+      if (backend_pending_ == 0) {
+        // More replies than requests: the backend answered something twice.
+        // Sending it would give the client a cookie it no longer waits for.
+        spdlog::error("nbd {}: {}: the backend answered cookie {:#x} with no request pending",
+                      owner_->export_name, peer_, r.cookie);
+        continue;
+      }
+      --backend_pending_;
+      if (closed_)
+        continue;
+      const bool has_payload = r.kind == command::read || r.kind == command::write;
+      const uint64_t charged = has_payload ? r.length : 0;
+      uint32_t error = wire_error(r.error);
+      if (r.kind == command::read && error == 0 && (!r.data || r.data->size() < r.length)) {
+        // A simple reply cannot carry a short read: the whole length or an error.
+        spdlog::warn("nbd {}: {}: backend returned {} of {} bytes for a read", owner_->export_name,
+                     peer_, r.data ? r.data->size() : 0, r.length);
+        error = eio;
+      }
+      const bool sends_data = r.kind == command::read && error == 0;
+      queue_reply(r.cookie, error, sends_data ? std::move(r.data) : nullptr,
+                  sends_data ? r.length : 0, charged);
     }
-    if (error != 0)
-      return enqueue_reply(cookie, error, nullptr, 0, length);
-    enqueue_reply(cookie, 0, std::move(data), length, length);
+    if (closed_)
+      return release_backend();
+    write_queued();
   }
 
   // --- Writing -------------------------------------------------------------------
@@ -529,8 +640,10 @@ private:
     write_queued();
   }
 
-  void enqueue_reply(uint64_t cookie, uint32_t error, buffer_ptr data, uint32_t data_length,
-                     uint64_t charged) {
+  /// Queues a simple reply; the caller starts the write (write_queued) once
+  /// it has queued all it has, so that they leave together.
+  void queue_reply(uint64_t cookie, uint32_t error, buffer_ptr data, uint32_t data_length,
+                   uint64_t charged) {
     outgoing out;
     out.reply = encode_simple_reply(error, cookie);
     out.data = std::move(data);
@@ -538,7 +651,6 @@ private:
     out.answers_request = true;
     out.charged_bytes = charged;
     queue_.push_back(std::move(out));
-    write_queued();
   }
 
   void write_queued() {
@@ -550,14 +662,30 @@ private:
       in_write_.push_back(std::move(queue_.front()));
       queue_.pop_front();
     }
+    // Reply headers are packed side by side so that a run of replies without
+    // data (write, flush, trim acknowledgements, errors) is one iovec: Asio
+    // passes at most 64 iovecs to each writev.
+    headers_.resize(in_write_.size() * simple_reply_size);
+    uint8_t* next_header = headers_.data();
+    bool extends_header_run = false;
     gather_.clear();
     for (const auto& out : in_write_) {
-      if (!out.bytes.empty()) {
+      if (!out.answers_request) {
         gather_.push_back(asio::buffer(out.bytes));
-      } else {
-        gather_.push_back(asio::buffer(out.reply));
-        if (out.data_length > 0)
-          gather_.push_back(asio::buffer(out.data->data(), out.data_length));
+        extends_header_run = false;
+        continue;
+      }
+      std::memcpy(next_header, out.reply.data(), simple_reply_size);
+      if (extends_header_run)
+        gather_.back()
+            = asio::buffer(gather_.back().data(), gather_.back().size() + simple_reply_size);
+      else
+        gather_.push_back(asio::buffer(next_header, simple_reply_size));
+      next_header += simple_reply_size;
+      extends_header_run = true;
+      if (out.data_length > 0) {
+        gather_.push_back(asio::buffer(out.data->data(), out.data_length));
+        extends_header_run = false;
       }
     }
     asio::async_write(
@@ -582,7 +710,7 @@ private:
     after_write();
   }
 
-  /// Resumes paused reading, and ends the connection once everything owed
+  /// Resumes paused parsing, and ends the connection once everything owed
   /// to the client is on the wire (after NBD_CMD_DISC or NBD_OPT_ABORT).
   void after_write() {
     if (closed_)
@@ -598,7 +726,7 @@ private:
     if (read_paused_ && outstanding_ < max_outstanding_requests
         && outstanding_bytes_ < max_outstanding_bytes) {
       read_paused_ = false;
-      read_request();
+      parse();
     }
   }
 
@@ -643,6 +771,8 @@ private:
     if (opened_ && !backend_closed_ && backend_pending_ == 0 && !open_pending_) {
       backend_closed_ = true;
       backend_->close();
+      if (auto sink = sink_.lock())
+        sink->detach();
     }
   }
 
@@ -667,24 +797,48 @@ private:
 
   // Transmission.
   bool in_transmission_ = false;
-  uint8_t request_[request_size] = {};
-  std::vector<uint8_t> discard_;
-  std::size_t backend_pending_ = 0; // backend calls whose completion has not run
-  std::size_t outstanding_ = 0;     // requests read whose reply is not yet written
-  uint64_t outstanding_bytes_ = 0;  // READ/WRITE payload bytes of those
-  bool read_paused_ = false;
-  bool disconnecting_ = false;      // NBD_CMD_DISC received
-  bool close_when_flushed_ = false; // NBD_OPT_ABORT answered
+  std::vector<uint8_t> rx_; // receive buffer; [rx_begin_, rx_end_) is unparsed
+  std::size_t rx_begin_ = 0;
+  std::size_t rx_end_ = 0;
+  std::vector<request> batch_;  // parsed in this pass, not yet submitted
+  uint32_t skip_remaining_ = 0; // payload bytes of a refused WRITE still to skip
+  struct refused_write {
+    uint64_t cookie = 0;
+    uint32_t error = 0;
+    uint64_t charged = 0;
+  };
+  refused_write skipped_;            // that WRITE, answered once skipped
+  std::weak_ptr<session_sink> sink_; // held by the backend while it owes replies
+  std::size_t backend_pending_ = 0;  // submitted requests the backend has not answered
+  std::size_t outstanding_ = 0;      // requests read whose reply is not yet written
+  uint64_t outstanding_bytes_ = 0;   // READ/WRITE payload bytes of those
+  bool read_paused_ = false;         // at an outstanding limit; after_write() resumes
+  bool disconnecting_ = false;       // NBD_CMD_DISC received
+  bool close_when_flushed_ = false;  // NBD_OPT_ABORT answered
 
   // Replies, written in completion order.
   std::deque<outgoing> queue_;
   std::vector<outgoing> in_write_;
+  std::vector<uint8_t> headers_; // reply headers of in_write_, side by side
   std::vector<asio::const_buffer> gather_;
   bool writing_ = false;
 
   bool closed_ = false;
   bool counted_out_ = false;
 };
+
+void session_sink::deliver(std::vector<reply> replies) {
+  if (replies.empty())
+    return;
+  std::shared_ptr<session> s;
+  {
+    std::lock_guard lock{mutex_};
+    s = session_;
+  }
+  // Detached: the backend was closed, so nothing can be owed any more.
+  if (s)
+    s->post_replies(std::move(replies));
+}
 
 } // namespace
 

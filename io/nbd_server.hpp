@@ -2,10 +2,12 @@
 
 // The NBD server of one export: listens on a Unix or TCP socket, speaks the
 // fixed-newstyle handshake and the transmission phase with simple replies,
-// and hands every request to a backend (io/nbd_backend.hpp) made per
-// connection. Requests are pipelined: the next header is read while earlier
-// requests are still at the backend, and replies go out in completion order.
-// What we advertise and how errors are answered: docs/NBD.md.
+// and hands requests to a backend (io/nbd_backend.hpp) made per connection.
+// Requests are pipelined and batched: every complete request the client has
+// sent goes to the backend in one submit(), more are read while earlier ones
+// are still at the backend, and replies go out in the order the backend
+// delivers them, gathered into few writes. What we advertise, how batches are
+// formed and how errors are answered: docs/NBD.md.
 //
 // Asio stays out of this header (pimpl) so that the translation units that
 // include it compile fast.
@@ -30,8 +32,8 @@ public:
   /// "tcp://host:port" (port 10809 if omitted). `factory` makes one backend
   /// per connection, when the client first asks for the export; it may be
   /// called concurrently from any thread running `io`. Nothing happens until
-  /// start(). `io` must outlive the server and every backend completion
-  /// (completions are posted to it).
+  /// start(). `io` must outlive the server and every backend reply
+  /// (reply_sink::deliver posts to it).
   server(asio::io_context& io, std::string export_name, std::string address,
          backend_factory factory);
   server(const server&) = delete;
@@ -45,8 +47,8 @@ public:
   /// once, before the io_context runs or from one of its threads.
   status start();
 
-  /// Closes the acceptor and every session (each backend is closed once its
-  /// outstanding calls have completed), and removes the Unix socket file.
+  /// Closes the acceptor and every session (each backend is closed once it
+  /// has answered every submitted request), and removes the Unix socket file.
   /// Safe to call from any thread and more than once: the work is posted to
   /// the io_context. `stopped`, if given, runs on an io_context thread once
   /// the acceptor is closed and the socket file is gone, so that a new

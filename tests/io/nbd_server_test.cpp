@@ -104,6 +104,13 @@ struct memory_store {
   uint32_t io_error = 0; // non-zero: every I/O completes with this error
   completion_thread* worker = nullptr;
 
+  // Guarded by `mutex`.
+  std::vector<std::size_t> batch_sizes; // of every submit(), in order
+  bool hold = false;                    // keep replies until release()
+  std::vector<reply> held;
+  reply_sink_ptr held_sink;
+  std::shared_ptr<std::atomic<int>> held_unanswered; // of the backend that holds
+
   std::atomic<int> opens{0};
   std::atomic<int> closes{0};
   std::atomic<int> flushes{0};
@@ -111,8 +118,71 @@ struct memory_store {
   std::atomic<int> trims{0};
   std::atomic<int> zeroes_may_trim{0};
   std::atomic<int> zeroes_no_hole{0};
+  std::atomic<int> deliveries{0}; // deliver() calls
+  std::atomic<int> submitted{0};  // requests
+
+  std::vector<std::size_t> batches() {
+    std::lock_guard lock{mutex};
+    return batch_sizes;
+  }
+  std::size_t held_count() {
+    std::lock_guard lock{mutex};
+    return held.size();
+  }
+
+  /// Answers the oldest held reply alone and keeps holding the rest.
+  void release_one() {
+    std::vector<reply> one;
+    reply_sink_ptr sink;
+    std::shared_ptr<std::atomic<int>> unanswered;
+    {
+      std::lock_guard lock{mutex};
+      if (held.empty())
+        return;
+      one.push_back(std::move(held.front()));
+      held.erase(held.begin());
+      sink = held_sink;
+      unanswered = held_unanswered;
+    }
+    ++deliveries;
+    --*unanswered;
+    sink->deliver(std::move(one));
+  }
+
+  /// Stops holding and answers everything held, in one deliver() call or,
+  /// with `one_by_one_reversed`, one reply per call in reverse order.
+  void release(bool one_by_one_reversed = false) {
+    std::vector<reply> replies;
+    reply_sink_ptr sink;
+    std::shared_ptr<std::atomic<int>> unanswered;
+    {
+      std::lock_guard lock{mutex};
+      hold = false;
+      replies = std::move(held);
+      held.clear();
+      sink = std::move(held_sink);
+      unanswered = std::move(held_unanswered);
+    }
+    if (!sink)
+      return;
+    if (!one_by_one_reversed) {
+      ++deliveries;
+      *unanswered -= static_cast<int>(replies.size());
+      sink->deliver(std::move(replies));
+      return;
+    }
+    for (auto it = replies.rbegin(); it != replies.rend(); ++it) {
+      ++deliveries;
+      --*unanswered;
+      sink->deliver({std::move(*it)});
+    }
+  }
 };
 
+/// Serves a batch in order and answers it with one deliver() call from the
+/// completion thread, as the daemon's resource actor would. Checks the
+/// session's side of the contract: close() comes only once every request
+/// this backend was given has been answered.
 class memory_backend : public backend {
 public:
   explicit memory_backend(std::shared_ptr<memory_store> store) : store_(std::move(store)) {}
@@ -129,56 +199,73 @@ public:
     complete([done = std::move(done), result = std::move(result)] { done(result); });
   }
 
-  void read(uint64_t offset, uint32_t length, read_done_fn done) override {
-    auto data = make_buffer(length);
+  void submit(std::vector<request> batch, reply_sink_ptr sink) override {
+    EXPECT_FALSE(batch.empty());
+    store_->submitted += static_cast<int>(batch.size());
+    *unanswered_ += static_cast<int>(batch.size());
+    std::vector<reply> replies;
+    replies.reserve(batch.size());
+    const uint32_t error = store_->io_error;
     {
       std::lock_guard lock{store_->mutex};
-      std::memcpy(data->data(), store_->data.data() + offset, length);
+      store_->batch_sizes.push_back(batch.size());
+      for (const auto& r : batch)
+        replies.push_back(serve(r, error));
+      if (store_->hold) {
+        // One connection at a time holds in these tests.
+        EXPECT_TRUE(!store_->held_sink || store_->held_sink == sink);
+        store_->held_sink = sink;
+        store_->held_unanswered = unanswered_;
+        for (auto& r : replies)
+          store_->held.push_back(std::move(r));
+        return;
+      }
     }
-    complete([done = std::move(done), data, error = store_->io_error] {
-      done(error, error == 0 ? data : nullptr);
+    complete([sink = std::move(sink), replies = std::move(replies), store = store_,
+              unanswered = unanswered_]() mutable {
+      ++store->deliveries;
+      *unanswered -= static_cast<int>(replies.size());
+      sink->deliver(std::move(replies));
     });
   }
 
-  void write(uint64_t offset, buffer_ptr data, bool fua, done_fn done) override {
-    {
-      std::lock_guard lock{store_->mutex};
-      std::memcpy(store_->data.data() + offset, data->data(), data->size());
-    }
-    if (fua)
-      ++store_->fua_writes;
-    finish(std::move(done));
+  void close() override {
+    EXPECT_EQ(*unanswered_, 0) << "close() with requests unanswered";
+    ++store_->closes;
   }
-
-  void flush(done_fn done) override {
-    ++store_->flushes;
-    finish(std::move(done));
-  }
-
-  void trim(uint64_t offset, uint32_t length, bool, done_fn done) override {
-    {
-      std::lock_guard lock{store_->mutex};
-      std::fill_n(store_->data.begin() + static_cast<std::ptrdiff_t>(offset), length, 0);
-    }
-    ++store_->trims;
-    finish(std::move(done));
-  }
-
-  void write_zeroes(uint64_t offset, uint32_t length, bool may_trim, bool, done_fn done) override {
-    {
-      std::lock_guard lock{store_->mutex};
-      std::fill_n(store_->data.begin() + static_cast<std::ptrdiff_t>(offset), length, 0);
-    }
-    ++(may_trim ? store_->zeroes_may_trim : store_->zeroes_no_hole);
-    finish(std::move(done));
-  }
-
-  void close() override { ++store_->closes; }
 
 private:
-  void finish(done_fn done) {
-    complete([done = std::move(done), error = store_->io_error] { done(error); });
+  /// Called with the store's mutex held.
+  reply serve(const request& r, uint32_t error) {
+    auto* bytes = store_->data.data() + r.offset;
+    switch (r.kind) {
+    case command::read: {
+      auto data = make_buffer(r.length);
+      std::memcpy(data->data(), bytes, r.length);
+      return make_reply(r, error, error == 0 ? data : nullptr);
+    }
+    case command::write:
+      EXPECT_EQ(r.data->size(), r.length);
+      EXPECT_EQ(reinterpret_cast<uintptr_t>(r.data->data()) % block_buffer::alignment, 0u);
+      std::memcpy(bytes, r.data->data(), r.length);
+      if (r.fua)
+        ++store_->fua_writes;
+      break;
+    case command::flush:
+      ++store_->flushes;
+      break;
+    case command::trim:
+      std::fill_n(bytes, r.length, 0);
+      ++store_->trims;
+      break;
+    case command::write_zeroes:
+      std::fill_n(bytes, r.length, 0);
+      ++(r.may_trim ? store_->zeroes_may_trim : store_->zeroes_no_hole);
+      break;
+    }
+    return make_reply(r, error);
   }
+
   void complete(std::function<void()> fn) {
     if (store_->worker)
       store_->worker->post(std::move(fn));
@@ -187,6 +274,8 @@ private:
   }
 
   std::shared_ptr<memory_store> store_;
+  // Requests submitted and not yet delivered; shared with pending deliveries.
+  std::shared_ptr<std::atomic<int>> unanswered_ = std::make_shared<std::atomic<int>>(0);
 };
 
 // --- A minimal blocking client ------------------------------------------------------------
@@ -1017,6 +1106,314 @@ TEST_F(NbdServer, BackendIsNotClosedIfItWasNeverOpened) {
   }
   EXPECT_TRUE(wait_until([&] { return s.connections() == 0; }));
   EXPECT_EQ(store_->closes, 0);
+}
+
+// --- Batches
+// ---------------------------------------------------------------------------------------
+
+/// Appends one request (and a WRITE's payload) to what a client will send
+/// with a single send().
+void append_request(std::vector<uint8_t>& out, uint16_t type, uint64_t offset, uint32_t length,
+                    uint64_t cookie, uint16_t flags = 0, const std::vector<uint8_t>& payload = {}) {
+  const auto header = encode_request({flags, type, cookie, offset, length});
+  out.insert(out.end(), header.begin(), header.end());
+  out.insert(out.end(), payload.begin(), payload.end());
+}
+
+struct answer {
+  uint32_t error = 0;
+  std::vector<uint8_t> data;
+};
+
+/// Reads `count` replies in whatever order they come; `read_lengths` says
+/// which cookies are READs and how much data follows their success.
+std::map<uint64_t, answer> collect(test_client& client, std::size_t count,
+                                   const std::map<uint64_t, uint32_t>& read_lengths,
+                                   std::vector<uint64_t>* order = nullptr) {
+  std::map<uint64_t, answer> out;
+  for (std::size_t i = 0; i < count; ++i) {
+    auto reply = client.read_reply();
+    answer a{reply.error, {}};
+    if (auto it = read_lengths.find(reply.cookie); it != read_lengths.end() && reply.error == 0)
+      a.data = client.receive(it->second);
+    EXPECT_TRUE(out.emplace(reply.cookie, std::move(a)).second)
+        << "cookie " << reply.cookie << " answered twice";
+    if (order)
+      order->push_back(reply.cookie);
+  }
+  return out;
+}
+
+TEST_F(NbdServer, RequestsSentTogetherReachTheBackendAsOneBatch) {
+  start_server();
+  auto client = attached();
+  const auto a = pattern(4096, 20);
+  const auto b = pattern(512, 21);
+  std::vector<uint8_t> bytes;
+  append_request(bytes, cmd_write, 0, 4096, 1, 0, a);
+  append_request(bytes, cmd_write, 8192, 512, 2, cmd_flag_fua, b);
+  append_request(bytes, cmd_read, 0, 4096, 3);
+  append_request(bytes, cmd_flush, 0, 0, 4);
+  append_request(bytes, cmd_trim, 65536, 4096, 5);
+  append_request(bytes, cmd_write_zeroes, 69632, 4096, 6, cmd_flag_no_hole);
+  append_request(bytes, cmd_read, 8192, 512, 7);
+  client.send(bytes); // about 5 KiB: one segment on a Unix socket, one read for the server
+
+  auto answers = collect(client, 7, {{3, 4096}, {7, 512}});
+  ASSERT_EQ(answers.size(), 7u);
+  for (const auto& [cookie, ans] : answers)
+    EXPECT_EQ(ans.error, 0u) << "cookie " << cookie;
+  // The batch is in arrival order: the reads see the writes before them.
+  EXPECT_EQ(answers[3].data, a);
+  EXPECT_EQ(answers[7].data, b);
+  EXPECT_EQ(store_->batches(), std::vector<std::size_t>{7});
+  EXPECT_EQ(store_->fua_writes, 1);
+  EXPECT_EQ(store_->flushes, 1);
+  EXPECT_EQ(store_->trims, 1);
+  EXPECT_EQ(store_->zeroes_no_hole, 1);
+}
+
+TEST_F(NbdServer, ALoneRequestIsABatchOfOneAndIsAnsweredWithoutCompany) {
+  start_server();
+  auto client = attached();
+  // Each request waits for its reply before the next is sent: a session that
+  // held a batch open for more requests would never answer (the client's
+  // receive times out and the test fails).
+  const auto data = pattern(4096, 22);
+  ASSERT_EQ(client.write(0, data), 0u);
+  std::vector<uint8_t> out;
+  for (int i = 0; i < 10; ++i) {
+    ASSERT_EQ(client.read(0, 4096, out), 0u);
+    EXPECT_EQ(out, data);
+  }
+  EXPECT_EQ(client.command(cmd_flush, 0, 0), 0u);
+  EXPECT_EQ(store_->batches(), std::vector<std::size_t>(12, 1));
+}
+
+TEST_F(NbdServer, AWritePayloadArrivingInPiecesIsAssembled) {
+  start_server();
+  auto client = attached();
+
+  // The header alone, then the payload in slow chunks: read straight into
+  // the write's block.
+  const auto small = pattern(3000, 23);
+  client.send_request(cmd_write, 4096, 3000, 0, 1);
+  for (std::size_t at = 0; at < small.size(); at += 1000) {
+    std::this_thread::sleep_for(20ms);
+    client.send(small.data() + at, 1000);
+  }
+  auto reply = client.read_reply();
+  EXPECT_EQ(reply.cookie, 1u);
+  EXPECT_EQ(reply.error, 0u);
+  EXPECT_EQ(stored(4096, small.size()), small);
+
+  // Larger than the receive buffer: the header with the start of the
+  // payload, more later, and the end together with the next request.
+  const auto large = pattern(300u << 10, 24);
+  std::vector<uint8_t> first;
+  append_request(first, cmd_write, 65536, static_cast<uint32_t>(large.size()), 2);
+  first.insert(first.end(), large.begin(), large.begin() + 1000);
+  client.send(first);
+  std::this_thread::sleep_for(20ms);
+  client.send(large.data() + 1000, 100000);
+  std::this_thread::sleep_for(20ms);
+  std::vector<uint8_t> last(large.begin() + 101000, large.end());
+  append_request(last, cmd_read, 65536, static_cast<uint32_t>(large.size()), 3);
+  client.send(last);
+
+  auto answers = collect(client, 2, {{3, static_cast<uint32_t>(large.size())}});
+  EXPECT_EQ(answers[2].error, 0u);
+  EXPECT_EQ(answers[3].error, 0u);
+  EXPECT_TRUE(answers[3].data == large);
+  EXPECT_TRUE(stored(65536, large.size()) == large);
+}
+
+TEST_F(NbdServer, ARefusedWriteAmidPipelinedRequestsGetsItsErrorAndTheOthersSucceed) {
+  start_server();
+  auto client = attached();
+  const auto a = pattern(4096, 25);
+  std::vector<uint8_t> bytes;
+  append_request(bytes, cmd_write, 0, 4096, 1, 0, a);
+  // Past the end: refused, and its payload must be skipped, not parsed.
+  append_request(bytes, cmd_write, default_size - 512, 4096, 2, 0, pattern(4096, 26));
+  append_request(bytes, cmd_read, 0, 4096, 3);
+  append_request(bytes, cmd_flush, 0, 0, 4);
+  client.send(bytes);
+
+  auto answers = collect(client, 4, {{3, 4096}});
+  EXPECT_EQ(answers[1].error, 0u);
+  EXPECT_EQ(answers[2].error, enospc);
+  EXPECT_EQ(answers[3].error, 0u);
+  EXPECT_EQ(answers[3].data, a);
+  EXPECT_EQ(answers[4].error, 0u);
+  // The refused write was answered by the session, never submitted.
+  EXPECT_EQ(store_->batches(), std::vector<std::size_t>{3});
+  std::vector<uint8_t> out;
+  ASSERT_EQ(client.read(default_size - 512, 512, out), 0u);
+  EXPECT_EQ(out, std::vector<uint8_t>(512, 0));
+}
+
+TEST_F(NbdServer, ARefusedWriteLargerThanTheReceiveBufferIsSkippedAcrossReads) {
+  start_server();
+  auto client = attached();
+  const auto junk = pattern(600u << 10, 27);
+  std::vector<uint8_t> bytes;
+  append_request(bytes, cmd_write, default_size - 512, static_cast<uint32_t>(junk.size()), 1, 0,
+                 junk);
+  append_request(bytes, cmd_read, 0, 512, 2);
+  client.send(bytes);
+  auto answers = collect(client, 2, {{2, 512}});
+  EXPECT_EQ(answers[1].error, enospc);
+  EXPECT_EQ(answers[2].error, 0u);
+  EXPECT_EQ(answers[2].data.size(), 512u);
+  EXPECT_EQ(store_->batches(), std::vector<std::size_t>{1});
+}
+
+TEST_F(NbdServer, RepliesDeliveredInOneCallAllReachTheClient) {
+  start_server();
+  auto client = attached();
+  {
+    std::lock_guard lock{store_->mutex};
+    store_->hold = true;
+  }
+  // Write acknowledgements alternate with READ data, so the gathered write
+  // mixes runs of reply headers with payload buffers, over many writevs.
+  constexpr int n = 200;
+  std::vector<uint8_t> bytes;
+  std::map<uint64_t, uint32_t> reads;
+  for (int i = 0; i < n; ++i) {
+    append_request(bytes, cmd_write, i * 4096u, 4096, 1000 + i, 0, pattern(4096, 1000 + i));
+    append_request(bytes, cmd_read, i * 4096u, 4096, 2000 + i);
+    reads[2000 + i] = 4096;
+  }
+  client.send(bytes);
+  ASSERT_TRUE(wait_until([&] { return store_->held_count() == 2 * n; }));
+  EXPECT_EQ(store_->deliveries, 0);
+  store_->release();
+
+  auto answers = collect(client, 2 * n, reads);
+  ASSERT_EQ(answers.size(), 2u * n);
+  for (int i = 0; i < n; ++i) {
+    EXPECT_EQ(answers[1000 + i].error, 0u);
+    EXPECT_EQ(answers[2000 + i].error, 0u);
+    EXPECT_TRUE(answers[2000 + i].data == pattern(4096, 1000 + i)) << i;
+  }
+  EXPECT_EQ(store_->deliveries, 1);
+}
+
+TEST_F(NbdServer, RepliesMayComeBackInAnyOrderAndInBatchesOfAnySize) {
+  start_server();
+  auto client = attached();
+  {
+    std::lock_guard lock{store_->mutex};
+    store_->hold = true;
+  }
+  std::vector<uint8_t> bytes;
+  std::map<uint64_t, uint32_t> reads;
+  for (uint64_t cookie = 1; cookie <= 10; ++cookie) {
+    append_request(bytes, cmd_read, (cookie - 1) * 512, 512, cookie);
+    reads[cookie] = 512;
+  }
+  client.send(bytes);
+  ASSERT_TRUE(wait_until([&] { return store_->held_count() == 10; }));
+  store_->release(/*one_by_one_reversed=*/true);
+
+  std::vector<uint64_t> order;
+  auto answers = collect(client, 10, reads, &order);
+  // Deliveries from one thread reach the strand, and so the wire, in order.
+  EXPECT_EQ(order, (std::vector<uint64_t>{10, 9, 8, 7, 6, 5, 4, 3, 2, 1}));
+  for (const auto& [cookie, ans] : answers) {
+    EXPECT_EQ(ans.error, 0u);
+    EXPECT_EQ(ans.data, stored((cookie - 1) * 512, 512));
+  }
+  std::vector<uint8_t> out;
+  EXPECT_EQ(client.read(0, 512, out), 0u);
+}
+
+TEST_F(NbdServer, ParsingPausesAt512OutstandingRequestsAndResumesFromTheBuffer) {
+  start_server();
+  auto client = attached();
+  {
+    std::lock_guard lock{store_->mutex};
+    store_->hold = true;
+  }
+  constexpr int n = 600;
+  std::vector<uint8_t> bytes;
+  std::map<uint64_t, uint32_t> reads;
+  for (int i = 0; i < n; ++i) {
+    append_request(bytes, cmd_read, (i % 64) * 512u, 512, i + 1);
+    reads[i + 1] = 512;
+  }
+  client.send(bytes); // 16.8 KiB: all of it lands in the receive buffer at once
+  ASSERT_TRUE(wait_until([&] { return store_->held_count() == 512; }));
+  std::this_thread::sleep_for(50ms);
+  EXPECT_EQ(store_->submitted, 512);
+  store_->release();
+
+  auto answers = collect(client, n, reads);
+  EXPECT_EQ(answers.size(), static_cast<std::size_t>(n));
+  const auto batches = store_->batches();
+  std::size_t total = 0;
+  bool paused_at_limit = false;
+  for (auto size : batches) {
+    total += size;
+    paused_at_limit = paused_at_limit || total == 512;
+  }
+  EXPECT_EQ(total, static_cast<std::size_t>(n));
+  EXPECT_TRUE(paused_at_limit);
+}
+
+TEST_F(NbdServer, BadMagicAfterValidRequestsClosesTheConnectionOnceTheBackendHasAnswered) {
+  auto& s = start_server();
+  auto other = attached();
+  auto bad = attached();
+  {
+    std::lock_guard lock{store_->mutex};
+    store_->hold = true;
+  }
+  const auto data = pattern(4096, 28);
+  std::vector<uint8_t> bytes;
+  append_request(bytes, cmd_write, 0, 4096, 1, 0, data);
+  append_request(bytes, cmd_read, 0, 4096, 2);
+  bytes.insert(bytes.end(), request_size, 0xab);
+  bad.send(bytes);
+  EXPECT_TRUE(bad.closed_by_server());
+  // The requests before the bad one reached the backend, as one batch.
+  EXPECT_EQ(store_->batches(), std::vector<std::size_t>{2});
+  EXPECT_EQ(stored(0, 4096), data);
+  // Two requests are unanswered: the backend is not closed yet, nor once
+  // one of them is answered (close() itself checks that none is left).
+  std::this_thread::sleep_for(50ms);
+  EXPECT_EQ(store_->closes, 0);
+  store_->release_one();
+  std::this_thread::sleep_for(50ms);
+  EXPECT_EQ(store_->closes, 0);
+  store_->release();
+  EXPECT_TRUE(wait_until([&] { return store_->closes == 1; }));
+  // The other connection never noticed.
+  std::vector<uint8_t> out;
+  ASSERT_EQ(other.read(0, 4096, out), 0u);
+  EXPECT_EQ(out, data);
+  EXPECT_TRUE(wait_until([&] { return s.connections() == 1; }));
+  std::this_thread::sleep_for(20ms);
+  EXPECT_EQ(store_->closes, 1);
+}
+
+TEST_F(NbdServer, DiscAfterPipelinedRequestsAnswersThemBeforeClosing) {
+  auto& s = start_server();
+  auto client = attached();
+  const auto data = pattern(4096, 29);
+  std::vector<uint8_t> bytes;
+  append_request(bytes, cmd_write, 0, 4096, 1, 0, data);
+  append_request(bytes, cmd_read, 0, 4096, 2);
+  append_request(bytes, cmd_disc, 0, 0, 3);
+  client.send(bytes);
+  auto answers = collect(client, 2, {{2, 4096}});
+  EXPECT_EQ(answers[1].error, 0u);
+  EXPECT_EQ(answers[2].data, data);
+  EXPECT_TRUE(client.closed_by_server());
+  EXPECT_TRUE(wait_until([&] { return store_->closes == 1; }));
+  EXPECT_TRUE(wait_until([&] { return s.connections() == 0; }));
 }
 
 // --- Real clients (libnbd)
