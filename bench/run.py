@@ -8,6 +8,8 @@ Contenders (each on a file in --backing, default a fresh directory under
   raw              fio on the backing file (libaio + O_DIRECT where the file
                    system allows it, else psync buffered)
   nbdkit           `nbdkit file` on a Unix socket, fio --ioengine=nbd
+  qemu-nbd         `qemu-nbd --cache=none --aio=io_uring` (native AIO if
+                   io_uring is refused) on a Unix socket, fio --ioengine=nbd
   hast standalone  hastd with `remote none`, fio --ioengine=nbd on its export
   hast <mode> <d>  a hastd pair on 127.0.0.1, replication async / memsync /
                    fullsync; d = "direct" (the primary connects straight to
@@ -18,6 +20,11 @@ Workloads: 4k randwrite QD1 and QD32, 4k randread QD32, 1M seqwrite QD8,
 4k randwrite QD1 with fsync every 32 writes. Then the resync test (writes
 while the secondary is down, time to `complete`, bytes on the wire against
 a plain TCP copy), and (default mode) a perf profile of hastd.
+
+--quick runs every code path once in under a minute: raw, nbdkit, qemu-nbd,
+standalone, one pair direct (memsync) and one through the relay (async
+0 ms), a small resync and a short profile (when perf exists), on a 16 MiB
+region at 0.2 s per workload. Its figures are only a smoke test.
 
 Writes a Markdown report (--out) and a PNG chart next to it
 (benchmarks.png). Every process it starts is stopped by pid and every file
@@ -60,6 +67,12 @@ WORKLOADS = [
 ]
 MODES = ["async", "memsync", "fullsync"]
 DELAYS = ["direct", 0.0, 0.5, 5.0]
+# --quick: one pair straight to the secondary and one through the relay.
+QUICK_PAIRS = [("memsync", "direct"), ("async", 0.0)]
+
+
+def pair_label(mode, delay):
+    return f"hast {mode} " + ("direct" if delay == "direct" else f"{delay:g} ms")
 
 
 def log(msg):
@@ -187,10 +200,10 @@ class Bench:
         self.hastctl = os.path.join(self.build, "hastctl")
         self.procs = Procs()
         if self.quick:
-            self.file_size = 64 * MiB
-            self.fio_size = 48 * MiB
-            self.runtime = 0.5
-            self.resync_sizes = [16]
+            self.file_size = 24 * MiB
+            self.fio_size = 16 * MiB
+            self.runtime = 0.2
+            self.resync_sizes = [8]
         else:
             self.file_size = 288 * MiB
             self.fio_size = 256 * MiB
@@ -242,6 +255,7 @@ class Bench:
             "backing": self.work, "fstype": fstype, "fs_source": source, "stat_f": statf,
             "fio": run_text(["fio", "--version"]).strip(),
             "nbdkit": run_text(["nbdkit", "--version"]).strip(),
+            "qemu_nbd": (run_text(["qemu-nbd", "--version"]).strip().splitlines() or [""])[0],
             "commit": commit,
         }
 
@@ -270,6 +284,9 @@ class Bench:
                "--percentile_list=50:99:99.9", "--randrepeat=0", "--output-format=json", f"--output={out}"]
         if time_based:
             cmd += ["--time_based", f"--runtime={int(self.runtime * 1000)}ms"]
+        if self.quick:
+            # Skips fio's TSC calibration at start-up: ~0.15 s of each of ~40 fio runs.
+            cmd.append("--clocksource=clock_gettime")
         if wl.get("fsync"):
             cmd.append(f"--fsync={wl['fsync']}")
         if offset is not None:
@@ -427,11 +444,20 @@ resource {res} {{
 
     # ---- contenders ----
     def contenders(self):
-        out = [("raw", self.run_raw), ("nbdkit", self.run_nbdkit), ("hast standalone", self.run_standalone)]
+        """(name, fn, delay or None) in run order, after --quick / --only. --only picks from the
+        full list (also with --quick); --quick alone runs QUICK_PAIRS as its pairs."""
+        out = [("raw", self.run_raw, None), ("nbdkit", self.run_nbdkit, None),
+               ("qemu-nbd", self.run_qemu_nbd, None), ("hast standalone", self.run_standalone, None)]
+        only = self.args.only
         for mode in MODES:
             for delay in DELAYS:
-                label = f"hast {mode} " + ("direct" if delay == "direct" else f"{delay:g} ms")
-                out.append((label, lambda mode=mode, delay=delay, label=label: self.run_pair(label, mode, delay)))
+                if self.quick and not only and (mode, delay) not in QUICK_PAIRS:
+                    continue
+                label = pair_label(mode, delay)
+                out.append((label, lambda mode=mode, delay=delay, label=label: self.run_pair(label, mode, delay),
+                            delay))
+        if only:
+            out = [c for c in out if any(o in c[0] for o in only)]
         return out
 
     def measure(self, name, target, pids, counters=None, drain=None):
@@ -502,6 +528,37 @@ resource {res} {{
         self.measure(name, ["--ioengine=nbd", f"--uri=nbd+unix:///?socket={sock}"], {"nbdkit": p.pid})
         self.procs.stop(p)
 
+    def run_qemu_nbd(self, name, d):
+        """qemu-nbd with O_DIRECT (--cache=none) and io_uring; native AIO if io_uring is refused."""
+        path = os.path.join(d, "qemu-nbd.img")
+        with open(path, "wb") as f:
+            f.truncate(self.file_size)
+        sock = os.path.join(self.sock_dir(d), "qemu-nbd.sock")
+        logp = os.path.join(d, "qemu-nbd.log")
+        self.results[name]["logs"] = [logp]
+        p = None
+        for aio in ("io_uring", "native"):
+            cmd = ["qemu-nbd", "--cache=none", f"--aio={aio}", "--format=raw", "--persistent", "--shared=8",
+                   f"--socket={sock}", path]
+            p = self.procs.start(cmd, log_path=logp)
+            try:
+                wait_for(lambda: os.path.exists(sock), 10, f"qemu-nbd --aio={aio} did not create its socket", p)
+                break
+            except Failure as e:
+                self.procs.stop(p)
+                if aio == "native":
+                    raise
+                why = tail(logp, 3).strip() or str(e)
+                self.notes.append(f"qemu-nbd refused `--aio=io_uring` ({why}); it ran with `--aio=native`.")
+                log(f"  qemu-nbd: --aio=io_uring refused ({why}); falling back to --aio=native")
+                if os.path.exists(sock):
+                    os.unlink(sock)
+        self.commands["qemu-nbd"] = shlex.join(p.cmdline)
+        self.results[name]["aio"] = aio
+        self.results[name]["engine"] = "nbd"
+        self.measure(name, ["--ioengine=nbd", f"--uri=nbd+unix:///?socket={sock}"], {"qemu-nbd": p.pid})
+        self.procs.stop(p)
+
     def run_standalone(self, name, d, extra="", size=None):
         res = "bench"
         s = self.sock_dir(d)
@@ -560,10 +617,7 @@ resource {res} {{
         self.stop_hastd(b, name + " nodeB")
 
     def run_contenders(self):
-        only = self.args.only
-        for name, fn in self.contenders():
-            if only and not any(o in name for o in only):
-                continue
+        for name, fn, _ in self.contenders():
             d = os.path.join(self.work, slug(name))
             os.makedirs(d, exist_ok=True)
             self.order.append(name)
@@ -572,7 +626,7 @@ resource {res} {{
             t0 = time.monotonic()
             before = set(self.procs.live)
             try:
-                if fn in (self.run_raw, self.run_nbdkit, self.run_standalone):
+                if fn in (self.run_raw, self.run_nbdkit, self.run_qemu_nbd, self.run_standalone):
                     fn(name, d)
                 else:
                     fn()
@@ -611,8 +665,10 @@ resource {res} {{
 
     # ---- loopback round trip ----
     def measure_rtt(self):
-        """Median round trip of a 4 KiB request and an 80-byte reply, direct and via each relay delay."""
-        for delay in DELAYS:
+        """Median round trip of a 4 KiB request and an 80-byte reply, direct and via the relay at each
+        delay this run's pairs use."""
+        used = {c[2] for c in self.contenders() if c[2] is not None}
+        for delay in [d for d in DELAYS if d == "direct" or d in used]:
             d = os.path.join(self.work, f"rtt-{delay}")
             os.makedirs(d, exist_ok=True)
             echo = None
@@ -627,7 +683,7 @@ resource {res} {{
                 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 msg = b"x" * 4096
                 samples = []
-                n = 50 if delay == 5.0 else 300
+                n = (50 if delay == 5.0 else 300) // (3 if self.quick else 1)
                 for _ in range(n):
                     t = time.perf_counter()
                     s.sendall(msg)
@@ -660,7 +716,7 @@ resource {res} {{
             port_a, port_b = free_port(), free_port()
             relay, relay_port, stats = self.start_relay(port_b, 0, d, "relay")
             conf, _ = self.pair_config(d, res, "memsync", port_a, port_b, relay_port)
-            size = (max(self.resync_sizes) + 64) * MiB
+            size = (max(self.resync_sizes) + (8 if self.quick else 64)) * MiB
             self.ctl(conf, "nodeA", "create", "-m", str(size), res)
             self.ctl(conf, "nodeB", "create", "-m", str(size), res)
             b = self.start_hastd(conf, "nodeB", logs[1])
@@ -778,13 +834,16 @@ resource {res} {{
             return
         qd1 = next(w for w in WORKLOADS if w["key"] == "randwrite4k_qd1")
         qd32 = next(w for w in WORKLOADS if w["key"] == "randwrite4k_qd32")
-        small = 48 * MiB  # inside the keepdirty window (64 extents x 2 MiB): no metadata writes
+        # inside the keepdirty window (64 extents x 2 MiB): no metadata writes
+        small = min(48 * MiB, self.fio_size // 2)
         cases = [
             ("qd1-small", qd1, small, "", True),
             ("qd32-full", qd32, None, "", True),
             ("qd32-small", qd32, small, "", False),
             ("qd32-full-metaflush-off", qd32, None, "  metaflush off\n", False),
         ]
+        if self.quick:  # one recorded case, one with `metaflush off`: every path once
+            cases = [cases[0], cases[3]]
         self.profile = {"cases": []}
         for key, wl, size, extra, record in cases:
             d = os.path.join(self.work, "profile")
@@ -797,8 +856,9 @@ resource {res} {{
                 log(f"profile: standalone {wl['key']} over {case['size_mib']} MiB"
                     + ("" if case["metaflush"] else ", metaflush off"))
                 p, conf, target, counters = self.run_standalone(None, d, extra=extra)
-                self.fio(target, {"key": "prefill", "rw": "write", "bs": "1M", "iodepth": 8}, "profile-prefill",
-                         time_based=False)
+                if not self.quick:  # --quick: the contenders' prefills already ran this path
+                    self.fio(target, {"key": "prefill", "rw": "write", "bs": "1M", "iodepth": 8},
+                             "profile-prefill", time_based=False)
                 c0 = counters()
                 cpu0 = cpu_seconds(p.pid)
                 if record:
@@ -809,7 +869,7 @@ resource {res} {{
                     pst = self.procs.start(["perf", "stat", "-e", "task-clock,context-switches,cpu-migrations",
                                             "-p", str(p.pid), "-o", stat_out],
                                            log_path=os.path.join(d, "perf-stat.log"))
-                    time.sleep(0.5)  # perf attaches
+                    time.sleep(0.2 if self.quick else 0.5)  # perf attaches
                 row = self.fio(target, wl, f"profile-{key}", size=size)
                 row.pop("cmd", None)
                 cpu = cpu_seconds(p.pid) - cpu0
@@ -852,7 +912,7 @@ resource {res} {{
         only = self.args.only
         if not only or "resync" in only:
             self.run_resync()
-        if (not only and not self.quick and not self.args.no_profile) or (only and "profile" in only):
+        if (not only and not self.args.no_profile) or (only and "profile" in only):
             self.run_profile()
         self.elapsed = time.monotonic() - t0
         import report
@@ -974,18 +1034,19 @@ def run_text_long(cmd):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="small sizes, 0.5 s per workload (< 2 minutes)")
+    ap.add_argument("--quick", action="store_true",
+                    help="every code path once: small sizes, 0.2 s per workload, two pairs (< 1 minute)")
     ap.add_argument("--build", default=os.path.join(REPO, "build"), help="directory with hastd and hastctl")
     ap.add_argument("--backing", help="directory for the backing files (default: a temp dir under /var/tmp)")
     ap.add_argument("--out", default=os.path.join(REPO, "docs", "BENCHMARKS.md"),
                     help="the Markdown report; the chart goes next to it as benchmarks.png")
-    ap.add_argument("--runtime", type=float, help="seconds per workload (default 5, --quick 0.5)")
+    ap.add_argument("--runtime", type=float, help="seconds per workload (default 5, --quick 0.2)")
     ap.add_argument("--only", nargs="*", help="debugging: only contenders whose name contains one of these, "
                                               "and the resync / profile phases only if named ('resync', 'profile')")
     ap.add_argument("--keep-logs", metavar="DIR", help="copy the daemon logs of failed contenders here")
     ap.add_argument("--no-profile", action="store_true", help="skip the perf profile")
     args = ap.parse_args()
-    for tool in ("fio", "nbdkit"):
+    for tool in ("fio", "nbdkit", "qemu-nbd"):
         if not shutil.which(tool):
             print(f"run.py: {tool} is not installed (scripts/bootstrap.sh installs it)", file=sys.stderr)
             return 1

@@ -6,8 +6,14 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <sys/socket.h>
+#include <sys/uio.h>
+
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
+#include <climits>
+#include <cstring>
 #include <deque>
 #include <list>
 #include <mutex>
@@ -25,10 +31,25 @@ using timer_type = asio::basic_waitable_timer<std::chrono::steady_clock,
                                               asio::wait_traits<std::chrono::steady_clock>, strand_type>;
 using clock = std::chrono::steady_clock;
 
-/// Frames gathered into one write (one writev).
-constexpr std::size_t max_frames_per_write = 64;
-/// Payloads are read in chunks of this size so that a large frame on a slow
-/// link still counts as traffic for the receive timeout.
+/// Frames gathered into one sendmsg, two iovecs each (header, payload).
+/// Asio's own gathered writes stop at 64 buffers per syscall, which is why
+/// the connection calls sendmsg itself; the kernel takes up to IOV_MAX.
+constexpr std::size_t max_frames_per_write = 512;
+static_assert(2 * max_frames_per_write <= IOV_MAX);
+/// Each read_some fills (part of) this buffer, and every complete frame in
+/// it is delivered in one batch.
+constexpr std::size_t receive_buffer_size = 256u << 10;
+/// A frame cut off by the end of a read whose payload is at most this large
+/// stays in the receive buffer (moved to its front) until the next read
+/// completes it: one memmove of a few KiB, and the frame can share a batch
+/// with the ones behind it. A larger one gets its own block_buffer and the
+/// rest of its payload is read straight into it, so that big payloads are
+/// copied once at most.
+constexpr std::size_t small_payload = 16u << 10;
+static_assert(header_size + small_payload < receive_buffer_size,
+              "a partial small frame plus room to read must fit the receive buffer");
+/// Large payloads are read in chunks of this size so that a large frame on
+/// a slow link still counts as traffic for the receive timeout.
 constexpr std::size_t read_chunk = 1u << 20;
 /// How long close() waits for frames queued before it (a refusing
 /// hello_reply, a goodbye) to be written before the socket is closed.
@@ -83,7 +104,7 @@ bool split_address(const std::string& address, std::string& host, uint16_t& port
 
 /// One frame waiting to be written: the encoded header and the payload,
 /// which is referenced, not copied.
-struct frame {
+struct outgoing {
   std::array<uint8_t, header_size> head;
   buffer_ptr payload;
   std::size_t wire_size() const { return header_size + size_of(payload); }
@@ -99,7 +120,7 @@ using first_frame_handler = std::function<void(const std::string& error, const h
 struct connection::impl : std::enable_shared_from_this<connection::impl> {
   explicit impl(socket_type socket)
       : strand(socket.get_executor()), socket(std::move(socket)), tick_timer(strand),
-        grace_timer(strand) {
+        grace_timer(strand), in(std::make_unique<uint8_t[]>(receive_buffer_size)) {
     std::error_code ec;
     const auto ep = this->socket.remote_endpoint(ec);
     if (!ec) {
@@ -112,9 +133,9 @@ struct connection::impl : std::enable_shared_from_this<connection::impl> {
 
   // --- API entry points (any thread) -------------------------------------------
 
-  void start(frame_handler frame_cb, close_handler close_cb, std::chrono::milliseconds keepalive_,
+  void start(frames_handler frames_cb, close_handler close_cb, std::chrono::milliseconds keepalive_,
              std::chrono::milliseconds timeout_) {
-    asio::post(strand, [self = shared_from_this(), frame_cb = std::move(frame_cb),
+    asio::post(strand, [self = shared_from_this(), frames_cb = std::move(frames_cb),
                             close_cb = std::move(close_cb), keepalive_, timeout_]() mutable {
       if (self->started) {
         spdlog::warn("peer {}: start() called twice; ignored", self->address);
@@ -127,14 +148,16 @@ struct connection::impl : std::enable_shared_from_this<connection::impl> {
           close_cb(self->close_reason);
         return;
       }
-      self->on_frame = std::move(frame_cb);
+      self->on_frames = std::move(frames_cb);
       self->on_close = std::move(close_cb);
       self->keepalive = keepalive_;
       self->timeout = timeout_;
       self->last_received = self->last_sent = clock::now();
       self->schedule_tick();
+      // Bytes read_first() took in behind the first frame are parsed
+      // before anything new is read.
       if (!self->reading)
-        self->read_header();
+        self->parse();
     });
   }
 
@@ -149,7 +172,7 @@ struct connection::impl : std::enable_shared_from_this<connection::impl> {
       return;
     }
     h.payload_length = static_cast<uint32_t>(n);
-    frame f{encode_header(h), std::move(payload)};
+    outgoing f{encode_header(h), std::move(payload)};
     bool kick = false;
     {
       std::lock_guard lock(queue_mutex);
@@ -162,6 +185,8 @@ struct connection::impl : std::enable_shared_from_this<connection::impl> {
         kick = true;
       }
     }
+    // Sends made before the posted write_some() runs go out with it, in one
+    // sendmsg.
     if (kick)
       asio::post(strand, [self = shared_from_this()] { self->write_some(); });
   }
@@ -175,8 +200,10 @@ struct connection::impl : std::enable_shared_from_this<connection::impl> {
     });
   }
 
-  /// Reads exactly one frame, then stops reading; `done` gets the frame or
-  /// the reason it could not be read (then the connection is closed).
+  /// Reads until the first frame is complete, then stops reading; `done`
+  /// gets the frame or the reason it could not be read (then the
+  /// connection is closed). Bytes read behind the first frame stay in the
+  /// receive buffer for start().
   void read_first(std::chrono::milliseconds limit, first_frame_handler done) {
     asio::dispatch(strand, [self = shared_from_this(), limit, done = std::move(done)]() mutable {
       if (self->closed)
@@ -188,43 +215,117 @@ struct connection::impl : std::enable_shared_from_this<connection::impl> {
           return;
         self->fail_first(fmt::format("no first frame within {} s", format_seconds(limit)));
       });
-      self->read_header();
+      self->parse();
     });
   }
 
   // --- Reading (strand) -----------------------------------------------------------------
+  //
+  // Unparsed bytes are in[in_begin, in_end). Between reads they are at most
+  // one partial frame: less than a header, or a header whose payload is
+  // small (see small_payload). A larger partial frame has moved out into
+  // `large` and the rest of its payload is read straight into it.
 
-  void read_header() {
-    if (closed)
-      return;
+  /// Decodes every complete frame in the receive buffer into `batch`, hands
+  /// the batch over and reads on. Stops instead when the first frame of an
+  /// accepted connection is complete (the rest waits for start()), when a
+  /// large payload has to be read first, or on a malformed frame.
+  void parse() {
     reading = true;
-    asio::async_read(socket, asio::buffer(head_in),
-                     [self = shared_from_this()](std::error_code ec, std::size_t n) {
-                       self->on_header(ec, n);
-                     });
+    for (;;) {
+      const std::size_t available = in_end - in_begin;
+      if (available < header_size)
+        break;
+      const uint8_t* at = in.get() + in_begin;
+      auto decoded = decode_header(std::span<const uint8_t, header_size>(at, header_size));
+      if (!decoded) {
+        // The frames before the bad one were fine: they still count.
+        deliver_batch();
+        return fail(decoded.error().detail());
+      }
+      const header& h = *decoded;
+      const std::size_t body = h.payload_length;
+      const std::size_t present = available - header_size;
+      if (present >= body) {
+        buffer_ptr payload;
+        if (body > 0) {
+          payload = make_buffer(body);
+          std::memcpy(payload->data(), at + header_size, body);
+        }
+        in_begin += header_size + body;
+        if (!take(h, std::move(payload)))
+          return;
+        continue;
+      }
+      if (body <= small_payload)
+        break;
+      large_header = h;
+      large = make_buffer(body);
+      std::memcpy(large->data(), at + header_size, present);
+      large_done = present;
+      in_begin = in_end = 0;
+      // What is complete does not wait for a large payload on a slow link.
+      deliver_batch();
+      return read_large();
+    }
+    deliver_batch();
+    read_more();
   }
 
-  void on_header(std::error_code ec, std::size_t n) {
-    bytes_received.fetch_add(n, std::memory_order_relaxed);
+  /// One complete frame: the first frame of an accepted connection goes to
+  /// read_first()'s callback, a keepalive nowhere (it counted as traffic
+  /// when read), any other into the batch. False when parsing must stop
+  /// (the first frame was handed over).
+  bool take(const header& h, buffer_ptr payload) {
+    if (first_frame) {
+      reading = false;
+      grace_timer.cancel();
+      auto done = std::move(first_frame);
+      first_frame = nullptr;
+      done(std::string{}, h, std::move(payload));
+      return false;
+    }
+    if (h.type != msg_type::keepalive)
+      batch.push_back(frame{h, std::move(payload)});
+    return true;
+  }
+
+  void deliver_batch() {
+    if (batch.empty())
+      return;
+    auto frames = std::move(batch);
+    batch.clear();
+    // After close() has returned, nothing is delivered any more.
+    if (on_frames && !close_requested.load(std::memory_order_acquire))
+      on_frames(std::move(frames));
+  }
+
+  void read_more() {
     if (closed)
       return;
-    if (ec)
-      return read_failed(ec);
-    last_received = clock::now();
-    auto decoded = decode_header(head_in);
-    if (!decoded)
-      return fail(decoded.error().detail());
-    current = *decoded;
-    if (current.payload_length == 0)
-      return deliver(nullptr);
-    payload_in = make_buffer(current.payload_length);
-    payload_done = 0;
-    read_payload();
+    if (in_begin == in_end) {
+      in_begin = in_end = 0;
+    } else if (in_begin > 0) {
+      std::memmove(in.get(), in.get() + in_begin, in_end - in_begin);
+      in_end -= in_begin;
+      in_begin = 0;
+    }
+    socket.async_read_some(asio::buffer(in.get() + in_end, receive_buffer_size - in_end),
+                           [self = shared_from_this()](std::error_code ec, std::size_t n) {
+                             self->bytes_received.fetch_add(n, std::memory_order_relaxed);
+                             if (self->closed)
+                               return;
+                             if (ec)
+                               return self->read_failed(ec);
+                             self->last_received = clock::now();
+                             self->in_end += n;
+                             self->parse();
+                           });
   }
 
-  void read_payload() {
-    const std::size_t chunk = std::min(read_chunk, payload_in->size() - payload_done);
-    asio::async_read(socket, asio::buffer(payload_in->data() + payload_done, chunk),
+  void read_large() {
+    const std::size_t chunk = std::min(read_chunk, large->size() - large_done);
+    asio::async_read(socket, asio::buffer(large->data() + large_done, chunk),
                      [self = shared_from_this()](std::error_code ec, std::size_t n) {
                        self->bytes_received.fetch_add(n, std::memory_order_relaxed);
                        if (self->closed)
@@ -232,26 +333,15 @@ struct connection::impl : std::enable_shared_from_this<connection::impl> {
                        if (ec)
                          return self->read_failed(ec);
                        self->last_received = clock::now();
-                       self->payload_done += n;
-                       if (self->payload_done < self->payload_in->size())
-                         return self->read_payload();
-                       self->deliver(std::move(self->payload_in));
+                       self->large_done += n;
+                       if (self->large_done < self->large->size())
+                         return self->read_large();
+                       // A batch of one unless it is the first frame: the
+                       // receive buffer is empty, and the frame does not
+                       // wait for company.
+                       if (self->take(self->large_header, std::move(self->large)))
+                         self->parse();
                      });
-  }
-
-  void deliver(buffer_ptr payload) {
-    reading = false;
-    if (first_frame) {
-      grace_timer.cancel();
-      auto done = std::move(first_frame);
-      first_frame = nullptr;
-      return done(std::string{}, current, std::move(payload));
-    }
-    // After close() has returned, no frame is delivered any more.
-    if (current.type != msg_type::keepalive && on_frame &&
-        !close_requested.load(std::memory_order_acquire))
-      on_frame(current, std::move(payload));
-    read_header();
   }
 
   void read_failed(std::error_code ec) {
@@ -278,6 +368,8 @@ struct connection::impl : std::enable_shared_from_this<connection::impl> {
 
   // --- Writing (strand) -------------------------------------------------------------------
 
+  /// Takes everything queued (up to max_frames_per_write) and writes it with
+  /// one gathered sendmsg, more only if the socket buffer cannot take it all.
   void write_some() {
     if (socket_shut)
       return;
@@ -297,42 +389,84 @@ struct connection::impl : std::enable_shared_from_this<connection::impl> {
     }
     if (inflight.empty())
       return shut_socket();  // closing, and everything queued is written
-    out_buffers.clear();
+    out_iov.clear();
+    out_next = 0;
     inflight_bytes = 0;
-    for (const auto& f : inflight) {
-      out_buffers.emplace_back(f.head.data(), f.head.size());
+    for (auto& f : inflight) {
+      out_iov.push_back(iovec{f.head.data(), f.head.size()});
       if (f.payload)
-        out_buffers.emplace_back(f.payload->data(), f.payload->size());
+        out_iov.push_back(iovec{f.payload->data(), f.payload->size()});
       inflight_bytes += f.wire_size();
     }
-    asio::async_write(socket, out_buffers,
-                      [self = shared_from_this()](std::error_code ec, std::size_t n) {
-                        self->on_written(ec, n);
-                      });
+    send_inflight();
   }
 
-  void on_written(std::error_code ec, std::size_t n) {
-    bytes_sent.fetch_add(n, std::memory_order_relaxed);
+  /// Writes out_iov[out_next..] without blocking; waits for the socket to
+  /// become writable when its buffer is full.
+  void send_inflight() {
+    for (;;) {
+      // A wait that completed just before the socket was shut.
+      if (socket_shut)
+        return write_failed(asio::error::operation_aborted);
+      msghdr msg{};
+      msg.msg_iov = out_iov.data() + out_next;
+      msg.msg_iovlen = out_iov.size() - out_next;
+      // MSG_NOSIGNAL: a peer that went away is a write error, not SIGPIPE.
+      const ssize_t sent = ::sendmsg(socket.native_handle(), &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (sent < 0) {
+        const int error = errno;
+        if (error == EINTR)
+          continue;
+        if (error == EAGAIN || error == EWOULDBLOCK) {
+          socket.async_wait(tcp::socket::wait_write,
+                            [self = shared_from_this()](std::error_code ec) {
+                              if (ec)
+                                return self->write_failed(ec);
+                              self->send_inflight();
+                            });
+          return;
+        }
+        return write_failed(std::error_code(error, std::system_category()));
+      }
+      write_calls.fetch_add(1, std::memory_order_relaxed);
+      bytes_sent.fetch_add(static_cast<uint64_t>(sent), std::memory_order_relaxed);
+      last_sent = clock::now();
+      auto left = static_cast<std::size_t>(sent);
+      while (out_next < out_iov.size() && left >= out_iov[out_next].iov_len)
+        left -= out_iov[out_next++].iov_len;
+      if (out_next == out_iov.size())
+        return written();
+      out_iov[out_next].iov_base = static_cast<uint8_t*>(out_iov[out_next].iov_base) + left;
+      out_iov[out_next].iov_len -= left;
+    }
+  }
+
+  void release_inflight() {
     queued_bytes.fetch_sub(inflight_bytes, std::memory_order_relaxed);
     inflight.clear();
-    out_buffers.clear();
+    out_iov.clear();
+    out_next = 0;
     inflight_bytes = 0;
-    last_sent = clock::now();
-    if (ec) {
-      {
-        std::lock_guard lock(queue_mutex);
-        writing = false;
-      }
-      if (!closed)
-        begin_close(ec == asio::error::operation_aborted
-                      ? std::string("the connection was aborted")
-                      : fmt::format("write error: {}", ec.message()),
-                    false);
-      return shut_socket();
-    }
+  }
+
+  void written() {
+    release_inflight();
     write_some();
   }
 
+  void write_failed(std::error_code ec) {
+    release_inflight();
+    {
+      std::lock_guard lock(queue_mutex);
+      writing = false;
+    }
+    if (!closed)
+      begin_close(ec == asio::error::operation_aborted
+                    ? std::string("the connection was aborted")
+                    : fmt::format("write error: {}", ec.message()),
+                  false);
+    shut_socket();
+  }
   // --- Timers (strand) --------------------------------------------------------------------
 
   void schedule_tick() {
@@ -390,7 +524,7 @@ struct connection::impl : std::enable_shared_from_this<connection::impl> {
     }
     tick_timer.cancel();
     spdlog::debug("peer {}: connection closed: {}", address, reason);
-    on_frame = nullptr;
+    on_frames = nullptr;
     auto cb = std::move(on_close);
     on_close = nullptr;
     if (!linger || idle) {
@@ -432,27 +566,32 @@ struct connection::impl : std::enable_shared_from_this<connection::impl> {
   std::atomic<uint64_t> queued_bytes{0};
   std::atomic<uint64_t> bytes_sent{0};
   std::atomic<uint64_t> bytes_received{0};
+  std::atomic<uint64_t> write_calls{0};
 
   // Shared between send() callers and the strand.
   std::mutex queue_mutex;
-  std::deque<frame> queue;
+  std::deque<outgoing> queue;
   bool writing = false;  // a write_some() is scheduled or in flight
   bool closing = false;  // send() drops frames
 
   // Strand only.
-  std::vector<frame> inflight;
-  std::vector<asio::const_buffer> out_buffers;
+  std::vector<outgoing> inflight;
+  std::vector<iovec> out_iov;  // inflight's header and payload bytes not yet written
+  std::size_t out_next = 0;
   uint64_t inflight_bytes = 0;
-  std::array<uint8_t, header_size> head_in{};
-  header current;
-  buffer_ptr payload_in;
-  std::size_t payload_done = 0;
-  bool reading = false;
+  std::unique_ptr<uint8_t[]> in;  // receive buffer, receive_buffer_size bytes
+  std::size_t in_begin = 0;
+  std::size_t in_end = 0;
+  std::vector<frame> batch;
+  header large_header;  // a frame whose payload is being read into `large`
+  buffer_ptr large;
+  std::size_t large_done = 0;
+  bool reading = false;  // parse() has run and not handed over a first frame
   bool started = false;
   bool closed = false;
   bool socket_shut = false;
   std::string close_reason;
-  frame_handler on_frame;
+  frames_handler on_frames;
   close_handler on_close;
   first_frame_handler first_frame;
   std::chrono::milliseconds keepalive{0};
@@ -468,9 +607,9 @@ connection::~connection() {
   impl_->close("the connection object was released", true);
 }
 
-void connection::start(frame_handler on_frame, close_handler on_close,
+void connection::start(frames_handler on_frames, close_handler on_close,
                        std::chrono::milliseconds keepalive, std::chrono::milliseconds timeout) {
-  impl_->start(std::move(on_frame), std::move(on_close), keepalive, timeout);
+  impl_->start(std::move(on_frames), std::move(on_close), keepalive, timeout);
 }
 
 void connection::send(const header& h, buffer_ptr payload) {
@@ -499,6 +638,10 @@ uint64_t connection::bytes_sent() const {
 
 uint64_t connection::bytes_received() const {
   return impl_->bytes_received.load(std::memory_order_relaxed);
+}
+
+uint64_t connection::write_calls() const {
+  return impl_->write_calls.load(std::memory_order_relaxed);
 }
 
 // --- Connecting ------------------------------------------------------------------------------

@@ -2,9 +2,12 @@
 
 // One TCP connection between the two nodes of a resource, carrying frames of
 // io/peer_protocol.hpp, and the listener that accepts such connections.
-// Sends are queued in order and written header + payload in one
-// scatter-gather write, without copying the payload. Keepalives are handled
-// here and never reach the frame handler.
+// Sends are queued in order; whatever is queued when the writer runs goes
+// out in one gathered sendmsg (headers and payloads as separate iovecs, the
+// payloads not copied). Reads fill a receive buffer, and every complete
+// frame of one read reaches the handler in one call, so that a burst of
+// small frames (acknowledgements) costs one hand-off, not one per frame.
+// Keepalives are handled here and never reach the frames handler.
 //
 // Asio stays out of this header (pimpl).
 
@@ -25,10 +28,19 @@ class io_context;
 
 namespace hast::peer {
 
-/// Called on an io thread for every frame but keepalives, in arrival order.
-/// `payload` is the raw wire payload (nullptr if payload_length is 0); pass
-/// it to open_payload() for data messages.
-using frame_handler = std::function<void(const header&, buffer_ptr payload)>;
+/// One received frame. `payload` is the raw wire payload in a block_buffer
+/// of its own (nullptr when h.payload_length is 0); pass it to
+/// open_payload() for data messages.
+struct frame {
+  header h;
+  buffer_ptr payload;
+};
+
+/// Called on an io thread once per read, with every complete frame but
+/// keepalives, in arrival order (never empty). A frame whose payload needs
+/// more reads is delivered as soon as it is complete, never held back to
+/// wait for frames behind it.
+using frames_handler = std::function<void(std::vector<frame>)>;
 /// Called exactly once, on an io thread, when the connection ends for any reason.
 using close_handler = std::function<void(const std::string& reason)>;
 
@@ -44,19 +56,21 @@ public:
   /// link is wanted.
   ~connection();
 
-  /// Starts (or resumes) reading frames. Keepalive frames are consumed
-  /// here: if nothing was sent for `keepalive`, a keepalive frame is sent;
-  /// if nothing was received for `timeout`, the connection closes with the
+  /// Starts reading frames; frames the listener read along with the first
+  /// one are delivered first. Keepalive frames are consumed here: if
+  /// nothing was sent for `keepalive`, a keepalive frame is sent; if
+  /// nothing was received for `timeout`, the connection closes with the
   /// reason "no traffic for N s". A malformed frame closes it with the
-  /// decode error as reason. `keepalive` or `timeout` of zero disables that
-  /// check. Call once; on a connection that closed before start(), on_close
-  /// runs at once with the reason.
-  void start(frame_handler on_frame, close_handler on_close, std::chrono::milliseconds keepalive,
+  /// decode error as reason, after the frames before it in the same read
+  /// were delivered. `keepalive` or `timeout` of zero disables that check.
+  /// Call once; on a connection that closed before start(), on_close runs
+  /// at once with the reason.
+  void start(frames_handler on_frames, close_handler on_close, std::chrono::milliseconds keepalive,
              std::chrono::milliseconds timeout);
 
   /// Thread-safe; frames go out in the order of the calls. The header is
-  /// encoded here, with payload_length set to the payload's size; header
-  /// and payload are written in one scatter-gather write, the payload not
+  /// encoded here, with payload_length set to the payload's size; frames
+  /// queued together are written in one gathered write, the payload not
   /// copied (it must not change until written). A payload over max_payload
   /// closes the connection (a bug in the caller). Ignored after close.
   void send(const header& h, buffer_ptr payload);
@@ -65,7 +79,7 @@ public:
   /// before (for at most 1 s: a refusing hello_reply or a goodbye gets
   /// out), closes the socket, and calls on_close(reason) once if start()
   /// was called. on_close runs later on an io thread, never inside close();
-  /// once close() has returned, on_frame is not called any more.
+  /// once close() has returned, on_frames is not called any more.
   void close(const std::string& reason);
 
   /// "ip:port" ("[v6]:port" for IPv6).
@@ -76,6 +90,8 @@ public:
   /// Totals on the wire (headers included), for tests and benchmarks.
   uint64_t bytes_sent() const;
   uint64_t bytes_received() const;
+  /// sendmsg calls that wrote bytes: frames queued together share one.
+  uint64_t write_calls() const;
 
 private:
   std::shared_ptr<impl> impl_;
@@ -95,7 +111,9 @@ void connect(asio::io_context& io, const std::string& remote, const std::string&
 /// `first_frame_timeout` (a malformed first frame or a timeout closes it,
 /// with a log line) and then calls on_hello(conn, header, raw payload)
 /// without starting the connection: the callee calls conn->start(...) or
-/// drops/closes it. Frames after the first wait in the kernel until then.
+/// drops/closes it. Bytes that arrived in the same read as the first frame
+/// are kept in the connection and parsed by start(); later ones wait in the
+/// kernel until then.
 class listener {
 public:
   using hello_handler = std::function<void(std::shared_ptr<connection>, const header&, buffer_ptr)>;

@@ -1,7 +1,9 @@
 // The peer transport over 127.0.0.1: listener and connect, framing in both
-// directions, garbage and silent peers, keepalives, connect failures. Raw
-// Asio sockets play misbehaving peers. Timeouts here are generous upper
-// bounds for waiting; the tests assert on behaviour, never on timing.
+// directions, batching of received frames and gathering of sent ones,
+// garbage and silent peers, keepalives, connect failures. Raw Asio sockets
+// play misbehaving peers and control how bytes are cut into writes.
+// Timeouts here are generous upper bounds for waiting; the tests assert on
+// behaviour, never on timing.
 
 #include "io/asio.hpp"
 #include "io/peer_transport.hpp"
@@ -51,19 +53,25 @@ private:
 struct inbox : std::enable_shared_from_this<inbox> {
   std::mutex mutex;
   std::condition_variable cv;
-  std::vector<std::pair<header, buffer_ptr>> frames;
+  std::vector<frame> frames;             // every batch, concatenated
+  std::vector<std::size_t> batch_sizes;  // one entry per handler call
   std::vector<std::string> closes;
+  std::size_t frames_at_first_close = 0;
 
-  frame_handler on_frame() {
-    return [self = shared_from_this()](const header& h, buffer_ptr payload) {
+  frames_handler on_frames() {
+    return [self = shared_from_this()](std::vector<frame> batch) {
       std::lock_guard lock(self->mutex);
-      self->frames.emplace_back(h, std::move(payload));
+      self->batch_sizes.push_back(batch.size());
+      for (auto& f : batch)
+        self->frames.push_back(std::move(f));
       self->cv.notify_all();
     };
   }
   close_handler on_close() {
     return [self = shared_from_this()](const std::string& reason) {
       std::lock_guard lock(self->mutex);
+      if (self->closes.empty())
+        self->frames_at_first_close = self->frames.size();
       self->closes.push_back(reason);
       self->cv.notify_all();
     };
@@ -157,6 +165,52 @@ header frame_header(msg_type type, uint64_t seq) {
   return h;
 }
 
+/// A payload of `n` bytes whose content depends on seq and position
+/// (nullptr for 0, as the transport delivers an empty payload).
+buffer_ptr patterned(std::size_t n, uint64_t seq) {
+  if (n == 0)
+    return nullptr;
+  auto b = make_buffer(n);
+  for (std::size_t i = 0; i < n; ++i)
+    b->data()[i] = static_cast<uint8_t>(seq * 131 + i * 7 + i / 251);
+  return b;
+}
+
+bool same_bytes(const buffer_ptr& got, const buffer_ptr& want) {
+  if (!want)
+    return got == nullptr;
+  return got && got->size() == want->size() &&
+         std::memcmp(got->data(), want->data(), want->size()) == 0;
+}
+
+/// The wire bytes of one frame as a peer writes them, appended to `out`.
+void append_wire(std::vector<uint8_t>& out, header h, const buffer_ptr& payload) {
+  h.payload_length = payload ? static_cast<uint32_t>(payload->size()) : 0;
+  const auto head = encode_header(h);
+  out.insert(out.end(), head.begin(), head.end());
+  if (payload)
+    out.insert(out.end(), payload->data(), payload->data() + payload->size());
+}
+
+/// A connection made by connect() whose other end is a raw socket, which
+/// the test writes to in exactly the pieces it wants.
+struct raw_peer {
+  explicit raw_peer(asio::io_context& io)
+      : acceptor(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0)), raw(io) {
+    const auto port = acceptor.local_endpoint().port();
+    auto [s, c] = connect_to(io, "tcp://127.0.0.1:" + std::to_string(port));
+    connected = s;
+    conn = std::move(c);
+    if (conn)
+      raw = acceptor.accept();
+  }
+
+  tcp::acceptor acceptor;
+  tcp::socket raw;
+  status connected;
+  std::shared_ptr<connection> conn;
+};
+
 using PeerTransport = io_fixture;
 
 TEST_F(PeerTransport, DeliversTheFirstFrameToOnHelloThenFramesInOrderBothWays) {
@@ -193,8 +247,8 @@ TEST_F(PeerTransport, DeliversTheFirstFrameToOnHelloThenFramesInOrderBothWays) {
   auto& at_client = *client_inbox;
 
   auto& at_server = *server_inbox;
-  client->start(at_client.on_frame(), at_client.on_close(), 5s, 30s);
-  hello->conn->start(at_server.on_frame(), at_server.on_close(), 5s, 30s);
+  client->start(at_client.on_frames(), at_client.on_close(), 5s, 30s);
+  hello->conn->start(at_server.on_frames(), at_server.on_close(), 5s, 30s);
 
   constexpr uint64_t count = 1000;
   // Both directions at once, from two threads.
@@ -272,7 +326,7 @@ TEST_F(PeerTransport, ClosesAStartedConnectionOnAMalformedFrameWithTheDecodeErro
   auto client_inbox = std::make_shared<inbox>();
 
   auto& at_client = *client_inbox;
-  client->start(at_client.on_frame(), at_client.on_close(), 5s, 30s);
+  client->start(at_client.on_frames(), at_client.on_close(), 5s, 30s);
   auto bytes = encode_header(frame_header(msg_type::keepalive, 0));
   bytes[4] = 9;  // a version we do not speak
   asio::write(raw, asio::buffer(bytes));
@@ -310,8 +364,8 @@ TEST_F(PeerTransport, KeepalivesKeepAnIdleLinkAlivePastTheTimeout) {
   auto& at_client = *client_inbox;
 
   auto& at_server = *server_inbox;
-  client->start(at_client.on_frame(), at_client.on_close(), 200ms, 600ms);
-  hello->conn->start(at_server.on_frame(), at_server.on_close(), 200ms, 600ms);
+  client->start(at_client.on_frames(), at_client.on_close(), 200ms, 600ms);
+  hello->conn->start(at_server.on_frames(), at_server.on_close(), 200ms, 600ms);
   // Several timeouts long, with no application traffic at all.
   EXPECT_FALSE(at_client.wait_close(2000ms)) << "the link died although both sides were alive";
   EXPECT_EQ(at_server.close_count(), 0u);
@@ -330,7 +384,7 @@ TEST_F(PeerTransport, ASilentPeerIsClosedAfterTheTimeout) {
   auto client_inbox = std::make_shared<inbox>();
 
   auto& at_client = *client_inbox;
-  client->start(at_client.on_frame(), at_client.on_close(), 200ms, 600ms);
+  client->start(at_client.on_frames(), at_client.on_close(), 200ms, 600ms);
   auto reason = at_client.wait_close();
   ASSERT_TRUE(reason);
   EXPECT_EQ(*reason, "no traffic for 0.6 s");
@@ -386,7 +440,7 @@ TEST_F(PeerTransport, CloseWritesWhatWasQueuedBeforeIt) {
   auto client_inbox = std::make_shared<inbox>();
 
   auto& at_client = *client_inbox;
-  client->start(at_client.on_frame(), at_client.on_close(), 5s, 30s);
+  client->start(at_client.on_frames(), at_client.on_close(), 5s, 30s);
   // A refusing hello_reply, then close at once, without ever starting.
   hello_message refusal;
   refusal.resource = "shared";
@@ -396,7 +450,7 @@ TEST_F(PeerTransport, CloseWritesWhatWasQueuedBeforeIt) {
   hello->conn->send(frame_header(msg_type::hello_reply, 0), encode_hello(refusal));
   hello->conn->close("refused");
   ASSERT_TRUE(at_client.wait_frames(1));
-  auto decoded = decode_hello(at_client.frames[0].second);
+  auto decoded = decode_hello(at_client.frames[0].payload);
   ASSERT_TRUE(decoded);
   EXPECT_EQ(decoded->refusal, refusal.refusal);
   EXPECT_TRUE(at_client.wait_close());
@@ -409,7 +463,7 @@ TEST_F(PeerTransport, OnCloseRunsExactlyOnceHoweverOftenCloseIsCalled) {
   ASSERT_TRUE(s) << s.message();
   auto client_inbox = std::make_shared<inbox>();
   auto& at_client = *client_inbox;
-  client->start(at_client.on_frame(), at_client.on_close(), 5s, 30s);
+  client->start(at_client.on_frames(), at_client.on_close(), 5s, 30s);
   std::vector<std::thread> closers;
   for (int i = 0; i < 4; ++i)
     closers.emplace_back([&, i] { client->close("closer " + std::to_string(i)); });
@@ -433,8 +487,8 @@ TEST_F(PeerTransport, ReleasingTheLastReferenceClosesTheConnection) {
   auto server_inbox = std::make_shared<inbox>();
   auto& at_client = *client_inbox;
   auto& at_server = *server_inbox;
-  hello->conn->start(at_server.on_frame(), at_server.on_close(), 5s, 30s);
-  client->start(at_client.on_frame(), at_client.on_close(), 5s, 30s);
+  hello->conn->start(at_server.on_frames(), at_server.on_close(), 5s, 30s);
+  client->start(at_client.on_frames(), at_client.on_close(), 5s, 30s);
   client.reset();
   EXPECT_EQ(at_client.wait_close(), "the connection object was released");
   EXPECT_EQ(at_server.wait_close(), "the peer closed the connection");
@@ -459,6 +513,243 @@ TEST_F(PeerTransport, ListensOnIpv4AndIpv6WhereTheMachineHasThem) {
   if (bound.size() == 2) {
     EXPECT_EQ(bound[1].rfind("tcp://[::1]:", 0), 0u) << bound[1];
   }
+}
+
+TEST_F(PeerTransport, FramesWrittenInOneWriteArriveAsOneBatchInOrder) {
+  raw_peer peer(io);
+  ASSERT_TRUE(peer.connected) << peer.connected.message();
+  auto box = std::make_shared<inbox>();
+  peer.conn->start(box->on_frames(), box->on_close(), 5s, 30s);
+
+  // Ten acknowledgements, every third with a small payload, and a
+  // keepalive among them, all in one write: one TCP segment on loopback,
+  // so one read sees all of it.
+  std::vector<uint8_t> bytes;
+  auto ack_payload = [](uint64_t seq) { return patterned(seq % 3 == 0 ? 100 + seq : 0, seq); };
+  for (uint64_t seq = 1; seq <= 10; ++seq) {
+    append_wire(bytes, frame_header(msg_type::done, seq), ack_payload(seq));
+    if (seq == 5)
+      append_wire(bytes, frame_header(msg_type::keepalive, 0), nullptr);
+  }
+  asio::write(peer.raw, asio::buffer(bytes));
+
+  ASSERT_TRUE(box->wait_frames(10));
+  std::lock_guard lock(box->mutex);
+  EXPECT_EQ(box->batch_sizes, std::vector<std::size_t>{10}) << "one read, one handler call";
+  ASSERT_EQ(box->frames.size(), 10u) << "the keepalive must not be delivered";
+  for (uint64_t seq = 1; seq <= 10; ++seq) {
+    const auto& f = box->frames[seq - 1];
+    EXPECT_EQ(f.h.seq, seq);
+    EXPECT_EQ(f.h.type, msg_type::done);
+    EXPECT_TRUE(same_bytes(f.payload, ack_payload(seq))) << "frame " << seq;
+  }
+}
+
+TEST_F(PeerTransport, AOneMebibytePayloadSentInSlowPiecesArrivesIntact) {
+  raw_peer peer(io);
+  ASSERT_TRUE(peer.connected) << peer.connected.message();
+  auto box = std::make_shared<inbox>();
+  peer.conn->start(box->on_frames(), box->on_close(), 5s, 30s);
+
+  const auto big = patterned(1u << 20, 1);
+  std::vector<uint8_t> bytes;
+  append_wire(bytes, frame_header(msg_type::write, 1), big);
+  // A frame right behind the large one, in the same write as its last
+  // piece: parsing goes on after the payload.
+  append_wire(bytes, frame_header(msg_type::flush, 2), nullptr);
+  // The header with a little payload first, then the rest in 64 KiB pieces
+  // with pauses, so that the receiver sees the payload cut into many reads.
+  std::size_t written = 0;
+  auto write_piece = [&](std::size_t n) {
+    n = std::min(n, bytes.size() - written);
+    asio::write(peer.raw, asio::buffer(bytes.data() + written, n));
+    written += n;
+  };
+  write_piece(header_size + 1000);
+  while (written < bytes.size()) {
+    std::this_thread::sleep_for(2ms);
+    write_piece(64u << 10);
+  }
+
+  ASSERT_TRUE(box->wait_frames(2));
+  std::lock_guard lock(box->mutex);
+  ASSERT_EQ(box->frames.size(), 2u);
+  EXPECT_EQ(box->frames[0].h.type, msg_type::write);
+  EXPECT_EQ(box->frames[0].h.payload_length, big->size());
+  EXPECT_TRUE(same_bytes(box->frames[0].payload, big)) << "the large payload arrived damaged";
+  EXPECT_EQ(box->frames[1].h.type, msg_type::flush);
+  EXPECT_EQ(box->frames[1].h.seq, 2u);
+  EXPECT_EQ(box->frames[1].payload, nullptr);
+  EXPECT_EQ(peer.conn->bytes_received(), bytes.size());
+  EXPECT_TRUE(box->closes.empty());
+}
+
+TEST_F(PeerTransport, ACorruptFrameAfterTwoGoodOnesInOneWriteDeliversThemThenCloses) {
+  raw_peer peer(io);
+  ASSERT_TRUE(peer.connected) << peer.connected.message();
+  auto box = std::make_shared<inbox>();
+  peer.conn->start(box->on_frames(), box->on_close(), 5s, 30s);
+
+  std::vector<uint8_t> bytes;
+  append_wire(bytes, frame_header(msg_type::done, 1), nullptr);
+  append_wire(bytes, frame_header(msg_type::read_reply, 2), patterned(3000, 2));
+  const std::size_t corrupt_at = bytes.size();
+  append_wire(bytes, frame_header(msg_type::done, 3), nullptr);
+  bytes[corrupt_at + 20] ^= 0x40;  // inside `offset`: the header checksum no longer matches
+  append_wire(bytes, frame_header(msg_type::done, 4), nullptr);  // never reached
+  asio::write(peer.raw, asio::buffer(bytes));
+
+  auto reason = box->wait_close();
+  ASSERT_TRUE(reason);
+  EXPECT_NE(reason->find("bad header checksum"), std::string::npos) << *reason;
+  std::lock_guard lock(box->mutex);
+  EXPECT_EQ(box->frames_at_first_close, 2u) << "the good frames come before the close";
+  ASSERT_EQ(box->frames.size(), 2u);
+  EXPECT_EQ(box->frames[0].h.seq, 1u);
+  EXPECT_EQ(box->frames[1].h.seq, 2u);
+  EXPECT_TRUE(same_bytes(box->frames[1].payload, patterned(3000, 2)));
+  EXPECT_EQ(box->closes.size(), 1u);
+}
+
+TEST_F(PeerTransport, BytesThatFollowedTheFirstFrameInItsWriteReachTheHandlerAfterStart) {
+  test_listener server(io);
+  ASSERT_TRUE(server.server.start());
+  tcp::socket raw(io);
+  raw.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), server.port()));
+
+  hello_message greeting;
+  greeting.resource = "shared";
+  greeting.node = "hasta";
+  greeting.role = "primary";
+  const auto hello_payload = encode_hello(greeting);
+  const auto third = patterned(5000, 3);
+  std::vector<uint8_t> bytes;
+  append_wire(bytes, frame_header(msg_type::hello, 0), hello_payload);
+  append_wire(bytes, frame_header(msg_type::write, 1), patterned(700, 1));
+  append_wire(bytes, frame_header(msg_type::keepalive, 0), nullptr);
+  append_wire(bytes, frame_header(msg_type::flush, 2), nullptr);
+  std::vector<uint8_t> third_wire;
+  append_wire(third_wire, frame_header(msg_type::write, 3), third);
+  // The same write ends 30 bytes into the third frame's header.
+  bytes.insert(bytes.end(), third_wire.begin(), third_wire.begin() + 30);
+  asio::write(raw, asio::buffer(bytes));
+
+  auto hello = server.next_hello();
+  ASSERT_TRUE(hello);
+  EXPECT_EQ(hello->first.type, msg_type::hello);
+  EXPECT_TRUE(same_bytes(hello->payload, hello_payload));
+  // The listener's one read took in everything behind the hello too: those
+  // bytes now live in the connection, not in the kernel.
+  EXPECT_EQ(hello->conn->bytes_received(), bytes.size());
+  auto box = std::make_shared<inbox>();
+  hello->conn->start(box->on_frames(), box->on_close(), 5s, 30s);
+  ASSERT_TRUE(box->wait_frames(2));
+  asio::write(raw, asio::buffer(third_wire.data() + 30, third_wire.size() - 30));
+  ASSERT_TRUE(box->wait_frames(3));
+
+  std::lock_guard lock(box->mutex);
+  ASSERT_EQ(box->frames.size(), 3u);
+  EXPECT_EQ(box->batch_sizes.front(), 2u) << "the carried frames come as one batch";
+  EXPECT_EQ(box->frames[0].h.seq, 1u);
+  EXPECT_TRUE(same_bytes(box->frames[0].payload, patterned(700, 1)));
+  EXPECT_EQ(box->frames[1].h.type, msg_type::flush);
+  EXPECT_EQ(box->frames[2].h.seq, 3u);
+  EXPECT_TRUE(same_bytes(box->frames[2].payload, third));
+  EXPECT_TRUE(box->closes.empty());
+}
+
+/// Payload sizes across every path of the receiver: none (acknowledgements),
+/// small, a block, around the size kept in the receive buffer when cut off,
+/// and now and then larger than the whole receive buffer.
+std::size_t mixed_size(uint64_t seq) {
+  switch (seq % 8) {
+    case 4: return 1 + seq % 512;
+    case 5: return 4096;
+    case 6: return (16u << 10) - 500 + seq % 1000;
+    case 7: return seq % 64 == 7 ? (300u << 10) + seq : 20000 + seq % 1000;
+    default: return 0;
+  }
+}
+
+TEST_F(PeerTransport, TenThousandFramesOfMixedSizesArriveInOrder) {
+  test_listener server(io);
+  ASSERT_TRUE(server.server.start());
+  auto [s, client] = connect_to(io, server.address());
+  ASSERT_TRUE(s) << s.message();
+  client->send(frame_header(msg_type::hello, 0), nullptr);
+  auto hello = server.next_hello();
+  ASSERT_TRUE(hello);
+  auto box = std::make_shared<inbox>();
+  hello->conn->start(box->on_frames(), box->on_close(), 5s, 30s);
+
+  constexpr uint64_t count = 10000;
+  for (uint64_t seq = 1; seq <= count; ++seq)
+    client->send(frame_header(seq % 8 == 0 ? msg_type::done : msg_type::write, seq),
+                 patterned(mixed_size(seq), seq));
+
+  ASSERT_TRUE(box->wait_frames(count));
+  std::lock_guard lock(box->mutex);
+  ASSERT_EQ(box->frames.size(), count);
+  for (uint64_t seq = 1; seq <= count; ++seq) {
+    const auto& f = box->frames[seq - 1];
+    ASSERT_EQ(f.h.seq, seq);
+    ASSERT_EQ(f.h.payload_length, mixed_size(seq));
+    ASSERT_TRUE(same_bytes(f.payload, patterned(mixed_size(seq), seq))) << "frame " << seq;
+  }
+  for (const auto n : box->batch_sizes)
+    ASSERT_GT(n, 0u) << "the handler is never called with an empty batch";
+  EXPECT_TRUE(box->closes.empty());
+  EXPECT_EQ(client->bytes_sent(), hello->conn->bytes_received());
+}
+
+TEST_F(PeerTransport, SendsQueuedTogetherGoOutInOneGatheredWrite) {
+  tcp::acceptor raw_acceptor(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  // The sender's own io_context, run only when the test says so: the sends
+  // below all queue up before the writer gets to run.
+  asio::io_context sender_io;
+  std::optional<std::pair<status, std::shared_ptr<connection>>> made;
+  const auto port = raw_acceptor.local_endpoint().port();
+  connect(sender_io, "tcp://127.0.0.1:" + std::to_string(port), "", 5s,
+          [&](status st, std::shared_ptr<connection> c) {
+            made.emplace(std::move(st), std::move(c));
+          });
+  const auto give_up = std::chrono::steady_clock::now() + patience;
+  while (!made && std::chrono::steady_clock::now() < give_up)
+    sender_io.run_one_for(100ms);
+  ASSERT_TRUE(made);
+  ASSERT_TRUE(made->first) << made->first.message();
+  auto client = made->second;
+  tcp::socket raw = raw_acceptor.accept();
+
+  // 100 frames with payloads are 200 iovecs: more than Asio gathers into
+  // one syscall (64), well within IOV_MAX, and under the 16 KiB initial
+  // send buffer so that the kernel takes all of it at once.
+  constexpr uint64_t count = 100;
+  constexpr std::size_t payload_size = 16;
+  for (uint64_t seq = 1; seq <= count; ++seq)
+    client->send(frame_header(msg_type::done, seq), patterned(payload_size, seq));
+  EXPECT_EQ(client->write_calls(), 0u);
+  sender_io.restart();
+  while (client->queued_bytes() > 0 && std::chrono::steady_clock::now() < give_up)
+    sender_io.run_one_for(100ms);
+
+  EXPECT_EQ(client->queued_bytes(), 0u);
+  EXPECT_EQ(client->write_calls(), 1u);
+  const std::size_t total = count * (header_size + payload_size);
+  EXPECT_EQ(client->bytes_sent(), total);
+  std::vector<uint8_t> got(total);
+  asio::read(raw, asio::buffer(got));
+  for (uint64_t seq = 1; seq <= count; ++seq) {
+    const uint8_t* at = got.data() + (seq - 1) * (header_size + payload_size);
+    auto h = decode_header(std::span<const uint8_t, header_size>(at, header_size));
+    ASSERT_TRUE(h) << h.error().message();
+    ASSERT_EQ(h->seq, seq);
+    ASSERT_EQ(std::memcmp(at + header_size, patterned(payload_size, seq)->data(), payload_size), 0);
+  }
+  client.reset();
+  made.reset();
+  sender_io.restart();
+  sender_io.run_for(1s);
 }
 
 } // namespace

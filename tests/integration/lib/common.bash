@@ -149,10 +149,14 @@ CONF
 ctl_on() { local node=$1; shift; "$HASTCTL" -c "$T/hast.conf" -n "$node" "$@"; }
 
 declare -A NODE_PID
+# Extra hastd arguments for start_node, e.g. HASTD_ARGS="--io-engine threads".
+# Empty by default; word-split on purpose (one string, several arguments).
+HASTD_ARGS=${HASTD_ARGS:-}
 # start_node nodeA|nodeB: foreground daemon, logs in $T/<node>.log.
 start_node() {
   local node=$1
-  "$HASTD" -F -c "$T/hast.conf" -n "$node" >>"$T/$node.log" 2>&1 &
+  # shellcheck disable=SC2086  # HASTD_ARGS is split into arguments on purpose
+  "$HASTD" -F $HASTD_ARGS -c "$T/hast.conf" -n "$node" >>"$T/$node.log" 2>&1 &
   NODE_PID[$node]=$!
   STARTED_PIDS+=("$!")
   for _ in $(seq 100); do
