@@ -344,4 +344,12 @@ void provider::clear_injected_errors() {
   read_faults_.clear();
 }
 
+bool provider::read_fault(uint64_t off, uint64_t len) const {
+  // The same overlap test as read()'s, which also names the faulty offset.
+  for (auto& [begin, end] : read_faults_)
+    if (len > 0 && off < end && begin < off + len)
+      return true;
+  return false;
+}
+
 } // namespace hast

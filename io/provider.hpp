@@ -78,6 +78,9 @@ public:
   void inject_read_errors(uint64_t off, uint64_t len);
   /// Removes all injected read errors.
   void clear_injected_errors();
+  /// True when read() of [off, off+len) would fail with an injected error.
+  /// Lets an I/O path that bypasses read() (io_uring) honour the same faults.
+  bool read_fault(uint64_t off, uint64_t len) const;
 
 private:
   provider(int fd, std::string path, uint64_t size, bool direct, bool writable, bool block_device);
