@@ -206,7 +206,7 @@ int run_daemon(node_config config, const daemon_options& options) {
   {
     caf::actor_system_config cfg;
     caf::actor_system sys{configure(cfg)};
-    auto sup = sys.spawn(supervisor, config, &io);
+    auto sup = sys.spawn(supervisor, config, io_ref{&io, {}, options.disk_engine});
 
     control::server ctl{unix_socket_path(config.control), [&](const nlohmann::json& req) {
                           return handle_control(sys, sup, req);

@@ -4,6 +4,7 @@
 // and the signals, started and stopped in order.
 
 #include "config/config.hpp"
+#include "io/disk_engine.hpp"
 
 #include <functional>
 #include <string>
@@ -14,6 +15,9 @@ struct daemon_options {
   /// Called once the control socket listens (or with an error message when
   /// start-up failed), so a daemonizing parent can exit with the right status.
   std::function<void(const std::string& error)> on_ready;
+  /// The disk engine to ask for (hastd --io-engine); io_uring falls back to
+  /// threads by itself where the kernel refuses it.
+  disk_engine_kind disk_engine = disk_engine_kind::uring;
 };
 
 /// Runs until SIGTERM or SIGINT; SIGHUP reloads the configuration file.

@@ -9,15 +9,17 @@ namespace hast {
 class provider;
 
 struct disk_io_state {
-  std::shared_ptr<const provider> local;  // shared by the resource's disk actors
-  uint64_t data_offset = 0;               // where the data region starts
-  uint64_t last_sequence = 0;             // metadata writer only: last slot sequence
+  std::unique_ptr<disk_engine> engine;  // drains its in-flight operations when destroyed
+  uint64_t data_offset = 0;             // where the data region starts in the provider
   static inline const char* name = "hast.disk_io";
 };
 
-/// Spawn with caf::detached: every handler blocks in a system call.
+/// The data disk of one resource. A scheduled (not detached) actor: it only
+/// hands batches to the engine, whose completion thread reports to `owner`
+/// with one `disk_done` message per reap. `kind` is the engine asked for; a
+/// refused io_uring falls back to threads (logged once, here).
 disk_io_actor::behavior_type disk_io(disk_io_actor::stateful_pointer<disk_io_state> self,
                                      std::shared_ptr<const provider> local, uint64_t data_offset,
-                                     uint64_t metadata_sequence);
+                                     disk_engine_kind kind, resource_actor owner);
 
 } // namespace hast

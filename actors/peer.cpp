@@ -16,27 +16,6 @@ using self_ptr = peer_actor::stateful_pointer<peer_state>;
 using peer::header;
 using peer::msg_type;
 
-class tcp_link final : public peer_link {
-public:
-  tcp_link(std::shared_ptr<peer::connection> conn, std::chrono::milliseconds keepalive,
-           std::chrono::milliseconds timeout)
-    : conn_(std::move(conn)), keepalive_(keepalive), timeout_(timeout) {}
-  ~tcp_link() override { conn_->close("link released"); }
-
-  void start(frame_fn on_frame, close_fn on_close) override {
-    conn_->start(std::move(on_frame), std::move(on_close), keepalive_, timeout_);
-  }
-  void send(const header& h, buffer_ptr payload) override { conn_->send(h, std::move(payload)); }
-  void close(const std::string& reason) override { conn_->close(reason); }
-  uint64_t queued_bytes() const override { return conn_->queued_bytes(); }
-  std::string remote_address() const override { return conn_->remote_address(); }
-
-private:
-  std::shared_ptr<peer::connection> conn_;
-  std::chrono::milliseconds keepalive_;
-  std::chrono::milliseconds timeout_;
-};
-
 header make_header(msg_type type, uint64_t seq = 0) {
   header h;
   h.type = type;
@@ -61,6 +40,8 @@ std::array<uint8_t, 32> proof(const std::vector<uint8_t>& key, const std::array<
   return hmac_sha256(key, data);
 }
 
+void flush_acks(self_ptr self);
+
 /// Drops the link (if `epoch` is current), fails what waited on it and tells
 /// the resource. The primary tries again later.
 void drop_link(self_ptr self, uint64_t epoch, const std::string& reason) {
@@ -76,18 +57,33 @@ void drop_link(self_ptr self, uint64_t epoch, const std::string& reason) {
     spdlog::warn("{}: disconnected from the peer: {}", s.config.name, reason);
   else
     spdlog::warn("{}: connection to the peer failed: {}", s.config.name, reason);
+  flush_acks(self);
+  remote_acks failed;
   for (auto& [id, bytes] : s.in_flight)
-    self->send(s.owner, atom::remote_ack_v, id, remote_stage::failed,
-               static_cast<uint32_t>(errc::disconnected));
+    failed.push_back({id, remote_stage::failed, static_cast<uint32_t>(errc::disconnected)});
+  if (!failed.empty())
+    self->send(s.owner, atom::remote_ack_v, std::move(failed));
   s.in_flight.clear();
+  s.in_flight_bytes = 0;
   for (auto& [id, rp] : s.reads)
     rp.deliver(caf::make_error(errc::disconnected, "the peer disconnected"));
   s.reads.clear();
   s.executing.clear();
   s.waiting.clear();
+  s.replies.reset();
   self->send(s.owner, atom::peer_down_v, reason);
   if (s.side == role::primary)
     self->delayed_send(self, reconnect_interval, atom::connect_v);
+}
+
+/// Hands the acknowledgements gathered from one batch of frames to the
+/// resource in one message.
+void flush_acks(self_ptr self) {
+  auto& s = self->state;
+  if (s.acks.empty())
+    return;
+  self->send(s.owner, atom::remote_ack_v, std::move(s.acks));
+  s.acks.clear();
 }
 
 void fail(self_ptr self, const std::string& reason) {
@@ -98,12 +94,22 @@ void attach(self_ptr self, peer_link_ptr link) {
   auto& s = self->state;
   auto epoch = ++s.epoch;
   s.link = link;
+  s.replies.reset();
   s.established = false;
   s.challenged = s.peer_proved = s.we_proved = false;
   auto hdl = caf::actor_cast<peer_actor>(self);
+  // The secondary answers "received" on the Asio thread that read the frame:
+  // a memsync primary waits for nothing else, so no actor hop is paid for it.
+  std::weak_ptr<peer_link> weak = link;
+  auto answers_received = s.side == role::secondary;
   link->start(
-    [hdl, epoch](const header& h, buffer_ptr payload) {
-      caf::anon_send(hdl, atom::peer_frame_v, peer_frame{epoch, h, std::move(payload)});
+    [hdl, epoch, weak, answers_received](std::vector<peer::frame> frames) {
+      if (answers_received)
+        if (auto l = weak.lock())
+          for (auto& f : frames)
+            if (f.h.type == msg_type::write && (f.h.flags & peer::flag_memsync))
+              l->send(make_header(msg_type::received, f.h.seq), nullptr);
+      caf::anon_send(hdl, atom::peer_frame_v, peer_frames{epoch, std::move(frames)});
     },
     [hdl, epoch](const std::string& reason) {
       caf::anon_send(hdl, atom::peer_closed_v, epoch, reason);
@@ -165,25 +171,54 @@ uint32_t to_errc(uint32_t nbd_error) {
   return nbd_error == 0 ? 0 : static_cast<uint32_t>(errc::io_error);
 }
 
-void execute(self_ptr self, peer_frame frame) {
+/// Secondary: sends the resource's answers back to the primary as frames
+/// and frees each request's range in the peer actor.
+class frame_reply_sink final : public nbd::reply_sink {
+public:
+  frame_reply_sink(peer_link_ptr link, peer_actor hdl, compression_kind compression,
+                   checksum_kind checksum)
+    : link_(std::move(link)), hdl_(std::move(hdl)), compression_(compression),
+      checksum_(checksum) {}
+
+  void deliver(std::vector<nbd::reply> replies) override {
+    for (auto& r : replies) {
+      if (r.kind == nbd::command::read) {
+        auto h = make_header(msg_type::read_reply, r.cookie);
+        h.error = to_errc(r.error);
+        auto data = r.error == 0 ? std::move(r.data) : nullptr;
+        if (data)
+          if (auto st = peer::seal_payload(h, data, compression_, checksum_); !st) {
+            h.error = static_cast<uint32_t>(errc::io_error);
+            data = nullptr;
+          }
+        h.payload_length = data ? static_cast<uint32_t>(data->size()) : 0;
+        link_->send(h, std::move(data));
+      } else {
+        auto h = make_header(msg_type::done, r.cookie);
+        h.error = to_errc(r.error);
+        link_->send(h, nullptr);
+      }
+      caf::anon_send(hdl_, atom::release_v, r.cookie);
+    }
+  }
+
+private:
+  peer_link_ptr link_;
+  peer_actor hdl_;
+  compression_kind compression_;
+  checksum_kind checksum_;
+};
+
+void execute(self_ptr self, peer::frame frame) {
   auto& s = self->state;
   auto& h = frame.h;
-  auto link = s.link;
-  auto seq = h.seq;
-  auto hdl = caf::actor_cast<peer_actor>(self);
-  s.executing[seq] = range_of(h);
-  nbd_call call;
-  call.from_peer = true;
-  call.offset = h.offset;
-  call.length = static_cast<uint32_t>(h.length);
-  call.fua = (h.flags & peer::flag_fua) != 0;
-  call.may_trim = (h.flags & peer::flag_may_trim) != 0;
-  auto reply_done = [link, seq, hdl](uint32_t error) {
-    auto r = make_header(msg_type::done, seq);
-    r.error = to_errc(error);
-    link->send(r, nullptr);
-    caf::anon_send(hdl, atom::release_v, seq);
-  };
+  s.executing[h.seq] = range_of(h);
+  nbd::request r;
+  r.cookie = h.seq;
+  r.offset = h.offset;
+  r.length = static_cast<uint32_t>(h.length);
+  r.fua = (h.flags & peer::flag_fua) != 0;
+  r.may_trim = (h.flags & peer::flag_may_trim) != 0;
   switch (h.type) {
     case msg_type::write: {
       auto data = peer::open_payload(h, std::move(frame.payload));
@@ -192,50 +227,29 @@ void execute(self_ptr self, peer_frame frame) {
         fail(self, data.error().message());
         return;
       }
-      call.kind = nbd_call::op::write;
-      call.data = std::move(*data);
-      call.length = static_cast<uint32_t>(call.data->size());
-      call.done = reply_done;
+      r.kind = nbd::command::write;
+      r.data = std::move(*data);
+      r.length = static_cast<uint32_t>(r.data->size());
       break;
     }
-    case msg_type::trim:
-      call.kind = nbd_call::op::trim;
-      call.done = reply_done;
-      break;
-    case msg_type::write_zeroes:
-      call.kind = nbd_call::op::write_zeroes;
-      call.done = reply_done;
-      break;
-    case msg_type::flush:
-      call.kind = nbd_call::op::flush;
-      call.done = reply_done;
-      break;
-    default: {  // read
-      call.kind = nbd_call::op::read;
-      auto compression = s.config.compression;
-      auto checksum = s.config.checksum;
-      call.read_done = [link, seq, hdl, compression, checksum](uint32_t error, buffer_ptr data) {
-        auto r = make_header(msg_type::read_reply, seq);
-        r.error = to_errc(error);
-        if (error == 0 && data) {
-          if (auto st = peer::seal_payload(r, data, compression, checksum); !st)
-            r.error = static_cast<uint32_t>(errc::io_error);
-        } else {
-          data = nullptr;
-        }
-        r.payload_length = data ? static_cast<uint32_t>(data->size()) : 0;
-        link->send(r, data);
-        caf::anon_send(hdl, atom::release_v, seq);
-      };
-      break;
-    }
+    case msg_type::trim: r.kind = nbd::command::trim; break;
+    case msg_type::write_zeroes: r.kind = nbd::command::write_zeroes; break;
+    case msg_type::flush: r.kind = nbd::command::flush; break;
+    default: r.kind = nbd::command::read; break;
   }
-  self->send(s.owner, atom::nbd_v, std::move(call));
+  if (!s.replies)
+    s.replies = std::make_shared<frame_reply_sink>(s.link, caf::actor_cast<peer_actor>(self),
+                                                   s.config.compression, s.config.checksum);
+  nbd_batch batch;
+  batch.requests.push_back(std::move(r));
+  batch.sink = s.replies;
+  batch.from_peer = true;
+  self->send(s.owner, atom::nbd_v, std::move(batch));
 }
 
 /// Secondary: requests run concurrently unless they overlap one that is
 /// still running or waiting; then they wait their turn, in arrival order.
-void admit(self_ptr self, peer_frame frame) {
+void admit(self_ptr self, peer::frame frame) {
   auto& s = self->state;
   auto r = range_of(frame.h);
   bool blocked = false;
@@ -249,7 +263,7 @@ void admit(self_ptr self, peer_frame frame) {
     execute(self, std::move(frame));
 }
 
-void on_secondary_frame(self_ptr self, peer_frame& frame) {
+void on_secondary_frame(self_ptr self, peer::frame& frame) {
   auto& s = self->state;
   auto& h = frame.h;
   switch (h.type) {
@@ -281,8 +295,6 @@ void on_secondary_frame(self_ptr self, peer_frame& frame) {
       if (!s.established)
         return fail(self, std::string{"protocol error: "} + std::string{peer::to_string(h.type)}
                             + " before the handshake completed");
-      if (h.type == msg_type::write && (h.flags & peer::flag_memsync))
-        send_raw(self, make_header(msg_type::received, h.seq));
       return admit(self, std::move(frame));
     case msg_type::sync_done:
       if (s.established)
@@ -311,7 +323,7 @@ void send_hello(self_ptr self) {
       [=](caf::error& err) { drop_link(self, epoch, self->system().render(err)); });
 }
 
-void on_primary_frame(self_ptr self, peer_frame& frame) {
+void on_primary_frame(self_ptr self, peer::frame& frame) {
   auto& s = self->state;
   auto& h = frame.h;
   switch (h.type) {
@@ -362,13 +374,16 @@ void on_primary_frame(self_ptr self, peer_frame& frame) {
     }
     case msg_type::received:
       if (s.in_flight.count(h.seq))
-        self->send(s.owner, atom::remote_ack_v, h.seq, remote_stage::received, uint32_t{0});
+        s.acks.push_back({h.seq, remote_stage::received, 0});
       return;
     case msg_type::done: {
-      if (s.in_flight.erase(h.seq) == 0)
+      auto it = s.in_flight.find(h.seq);
+      if (it == s.in_flight.end())
         return fail(self, "protocol error: done for unknown request " + std::to_string(h.seq));
+      s.in_flight_bytes -= it->second;
+      s.in_flight.erase(it);
       auto stage = h.error == 0 ? remote_stage::written : remote_stage::failed;
-      self->send(s.owner, atom::remote_ack_v, h.seq, stage, h.error);
+      s.acks.push_back({h.seq, stage, h.error});
       return;
     }
     case msg_type::read_reply: {
@@ -396,11 +411,6 @@ void on_primary_frame(self_ptr self, peer_frame& frame) {
 }
 
 } // namespace
-
-peer_link_ptr make_tcp_link(std::shared_ptr<peer::connection> conn, std::chrono::milliseconds keepalive,
-                            std::chrono::milliseconds timeout) {
-  return std::make_shared<tcp_link>(std::move(conn), keepalive, timeout);
-}
 
 peer_actor::behavior_type replication_peer(peer_actor::stateful_pointer<peer_state> self,
                                            resource_config config,
@@ -471,41 +481,59 @@ peer_actor::behavior_type replication_peer(peer_actor::stateful_pointer<peer_sta
         send_challenge(self);
       maybe_answer_hello(self);
     },
-    [=](atom::peer_frame, peer_frame& frame) {
+    [=](atom::peer_frame, peer_frames& batch) {
       auto& s = self->state;
-      if (frame.epoch != s.epoch || !s.link)
-        return;
-      if (s.side == role::primary)
-        on_primary_frame(self, frame);
-      else
-        on_secondary_frame(self, frame);
+      for (auto& frame : batch.frames) {
+        // A frame may end the link; the rest of its batch is then stale.
+        if (batch.epoch != s.epoch || !s.link)
+          break;
+        if (s.side == role::primary)
+          on_primary_frame(self, frame);
+        else
+          on_secondary_frame(self, frame);
+      }
+      flush_acks(self);
     },
     [=](atom::peer_closed, uint64_t epoch, std::string& reason) { drop_link(self, epoch, reason); },
-    [=](atom::replicate, replicate_call& call) {
+    [=](atom::replicate, replicate_batch& calls) {
       auto& s = self->state;
-      auto refuse = [&](errc why) {
-        self->send(s.owner, atom::remote_ack_v, call.id, remote_stage::failed,
-                   static_cast<uint32_t>(why));
-      };
-      if (!s.established)
-        return refuse(errc::disconnected);
-      // Async: a slow peer must not grow memory without bound; the extents
-      // stay dirty and the resync sends them later.
-      if (policy_for(s.config.replication).bounded_queue && (call.flags & peer::flag_sync) == 0
-          && s.link->queued_bytes() > async_queue_limit)
-        return refuse(errc::busy);
-      auto h = make_header(call.type, call.id);
-      h.flags = call.flags;
-      h.offset = call.offset;
-      h.length = call.length;
-      auto payload = std::move(call.data);
-      if (payload) {
-        if (auto st = peer::seal_payload(h, payload, s.config.compression, s.config.checksum); !st)
-          return refuse(errc::io_error);
+      remote_acks refused;
+      for (auto& call : calls) {
+        auto refuse = [&](errc why) {
+          refused.push_back({call.id, remote_stage::failed, static_cast<uint32_t>(why)});
+        };
+        if (!s.established) {
+          refuse(errc::disconnected);
+          continue;
+        }
+        // Async: a slow peer must not grow memory without bound, on either
+        // node: what is sent and not yet written there is bounded (which
+        // bounds the secondary's backlog too); the extents stay dirty and
+        // the resync sends them later.
+        if (policy_for(s.config.replication).bounded_queue && (call.flags & peer::flag_sync) == 0
+            && s.in_flight_bytes + call.length > async_queue_limit) {
+          refuse(errc::busy);
+          continue;
+        }
+        auto h = make_header(call.type, call.id);
+        h.flags = call.flags;
+        h.offset = call.offset;
+        h.length = call.length;
+        auto payload = std::move(call.data);
+        if (payload) {
+          if (auto st = peer::seal_payload(h, payload, s.config.compression, s.config.checksum);
+              !st) {
+            refuse(errc::io_error);
+            continue;
+          }
+        }
+        h.payload_length = payload ? static_cast<uint32_t>(payload->size()) : 0;
+        s.in_flight[call.id] = h.payload_length;
+        s.in_flight_bytes += h.payload_length;
+        s.link->send(h, std::move(payload));
       }
-      h.payload_length = payload ? static_cast<uint32_t>(payload->size()) : 0;
-      s.in_flight[call.id] = h.payload_length;
-      s.link->send(h, std::move(payload));
+      if (!refused.empty())
+        self->send(s.owner, atom::remote_ack_v, std::move(refused));
     },
     [=](atom::remote_read, uint64_t offset, uint32_t length) -> caf::result<buffer_ptr> {
       auto& s = self->state;
@@ -524,7 +552,7 @@ peer_actor::behavior_type replication_peer(peer_actor::stateful_pointer<peer_sta
       auto& s = self->state;
       s.executing.erase(seq);
       // Start what no longer overlaps anything running or queued before it.
-      std::vector<peer_frame> still;
+      std::vector<peer::frame> still;
       for (auto& w : s.waiting) {
         auto r = range_of(w.h);
         bool blocked = false;

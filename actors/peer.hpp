@@ -16,9 +16,6 @@ namespace peer {
 class connection;
 }
 
-/// Wraps a TCP connection from io/peer_transport as a peer_link.
-peer_link_ptr make_tcp_link(std::shared_ptr<peer::connection> conn, std::chrono::milliseconds keepalive,
-                            std::chrono::milliseconds timeout);
 
 /// Connects to the other node; `done` gets the link or why there is none.
 using connector = std::function<void(std::function<void(status, peer_link_ptr)> done)>;
@@ -46,7 +43,9 @@ struct peer_state {
 
   // Primary: the sync queue, requests awaiting the secondary's "done".
   std::map<uint64_t, uint64_t> in_flight;  // id -> payload bytes
+  uint64_t in_flight_bytes = 0;            // their sum
   std::map<uint64_t, caf::typed_response_promise<buffer_ptr>> reads;
+  remote_acks acks;                        // gathered from the current batch of frames
   uint64_t next_read_id = 1ull << 62;      // apart from the resource's write ids
 
   // Secondary: requests being executed, to keep overlapping writes in order.
@@ -54,7 +53,8 @@ struct peer_state {
     uint64_t offset, length;
   };
   std::map<uint64_t, range> executing;     // seq -> range
-  std::vector<peer_frame> waiting;         // overlapping ones, in arrival order
+  std::vector<peer::frame> waiting;        // overlapping ones, in arrival order
+  nbd::reply_sink_ptr replies;             // answers of the current link, as frames
 
   static inline const char* name = "hast.peer";
 };

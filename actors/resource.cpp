@@ -1,6 +1,7 @@
 #include "actors/resource.hpp"
 
 #include "actors/disk_io.hpp"
+#include "actors/metadata_writer.hpp"
 #include "actors/peer.hpp"
 #include "io/hooks.hpp"
 #include "io/nbd_protocol.hpp"
@@ -12,16 +13,17 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 
 namespace hast {
 
 namespace {
 
-using self_ptr = resource_actor::stateful_pointer<resource_state>;
+using self_ptr = resource_ptr;
 
-// The export as an NBD session sees it: every call becomes a typed message to
-// the resource actor. Holds the actor weakly so that a lingering connection
-// does not keep a stopped resource alive.
+// The export as an NBD session sees it: every batch of requests becomes one
+// typed message to the resource actor. Holds the actor weakly so that a
+// lingering connection does not keep a stopped resource alive.
 class resource_backend final : public nbd::backend,
                                public std::enable_shared_from_this<resource_backend> {
 public:
@@ -40,53 +42,15 @@ public:
                    }});
   }
 
-  void read(uint64_t offset, uint32_t length, nbd::read_done_fn done) override {
-    nbd_call call;
-    call.kind = nbd_call::op::read;
-    call.offset = offset;
-    call.length = length;
-    call.read_done = std::move(done);
-    submit(std::move(call));
-  }
-
-  void write(uint64_t offset, buffer_ptr data, bool fua, nbd::done_fn done) override {
-    nbd_call call;
-    call.kind = nbd_call::op::write;
-    call.offset = offset;
-    call.length = static_cast<uint32_t>(data->size());
-    call.data = std::move(data);
-    call.fua = fua;
-    call.done = std::move(done);
-    submit(std::move(call));
-  }
-
-  void flush(nbd::done_fn done) override {
-    nbd_call call;
-    call.kind = nbd_call::op::flush;
-    call.done = std::move(done);
-    submit(std::move(call));
-  }
-
-  void trim(uint64_t offset, uint32_t length, bool fua, nbd::done_fn done) override {
-    nbd_call call;
-    call.kind = nbd_call::op::trim;
-    call.offset = offset;
-    call.length = length;
-    call.fua = fua;
-    call.done = std::move(done);
-    submit(std::move(call));
-  }
-
-  void write_zeroes(uint64_t offset, uint32_t length, bool may_trim, bool fua,
-                    nbd::done_fn done) override {
-    nbd_call call;
-    call.kind = nbd_call::op::write_zeroes;
-    call.offset = offset;
-    call.length = length;
-    call.may_trim = may_trim;
-    call.fua = fua;
-    call.done = std::move(done);
-    submit(std::move(call));
+  void submit(std::vector<nbd::request> batch, nbd::reply_sink_ptr sink) override {
+    if (auto hdl = lock()) {
+      caf::anon_send(hdl, atom::nbd_v, nbd_batch{std::move(batch), std::move(sink), false});
+      return;
+    }
+    std::vector<nbd::reply> replies;
+    for (auto& r : batch)
+      replies.push_back(nbd::make_reply(r, nbd::eshutdown));
+    sink->deliver(std::move(replies));
   }
 
   void close() override {
@@ -100,74 +64,37 @@ private:
     return caf::actor_cast<resource_actor>(resource_.lock());
   }
 
-  void submit(nbd_call call) {
-    if (auto hdl = lock()) {
-      caf::anon_send(hdl, atom::nbd_v, std::move(call));
-      return;
-    }
-    if (call.kind == nbd_call::op::read)
-      call.read_done(nbd::eshutdown, nullptr);
-    else
-      call.done(nbd::eshutdown);
-  }
-
   caf::weak_actor_ptr resource_;
   std::atomic<bool> opened_{false};
 };
 
-void complete(nbd_call& call, uint32_t error, buffer_ptr data = nullptr) {
-  if (call.kind == nbd_call::op::read)
-    call.read_done(error, std::move(data));
-  else
-    call.done(error);
+/// An errno from the disk as an NBD error.
+uint32_t nbd_error(int error) {
+  if (error == 0)
+    return 0;
+  return error == ENOSPC ? nbd::enospc : nbd::eio;
 }
 
-disk_io_actor& pick_disk(self_ptr self) {
-  auto& s = self->state;
-  auto& disk = s.disks[s.next_disk];
-  s.next_disk = (s.next_disk + 1) % s.disks.size();
-  return disk;
+/// Queues the answer to a request; sent at the end of the activation.
+void answer(self_ptr self, const nbd::reply_sink_ptr& sink, nbd::reply r) {
+  auto& outbox = self->state.outbox;
+  for (auto& [to, replies] : outbox)
+    if (to == sink) {
+      replies.push_back(std::move(r));
+      return;
+    }
+  outbox.emplace_back(sink, std::vector<nbd::reply>{std::move(r)});
 }
 
-/// Runs the `exec` hook for an event of this resource (never waits).
-void event(self_ptr self, const std::string& name, std::vector<std::string> more = {}) {
-  auto& s = self->state;
-  std::vector<std::string> args{name, s.config.name};
-  args.insert(args.end(), more.begin(), more.end());
-  run_hook(s.config.exec, std::move(args));
+bool is_flush(const nbd::request& r) {
+  return r.kind == nbd::command::flush;
 }
 
-/// Both nodes were written as primary while apart: report it (once per
-/// detection) and leave the resolution to the administrator.
-void detect_split_brain(self_ptr self) {
-  auto& s = self->state;
-  if (s.split_brain)
-    return;
-  s.split_brain = true;
-  spdlog::error("{}: split brain: both nodes were written as primary while apart; choose the "
-                "node to discard and run 'hastctl resync --discard-local {}' there (as secondary)",
-                s.config.name, s.config.name);
-  event(self, "split-brain");
-}
-
-/// Writes metadata and activemap through the metadata writer; `then` runs
-/// with true once they are on disk.
-void persist(self_ptr self, std::function<void(bool)> then) {
-  auto& s = self->state;
-  s.md.bitmap = s.map->bitmap();
-  ++s.counters.activemap_updates;
-  self->request(s.metadata_writer, caf::infinite, atom::metadata_v, s.md, s.config.metaflush)
-    .then(
-      [=](uint64_t sequence) {
-        self->state.md.sequence = sequence;
-        then(true);
-      },
-      [=](caf::error& err) {
-        spdlog::error("{}: cannot write metadata: {}", self->state.config.name,
-                      self->system().render(err));
-        ++self->state.counters.write_errors;
-        then(false);
-      });
+/// Bytes a request changes; a flush has none.
+std::pair<uint64_t, uint64_t> byte_range(const nbd::request& r) {
+  if (is_flush(r))
+    return {0, 0};
+  return {r.offset, r.offset + std::max<uint32_t>(r.length, 1)};
 }
 
 void finish_drain(self_ptr self);
@@ -188,10 +115,135 @@ uint64_t last_extent(self_ptr self, uint64_t offset, uint64_t length) {
   return (offset + std::max<uint64_t>(length, 1) - 1) / self->state.md.extent_size;
 }
 
+// --- the activemap, group-committed --------------------------------------------------------------
+
+void admit_after_commit(self_ptr self, bool ok);
+
+/// Writes the metadata with the activemap's current image. Every caller
+/// that asked while this round was not yet begun is covered by it.
+void start_round(self_ptr self) {
+  auto& s = self->state;
+  auto& c = s.commit;
+  if (c.in_flight || !s.map || !s.metadata_writer)
+    return;
+  c.in_flight = true;
+  auto round = ++c.started;
+  c.this_round = std::move(c.next_round);
+  c.next_round.clear();
+  s.md.bitmap = s.map->begin_commit();
+  ++s.counters.activemap_updates;
+  auto done = [self, round](bool ok) {
+    activation act{self};
+    auto& s = self->state;
+    auto& c = s.commit;
+    c.in_flight = false;
+    if (s.map)
+      s.map->end_commit(ok);
+    if (ok)
+      c.written = round;
+    auto told = std::move(c.this_round);
+    c.this_round.clear();
+    for (auto& then : told)
+      then(ok);
+    admit_after_commit(self, ok);
+    if (!c.next_round.empty() || !s.map_waiters.empty())
+      start_round(self);
+  };
+  self->request(s.metadata_writer, caf::infinite, atom::metadata_v, s.md, s.config.metaflush)
+    .then(
+      [=](uint64_t sequence) {
+        self->state.md.sequence = sequence;
+        done(true);
+      },
+      [=](caf::error& err) {
+        spdlog::error("{}: cannot write metadata: {}", self->state.config.name,
+                      self->system().render(err));
+        ++self->state.counters.write_errors;
+        done(false);
+      });
+}
+
+} // namespace
+
+void persist(resource_ptr self, std::function<void(bool)> then) {
+  auto& s = self->state;
+  if (!s.map || !s.metadata_writer) {
+    then(false);
+    return;
+  }
+  s.commit.next_round.push_back(std::move(then));
+  // Started at the end of the activation, so that one round covers it all.
+}
+
+void submit_disk(resource_ptr self, disk_op op, disk_continuation then) {
+  auto& s = self->state;
+  op.tag = s.next_tag++;
+  s.disk_waiting.emplace(op.tag, std::move(then));
+  s.disk_out.push_back(std::move(op));
+}
+
+void flush_activation(resource_ptr self) {
+  auto& s = self->state;
+  if (!s.commit.in_flight && (!s.commit.next_round.empty() || !s.map_waiters.empty()))
+    start_round(self);
+  if (!s.replicate_out.empty()) {
+    if (s.link) {
+      self->send(s.link, atom::replicate_v, std::move(s.replicate_out));
+    } else {
+      // No peer any more: what was queued failed to reach it.
+      remote_acks failed;
+      for (auto& rc : s.replicate_out)
+        failed.push_back({rc.id, remote_stage::failed, static_cast<uint32_t>(errc::disconnected)});
+      self->send(self, atom::remote_ack_v, std::move(failed));
+    }
+    s.replicate_out.clear();
+  }
+  if (!s.disk_out.empty()) {
+    if (s.disk) {
+      self->send(s.disk, atom::submit_v, std::move(s.disk_out));
+    } else {
+      // No disk (the provider is closed): what was queued fails.
+      disk_results failed;
+      for (auto& op : s.disk_out)
+        failed.push_back({op.tag, ESHUTDOWN, nullptr});
+      self->send(self, atom::disk_done_v, std::move(failed));
+    }
+    s.disk_out.clear();
+  }
+  if (!s.outbox.empty()) {
+    auto outbox = std::move(s.outbox);
+    s.outbox.clear();
+    for (auto& [sink, replies] : outbox)
+      sink->deliver(std::move(replies));
+  }
+}
+
+void event(resource_ptr self, const std::string& name, std::vector<std::string> more) {
+  auto& s = self->state;
+  std::vector<std::string> args{name, s.config.name};
+  args.insert(args.end(), more.begin(), more.end());
+  run_hook(s.config.exec, std::move(args));
+}
+
+void detect_split_brain(resource_ptr self) {
+  auto& s = self->state;
+  if (s.split_brain)
+    return;
+  s.split_brain = true;
+  spdlog::error("{}: split brain: both nodes were written as primary while apart; choose the "
+                "node to discard and run 'hastctl resync --discard-local {}' there (as secondary)",
+                s.config.name, s.config.name);
+  event(self, "split-brain");
+}
+
+void replicate(resource_ptr self, replicate_call rc) {
+  self->state.replicate_out.push_back(std::move(rc));
+}
+
+namespace {
+
 // --- the peer ----------------------------------------------------------------------------------
 
-void sync_stop(self_ptr self, const std::string& why);
-void sync_pump(self_ptr self);
 void on_remote_ack(self_ptr self, uint64_t id, remote_stage stage, uint32_t error);
 
 void stop_peer(self_ptr self) {
@@ -204,11 +256,7 @@ void stop_peer(self_ptr self) {
   s.connected = false;
   sync_stop(self, "role change");
   // The stopped peer sends no more acknowledgements: what waited fails now.
-  std::vector<uint64_t> waiting;
-  for (auto& [id, t] : s.tracks)
-    if (!t.remote_final)
-      waiting.push_back(id);
-  for (auto id : waiting)
+  for (auto id : s.writes.awaiting_remote())
     on_remote_ack(self, id, remote_stage::failed, static_cast<uint32_t>(errc::disconnected));
 }
 
@@ -236,24 +284,13 @@ void start_peer(self_ptr self, role side) {
                                     caf::actor_cast<resource_actor>(self), connect);
 }
 
-// --- client writes -----------------------------------------------------------------------------
+// --- writes ------------------------------------------------------------------------------------
 
-bool touches_sync(self_ptr self, uint64_t offset, uint64_t length) {
-  auto& s = self->state;
-  if (s.sync.extents.empty())
-    return false;
-  for (auto e = first_extent(self, offset); e <= last_extent(self, offset, length); ++e)
-    if (s.sync.extents.count(e))
-      return true;
-  return false;
-}
-
-void mark_busy(self_ptr self, const nbd_call& call, int delta) {
-  if (call.kind == nbd_call::op::flush)
+void mark_busy(self_ptr self, const nbd::request& r, int delta) {
+  if (is_flush(r))
     return;
   auto& busy = self->state.busy;
-  for (auto e = first_extent(self, call.offset); e <= last_extent(self, call.offset, call.length);
-       ++e) {
+  for (auto e = first_extent(self, r.offset); e <= last_extent(self, r.offset, r.length); ++e) {
     auto& n = busy[e];
     n += delta;
     if (n == 0)
@@ -261,168 +298,122 @@ void mark_busy(self_ptr self, const nbd_call& call, int delta) {
   }
 }
 
-/// Settles a tracked write once enough acknowledgements are in: the client
-/// first (per the mode's policy), the activemap last (both sides final).
-void settle(self_ptr self, uint64_t id) {
+/// Both sides are final: the activemap lets go of the write.
+void finish_write(self_ptr self, uint64_t id, bool remote_failed) {
   auto& s = self->state;
-  auto it = s.tracks.find(id);
-  if (it == s.tracks.end())
+  auto it = s.calls.find(id);
+  if (it == s.calls.end())
     return;
-  auto& t = it->second;
-  auto client_may_go = t.local_done && (t.remote_satisfied || !s.policy.client_waits());
-  if (!t.client_told && client_may_go) {
-    t.client_told = true;
-    complete(t.call, t.local_error);
-  }
-  if (!(t.local_done && t.remote_final))
-    return;
-  auto call = std::move(t.call);
-  auto remote_failed = t.remote_failed;
-  s.tracks.erase(it);
-  if (call.kind != nbd_call::op::flush) {
+  auto req = std::move(it->second.req);
+  s.calls.erase(it);
+  if (!is_flush(req) && s.map) {
     // What the secondary did not confirm stays dirty for the resync.
     if (remote_failed && !s.config.standalone())
-      s.map->mark_sync(call.offset, call.length);
-    if (s.map->write_complete(call.offset, call.length))
-      persist(self, [](bool) {});
-    mark_busy(self, call, -1);
+      s.map->mark_sync(req.offset, req.length);
+    // An extent leaving the image needs no write now: the next commit
+    // carries it.
+    s.map->write_complete(req.offset, req.length);
+    mark_busy(self, req, -1);
   }
   io_done(self);
   if (s.sync.active && s.sync.extents.size() < sync_extents_in_flight)
     sync_pump(self);
 }
 
-std::pair<uint64_t, uint64_t> byte_range(const nbd_call& call) {
-  return {call.offset, call.offset + std::max<uint32_t>(call.length, 1)};
-}
-
-bool overlaps_local(self_ptr self, std::pair<uint64_t, uint64_t> r) {
-  for (auto& [id, other] : self->state.local_ranges)
-    if (r.first < other.second && other.first < r.second)
-      return true;
-  return false;
-}
-
-void handle_write(self_ptr self, nbd_call call);
-
-/// Starts the ordered writes that no longer overlap a running one, keeping
-/// arrival order among those that still overlap each other.
-void release_ordered(self_ptr self) {
+void apply(self_ptr self, uint64_t id, const write_tracker::outcome& o) {
   auto& s = self->state;
-  if (s.ordered.empty())
-    return;
-  std::deque<nbd_call> still;
-  auto waiting = std::move(s.ordered);
-  s.ordered.clear();
-  for (auto& call : waiting) {
-    auto r = byte_range(call);
-    bool blocked = overlaps_local(self, r);
-    for (auto& earlier : still) {
-      auto e = byte_range(earlier);
-      blocked = blocked || (r.first < e.second && e.first < r.second);
-    }
-    if (blocked)
-      still.push_back(std::move(call));
-    else
-      handle_write(self, std::move(call));
-  }
-  for (auto& call : s.ordered)  // queued again meanwhile: keep them behind
-    still.push_back(std::move(call));
-  s.ordered = std::move(still);
+  if (o.answer)
+    if (auto it = s.calls.find(id); it != s.calls.end())
+      answer(self, it->second.sink, nbd::make_reply(it->second.req, o.error));
+  if (o.finished)
+    finish_write(self, id, o.remote_failed);
 }
 
-void local_part(self_ptr self, uint64_t id, const nbd_call& call) {
-  auto& disk = pick_disk(self);
-  auto ok = [self, id](uint64_t) {
-    auto& s = self->state;
-    if (auto it = s.tracks.find(id); it != s.tracks.end())
-      it->second.local_done = true;
-    if (s.local_ranges.erase(id) > 0)
-      release_ordered(self);
-    settle(self, id);
-  };
-  auto failed = [self, id](caf::error& err) {
-    auto& s = self->state;
-    if (s.local_ranges.erase(id) > 0)
-      release_ordered(self);
-    spdlog::error("{}: local request failed: {}", s.config.name, self->system().render(err));
-    if (auto it = s.tracks.find(id); it != s.tracks.end()) {
-      auto& t = it->second;
-      t.local_done = true;
-      t.local_error = nbd::eio;
-      if (t.call.kind == nbd_call::op::flush)
-        ++s.counters.flush_errors;
-      else if (t.call.kind == nbd_call::op::trim)
-        ++s.counters.delete_errors;
-      else
-        ++s.counters.write_errors;
-    }
-    settle(self, id);
-  };
-  switch (call.kind) {
-    case nbd_call::op::write:
-      self->request(disk, caf::infinite, atom::write_v, call.offset, call.data, call.fua)
-        .then(ok, failed);
-      break;
-    case nbd_call::op::trim:
-      self->request(disk, caf::infinite, atom::discard_v, call.offset, uint64_t{call.length})
-        .then(ok, failed);
-      break;
-    case nbd_call::op::write_zeroes:
-      self->request(disk, caf::infinite, atom::zeroes_v, call.offset, uint64_t{call.length},
-                    call.may_trim)
-        .then(ok, failed);
-      break;
-    default:
-      self->request(disk, caf::infinite, atom::flush_v).then(ok, failed);
-      break;
+void admit(self_ptr self, uint64_t id);
+
+/// The local part of write `id` ended: overlapping writes behind it may go.
+void local_finished(self_ptr self, uint64_t id, uint32_t error) {
+  auto& s = self->state;
+  // Admit what was held first: a drain must not see zero in flight between.
+  for (auto ready : s.writes.release(id))
+    admit(self, ready);
+  apply(self, id, s.writes.local_done(id, error));
+}
+
+void count_error(self_ptr self, const nbd::request& r) {
+  auto& c = self->state.counters;
+  switch (r.kind) {
+    case nbd::command::flush: ++c.flush_errors; break;
+    case nbd::command::trim: ++c.delete_errors; break;
+    default: ++c.write_errors; break;
   }
 }
 
-peer::msg_type wire_type(nbd_call::op kind) {
+disk_op to_disk_op(const nbd::request& r) {
+  disk_op op;
+  op.offset = r.offset;
+  op.length = r.length;
+  op.fua = r.fua;
+  switch (r.kind) {
+    case nbd::command::write:
+      op.op = disk_op::kind::write;
+      op.data = r.data;
+      op.length = r.data->size();
+      break;
+    case nbd::command::trim: op.op = disk_op::kind::discard; break;
+    case nbd::command::write_zeroes:
+      op.op = disk_op::kind::write_zeroes;
+      op.may_punch = r.may_trim;
+      break;
+    case nbd::command::flush: op.op = disk_op::kind::flush; break;
+    case nbd::command::read: op.op = disk_op::kind::read; break;
+  }
+  return op;
+}
+
+peer::msg_type wire_type(nbd::command kind) {
   switch (kind) {
-    case nbd_call::op::write: return peer::msg_type::write;
-    case nbd_call::op::trim: return peer::msg_type::trim;
-    case nbd_call::op::write_zeroes: return peer::msg_type::write_zeroes;
+    case nbd::command::write: return peer::msg_type::write;
+    case nbd::command::trim: return peer::msg_type::trim;
+    case nbd::command::write_zeroes: return peer::msg_type::write_zeroes;
     default: return peer::msg_type::flush;
   }
 }
 
-void remote_part(self_ptr self, uint64_t id, const nbd_call& call) {
+/// Sends write `id` to the disk and, on a primary, to the secondary.
+void issue(self_ptr self, uint64_t id) {
   auto& s = self->state;
-  auto& t = s.tracks[id];
-  if (!s.connected) {
-    t.remote_satisfied = t.remote_final = t.remote_failed = true;
-    return;
+  auto& w = s.calls.at(id);
+  w.issued = true;
+  const auto& r = w.req;
+  if (!w.from_peer) {
+    if (s.connected) {
+      replicate_call rc;
+      rc.id = id;
+      rc.type = wire_type(r.kind);
+      rc.offset = r.offset;
+      rc.length = r.length;
+      rc.data = r.data;
+      if (r.fua)
+        rc.flags |= peer::flag_fua;
+      if (r.may_trim)
+        rc.flags |= peer::flag_may_trim;
+      if (s.policy.ask_received && r.kind == nbd::command::write && !r.fua)
+        rc.flags |= peer::flag_memsync;
+      replicate(self, std::move(rc));
+    } else {
+      apply(self, id, s.writes.remote(id, remote_stage::failed));
+    }
   }
-  replicate_call rc;
-  rc.id = id;
-  rc.type = wire_type(call.kind);
-  rc.offset = call.offset;
-  rc.length = call.length;
-  rc.data = call.data;
-  if (call.fua)
-    rc.flags |= peer::flag_fua;
-  if (call.may_trim)
-    rc.flags |= peer::flag_may_trim;
-  if (s.policy.ask_received && call.kind == nbd_call::op::write && !call.fua)
-    rc.flags |= peer::flag_memsync;
-  self->send(s.link, atom::replicate_v, std::move(rc));
-}
-
-/// Counts a request and, for a write, marks its extents busy and in the
-/// activemap. True when the map must reach the disk before the data write:
-/// an extent is marked on disk before any write to it is issued, so after a
-/// crash every possibly-written extent is dirty.
-bool account_write(self_ptr self, const nbd_call& call) {
-  auto& s = self->state;
-  if (call.kind == nbd_call::op::flush) {
-    ++s.counters.flushes;
-    return false;
-  }
-  call.kind == nbd_call::op::trim ? ++s.counters.deletes : ++s.counters.writes;
-  mark_busy(self, call, +1);
-  return s.map->write_start(call.offset, call.length);
+  submit_disk(self, to_disk_op(r), [self, id](disk_completion& c) {
+    auto& s = self->state;
+    if (c.error != 0) {
+      spdlog::error("{}: local request failed: {}", s.config.name, std::strerror(c.error));
+      if (auto it = s.calls.find(id); it != s.calls.end())
+        count_error(self, it->second.req);
+    }
+    local_finished(self, id, nbd_error(c.error));
+  });
 }
 
 /// The generation rule (HAST's): the first write after the resource was
@@ -445,375 +436,172 @@ bool bump_generation(self_ptr self) {
   return true;
 }
 
-void handle_write(self_ptr self, nbd_call call) {
+/// Write `id` may run (nothing overlapping runs before it): count it, mark
+/// its extents, and issue it once the activemap on disk covers them.
+void admit(self_ptr self, uint64_t id) {
   auto& s = self->state;
-  // A write to an extent being resynced waits for that extent: otherwise the
-  // older sync data could overtake it on the secondary.
-  if (call.kind != nbd_call::op::flush && touches_sync(self, call.offset, call.length)) {
-    s.deferred.push_back(std::move(call));
-    return;
-  }
-  if (call.kind != nbd_call::op::flush) {
-    auto r = byte_range(call);
-    bool blocked = overlaps_local(self, r);
-    for (auto& earlier : s.ordered) {
-      auto e = byte_range(earlier);
-      blocked = blocked || (r.first < e.second && e.first < r.second);
-    }
-    if (blocked) {
-      s.ordered.push_back(std::move(call));
-      return;
-    }
-  }
+  auto& w = s.calls.at(id);
+  const auto& r = w.req;
   ++s.in_flight;
-  auto id = s.next_id++;
-  if (call.kind != nbd_call::op::flush)
-    s.local_ranges[id] = byte_range(call);
-  bool must_persist = account_write(self, call);
-  if (call.kind != nbd_call::op::flush) {
-    must_persist = bump_generation(self) || must_persist;
-    if (!s.connected && !s.config.standalone())
-      s.map->mark_sync(call.offset, call.length);
+  w.accounted = true;
+  s.writes.start(id, r.fua || is_flush(r), !w.from_peer);
+  if (is_flush(r)) {
+    ++s.counters.flushes;
+    return issue(self, id);
   }
-  s.tracks[id].call = std::move(call);
-  auto go = [self, id](bool map_on_disk) {
-    auto& s = self->state;
-    auto it = s.tracks.find(id);
-    if (it == s.tracks.end())
-      return;
-    auto& t = it->second;
-    if (!map_on_disk) {
-      // Without the extent marked on disk a crash could lose track of it.
-      t.local_done = t.remote_final = t.remote_satisfied = true;
-      t.remote_failed = false;
-      t.local_error = nbd::eio;
-      if (s.local_ranges.erase(id) > 0)
-        release_ordered(self);
-      return settle(self, id);
-    }
-    remote_part(self, id, t.call);
-    local_part(self, id, s.tracks[id].call);
-  };
-  if (must_persist)
-    persist(self, go);
-  else
-    go(true);
+  r.kind == nbd::command::trim ? ++s.counters.deletes : ++s.counters.writes;
+  mark_busy(self, r, +1);
+  s.map->write_start(r.offset, r.length);
+  bool bumped = false;
+  if (!w.from_peer) {
+    bumped = bump_generation(self);
+    if (!s.connected && !s.config.standalone())
+      s.map->mark_sync(r.offset, r.length);
+  }
+  if (!bumped && s.map->durable(r.offset, r.length))
+    return issue(self, id);
+  // Without its extents marked on disk a crash could lose track of it: it
+  // waits for the next commit, which covers every write waiting with it.
+  s.map_waiters.push_back({id, bumped ? s.commit.started + 1 : 0});
 }
 
-void release_deferred(self_ptr self) {
+void admit_after_commit(self_ptr self, bool ok) {
+  auto& s = self->state;
+  auto waiting = std::move(s.map_waiters);
+  s.map_waiters.clear();
+  for (auto& wt : waiting) {
+    auto it = s.calls.find(wt.id);
+    if (it == s.calls.end())
+      continue;
+    const auto& r = it->second.req;
+    if (!ok) {
+      // The extent is not marked on disk: the write must not happen, on
+      // either node (a secondary answers the primary with the error).
+      s.writes.remote(wt.id, remote_stage::failed);
+      for (auto ready : s.writes.release(wt.id))
+        admit(self, ready);
+      auto o = s.writes.local_done(wt.id, nbd::eio);
+      o.remote_failed = false;  // nothing was written anywhere
+      apply(self, wt.id, o);
+      continue;
+    }
+    if (s.commit.written >= wt.round && s.map->durable(r.offset, r.length))
+      issue(self, wt.id);
+    else
+      s.map_waiters.push_back(wt);
+  }
+}
+
+/// A write, trim, write_zeroes or flush arrives.
+void arrive(self_ptr self, nbd::request r, nbd::reply_sink_ptr sink, bool from_peer) {
+  auto& s = self->state;
+  auto id = s.next_id++;
+  auto range = byte_range(r);
+  s.calls.emplace(id, client_write{std::move(r), std::move(sink), from_peer});
+  // A write to an extent being resynced waits for that extent: otherwise the
+  // older sync data could overtake it on the secondary.
+  if (range.first != range.second && touches_sync(self, range.first, range.second - range.first)) {
+    s.deferred.push_back(id);
+    return;
+  }
+  // Overlapping writes run in arrival order (both nodes then agree).
+  if (s.writes.arrive(id, range.first, range.second))
+    admit(self, id);
+}
+
+} // namespace
+
+void release_deferred(resource_ptr self) {
   auto& s = self->state;
   if (s.deferred.empty())
     return;
   auto pending = std::move(s.deferred);
   s.deferred.clear();
-  for (auto& call : pending)
-    handle_write(self, std::move(call));
+  for (auto id : pending) {
+    auto it = s.calls.find(id);
+    if (it == s.calls.end())
+      continue;
+    auto range = byte_range(it->second.req);
+    if (touches_sync(self, range.first, range.second - range.first))
+      s.deferred.push_back(id);
+    else if (s.writes.arrive(id, range.first, range.second))
+      admit(self, id);
+  }
 }
 
-/// One extent of a resync is copied (or failed and stays dirty).
-void sync_extent_finished(self_ptr self, uint64_t extent, bool copied_ok) {
-  auto& s = self->state;
-  s.sync.extents.erase(extent);
-  if (copied_ok && s.map) {
-    s.map->clear_sync(extent);
-    auto off = extent * s.md.extent_size;
-    auto copied = std::min<uint64_t>(s.md.extent_size, s.md.datasize - off);
-    s.sync.done_bytes += copied;
-    s.synced_total += copied;
-    if (++s.sync.since_persist >= 16) {
-      s.sync.since_persist = 0;
-      persist(self, [](bool) {});
-    }
-  }
-  release_deferred(self);
-  sync_pump(self);
-}
+namespace {
 
 void on_remote_ack(self_ptr self, uint64_t id, remote_stage stage, uint32_t error) {
-  auto& s = self->state;
-  if (auto it = s.sync.ids.find(id); it != s.sync.ids.end()) {
-    auto extent = it->second;
-    s.sync.ids.erase(it);
-    if (stage == remote_stage::received)
-      return;
-    if (stage != remote_stage::written)
-      spdlog::warn("{}: resync of extent {} failed ({})", s.config.name, extent,
-                   describe(static_cast<errc>(error)));
-    sync_extent_finished(self, extent, stage == remote_stage::written);
+  if (sync_ack(self, id, stage, error))
     return;
-  }
-  auto it = s.tracks.find(id);
-  if (it == s.tracks.end())
-    return;
-  auto& t = it->second;
-  // FUA promises durability on both disks: it waits for "written".
-  switch (stage) {
-    case remote_stage::received:
-      if (!t.call.fua)
-        t.remote_satisfied = t.remote_satisfied || s.policy.satisfies(stage);
-      break;
-    case remote_stage::written:
-      t.remote_satisfied = t.remote_final = true;
-      break;
-    case remote_stage::failed:
-      t.remote_satisfied = t.remote_final = t.remote_failed = true;
-      break;
-  }
-  settle(self, id);
+  apply(self, id, self->state.writes.remote(id, stage));
 }
 
-// --- resync: primary to secondary --------------------------------------------------------------
+// --- reads -------------------------------------------------------------------------------------
 
-std::optional<uint64_t> next_sync_candidate(self_ptr self) {
+void read_remote(self_ptr self, nbd::request r, nbd::reply_sink_ptr sink) {
   auto& s = self->state;
-  auto usable = [&](uint64_t e) { return !s.sync.extents.count(e) && !s.busy.count(e); };
-  for (int pass = 0; pass < 2; ++pass) {
-    auto from = pass == 0 ? s.sync.cursor : 0;
-    for (auto e = s.map->next_sync(from); e; e = s.map->next_sync(*e + 1)) {
-      if (pass == 1 && *e >= s.sync.cursor)
-        break;
-      if (usable(*e))
-        return e;
-    }
-  }
-  return std::nullopt;
-}
-
-void sync_finish(self_ptr self) {
-  auto& s = self->state;
-  s.sync.active = false;
-  auto seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - s.sync.started).count();
-  if (s.sync.done_bytes > 0) {
-    spdlog::info("{}: synchronization complete: {} bytes in {:.1f} s", s.config.name,
-                 s.sync.done_bytes, seconds);
-    event(self, "syncdone");
-  } else
-    spdlog::info("{}: nodes are in sync", s.config.name);
-  if (s.sync.from_secondary) {
-    // We now hold the secondary's data, and with it its generation.
-    s.md.localcnt = std::max(s.md.localcnt, s.md.remotecnt);
-    spdlog::info("{}: caught up with the secondary; reads are local again", s.config.name);
-  }
-  s.sync.from_secondary = false;
-  persist(self, [](bool) {});
-  self->send(s.link, atom::sync_done_v, s.md.localcnt, true);
-}
-
-/// Secondary to primary: read the extent from the peer, write it here.
-void sync_extent_from_secondary(self_ptr self, uint64_t extent, uint64_t offset, uint32_t length) {
-  auto& s = self->state;
-  self->request(s.link, std::chrono::seconds(s.config.timeout), atom::remote_read_v, offset, length)
+  self->request(s.link, std::chrono::seconds(s.config.timeout), atom::remote_read_v, r.offset,
+                r.length)
     .then(
-      [=](buffer_ptr& data) {
-        auto& s = self->state;
-        if (!s.sync.active) {
-          s.sync.extents.erase(extent);
-          return;
-        }
-        s.sync.wire_bytes += length;
-        self->request(pick_disk(self), caf::infinite, atom::write_v, offset, data, false)
-          .then([=](uint64_t) { sync_extent_finished(self, extent, true); },
-                [=](caf::error& err) {
-                  ++self->state.counters.write_errors;
-                  spdlog::error("{}: cannot write synced extent {}: {}", self->state.config.name,
-                                extent, self->system().render(err));
-                  sync_extent_finished(self, extent, false);
-                  sync_stop(self, "local write error");
-                });
+      [self, r, sink](buffer_ptr& data) {
+        activation act{self};
+        answer(self, sink, nbd::make_reply(r, 0, std::move(data)));
+        io_done(self);
       },
-      [=](caf::error& err) {
-        spdlog::warn("{}: cannot read extent {} from the secondary: {}", self->state.config.name,
-                     extent, self->system().render(err));
-        self->state.sync.extents.erase(extent);
-        sync_stop(self, "remote read error");
+      [self, r, sink](caf::error&) {
+        activation act{self};
+        answer(self, sink, nbd::make_reply(r, nbd::eio));
+        io_done(self);
       });
 }
 
-void sync_start_extent(self_ptr self, uint64_t extent) {
+void handle_read(self_ptr self, nbd::request r, nbd::reply_sink_ptr sink, bool from_peer) {
   auto& s = self->state;
-  s.sync.extents.insert(extent);
-  s.sync.cursor = extent + 1;
-  auto offset = extent * s.md.extent_size;
-  auto length = static_cast<uint32_t>(std::min<uint64_t>(s.md.extent_size, s.md.datasize - offset));
-  if (s.sync.from_secondary)
-    return sync_extent_from_secondary(self, extent, offset, length);
-  self->request(pick_disk(self), caf::infinite, atom::read_v, offset, length)
-    .then(
-      [=](buffer_ptr& data) {
-        auto& s = self->state;
-        if (!s.connected || !s.sync.active) {
-          s.sync.extents.erase(extent);
-          return;
-        }
-        auto id = s.next_id++;
-        s.sync.ids[id] = extent;
-        s.sync.wire_bytes += length;
-        replicate_call rc;
-        rc.id = id;
-        rc.type = peer::msg_type::write;
-        rc.flags = peer::flag_sync;
-        rc.offset = offset;
-        rc.length = length;
-        rc.data = std::move(data);
-        self->send(s.link, atom::replicate_v, std::move(rc));
-      },
-      [=](caf::error& err) {
-        auto& s = self->state;
-        ++s.counters.read_errors;
-        spdlog::error("{}: cannot read extent {} for the resync: {}", s.config.name, extent,
-                      self->system().render(err));
-        s.sync.extents.erase(extent);
-        sync_stop(self, "local read error");
-      });
-}
-
-/// With `syncrate`, may another extent start now? If not, a wake-up is set.
-bool sync_rate_allows(self_ptr self) {
-  auto& s = self->state;
-  auto rate = s.config.syncrate;
-  if (rate == 0)
-    return true;
-  auto elapsed =
-    std::chrono::duration<double>(std::chrono::steady_clock::now() - s.sync.started).count();
-  auto allowed = static_cast<double>(rate) * elapsed + s.md.extent_size;  // one extent of burst
-  if (static_cast<double>(s.sync.started_bytes) < allowed)
-    return true;
-  if (!s.sync.tick_pending) {
-    s.sync.tick_pending = true;
-    auto wait = (static_cast<double>(s.sync.started_bytes) - allowed) / static_cast<double>(rate);
-    self->delayed_send(self, std::chrono::milliseconds(1 + static_cast<int64_t>(wait * 1000)),
-                       atom::sync_tick_v);
-  }
-  return false;
-}
-
-void sync_pump(self_ptr self) {
-  auto& s = self->state;
-  if (!s.sync.active || !s.connected)
+  ++s.counters.reads;
+  if (from_peer) {
+    submit_disk(self, to_disk_op(r), [self, r, sink](disk_completion& c) {
+      if (c.error != 0)
+        ++self->state.counters.read_errors;
+      answer(self, sink, nbd::make_reply(r, nbd_error(c.error), std::move(c.data)));
+    });
     return;
-  while (s.sync.extents.size() < sync_extents_in_flight && sync_rate_allows(self)) {
-    auto e = next_sync_candidate(self);
-    if (!e)
-      break;
-    s.sync.started_bytes += s.md.extent_size;
-    sync_start_extent(self, *e);
   }
-  if (s.sync.extents.empty() && s.map->sync_extents() == 0)
-    sync_finish(self);
-}
-
-void sync_start(self_ptr self) {
-  auto& s = self->state;
-  if (!s.connected || s.current != role::primary || s.sync.active)
-    return;
-  auto from_secondary = s.sync.pending_from_secondary;
-  s.sync = sync_state{};
-  s.sync.active = true;
-  s.sync.from_secondary = from_secondary;
-  s.sync.started = std::chrono::steady_clock::now();
-  s.sync.total_bytes = s.map->sync_extents() * s.md.extent_size;
-  if (s.sync.total_bytes > 0) {
-    spdlog::info("{}: synchronization started: {} bytes to go", s.config.name, s.sync.total_bytes);
-    event(self, "syncstart");
-  }
-  sync_pump(self);
-}
-
-void sync_stop(self_ptr self, const std::string& why) {
-  auto& s = self->state;
-  if (!s.sync.active)
-    return;
-  spdlog::warn("{}: synchronization interrupted ({}) after {} bytes", s.config.name, why,
-               s.sync.done_bytes);
-  s.sync.active = false;
-  s.sync.extents.clear();
-  s.sync.ids.clear();
-  event(self, "syncintr");
-  release_deferred(self);
-}
-
-// --- the secondary's side of the handshake -----------------------------------------------------
-
-peer::hello_message my_hello(self_ptr self) {
-  auto& s = self->state;
-  peer::hello_message m;
-  m.resource = s.config.name;
-  m.node = s.node;
-  m.role = to_string(s.current);
-  m.datasize = s.md.datasize;
-  m.extent_size = s.md.extent_size;
-  m.resuid = s.md.resuid;
-  m.localcnt = s.md.localcnt;
-  m.remotecnt = s.md.remotecnt;
-  m.virgin = s.md.localcnt == 0;
-  return m;
-}
-
-/// Decides, on the secondary, what a connecting primary gets: which side is
-/// out of date (HAST's generation rules, docs/GENERATIONS.md) or why not.
-peer::hello_message answer_primary(self_ptr self, const peer::hello_message& p) {
-  auto& s = self->state;
-  auto reply = my_hello(self);
-  if (s.current != role::secondary) {
-    reply.refusal = "the remote node acts as " + to_string(s.current)
-                    + " for the resource and not as secondary";
-    return reply;
-  }
-  if (p.version != peer::protocol_version) {
-    reply.refusal = "protocol version " + std::to_string(p.version) + " is not spoken here (we speak "
-                    + std::to_string(peer::protocol_version) + ")";
-    return reply;
-  }
-  if (p.datasize != s.md.datasize || p.extent_size != s.md.extent_size) {
-    reply.refusal = "data size or extent size differs (primary " + std::to_string(p.datasize) + "/"
-                    + std::to_string(p.extent_size) + ", secondary "
-                    + std::to_string(s.md.datasize) + "/" + std::to_string(s.md.extent_size) + ")";
-    return reply;
-  }
-  auto fresh = s.md.localcnt == 0 && s.md.remotecnt == 0;
-  if (p.resuid != s.md.resuid) {
-    if (!fresh) {
-      reply.refusal = "resource id mismatch (primary " + std::to_string(p.resuid) + ", secondary "
-                      + std::to_string(s.md.resuid)
-                      + "); these providers belong to different resources";
-      return reply;
+  ++s.in_flight;
+  if (read_from_secondary(self, r.offset, r.length))
+    return read_remote(self, std::move(r), std::move(sink));
+  submit_disk(self, to_disk_op(r), [self, r, sink](disk_completion& c) {
+    auto& s = self->state;
+    if (c.error == 0) {
+      answer(self, sink, nbd::make_reply(r, 0, std::move(c.data)));
+      return io_done(self);
     }
-    // A freshly created secondary joins the primary's resource.
-    s.md.resuid = p.resuid;
-    reply.resuid = p.resuid;
-    reply.sync_source = p.localcnt == 0 ? "none" : "full";
-  } else if (s.discard_local && s.md.localcnt > p.remotecnt) {
-    // The administrator chose this node as the loser: its changes go, and
-    // the primary resends every extent either side changed.
-    spdlog::warn("{}: discarding local changes (generation {}), taking the primary's data",
-                 s.config.name, s.md.localcnt);
-    s.md.localcnt = p.remotecnt;
-    s.discard_local = false;
-    s.split_brain = false;
-    reply.localcnt = s.md.localcnt;
-    reply.sync_source = "primary";
-    reply.bitmap = s.map->bitmap();
-  } else if (s.md.localcnt > p.remotecnt && p.localcnt > s.md.remotecnt) {
-    detect_split_brain(self);
-    reply.sync_source = "split-brain";
-    reply.refusal = "split brain: both nodes were written as primary while apart";
-    spdlog::error("{}: split brain detected (primary {}/{}, secondary {}/{})", s.config.name,
-                  p.localcnt, p.remotecnt, s.md.localcnt, s.md.remotecnt);
-    return reply;
-  } else if (s.md.localcnt > p.remotecnt) {
-    // The primary is the stale side: it copies our changed extents back and
-    // reads from us until then.
-    spdlog::warn("{}: the primary is out of date (generation {} < {}); it syncs from here",
-                 s.config.name, p.remotecnt, s.md.localcnt);
-    reply.sync_source = "secondary";
-    reply.bitmap = s.map->bitmap();
-  } else {
-    reply.sync_source = "primary";
-    // Extents that were in flight here when we stopped go back too.
-    reply.bitmap = s.map->bitmap();
+    ++s.counters.read_errors;
+    spdlog::error("{}: local read failed ({}); trying the peer", s.config.name,
+                  std::strerror(c.error));
+    if (!s.connected) {
+      answer(self, sink, nbd::make_reply(r, nbd_error(c.error)));
+      return io_done(self);
+    }
+    // HAST's first advantage: a bad local block is read from the peer.
+    read_remote(self, r, sink);
+  });
+}
+
+void handle_batch(self_ptr self, nbd_batch& batch) {
+  auto& s = self->state;
+  auto serving = batch.from_peer ? s.current == role::secondary
+                                 : s.current == role::primary && !s.draining;
+  for (auto& r : batch.requests) {
+    if (!serving) {
+      answer(self, batch.sink, nbd::make_reply(r, nbd::eshutdown));
+      continue;
+    }
+    if (r.kind == nbd::command::read)
+      handle_read(self, std::move(r), batch.sink, batch.from_peer);
+    else
+      arrive(self, std::move(r), batch.sink, batch.from_peer);
   }
-  persist(self, [](bool) {});
-  return reply;
 }
 
 // --- roles -------------------------------------------------------------------------------------
@@ -821,16 +609,19 @@ peer::hello_message answer_primary(self_ptr self, const peer::hello_message& p) 
 void close_local(self_ptr self) {
   auto& s = self->state;
   stop_peer(self);
-  for (auto& d : s.disks) {
-    s.retired.insert(d.address());
-    self->send_exit(d, caf::exit_reason::user_shutdown);
+  for (auto* child : {&s.disk}) {
+    if (*child) {
+      s.retired.insert(child->address());
+      self->send_exit(*child, caf::exit_reason::user_shutdown);
+    }
   }
   if (s.metadata_writer) {
     s.retired.insert(s.metadata_writer.address());
     self->send_exit(s.metadata_writer, caf::exit_reason::user_shutdown);
   }
-  s.disks.clear();
+  s.disk = nullptr;
   s.metadata_writer = nullptr;
+  s.commit = map_commit{};
   s.map.reset();
   s.local.reset();
 }
@@ -845,8 +636,7 @@ caf::error open_local(self_ptr self) {
   if (auto st = opened->lock(); !st)
     return caf::make_error(errc::busy, st.message());
   auto md = read_metadata(*opened, s.config.name);
-  if (!md)
-  {
+  if (!md) {
     auto text = md.error().message();
     if (md.error().code() == errc::not_created)
       text += " (run 'hastctl create " + s.config.name + "')";
@@ -869,10 +659,10 @@ caf::error open_local(self_ptr self) {
   // with: its map only guards the next crash.
   if (!s.config.standalone())
     s.map->merge(s.md.bitmap);
-  for (size_t i = 0; i < disk_io_actors_per_resource; ++i)
-    s.disks.push_back(self->spawn<caf::detached + caf::linked>(disk_io, s.local, s.md.data_offset,
-                                                               s.md.sequence));
-  s.metadata_writer = self->spawn<caf::detached + caf::linked>(disk_io, s.local, s.md.data_offset,
+  s.commit = map_commit{};
+  s.disk = self->spawn<caf::linked>(disk_io, s.local, s.md.data_offset, s.io.disk,
+                                    caf::actor_cast<resource_actor>(self));
+  s.metadata_writer = self->spawn<caf::detached + caf::linked>(metadata_writer, s.local,
                                                                s.md.sequence);
   return {};
 }
@@ -882,6 +672,7 @@ void enter(self_ptr self, role target) {
   auto previous = s.current;
   s.current = target;
   s.policy = policy_for(s.config.replication);
+  s.writes.set_policy(s.policy);
   s.bumped = false;
   if (target == role::init) {
     close_local(self);
@@ -900,42 +691,42 @@ void enter(self_ptr self, role target) {
 void finish_drain(self_ptr self) {
   auto& s = self->state;
   auto target = s.pending_role.value_or(role::init);
-  self->request(pick_disk(self), caf::infinite, atom::flush_v)
-    .then(
-      [=](uint64_t) {
-        auto& s = self->state;
-        auto previous = s.current;
-        stop_peer(self);
-        // Nothing is in flight: the keepdirty extents guard nothing now, and
-        // the map on disk says so before anyone is told we are done.
-        s.map->forget_keepdirty();
-        persist(self, [=](bool) {
-          auto& s = self->state;
-          s.draining = false;
-          s.pending_role.reset();
-          enter(self, target);
-          for (auto& rp : s.drained)
-            rp.deliver(previous);
-          s.drained.clear();
-          for (auto& rp : s.stopped)
-            rp.deliver(true);
-          s.stopped.clear();
-        });
-      },
-      [=](caf::error& err) {
-        auto& s = self->state;
-        ++s.counters.flush_errors;
-        spdlog::error("{}: flush while leaving primary failed: {}", s.config.name,
-                      self->system().render(err));
-        s.draining = false;
-        s.pending_role.reset();
-        for (auto& rp : s.drained)
-          rp.deliver(caf::make_error(errc::io_error, "flush failed while leaving primary"));
-        s.drained.clear();
-        for (auto& rp : s.stopped)
-          rp.deliver(false);
-        s.stopped.clear();
-      });
+  disk_op flush;
+  flush.op = disk_op::kind::flush;
+  submit_disk(self, flush, [=](disk_completion& c) {
+    auto& s = self->state;
+    if (c.error != 0) {
+      ++s.counters.flush_errors;
+      spdlog::error("{}: flush while leaving primary failed: {}", s.config.name,
+                    std::strerror(c.error));
+      s.draining = false;
+      s.pending_role.reset();
+      for (auto& rp : s.drained)
+        rp.deliver(caf::make_error(errc::io_error, "flush failed while leaving primary"));
+      s.drained.clear();
+      for (auto& rp : s.stopped)
+        rp.deliver(false);
+      s.stopped.clear();
+      return;
+    }
+    auto previous = s.current;
+    stop_peer(self);
+    // Nothing is in flight: the keepdirty extents guard nothing now, and
+    // the map on disk says so before anyone is told we are done.
+    s.map->forget_keepdirty();
+    persist(self, [=](bool) {
+      auto& s = self->state;
+      s.draining = false;
+      s.pending_role.reset();
+      enter(self, target);
+      for (auto& rp : s.drained)
+        rp.deliver(previous);
+      s.drained.clear();
+      for (auto& rp : s.stopped)
+        rp.deliver(true);
+      s.stopped.clear();
+    });
+  });
 }
 
 /// Stops serving I/O: new requests fail, open sessions are closed, and
@@ -946,8 +737,12 @@ void begin_drain(self_ptr self, role target) {
   s.pending_role = target;
   if (s.server)
     s.server->close_sessions();
-  for (auto& call : s.deferred)
-    complete(call, nbd::eshutdown);
+  for (auto id : s.deferred) {
+    if (auto it = s.calls.find(id); it != s.calls.end()) {
+      answer(self, it->second.sink, nbd::make_reply(it->second.req, nbd::eshutdown));
+      s.calls.erase(it);
+    }
+  }
   s.deferred.clear();
   if (s.in_flight == 0)
     finish_drain(self);
@@ -983,111 +778,6 @@ caf::result<role> change_role(self_ptr self, role target, bool force) {
   s.last_error.clear();
   enter(self, target);
   return previous;
-}
-
-// --- requests ----------------------------------------------------------------------------------
-
-/// The secondary executes what the primary replicates: local only, with the
-/// same activemap bookkeeping so that a crash leaves in-flight extents dirty.
-void handle_replicated(self_ptr self, nbd_call call) {
-  auto& s = self->state;
-  if (call.kind == nbd_call::op::read) {
-    ++s.counters.reads;
-    self->request(pick_disk(self), caf::infinite, atom::read_v, call.offset, call.length)
-      .then([call](buffer_ptr& data) mutable { complete(call, 0, std::move(data)); },
-            [self, call](caf::error&) mutable {
-              ++self->state.counters.read_errors;
-              complete(call, nbd::eio);
-            });
-    return;
-  }
-  ++s.in_flight;
-  auto id = s.next_id++;
-  bool must_persist = account_write(self, call);
-  auto& t = s.tracks[id];
-  t.call = std::move(call);
-  t.remote_satisfied = t.remote_final = true;  // nothing further downstream
-  auto go = [self, id](bool) { local_part(self, id, self->state.tracks[id].call); };
-  if (must_persist)
-    persist(self, go);
-  else
-    go(true);
-}
-
-/// While this primary catches up with the secondary, extents not yet copied
-/// are read from the secondary (HAST does the same).
-bool read_from_secondary(self_ptr self, const nbd_call& call) {
-  auto& s = self->state;
-  if (!s.sync.active || !s.sync.from_secondary || !s.connected)
-    return false;
-  for (auto e = first_extent(self, call.offset); e <= last_extent(self, call.offset, call.length);
-       ++e)
-    if (s.map->needs_sync(e))
-      return true;
-  return false;
-}
-
-void handle_read(self_ptr self, nbd_call call) {
-  auto& s = self->state;
-  ++s.counters.reads;
-  ++s.in_flight;
-  if (read_from_secondary(self, call)) {
-    self->request(s.link, std::chrono::seconds(s.config.timeout), atom::remote_read_v, call.offset,
-                  call.length)
-      .then(
-        [self, call](buffer_ptr& data) mutable {
-          complete(call, 0, std::move(data));
-          io_done(self);
-        },
-        [self, call](caf::error&) mutable {
-          complete(call, nbd::eio);
-          io_done(self);
-        });
-    return;
-  }
-  self->request(pick_disk(self), caf::infinite, atom::read_v, call.offset, call.length)
-    .then(
-      [self, call](buffer_ptr& data) mutable {
-        complete(call, 0, std::move(data));
-        io_done(self);
-      },
-      [self, call](caf::error& err) mutable {
-        auto& s = self->state;
-        ++s.counters.read_errors;
-        spdlog::error("{}: local read failed ({}); trying the peer", s.config.name,
-                      self->system().render(err));
-        if (!s.connected) {
-          complete(call, nbd::eio);
-          io_done(self);
-          return;
-        }
-        // HAST's first advantage: a bad local block is read from the peer.
-        self->request(s.link, std::chrono::seconds(s.config.timeout), atom::remote_read_v,
-                      call.offset, call.length)
-          .then(
-            [self, call](buffer_ptr& data) mutable {
-              complete(call, 0, std::move(data));
-              io_done(self);
-            },
-            [self, call](caf::error&) mutable {
-              complete(call, nbd::eio);
-              io_done(self);
-            });
-      });
-}
-
-void handle_call(self_ptr self, nbd_call call) {
-  auto& s = self->state;
-  if (call.from_peer) {
-    if (s.current != role::secondary)
-      return complete(call, nbd::eshutdown);
-    return handle_replicated(self, std::move(call));
-  }
-  if (s.current != role::primary || s.draining)
-    return complete(call, nbd::eshutdown);
-  if (call.kind == nbd_call::op::read)
-    return handle_read(self, std::move(call));
-  handle_write(self, std::move(call));
 }
 
 resource_status make_status(self_ptr self) {
@@ -1130,7 +820,7 @@ resource_status make_status(self_ptr self) {
   }
   st.nbd_connections = s.nbd_clients;
   st.queue_local = s.in_flight;
-  st.queue_recv = s.tracks.size();
+  st.queue_recv = s.writes.size();
   st.counters = s.counters;
   st.last_error = s.last_error;
   if (st.last_error.empty() && !s.connected && s.current != role::init)
@@ -1152,6 +842,7 @@ resource_actor::behavior_type resource(resource_actor::stateful_pointer<resource
   s.node = std::move(node);
   s.io = io;
   s.policy = policy_for(s.config.replication);
+  s.writes.set_policy(s.policy);
   auto weak = caf::actor_cast<caf::weak_actor_ptr>(self->ctrl());
   s.server = std::make_shared<nbd::server>(*io.io, s.config.name, s.config.nbd, [weak] {
     return std::make_shared<resource_backend>(weak);
@@ -1175,6 +866,7 @@ resource_actor::behavior_type resource(resource_actor::stateful_pointer<resource
   });
   return {
     [=](atom::role, role target, bool force) -> caf::result<role> {
+      activation act{self};
       return change_role(self, target, force);
     },
     [=](atom::status) { return make_status(self); },
@@ -1182,10 +874,12 @@ resource_actor::behavior_type resource(resource_actor::stateful_pointer<resource
       auto& s = self->state;
       s.config = std::move(updated);
       s.policy = policy_for(s.config.replication);
+      s.writes.set_policy(s.policy);
       spdlog::info("{}: configuration reloaded", s.config.name);
       return true;
     },
     [=](atom::stop) -> caf::result<bool> {
+      activation act{self};
       auto& s = self->state;
       if (s.current == role::init)
         return true;
@@ -1217,13 +911,29 @@ resource_actor::behavior_type resource(resource_actor::stateful_pointer<resource
       info.description = "hast resource " + s.config.name;
       call.done({"", info});
     },
-    [=](atom::nbd, nbd_call& call) { handle_call(self, std::move(call)); },
+    [=](atom::nbd, nbd_batch& batch) {
+      activation act{self};
+      handle_batch(self, batch);
+    },
+    [=](atom::disk_done, disk_results& done) {
+      activation act{self};
+      auto& s = self->state;
+      for (auto& c : done) {
+        auto it = s.disk_waiting.find(c.tag);
+        if (it == s.disk_waiting.end())
+          continue;
+        auto then = std::move(it->second);
+        s.disk_waiting.erase(it);
+        then(c);
+      }
+    },
     [=](atom::nbd_close) {
       auto& s = self->state;
       if (s.nbd_clients > 0)
         --s.nbd_clients;
     },
     [=](atom::peer_accept, accepted_link& accepted) {
+      activation act{self};
       auto& s = self->state;
       if (s.current == role::secondary && s.link) {
         self->send(s.link, atom::peer_accept_v, std::move(accepted));
@@ -1242,34 +952,17 @@ resource_actor::behavior_type resource(resource_actor::stateful_pointer<resource
       accepted.link->send(h, payload);
       accepted.link->close(reply.refusal);
     },
-    [=](atom::peer_hello, peer::hello_message& theirs) { return answer_primary(self, theirs); },
+    [=](atom::peer_hello, peer::hello_message& theirs) {
+      activation act{self};
+      return answer_primary(self, theirs);
+    },
     [=](atom::peer_hello) { return my_hello(self); },
     [=](atom::peer_up, peer_session& session) {
-      auto& s = self->state;
-      if (!s.map)
-        return;
-      s.connected = true;
-      s.split_brain = false;
-      s.discard_local = false;
-      s.remote_address = session.remote_address;
-      s.peer_error.clear();
-      event(self, "connect");
-      if (s.current != role::primary)
-        return;
-      s.bumped = false;
-      auto& theirs = session.theirs;
-      s.sync.pending_from_secondary = theirs.sync_source == "secondary";
-      if (theirs.sync_source == "full") {
-        spdlog::info("{}: the secondary is new: full synchronization", s.config.name);
-        s.map->mark_all_sync();
-      } else {
-        s.map->merge(theirs.bitmap);
-      }
-      s.md.remotecnt = theirs.localcnt;
-      persist(self, [](bool) {});
-      sync_start(self);
+      activation act{self};
+      on_peer_up(self, session);
     },
     [=](atom::peer_down, std::string& reason) {
+      activation act{self};
       auto& s = self->state;
       s.peer_error = reason;
       if (!s.connected)
@@ -1278,11 +971,14 @@ resource_actor::behavior_type resource(resource_actor::stateful_pointer<resource
       event(self, "disconnect");
       sync_stop(self, reason);
     },
-    [=](atom::remote_ack, uint64_t id, remote_stage stage, uint32_t error) {
-      on_remote_ack(self, id, stage, error);
+    [=](atom::remote_ack, remote_acks& acks) {
+      activation act{self};
+      for (auto& a : acks)
+        on_remote_ack(self, a.id, a.stage, a.error);
     },
     [=](atom::split_brain) { detect_split_brain(self); },
     [=](atom::sync_tick) {
+      activation act{self};
       self->state.sync.tick_pending = false;
       sync_pump(self);
     },
@@ -1299,6 +995,7 @@ resource_actor::behavior_type resource(resource_actor::stateful_pointer<resource
       return true;
     },
     [=](atom::sync_done, uint64_t localcnt, bool complete) {
+      activation act{self};
       auto& s = self->state;
       if (!s.map)
         return;

@@ -1,5 +1,16 @@
 #pragma once
 
+// The resource actor: one replicated resource. Its behaviour is spread over
+// three files, each one concept:
+//   resource.cpp   roles, the export, client and replicated requests, the
+//                  group-committed activemap, status
+//   resync.cpp     copying dirty extents between the nodes
+//   handshake.cpp  what the secondary answers a connecting primary
+//                  (generations, split brain) and what the primary does
+//                  with the answer
+// The functions they share are declared at the end of this header.
+
+#include "actors/write_tracker.hpp"
 #include "io/activemap.hpp"
 #include "io/metadata.hpp"
 #include "messages/actors.hpp"
@@ -30,22 +41,22 @@ struct io_ref {
   /// Replaces the TCP connector of a primary's peer (tests script the
   /// secondary with it); empty in the daemon.
   std::function<void(std::function<void(status, peer_link_ptr)>)> connect;
+  /// The disk engine to ask for (io_uring unless told otherwise).
+  disk_engine_kind disk = disk_engine_kind::uring;
 };
 
-/// One client write (or trim, or write_zeroes) on its way to both disks.
-/// The client hears back once the mode's policy is satisfied; the extent
-/// leaves the activemap only when both sides are final.
-struct write_track {
-  nbd_call call;
-  bool local_done = false;
-  uint32_t local_error = 0;
-  bool remote_satisfied = false;  // the policy's acknowledgement arrived
-  bool remote_final = false;      // "done" or failure arrived
-  bool remote_failed = false;
-  bool client_told = false;
+/// A request that changes data or durability (write, trim, write_zeroes,
+/// flush), from arrival until its bookkeeping ends, with where its answer
+/// goes. The write tracker holds its acknowledgement state under the same id.
+struct client_write {
+  nbd::request req;
+  nbd::reply_sink_ptr sink;
+  bool from_peer = false;
+  bool accounted = false;  // counted, marked busy and in the activemap
+  bool issued = false;     // sent to the disk (and the secondary)
 };
 
-/// The resync of dirty extents from the primary to the secondary.
+/// The resync of dirty extents between the nodes.
 struct sync_state {
   bool active = false;
   bool from_secondary = false;                  // this primary was the stale side
@@ -62,6 +73,25 @@ struct sync_state {
   bool tick_pending = false;                    // a rate-limit wake-up is scheduled
 };
 
+/// Group commit of metadata and activemap: one write in flight at a time;
+/// whatever asks for a write meanwhile is covered by the next one.
+struct map_commit {
+  bool in_flight = false;
+  uint64_t started = 0;                              // rounds begun
+  uint64_t written = 0;                              // the newest round on disk
+  std::vector<std::function<void(bool)>> this_round; // told when the round in flight ends
+  std::vector<std::function<void(bool)>> next_round; // covered by the next round
+};
+
+/// A write held until the activemap on disk covers it (and, after a
+/// generation bump, until the round carrying the new generation is written).
+struct map_waiter {
+  uint64_t id;
+  uint64_t round;  // 0: any round that makes its extents durable
+};
+
+using disk_continuation = std::function<void(disk_completion&)>;
+
 /// What a resource owns. Only the resource actor touches it.
 struct resource_state {
   resource_config config;
@@ -72,9 +102,18 @@ struct resource_state {
   std::shared_ptr<const provider> local;
   metadata md;
   std::optional<activemap> map;
-  std::vector<disk_io_actor> disks;  // data I/O, round robin
-  size_t next_disk = 0;
-  disk_io_actor metadata_writer;     // serialises metadata slot writes
+  disk_io_actor disk;                    // data I/O
+  metadata_writer_actor metadata_writer; // serialises metadata slot writes
+  map_commit commit;
+  std::vector<map_waiter> map_waiters;
+
+  // Disk operations and replies gathered during one activation of the actor,
+  // sent at its end as one message per destination.
+  disk_batch disk_out;
+  uint64_t next_tag = 1;
+  std::unordered_map<uint64_t, disk_continuation> disk_waiting;  // tag -> what to do
+  std::vector<std::pair<nbd::reply_sink_ptr, std::vector<nbd::reply>>> outbox;
+  replicate_batch replicate_out;  // for the peer
 
   // Replication.
   std::string node;                 // this node's name, for the handshake
@@ -86,14 +125,10 @@ struct resource_state {
   std::string remote_address;
   replication_policy policy = policy_for(replication_mode::memsync);
   uint64_t next_id = 1;
-  std::unordered_map<uint64_t, write_track> tracks;       // replicated writes by id
+  write_tracker writes{policy_for(replication_mode::memsync)};
+  std::unordered_map<uint64_t, client_write> calls;       // by id, until finished
   std::unordered_map<uint64_t, uint32_t> busy;            // extent -> client writes in flight
-  std::vector<nbd_call> deferred;                         // writes waiting for an extent's sync
-  // Client writes whose local part is running, by id: [offset, end). A write
-  // overlapping one of them waits in `ordered`, so that both nodes apply
-  // overlapping writes in the same (arrival) order.
-  std::map<uint64_t, std::pair<uint64_t, uint64_t>> local_ranges;
-  std::deque<nbd_call> ordered;
+  std::vector<uint64_t> deferred;                         // ids waiting for an extent's sync
   sync_state sync;
   bool bumped = false;              // localcnt raised for the current outage
   bool split_brain = false;         // both nodes wrote apart; never resolved silently
@@ -122,10 +157,58 @@ struct resource_state {
 resource_actor::behavior_type resource(resource_actor::stateful_pointer<resource_state> self,
                                        resource_config config, std::string node, io_ref io);
 
-/// Resync extents copied concurrently.
+/// Resync: bytes read ahead and on the wire at once.
 inline constexpr size_t sync_extents_in_flight = 4;
 
-/// Disk-IO actors per resource: enough concurrency for queue depth 32.
-inline constexpr size_t disk_io_actors_per_resource = 8;
+// --- Shared by resource.cpp, resync.cpp and handshake.cpp ----------------------------------------
+
+using resource_ptr = resource_actor::stateful_pointer<resource_state>;
+
+/// Sends what one activation gathered: the disk batch and the replies.
+/// Every handler of the resource ends with it (see `activation`).
+void flush_activation(resource_ptr self);
+
+/// Flushes at the end of a handler's scope.
+struct activation {
+  resource_ptr self;
+  ~activation() { flush_activation(self); }
+};
+
+/// Queues a disk operation (data-region offsets) for this activation's batch.
+void submit_disk(resource_ptr self, disk_op op, disk_continuation then);
+
+/// Writes metadata and activemap; `then` runs with true once a write that
+/// started after this call is on disk (group commit).
+void persist(resource_ptr self, std::function<void(bool)> then);
+
+/// Runs the `exec` hook for an event of this resource (never waits).
+void event(resource_ptr self, const std::string& name, std::vector<std::string> more = {});
+
+/// Both nodes were written as primary while apart: report it once.
+void detect_split_brain(resource_ptr self);
+
+/// Queues a request for the secondary (sent with the activation's batch);
+/// acknowledgements come back as remote_ack with `rc.id`.
+void replicate(resource_ptr self, replicate_call rc);
+
+/// Starts client writes that waited for a resynced extent.
+void release_deferred(resource_ptr self);
+
+// resync.cpp
+void sync_start(resource_ptr self);
+void sync_stop(resource_ptr self, const std::string& why);
+void sync_pump(resource_ptr self);
+/// An acknowledgement for a resync request; false when `id` is not one.
+bool sync_ack(resource_ptr self, uint64_t id, remote_stage stage, uint32_t error);
+bool touches_sync(resource_ptr self, uint64_t offset, uint64_t length);
+/// This primary catches up with the secondary: the read goes there.
+bool read_from_secondary(resource_ptr self, uint64_t offset, uint64_t length);
+
+// handshake.cpp
+peer::hello_message my_hello(resource_ptr self);
+/// Secondary: what a connecting primary gets (or why not).
+peer::hello_message answer_primary(resource_ptr self, const peer::hello_message& p);
+/// The handshake completed (both roles).
+void on_peer_up(resource_ptr self, peer_session& session);
 
 } // namespace hast

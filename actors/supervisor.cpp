@@ -14,7 +14,7 @@ using self_ptr = supervisor_actor::stateful_pointer<supervisor_state>;
 
 void spawn_resource(self_ptr self, const resource_config& config) {
   // Linked: when the supervisor goes, its resources go with it.
-  auto handle = self->spawn<caf::linked>(resource, config, self->state.config.node, io_ref{self->state.io, {}});
+  auto handle = self->spawn<caf::linked>(resource, config, self->state.config.node, self->state.io);
   self->monitor(handle);
   self->state.resources[config.name] = {config, handle};
 }
@@ -69,7 +69,7 @@ bool live_changeable(const resource_config& a, const resource_config& b) {
 } // namespace
 
 supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<supervisor_state> self,
-                                           node_config config, asio::io_context* io) {
+                                           node_config config, io_ref io) {
   self->state.config = std::move(config);
   self->state.io = io;
   for (auto& rc : self->state.config.resources)

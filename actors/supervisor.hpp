@@ -1,6 +1,6 @@
 #pragma once
 
-#include "messages/actors.hpp"
+#include "actors/resource.hpp"
 
 #include <map>
 
@@ -18,13 +18,13 @@ struct supervised_resource {
 /// What the supervisor owns: the configuration and one actor per resource.
 struct supervisor_state {
   node_config config;
-  asio::io_context* io = nullptr;
+  io_ref io;  // the Asio context and the disk engine every resource uses
   std::map<std::string, supervised_resource> resources;
   bool stopping = false;
   static inline const char* name = "hast.supervisor";
 };
 
 supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<supervisor_state> self,
-                                           node_config config, asio::io_context* io);
+                                           node_config config, io_ref io);
 
 } // namespace hast

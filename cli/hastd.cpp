@@ -2,6 +2,7 @@
 // (unless -F), sets up logging and hands over to run_daemon().
 //
 //   hastd [-c config] [-n node] [-F] [-d]... [-P pidfile] [--check-config]
+//         [--io-engine uring|threads]
 
 #include "actors/daemon.hpp"
 #include "config/config.hpp"
@@ -22,7 +23,8 @@
 namespace {
 
 constexpr const char* usage_text =
-  "usage: hastd [-c config] [-n node] [-F] [-d]... [-P pidfile] [--check-config]\n";
+  "usage: hastd [-c config] [-n node] [-F] [-d]... [-P pidfile] [--check-config]\n"
+  "             [--io-engine uring|threads]\n";
 
 struct options {
   std::string config_path = hast::default_config_path;
@@ -31,6 +33,7 @@ struct options {
   bool foreground = false;
   bool check_config = false;
   int debug = 0;
+  hast::disk_engine_kind disk_engine = hast::disk_engine_kind::uring;
 };
 
 int fail(const std::string& message) {
@@ -62,6 +65,20 @@ bool parse(int argc, char** argv, options& out, std::string& error) {
       out.foreground = true;
     } else if (arg.size() >= 2 && arg[0] == '-' && arg.find_first_not_of('d', 1) == std::string::npos) {
       out.debug += static_cast<int>(arg.size() - 1);
+    } else if (arg == "--io-engine" || arg.rfind("--io-engine=", 0) == 0) {
+      std::string name;
+      if (arg == "--io-engine") {
+        if (!value(name))
+          return false;
+      } else {
+        name = arg.substr(std::string_view{"--io-engine="}.size());
+      }
+      auto kind = hast::parse_disk_engine_kind(name);
+      if (!kind) {
+        error = "--io-engine takes 'uring' or 'threads', not '" + name + "'";
+        return false;
+      }
+      out.disk_engine = *kind;
     } else if (arg == "--check-config") {
       out.check_config = true;
     } else if (arg == "-h" || arg == "--help") {
@@ -163,6 +180,7 @@ int main(int argc, char** argv) {
       return fail(err);
 
   hast::daemon_options dopt;
+  dopt.disk_engine = opt.disk_engine;
   if (!opt.foreground) {
     // The parent waits until the child listens on the control socket, so that
     // a start-up error reaches the user's terminal and the exit status.

@@ -12,6 +12,7 @@ activemap::activemap(uint64_t datasize, uint32_t extent_size, uint32_t keepdirty
   if (extent_size == 0)
     throw std::invalid_argument("activemap: extent size must be positive");
   syncmap_.assign(bitmap_bytes(), 0);
+  on_disk_.assign(bitmap_bytes(), 0);
 }
 
 template <class F> void activemap::for_each_extent(uint64_t offset, uint64_t length, F &&fn) const {
@@ -172,6 +173,37 @@ bool activemap::forget_keepdirty() {
 void activemap::clear_all_sync() {
   std::fill(syncmap_.begin(), syncmap_.end(), uint8_t{0});
   sync_count_ = 0;
+}
+
+} // namespace hast
+
+namespace hast {
+
+std::vector<uint8_t> activemap::begin_commit() {
+  if (in_flight_)
+    throw std::logic_error("activemap: a commit is already in flight");
+  ++commits_;
+  in_flight_ = bitmap();
+  return *in_flight_;
+}
+
+void activemap::end_commit(bool ok) {
+  if (!in_flight_)
+    return;
+  if (ok)
+    on_disk_ = std::move(*in_flight_);
+  in_flight_.reset();
+}
+
+bool activemap::durable(uint64_t offset, uint64_t length) const {
+  auto set = [](const std::vector<uint8_t> &image, uint64_t e) {
+    return (image[e >> 3] & (1u << (e & 7))) != 0;
+  };
+  bool all = true;
+  for_each_extent(offset, length, [&](uint64_t e) {
+    all = all && set(on_disk_, e) && (!in_flight_ || set(*in_flight_, e));
+  });
+  return all;
 }
 
 } // namespace hast

@@ -14,11 +14,14 @@
 // crash every extent set in it is resynchronised.
 //
 // Invariant: every extent with a write in flight is set in the on-disk image
-// before the write is issued. write_start() returns true exactly when the
-// image changed, and the caller must then write the image (and wait for it)
-// before issuing the data write. write_complete() and mark_sync() report
-// image changes that may be written lazily, but before the extent can be
-// considered clean after a crash.
+// before the write is issued. The map keeps the image in memory and tracks
+// the one on disk (group commit): begin_commit() takes the image to write,
+// end_commit() records that it is on disk, and durable() says whether a data
+// write may be issued now: all its extents are set in the image on disk and
+// in the one being written (a commit in flight must not clean an extent that
+// a newer write is using). One image write covers every write that waited
+// for it. An extent leaving the image (eviction, completion) needs no write of
+// its own: the next commit carries it (stale() says one is owed).
 //
 // Not thread-safe: one owner (the resource) drives it.
 
@@ -90,6 +93,24 @@ public:
   /// Forgets every extent to sync (the peer confirmed it holds our data).
   void clear_all_sync();
 
+  // --- Group commit ---------------------------------------------------------------------------
+
+  /// The image to write now; remembered as in flight until end_commit().
+  /// One commit at a time: calling it again before end_commit() is an error.
+  std::vector<uint8_t> begin_commit();
+  /// The image from begin_commit() reached the disk (`ok`), or its write
+  /// failed and the disk keeps the previous one.
+  void end_commit(bool ok);
+  bool commit_in_flight() const { return in_flight_.has_value(); }
+  /// Every extent touched by [offset, offset+length) is set in the image on
+  /// disk and, while a commit is in flight, in the image being written: a
+  /// data write there may be issued now. Trivially true for an empty range.
+  bool durable(uint64_t offset, uint64_t length) const;
+  /// The image in memory differs from the last one on disk.
+  bool stale() const { return bitmap() != on_disk_; }
+  /// Commits so far (begin_commit calls).
+  uint64_t commits() const { return commits_; }
+
   /// The on-disk image, bitstring(3) layout: bit i is byte i>>3, mask
   /// 1<<(i&7); bitmap_bytes() long, unused high bits of the last byte zero.
   std::vector<uint8_t> bitmap() const;
@@ -111,6 +132,11 @@ private:
   std::unordered_map<uint64_t, std::list<uint64_t>::iterator> lru_index_;
   std::vector<uint8_t> syncmap_;
   uint64_t sync_count_ = 0;
+  // Group commit: the image on disk (all clean until the first commit: a
+  // conservative start) and the one being written.
+  std::vector<uint8_t> on_disk_;
+  std::optional<std::vector<uint8_t>> in_flight_;
+  uint64_t commits_ = 0;
 };
 
 } // namespace hast

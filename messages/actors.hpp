@@ -4,17 +4,24 @@
 // interface, and the one place that registers them. Reading this file alone
 // tells a newcomer how the daemon talks.
 //
-//   supervisor ──role/status/reload/stop──▶ resource ──read/write/flush──▶ disk_io (×N, detached)
-//        ▲                                     ▲  └──────metadata─────────▶ disk_io (metadata writer)
-//   control thread (Unix socket)          NBD sessions (Asio threads)
+//   supervisor ──role/status/reload/stop──▶ resource ──batches of disk ops──▶ disk_io (io_uring)
+//        ▲                                  ▲   ▲  ▲ └──metadata──▶ metadata_writer (detached)
+//   control thread (Unix socket)            │   │  └── completions, one message per reap
+//                        NBD sessions: batches  peer (replicated requests, acknowledgements)
+//
+// Every data-path message carries a batch: an NBD session hands over every
+// request it decoded from one read, the disk answers with every completion
+// of one reap. A lone request is a batch of one and waits for no company.
 //
 // Messages carrying callbacks or shared buffers never leave the process; they
 // are registered as local-only ("unsafe") types.
 
 #include "config/config.hpp"
 #include "io/buffer.hpp"
+#include "io/disk_engine.hpp"
 #include "io/metadata.hpp"
 #include "io/nbd_backend.hpp"
+#include "io/peer_link.hpp"
 #include "io/peer_protocol.hpp"
 #include "messages/replication.hpp"
 #include "messages/errc.hpp"
@@ -29,20 +36,19 @@
 
 namespace hast {
 
-/// One NBD request from a session to the resource actor. The completion runs
-/// on the resource actor's thread; the NBD server re-posts it to its strand.
-struct nbd_call {
-  enum class op : uint8_t { read, write, flush, trim, write_zeroes };
-  op kind = op::read;
-  uint64_t offset = 0;
-  uint32_t length = 0;
-  bool fua = false;
-  bool may_trim = false;
-  buffer_ptr data;             // the write payload, shared, never copied
-  nbd::done_fn done;           // completion of everything but reads
-  nbd::read_done_fn read_done; // completion of reads
-  bool from_peer = false;      // replicated by the primary (secondary role only)
+/// Requests for the resource: what an NBD session decoded from one read, or
+/// what the secondary's peer received from the primary. Each request is
+/// answered exactly once through `sink`; the resource gathers the replies of
+/// one activation into one deliver() per sink.
+struct nbd_batch {
+  std::vector<nbd::request> requests;
+  nbd::reply_sink_ptr sink;
+  bool from_peer = false;  // replicated by the primary (secondary role only)
 };
+
+/// Operations for the disk, and what the disk finished (one reap).
+using disk_batch = std::vector<disk_op>;
+using disk_results = std::vector<disk_completion>;
 
 /// A session asks to use the export.
 struct nbd_open_call {
@@ -63,29 +69,11 @@ struct role_request {
   bool force = false;
 };
 
-/// The connection to the other node, as the peer actor sees it. The real one
-/// wraps an Asio TCP connection (io/peer_transport.hpp); tests script one.
-using frame_fn = std::function<void(const peer::header&, buffer_ptr payload)>;
-using close_fn = std::function<void(const std::string& reason)>;
-
-class peer_link {
-public:
-  virtual ~peer_link() = default;
-  /// Begins delivering frames; `on_close` runs exactly once.
-  virtual void start(frame_fn on_frame, close_fn on_close) = 0;
-  virtual void send(const peer::header& h, buffer_ptr payload) = 0;
-  virtual void close(const std::string& reason) = 0;
-  virtual uint64_t queued_bytes() const = 0;
-  virtual std::string remote_address() const = 0;
-};
-using peer_link_ptr = std::shared_ptr<peer_link>;
-
-/// A frame from the link, tagged with the link's epoch so that frames of a
-/// replaced connection are recognised and dropped.
-struct peer_frame {
+/// The frames of one read from the link, tagged with the link's epoch so
+/// that frames of a replaced connection are recognised and dropped.
+struct peer_frames {
   uint64_t epoch = 0;
-  peer::header h;
-  buffer_ptr payload;
+  std::vector<peer::frame> frames;
 };
 
 /// A connection the listener accepted for this resource, with its hello.
@@ -103,6 +91,18 @@ struct replicate_call {
   uint64_t length = 0;
   buffer_ptr data;
 };
+
+/// Requests for the secondary gathered during one activation of the resource.
+using replicate_batch = std::vector<replicate_call>;
+
+/// One acknowledgement from the secondary; `error` is an errc.
+struct remote_ack_item {
+  uint64_t id = 0;
+  remote_stage stage = remote_stage::written;
+  uint32_t error = 0;
+};
+/// Every acknowledgement of one batch of frames, in arrival order.
+using remote_acks = std::vector<remote_ack_item>;
 
 /// What the peer reports to the resource once the handshake is complete.
 struct peer_session {
@@ -153,11 +153,15 @@ CAF_BEGIN_TYPE_ID_BLOCK(hast, caf::first_custom_type_id)
   CAF_ADD_ATOM(hast, hast::atom, split_brain, "hsplit")
   CAF_ADD_ATOM(hast, hast::atom, resync, "hresync")
   CAF_ADD_ATOM(hast, hast::atom, sync_tick, "hsynctick")
+  CAF_ADD_ATOM(hast, hast::atom, submit, "hsubmit")
+  CAF_ADD_ATOM(hast, hast::atom, disk_done, "hdiskdone")
 CAF_END_TYPE_ID_BLOCK(hast)
 
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hast::buffer_ptr)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hast::metadata)
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hast::nbd_call)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hast::nbd_batch)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hast::disk_batch)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hast::disk_results)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hast::nbd_open_call)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hast::role)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hast::role_request)
@@ -167,10 +171,12 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hast::resource_status)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<hast::resource_status>)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hast::resource_config)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hast::node_config)
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hast::peer_frame)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hast::peer_frames)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hast::peer_link_ptr)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hast::accepted_link)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hast::replicate_call)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hast::replicate_batch)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hast::remote_acks)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hast::peer_session)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hast::peer_status)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hast::peer::hello_message)
@@ -181,21 +187,18 @@ CAF_ERROR_CODE_ENUM(hast::errc, "hast")
 
 namespace hast {
 
-/// Blocking provider I/O, off the CAF scheduler (spawned detached). Several
-/// run per resource so that a queue depth of 32 gives real concurrency.
+/// The data disk of one resource: owns an io_uring (or, where the kernel
+/// refuses one, a small thread pool) and never blocks. Offsets are in the
+/// data region; completions go to the resource as `disk_done`, one message
+/// per reap, tagged as submitted.
 using disk_io_actor = caf::typed_actor<
-  // Reads `length` bytes at data offset `offset`.
-  caf::replies_to<atom::read, uint64_t, uint32_t>::with<buffer_ptr>,
-  // Writes the buffer at `offset`; with `fua` it is on stable storage on return.
-  caf::replies_to<atom::write, uint64_t, buffer_ptr, bool>::with<uint64_t>,
-  // Makes every completed write durable (fdatasync).
-  caf::replies_to<atom::flush>::with<uint64_t>,
-  // Discards [offset, offset + length): hole punch or BLKDISCARD.
-  caf::replies_to<atom::discard, uint64_t, uint64_t>::with<uint64_t>,
-  // Writes zeroes over [offset, offset + length), punching a hole if allowed.
-  caf::replies_to<atom::zeroes, uint64_t, uint64_t, bool>::with<uint64_t>,
-  // Persists metadata and activemap (crash-safe slot switch), then flushes
-  // if asked; answers the sequence number written.
+  // Issues every operation of the batch (io_uring: one io_uring_submit).
+  caf::reacts_to<atom::submit, disk_batch>>;
+
+/// Persists metadata and activemap (crash-safe slot switch) and flushes if
+/// asked; answers the sequence number written. Blocking: spawned detached.
+/// One per resource, so metadata writes never overtake each other.
+using metadata_writer_actor = caf::typed_actor<
   caf::replies_to<atom::metadata, metadata, bool>::with<uint64_t>>;
 
 /// One replicated resource: owns its role, metadata, activemap and counters.
@@ -211,8 +214,10 @@ using resource_actor = caf::typed_actor<
   caf::replies_to<atom::stop>::with<bool>,
   // An NBD client asks to use the export.
   caf::reacts_to<atom::nbd_open, nbd_open_call>,
-  // An NBD request; completes through its callback.
-  caf::reacts_to<atom::nbd, nbd_call>,
+  // Requests from an NBD session or the peer; answered through the sink.
+  caf::reacts_to<atom::nbd, nbd_batch>,
+  // What the disk finished since its last report.
+  caf::reacts_to<atom::disk_done, disk_results>,
   // An NBD client that had opened the export is gone.
   caf::reacts_to<atom::nbd_close>,
   // The listener accepted a connection naming this resource.
@@ -226,8 +231,8 @@ using resource_actor = caf::typed_actor<
   caf::reacts_to<atom::peer_up, peer_session>,
   // The connection is gone (reason).
   caf::reacts_to<atom::peer_down, std::string>,
-  // An acknowledgement for replicated request `id`; `error` is an errc.
-  caf::reacts_to<atom::remote_ack, uint64_t, remote_stage, uint32_t>,
+  // Acknowledgements of replicated requests, in arrival order.
+  caf::reacts_to<atom::remote_ack, remote_acks>,
   // Secondary: the primary's generation is `localcnt` and we hold its data
   // up to it; with `complete`, a resync just finished (nothing here is dirty).
   caf::reacts_to<atom::sync_done, uint64_t, bool>,
@@ -250,12 +255,12 @@ using peer_actor = caf::typed_actor<
   caf::reacts_to<atom::peer_connected, uint64_t, status, peer_link_ptr>,
   // Secondary: a connection the listener accepted for us.
   caf::reacts_to<atom::peer_accept, accepted_link>,
-  // A frame arrived on the link.
-  caf::reacts_to<atom::peer_frame, peer_frame>,
+  // Frames arrived on the link (one read's worth).
+  caf::reacts_to<atom::peer_frame, peer_frames>,
   // The link closed (epoch, reason).
   caf::reacts_to<atom::peer_closed, uint64_t, std::string>,
-  // Primary: send a request to the secondary; acks go to the resource.
-  caf::reacts_to<atom::replicate, replicate_call>,
+  // Primary: send requests to the secondary; acks go to the resource.
+  caf::reacts_to<atom::replicate, replicate_batch>,
   // Primary: read from the secondary (a failed local read, or a sync from it).
   caf::replies_to<atom::remote_read, uint64_t, uint32_t>::with<buffer_ptr>,
   // Secondary: a request the resource finished; frees its range (id).

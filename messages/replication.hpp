@@ -48,7 +48,9 @@ constexpr replication_policy policy_for(replication_mode mode) {
   return {false, false, true, false};
 }
 
-/// Bound of the async send queue, in bytes of payload not yet on the wire.
+/// Bound of async replication: payload bytes sent to the secondary and not
+/// yet written there (so it bounds the send queue and the secondary's
+/// backlog alike).
 inline constexpr uint64_t async_queue_limit = 64u << 20;
 
 } // namespace hast

@@ -23,9 +23,9 @@ namespace fs = std::filesystem;
 /// The secondary's end of the wire, scripted by the test.
 class scripted_link final : public peer_link {
 public:
-  void start(frame_fn on_frame, close_fn on_close) override {
+  void start(frames_fn on_frames, close_fn on_close) override {
     std::lock_guard lock{mutex};
-    frame = std::move(on_frame);
+    frame = std::move(on_frames);
     closed = std::move(on_close);
   }
   void send(const peer::header& h, buffer_ptr payload) override {
@@ -40,12 +40,12 @@ public:
 
   /// Delivers a frame as if the secondary had sent it.
   void deliver(const peer::header& h, buffer_ptr payload = nullptr) {
-    frame_fn f;
+    frames_fn f;
     {
       std::lock_guard lock{mutex};
       f = frame;
     }
-    f(h, std::move(payload));
+    f({peer::frame{h, std::move(payload)}});
   }
   std::vector<peer::header> frames(peer::msg_type type) {
     std::lock_guard lock{mutex};
@@ -57,7 +57,7 @@ public:
   }
 
   std::mutex mutex;
-  frame_fn frame;
+  frames_fn frame;
   close_fn closed;
   std::vector<peer::header> sent;
   std::atomic<uint64_t> queued{0};  // a stalled secondary drains nothing
@@ -162,21 +162,30 @@ protected:
     return out;
   }
 
+  /// Answers as a client would hear them.
+  struct flag_sink final : nbd::reply_sink {
+    std::shared_ptr<std::atomic<bool>> acked;
+    void deliver(std::vector<nbd::reply> replies) override {
+      for (auto& r : replies) {
+        EXPECT_EQ(r.error, 0u);
+        *acked = true;
+      }
+    }
+  };
+
   /// Submits a client write of `size` bytes; `acked` turns true when the
   /// client would hear back.
   std::shared_ptr<std::atomic<bool>> write(uint64_t offset, size_t size) {
     auto acked = std::make_shared<std::atomic<bool>>(false);
-    nbd_call call;
-    call.kind = nbd_call::op::write;
-    call.offset = offset;
-    call.length = static_cast<uint32_t>(size);
-    call.data = make_buffer(size);
-    std::memset(call.data->data(), 0x5a, size);
-    call.done = [acked](uint32_t error) {
-      EXPECT_EQ(error, 0u);
-      *acked = true;
-    };
-    caf::anon_send(res, atom::nbd_v, std::move(call));
+    nbd::request r;
+    r.kind = nbd::command::write;
+    r.offset = offset;
+    r.length = static_cast<uint32_t>(size);
+    r.data = make_buffer(size);
+    std::memset(r.data->data(), 0x5a, size);
+    auto sink = std::make_shared<flag_sink>();
+    sink->acked = acked;
+    caf::anon_send(res, atom::nbd_v, nbd_batch{{std::move(r)}, sink, false});
     return acked;
   }
 

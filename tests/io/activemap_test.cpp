@@ -238,3 +238,92 @@ TEST(activemap_clean_stop, forgetting_keepdirty_leaves_only_extents_to_sync) {
 
 } // namespace
 } // namespace hast
+
+namespace hast {
+namespace {
+
+constexpr uint64_t gc_es = 1u << 20;
+
+TEST(activemap_group_commit, a_new_extent_is_durable_only_after_its_commit) {
+  activemap am{16 * gc_es, gc_es, 4};
+  am.write_start(0, 4096);
+  EXPECT_FALSE(am.durable(0, 4096)) << "the image on disk starts clean";
+  am.begin_commit();
+  EXPECT_FALSE(am.durable(0, 4096)) << "not before the image is on disk";
+  am.end_commit(true);
+  EXPECT_TRUE(am.durable(0, 4096));
+  EXPECT_EQ(am.commits(), 1u);
+}
+
+TEST(activemap_group_commit, one_commit_covers_every_write_that_waited_for_it) {
+  activemap am{16 * gc_es, gc_es, 8};
+  for (uint64_t e = 0; e < 5; ++e)
+    am.write_start(e * gc_es, 4096);
+  am.begin_commit();
+  am.end_commit(true);
+  for (uint64_t e = 0; e < 5; ++e)
+    EXPECT_TRUE(am.durable(e * gc_es, 4096)) << e;
+  EXPECT_EQ(am.commits(), 1u);
+}
+
+TEST(activemap_group_commit, a_write_arriving_during_a_commit_waits_for_the_next_one) {
+  activemap am{16 * gc_es, gc_es, 8};
+  am.write_start(0, 4096);
+  am.begin_commit();
+  am.write_start(3 * gc_es, 4096);  // enters after the image was taken
+  am.end_commit(true);
+  EXPECT_TRUE(am.durable(0, 4096));
+  EXPECT_FALSE(am.durable(3 * gc_es, 4096));
+  am.begin_commit();
+  am.end_commit(true);
+  EXPECT_TRUE(am.durable(3 * gc_es, 4096));
+}
+
+TEST(activemap_group_commit, a_commit_in_flight_that_cleans_an_extent_blocks_a_new_write_there) {
+  // Extent 0 is on disk as dirty; an eviction cleans it in memory; a commit
+  // of that clean image starts; a new write to extent 0 must not be issued
+  // on the strength of the old image, or the commit would clean it under
+  // the write.
+  activemap am{16 * gc_es, gc_es, 1};
+  am.write_start(0, 4096);
+  am.write_complete(0, 4096);
+  am.begin_commit();
+  am.end_commit(true);
+  ASSERT_TRUE(am.durable(0, 4096));
+  am.write_start(gc_es, 4096);  // evicts extent 0
+  am.write_complete(gc_es, 4096);
+  am.begin_commit();            // image: extent 1 only
+  am.write_start(0, 4096);      // extent 0 again
+  EXPECT_FALSE(am.durable(0, 4096));
+  am.end_commit(true);
+  EXPECT_FALSE(am.durable(0, 4096)) << "the image now on disk has extent 0 clean";
+  am.begin_commit();
+  am.end_commit(true);
+  EXPECT_TRUE(am.durable(0, 4096));
+}
+
+TEST(activemap_group_commit, a_failed_commit_keeps_the_previous_image) {
+  activemap am{16 * gc_es, gc_es, 4};
+  am.write_start(0, 4096);
+  am.begin_commit();
+  am.end_commit(false);
+  EXPECT_FALSE(am.durable(0, 4096));
+  EXPECT_FALSE(am.commit_in_flight());
+  EXPECT_TRUE(am.stale());
+}
+
+TEST(activemap_group_commit, leaving_the_image_only_makes_it_stale) {
+  activemap am{16 * gc_es, gc_es, 0};
+  am.write_start(0, 4096);
+  am.begin_commit();
+  am.end_commit(true);
+  EXPECT_FALSE(am.stale());
+  am.write_complete(0, 4096);
+  EXPECT_TRUE(am.stale()) << "the next commit carries the clean extent";
+  am.begin_commit();
+  am.end_commit(true);
+  EXPECT_FALSE(am.stale());
+}
+
+} // namespace
+} // namespace hast

@@ -1,0 +1,120 @@
+// The handshake's decision. The secondary compares generations (HAST's
+// rules, docs/GENERATIONS.md) and tells a connecting primary which side is
+// out of date, or refuses it; the primary then merges the secondary's dirty
+// extents and starts the resync.
+
+#include "actors/resource.hpp"
+
+#include <spdlog/spdlog.h>
+
+namespace hast {
+
+peer::hello_message my_hello(resource_ptr self) {
+  auto& s = self->state;
+  peer::hello_message m;
+  m.resource = s.config.name;
+  m.node = s.node;
+  m.role = to_string(s.current);
+  m.datasize = s.md.datasize;
+  m.extent_size = s.md.extent_size;
+  m.resuid = s.md.resuid;
+  m.localcnt = s.md.localcnt;
+  m.remotecnt = s.md.remotecnt;
+  m.virgin = s.md.localcnt == 0;
+  return m;
+}
+
+/// Decides, on the secondary, what a connecting primary gets: which side is
+/// out of date (HAST's generation rules, docs/GENERATIONS.md) or why not.
+peer::hello_message answer_primary(resource_ptr self, const peer::hello_message& p) {
+  auto& s = self->state;
+  auto reply = my_hello(self);
+  if (s.current != role::secondary) {
+    reply.refusal = "the remote node acts as " + to_string(s.current)
+                    + " for the resource and not as secondary";
+    return reply;
+  }
+  if (p.version != peer::protocol_version) {
+    reply.refusal = "protocol version " + std::to_string(p.version) + " is not spoken here (we speak "
+                    + std::to_string(peer::protocol_version) + ")";
+    return reply;
+  }
+  if (p.datasize != s.md.datasize || p.extent_size != s.md.extent_size) {
+    reply.refusal = "data size or extent size differs (primary " + std::to_string(p.datasize) + "/"
+                    + std::to_string(p.extent_size) + ", secondary "
+                    + std::to_string(s.md.datasize) + "/" + std::to_string(s.md.extent_size) + ")";
+    return reply;
+  }
+  auto fresh = s.md.localcnt == 0 && s.md.remotecnt == 0;
+  if (p.resuid != s.md.resuid) {
+    if (!fresh) {
+      reply.refusal = "resource id mismatch (primary " + std::to_string(p.resuid) + ", secondary "
+                      + std::to_string(s.md.resuid)
+                      + "); these providers belong to different resources";
+      return reply;
+    }
+    // A freshly created secondary joins the primary's resource.
+    s.md.resuid = p.resuid;
+    reply.resuid = p.resuid;
+    reply.sync_source = p.localcnt == 0 ? "none" : "full";
+  } else if (s.discard_local && s.md.localcnt > p.remotecnt) {
+    // The administrator chose this node as the loser: its changes go, and
+    // the primary resends every extent either side changed.
+    spdlog::warn("{}: discarding local changes (generation {}), taking the primary's data",
+                 s.config.name, s.md.localcnt);
+    s.md.localcnt = p.remotecnt;
+    s.discard_local = false;
+    s.split_brain = false;
+    reply.localcnt = s.md.localcnt;
+    reply.sync_source = "primary";
+    reply.bitmap = s.map->bitmap();
+  } else if (s.md.localcnt > p.remotecnt && p.localcnt > s.md.remotecnt) {
+    detect_split_brain(self);
+    reply.sync_source = "split-brain";
+    reply.refusal = "split brain: both nodes were written as primary while apart";
+    spdlog::error("{}: split brain detected (primary {}/{}, secondary {}/{})", s.config.name,
+                  p.localcnt, p.remotecnt, s.md.localcnt, s.md.remotecnt);
+    return reply;
+  } else if (s.md.localcnt > p.remotecnt) {
+    // The primary is the stale side: it copies our changed extents back and
+    // reads from us until then.
+    spdlog::warn("{}: the primary is out of date (generation {} < {}); it syncs from here",
+                 s.config.name, p.remotecnt, s.md.localcnt);
+    reply.sync_source = "secondary";
+    reply.bitmap = s.map->bitmap();
+  } else {
+    reply.sync_source = "primary";
+    // Extents that were in flight here when we stopped go back too.
+    reply.bitmap = s.map->bitmap();
+  }
+  persist(self, [](bool) {});
+  return reply;
+}
+
+void on_peer_up(resource_ptr self, peer_session& session) {
+  auto& s = self->state;
+  if (!s.map)
+    return;
+  s.connected = true;
+  s.split_brain = false;
+  s.discard_local = false;
+  s.remote_address = session.remote_address;
+  s.peer_error.clear();
+  event(self, "connect");
+  if (s.current != role::primary)
+    return;
+  s.bumped = false;
+  auto& theirs = session.theirs;
+  s.sync.pending_from_secondary = theirs.sync_source == "secondary";
+  if (theirs.sync_source == "full") {
+    spdlog::info("{}: the secondary is new: full synchronization", s.config.name);
+    s.map->mark_all_sync();
+  } else {
+    s.map->merge(theirs.bitmap);
+  }
+  s.md.remotecnt = theirs.localcnt;
+  persist(self, [](bool) {});
+  sync_start(self);
+}
+
+} // namespace hast

@@ -1,0 +1,258 @@
+// The resync: after every handshake the primary copies each dirty extent to
+// the secondary (or, when it was the stale side, from the secondary), a few
+// at a time, while clients keep using the device. A client write to an
+// extent being copied waits for that extent; a copy never starts on an
+// extent with client writes in flight.
+
+#include "actors/resource.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <cstring>
+
+namespace hast {
+
+namespace {
+
+uint64_t first_extent(resource_ptr self, uint64_t offset) {
+  return offset / self->state.md.extent_size;
+}
+
+uint64_t last_extent(resource_ptr self, uint64_t offset, uint64_t length) {
+  return (offset + std::max<uint64_t>(length, 1) - 1) / self->state.md.extent_size;
+}
+
+/// One extent is copied (or failed and stays dirty).
+void extent_finished(resource_ptr self, uint64_t extent, bool copied_ok) {
+  auto& s = self->state;
+  s.sync.extents.erase(extent);
+  if (copied_ok && s.map) {
+    s.map->clear_sync(extent);
+    auto off = extent * s.md.extent_size;
+    auto copied = std::min<uint64_t>(s.md.extent_size, s.md.datasize - off);
+    s.sync.done_bytes += copied;
+    s.synced_total += copied;
+    if (++s.sync.since_persist >= 16) {
+      s.sync.since_persist = 0;
+      persist(self, [](bool) {});
+    }
+  }
+  release_deferred(self);
+  sync_pump(self);
+}
+
+std::optional<uint64_t> next_candidate(resource_ptr self) {
+  auto& s = self->state;
+  auto usable = [&](uint64_t e) { return !s.sync.extents.count(e) && !s.busy.count(e); };
+  for (int pass = 0; pass < 2; ++pass) {
+    auto from = pass == 0 ? s.sync.cursor : 0;
+    for (auto e = s.map->next_sync(from); e; e = s.map->next_sync(*e + 1)) {
+      if (pass == 1 && *e >= s.sync.cursor)
+        break;
+      if (usable(*e))
+        return e;
+    }
+  }
+  return std::nullopt;
+}
+
+void finish(resource_ptr self) {
+  auto& s = self->state;
+  s.sync.active = false;
+  auto seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - s.sync.started).count();
+  if (s.sync.done_bytes > 0) {
+    spdlog::info("{}: synchronization complete: {} bytes in {:.1f} s", s.config.name,
+                 s.sync.done_bytes, seconds);
+    event(self, "syncdone");
+  } else
+    spdlog::info("{}: nodes are in sync", s.config.name);
+  if (s.sync.from_secondary) {
+    // We now hold the secondary's data, and with it its generation.
+    s.md.localcnt = std::max(s.md.localcnt, s.md.remotecnt);
+    spdlog::info("{}: caught up with the secondary; reads are local again", s.config.name);
+  }
+  s.sync.from_secondary = false;
+  persist(self, [](bool) {});
+  self->send(s.link, atom::sync_done_v, s.md.localcnt, true);
+}
+
+/// Secondary to primary: read the extent from the peer, write it here.
+void copy_from_secondary(resource_ptr self, uint64_t extent, uint64_t offset, uint32_t length) {
+  auto& s = self->state;
+  self->request(s.link, std::chrono::seconds(s.config.timeout), atom::remote_read_v, offset, length)
+    .then(
+      [=](buffer_ptr& data) {
+        activation act{self};
+        auto& s = self->state;
+        if (!s.sync.active) {
+          s.sync.extents.erase(extent);
+          return;
+        }
+        s.sync.wire_bytes += length;
+        disk_op op;
+        op.op = disk_op::kind::write;
+        op.offset = offset;
+        op.length = data->size();
+        op.data = std::move(data);
+        submit_disk(self, std::move(op), [=](disk_completion& c) {
+          if (c.error == 0)
+            return extent_finished(self, extent, true);
+          ++self->state.counters.write_errors;
+          spdlog::error("{}: cannot write synced extent {}: {}", self->state.config.name, extent,
+                        std::strerror(c.error));
+          extent_finished(self, extent, false);
+          sync_stop(self, "local write error");
+        });
+      },
+      [=](caf::error& err) {
+        activation act{self};
+        spdlog::warn("{}: cannot read extent {} from the secondary: {}", self->state.config.name,
+                     extent, self->system().render(err));
+        self->state.sync.extents.erase(extent);
+        sync_stop(self, "remote read error");
+      });
+}
+
+void start_extent(resource_ptr self, uint64_t extent) {
+  auto& s = self->state;
+  s.sync.extents.insert(extent);
+  s.sync.cursor = extent + 1;
+  auto offset = extent * s.md.extent_size;
+  auto length = static_cast<uint32_t>(std::min<uint64_t>(s.md.extent_size, s.md.datasize - offset));
+  if (s.sync.from_secondary)
+    return copy_from_secondary(self, extent, offset, length);
+  disk_op op;
+  op.op = disk_op::kind::read;
+  op.offset = offset;
+  op.length = length;
+  submit_disk(self, std::move(op), [=](disk_completion& c) {
+    auto& s = self->state;
+    if (c.error != 0) {
+      ++s.counters.read_errors;
+      spdlog::error("{}: cannot read extent {} for the resync: {}", s.config.name, extent,
+                    std::strerror(c.error));
+      s.sync.extents.erase(extent);
+      return sync_stop(self, "local read error");
+    }
+    if (!s.connected || !s.sync.active) {
+      s.sync.extents.erase(extent);
+      return;
+    }
+    auto id = s.next_id++;
+    s.sync.ids[id] = extent;
+    s.sync.wire_bytes += length;
+    replicate_call rc;
+    rc.id = id;
+    rc.type = peer::msg_type::write;
+    rc.flags = peer::flag_sync;
+    rc.offset = offset;
+    rc.length = length;
+    rc.data = std::move(c.data);
+    replicate(self, std::move(rc));
+  });
+}
+
+/// With `syncrate`, may another extent start now? If not, a wake-up is set.
+bool rate_allows(resource_ptr self) {
+  auto& s = self->state;
+  auto rate = s.config.syncrate;
+  if (rate == 0)
+    return true;
+  auto elapsed =
+    std::chrono::duration<double>(std::chrono::steady_clock::now() - s.sync.started).count();
+  auto allowed = static_cast<double>(rate) * elapsed + s.md.extent_size;  // one extent of burst
+  if (static_cast<double>(s.sync.started_bytes) < allowed)
+    return true;
+  if (!s.sync.tick_pending) {
+    s.sync.tick_pending = true;
+    auto wait = (static_cast<double>(s.sync.started_bytes) - allowed) / static_cast<double>(rate);
+    self->delayed_send(self, std::chrono::milliseconds(1 + static_cast<int64_t>(wait * 1000)),
+                       atom::sync_tick_v);
+  }
+  return false;
+}
+
+} // namespace
+
+bool touches_sync(resource_ptr self, uint64_t offset, uint64_t length) {
+  auto& s = self->state;
+  if (s.sync.extents.empty())
+    return false;
+  for (auto e = first_extent(self, offset); e <= last_extent(self, offset, length); ++e)
+    if (s.sync.extents.count(e))
+      return true;
+  return false;
+}
+
+bool read_from_secondary(resource_ptr self, uint64_t offset, uint64_t length) {
+  auto& s = self->state;
+  if (!s.sync.active || !s.sync.from_secondary || !s.connected)
+    return false;
+  for (auto e = first_extent(self, offset); e <= last_extent(self, offset, length); ++e)
+    if (s.map->needs_sync(e))
+      return true;
+  return false;
+}
+
+bool sync_ack(resource_ptr self, uint64_t id, remote_stage stage, uint32_t error) {
+  auto& s = self->state;
+  auto it = s.sync.ids.find(id);
+  if (it == s.sync.ids.end())
+    return false;
+  auto extent = it->second;
+  if (stage == remote_stage::received)
+    return true;
+  s.sync.ids.erase(it);
+  if (stage != remote_stage::written)
+    spdlog::warn("{}: resync of extent {} failed ({})", s.config.name, extent,
+                 describe(static_cast<errc>(error)));
+  extent_finished(self, extent, stage == remote_stage::written);
+  return true;
+}
+
+void sync_pump(resource_ptr self) {
+  auto& s = self->state;
+  if (!s.sync.active || !s.connected)
+    return;
+  while (s.sync.extents.size() < sync_extents_in_flight && rate_allows(self)) {
+    auto e = next_candidate(self);
+    if (!e)
+      break;
+    s.sync.started_bytes += s.md.extent_size;
+    start_extent(self, *e);
+  }
+  if (s.sync.extents.empty() && s.map->sync_extents() == 0)
+    finish(self);
+}
+
+void sync_start(resource_ptr self) {
+  auto& s = self->state;
+  if (!s.connected || s.current != role::primary || s.sync.active)
+    return;
+  auto from_secondary = s.sync.pending_from_secondary;
+  s.sync = sync_state{};
+  s.sync.active = true;
+  s.sync.from_secondary = from_secondary;
+  s.sync.started = std::chrono::steady_clock::now();
+  s.sync.total_bytes = s.map->sync_extents() * s.md.extent_size;
+  if (s.sync.total_bytes > 0) {
+    spdlog::info("{}: synchronization started: {} bytes to go", s.config.name, s.sync.total_bytes);
+    event(self, "syncstart");
+  }
+  sync_pump(self);
+}
+
+void sync_stop(resource_ptr self, const std::string& why) {
+  auto& s = self->state;
+  if (!s.sync.active)
+    return;
+  spdlog::warn("{}: synchronization interrupted ({}) after {} bytes", s.config.name, why,
+               s.sync.done_bytes);
+  s.sync.active = false;
+  s.sync.extents.clear();
+  s.sync.ids.clear();
+  event(self, "syncintr");
+  release_deferred(self);
+}
+
+} // namespace hast

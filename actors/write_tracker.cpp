@@ -1,0 +1,125 @@
+#include "actors/write_tracker.hpp"
+
+namespace hast {
+
+namespace {
+
+bool intersect(uint64_t b1, uint64_t e1, uint64_t b2, uint64_t e2) {
+  return b1 < e2 && b2 < e1;
+}
+
+} // namespace
+
+bool write_tracker::overlaps_running(uint64_t begin, uint64_t end) const {
+  for (auto& [id, r] : running_)
+    if (intersect(begin, end, r.first, r.second))
+      return true;
+  return false;
+}
+
+bool write_tracker::arrive(uint64_t id, uint64_t begin, uint64_t end) {
+  if (begin == end)
+    return true;
+  bool blocked = overlaps_running(begin, end);
+  for (auto& w : held_)
+    blocked = blocked || intersect(begin, end, w.begin, w.end);
+  if (blocked) {
+    held_.push_back({id, begin, end});
+    return false;
+  }
+  running_[id] = {begin, end};
+  return true;
+}
+
+std::vector<uint64_t> write_tracker::release(uint64_t id) {
+  std::vector<uint64_t> ready;
+  if (running_.erase(id) == 0 || held_.empty())
+    return ready;
+  // A held write starts when it overlaps neither a running write nor a write
+  // held before it (which keeps arrival order among overlapping ones).
+  std::deque<waiting> still;
+  for (auto& w : held_) {
+    bool blocked = overlaps_running(w.begin, w.end);
+    for (auto& earlier : still)
+      blocked = blocked || intersect(w.begin, w.end, earlier.begin, earlier.end);
+    if (blocked) {
+      still.push_back(w);
+    } else {
+      running_[w.id] = {w.begin, w.end};
+      ready.push_back(w.id);
+    }
+  }
+  held_ = std::move(still);
+  return ready;
+}
+
+std::vector<uint64_t> write_tracker::drop_held() {
+  std::vector<uint64_t> ids;
+  for (auto& w : held_)
+    ids.push_back(w.id);
+  held_.clear();
+  return ids;
+}
+
+void write_tracker::start(uint64_t id, bool durable, bool replicated) {
+  auto& t = tracks_[id];
+  t.durable = durable;
+  if (!replicated)
+    t.remote_satisfied = t.remote_final = true;
+}
+
+write_tracker::outcome write_tracker::settle(std::unordered_map<uint64_t, track>::iterator it) {
+  outcome out;
+  auto& t = it->second;
+  if (!t.answered && t.local_done && (t.remote_satisfied || !policy_.client_waits())) {
+    t.answered = true;
+    out.answer = true;
+    out.error = t.local_error;
+  }
+  if (t.local_done && t.remote_final) {
+    out.finished = true;
+    out.remote_failed = t.remote_failed;
+    tracks_.erase(it);
+  }
+  return out;
+}
+
+write_tracker::outcome write_tracker::local_done(uint64_t id, uint32_t error) {
+  auto it = tracks_.find(id);
+  if (it == tracks_.end())
+    return {};
+  it->second.local_done = true;
+  it->second.local_error = error;
+  return settle(it);
+}
+
+write_tracker::outcome write_tracker::remote(uint64_t id, remote_stage stage) {
+  auto it = tracks_.find(id);
+  if (it == tracks_.end())
+    return {};
+  auto& t = it->second;
+  switch (stage) {
+    case remote_stage::received:
+      // A durable write promises both disks: "received" is not enough.
+      if (!t.durable)
+        t.remote_satisfied = t.remote_satisfied || policy_.satisfies(stage);
+      break;
+    case remote_stage::written:
+      t.remote_satisfied = t.remote_final = true;
+      break;
+    case remote_stage::failed:
+      t.remote_satisfied = t.remote_final = t.remote_failed = true;
+      break;
+  }
+  return settle(it);
+}
+
+std::vector<uint64_t> write_tracker::awaiting_remote() const {
+  std::vector<uint64_t> ids;
+  for (auto& [id, t] : tracks_)
+    if (!t.remote_final)
+      ids.push_back(id);
+  return ids;
+}
+
+} // namespace hast

@@ -1,0 +1,40 @@
+#pragma once
+
+// The connection to the other node as the peer actor sees it: frames in (in
+// batches, one per read), frames out, close. The real one wraps a TCP
+// connection (io/peer_transport.hpp); tests script one.
+
+#include "io/buffer.hpp"
+#include "io/peer_protocol.hpp"
+#include "io/peer_transport.hpp"
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace hast {
+
+/// Every complete frame of one read, in arrival order (never empty).
+using frames_fn = std::function<void(std::vector<peer::frame>)>;
+using close_fn = std::function<void(const std::string& reason)>;
+
+class peer_link {
+public:
+  virtual ~peer_link() = default;
+  /// Begins delivering frames; `on_close` runs exactly once.
+  virtual void start(frames_fn on_frames, close_fn on_close) = 0;
+  /// Thread-safe; frames leave in the order of the calls.
+  virtual void send(const peer::header& h, buffer_ptr payload) = 0;
+  virtual void close(const std::string& reason) = 0;
+  virtual uint64_t queued_bytes() const = 0;
+  virtual std::string remote_address() const = 0;
+};
+using peer_link_ptr = std::shared_ptr<peer_link>;
+
+/// Wraps a TCP connection from io/peer_transport as a peer_link.
+peer_link_ptr make_tcp_link(std::shared_ptr<peer::connection> conn,
+                            std::chrono::milliseconds keepalive, std::chrono::milliseconds timeout);
+
+} // namespace hast

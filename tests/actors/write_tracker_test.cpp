@@ -1,0 +1,139 @@
+// The acknowledgement protocol without actors: ordering of overlapping
+// writes and the policy table deciding when a client is answered.
+
+#include "actors/write_tracker.hpp"
+
+#include <gtest/gtest.h>
+
+namespace hast {
+namespace {
+
+write_tracker tracker(replication_mode mode) {
+  return write_tracker{policy_for(mode)};
+}
+
+TEST(write_tracker, fullsync_answers_after_the_local_write_and_the_secondarys_written) {
+  auto t = tracker(replication_mode::fullsync);
+  t.start(1, false, true);
+  auto a = t.local_done(1, 0);
+  EXPECT_FALSE(a.answer);
+  EXPECT_FALSE(t.remote(1, remote_stage::received).answer) << "received is not enough";
+  auto b = t.remote(1, remote_stage::written);
+  EXPECT_TRUE(b.answer);
+  EXPECT_TRUE(b.finished);
+  EXPECT_EQ(t.size(), 0u);
+}
+
+TEST(write_tracker, memsync_answers_on_received_but_finishes_on_written) {
+  auto t = tracker(replication_mode::memsync);
+  t.start(1, false, true);
+  EXPECT_FALSE(t.remote(1, remote_stage::received).answer) << "the local write is not done";
+  auto a = t.local_done(1, 0);
+  EXPECT_TRUE(a.answer);
+  EXPECT_FALSE(a.finished) << "the extent stays in the map until written";
+  auto b = t.remote(1, remote_stage::written);
+  EXPECT_FALSE(b.answer) << "answered once";
+  EXPECT_TRUE(b.finished);
+  EXPECT_FALSE(b.remote_failed);
+}
+
+TEST(write_tracker, memsync_fua_and_flush_wait_for_written) {
+  auto t = tracker(replication_mode::memsync);
+  t.start(1, true, true);
+  t.local_done(1, 0);
+  EXPECT_FALSE(t.remote(1, remote_stage::received).answer);
+  EXPECT_TRUE(t.remote(1, remote_stage::written).answer);
+}
+
+TEST(write_tracker, async_answers_after_the_local_write_alone) {
+  auto t = tracker(replication_mode::async);
+  t.start(1, false, true);
+  auto a = t.local_done(1, 0);
+  EXPECT_TRUE(a.answer);
+  EXPECT_FALSE(a.finished);
+  EXPECT_EQ(t.awaiting_remote(), std::vector<uint64_t>{1});
+  EXPECT_TRUE(t.remote(1, remote_stage::written).finished);
+}
+
+TEST(write_tracker, a_failed_remote_answers_with_the_local_result_and_reports_the_failure) {
+  auto t = tracker(replication_mode::fullsync);
+  t.start(1, false, true);
+  t.remote(1, remote_stage::failed);
+  auto a = t.local_done(1, 0);
+  EXPECT_TRUE(a.answer);
+  EXPECT_EQ(a.error, 0u);
+  EXPECT_TRUE(a.finished);
+  EXPECT_TRUE(a.remote_failed) << "the extent must stay dirty for the resync";
+}
+
+TEST(write_tracker, a_local_error_reaches_the_client) {
+  auto t = tracker(replication_mode::fullsync);
+  t.start(1, false, false);
+  auto a = t.local_done(1, 5);
+  EXPECT_TRUE(a.answer);
+  EXPECT_EQ(a.error, 5u);
+  EXPECT_TRUE(a.finished);
+}
+
+TEST(write_tracker, unreplicated_writes_finish_with_the_local_write) {
+  auto t = tracker(replication_mode::memsync);
+  t.start(7, false, false);
+  auto a = t.local_done(7, 0);
+  EXPECT_TRUE(a.answer);
+  EXPECT_TRUE(a.finished);
+  EXPECT_TRUE(t.awaiting_remote().empty());
+}
+
+TEST(write_tracker, unknown_ids_change_nothing) {
+  auto t = tracker(replication_mode::fullsync);
+  EXPECT_FALSE(t.local_done(3, 0).answer);
+  EXPECT_FALSE(t.remote(3, remote_stage::written).finished);
+}
+
+TEST(write_tracker, overlapping_writes_run_one_after_the_other_in_arrival_order) {
+  auto t = tracker(replication_mode::fullsync);
+  EXPECT_TRUE(t.arrive(1, 0, 4096));
+  EXPECT_FALSE(t.arrive(2, 2048, 8192)) << "overlaps 1";
+  EXPECT_FALSE(t.arrive(3, 6000, 7000)) << "overlaps 2, which waits: keeps its turn";
+  EXPECT_TRUE(t.arrive(4, 65536, 70000)) << "disjoint";
+  EXPECT_EQ(t.held(), 2u);
+  EXPECT_EQ(t.release(1), std::vector<uint64_t>{2});
+  EXPECT_TRUE(t.release(3).empty()) << "3 never ran";
+  EXPECT_EQ(t.release(2), std::vector<uint64_t>{3});
+  EXPECT_EQ(t.held(), 0u);
+}
+
+TEST(write_tracker, disjoint_held_writes_start_together) {
+  auto t = tracker(replication_mode::fullsync);
+  ASSERT_TRUE(t.arrive(1, 0, 10000));
+  ASSERT_FALSE(t.arrive(2, 0, 100));
+  ASSERT_FALSE(t.arrive(3, 5000, 6000));
+  EXPECT_EQ(t.release(1), (std::vector<uint64_t>{2, 3}));
+}
+
+TEST(write_tracker, adjacent_ranges_do_not_overlap_and_flushes_never_wait) {
+  auto t = tracker(replication_mode::fullsync);
+  EXPECT_TRUE(t.arrive(1, 0, 4096));
+  EXPECT_TRUE(t.arrive(2, 4096, 8192));
+  EXPECT_TRUE(t.arrive(3, 0, 0)) << "a flush";
+}
+
+TEST(write_tracker, dropping_held_writes_returns_them_in_order) {
+  auto t = tracker(replication_mode::fullsync);
+  ASSERT_TRUE(t.arrive(1, 0, 10));
+  ASSERT_FALSE(t.arrive(2, 0, 10));
+  ASSERT_FALSE(t.arrive(3, 5, 15));
+  EXPECT_EQ(t.drop_held(), (std::vector<uint64_t>{2, 3}));
+  EXPECT_TRUE(t.release(1).empty());
+}
+
+TEST(write_tracker, a_changed_policy_applies_to_writes_in_flight) {
+  auto t = tracker(replication_mode::fullsync);
+  t.start(1, false, true);
+  EXPECT_FALSE(t.local_done(1, 0).answer);
+  t.set_policy(policy_for(replication_mode::async));
+  EXPECT_TRUE(t.remote(1, remote_stage::received).answer);
+}
+
+} // namespace
+} // namespace hast
