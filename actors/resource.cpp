@@ -186,6 +186,10 @@ void flush_activation(resource_ptr self) {
   auto& s = self->state;
   if (!s.commit.in_flight && (!s.commit.next_round.empty() || !s.map_waiters.empty()))
     start_round(self);
+  if (s.map && s.map->changed_since_commit() && !s.commit.in_flight && !s.commit.tick_pending) {
+    s.commit.tick_pending = true;
+    self->delayed_send(self, lazy_commit_delay, atom::commit_tick_v);
+  }
   if (!s.replicate_out.empty()) {
     if (s.link) {
       self->send(s.link, atom::replicate_v, std::move(s.replicate_out));
@@ -926,6 +930,13 @@ resource_actor::behavior_type resource(resource_actor::stateful_pointer<resource
         s.disk_waiting.erase(it);
         then(c);
       }
+    },
+    [=](atom::commit_tick) {
+      activation act{self};
+      auto& s = self->state;
+      s.commit.tick_pending = false;
+      if (s.map && s.map->changed_since_commit())
+        persist(self, [](bool) {});
     },
     [=](atom::nbd_close) {
       auto& s = self->state;

@@ -77,6 +77,7 @@ struct sync_state {
 /// whatever asks for a write meanwhile is covered by the next one.
 struct map_commit {
   bool in_flight = false;
+  bool tick_pending = false;                         // a lazy round is scheduled
   uint64_t started = 0;                              // rounds begun
   uint64_t written = 0;                              // the newest round on disk
   std::vector<std::function<void(bool)>> this_round; // told when the round in flight ends
@@ -156,6 +157,10 @@ struct resource_state {
 /// Spawns the resource in role init and starts listening on its NBD address.
 resource_actor::behavior_type resource(resource_actor::stateful_pointer<resource_state> self,
                                        resource_config config, std::string node, io_ref io);
+
+/// Changes no write waits for (extents leaving the image) reach the disk
+/// within this time; writes that need an extent marked never wait for it.
+inline constexpr auto lazy_commit_delay = std::chrono::milliseconds(100);
 
 /// Resync: bytes read ahead and on the wire at once.
 inline constexpr size_t sync_extents_in_flight = 4;

@@ -39,6 +39,7 @@ uint32_t activemap::pending(uint64_t extent) const {
 }
 
 bool activemap::write_start(uint64_t offset, uint64_t length) {
+  changed_ = true;  // at least the LRU order; cheap to over-report
   bool changed = false;
   for_each_extent(offset, length, [&](uint64_t e) {
     if (!is_dirty(e))
@@ -76,6 +77,7 @@ bool activemap::write_complete(uint64_t offset, uint64_t length) {
     if (!is_dirty(e))
       changed = true;
   });
+  changed_ = changed_ || changed;
   return changed;
 }
 
@@ -89,10 +91,12 @@ bool activemap::mark_sync(uint64_t offset, uint64_t length) {
     syncmap_[e >> 3] |= static_cast<uint8_t>(1u << (e & 7));
     ++sync_count_;
   });
+  changed_ = changed_ || changed;
   return changed;
 }
 
 void activemap::mark_all_sync() {
+  changed_ = true;
   std::fill(syncmap_.begin(), syncmap_.end(), uint8_t{0xFF});
   if (extents_ % 8 != 0)
     syncmap_.back() = static_cast<uint8_t>((1u << (extents_ % 8)) - 1);
@@ -100,6 +104,7 @@ void activemap::mark_all_sync() {
 }
 
 void activemap::merge(std::span<const uint8_t> bitmap) {
+  changed_ = true;
   auto n = std::min(bitmap.size(), syncmap_.size());
   for (size_t i = 0; i < n; ++i)
     syncmap_[i] |= bitmap[i];
@@ -115,6 +120,7 @@ void activemap::clear_sync(uint64_t extent) {
     return;
   syncmap_[extent >> 3] &= static_cast<uint8_t>(~(1u << (extent & 7)));
   --sync_count_;
+  changed_ = true;
 }
 
 std::optional<uint64_t> activemap::next_sync(uint64_t from) const {
@@ -167,12 +173,14 @@ bool activemap::forget_keepdirty() {
     return false;
   lru_.clear();
   lru_index_.clear();
+  changed_ = true;
   return true;
 }
 
 void activemap::clear_all_sync() {
   std::fill(syncmap_.begin(), syncmap_.end(), uint8_t{0});
   sync_count_ = 0;
+  changed_ = true;
 }
 
 } // namespace hast
@@ -183,6 +191,7 @@ std::vector<uint8_t> activemap::begin_commit() {
   if (in_flight_)
     throw std::logic_error("activemap: a commit is already in flight");
   ++commits_;
+  changed_ = false;
   in_flight_ = bitmap();
   return *in_flight_;
 }
@@ -192,6 +201,8 @@ void activemap::end_commit(bool ok) {
     return;
   if (ok)
     on_disk_ = std::move(*in_flight_);
+  else
+    changed_ = true;  // the disk still has the previous image
   in_flight_.reset();
 }
 

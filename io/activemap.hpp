@@ -108,6 +108,12 @@ public:
   bool durable(uint64_t offset, uint64_t length) const;
   /// The image in memory differs from the last one on disk.
   bool stale() const { return bitmap() != on_disk_; }
+  /// Something changed since the last begin_commit() (cheap; may be true
+  /// when the image ended up the same). An owner that writes only what
+  /// writes wait for must still write such changes soon: an extent that
+  /// left the image would otherwise stay dirty on disk for as long as no
+  /// new extent enters, and a crash would resync it for nothing.
+  bool changed_since_commit() const { return changed_; }
   /// Commits so far (begin_commit calls).
   uint64_t commits() const { return commits_; }
 
@@ -137,6 +143,7 @@ private:
   std::vector<uint8_t> on_disk_;
   std::optional<std::vector<uint8_t>> in_flight_;
   uint64_t commits_ = 0;
+  bool changed_ = false;
 };
 
 } // namespace hast

@@ -155,6 +155,7 @@ CAF_BEGIN_TYPE_ID_BLOCK(hast, caf::first_custom_type_id)
   CAF_ADD_ATOM(hast, hast::atom, sync_tick, "hsynctick")
   CAF_ADD_ATOM(hast, hast::atom, submit, "hsubmit")
   CAF_ADD_ATOM(hast, hast::atom, disk_done, "hdiskdone")
+  CAF_ADD_ATOM(hast, hast::atom, commit_tick, "hcommtick")
 CAF_END_TYPE_ID_BLOCK(hast)
 
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hast::buffer_ptr)
@@ -218,6 +219,8 @@ using resource_actor = caf::typed_actor<
   caf::reacts_to<atom::nbd, nbd_batch>,
   // What the disk finished since its last report.
   caf::reacts_to<atom::disk_done, disk_results>,
+  // Time to write activemap changes that no write waited for.
+  caf::reacts_to<atom::commit_tick>,
   // An NBD client that had opened the export is gone.
   caf::reacts_to<atom::nbd_close>,
   // The listener accepted a connection naming this resource.

@@ -327,3 +327,24 @@ TEST(activemap_group_commit, leaving_the_image_only_makes_it_stale) {
 
 } // namespace
 } // namespace hast
+
+namespace hast {
+namespace {
+
+TEST(activemap_group_commit, changes_since_the_last_commit_are_reported_until_the_next_one) {
+  activemap am{16 * gc_es, gc_es, 0};
+  EXPECT_FALSE(am.changed_since_commit());
+  am.write_start(0, 4096);
+  EXPECT_TRUE(am.changed_since_commit());
+  am.begin_commit();
+  EXPECT_FALSE(am.changed_since_commit());
+  am.end_commit(true);
+  am.write_complete(0, 4096);
+  EXPECT_TRUE(am.changed_since_commit()) << "the extent left the image: a commit is owed";
+  am.begin_commit();
+  am.end_commit(false);
+  EXPECT_TRUE(am.changed_since_commit()) << "a failed commit leaves it owed";
+}
+
+} // namespace
+} // namespace hast
