@@ -69,7 +69,6 @@ void drop_link(self_ptr self, uint64_t epoch, const std::string& reason) {
     rp.deliver(caf::make_error(errc::disconnected, "the peer disconnected"));
   s.reads.clear();
   s.executing.clear();
-  s.waiting.clear();
   s.replies.reset();
   self->send(s.owner, atom::peer_down_v, reason);
   if (s.side == role::primary)
@@ -156,17 +155,6 @@ void maybe_answer_hello(self_ptr self) {
     answer_hello(self);
 }
 
-bool overlaps(const peer_state::range& a, const peer_state::range& b) {
-  return a.offset < b.offset + b.length && b.offset < a.offset + a.length;
-}
-
-peer_state::range range_of(const header& h) {
-  // A flush orders against everything before and after it.
-  if (h.type == msg_type::flush)
-    return {0, UINT64_MAX};
-  return {h.offset, std::max<uint64_t>(h.length, 1)};
-}
-
 uint32_t to_errc(uint32_t nbd_error) {
   return nbd_error == 0 ? 0 : static_cast<uint32_t>(errc::io_error);
 }
@@ -212,7 +200,7 @@ private:
 void execute(self_ptr self, peer::frame frame) {
   auto& s = self->state;
   auto& h = frame.h;
-  s.executing[h.seq] = range_of(h);
+  s.executing.insert(h.seq);
   nbd::request r;
   r.cookie = h.seq;
   r.offset = h.offset;
@@ -247,22 +235,6 @@ void execute(self_ptr self, peer::frame frame) {
   self->send(s.owner, atom::nbd_v, std::move(batch));
 }
 
-/// Secondary: requests run concurrently unless they overlap one that is
-/// still running or waiting; then they wait their turn, in arrival order.
-void admit(self_ptr self, peer::frame frame) {
-  auto& s = self->state;
-  auto r = range_of(frame.h);
-  bool blocked = false;
-  for (auto& [seq, running] : s.executing)
-    blocked = blocked || overlaps(r, running);
-  for (auto& w : s.waiting)
-    blocked = blocked || overlaps(r, range_of(w.h));
-  if (blocked)
-    s.waiting.push_back(std::move(frame));
-  else
-    execute(self, std::move(frame));
-}
-
 void on_secondary_frame(self_ptr self, peer::frame& frame) {
   auto& s = self->state;
   auto& h = frame.h;
@@ -295,7 +267,9 @@ void on_secondary_frame(self_ptr self, peer::frame& frame) {
       if (!s.established)
         return fail(self, std::string{"protocol error: "} + std::string{peer::to_string(h.type)}
                             + " before the handshake completed");
-      return admit(self, std::move(frame));
+      // The resource applies overlapping writes in arrival order; frames
+      // reach it in the order they arrived.
+      return execute(self, std::move(frame));
     case msg_type::sync_done:
       if (s.established)
         self->send(s.owner, atom::sync_done_v, h.offset, (h.flags & 1) != 0);
@@ -548,25 +522,7 @@ peer_actor::behavior_type replication_peer(peer_actor::stateful_pointer<peer_sta
       s.reads.emplace(id, rp);
       return rp;
     },
-    [=](atom::release, uint64_t seq) {
-      auto& s = self->state;
-      s.executing.erase(seq);
-      // Start what no longer overlaps anything running or queued before it.
-      std::vector<peer::frame> still;
-      for (auto& w : s.waiting) {
-        auto r = range_of(w.h);
-        bool blocked = false;
-        for (auto& [other, running] : s.executing)
-          blocked = blocked || overlaps(r, running);
-        for (auto& earlier : still)
-          blocked = blocked || overlaps(r, range_of(earlier.h));
-        if (blocked)
-          still.push_back(std::move(w));
-        else
-          execute(self, std::move(w));
-      }
-      s.waiting = std::move(still);
-    },
+    [=](atom::release, uint64_t seq) { self->state.executing.erase(seq); },
     [=](atom::sync_done, uint64_t localcnt, bool complete) {
       auto h = make_header(msg_type::sync_done);
       h.offset = localcnt;

@@ -4,6 +4,7 @@
 
 #include <array>
 #include <map>
+#include <set>
 #include <memory>
 
 namespace asio {
@@ -48,12 +49,9 @@ struct peer_state {
   remote_acks acks;                        // gathered from the current batch of frames
   uint64_t next_read_id = 1ull << 62;      // apart from the resource's write ids
 
-  // Secondary: requests being executed, to keep overlapping writes in order.
-  struct range {
-    uint64_t offset, length;
-  };
-  std::map<uint64_t, range> executing;     // seq -> range
-  std::vector<peer::frame> waiting;        // overlapping ones, in arrival order
+  // Secondary: requests the resource is executing (it keeps overlapping
+  // writes in arrival order).
+  std::set<uint64_t> executing;            // seq
   nbd::reply_sink_ptr replies;             // answers of the current link, as frames
 
   static inline const char* name = "hast.peer";

@@ -249,6 +249,7 @@ namespace {
 // --- the peer ----------------------------------------------------------------------------------
 
 void on_remote_ack(self_ptr self, uint64_t id, remote_stage stage, uint32_t error);
+void pump_window(self_ptr self);
 
 void stop_peer(self_ptr self) {
   auto& s = self->state;
@@ -262,6 +263,7 @@ void stop_peer(self_ptr self) {
   // The stopped peer sends no more acknowledgements: what waited fails now.
   for (auto id : s.writes.awaiting_remote())
     on_remote_ack(self, id, remote_stage::failed, static_cast<uint32_t>(errc::disconnected));
+  pump_window(self);
 }
 
 void start_peer(self_ptr self, role side) {
@@ -384,14 +386,31 @@ peer::msg_type wire_type(nbd::command kind) {
   }
 }
 
-/// Sends write `id` to the disk and, on a primary, to the secondary.
-void issue(self_ptr self, uint64_t id) {
+bool window_full(self_ptr self) {
+  auto& s = self->state;
+  return s.remote_open.size() >= replication_window_requests
+         || s.remote_open_bytes >= replication_window_bytes;
+}
+
+/// Sends write `id` to the disk and, on a primary, to the secondary. A
+/// synchronous primary whose replication window is full queues it instead
+/// (in order: writes never overtake each other in the window).
+void issue(self_ptr self, uint64_t id, bool from_window = false) {
   auto& s = self->state;
   auto& w = s.calls.at(id);
+  if (!w.from_peer && s.connected && !s.policy.bounded_queue
+      && (window_full(self) || (!from_window && !s.throttled.empty()))) {
+    s.throttled.push_back(id);
+    return;
+  }
   w.issued = true;
   const auto& r = w.req;
   if (!w.from_peer) {
     if (s.connected) {
+      if (!s.policy.bounded_queue) {
+        s.remote_open[id] = r.length;
+        s.remote_open_bytes += r.length;
+      }
       replicate_call rc;
       rc.id = id;
       rc.type = wire_type(r.kind);
@@ -535,10 +554,29 @@ void release_deferred(resource_ptr self) {
 
 namespace {
 
+/// Writes queued for the replication window go while there is room (all of
+/// them once the secondary is gone: they then only mark their extents).
+void pump_window(self_ptr self) {
+  auto& s = self->state;
+  while (!s.throttled.empty() && (!s.connected || !window_full(self))) {
+    auto id = s.throttled.front();
+    s.throttled.pop_front();
+    if (s.calls.count(id))
+      issue(self, id, true);
+  }
+}
+
 void on_remote_ack(self_ptr self, uint64_t id, remote_stage stage, uint32_t error) {
   if (sync_ack(self, id, stage, error))
     return;
-  apply(self, id, self->state.writes.remote(id, stage));
+  auto& s = self->state;
+  if (stage != remote_stage::received)
+    if (auto it = s.remote_open.find(id); it != s.remote_open.end()) {
+      s.remote_open_bytes -= it->second;
+      s.remote_open.erase(it);
+    }
+  apply(self, id, s.writes.remote(id, stage));
+  pump_window(self);
 }
 
 // --- reads -------------------------------------------------------------------------------------
@@ -981,6 +1019,7 @@ resource_actor::behavior_type resource(resource_actor::stateful_pointer<resource
       s.connected = false;
       event(self, "disconnect");
       sync_stop(self, reason);
+      pump_window(self);
     },
     [=](atom::remote_ack, remote_acks& acks) {
       activation act{self};

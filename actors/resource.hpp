@@ -130,6 +130,11 @@ struct resource_state {
   std::unordered_map<uint64_t, client_write> calls;       // by id, until finished
   std::unordered_map<uint64_t, uint32_t> busy;            // extent -> client writes in flight
   std::vector<uint64_t> deferred;                         // ids waiting for an extent's sync
+  // The replication window (fullsync, memsync): client writes sent to the
+  // secondary and not yet written there, and the writes waiting for room.
+  std::unordered_map<uint64_t, uint64_t> remote_open;     // id -> payload bytes
+  uint64_t remote_open_bytes = 0;
+  std::deque<uint64_t> throttled;
   sync_state sync;
   bool bumped = false;              // localcnt raised for the current outage
   bool split_brain = false;         // both nodes wrote apart; never resolved silently
@@ -161,6 +166,14 @@ resource_actor::behavior_type resource(resource_actor::stateful_pointer<resource
 /// Changes no write waits for (extents leaving the image) reach the disk
 /// within this time; writes that need an extent marked never wait for it.
 inline constexpr auto lazy_commit_delay = std::chrono::milliseconds(100);
+
+/// The replication window: a synchronous primary sends at most this many
+/// requests (and bytes) that the secondary has not written yet; further
+/// writes wait, so the secondary's backlog and the primary's memory stay
+/// bounded and a slow secondary slows the client instead. (Async mode
+/// bounds its bytes in flight in the peer and leaves the rest dirty.)
+inline constexpr size_t replication_window_requests = 1024;
+inline constexpr uint64_t replication_window_bytes = 64u << 20;
 
 /// Resync: bytes read ahead and on the wire at once.
 inline constexpr size_t sync_extents_in_flight = 4;

@@ -11,29 +11,36 @@ bool intersect(uint64_t b1, uint64_t e1, uint64_t b2, uint64_t e2) {
 } // namespace
 
 bool write_tracker::overlaps_running(uint64_t begin, uint64_t end) const {
-  for (auto& [id, r] : running_)
-    if (intersect(begin, end, r.first, r.second))
-      return true;
-  return false;
+  auto it = running_.lower_bound(end);  // first range starting at or after `end`
+  if (it == running_.begin())
+    return false;
+  --it;  // the last range starting before `end`: the only candidate
+  return it->second.first > begin;
 }
 
 bool write_tracker::arrive(uint64_t id, uint64_t begin, uint64_t end) {
   if (begin == end)
     return true;
   bool blocked = overlaps_running(begin, end);
-  for (auto& w : held_)
-    blocked = blocked || intersect(begin, end, w.begin, w.end);
+  for (auto it = held_.begin(); !blocked && it != held_.end(); ++it)
+    blocked = intersect(begin, end, it->begin, it->end);
   if (blocked) {
     held_.push_back({id, begin, end});
     return false;
   }
-  running_[id] = {begin, end};
+  running_[begin] = {end, id};
+  running_begin_[id] = begin;
   return true;
 }
 
 std::vector<uint64_t> write_tracker::release(uint64_t id) {
   std::vector<uint64_t> ready;
-  if (running_.erase(id) == 0 || held_.empty())
+  auto at = running_begin_.find(id);
+  if (at == running_begin_.end())
+    return ready;
+  running_.erase(at->second);
+  running_begin_.erase(at);
+  if (held_.empty())
     return ready;
   // A held write starts when it overlaps neither a running write nor a write
   // held before it (which keeps arrival order among overlapping ones).
@@ -45,7 +52,8 @@ std::vector<uint64_t> write_tracker::release(uint64_t id) {
     if (blocked) {
       still.push_back(w);
     } else {
-      running_[w.id] = {w.begin, w.end};
+      running_[w.begin] = {w.end, w.id};
+      running_begin_[w.id] = w.begin;
       ready.push_back(w.id);
     }
   }

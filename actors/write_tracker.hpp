@@ -92,8 +92,11 @@ private:
 
   replication_policy policy_;
   std::unordered_map<uint64_t, track> tracks_;
-  // Ranges of writes whose local part runs: id -> [begin, end).
+  // Ranges of writes whose local part runs, by begin -> {end, id}. They
+  // never overlap each other (an overlapping write is held), so one lookup
+  // answers "does [b, e) overlap a running write?".
   std::map<uint64_t, std::pair<uint64_t, uint64_t>> running_;
+  std::unordered_map<uint64_t, uint64_t> running_begin_;  // id -> begin
   // Writes waiting for an overlapping one, in arrival order.
   struct waiting {
     uint64_t id;

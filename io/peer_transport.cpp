@@ -417,15 +417,8 @@ struct connection::impl : std::enable_shared_from_this<connection::impl> {
         const int error = errno;
         if (error == EINTR)
           continue;
-        if (error == EAGAIN || error == EWOULDBLOCK) {
-          socket.async_wait(tcp::socket::wait_write,
-                            [self = shared_from_this()](std::error_code ec) {
-                              if (ec)
-                                return self->write_failed(ec);
-                              self->send_inflight();
-                            });
-          return;
-        }
+        if (error == EAGAIN || error == EWOULDBLOCK)
+          return send_rest();
         return write_failed(std::error_code(error, std::system_category()));
       }
       write_calls.fetch_add(1, std::memory_order_relaxed);
@@ -439,6 +432,24 @@ struct connection::impl : std::enable_shared_from_this<connection::impl> {
       out_iov[out_next].iov_base = static_cast<uint8_t*>(out_iov[out_next].iov_base) + left;
       out_iov[out_next].iov_len -= left;
     }
+  }
+
+  /// The socket buffer is full: Asio writes the rest when the socket can
+  /// take it. (Waiting for writability ourselves with async_wait stalled
+  /// under load: a readiness edge that came before the wait was lost, and
+  /// the link died of "no traffic".)
+  void send_rest() {
+    out_bufs.clear();
+    for (auto i = out_next; i < out_iov.size(); ++i)
+      out_bufs.emplace_back(out_iov[i].iov_base, out_iov[i].iov_len);
+    asio::async_write(socket, out_bufs,
+                      [self = shared_from_this()](std::error_code ec, std::size_t n) {
+                        if (ec)
+                          return self->write_failed(ec);
+                        self->bytes_sent.fetch_add(n, std::memory_order_relaxed);
+                        self->last_sent = clock::now();
+                        self->written();
+                      });
   }
 
   void release_inflight() {
@@ -577,6 +588,7 @@ struct connection::impl : std::enable_shared_from_this<connection::impl> {
   // Strand only.
   std::vector<outgoing> inflight;
   std::vector<iovec> out_iov;  // inflight's header and payload bytes not yet written
+  std::vector<asio::const_buffer> out_bufs;  // the rest of out_iov while Asio writes it
   std::size_t out_next = 0;
   uint64_t inflight_bytes = 0;
   std::unique_ptr<uint8_t[]> in;  // receive buffer, receive_buffer_size bytes
