@@ -167,8 +167,20 @@ private:
   node_config config_;
 };
 
+/// CAF workers, and as many Asio threads: half the cores each, at least one.
+unsigned worker_threads() {
+  return std::max(1u, std::thread::hardware_concurrency() / 2);
+}
+
 caf::actor_system_config& configure(caf::actor_system_config& cfg) {
-  cfg.set("scheduler.max-threads", std::max(2u, std::thread::hardware_concurrency()));
+  // Chosen by measurement (docs/DESIGN.md, "Threads"): on a 2-core VM one
+  // CAF worker and one Asio thread beat two of each (fewer wake-ups per
+  // request: 0.7 context switches per 4k write at QD32 instead of 3), and a
+  // worker that runs dry waits on its condition variable (woken by the next
+  // message) instead of polling with 50 us sleeps, which halved QD1 latency
+  // and CPU per write.
+  cfg.set("scheduler.max-threads", static_cast<size_t>(worker_threads()));
+  cfg.set("work-stealing.moderate-poll-attempts", size_t{0});
   cfg.add_error_category(caf::atom("hast"),
                          [](uint8_t code, caf::atom_value, const caf::message& ctx) {
                            // Our errors carry one sentence; show it as is.
@@ -199,7 +211,7 @@ int run_daemon(node_config config, const daemon_options& options) {
   asio::io_context io;
   auto work = asio::make_work_guard(io);
   std::vector<std::thread> io_threads;
-  for (int i = 0; i < 2; ++i)
+  for (unsigned i = 0; i < worker_threads(); ++i)
     io_threads.emplace_back([&io] { io.run(); });
 
   int exit_status = 0;

@@ -20,7 +20,7 @@ disk_io_actor::behavior_type disk_io(disk_io_actor::stateful_pointer<disk_io_sta
       if (auto hdl = caf::actor_cast<resource_actor>(weak.lock()))
         caf::anon_send(hdl, atom::disk_done_v, std::move(done));
     },
-    &why);
+    &why, /*callers_outlive_io=*/true);  // CAF's workers live as long as the system
   if (!why.empty())
     spdlog::warn("{}: io_uring is not available ({}); using a thread pool for disk I/O",
                  local->path(), why);

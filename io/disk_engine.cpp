@@ -344,8 +344,10 @@ ring_ptr open_ring(std::string& why) {
 
 class uring_engine final : public disk_engine {
 public:
-  uring_engine(std::shared_ptr<const provider> local, disk_completion_fn on_complete, ring_ptr ring)
+  uring_engine(std::shared_ptr<const provider> local, disk_completion_fn on_complete, ring_ptr ring,
+               bool submit_inline)
       : local_(std::move(local)), on_complete_(std::move(on_complete)), ring_(std::move(ring)),
+        submit_inline_(submit_inline),
         // Room in the SQ, and so in the twice as large CQ, for the engine's
         // wake and stop NOPs on top of a full ring of ops.
         capacity_(std::min(ring_->sq.ring_entries, ring_->cq.ring_entries) - 2),
@@ -380,8 +382,12 @@ public:
       in_flight_ += ops.size();
       for (auto& r : to_ring)
         backlog_.push_back(std::move(r));
-      if (!to_ring.empty())
-        wake_locked();
+      if (!to_ring.empty()) {
+        if (submit_inline_)
+          issue_locked();
+        else
+          wake_locked();
+      }
     }
     pool_.push(std::move(to_pool));
   }
@@ -570,6 +576,7 @@ private:
   std::shared_ptr<const provider> local_;
   disk_completion_fn on_complete_;
   ring_ptr ring_;
+  const bool submit_inline_;  // submit() issues to the kernel itself
   const unsigned capacity_; // ops in the ring at most, so the CQ never overflows
 
   // Guards the SQ side of the ring and everything below. The completion
@@ -591,14 +598,15 @@ private:
 std::unique_ptr<disk_engine> disk_engine::make(std::shared_ptr<const provider> local,
                                                disk_engine_kind preferred,
                                                disk_completion_fn on_complete,
-                                               std::string* fallback_reason) {
+                                               std::string* fallback_reason,
+                                               bool callers_outlive_io) {
   if (fallback_reason != nullptr)
     fallback_reason->clear();
   if (preferred == disk_engine_kind::uring) {
     std::string why;
     if (auto ring = open_ring(why))
       return std::make_unique<uring_engine>(std::move(local), std::move(on_complete),
-                                            std::move(ring));
+                                            std::move(ring), callers_outlive_io);
     if (fallback_reason != nullptr)
       *fallback_reason = std::move(why);
   }

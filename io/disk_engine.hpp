@@ -82,10 +82,18 @@ public:
   /// *fallback_reason (if non-null); the caller logs it once. Without a
   /// fallback, *fallback_reason is cleared. `local` must be non-null and is
   /// shared with the engine for its lifetime.
+  ///
+  /// `callers_outlive_io`: every thread that calls submit() lives until the
+  /// engine is destroyed (a fixed pool, such as an actor system's workers).
+  /// The uring engine then hands the batch to the kernel inside submit(),
+  /// saving a wake-up of its completion thread per batch. Otherwise submit()
+  /// leaves that to the completion thread, because io_uring cancels
+  /// not-yet-started work of a submitting thread that exits.
   static std::unique_ptr<disk_engine> make(std::shared_ptr<const provider> local,
                                            disk_engine_kind preferred,
                                            disk_completion_fn on_complete,
-                                           std::string* fallback_reason);
+                                           std::string* fallback_reason,
+                                           bool callers_outlive_io = false);
 
   disk_engine() = default;
   disk_engine(const disk_engine&) = delete;
