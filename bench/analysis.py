@@ -16,8 +16,50 @@ def get(b, name, wl, key):
     return (row_of(b, name, wl) or {}).get(key)
 
 
+# The same harness before the fast data path (docs/BENCHMARKS.md at commit
+# 4fadeaa, 2026-11-26, same VM): the reference the "before" column quotes.
+BEFORE = {
+    ("hast standalone", "randwrite4k_qd1", "p50"): 412,
+    ("hast standalone", "randwrite4k_qd32", "iops"): 6331,
+    ("hast standalone", "randwrite4k_qd32", "md_per_1k"): 501,
+    ("hast standalone", "randread4k_qd32", "iops"): 21355,
+    ("hast standalone", "seqwrite1m_qd8", "mibs"): 313.0,
+    ("hast memsync direct", "randwrite4k_qd1", "p50"): 602,
+    ("hast memsync direct", "randwrite4k_qd32", "iops"): 3233,
+    ("hast memsync direct", "seqwrite1m_qd8", "mibs"): 145.2,
+    ("hast async direct", "randwrite4k_qd32", "iops"): 3324,
+    ("hast fullsync direct", "randwrite4k_qd32", "iops"): 3358,
+    ("raw", "randwrite4k_qd32", "iops"): 56593,
+    ("raw", "randwrite4k_qd1", "p50"): 32,
+}
+BEFORE_PROFILE = {"qd1-small": (264, 14.3), "qd32-full": (192, 9.1)}  # CPU µs / write, switches / write
+
+
+def before_after(b):
+    names = {"p50": "p50 µs", "iops": "IOPS", "mibs": "MiB/s", "md_per_1k": "metadata writes / 1k"}
+    wls = {"randwrite4k_qd1": "4k random write QD1", "randwrite4k_qd32": "4k random write QD32",
+           "randread4k_qd32": "4k random read QD32", "seqwrite1m_qd8": "1M sequential write QD8"}
+    L = ["### 0. Before and after the fast data path", "",
+         "The same harness on the same VM before the fast data path (the report at commit 4fadeaa) and in "
+         "this run. The raw rows show how much the VM itself moved between the two runs.", "",
+         "| contender | workload | figure | before | now | now ÷ before |", "|---|---|---|--:|--:|--:|"]
+    for (n, wl, key), old in BEFORE.items():
+        new = get(b, n, wl, key)
+        L.append(f"| {n} | {wls[wl]} | {names[key]} | {old:,} | {f0(new) if key != 'mibs' else f1(new)} | "
+                 f"{fx(ratio(new, old))} |")
+    cases = {c["key"]: c for c in (b.profile or {}).get("cases", []) if "row" in c}
+    for key, (cpu, cs) in BEFORE_PROFILE.items():
+        c = cases.get(key)
+        if c:
+            L.append(f"| profile `{key}` | hastd CPU µs / write; context switches / write | | {cpu}; {cs} | "
+                     f"{f0(c['row'].get('cpu_us_per_io'))}; {f1(c.get('ctx_per_io'))} | |")
+    L.append("")
+    return L
+
+
 def section(b, run):
     L = ["## Analysis", ""]
+    L += before_after(b)
     L += overhead(b, run)
     L += metadata(b, run)
     L += page_cache(b, run)
@@ -56,18 +98,20 @@ def overhead(b, run):
                  "code (codecs, activemap) does not appear among them; `bench/codec_bench.cpp` puts the whole "
                  "NBD decode + validate at ~10 ns and a 4k crc32c seal at well under 1 µs.")
     L += ["",
-          "The path of one write: the NBD connection's asio thread decodes it → a message to the resource "
-          "actor on a CAF worker → a request to one of the 8 detached `disk_io` actors (its own thread) which "
-          "calls `pwrite` → the response back to the resource actor → the reply handed back to the asio thread. "
-          "That is four thread hand-offs per request, each a futex wake and, on a 2-vCPU VM, usually a context "
-          "switch. nbdkit's thread reads the request, calls `pwrite` (into the page cache) and writes the reply "
-          "on the same thread.", "",
-          "**What would close it**: do the data `pwrite`/`pread` on the thread that decoded the request (or "
-          "submit it with io_uring from there) and let the resource actor only do the bookkeeping (activemap, "
-          "replication, counters), so that a request costs one hand-off or none; reply from the completion "
-          "directly. Cheaper, without restructuring: CAF's `sharing` scheduler policy or shorter work-stealing "
-          "poll phases (`caf.work-stealing.*`) instead of the default polling sleeps, fewer detached disk "
-          "threads than 8 on a 2-core machine.", ""]
+          "The path of one write since the fast data path (docs/DESIGN.md): the NBD session's Asio thread "
+          "decodes every request it has read and hands them to the resource actor as one message → the "
+          "resource does the bookkeeping and sends the batch's disk operations to its `disk_io` actor (same CAF "
+          "worker, no wake-up), which submits them to io_uring in one call → the ring's completion thread "
+          "reports every completion of one reap in one message → the replies go back to the session in one "
+          "hand-off and leave in one gathered write. At QD32 those hand-offs are shared by a batch (about one "
+          "context switch per write); at QD1 a batch is one request, so each of the three hand-offs is a "
+          "wake-up of a sleeping thread, and on this paravirtualised VM a wake-up costs tens of µs of CPU "
+          "(`pvm_irq_enable` under the scheduler is the top self symbol). nbdkit's thread reads the request, "
+          "calls `pwrite` (into the page cache) and writes the reply on the same thread.", "",
+          "**What would close the rest**: fewer hand-offs at QD1: submit to io_uring from the session's "
+          "thread when the activemap needs no write (the resource still decides, but the data does not wait "
+          "for the actor), or poll the ring briefly before sleeping; and §2 for writes that need an activemap "
+          "write, which at QD1 are half of the writes over 256 MiB and dominate the p50.", ""]
     return L
 
 
@@ -104,17 +148,18 @@ def metadata(b, run):
                  "stream, which contributes to 1M writes through hast standalone reaching "
                  f"{fx(ratio(get(b, 'hast standalone', 'seqwrite1m_qd8', 'mibs'), get(b, 'raw', 'seqwrite1m_qd8', 'mibs')))}"
                  " of the raw O_DIRECT rate.")
-    L += ["Each write whose extent is new to the window evicts the oldest one and changes the on-disk map, "
-          "and the resource sends one metadata write per such request to its single metadata writer, which "
-          "performs them one after another, each with a flush. Concurrent writes do not share a metadata "
-          "write, so at QD32 the flushes serialise the whole queue. FreeBSD HAST has the same invariant (the "
-          "extent is marked on disk before the data write) and the same defaults, so some cost is inherent; "
-          "the serialisation is not.", "",
-          "**What would close it**: group commit: while one metadata write is in flight, collect every "
-          "`write_start` that changed the map and cover all of them with the next single write (one flush per "
-          "batch instead of per request); evict lazily (an extent leaving the keepdirty set does not need to "
-          "reach the disk before the next data write; only entering does); and document `hastctl create -e/-k` "
-          "(larger extents or keepdirty) for random-write workloads.", ""]
+    L += ["The activemap is group-committed (docs/DESIGN.md): while one metadata write + flush is in "
+          "flight, every write whose extent must enter the on-disk map waits for the next single write, which "
+          "covers all of them, and extents leaving the map reach the disk lazily (with the next commit, or "
+          "within 100 ms). That is what brought the QD32 figure down from about 500 to the one above; what "
+          "remains is the invariant itself (an extent is on disk as dirty before a data write into it is "
+          "issued) paid once per batch: at QD1 there is no batch, and a 1M stream enters a new extent every "
+          "second request with at most 4 extents in flight, so each commit's flush (which also flushes the "
+          "data written before it from the device cache) sits on the stream's path. FreeBSD HAST has the "
+          "same invariant and defaults.", "",
+          "**What would close the rest**: mark the next extent of a sequential stream ahead (one commit per "
+          "several extents); a larger default keepdirty (DRBD's activity log covers gigabytes); document "
+          "`hastctl create -e/-k` (larger extents or keepdirty) for random-write workloads.", ""]
     if nk:
         L.append(f"With the current code, 4k random write QD32 on standalone is {fx(ratio(sa, nk))} nbdkit.")
         L.append("")
@@ -221,7 +266,7 @@ def async_overflow(b):
                  "workload), but seen in earlier runs of this harness on the same machine under load, always "
                  "after the 1M sequential writes, and the harness checks for it after every workload.")
     L += ["", "Diagnosis from the code: in async mode the peer link refuses a write with `busy` when more "
-          "than `async_queue_limit` (64 MiB) is queued for the secondary (actors/peer.cpp); `settle()` then "
+          "than `async_queue_limit` (64 MiB) is sent and not yet written there (actors/peer.cpp); `finish_write()` then "
           "marks the range for sync (actors/resource.cpp), as intended. But `sync_start()` is only called when "
           "the peer connects (the `peer_up` handler), so nothing copies those extents until the next "
           "reconnect: the secondary silently lags and `status` says `degraded` indefinitely. The same holds "
@@ -273,21 +318,13 @@ def memory(b):
              "and freed on completion, so a standalone or fullsync node holds at most the client's queue depth × "
              "request size (NBD requests are at most 32 MiB).")
     L.append("")
-    L.append("**Product problem: in async mode (and, more slowly, memsync) memory is not bounded.** "
-             "`async_queue_limit` (64 MiB) only counts bytes not yet handed to the socket. The secondary reads "
-             "every frame off the socket at once and queues its disk write with no limit (`execute()` in "
-             "actors/peer.cpp), so the primary's send queue stays short while the secondary's backlog grows, and "
-             "the primary keeps every write's buffer in its tracks until the secondary's `done`. When the "
-             "secondary's disk is slower than the primary's (e.g. its own activemap flushes, §2), both grow "
-             "with the length of the burst: sampling `VmRSS` every 0.5 s during `--only \"async 5\"` showed "
-             "the secondary going from 11 to 122 MiB within the 5 s of 4k random writes at QD32, and the peak "
-             "varies from run to run with how far the secondary falls behind (this run: "
-             + ", ".join(f"{n.replace('hast ', '')} {v:.0f} MiB" for v, n, node in sorted(rows, reverse=True)
-                         if "async" in n and node == "A")
-             + " for the async primaries). Fix: bound the bytes in flight "
-             "(sent and not yet `done`) on the primary, and have the secondary stop reading the socket while "
-             "more than a fixed amount is executing, so that TCP backpressure reaches the primary's send queue "
-             "where the async limit applies.")
+    L.append("Memory is bounded in every mode since the fast data path: async counts the payload bytes "
+             "sent to the secondary and not yet written there against `async_queue_limit` (64 MiB; what does "
+             "not fit is left dirty for the resync), and fullsync/memsync keep at most the replication window "
+             "(1024 requests or 64 MiB) unwritten on the secondary, further client writes waiting in order. "
+             "Both also bound the secondary's backlog, which before grew with the length of a burst (122 MiB "
+             "within 5 s of 4k random writes at QD32 in an earlier run). The bound of a node is therefore about "
+             "base + the clients' queue depth × request size + 64 MiB.")
     L.append("")
     return L
 
