@@ -68,7 +68,6 @@ void drop_link(self_ptr self, uint64_t epoch, const std::string& reason) {
   for (auto& [id, rp] : s.reads)
     rp.deliver(caf::make_error(errc::disconnected, "the peer disconnected"));
   s.reads.clear();
-  s.executing.clear();
   s.replies.reset();
   self->send(s.owner, atom::peer_down_v, reason);
   if (s.side == role::primary)
@@ -159,14 +158,11 @@ uint32_t to_errc(uint32_t nbd_error) {
   return nbd_error == 0 ? 0 : static_cast<uint32_t>(errc::io_error);
 }
 
-/// Secondary: sends the resource's answers back to the primary as frames
-/// and frees each request's range in the peer actor.
+/// Secondary: sends the resource's answers back to the primary as frames.
 class frame_reply_sink final : public nbd::reply_sink {
 public:
-  frame_reply_sink(peer_link_ptr link, peer_actor hdl, compression_kind compression,
-                   checksum_kind checksum)
-    : link_(std::move(link)), hdl_(std::move(hdl)), compression_(compression),
-      checksum_(checksum) {}
+  frame_reply_sink(peer_link_ptr link, compression_kind compression, checksum_kind checksum)
+    : link_(std::move(link)), compression_(compression), checksum_(checksum) {}
 
   void deliver(std::vector<nbd::reply> replies) override {
     for (auto& r : replies) {
@@ -186,13 +182,11 @@ public:
         h.error = to_errc(r.error);
         link_->send(h, nullptr);
       }
-      caf::anon_send(hdl_, atom::release_v, r.cookie);
     }
   }
 
 private:
   peer_link_ptr link_;
-  peer_actor hdl_;
   compression_kind compression_;
   checksum_kind checksum_;
 };
@@ -200,7 +194,6 @@ private:
 void execute(self_ptr self, peer::frame frame) {
   auto& s = self->state;
   auto& h = frame.h;
-  s.executing.insert(h.seq);
   nbd::request r;
   r.cookie = h.seq;
   r.offset = h.offset;
@@ -226,8 +219,7 @@ void execute(self_ptr self, peer::frame frame) {
     default: r.kind = nbd::command::read; break;
   }
   if (!s.replies)
-    s.replies = std::make_shared<frame_reply_sink>(s.link, caf::actor_cast<peer_actor>(self),
-                                                   s.config.compression, s.config.checksum);
+    s.replies = std::make_shared<frame_reply_sink>(s.link, s.config.compression, s.config.checksum);
   nbd_batch batch;
   batch.requests.push_back(std::move(r));
   batch.sink = s.replies;
@@ -522,7 +514,6 @@ peer_actor::behavior_type replication_peer(peer_actor::stateful_pointer<peer_sta
       s.reads.emplace(id, rp);
       return rp;
     },
-    [=](atom::release, uint64_t seq) { self->state.executing.erase(seq); },
     [=](atom::sync_done, uint64_t localcnt, bool complete) {
       auto h = make_header(msg_type::sync_done);
       h.offset = localcnt;
@@ -536,7 +527,7 @@ peer_actor::behavior_type replication_peer(peer_actor::stateful_pointer<peer_sta
       st.remote_address = s.link ? s.link->remote_address() : "";
       st.last_error = s.last_error;
       st.queued_bytes = s.link ? s.link->queued_bytes() : 0;
-      st.in_flight = s.in_flight.size() + s.executing.size();
+      st.in_flight = s.in_flight.size();
       return st;
     },
   };

@@ -4,7 +4,6 @@
 
 #include <array>
 #include <map>
-#include <set>
 #include <memory>
 
 namespace asio {
@@ -49,9 +48,8 @@ struct peer_state {
   remote_acks acks;                        // gathered from the current batch of frames
   uint64_t next_read_id = 1ull << 62;      // apart from the resource's write ids
 
-  // Secondary: requests the resource is executing (it keeps overlapping
-  // writes in arrival order).
-  std::set<uint64_t> executing;            // seq
+  // Secondary: the resource keeps overlapping writes in arrival order and
+  // answers through this sink.
   nbd::reply_sink_ptr replies;             // answers of the current link, as frames
 
   static inline const char* name = "hast.peer";

@@ -403,7 +403,6 @@ void issue(self_ptr self, uint64_t id, bool from_window = false) {
     s.throttled.push_back(id);
     return;
   }
-  w.issued = true;
   const auto& r = w.req;
   if (!w.from_peer) {
     if (s.connected) {
@@ -466,7 +465,6 @@ void admit(self_ptr self, uint64_t id) {
   auto& w = s.calls.at(id);
   const auto& r = w.req;
   ++s.in_flight;
-  w.accounted = true;
   s.writes.start(id, r.fua || is_flush(r), !w.from_peer);
   if (is_flush(r)) {
     ++s.counters.flushes;

@@ -52,8 +52,6 @@ struct client_write {
   nbd::request req;
   nbd::reply_sink_ptr sink;
   bool from_peer = false;
-  bool accounted = false;  // counted, marked busy and in the activemap
-  bool issued = false;     // sent to the disk (and the secondary)
 };
 
 /// The resync of dirty extents between the nodes.

@@ -61,14 +61,6 @@ std::vector<uint64_t> write_tracker::release(uint64_t id) {
   return ready;
 }
 
-std::vector<uint64_t> write_tracker::drop_held() {
-  std::vector<uint64_t> ids;
-  for (auto& w : held_)
-    ids.push_back(w.id);
-  held_.clear();
-  return ids;
-}
-
 void write_tracker::start(uint64_t id, bool durable, bool replicated) {
   auto& t = tracks_[id];
   t.durable = durable;

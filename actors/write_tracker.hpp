@@ -45,9 +45,6 @@ public:
   /// Writes held behind overlapping ones.
   size_t held() const { return held_.size(); }
 
-  /// Takes every held write out (a drain fails them); returns them in order.
-  std::vector<uint64_t> drop_held();
-
   // --- Acknowledgements -----------------------------------------------------------------------
 
   /// Write `id` is issued locally and, when `replicated`, to the secondary.
@@ -74,7 +71,6 @@ public:
 
   /// Started writes not finished yet.
   size_t size() const { return tracks_.size(); }
-  bool contains(uint64_t id) const { return tracks_.count(id) != 0; }
 
 private:
   struct track {

@@ -312,27 +312,32 @@ struct connection::impl : std::enable_shared_from_this<connection::impl> {
     }
     socket.async_read_some(asio::buffer(in.get() + in_end, receive_buffer_size - in_end),
                            [self = shared_from_this()](std::error_code ec, std::size_t n) {
-                             self->bytes_received.fetch_add(n, std::memory_order_relaxed);
-                             if (self->closed)
+                             if (!self->received(ec, n))
                                return;
-                             if (ec)
-                               return self->read_failed(ec);
-                             self->last_received = clock::now();
                              self->in_end += n;
                              self->parse();
                            });
+  }
+
+  /// Counts `n` bytes read; false when reading stops (closed, or `ec`).
+  bool received(std::error_code ec, std::size_t n) {
+    bytes_received.fetch_add(n, std::memory_order_relaxed);
+    if (closed)
+      return false;
+    if (ec) {
+      read_failed(ec);
+      return false;
+    }
+    last_received = clock::now();
+    return true;
   }
 
   void read_large() {
     const std::size_t chunk = std::min(read_chunk, large->size() - large_done);
     asio::async_read(socket, asio::buffer(large->data() + large_done, chunk),
                      [self = shared_from_this()](std::error_code ec, std::size_t n) {
-                       self->bytes_received.fetch_add(n, std::memory_order_relaxed);
-                       if (self->closed)
+                       if (!self->received(ec, n))
                          return;
-                       if (ec)
-                         return self->read_failed(ec);
-                       self->last_received = clock::now();
                        self->large_done += n;
                        if (self->large_done < self->large->size())
                          return self->read_large();

@@ -148,7 +148,6 @@ CAF_BEGIN_TYPE_ID_BLOCK(hast, caf::first_custom_type_id)
   CAF_ADD_ATOM(hast, hast::atom, replicate, "hrepl")
   CAF_ADD_ATOM(hast, hast::atom, remote_ack, "hrack")
   CAF_ADD_ATOM(hast, hast::atom, remote_read, "hrread")
-  CAF_ADD_ATOM(hast, hast::atom, release, "hrelease")
   CAF_ADD_ATOM(hast, hast::atom, sync_done, "hsyncdone")
   CAF_ADD_ATOM(hast, hast::atom, split_brain, "hsplit")
   CAF_ADD_ATOM(hast, hast::atom, resync, "hresync")
@@ -266,8 +265,6 @@ using peer_actor = caf::typed_actor<
   caf::reacts_to<atom::replicate, replicate_batch>,
   // Primary: read from the secondary (a failed local read, or a sync from it).
   caf::replies_to<atom::remote_read, uint64_t, uint32_t>::with<buffer_ptr>,
-  // Secondary: a request the resource finished; frees its range (id).
-  caf::reacts_to<atom::release, uint64_t>,
   // Primary: tell the secondary our generation; `complete`: after a resync.
   caf::reacts_to<atom::sync_done, uint64_t, bool>,
   // Reports the link's state.

@@ -265,6 +265,26 @@ TEST_F(replication, async_acknowledges_at_once_and_its_queue_stays_bounded) {
   EXPECT_GT(status_of().dirty_bytes, 0u);
 }
 
+TEST_F(replication, a_full_replication_window_holds_further_writes_until_the_secondary_has_written) {
+  start_primary(replication_mode::memsync);
+  // A secondary that receives but never writes: the window fills up.
+  const size_t n = replication_window_requests + 6;
+  for (size_t i = 0; i < n; ++i)
+    write(i * 4096, 4096);
+  ASSERT_TRUE(run_until([&] {
+    return link->frames(peer::msg_type::write).size() >= replication_window_requests;
+  }));
+  run_for(std::chrono::milliseconds(200));
+  auto sent = link->frames(peer::msg_type::write);
+  EXPECT_EQ(sent.size(), replication_window_requests)
+    << "more requests were sent than the window allows";
+  // Six writes done on the secondary make room for the six waiting ones.
+  for (size_t i = 0; i < 6; ++i)
+    answer(peer::msg_type::done, sent[i].seq);
+  EXPECT_TRUE(run_until([&] { return link->frames(peer::msg_type::write).size() == n; }))
+    << "waiting writes did not go when the window had room";
+}
+
 TEST_F(replication, a_lost_connection_completes_waiting_writes_and_keeps_their_extents_dirty) {
   start_primary(replication_mode::fullsync);
   auto acked = write(3u << 20, 4096);

@@ -118,15 +118,6 @@ TEST(write_tracker, adjacent_ranges_do_not_overlap_and_flushes_never_wait) {
   EXPECT_TRUE(t.arrive(3, 0, 0)) << "a flush";
 }
 
-TEST(write_tracker, dropping_held_writes_returns_them_in_order) {
-  auto t = tracker(replication_mode::fullsync);
-  ASSERT_TRUE(t.arrive(1, 0, 10));
-  ASSERT_FALSE(t.arrive(2, 0, 10));
-  ASSERT_FALSE(t.arrive(3, 5, 15));
-  EXPECT_EQ(t.drop_held(), (std::vector<uint64_t>{2, 3}));
-  EXPECT_TRUE(t.release(1).empty());
-}
-
 TEST(write_tracker, a_changed_policy_applies_to_writes_in_flight) {
   auto t = tracker(replication_mode::fullsync);
   t.start(1, false, true);

@@ -38,6 +38,11 @@ grep -q "^hastd: $T/broken.conf:4: replication" "$T/check.err" \
 [[ $(wc -l < "$T/check.err") -eq 1 ]] || fail "--check-config error is not one line: $(cat "$T/check.err")"
 pass "--check-config: effective settings, exit 0; broken file: $(cat "$T/check.err"), exit 1"
 
+# --- --io-engine: the disk engine asked for ----------------------------------------------------
+expect_fail "--io-engine takes 'uring' or 'threads', not 'aio'" \
+  "$HASTD" -F -c "$T/hast.conf" -n nodeA --io-engine aio
+expect_fail "option --io-engine needs a value" "$HASTD" -F -c "$T/hast.conf" -n nodeA --io-engine
+
 # --- SIGTERM while a client writes -----------------------------------------------------
 start_hastd
 ctl role primary "$res"
