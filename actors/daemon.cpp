@@ -4,6 +4,7 @@
 #include "actors/supervisor.hpp"
 #include "io/asio.hpp"
 #include "io/control_channel.hpp"
+#include "io/hooks.hpp"
 #include "io/peer_transport.hpp"
 
 #include <spdlog/spdlog.h>
@@ -293,6 +294,7 @@ int run_daemon(node_config config, const daemon_options& options) {
   io.stop();
   for (auto& t : io_threads)
     t.join();
+  finish_hooks();  // the last role change's hook runs before we exit
   spdlog::info("stopped");
   return exit_status;
 }

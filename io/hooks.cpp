@@ -83,18 +83,36 @@ void execute(const hook& h) {
     spdlog::error("hook {}: killed by signal {}", describe(h), WTERMSIG(wstatus));
 }
 
-/// One worker thread, started on first use; it outlives no one it could hurt
-/// (it touches only its own queue and child processes).
+/// One worker thread, started on first use. The daemon drains it before it
+/// exits (`finish_hooks`), so a hook queued by the last role change still
+/// runs and nothing logs after the logger is gone.
 class runner {
 public:
+  runner() = default;
+  runner(const runner&) = delete;
+  runner& operator=(const runner&) = delete;
+  ~runner() { finish(); }  // a program that never called finish_hooks()
+
   void push(hook h) {
     std::lock_guard lock{mutex_};
-    queue_.push_back(std::move(h));
-    if (!started_) {
-      started_ = true;
-      std::thread{[this] { loop(); }}.detach();
+    if (finishing_) {
+      spdlog::warn("hook {}: not run, the daemon is exiting", describe(h));
+      return;
     }
+    queue_.push_back(std::move(h));
+    if (!thread_.joinable())
+      thread_ = std::thread{[this] { loop(); }};
     ready_.notify_one();
+  }
+
+  void finish() {
+    {
+      std::lock_guard lock{mutex_};
+      finishing_ = true;
+      ready_.notify_one();
+    }
+    if (thread_.joinable())
+      thread_.join();
   }
 
 private:
@@ -103,7 +121,9 @@ private:
       hook h;
       {
         std::unique_lock lock{mutex_};
-        ready_.wait(lock, [this] { return !queue_.empty(); });
+        ready_.wait(lock, [this] { return !queue_.empty() || finishing_; });
+        if (queue_.empty())
+          return;
         h = std::move(queue_.front());
         queue_.pop_front();
       }
@@ -114,12 +134,13 @@ private:
   std::mutex mutex_;
   std::condition_variable ready_;
   std::deque<hook> queue_;
-  bool started_ = false;
+  bool finishing_ = false;
+  std::thread thread_;
 };
 
 runner& the_runner() {
-  static auto* r = new runner;  // never destroyed: its thread may still run at exit
-  return *r;
+  static runner r;
+  return r;
 }
 
 } // namespace
@@ -130,6 +151,10 @@ void run_hook(const std::string& program, std::vector<std::string> args,
     return;
   spdlog::debug("hook queued: {} {}", program, args.empty() ? "" : args.front());
   the_runner().push({program, std::move(args), limit});
+}
+
+void finish_hooks() {
+  the_runner().finish();
 }
 
 } // namespace hast

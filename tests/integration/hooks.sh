@@ -211,3 +211,13 @@ events G | grep -q " r1" && fail "r1's events went to the global exec program: $
 stop_node nodeA
 stop_node nodeB
 pass "per-resource exec overrides the global one; the global one serves the rest"
+
+# hastd drains its hooks before it exits: the role change of the shutdown
+# itself on the primary reaches the hook (stop_node waits for the process
+# to end).
+for pair in "R r1" "G r2"; do
+  set -- $pair
+  events "$1" | grep -qx "role $2 primary init" \
+    || fail "the shutdown's role change of $2 did not run its hook: $(events "$1" | tr '\n' ';')"
+done
+pass "hooks queued by the shutdown run before hastd exits"
