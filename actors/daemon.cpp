@@ -195,6 +195,85 @@ caf::actor_system_config& configure(caf::actor_system_config& cfg) {
   return cfg;
 }
 
+/// Runs the daemon from the first actor to the last: control socket, peer
+/// listener, signal loop, ordered shutdown. Returns the exit status when
+/// every actor is done.
+int serve(caf::actor_system& sys, asio::io_context& io, node_config& config,
+          const daemon_options& options, const sigset_t& signals) {
+  int exit_status = 0;
+  auto sup = sys.spawn(supervisor, config, io_ref{&io, {}, options.disk_engine});
+
+  control::server ctl{unix_socket_path(config.control), [&](const nlohmann::json& req) {
+                        return handle_control(sys, sup, req);
+                      }};
+  auto router = std::make_shared<peer_router>(sup, config);
+  bool needs_listener = std::any_of(config.resources.begin(), config.resources.end(),
+                                    [](const resource_config& r) { return !r.standalone(); });
+  std::optional<peer::listener> listener;
+  if (needs_listener)
+    listener.emplace(io, config.listen,
+                     [router](std::shared_ptr<peer::connection> conn, const peer::header& h,
+                              buffer_ptr payload) { router->route(std::move(conn), h, payload); });
+  status started = ctl.start();
+  if (started && listener)
+    if (auto st = listener->start(); !st)
+      started = status{st.code(), "cannot listen for peers: " + st.message()};
+  if (auto st = started; !st) {
+    spdlog::critical("{}", st.message());
+    if (options.on_ready)
+      options.on_ready(st.message());
+    exit_status = 1;
+  } else {
+    spdlog::info("started on node {} with {} resource(s); control socket {}", config.node,
+                 config.resources.size(), config.control);
+    if (options.on_ready)
+      options.on_ready("");
+    for (;;) {
+      int sig = 0;
+      if (sigwait(&signals, &sig) != 0)
+        continue;
+      if (sig == SIGHUP) {
+        spdlog::info("SIGHUP: reloading {}", config.path);
+        try {
+          auto fresh = load_config(config.path, config.node);
+          if (unix_socket_path(fresh.control) != unix_socket_path(config.control))
+            spdlog::warn("reload: a new control address takes effect at the next start");
+          caf::scoped_actor self{sys, true};
+          self->request(sup, control_timeout, atom::reload_v, fresh)
+            .receive([](std::string&) {},
+                     [&](caf::error& err) {
+                       spdlog::error("reload failed: {}", render_error(sys, err));
+                     });
+          router->update(fresh);
+          config = std::move(fresh);
+        } catch (const config_error& e) {
+          spdlog::error("reload refused, keeping the running configuration: {}", e.what());
+        }
+        continue;
+      }
+      spdlog::info("{}: shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+      break;
+    }
+  }
+  // Ordered shutdown: no new commands, then resources stop serving and
+  // flush, then the actors go, then Asio.
+  ctl.stop();
+  if (listener)
+    listener->stop();
+  {
+    caf::scoped_actor self{sys, true};
+    self->request(sup, std::chrono::seconds(90), atom::stop_v)
+      .receive([](bool) {},
+               [&](caf::error& err) {
+                 spdlog::error("shutdown: {}", render_error(sys, err));
+                 exit_status = 1;
+               });
+  }
+  caf::anon_send_exit(sup, caf::exit_reason::user_shutdown);
+  sys.await_all_actors_done();
+  return exit_status;
+}
+
 } // namespace
 
 int run_daemon(node_config config, const daemon_options& options) {
@@ -208,92 +287,23 @@ int run_daemon(node_config config, const daemon_options& options) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
 
-  // Declared before the actor system so that it outlives every actor.
-  asio::io_context io;
-  auto work = asio::make_work_guard(io);
-  std::vector<std::thread> io_threads;
-  for (unsigned i = 0; i < worker_threads(); ++i)
-    io_threads.emplace_back([&io] { io.run(); });
-
+  // The actor system outlives Asio: handlers still queued when Asio stops
+  // hold actor handles, and they are destroyed with the io_context.
+  caf::actor_system_config cfg;
+  caf::actor_system sys{configure(cfg)};
   int exit_status = 0;
   {
-    caf::actor_system_config cfg;
-    caf::actor_system sys{configure(cfg)};
-    auto sup = sys.spawn(supervisor, config, io_ref{&io, {}, options.disk_engine});
-
-    control::server ctl{unix_socket_path(config.control), [&](const nlohmann::json& req) {
-                          return handle_control(sys, sup, req);
-                        }};
-    auto router = std::make_shared<peer_router>(sup, config);
-    bool needs_listener = std::any_of(config.resources.begin(), config.resources.end(),
-                                      [](const resource_config& r) { return !r.standalone(); });
-    std::optional<peer::listener> listener;
-    if (needs_listener)
-      listener.emplace(io, config.listen,
-                       [router](std::shared_ptr<peer::connection> conn, const peer::header& h,
-                                buffer_ptr payload) { router->route(std::move(conn), h, payload); });
-    status started = ctl.start();
-    if (started && listener)
-      if (auto st = listener->start(); !st)
-        started = status{st.code(), "cannot listen for peers: " + st.message()};
-    if (auto st = started; !st) {
-      spdlog::critical("{}", st.message());
-      if (options.on_ready)
-        options.on_ready(st.message());
-      exit_status = 1;
-    } else {
-      spdlog::info("started on node {} with {} resource(s); control socket {}", config.node,
-                   config.resources.size(), config.control);
-      if (options.on_ready)
-        options.on_ready("");
-      for (;;) {
-        int sig = 0;
-        if (sigwait(&signals, &sig) != 0)
-          continue;
-        if (sig == SIGHUP) {
-          spdlog::info("SIGHUP: reloading {}", config.path);
-          try {
-            auto fresh = load_config(config.path, config.node);
-            if (unix_socket_path(fresh.control) != unix_socket_path(config.control))
-              spdlog::warn("reload: a new control address takes effect at the next start");
-            caf::scoped_actor self{sys, true};
-            self->request(sup, control_timeout, atom::reload_v, fresh)
-              .receive([](std::string&) {},
-                       [&](caf::error& err) {
-                         spdlog::error("reload failed: {}", render_error(sys, err));
-                       });
-            router->update(fresh);
-            config = std::move(fresh);
-          } catch (const config_error& e) {
-            spdlog::error("reload refused, keeping the running configuration: {}", e.what());
-          }
-          continue;
-        }
-        spdlog::info("{}: shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
-        break;
-      }
-    }
-    // Ordered shutdown: no new commands, then resources stop serving and
-    // flush, then the actors go, then Asio.
-    ctl.stop();
-    if (listener)
-      listener->stop();
-    {
-      caf::scoped_actor self{sys, true};
-      self->request(sup, std::chrono::seconds(90), atom::stop_v)
-        .receive([](bool) {},
-                 [&](caf::error& err) {
-                   spdlog::error("shutdown: {}", render_error(sys, err));
-                   exit_status = 1;
-                 });
-    }
-    caf::anon_send_exit(sup, caf::exit_reason::user_shutdown);
-    sys.await_all_actors_done();
+    asio::io_context io;
+    auto work = asio::make_work_guard(io);
+    std::vector<std::thread> io_threads;
+    for (unsigned i = 0; i < worker_threads(); ++i)
+      io_threads.emplace_back([&io] { io.run(); });
+    exit_status = serve(sys, io, config, options, signals);
+    work.reset();
+    io.stop();
+    for (auto& t : io_threads)
+      t.join();
   }
-  work.reset();
-  io.stop();
-  for (auto& t : io_threads)
-    t.join();
   finish_hooks();  // the last role change's hook runs before we exit
   spdlog::info("stopped");
   return exit_status;
