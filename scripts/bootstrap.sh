@@ -10,6 +10,7 @@ packages=(
   libgtest-dev libbenchmark-dev liblz4-dev libssl-dev liburing-dev
   libnbd-bin nbdkit qemu-utils fio fuse3 e2fsprogs util-linux python3 procps
   python3-matplotlib
+  clang libfuzzer-14-dev
 )
 missing=()
 for p in "${packages[@]}"; do
