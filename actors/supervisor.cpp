@@ -105,12 +105,14 @@ supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<su
       auto names = select(self, req.resources);
       if (!names)
         return names.error();
+      // Checked before the promise exists: a promise made takes over the
+      // answer, and a value returned after it would reach nobody.
+      if (names->empty())
+        return std::vector<role_outcome>{};
       auto g = std::make_shared<gather<role_outcome>>();
       g->promise = self->make_response_promise<std::vector<role_outcome>>();
       g->answers.resize(names->size());
       g->outstanding = names->size();
-      if (names->empty())
-        return std::vector<role_outcome>{};
       for (size_t i = 0; i < names->size(); ++i) {
         auto name = (*names)[i];
         self->request(self->state.resources[name].handle, std::chrono::seconds(120), atom::role_v,
@@ -198,6 +200,12 @@ supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<su
             s.resources.erase(name);
             spawn_resource(self, rc);
             spdlog::info("reload: resource {} restarted with its new settings in role init", name);
+          },
+          [=](caf::error& err) {
+            // A resource that does not answer keeps its settings; the
+            // supervisor and every other resource go on.
+            spdlog::warn("reload: resource {} did not answer ({}); keeping its old settings",
+                         name, self->system().render(err));
           });
       }
       s.config = std::move(fresh);

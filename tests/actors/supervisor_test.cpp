@@ -1,0 +1,146 @@
+// The supervisor's answers when there is nothing to ask or nobody answers:
+// a request that names no resource is answered at once, and a resource that
+// does not answer during a reload costs neither the supervisor nor the other
+// resources. Driven by CAF's deterministic test scheduler, whose timeouts
+// fire when the test says so.
+
+#include "actors/supervisor.hpp"
+#include "io/asio.hpp"
+#include "io/metadata.hpp"
+#include "io/provider.hpp"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <thread>
+
+namespace hast {
+namespace {
+
+namespace fs = std::filesystem;
+
+class supervision : public ::testing::Test {
+protected:
+  static caf::actor_system_config& init(caf::actor_system_config& cfg) {
+    cfg.set("scheduler.policy", caf::atom("testing"));
+    return cfg;
+  }
+
+  supervision()
+    : dir(make_dir()),
+      sys(init(cfg)),
+      self(sys, true),
+      sched(dynamic_cast<caf::scheduler::test_coordinator&>(sys.scheduler())) {}
+
+  ~supervision() override {
+    if (sup)
+      caf::anon_send_exit(sup, caf::exit_reason::user_shutdown);
+    run_for(std::chrono::milliseconds(50));
+    fs::remove_all(dir);
+  }
+
+  static fs::path make_dir() {
+    char tmpl[] = "/tmp/hast-sup-XXXXXX";
+    return fs::path{::mkdtemp(tmpl)};
+  }
+
+  void run_for(std::chrono::milliseconds total) {
+    auto until = std::chrono::steady_clock::now() + total;
+    do {
+      while (sched.run() > 0) {
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    } while (std::chrono::steady_clock::now() < until);
+  }
+
+  /// A standalone resource on a fresh provider file.
+  resource_config make_resource(const std::string& name) {
+    resource_config rc;
+    rc.name = name;
+    rc.provider_name = name;
+    rc.local = (dir / (name + ".img")).string();
+    rc.remote = "none";
+    rc.nbd = "uds://" + (dir / (name + ".nbd")).string();
+    auto prov = provider::create_file(rc.local, 16u << 20);
+    EXPECT_TRUE(prov.has_value());
+    if (prov) {
+      EXPECT_TRUE(create_metadata(*prov, name, default_extent_size, default_keepdirty, 16u << 20));
+    }
+    return rc;
+  }
+
+  void start(node_config config) {
+    config.node = "nodeA";
+    sup = sys.spawn(supervisor, config, io_ref{&io_context, {}});
+    run_for(std::chrono::milliseconds(20));
+  }
+
+  /// Sends `args` to the supervisor and runs until an answer of type T (or
+  /// an error) arrives; nullopt when none came.
+  template <class T, class... Ts>
+  std::optional<T> ask(Ts&&... args) {
+    self->send(sup, std::forward<Ts>(args)...);
+    std::optional<T> out;
+    for (int i = 0; i < 500 && !out; ++i) {
+      run_for(std::chrono::milliseconds(2));
+      self->receive([&](T& x) { out = std::move(x); }, [&](caf::error&) { out.reset(); },
+                    caf::after(std::chrono::seconds(0)) >> [] {});
+    }
+    return out;
+  }
+
+  bool supervisor_alive() {
+    auto st = ask<std::vector<resource_status>>(atom::status_v, std::vector<std::string>{});
+    return st.has_value();
+  }
+
+  fs::path dir;
+  asio::io_context io_context;
+  caf::actor_system_config cfg;
+  caf::actor_system sys;
+  caf::scoped_actor self;
+  caf::scheduler::test_coordinator& sched;
+  supervisor_actor sup;
+};
+
+TEST_F(supervision, role_all_on_a_node_without_resources_answers_an_empty_list) {
+  start(node_config{});
+  role_request req;
+  req.target = role::init;
+  req.resources = {"all"};
+  auto answer = ask<std::vector<role_outcome>>(atom::role_v, req);
+  ASSERT_TRUE(answer.has_value()) << "no answer to `role init all` without resources";
+  EXPECT_TRUE(answer->empty());
+}
+
+TEST_F(supervision, a_resource_that_does_not_answer_during_a_reload_keeps_its_settings) {
+  node_config config;
+  config.resources.push_back(make_resource("r1"));
+  config.resources.push_back(make_resource("r2"));
+  start(config);
+  ASSERT_TRUE(supervisor_alive());
+
+  // A change of `local` needs a restart, for which the supervisor first asks
+  // the resource for its role. The supervisor takes the reload, then the
+  // request times out before r1 is ever scheduled: r1 did not answer.
+  auto fresh = config;
+  fresh.resources[0].local = (dir / "elsewhere.img").string();
+  self->send(sup, atom::reload_v, fresh);
+  ASSERT_TRUE(sched.prioritize(sup));
+  sched.run_once();
+  EXPECT_GT(sched.trigger_timeouts(), 0u);
+  run_for(std::chrono::milliseconds(20));
+  self->receive([](std::string&) {}, [](caf::error&) {},
+                caf::after(std::chrono::seconds(0)) >> [] {});  // the reload's summary
+
+  ASSERT_TRUE(supervisor_alive()) << "the supervisor quit when a resource did not answer";
+  auto st = ask<std::vector<resource_status>>(atom::status_v, std::vector<std::string>{"r1", "r2"});
+  ASSERT_TRUE(st.has_value());
+  ASSERT_EQ(st->size(), 2u);
+  EXPECT_EQ((*st)[0].name, "r1");
+  EXPECT_EQ((*st)[1].name, "r2");
+  EXPECT_EQ((*st)[1].current_role, role::init);
+}
+
+} // namespace
+} // namespace hast
