@@ -236,6 +236,7 @@ int serve(caf::actor_system& sys, asio::io_context& io, node_config& config,
         spdlog::info("SIGHUP: reloading {}", config.path);
         try {
           auto fresh = load_config(config.path, config.node);
+          read_secrets(fresh);
           if (unix_socket_path(fresh.control) != unix_socket_path(config.control))
             spdlog::warn("reload: a new control address takes effect at the next start");
           caf::scoped_actor self{sys, true};

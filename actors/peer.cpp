@@ -6,7 +6,6 @@
 
 #include <spdlog/spdlog.h>
 
-#include <fstream>
 
 namespace hast {
 
@@ -150,7 +149,9 @@ void answer_hello(self_ptr self) {
 
 void maybe_answer_hello(self_ptr self) {
   auto& s = self->state;
-  if (s.key.empty() || (s.peer_proved && s.we_proved))
+  // Authentication is required whenever a `secret` is configured, whatever
+  // became of its key.
+  if (s.config.secret.empty() || (s.peer_proved && s.we_proved))
     answer_hello(self);
 }
 
@@ -323,7 +324,7 @@ void on_primary_frame(self_ptr self, peer::frame& frame) {
           self->send(s.owner, atom::split_brain_v);
         return fail(self, "refused by the secondary: " + reply->refusal);
       }
-      if (!s.key.empty() && !s.peer_proved)
+      if (!s.config.secret.empty() && !s.peer_proved)
         return fail(self, "the secondary did not authenticate although a secret is configured");
       if (reply->datasize != s.hello.datasize)
         return fail(self, "data size differs between nodes (here " + std::to_string(s.hello.datasize)
@@ -387,15 +388,12 @@ peer_actor::behavior_type replication_peer(peer_actor::stateful_pointer<peer_sta
   s.side = side;
   s.owner = std::move(owner);
   s.connect = std::move(connect);
-  if (!s.config.secret.empty()) {
-    std::ifstream in{s.config.secret, std::ios::binary};
-    std::string key{std::istreambuf_iterator<char>{in}, {}};
-    while (!key.empty() && (key.back() == '\n' || key.back() == '\r'))
-      key.pop_back();
-    if (!in.good() && key.empty())
-      s.last_error = "cannot read the secret file " + s.config.secret;
-    s.key.assign(key.begin(), key.end());
-  }
+  // The key was read with the configuration (read_secrets); a resource
+  // with a `secret` and no key refuses every peer below, it never runs
+  // unauthenticated.
+  s.key.assign(s.config.secret_key.begin(), s.config.secret_key.end());
+  if (s.config.secret.empty() != s.key.empty())
+    s.last_error = "the key file " + s.config.secret + " was not read; refusing every peer";
   self->set_exit_handler([=](const caf::exit_msg& msg) {
     if (self->state.link)
       self->state.link->close("resource stopped");
@@ -409,8 +407,7 @@ peer_actor::behavior_type replication_peer(peer_actor::stateful_pointer<peer_sta
       if (s.link || s.connecting)
         return;
       if (!s.config.secret.empty() && s.key.empty()) {
-        s.last_error = "the secret file " + s.config.secret + " is empty or unreadable";
-        self->delayed_send(self, reconnect_interval, atom::connect_v);
+        s.last_error = "the key file " + s.config.secret + " was not read; not connecting";
         return;
       }
       s.connecting = true;
@@ -440,6 +437,12 @@ peer_actor::behavior_type replication_peer(peer_actor::stateful_pointer<peer_sta
         spdlog::info("{}: a new connection from {} replaces the current one", s.config.name,
                      accepted.link->remote_address());
         drop_link(self, s.epoch, "replaced by a new connection");
+      }
+      if (!s.config.secret.empty() && s.key.empty()) {
+        spdlog::error("{}: refusing the primary {}: {}", s.config.name,
+                      accepted.link->remote_address(), s.last_error);
+        accepted.link->close(s.last_error);
+        return;
       }
       attach(self, accepted.link);
       s.hello = std::move(accepted.hello);

@@ -62,6 +62,8 @@ bool live_changeable(const resource_config& a, const resource_config& b) {
   x.exec = b.exec;
   x.metaflush = b.metaflush;
   x.secret = b.secret;
+  x.secret_where = b.secret_where;
+  x.secret_key = b.secret_key;
   x.where = b.where;
   return x == b;
 }

@@ -163,6 +163,7 @@ int main(int argc, char** argv) {
   hast::node_config config;
   try {
     config = hast::load_config(opt.config_path, hast::select_node(opt.node));
+    hast::read_secrets(config);
   } catch (const hast::config_error& e) {
     return fail(e.what());
   }

@@ -17,6 +17,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <iterator>
 #include <map>
 #include <optional>
 #include <sstream>
@@ -525,6 +526,8 @@ resource_config resolve_resource(const raw_resource& res, const settings& inheri
     out.syncrate = *parse_syncrate(*v);
   out.nbd = value_or(in_force, "nbd", "uds:///var/run/hast/" + res.name + ".sock");
   out.secret = value_or(in_force, "secret", "");
+  if (const auto it = in_force.find("secret"); it != in_force.end())
+    out.secret_where = it->second->where;
   return out;
 }
 
@@ -645,6 +648,32 @@ node_config load_config(const std::string& path, const std::string& node) {
     throw config_error({path, 0}, "",
                        std::string{"cannot read the configuration: "} + std::strerror(errno));
   return parse_config(text.str(), path, node);
+}
+
+void read_secrets(node_config& config) {
+  for (auto& res : config.resources) {
+    if (res.secret.empty())
+      continue;
+    auto refuse = [&](const std::string& why) {
+      throw config_error(res.secret_where, "secret",
+                         "resource " + res.name + ": the key file " + res.secret + " " + why +
+                             "; the resource would run without authentication, refusing");
+    };
+    std::error_code ec;
+    if (std::filesystem::is_directory(res.secret, ec))
+      refuse("is a directory");
+    std::ifstream in{res.secret, std::ios::binary};
+    if (!in)
+      refuse(std::string{"cannot be read: "} + std::strerror(errno));
+    std::string key{std::istreambuf_iterator<char>{in}, {}};
+    if (in.bad())
+      refuse(std::string{"cannot be read: "} + std::strerror(errno));
+    while (!key.empty() && (key.back() == '\n' || key.back() == '\r'))
+      key.pop_back();
+    if (key.empty())
+      refuse("is empty");
+    res.secret_key = std::move(key);
+  }
 }
 
 std::string render_effective(const node_config& config) {

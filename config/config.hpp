@@ -77,6 +77,8 @@ struct resource_config {
   uint64_t syncrate = 0;      // resync bytes per second; 0: unlimited
   std::string nbd;            // "uds:///path" or "tcp://addr:port"
   std::string secret;         // path of the shared-key file, may be empty
+  source_location secret_where;  // the `secret` line, when there is one
+  std::string secret_key;     // the key itself, filled by read_secrets()
   source_location where;      // the `resource` line
 
   bool standalone() const { return remote == "none"; }
@@ -104,6 +106,13 @@ node_config load_config(const std::string& path, const std::string& node);
 /// The same from text in memory; `path` is only used in messages.
 node_config parse_config(const std::string& text, const std::string& path,
                          const std::string& node);
+
+/// Reads the key file of every resource that has a `secret`. A missing,
+/// unreadable or empty key file throws config_error naming the `secret`
+/// line: a resource that is meant to authenticate never runs without it.
+/// hastd calls this on start, --check-config and reload; hastctl does not
+/// need the keys.
+void read_secrets(node_config& config);
 
 /// The node name to use: `explicit_node` if non-empty, else $HAST_NODE,
 /// else the host name.

@@ -50,6 +50,51 @@ pass "a wrong secret is refused, logged, and shown in list"
 stop_node nodeA
 stop_node nodeB
 
+# A `secret` whose key cannot be had never means "no authentication": the
+# configuration is refused, naming the file, the `secret` line and why.
+printf 'correct horse battery staple\n' > "$T/key-bad"   # nodeA agrees again
+: > "$T/key-empty"
+mkdir -p "$T/key-dir"
+cp "$T/hast.conf" "$T/hast.conf.good"
+for key in "$T/key-missing" "$T/key-empty" "$T/key-dir"; do
+  sed "s|secret $T/key-good|secret $key|" "$T/hast.conf.good" > "$T/hast.conf"
+  line=$(grep -n "secret $key" "$T/hast.conf" | head -1 | cut -d: -f1)
+  for mode in --check-config run; do
+    args=(-F -c "$T/hast.conf" -n nodeB)
+    [[ $mode == --check-config ]] && args+=(--check-config)
+    rc=0
+    timeout 20 "$HASTD" "${args[@]}" > "$T/out" 2>&1 || rc=$?
+    [[ $rc -ne 0 && $rc -ne 124 ]] \
+      || fail "hastd $mode with the key file $key: exit status $rc (want a refusal): $(cat "$T/out")"
+    grep -q "hast.conf:$line.*secret.*$key" "$T/out" \
+      || fail "hastd $mode does not name file, line $line and secret for $key: $(cat "$T/out")"
+  done
+done
+cp "$T/hast.conf.good" "$T/hast.conf"
+pass "a missing, empty or unreadable key file is refused by --check-config and at start"
+
+# The same on a reload: refused, the running key stays in force.
+start_node nodeA
+start_node nodeB
+ctl_on nodeB role secondary "$res"
+ctl_on nodeA role primary "$res"
+wait_status nodeA "$res" complete 30
+sed "s|secret $T/key-good|secret $T/key-missing|" "$T/hast.conf.good" > "$T/hast.conf"
+kill -HUP "${NODE_PID[nodeB]}"
+for _ in $(seq 50); do grep -q "reload refused.*secret" "$T/nodeB.log" && break; sleep 0.1; done
+grep -q "reload refused.*secret" "$T/nodeB.log" || fail "a reload with a missing key file was not refused"
+cp "$T/hast.conf.good" "$T/hast.conf"
+before=$(grep -c "authenticated" "$T/nodeB.log")
+stop_node nodeA
+start_node nodeA
+ctl_on nodeA role primary "$res"
+wait_status nodeA "$res" complete 30
+[[ $(grep -c "authenticated" "$T/nodeB.log") -gt $before ]] \
+  || fail "after the refused reload the secondary no longer authenticates the primary"
+pass "a reload to a missing key file is refused; the pair keeps authenticating"
+stop_node nodeA
+stop_node nodeB
+
 # --- timeout and reconnect ------------------------------------------------------------------
 res=tm
 write_pair_config "$res" fullsync
