@@ -11,7 +11,6 @@
 
 #include <csignal>
 #include <mutex>
-#include <netdb.h>
 #include <pthread.h>
 #include <thread>
 
@@ -87,30 +86,13 @@ nlohmann::json handle_control(caf::actor_system& sys, const supervisor_actor& su
   return reply;
 }
 
-/// The addresses `host` names, numerically.
-std::vector<std::string> resolve(const std::string& host) {
-  std::vector<std::string> out;
-  addrinfo hints{};
-  hints.ai_socktype = SOCK_STREAM;
-  addrinfo* list = nullptr;
-  if (getaddrinfo(host.c_str(), nullptr, &hints, &list) != 0)
-    return out;
-  for (auto* p = list; p != nullptr; p = p->ai_next) {
-    char buf[NI_MAXHOST];
-    if (getnameinfo(p->ai_addr, p->ai_addrlen, buf, sizeof buf, nullptr, 0, NI_NUMERICHOST) == 0)
-      out.emplace_back(buf);
-  }
-  freeaddrinfo(list);
-  return out;
-}
-
 /// Routes a connection the peer listener accepted: the secondary takes it
 /// only from an address its `remote` names (IP compared, port ignored, as in
 /// HAST), then hands it to the resource through the supervisor.
-class peer_router {
+class peer_router : public std::enable_shared_from_this<peer_router> {
 public:
-  peer_router(supervisor_actor sup, node_config config)
-    : sup_(std::move(sup)), config_(std::move(config)) {}
+  peer_router(asio::io_context& io, supervisor_actor sup, node_config config)
+    : io_(io), sup_(std::move(sup)), config_(std::move(config)) {}
 
   void update(node_config config) {
     std::lock_guard lock{mutex_};
@@ -150,19 +132,42 @@ public:
       conn->close("no access to the resource");
       return;
     }
-    auto allowed = resolve(host);
-    if (std::find(allowed.begin(), allowed.end(), conn->remote_ip()) == allowed.end()) {
-      spdlog::warn("{}: peer {} refused: not the configured remote {}", res.name, who, res.remote);
+    // This runs on an Asio thread: a host name is resolved by Asio's
+    // asynchronous resolver, never by a blocking getaddrinfo here.
+    auto resolver = std::make_shared<asio::ip::tcp::resolver>(io_);
+    resolver->async_resolve(
+      host, "",
+      [self = shared_from_this(), resolver, conn = std::move(conn), hello = std::move(*hello),
+       res = std::move(res)](std::error_code ec,
+                             asio::ip::tcp::resolver::results_type results) mutable {
+        self->admit(std::move(conn), std::move(hello), res, ec, results);
+      });
+  }
+
+private:
+  /// Hands the connection to the resource if it comes from an address that
+  /// the resource's `remote` names.
+  void admit(std::shared_ptr<peer::connection> conn, peer::hello_message hello,
+             const resource_config& res, std::error_code ec,
+             const asio::ip::tcp::resolver::results_type& results) {
+    auto who = conn->remote_address();
+    bool allowed = false;
+    if (!ec)
+      for (const auto& entry : results)
+        allowed = allowed || entry.endpoint().address().to_string() == conn->remote_ip();
+    if (!allowed) {
+      spdlog::warn("{}: peer {} refused: not the configured remote {}{}", res.name, who,
+                   res.remote, ec ? " (" + ec.message() + ")" : "");
       conn->close("no access to the resource");
       return;
     }
     auto timeout = std::chrono::milliseconds(std::chrono::seconds(res.timeout));
     caf::anon_send(sup_, atom::peer_accept_v,
                    accepted_link{make_tcp_link(std::move(conn), peer::default_keepalive, timeout),
-                                 std::move(*hello)});
+                                 std::move(hello)});
   }
 
-private:
+  asio::io_context& io_;
   supervisor_actor sup_;
   std::mutex mutex_;
   node_config config_;
@@ -206,7 +211,7 @@ int serve(caf::actor_system& sys, asio::io_context& io, node_config& config,
   control::server ctl{unix_socket_path(config.control), [&](const nlohmann::json& req) {
                         return handle_control(sys, sup, req);
                       }};
-  auto router = std::make_shared<peer_router>(sup, config);
+  auto router = std::make_shared<peer_router>(io, sup, config);
   bool needs_listener = std::any_of(config.resources.begin(), config.resources.end(),
                                     [](const resource_config& r) { return !r.standalone(); });
   std::optional<peer::listener> listener;

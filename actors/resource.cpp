@@ -863,6 +863,8 @@ resource_status make_status(self_ptr self) {
   st.queue_recv = s.writes.size();
   st.counters = s.counters;
   st.last_error = s.last_error;
+  if (auto started = s.server->start_outcome(); st.last_error.empty() && started && !*started)
+    st.last_error = "NBD export: " + started->message();
   if (st.last_error.empty() && !s.connected && s.current != role::init)
     st.last_error = s.peer_error;
   return st;
@@ -887,12 +889,14 @@ resource_actor::behavior_type resource(resource_actor::stateful_pointer<resource
   s.server = std::make_shared<nbd::server>(*io.io, s.config.name, s.config.nbd, [weak] {
     return std::make_shared<resource_backend>(weak);
   });
-  if (auto st = s.server->start(); !st) {
-    s.last_error = "NBD export: " + st.message();
-    spdlog::error("{}: {}", s.config.name, s.last_error);
-  } else {
-    spdlog::info("{}: NBD export listening on {}", s.config.name, s.config.nbd);
-  }
+  // Never blocks this worker: a host name is resolved asynchronously, and
+  // the outcome is logged from wherever it is known; status shows a failure.
+  s.server->start([name = s.config.name, address = s.config.nbd](status st) {
+    if (!st)
+      spdlog::error("{}: NBD export: {}", name, st.message());
+    else
+      spdlog::info("{}: NBD export listening on {}", name, address);
+  });
   self->attach_functor([server = s.server] { server->stop(); });
   // Children we stopped ourselves (disk actors, the peer) exit quietly; any
   // other exit, a crashing child or the supervisor's shutdown, ends us too.

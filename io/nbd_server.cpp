@@ -14,6 +14,7 @@
 #include <cstring>
 #include <deque>
 #include <filesystem>
+#include <future>
 #include <list>
 #include <mutex>
 #include <optional>
@@ -114,7 +115,9 @@ struct server::impl : std::enable_shared_from_this<impl> {
         address(std::move(address)), factory(std::move(factory)), acceptor(strand),
         retry_timer(strand) {}
 
-  status start();
+  void start(std::function<void(status)> done);
+  status prepare_unix_socket(const std::string& path, stream::endpoint& endpoint);
+  status listen_on(const stream::endpoint& endpoint, const std::string& path);
   void accept();
   void on_accept(std::error_code ec, socket_type socket);
   void shut_down();
@@ -150,6 +153,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
 
   mutable std::mutex bound_mutex;
   std::string bound;
+  std::optional<status> outcome;  // of start(), once known
 };
 
 // --- One connection --------------------------------------------------------------------
@@ -844,64 +848,102 @@ void session_sink::deliver(std::vector<reply> replies) {
 
 // --- server::impl ------------------------------------------------------------------------
 
-status server::impl::start() {
+void server::impl::start(std::function<void(status)> done) {
+  auto finish = [this, done = std::move(done)](status st) {
+    {
+      std::lock_guard lock{bound_mutex};
+      outcome = st;
+    }
+    if (done)
+      done(std::move(st));
+  };
   if (stopping)
-    return {errc::shutting_down, fmt::format("nbd {}: the server was stopped", export_name)};
-  std::error_code ec;
-  stream::endpoint endpoint;
+    return finish({errc::shutting_down, fmt::format("nbd {}: the server was stopped", export_name)});
   const std::string path = unix_socket_path(address);
   if (!path.empty()) {
-    if (path.size() >= sizeof(sockaddr_un{}.sun_path))
-      return failure(errc::invalid_argument, fmt::format("the socket path is longer than {} bytes",
-                                                         sizeof(sockaddr_un{}.sun_path) - 1));
-    const auto parent = std::filesystem::path(path).parent_path();
-    if (!parent.empty()) {
-      std::filesystem::create_directories(parent, ec);
-      if (ec)
-        return failure(errc::io_error, fmt::format("cannot create directory {}: {}",
-                                                   parent.string(), ec.message()));
-    }
-    struct stat st {};
-    if (::lstat(path.c_str(), &st) == 0) {
-      if (!S_ISSOCK(st.st_mode))
-        return failure(errc::busy, fmt::format("{} exists and is not a socket", path));
-      // A socket file: live if someone accepts on it, stale otherwise.
-      asio::local::stream_protocol::socket probe(io);
-      probe.connect(asio::local::stream_protocol::endpoint(path), ec);
-      if (!ec)
-        return failure(errc::busy, "another server is listening on it");
-      if (::unlink(path.c_str()) != 0 && errno != ENOENT)
-        return failure(errc::io_error, fmt::format("cannot remove the stale socket {}: {}", path,
-                                                   errno_text(errno)));
-    }
-    endpoint = stream::endpoint(asio::local::stream_protocol::endpoint(path));
-  } else {
-    std::string host;
-    uint16_t port = 0;
-    if (address.rfind("tcp", 0) != 0 || !split_tcp_address(address, host, port, default_nbd_port))
-      return failure(errc::invalid_argument, "expected uds:///path or tcp://host:port");
-    asio::ip::tcp::resolver resolver(io);
-    auto flags = asio::ip::resolver_base::passive | asio::ip::resolver_base::numeric_service;
-    if (address.rfind("tcp4://", 0) == 0) {
-      auto results = resolver.resolve(asio::ip::tcp::v4(), host, std::to_string(port), flags, ec);
-      if (!ec && !results.empty())
-        endpoint = stream::endpoint(results.begin()->endpoint());
-    } else if (address.rfind("tcp6://", 0) == 0) {
-      auto results = resolver.resolve(asio::ip::tcp::v6(), host, std::to_string(port), flags, ec);
-      if (!ec && !results.empty())
-        endpoint = stream::endpoint(results.begin()->endpoint());
-    } else {
-      auto results = resolver.resolve(host, std::to_string(port), flags, ec);
-      if (!ec && !results.empty())
-        endpoint = stream::endpoint(results.begin()->endpoint());
-    }
-    if (ec)
-      return failure(errc::invalid_argument,
-                     fmt::format("cannot resolve {}: {}", host, ec.message()));
-    if (endpoint.size() == 0 || endpoint.protocol().family() == AF_UNSPEC)
-      return failure(errc::invalid_argument, fmt::format("{} has no address", host));
+    stream::endpoint endpoint;
+    if (auto st = prepare_unix_socket(path, endpoint); !st)
+      return finish(std::move(st));
+    return finish(listen_on(endpoint, path));
   }
+  std::string host;
+  uint16_t port = 0;
+  if (address.rfind("tcp", 0) != 0 || !split_tcp_address(address, host, port, default_nbd_port))
+    return finish(failure(errc::invalid_argument, "expected uds:///path or tcp://host:port"));
+  // A numeric address needs no name service; a host name is resolved by
+  // Asio's asynchronous resolver, never on the caller's thread.
+  std::error_code ec;
+  auto numeric = asio::ip::make_address(host, ec);
+  if (!ec) {
+    if ((address.rfind("tcp4://", 0) == 0 && !numeric.is_v4())
+        || (address.rfind("tcp6://", 0) == 0 && !numeric.is_v6()))
+      return finish(failure(errc::invalid_argument,
+                            fmt::format("{} is not an address of that family", host)));
+    return finish(listen_on(stream::endpoint(asio::ip::tcp::endpoint(numeric, port)), ""));
+  }
+  auto resolver = std::make_shared<asio::ip::tcp::resolver>(io);
+  auto flags = asio::ip::resolver_base::passive | asio::ip::resolver_base::numeric_service;
+  auto resolved = [self = shared_from_this(), resolver, host, finish = std::move(finish)](
+                      std::error_code rec, asio::ip::tcp::resolver::results_type results) mutable {
+    if (rec)
+      return finish(self->failure(errc::invalid_argument,
+                                  fmt::format("cannot resolve {}: {}", host, rec.message())));
+    if (results.empty())
+      return finish(self->failure(errc::invalid_argument, fmt::format("{} has no address", host)));
+    auto endpoint = stream::endpoint(results.begin()->endpoint());
+    asio::post(self->strand, [self, endpoint, finish = std::move(finish)]() mutable {
+      finish(self->stopping ? status{errc::shutting_down, "the server was stopped"}
+                            : self->listen_on(endpoint, ""));
+    });
+  };
+  if (address.rfind("tcp4://", 0) == 0)
+    resolver->async_resolve(asio::ip::tcp::v4(), host, std::to_string(port), flags,
+                            std::move(resolved));
+  else if (address.rfind("tcp6://", 0) == 0)
+    resolver->async_resolve(asio::ip::tcp::v6(), host, std::to_string(port), flags,
+                            std::move(resolved));
+  else
+    resolver->async_resolve(host, std::to_string(port), flags, std::move(resolved));
+}
 
+status server::impl::prepare_unix_socket(const std::string& path, stream::endpoint& endpoint) {
+  std::error_code ec;
+  if (path.size() >= sizeof(sockaddr_un{}.sun_path))
+    return failure(errc::invalid_argument, fmt::format("the socket path is longer than {} bytes",
+                                                       sizeof(sockaddr_un{}.sun_path) - 1));
+  const auto parent = std::filesystem::path(path).parent_path();
+  if (!parent.empty()) {
+    std::filesystem::create_directories(parent, ec);
+    if (ec)
+      return failure(errc::io_error, fmt::format("cannot create directory {}: {}",
+                                                 parent.string(), ec.message()));
+  }
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode))
+      return failure(errc::busy, fmt::format("{} exists and is not a socket", path));
+    // A socket file: live if someone accepts on it, stale otherwise. The
+    // probe does not block: a listener whose backlog is full answers
+    // EAGAIN, which also means it is alive.
+    asio::local::stream_protocol::socket probe(io);
+    probe.open(asio::local::stream_protocol(), ec);
+    if (!ec)
+      probe.non_blocking(true, ec);
+    if (ec)
+      return failure(errc::io_error, fmt::format("cannot probe {}: {}", path, ec.message()));
+    probe.connect(asio::local::stream_protocol::endpoint(path), ec);
+    if (!ec || ec == asio::error::would_block || ec == asio::error::try_again)
+      return failure(errc::busy, "another server is listening on it");
+    if (::unlink(path.c_str()) != 0 && errno != ENOENT)
+      return failure(errc::io_error, fmt::format("cannot remove the stale socket {}: {}", path,
+                                                 errno_text(errno)));
+  }
+  endpoint = stream::endpoint(asio::local::stream_protocol::endpoint(path));
+  return status::ok();
+}
+
+status server::impl::listen_on(const stream::endpoint& endpoint, const std::string& path) {
+  std::error_code ec;
   acceptor.open(endpoint.protocol(), ec);
   if (ec)
     return failure(errc::io_error, ec.message());
@@ -1026,8 +1068,20 @@ server::~server() {
   stop();
 }
 
+void server::start(std::function<void(status)> done) {
+  impl_->start(std::move(done));
+}
+
 status server::start() {
-  return impl_->start();
+  std::promise<status> result;
+  auto outcome = result.get_future();
+  impl_->start([&result](status st) { result.set_value(std::move(st)); });
+  return outcome.get();
+}
+
+std::optional<status> server::start_outcome() const {
+  std::lock_guard lock{impl_->bound_mutex};
+  return impl_->outcome;
 }
 
 void server::stop(std::function<void()> stopped) {

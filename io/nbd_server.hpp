@@ -18,6 +18,7 @@
 #include <cstddef>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 namespace asio {
@@ -41,11 +42,21 @@ public:
   /// Stops (as stop()) if still running.
   ~server();
 
-  /// Binds and starts accepting. A Unix socket gets its parent directory
-  /// created if missing, a stale socket file replaced (a live one is an
-  /// error), and mode 0660. A TCP socket is bound with SO_REUSEADDR. Call
-  /// once, before the io_context runs or from one of its threads.
+  /// Binds and starts accepting, without blocking the caller. A Unix socket
+  /// gets its parent directory created if missing, a stale socket file
+  /// replaced (a live one is an error), and mode 0660. A TCP socket is bound
+  /// with SO_REUSEADDR; a host name in it is resolved by Asio's asynchronous
+  /// resolver. `done` runs once with the outcome: before start() returns for
+  /// a Unix socket or a numeric address, on a thread running `io` after the
+  /// name is resolved otherwise. Call once.
+  void start(std::function<void(status)> done);
+
+  /// The same, waiting for the outcome. For callers that may block (tests,
+  /// tools); an address with a host name needs `io` running elsewhere.
   status start();
+
+  /// The outcome of start() once it is known.
+  std::optional<status> start_outcome() const;
 
   /// Closes the acceptor and every session (each backend is closed once it
   /// has answered every submitted request), and removes the Unix socket file.

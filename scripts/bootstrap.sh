@@ -22,5 +22,6 @@ if ((${#missing[@]})); then
   apt-get install -y -qq "${missing[@]}"
 fi
 
-cmake -S . -B build -DCMAKE_BUILD_TYPE="${BUILD_TYPE:-RelWithDebInfo}"
+# HAST_WERROR=ON (warnings are errors) is for developers and CI; .ci/run sets it.
+cmake -S . -B build -DCMAKE_BUILD_TYPE="${BUILD_TYPE:-RelWithDebInfo}" -DHAST_WERROR="${HAST_WERROR:-OFF}"
 cmake --build build -j"$(nproc)"
