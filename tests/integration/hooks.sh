@@ -36,8 +36,13 @@ if pids and max(pids) - min(pids) > pid_max // 2:       # wrapped: low pids are 
     key = lambda e: int(e[0]) + (pid_max if int(e[0]) < pid_max // 2 else 0)
 else:
     key = lambda e: int(e[0])
-for _, text in sorted(lines, key=key):
-    print(text)
+out = ''.join(text + '\n' for _, text in sorted(lines, key=key))
+try:
+    sys.stdout.write(out)
+    sys.stdout.flush()
+except BrokenPipeError:   # a reader such as grep -q that stopped early
+    import os
+    os._exit(0)
 PY
 }
 
