@@ -103,13 +103,20 @@ namespace {
 
 std::string format_error(const source_location& where, const std::string& option,
                          const std::string& message) {
+  // Appended piece by piece: `":" + std::to_string(...)` here trips GCC 12's
+  // -Wrestrict false positive at -O3.
   std::string text = where.file;
-  if (where.line > 0)
-    text += ":" + std::to_string(where.line);
+  if (where.line > 0) {
+    text += ':';
+    text += std::to_string(where.line);
+  }
   text += ": ";
-  if (!option.empty())
-    text += option + ": ";
-  return text + message;
+  if (!option.empty()) {
+    text += option;
+    text += ": ";
+  }
+  text += message;
+  return text;
 }
 
 std::string_view short_name(std::string_view name) {
