@@ -197,6 +197,73 @@ private:
   std::string path_;
 };
 
+// toml11 parses arrays and inline tables recursively, so a few kilobytes
+// of '[' overflow the stack: SIGSEGV instead of a config_error. hast's own
+// values nest two deep at most, so anything deeper than this is refused
+// before toml11 sees it.
+constexpr int max_nesting = 32;
+
+// Counts the nesting of '[' and '{' outside strings and comments, closely
+// enough that no text toml11 would nest deeper than max_nesting passes.
+void check_nesting(const std::string& text, const std::string& path) {
+  int depth = 0;
+  int line = 1;
+  std::size_t i = 0;
+  const std::size_t n = text.size();
+  while (i < n) {
+    const char c = text[i];
+    if (c == '\n') {
+      ++line;
+      ++i;
+    } else if (c == '#') {
+      while (i < n && text[i] != '\n')
+        ++i;
+    } else if (c == '"' || c == '\'') {
+      // A string: basic ("...", escapes) or literal ('...'), each also
+      // multi-line (three quotes, which may be followed by up to two
+      // quotes that belong to the content).
+      const bool multi = i + 2 < n && text[i + 1] == c && text[i + 2] == c;
+      i += multi ? 3 : 1;
+      while (i < n) {
+        if (text[i] == '\n') {
+          if (!multi)
+            break; // unterminated: toml11 reports it
+          ++line;
+        } else if (c == '"' && text[i] == '\\') {
+          ++i;
+          if (i < n && text[i] == '\n')
+            ++line;
+        } else if (text[i] == c) {
+          std::size_t run = 0;
+          while (i + run < n && text[i + run] == c)
+            ++run;
+          if (!multi) {
+            ++i;
+            break;
+          }
+          if (run >= 3) {
+            i += run;
+            break;
+          }
+          i += run;
+          continue;
+        }
+        ++i;
+      }
+    } else {
+      if (c == '[' || c == '{') {
+        if (++depth > max_nesting)
+          throw config_error({path, line}, "",
+                             "arrays or inline tables nested more than " +
+                                 std::to_string(max_nesting) + " deep");
+      } else if ((c == ']' || c == '}') && depth > 0) {
+        --depth;
+      }
+      ++i;
+    }
+  }
+}
+
 } // namespace
 
 bool looks_like_toml(const std::string& text, const std::string& path) {
@@ -224,6 +291,7 @@ bool looks_like_toml(const std::string& text, const std::string& path) {
 }
 
 raw_config parse_toml(const std::string& text, const std::string& path) {
+  check_nesting(text, path);
   toml::value root;
   try {
     std::istringstream in{text};
