@@ -264,6 +264,48 @@ void check_nesting(const std::string& text, const std::string& path) {
   }
 }
 
+// The length of the well-formed UTF-8 sequence at text[i] (Unicode's table
+// of well-formed byte sequences: no overlong forms, no surrogates, nothing
+// past U+10FFFF), or 0.
+std::size_t utf8_sequence(const std::string& text, std::size_t i) {
+  const auto at = [&](std::size_t k) -> unsigned {
+    return i + k < text.size() ? static_cast<unsigned char>(text[i + k]) : 0x100;
+  };
+  const auto tail = [&](std::size_t k) { return at(k) >= 0x80 && at(k) <= 0xBF; };
+  const unsigned b = at(0);
+  if (b <= 0x7F)
+    return 1;
+  if (b >= 0xC2 && b <= 0xDF)
+    return tail(1) ? 2 : 0;
+  if (b >= 0xE0 && b <= 0xEF) {
+    const unsigned lo = b == 0xE0 ? 0xA0 : 0x80;
+    const unsigned hi = b == 0xED ? 0x9F : 0xBF;
+    return at(1) >= lo && at(1) <= hi && tail(2) ? 3 : 0;
+  }
+  if (b >= 0xF0 && b <= 0xF4) {
+    const unsigned lo = b == 0xF0 ? 0x90 : 0x80;
+    const unsigned hi = b == 0xF4 ? 0x8F : 0xBF;
+    return at(1) >= lo && at(1) <= hi && tail(2) && tail(3) ? 4 : 0;
+  }
+  return 0;
+}
+
+// TOML must be UTF-8, and toml11 3.7's report of a bad sequence inside a
+// string reads past its buffer (it rewinds a copy of the string with an
+// iterator into the file): a malformed file is refused here, by the same
+// rules toml11 checks, so that toml11 never takes that path.
+void check_utf8(const std::string& text, const std::string& path) {
+  int line = 1;
+  for (std::size_t i = 0; i < text.size();) {
+    const std::size_t n = utf8_sequence(text, i);
+    if (n == 0)
+      throw config_error({path, line}, "", "the file is not valid UTF-8, as TOML requires");
+    if (text[i] == '\n')
+      ++line;
+    i += n;
+  }
+}
+
 } // namespace
 
 bool looks_like_toml(const std::string& text, const std::string& path) {
@@ -291,6 +333,7 @@ bool looks_like_toml(const std::string& text, const std::string& path) {
 }
 
 raw_config parse_toml(const std::string& text, const std::string& path) {
+  check_utf8(text, path);
   check_nesting(text, path);
   toml::value root;
   try {

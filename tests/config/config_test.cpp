@@ -568,6 +568,17 @@ TEST(Config, DeeplyNestedTomlIsAnErrorNotAStackOverflow) {
                3, "", "nested more than 32 deep", toml_path);
 }
 
+TEST(Config, TomlThatIsNotUtf8IsAnError) {
+  // toml11's own report of a bad sequence in a literal string read past its
+  // buffer; such files are refused before toml11 sees them.
+  expect_error("timeout = 5\nexec = '/bin/\x92\xa5'\n", 2, "", "not valid UTF-8", toml_path);
+  expect_error("exec = \"/bin/\xed\xa0\x80\"\n", 1, "", "not valid UTF-8", toml_path);  // a surrogate
+  expect_error("# \xc0\xaf overlong\n", 1, "", "not valid UTF-8", toml_path);
+  const auto config =
+      parse_config("exec = \"/bin/h\xc3\xa4st-\xf0\x9f\x98\x80\"\n", toml_path, "h1");
+  EXPECT_EQ(config.resources.size(), 0u);
+}
+
 TEST(Config, TomlBracketsInStringsAndCommentsAreNotNesting) {
   const std::string many(40, '[');
   const auto config = parse_config("# " + many + "\n"
