@@ -197,6 +197,115 @@ private:
   std::string path_;
 };
 
+// toml11 parses arrays and inline tables recursively, so a few kilobytes
+// of '[' overflow the stack: SIGSEGV instead of a config_error. hast's own
+// values nest two deep at most, so anything deeper than this is refused
+// before toml11 sees it.
+constexpr int max_nesting = 32;
+
+// Counts the nesting of '[' and '{' outside strings and comments, closely
+// enough that no text toml11 would nest deeper than max_nesting passes.
+void check_nesting(const std::string& text, const std::string& path) {
+  int depth = 0;
+  int line = 1;
+  std::size_t i = 0;
+  const std::size_t n = text.size();
+  while (i < n) {
+    const char c = text[i];
+    if (c == '\n') {
+      ++line;
+      ++i;
+    } else if (c == '#') {
+      while (i < n && text[i] != '\n')
+        ++i;
+    } else if (c == '"' || c == '\'') {
+      // A string: basic ("...", escapes) or literal ('...'), each also
+      // multi-line (three quotes, which may be followed by up to two
+      // quotes that belong to the content).
+      const bool multi = i + 2 < n && text[i + 1] == c && text[i + 2] == c;
+      i += multi ? 3 : 1;
+      while (i < n) {
+        if (text[i] == '\n') {
+          if (!multi)
+            break; // unterminated: toml11 reports it
+          ++line;
+        } else if (c == '"' && text[i] == '\\') {
+          ++i;
+          if (i < n && text[i] == '\n')
+            ++line;
+        } else if (text[i] == c) {
+          std::size_t run = 0;
+          while (i + run < n && text[i + run] == c)
+            ++run;
+          if (!multi) {
+            ++i;
+            break;
+          }
+          if (run >= 3) {
+            i += run;
+            break;
+          }
+          i += run;
+          continue;
+        }
+        ++i;
+      }
+    } else {
+      if (c == '[' || c == '{') {
+        if (++depth > max_nesting)
+          throw config_error({path, line}, "",
+                             "arrays or inline tables nested more than " +
+                                 std::to_string(max_nesting) + " deep");
+      } else if ((c == ']' || c == '}') && depth > 0) {
+        --depth;
+      }
+      ++i;
+    }
+  }
+}
+
+// The length of the well-formed UTF-8 sequence at text[i] (Unicode's table
+// of well-formed byte sequences: no overlong forms, no surrogates, nothing
+// past U+10FFFF), or 0.
+std::size_t utf8_sequence(const std::string& text, std::size_t i) {
+  const auto at = [&](std::size_t k) -> unsigned {
+    return i + k < text.size() ? static_cast<unsigned char>(text[i + k]) : 0x100;
+  };
+  const auto tail = [&](std::size_t k) { return at(k) >= 0x80 && at(k) <= 0xBF; };
+  const unsigned b = at(0);
+  if (b <= 0x7F)
+    return 1;
+  if (b >= 0xC2 && b <= 0xDF)
+    return tail(1) ? 2 : 0;
+  if (b >= 0xE0 && b <= 0xEF) {
+    const unsigned lo = b == 0xE0 ? 0xA0 : 0x80;
+    const unsigned hi = b == 0xED ? 0x9F : 0xBF;
+    return at(1) >= lo && at(1) <= hi && tail(2) ? 3 : 0;
+  }
+  if (b >= 0xF0 && b <= 0xF4) {
+    const unsigned lo = b == 0xF0 ? 0x90 : 0x80;
+    const unsigned hi = b == 0xF4 ? 0x8F : 0xBF;
+    return at(1) >= lo && at(1) <= hi && tail(2) && tail(3) ? 4 : 0;
+  }
+  return 0;
+}
+
+// TOML must be UTF-8, and toml11 3.7's report of a bad sequence inside a
+// string reads past its buffer (it rewinds a copy of the string with an
+// iterator into the file): a malformed file is refused here, by the same
+// rules toml11 checks, so that toml11 never takes that path.
+void check_utf8(const std::string& text, const std::string& path) {
+  int line = 1;
+  for (std::size_t i = 0; i < text.size();) {
+    const std::size_t n = utf8_sequence(text, i);
+    if (n == 0)
+      throw config_error({path, line}, "", "the file is not valid UTF-8, as TOML requires");
+    if (text[i] == '\n')
+      ++line;
+    i += n;
+  }
+}
+
 } // namespace
 
 bool looks_like_toml(const std::string& text, const std::string& path) {
@@ -224,6 +333,8 @@ bool looks_like_toml(const std::string& text, const std::string& path) {
 }
 
 raw_config parse_toml(const std::string& text, const std::string& path) {
+  check_utf8(text, path);
+  check_nesting(text, path);
   toml::value root;
   try {
     std::istringstream in{text};

@@ -59,6 +59,12 @@ result<buffer_ptr> lz4_decompress(const uint8_t* data, size_t n, size_t original
     return status{errc::protocol_error,
                   fmt::format("lz4 payload of {} bytes for {} bytes of data is out of range", n,
                               original)};
+  // An LZ4 block expands at most 255-fold (a match costs at least one byte
+  // per 255 bytes it produces), so a larger claim is refused before its
+  // buffer is allocated: a few bytes must not cost max_payload of memory.
+  if (original / max_lz4_ratio > n)
+    return status{errc::protocol_error,
+                  fmt::format("lz4 payload of {} bytes cannot expand to {} bytes", n, original)};
   auto out = make_buffer(original);
   const int got = LZ4_decompress_safe(reinterpret_cast<const char*>(data),
                                       reinterpret_cast<char*>(out->data()), static_cast<int>(n),

@@ -22,8 +22,12 @@ bool all_zero(const uint8_t* data, size_t n);
 /// an empty input.
 std::optional<buffer_ptr> lz4_compress(const uint8_t* data, size_t n);
 
+/// The most an LZ4 block can expand: 255 output bytes per input byte.
+inline constexpr size_t max_lz4_ratio = 255;
+
 /// Expands an LZ4 block to exactly `original` bytes. Corrupt input, or
-/// input that expands to any other size, is errc::protocol_error.
+/// input that expands to any other size, is errc::protocol_error; so is an
+/// `original` beyond max_lz4_ratio times `n`, before anything is allocated.
 result<buffer_ptr> lz4_decompress(const uint8_t* data, size_t n, size_t original);
 
 } // namespace hast

@@ -69,6 +69,17 @@ result<std::string> read_frame(int fd) {
   uint8_t header[4];
   if (auto st = io_all(fd, header, 4, false); !st)
     return st;
+  auto length = decode_frame_length(header);
+  if (!length)
+    return length.error();
+  const uint32_t n = *length;
+  std::string body(n, '\0');
+  if (auto st = io_all(fd, body.data(), n, false); !st)
+    return st;
+  return body;
+}
+
+result<uint32_t> decode_frame_length(const uint8_t (&header)[4]) {
   uint32_t n = 0;
   for (int i = 0; i < 4; ++i)
     n |= uint32_t{header[i]} << (8 * i);
@@ -76,10 +87,19 @@ result<std::string> read_frame(int fd) {
     return status{errc::protocol_error,
                   "frame of " + std::to_string(n) + " bytes exceeds the limit of "
                     + std::to_string(max_frame)};
-  std::string body(n, '\0');
-  if (auto st = io_all(fd, body.data(), n, false); !st)
-    return st;
-  return body;
+  return n;
+}
+
+result<nlohmann::json> parse_request(std::string_view body) {
+  nlohmann::json request;
+  try {
+    request = nlohmann::json::parse(body);
+  } catch (const nlohmann::json::exception& e) {
+    return status{errc::protocol_error, std::string{"request is not JSON ("} + e.what() + ")"};
+  }
+  if (!request.is_object() || !request.contains("command") || !request["command"].is_string())
+    return status{errc::protocol_error, "request has no \"command\""};
+  return request;
 }
 
 server::server(std::string path, handler handle)
@@ -168,20 +188,14 @@ void server::serve(int fd) {
     spdlog::warn("control: closing connection: {}", body.error().message());
     return;
   }
-  nlohmann::json request;
-  try {
-    request = nlohmann::json::parse(*body);
-  } catch (const nlohmann::json::exception& e) {
-    spdlog::warn("control: closing connection: request is not JSON ({})", e.what());
-    return;
-  }
-  if (!request.is_object() || !request.contains("command") || !request["command"].is_string()) {
-    spdlog::warn("control: closing connection: request has no \"command\"");
+  auto request = parse_request(*body);
+  if (!request) {
+    spdlog::warn("control: closing connection: {}", request.error().detail());
     return;
   }
   nlohmann::json reply;
   try {
-    reply = handle_(request);
+    reply = handle_(*request);
   } catch (const std::exception& e) {
     spdlog::warn("control: malformed request: {}", e.what());
     reply = {{"error", std::string{"malformed request: "} + e.what()}};

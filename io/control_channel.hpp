@@ -13,6 +13,7 @@
 #include <atomic>
 #include <functional>
 #include <string>
+#include <string_view>
 #include <thread>
 
 namespace hast::control {
@@ -55,5 +56,13 @@ result<nlohmann::json> call(const std::string& path, const nlohmann::json& reque
 /// Frame helpers, shared by both sides and the tests.
 status write_frame(int fd, const std::string& body);
 result<std::string> read_frame(int fd);
+
+/// The body length a frame header announces; errc::protocol_error over
+/// `max_frame` (checked before anything is allocated for the body).
+result<uint32_t> decode_frame_length(const uint8_t (&header)[4]);
+
+/// The daemon's reading of a request body: a JSON object whose "command" is
+/// a string, else errc::protocol_error saying what is wrong.
+result<nlohmann::json> parse_request(std::string_view body);
 
 } // namespace hast::control

@@ -37,6 +37,13 @@ std::array<uint8_t, handshake_size> encode_handshake() {
   return out;
 }
 
+std::optional<uint32_t> decode_client_flags(const uint8_t (&bytes)[4]) {
+  const uint32_t flags = get_be32(bytes);
+  if ((flags & ~known_client_flags) != 0)
+    return std::nullopt;
+  return flags;
+}
+
 std::optional<option_header> decode_option_header(const uint8_t (&bytes)[option_header_size]) {
   if (get_be64(bytes) != option_magic)
     return std::nullopt;
@@ -83,6 +90,40 @@ std::vector<uint8_t> encode_info_request(const info_request& request) {
     p += 2;
   }
   return out;
+}
+
+option_step decode_option(uint32_t option, std::span<const uint8_t> data) {
+  option_step step;
+  switch (option) {
+  case opt_export_name:
+    step.kind = option_step::export_name;
+    step.request.name.assign(data.begin(), data.end());
+    break;
+  case opt_abort:
+    step.kind = option_step::abort;
+    break;
+  case opt_list:
+    step.kind = data.empty() ? option_step::list : option_step::invalid;
+    if (!data.empty())
+      step.message = "NBD_OPT_LIST carries no data";
+    break;
+  case opt_info:
+  case opt_go:
+    if (auto request = decode_info_request(data)) {
+      step.kind = option_step::info;
+      step.request = std::move(*request);
+    } else {
+      step.kind = option_step::invalid;
+      step.message = "malformed NBD_OPT_INFO/NBD_OPT_GO data";
+    }
+    break;
+  default:
+    // STRUCTURED_REPLY, STARTTLS, meta contexts, extended headers and
+    // anything unknown: we offer only the baseline.
+    step.kind = option_step::unsupported;
+    break;
+  }
+  return step;
 }
 
 std::vector<uint8_t> encode_option_reply(uint32_t option, uint32_t type,
@@ -245,6 +286,51 @@ uint32_t validate(const request_header& request, uint64_t export_size, uint16_t 
   if (request.offset > export_size || request.length > export_size - request.offset)
     return request.type == cmd_write || request.type == cmd_write_zeroes ? enospc : einval;
   return 0;
+}
+
+std::optional<command> command_of(uint16_t type) {
+  switch (type) {
+  case cmd_read:
+    return command::read;
+  case cmd_write:
+    return command::write;
+  case cmd_flush:
+    return command::flush;
+  case cmd_trim:
+    return command::trim;
+  case cmd_write_zeroes:
+    return command::write_zeroes;
+  }
+  return std::nullopt;
+}
+
+request_step decode_request_step(const uint8_t (&bytes)[request_size], uint64_t export_size,
+                                 uint16_t advertised_flags) {
+  request_step step;
+  auto decoded = decode_request(bytes);
+  if (!decoded)
+    return step; // bad_magic
+  step.header = *decoded;
+  const request_header& req = step.header;
+  if (req.type == cmd_disc) {
+    step.kind = request_step::disconnect;
+    return step;
+  }
+  if (req.type == cmd_write && req.length > max_payload) {
+    step.kind = request_step::oversized_write;
+    return step;
+  }
+  step.error = validate(req, export_size, advertised_flags);
+  const auto cmd = command_of(req.type);
+  if (step.error == 0 && !cmd)
+    step.error = einval; // validate() admits nothing else (CACHE is never advertised)
+  if (step.error != 0) {
+    step.kind = request_step::refuse;
+    return step;
+  }
+  step.kind = request_step::serve;
+  step.cmd = *cmd;
+  return step;
 }
 
 std::array<uint8_t, simple_reply_size> encode_simple_reply(uint32_t error, uint64_t cookie) {

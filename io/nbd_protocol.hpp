@@ -41,6 +41,8 @@ inline constexpr std::size_t export_name_zeroes = 124; // after an NBD_OPT_EXPOR
 inline constexpr uint32_t max_payload = 32u << 20;
 /// The largest option payload we read during the handshake; larger closes.
 inline constexpr uint32_t max_option_length = 64u << 10;
+/// The most options one handshake may carry; one more closes the connection.
+inline constexpr std::size_t max_options = 64;
 /// Strings (export names, messages) longer than this violate the protocol.
 inline constexpr std::size_t max_string_length = 4096;
 
@@ -161,6 +163,10 @@ std::array<uint8_t, handshake_size> encode_handshake();
 /// dropped, as the protocol demands.
 inline constexpr uint32_t known_client_flags = flag_c_fixed_newstyle | flag_c_no_zeroes;
 
+/// The 32-bit client flags that answer our handshake. nullopt if a bit we
+/// do not know is set: the client must then be dropped.
+std::optional<uint32_t> decode_client_flags(const uint8_t (&bytes)[4]);
+
 /// One option as the client frames it: IHAVEOPT, option, length of its data.
 struct option_header {
   uint32_t option = 0;
@@ -182,6 +188,23 @@ struct info_request {
 /// than the protocol allows (answer NBD_REP_ERR_INVALID).
 std::optional<info_request> decode_info_request(std::span<const uint8_t> data);
 std::vector<uint8_t> encode_info_request(const info_request& request);
+
+/// What the handshake does with one option, decided from the option number
+/// and its data alone (io/nbd_server.cpp then acts on it).
+struct option_step {
+  enum kind_t : uint8_t {
+    export_name, // NBD_OPT_EXPORT_NAME: request.name is the export asked for
+    abort,       // NBD_OPT_ABORT: acknowledge, then close
+    list,        // NBD_OPT_LIST without data: name our export
+    info,        // NBD_OPT_INFO or NBD_OPT_GO with well-formed data in `request`
+    invalid,     // malformed data: NBD_REP_ERR_INVALID carrying `message`
+    unsupported, // anything else: NBD_REP_ERR_UNSUP
+  };
+  kind_t kind = unsupported;
+  info_request request;
+  std::string_view message;
+};
+option_step decode_option(uint32_t option, std::span<const uint8_t> data);
 
 /// An option reply: magic, option, reply type, payload length, payload.
 std::vector<uint8_t> encode_option_reply(uint32_t option, uint32_t type,
@@ -247,6 +270,29 @@ std::array<uint8_t, request_size> encode_request(const request_header& request);
 ///  - a range reaching past the end (offset + length overflowing included):
 ///    ENOSPC for WRITE and WRITE_ZEROES, EINVAL otherwise.
 uint32_t validate(const request_header& request, uint64_t export_size, uint16_t advertised_flags);
+
+/// The backend command of a request type; nullopt for the types hast does
+/// not serve through the backend (DISC, CACHE, BLOCK_STATUS, RESIZE, unknown).
+std::optional<command> command_of(uint16_t type);
+
+/// What the transmission phase does with one request header.
+struct request_step {
+  enum kind_t : uint8_t {
+    bad_magic,       // close: nothing after it can be trusted
+    disconnect,      // NBD_CMD_DISC
+    oversized_write, // WRITE over max_payload: close, its payload cannot be framed safely
+    refuse,          // answer `error` (a WRITE's payload is skipped first)
+    serve,           // hand `cmd` to the backend
+  };
+  kind_t kind = bad_magic;
+  request_header header;
+  uint32_t error = 0;
+  command cmd = command::read;
+  /// Bytes that follow the header on the wire: a WRITE's length, else 0.
+  uint32_t payload() const { return header.type == cmd_write ? header.length : 0; }
+};
+request_step decode_request_step(const uint8_t (&bytes)[request_size], uint64_t export_size,
+                                 uint16_t advertised_flags);
 
 struct simple_reply {
   uint32_t error = 0;

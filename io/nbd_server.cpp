@@ -34,7 +34,6 @@ using strand_type = asio::strand<asio::io_context::executor_type>;
 using socket_type = stream::socket::rebind_executor<strand_type>::other;
 
 /// Options a client may send in one handshake before we call it abuse.
-constexpr std::size_t max_options = 64;
 /// Parsing of new requests pauses while this many requests, or requests
 /// carrying this many payload bytes, wait for their replies to be written.
 /// Bounds the memory one pipelining client can pin, and so the size of one
@@ -235,10 +234,12 @@ private:
       return;
     if (ec)
       return socket_failed(ec, "reading the client flags");
-    const uint32_t flags = get_be32(small_);
-    if ((flags & ~known_client_flags) != 0)
-      return close(fmt::format("unknown client flags {:#x}", flags), true);
-    no_zeroes_ = (flags & flag_c_no_zeroes) != 0;
+    uint8_t bytes[4];
+    std::memcpy(bytes, small_, sizeof bytes);
+    const auto flags = decode_client_flags(bytes);
+    if (!flags)
+      return close(fmt::format("unknown client flags {:#x}", get_be32(small_)), true);
+    no_zeroes_ = (*flags & flag_c_no_zeroes) != 0;
     read_option();
   }
 
@@ -282,28 +283,24 @@ private:
   }
 
   void handle_option(uint32_t option) {
-    switch (option) {
-    case opt_export_name:
-      return export_name_option();
-    case opt_abort:
+    auto step = decode_option(option, option_data_);
+    switch (step.kind) {
+    case option_step::export_name:
+      return export_name_option(std::move(step.request.name));
+    case option_step::abort:
       enqueue_bytes(encode_option_reply(option, rep_ack));
       close_when_flushed_ = true;
       return after_write();
-    case opt_list:
-      if (!option_data_.empty()) {
-        enqueue_bytes(encode_option_reply(option, rep_err_invalid,
-                                          std::string_view{"NBD_OPT_LIST carries no data"}));
-      } else {
-        enqueue_bytes(encode_server_reply(owner_->export_name));
-        enqueue_bytes(encode_option_reply(option, rep_ack));
-      }
+    case option_step::list:
+      enqueue_bytes(encode_server_reply(owner_->export_name));
+      enqueue_bytes(encode_option_reply(option, rep_ack));
       return read_option();
-    case opt_info:
-    case opt_go:
-      return info_option(option);
-    default:
-      // STRUCTURED_REPLY, STARTTLS, meta contexts, extended headers and
-      // anything unknown: we offer only the baseline.
+    case option_step::info:
+      return info_option(option, step.request);
+    case option_step::invalid:
+      enqueue_bytes(encode_option_reply(option, rep_err_invalid, step.message));
+      return read_option();
+    case option_step::unsupported:
       spdlog::debug("nbd {}: {}: option {} ({}) not supported", owner_->export_name, peer_,
                     option_name(option), option);
       enqueue_bytes(encode_option_reply(option, rep_err_unsup));
@@ -315,8 +312,7 @@ private:
     return name.empty() || name == owner_->export_name;
   }
 
-  void export_name_option() {
-    std::string name(option_data_.begin(), option_data_.end());
+  void export_name_option(std::string name) {
     if (!names_our_export(name))
       return close(fmt::format("NBD_OPT_EXPORT_NAME for unknown export '{}'", name), true);
     open_export([this, self = shared_from_this()](const std::string& error) {
@@ -327,17 +323,11 @@ private:
     });
   }
 
-  void info_option(uint32_t option) {
-    auto request = decode_info_request(option_data_);
-    if (!request) {
-      enqueue_bytes(encode_option_reply(
-          option, rep_err_invalid, std::string_view{"malformed NBD_OPT_INFO/NBD_OPT_GO data"}));
-      return read_option();
-    }
-    if (!names_our_export(request->name)) {
+  void info_option(uint32_t option, const info_request& request) {
+    if (!names_our_export(request.name)) {
       enqueue_bytes(encode_option_reply(option, rep_err_unknown,
                                         fmt::format("no export named '{}' here (this is '{}')",
-                                                    request->name, owner_->export_name)));
+                                                    request.name, owner_->export_name)));
       return read_option();
     }
     open_export([this, self = shared_from_this(), option](const std::string& error) {
@@ -483,8 +473,8 @@ private:
   bool take_request() {
     uint8_t header[request_size];
     std::memcpy(header, rx_.data() + rx_begin_, request_size);
-    auto decoded = decode_request(header);
-    if (!decoded) {
+    const auto step = decode_request_step(header, info_.size, flags_);
+    if (step.kind == request_step::bad_magic) {
       // What was parsed before it still goes to the backend, as if read
       // one by one; its replies are dropped with the connection.
       end_pass();
@@ -492,16 +482,16 @@ private:
       return false;
     }
     rx_begin_ += request_size;
-    const request_header req = *decoded;
+    const request_header& req = step.header;
 
-    if (req.type == cmd_disc) {
+    if (step.kind == request_step::disconnect) {
       spdlog::debug("nbd {}: {}: NBD_CMD_DISC", owner_->export_name, peer_);
       disconnecting_ = true;
       end_pass();
       after_write();
       return false;
     }
-    if (req.type == cmd_write && req.length > max_payload) {
+    if (step.kind == request_step::oversized_write) {
       // Its payload may not even be meant to follow; the stream cannot be
       // resynchronised safely.
       end_pass();
@@ -509,10 +499,7 @@ private:
       return false;
     }
 
-    uint32_t error = validate(req, info_.size, flags_);
-    const auto kind = command_of(req.type);
-    if (error == 0 && !kind)
-      error = einval; // validate() admits nothing else (CACHE is never advertised)
+    const uint32_t error = step.error;
     if (error != 0)
       spdlog::debug("nbd {}: {}: {} offset {} length {} flags {:#x}: {}", owner_->export_name,
                     peer_, command_name(req.type), req.offset, req.length, req.flags,
@@ -539,7 +526,7 @@ private:
     }
 
     request r;
-    r.kind = *kind;
+    r.kind = step.cmd;
     r.cookie = req.cookie;
     r.offset = req.offset;
     r.length = req.length; // validate() made it 0 for FLUSH
@@ -577,22 +564,6 @@ private:
           self->batch_.push_back(std::move(r));
           self->parse();
         });
-  }
-
-  static std::optional<command> command_of(uint16_t type) {
-    switch (type) {
-    case cmd_read:
-      return command::read;
-    case cmd_write:
-      return command::write;
-    case cmd_flush:
-      return command::flush;
-    case cmd_trim:
-      return command::trim;
-    case cmd_write_zeroes:
-      return command::write_zeroes;
-    }
-    return std::nullopt;
   }
 
 public:

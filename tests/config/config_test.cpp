@@ -556,6 +556,45 @@ remote = "tcp://10.0.0.233"
     EXPECT_EQ(parse_config(seed, conf_path, node), parse_config(toml, conf_path, node));
 }
 
+TEST(Config, DeeplyNestedTomlIsAnErrorNotAStackOverflow) {
+  // toml11 recurses once per level: 20000 of them used to overflow the stack.
+  for (const char* open : {"[", "{b="}) {
+    std::string text = "listen = ";
+    for (int i = 0; i < 20000; ++i)
+      text += open;
+    expect_error(text, 1, "", "nested more than 32 deep", toml_path);
+  }
+  expect_error("timeout = 5\n\nlisten = " + std::string(33, '[') + "\"x\"" + std::string(33, ']'),
+               3, "", "nested more than 32 deep", toml_path);
+}
+
+TEST(Config, TomlThatIsNotUtf8IsAnError) {
+  // toml11's own report of a bad sequence in a literal string read past its
+  // buffer; such files are refused before toml11 sees them.
+  expect_error("timeout = 5\nexec = '/bin/\x92\xa5'\n", 2, "", "not valid UTF-8", toml_path);
+  expect_error("exec = \"/bin/\xed\xa0\x80\"\n", 1, "", "not valid UTF-8", toml_path);  // a surrogate
+  expect_error("# \xc0\xaf overlong\n", 1, "", "not valid UTF-8", toml_path);
+  const auto config =
+      parse_config("exec = \"/bin/h\xc3\xa4st-\xf0\x9f\x98\x80\"\n", toml_path, "h1");
+  EXPECT_EQ(config.resources.size(), 0u);
+}
+
+TEST(Config, TomlBracketsInStringsAndCommentsAreNotNesting) {
+  const std::string many(40, '[');
+  const auto config = parse_config("# " + many + "\n"
+                                   "exec = '/bin/" + many + "'\n"
+                                   "pidfile = \"/run/" + many + "\\\"\"\n"
+                                   "control = \"\"\"/run/x\"\"\"\"\n"
+                                   "[resource.r0]\n"
+                                   "local = '''/dev/" + many + "\n" + many + "'''\n"
+                                   "on.h1 = { remote = \"none\" }\n",
+                                   toml_path, "h1");
+  EXPECT_EQ(config.pidfile, "/run/" + many + "\"");
+  EXPECT_EQ(config.control, "/run/x\"");
+  ASSERT_EQ(config.resources.size(), 1u);
+  EXPECT_EQ(config.resources[0].local, "/dev/" + many + "\n" + many);
+}
+
 TEST(Config, TomlLocationsNameTheResourceTableLine) {
   const auto config = parse_config(full_toml, toml_path, "h1");
   EXPECT_EQ(config.resources.at(0).where.line, 18);

@@ -315,6 +315,32 @@ TEST(PeerProtocol, OpenRefusesCorruptLz4EvenWithoutAChecksum) {
   EXPECT_FALSE(open_payload(h, garbage));
 }
 
+TEST(PeerProtocol, Lz4RefusesALengthItsPayloadCannotExpandTo) {
+  // Two bytes claiming the largest payload: refused as impossible, not
+  // after allocating 64 MiB and failing to fill it.
+  const uint8_t tiny[] = {0x10, 'x'};
+  const auto refused = lz4_decompress(tiny, sizeof tiny, max_payload);
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.error().detail().find("cannot expand"), std::string::npos)
+      << refused.error().detail();
+}
+
+TEST(PeerProtocol, Lz4AtItsHighestRatioStillOpens) {
+  // One repeated byte compresses about as far as LZ4 can; the ratio bound
+  // must not refuse it.
+  header h;
+  h.type = msg_type::write;
+  buffer_ptr wire = make_buffer(4u << 20);
+  std::memset(wire->data(), 'a', wire->size());
+  ASSERT_TRUE(seal_payload(h, wire, compression_kind::lz4, checksum_kind::crc32c));
+  ASSERT_EQ(h.compression, compression_kind::lz4);
+  EXPECT_GT(h.length / h.payload_length, 200u);
+  const auto opened = open_payload(h, wire);
+  ASSERT_TRUE(opened);
+  ASSERT_EQ((*opened)->size(), 4u << 20);
+  EXPECT_EQ((*opened)->data()[(4u << 20) - 1], 'a');
+}
+
 TEST(PeerProtocol, OpenRefusesAHoleThatCarriesBytes) {
   header h;
   h.type = msg_type::write;
