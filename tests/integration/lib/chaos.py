@@ -14,17 +14,21 @@ A trial:
      link through fault_relay.py (two routes, so the link crosses the relay
      whichever node is primary), `timeout` TIMEOUT seconds; replication is
      fullsync, memsync or async, from the seed (seed % 8 == 7: async,
-     otherwise even seeds fullsync, odd ones memsync);
+     otherwise even seeds fullsync, odd ones memsync); an async trial's
+     first fault is always a kill -9 of the primary and a failover (the
+     case in which async loses acknowledged writes), with the link delayed
+     0, 20 or 100 ms in the second before it;
   2. acked_writer.py against the primary's NBD export;
   3. 2 or 3 single faults, one at a time: each is injected while the writer
      runs, held, healed (process continued, node restarted and given its
      role, link back to pass), and the pair must be `complete` again before
      the next one. The faults:
        kill_primary    kill -9 of the primary; then either the operator's
-                       failover (`role primary` on the secondary, the writer
-                       goes on against its export, the old primary restarts
-                       and is made `role secondary`) or a restart of the old
-                       primary as primary;
+                       failover (`role primary` on the secondary, every
+                       acknowledged write is read back from it at once, the
+                       writer goes on against its export, the old primary
+                       restarts and is made `role secondary`) or a restart
+                       of the old primary as primary;
        kill_secondary  kill -9 of the secondary, restart, `role secondary`;
        stop_primary,   SIGSTOP of that hastd for a while (sometimes longer
        stop_secondary  than `timeout`), then SIGCONT;
@@ -103,6 +107,7 @@ class Trial:
         self.writer_runs = 0
         self.ack_args = []
         self.faults = []
+        self.failovers = []  # (acked, lost) read from each promoted node
         self.wedges = 0
         self.events = open(os.path.join(self.t, "events.log"), "a")
         self.t0 = time.monotonic()
@@ -358,21 +363,28 @@ class Trial:
             return round(self.rng.uniform(0.3, TIMEOUT - 0.5), 2)
         return round(self.rng.uniform(TIMEOUT + 0.5, 2 * TIMEOUT + 1), 2)
 
-    def fault(self, kind):
+    def fault(self, kind, force_failover=False, lag_ms=0):
         rng = self.rng
         rec = {"kind": kind}
         self.faults.append(rec)  # before it runs: a failing trial lists it
         if kind == "kill_primary":
             old = self.primary
-            failover = rng.random() < 0.6
+            failover = rng.random() < 0.6 or force_failover
             hold = round(rng.uniform(0.2, 2.0), 2)
             rec.update(variant="failover" if failover else "restart", hold_s=hold)
             self.kill9(old)
             self.writer_gone()
+            if lag_ms:
+                rec["link_delay_ms"] = lag_ms
+                self.relay("pass")
             time.sleep(hold)
             if failover:
                 self.set_role(self.secondary, "primary")
                 self.primary, self.secondary = self.secondary, old
+                # What the promoted node lacks is what the failover lost.
+                acked, lost = self.verify("right after the failover")
+                self.failovers.append({"acked": acked, "lost": lost})
+                rec.update(acked_at_failover=acked, lost_at_failover=lost)
                 self.start_writer()
                 self.start_node(old)
                 self.set_role(old, "secondary")
@@ -436,28 +448,35 @@ class Trial:
                 g.write(b)
                 left -= len(b)
 
+    def verify(self, where):
+        """(acked, lost) of every acknowledged write so far, read back through
+        the current primary's export; a loss fails fullsync and memsync."""
+        d = self.node_dir(self.primary)
+        v = subprocess.run([sys.executable, os.path.join(HERE, "verify_acked.py"), "--socket",
+                            "%s/%s.nbd" % (d, RES), "--export", RES] + self.ack_args,
+                           capture_output=True, text=True, timeout=300)
+        with open(self.path("verify.out"), "a") as f:
+            f.write("== %s, %s\n%s%s" % (where, self.primary, v.stdout, v.stderr))
+        first = v.stdout.splitlines()[0] if v.stdout else ""
+        if v.returncode > 1 or not first.startswith("verify: acked="):
+            raise TrialFailure("verify_acked.py could not read %s's export: %s" % (self.primary, v.stdout.strip()))
+        fields = dict(w.split("=") for w in first.split() if "=" in w and not w.startswith("("))
+        acked, lost = int(fields["acked"]), int(fields["lost"])
+        self.note("verify %s on %s: %s" % (where, self.primary, first))
+        if lost and self.mode != "async":
+            raise TrialFailure("%s: %d of %d acknowledged writes lost on %s (%s): %s"
+                               % (self.mode, lost, acked, self.primary, where,
+                                  " | ".join(v.stdout.strip().splitlines())))
+        return acked, lost
+
     def finish(self):
         result = {}
         self.stop_writer()
         self.wait_complete(within=30)
         for node in (self.primary, self.secondary):
             self.ctl(node, "status")  # answers within STATUS_TIMEOUT, or a wedge
-        d = self.node_dir(self.primary)
-        v = subprocess.run([sys.executable, os.path.join(HERE, "verify_acked.py"), "--socket",
-                            "%s/%s.nbd" % (d, RES), "--export", RES] + self.ack_args,
-                           capture_output=True, text=True, timeout=300)
-        with open(self.path("verify.out"), "w") as f:
-            f.write(v.stdout + v.stderr)
-        first = v.stdout.splitlines()[0] if v.stdout else ""
-        if v.returncode > 1 or not first.startswith("verify: acked="):
-            raise TrialFailure("verify_acked.py could not read %s's export: %s" % (self.primary, v.stdout.strip()))
-        fields = dict(w.split("=") for w in first.split() if "=" in w and not w.startswith("("))
-        result["acked"] = int(fields["acked"])
-        result["lost"] = int(fields["lost"])
-        if result["lost"] and self.mode != "async":
-            raise TrialFailure("%s: %d of %d acknowledged writes lost on the final primary %s: %s"
-                               % (self.mode, result["lost"], result["acked"], self.primary,
-                                  " | ".join(v.stdout.strip().splitlines())))
+        result["acked"], result["lost"] = self.verify("at the end")
+        result["failovers"] = self.failovers
         # Both stop cleanly, the primary first; then the regions compare.
         for node in (self.primary, self.secondary):
             p = self.pid[node]
@@ -486,11 +505,22 @@ class Trial:
         self.note("seed %d mode %s" % (self.seed, self.mode))
         self.setup()
         self.start_writer()
-        for _ in range(self.rng.randint(2, 3)):
+        for i in range(self.rng.randint(2, 3)):
             kind = self.rng.choice(FAULTS)
+            # async loses writes only when its primary dies and the other node
+            # takes over: every async trial starts with that, the link
+            # delayed 0, 20 or 100 ms for a while before, so that the
+            # secondary lags behind.
+            forced = self.mode == "async" and i == 0
+            lag = 0
+            if forced:
+                kind = "kill_primary"
+                lag = self.rng.choice([0, 20, 100])
+                if lag:
+                    self.relay("delay %d" % lag)
             time.sleep(self.rng.uniform(0.3, 1.2))  # writes before the fault
             self.note("fault %s (primary %s)" % (kind, self.primary))
-            self.fault(kind)
+            self.fault(kind, force_failover=forced, lag_ms=lag)
         time.sleep(0.3)
         return self.finish()
 
@@ -508,12 +538,20 @@ def summarize(trials, elapsed, first_seed):
     faults = {}
     for t in trials:
         m = modes.setdefault(t["mode"], {"trials": 0, "passed": 0, "failed": 0, "acked_checked": 0,
-                                         "lost": 0, "lost_max": 0})
+                                         "lost": 0, "lost_max": 0, "failovers": 0,
+                                         "acked_checked_at_failover": 0, "lost_at_failover": 0,
+                                         "lost_at_failover_max": 0})
         m["trials"] += 1
         m["passed" if t["ok"] else "failed"] += 1
         m["acked_checked"] += t.get("acked", 0)
         m["lost"] += t.get("lost", 0)
         m["lost_max"] = max(m["lost_max"], t.get("lost", 0))
+        for f in t["faults"]:
+            if "lost_at_failover" in f:
+                m["failovers"] += 1
+                m["acked_checked_at_failover"] += f["acked_at_failover"]
+                m["lost_at_failover"] += f["lost_at_failover"]
+                m["lost_at_failover_max"] = max(m["lost_at_failover_max"], f["lost_at_failover"])
         for f in t["faults"]:
             key = f["kind"] + ("/" + f["variant"] if "variant" in f else "")
             e = faults.setdefault(key, {"count": 0, "to_complete": []})
@@ -536,9 +574,11 @@ def summarize(trials, elapsed, first_seed):
         "faults": dict(sorted(faults.items())),
         "async_loss": {
             "trials": a["trials"] if a else 0,
-            "lost_total_blocks": a["lost"] if a else 0,
-            "lost_max_blocks": a["lost_max"] if a else 0,
-            "lost_max_bytes": (a["lost_max"] if a else 0) * 4096,
+            "failovers": a["failovers"] if a else 0,
+            "lost_at_failover_total_blocks": a["lost_at_failover"] if a else 0,
+            "lost_at_failover_max_blocks": a["lost_at_failover_max"] if a else 0,
+            "lost_at_failover_max_bytes": (a["lost_at_failover_max"] if a else 0) * 4096,
+            "lost_at_end_total_blocks": a["lost"] if a else 0,
             "queue_bound_bytes": ASYNC_QUEUE_BYTES,
         },
         "wedges": sum(t.get("wedges", 0) for t in trials),
@@ -551,8 +591,10 @@ def report(s, path):
     print("chaos: %d trials, %d passed, %d failed %s, wedges %d; summary in %s"
           % (s["trials"], s["passed"], len(s["failed_seeds"]), s["failed_seeds"] or "", s["wedges"], path))
     for mode, m in sorted(s["modes"].items()):
-        print("  %-8s trials %d acked checked %d lost %d (max %d in one trial)"
-              % (mode, m["trials"], m["acked_checked"], m["lost"], m["lost_max"]))
+        print("  %-8s trials %d acked checked %d lost %d (max %d in one trial); failovers %d: acked checked %d"
+              " lost %d (max %d)" % (mode, m["trials"], m["acked_checked"], m["lost"], m["lost_max"],
+                                     m["failovers"], m["acked_checked_at_failover"], m["lost_at_failover"],
+                                     m["lost_at_failover_max"]))
     for kind, e in s["faults"].items():
         tc = e["to_complete_s"]
         print("  %-26s %3d  to complete: median %s p90 %s max %s s"
