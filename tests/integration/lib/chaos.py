@@ -554,6 +554,8 @@ def summarize(trials, elapsed, first_seed):
                 m["lost_at_failover_max"] = max(m["lost_at_failover_max"], f["lost_at_failover"])
         for f in t["faults"]:
             key = f["kind"] + ("/" + f["variant"] if "variant" in f else "")
+            if "beyond_timeout" in f:
+                key += " (held > timeout)" if f["beyond_timeout"] else " (held < timeout)"
             e = faults.setdefault(key, {"count": 0, "to_complete": []})
             e["count"] += 1
             if "to_complete_s" in f:
@@ -601,6 +603,26 @@ def report(s, path):
               % (kind, e["count"], tc["median"], tc["p90"], tc["max"]))
 
 
+def markdown(s):
+    """The figures as the tables of docs/RELIABILITY.md."""
+    lines = ["| mode | trials | passed | acknowledged writes checked (end of trial) | lost | failovers |"
+             " checked right after a failover | lost there (total / max) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for mode in ("fullsync", "memsync", "async"):
+        m = s["modes"].get(mode)
+        if not m:
+            continue
+        lines.append("| %s | %d | %d | %d | %d | %d | %d | %d / %d |"
+                     % (mode, m["trials"], m["passed"], m["acked_checked"], m["lost"], m["failovers"],
+                        m["acked_checked_at_failover"], m["lost_at_failover"], m["lost_at_failover_max"]))
+    lines += ["", "| fault | count | time from the heal to `complete`: median | p90 | max |",
+              "|---|---:|---:|---:|---:|"]
+    for kind, e in s["faults"].items():
+        tc = e["to_complete_s"]
+        lines.append("| %s | %d | %s s | %s s | %s s |" % (kind, e["count"], tc["median"], tc["p90"], tc["max"]))
+    return "\n".join(lines)
+
+
 def merge(out, inputs):
     """One summary from the summaries of several runs (e.g. chunks of seeds)."""
     trials, elapsed = [], 0.0
@@ -614,6 +636,7 @@ def merge(out, inputs):
     with open(out, "w") as f:
         json.dump(s, f, indent=1)
     report(s, out)
+    print(markdown(s))
     return 0 if not s["failed_seeds"] else 1
 
 
