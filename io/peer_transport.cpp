@@ -150,7 +150,12 @@ struct connection::impl : std::enable_shared_from_this<connection::impl> {
       }
       self->on_frames = std::move(frames_cb);
       self->on_close = std::move(close_cb);
+      // The peer drops a link it has not heard from for `timeout`: an idle
+      // link must carry a keepalive well within it, also when `timeout` is
+      // shorter than the keepalive default.
       self->keepalive = keepalive_;
+      if (timeout_.count() > 0 && keepalive_.count() > 0)
+        self->keepalive = std::min(keepalive_, timeout_ / 3);
       self->timeout = timeout_;
       self->last_received = self->last_sent = clock::now();
       self->schedule_tick();
