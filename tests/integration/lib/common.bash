@@ -11,6 +11,29 @@ T=$(mktemp -d /tmp/hast-test.XXXXXX)
 STARTED_PIDS=()
 CLEANUPS=()
 
+# Sanitizer builds (scripts/sanitize.sh): every process this test starts
+# writes its sanitizer reports to $T/sanitizer.<pid>, and cleanup fails the
+# test when one holds a report, whatever the process's exit status was
+# (a daemon killed by the trap, a hastctl expected to fail). Other builds
+# ignore these variables.
+for var in ASAN_OPTIONS UBSAN_OPTIONS TSAN_OPTIONS; do
+  export "$var=${!var:+${!var}:}log_path=$T/sanitizer"
+done
+
+# sanitizer_reports: prints every sanitizer report file; true if any holds one.
+sanitizer_reports() {
+  local f found=1
+  for f in "$T"/sanitizer.*; do
+    [[ -f $f ]] || continue
+    grep -qE 'ERROR: (Address|Leak|Thread)Sanitizer|WARNING: ThreadSanitizer|runtime error:' "$f" \
+      || continue
+    echo "---- sanitizer report $f:" >&2
+    head -n 80 "$f" >&2
+    found=0
+  done
+  return $found
+}
+
 cleanup() {
   local rc=$?
   set +e
@@ -23,6 +46,10 @@ cleanup() {
     fi
     wait "$pid" 2>/dev/null
   done
+  if sanitizer_reports; then
+    echo "FAIL: a sanitizer reported an error (above)" >&2
+    [[ $rc -ne 0 ]] || rc=1
+  fi
   if [[ $rc -ne 0 ]]; then
     echo "---- test failed (rc=$rc); daemon logs:" >&2
     for log in "$T"/*.log; do [[ -f $log ]] && { echo "== $log" >&2; tail -n 40 "$log" >&2; }; done
