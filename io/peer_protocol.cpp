@@ -338,9 +338,9 @@ std::string describe(const header& h) {
   std::string out = fmt::format("{} seq={} offset={} length={} payload={}", to_string(h.type), h.seq,
                                 h.offset, h.length, h.payload_length);
   if (h.compression != compression_kind::none)
-    out += " " + hast::to_string(h.compression);
+    out += fmt::format(" {}", hast::to_string(h.compression));
   if (h.checksum != checksum_kind::none)
-    out += " " + hast::to_string(h.checksum);
+    out += fmt::format(" {}", hast::to_string(h.checksum));
   static constexpr std::pair<uint16_t, const char*> names[] = {
     {flag_memsync, "memsync"}, {flag_fua, "fua"}, {flag_sync, "sync"}, {flag_may_trim, "may_trim"}};
   for (const auto& [bit, name] : names)
