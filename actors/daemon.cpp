@@ -9,6 +9,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <atomic>
+#include <chrono>
 #include <csignal>
 #include <mutex>
 #include <pthread.h>
@@ -293,23 +295,34 @@ int run_daemon(node_config config, const daemon_options& options) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
 
-  // The actor system outlives Asio: handlers still queued when Asio stops
-  // hold actor handles, and they are destroyed with the io_context.
-  caf::actor_system_config cfg;
-  caf::actor_system sys{configure(cfg)};
+  // Declared before the actor system so that it outlives every actor: an
+  // actor object may be freed during the system's destruction, and what it
+  // still owns (an NBD server) posts its last clean-up to Asio.
+  asio::io_context io;
+  auto work = asio::make_work_guard(io);
+  std::vector<std::thread> io_threads;
+  std::atomic<unsigned> io_running{worker_threads()};
+  for (unsigned i = 0; i < worker_threads(); ++i)
+    io_threads.emplace_back([&io, &io_running] {
+      io.run();
+      --io_running;
+    });
   int exit_status = 0;
   {
-    asio::io_context io;
-    auto work = asio::make_work_guard(io);
-    std::vector<std::thread> io_threads;
-    for (unsigned i = 0; i < worker_threads(); ++i)
-      io_threads.emplace_back([&io] { io.run(); });
+    caf::actor_system_config cfg;
+    caf::actor_system sys{configure(cfg)};
     exit_status = serve(sys, io, config, options, signals);
-    work.reset();
-    io.stop();
-    for (auto& t : io_threads)
-      t.join();
   }
+  // The work queued by the actors' last steps runs before Asio stops (an NBD
+  // server's clean-up removes its socket file); whatever still waits after a
+  // few seconds (a connection nobody closed) is abandoned.
+  work.reset();
+  auto drain_until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (io_running > 0 && std::chrono::steady_clock::now() < drain_until)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  io.stop();
+  for (auto& t : io_threads)
+    t.join();
   finish_hooks();  // the last role change's hook runs before we exit
   spdlog::info("stopped");
   return exit_status;

@@ -63,8 +63,10 @@ void expect_error(const std::string& text, int line, const std::string& option,
 // meaning of files whose lines differ.
 node_config without_locations(node_config config) {
   config.path.clear();
-  for (auto& res : config.resources)
+  for (auto& res : config.resources) {
     res.where = {};
+    res.secret_where = {};
+  }
   return config;
 }
 
