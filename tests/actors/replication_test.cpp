@@ -7,18 +7,15 @@
 #include "io/asio.hpp"
 #include "io/metadata.hpp"
 #include "io/provider.hpp"
+#include "tests/actors/deterministic.hpp"
 
 #include <gtest/gtest.h>
 
 #include <atomic>
-#include <filesystem>
 #include <mutex>
-#include <thread>
 
 namespace hast {
 namespace {
-
-namespace fs = std::filesystem;
 
 /// The secondary's end of the wire, scripted by the test.
 class scripted_link final : public peer_link {
@@ -63,50 +60,12 @@ public:
   std::atomic<uint64_t> queued{0};  // a stalled secondary drains nothing
 };
 
-class replication : public ::testing::Test {
+class replication : public deterministic_actors {
 protected:
-  static caf::actor_system_config& init(caf::actor_system_config& cfg) {
-    cfg.set("scheduler.policy", caf::atom("testing"));
-    return cfg;
-  }
-
-  replication()
-    : dir(make_dir()),
-      sys(init(cfg)),
-      self(sys, true),
-      sched(dynamic_cast<caf::scheduler::test_coordinator&>(sys.scheduler())) {}
-
   ~replication() override {
     if (res)
       caf::anon_send_exit(res, caf::exit_reason::user_shutdown);
     run_for(std::chrono::milliseconds(50));
-    fs::remove_all(dir);
-  }
-
-  static fs::path make_dir() {
-    char tmpl[] = "/tmp/hast-repl-XXXXXX";
-    return fs::path{::mkdtemp(tmpl)};
-  }
-
-  /// Runs the deterministic scheduler while the detached disk actors work.
-  void run_for(std::chrono::milliseconds total) {
-    auto until = std::chrono::steady_clock::now() + total;
-    do {
-      while (sched.run() + sched.trigger_timeouts() > 0) {
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(2));
-    } while (std::chrono::steady_clock::now() < until);
-  }
-
-  template <class Pred>
-  bool run_until(Pred pred, std::chrono::milliseconds limit = std::chrono::seconds(10)) {
-    auto until = std::chrono::steady_clock::now() + limit;
-    while (!pred()) {
-      if (std::chrono::steady_clock::now() > until)
-        return false;
-      run_for(std::chrono::milliseconds(5));
-    }
-    return true;
   }
 
   /// A primary in `mode`, connected to the scripted secondary.
@@ -203,12 +162,7 @@ protected:
     link->deliver(h);
   }
 
-  fs::path dir;
   asio::io_context io_context;
-  caf::actor_system_config cfg;
-  caf::actor_system sys;
-  caf::scoped_actor self;
-  caf::scheduler::test_coordinator& sched;
   std::shared_ptr<scripted_link> link = std::make_shared<scripted_link>();
   resource_actor res;
   uint64_t datasize = 0;

@@ -1,56 +1,25 @@
 // The supervisor's answers when there is nothing to ask or nobody answers:
 // a request that names no resource is answered at once, and a resource that
 // does not answer during a reload costs neither the supervisor nor the other
-// resources. Driven by CAF's deterministic test scheduler, whose timeouts
-// fire when the test says so.
+// resources. Driven by CAF's deterministic test scheduler.
 
 #include "actors/supervisor.hpp"
 #include "io/asio.hpp"
 #include "io/metadata.hpp"
 #include "io/provider.hpp"
+#include "tests/actors/deterministic.hpp"
 
 #include <gtest/gtest.h>
-
-#include <filesystem>
-#include <thread>
 
 namespace hast {
 namespace {
 
-namespace fs = std::filesystem;
-
-class supervision : public ::testing::Test {
+class supervision : public deterministic_actors {
 protected:
-  static caf::actor_system_config& init(caf::actor_system_config& cfg) {
-    cfg.set("scheduler.policy", caf::atom("testing"));
-    return cfg;
-  }
-
-  supervision()
-    : dir(make_dir()),
-      sys(init(cfg)),
-      self(sys, true),
-      sched(dynamic_cast<caf::scheduler::test_coordinator&>(sys.scheduler())) {}
-
   ~supervision() override {
     if (sup)
       caf::anon_send_exit(sup, caf::exit_reason::user_shutdown);
     run_for(std::chrono::milliseconds(50));
-    fs::remove_all(dir);
-  }
-
-  static fs::path make_dir() {
-    char tmpl[] = "/tmp/hast-sup-XXXXXX";
-    return fs::path{::mkdtemp(tmpl)};
-  }
-
-  void run_for(std::chrono::milliseconds total) {
-    auto until = std::chrono::steady_clock::now() + total;
-    do {
-      while (sched.run() > 0) {
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(2));
-    } while (std::chrono::steady_clock::now() < until);
   }
 
   /// A standalone resource on a fresh provider file.
@@ -94,12 +63,7 @@ protected:
     return st.has_value();
   }
 
-  fs::path dir;
   asio::io_context io_context;
-  caf::actor_system_config cfg;
-  caf::actor_system sys;
-  caf::scoped_actor self;
-  caf::scheduler::test_coordinator& sched;
   supervisor_actor sup;
 };
 

@@ -1,0 +1,67 @@
+#pragma once
+
+// What the deterministic actor tests share: an actor system on CAF's test
+// scheduler, a scoped actor to talk from, a scratch directory, and loops
+// that run the scheduler (firing due timeouts) while the detached disk and
+// metadata actors work on their own threads.
+
+#include <caf/all.hpp>
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <thread>
+
+namespace hast {
+
+class deterministic_actors : public ::testing::Test {
+protected:
+  static caf::actor_system_config& init(caf::actor_system_config& cfg) {
+    cfg.set("scheduler.policy", caf::atom("testing"));
+    return cfg;
+  }
+
+  deterministic_actors()
+    : dir(make_dir()),
+      sys(init(cfg)),
+      self(sys, true),
+      sched(dynamic_cast<caf::scheduler::test_coordinator&>(sys.scheduler())) {}
+
+  ~deterministic_actors() override { std::filesystem::remove_all(dir); }
+
+  static std::filesystem::path make_dir() {
+    char tmpl[] = "/tmp/hast-actors-XXXXXX";
+    return std::filesystem::path{::mkdtemp(tmpl)};
+  }
+
+  /// Runs the scheduler and fires due timeouts for `total`.
+  void run_for(std::chrono::milliseconds total) {
+    auto until = std::chrono::steady_clock::now() + total;
+    do {
+      while (sched.run() + sched.trigger_timeouts() > 0) {
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    } while (std::chrono::steady_clock::now() < until);
+  }
+
+  template <class Pred>
+  bool run_until(Pred pred, std::chrono::milliseconds limit = std::chrono::seconds(10)) {
+    auto until = std::chrono::steady_clock::now() + limit;
+    while (!pred()) {
+      if (std::chrono::steady_clock::now() > until)
+        return false;
+      run_for(std::chrono::milliseconds(5));
+    }
+    return true;
+  }
+
+  std::filesystem::path dir;
+  caf::actor_system_config cfg;
+  caf::actor_system sys;
+  caf::scoped_actor self;
+  caf::scheduler::test_coordinator& sched;
+};
+
+} // namespace hast
