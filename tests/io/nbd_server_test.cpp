@@ -704,18 +704,21 @@ TEST_F(NbdServer, CloseSessionsEndsEveryConnectionButKeepsListening) {
   EXPECT_EQ(go.message, "resource shared is not primary (role secondary)");
 }
 
-TEST_F(NbdServer, ServesOverTcpOnLoopback) {
-  // Find a free port.
+/// A loopback port nobody listens on (the kernel's pick, released again).
+uint16_t free_loopback_port() {
   int probe = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(::bind(probe, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  EXPECT_EQ(::bind(probe, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
   socklen_t len = sizeof addr;
   ::getsockname(probe, reinterpret_cast<sockaddr*>(&addr), &len);
-  const uint16_t port = ntohs(addr.sin_port);
   ::close(probe);
+  return ntohs(addr.sin_port);
+}
 
+TEST_F(NbdServer, ServesOverTcpOnLoopback) {
+  const uint16_t port = free_loopback_port();
   auto& s = start_server("shared", "tcp://127.0.0.1:" + std::to_string(port));
   EXPECT_EQ(s.local_address(), "tcp://127.0.0.1:" + std::to_string(port));
   auto client = test_client::tcp_loopback(port);
@@ -727,6 +730,37 @@ TEST_F(NbdServer, ServesOverTcpOnLoopback) {
   std::vector<uint8_t> out;
   ASSERT_EQ(client.read(4096, 8192, out), 0u);
   EXPECT_EQ(out, data);
+}
+
+TEST_F(NbdServer, AHostNameIsResolvedWithoutBlockingTheCaller) {
+  // tcp4://localhost needs the name service: start() returns at once and the
+  // outcome arrives later on one of the io_context's threads.
+  const uint16_t port = free_loopback_port();
+  auto store = store_;
+  server s(io_, "shared", "tcp4://localhost:" + std::to_string(port),
+           [store] { return std::make_shared<memory_backend>(store); });
+  std::promise<std::pair<status, std::thread::id>> outcome;
+  s.start([&outcome](status st) { outcome.set_value({std::move(st), std::this_thread::get_id()}); });
+  auto result = outcome.get_future();
+  ASSERT_EQ(result.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  auto [st, thread] = result.get();
+  ASSERT_TRUE(st.is_ok()) << st.message();
+  EXPECT_NE(thread, std::this_thread::get_id());
+  ASSERT_TRUE(s.start_outcome().has_value());
+  EXPECT_TRUE(s.start_outcome()->is_ok());
+  EXPECT_EQ(s.local_address(), "tcp://127.0.0.1:" + std::to_string(port));
+  auto client = test_client::tcp_loopback(port);
+  client.handshake();
+  EXPECT_EQ(client.go("shared").final_type, rep_ack);
+}
+
+TEST_F(NbdServer, AnUnknownHostNameIsReportedAsTheStartOutcome) {
+  server s(io_, "shared", "tcp://no-such-host.invalid:10809", [] { return nullptr; });
+  auto st = s.start();
+  ASSERT_FALSE(st.is_ok());
+  EXPECT_NE(st.message().find("no-such-host.invalid"), std::string::npos) << st.message();
+  ASSERT_TRUE(s.start_outcome().has_value());
+  EXPECT_FALSE(s.start_outcome()->is_ok());
 }
 
 // --- Handshake
