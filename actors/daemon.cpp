@@ -81,6 +81,17 @@ nlohmann::json handle_control(caf::actor_system& sys, const supervisor_actor& su
           reply = {{"results", list}};
         },
         on_error);
+  } else if (command == "verify") {
+    self->request(sup, control_timeout, atom::verify_v, names, request.value("repair", false),
+                  request.value("stop", false))
+      .receive(
+        [&](std::vector<verify_outcome>& outcomes) {
+          auto list = nlohmann::json::array();
+          for (auto& o : outcomes)
+            list.push_back({{"resource", o.resource}, {"message", o.message}, {"error", o.error}});
+          reply = {{"results", list}};
+        },
+        on_error);
   } else {
     spdlog::warn("control: unknown command '{}'", command);
     reply = {{"error", "unknown command '" + command + "'"}};

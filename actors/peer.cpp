@@ -67,6 +67,9 @@ void drop_link(self_ptr self, uint64_t epoch, const std::string& reason) {
   for (auto& [id, rp] : s.reads)
     rp.deliver(caf::make_error(errc::disconnected, "the peer disconnected"));
   s.reads.clear();
+  for (auto& [id, rp] : s.verifies)
+    rp.deliver(caf::make_error(errc::disconnected, "the peer disconnected"));
+  s.verifies.clear();
   s.replies.reset();
   self->send(s.owner, atom::peer_down_v, reason);
   if (s.side == role::primary)
@@ -192,10 +195,10 @@ private:
   checksum_kind checksum_;
 };
 
-void execute(self_ptr self, peer::frame frame) {
-  auto& s = self->state;
+/// A replicated request as the resource takes it; false when its payload
+/// cannot be opened (the link is then dropped).
+bool to_request(self_ptr self, peer::frame& frame, nbd::request& r) {
   auto& h = frame.h;
-  nbd::request r;
   r.cookie = h.seq;
   r.offset = h.offset;
   r.length = static_cast<uint32_t>(h.length);
@@ -207,7 +210,7 @@ void execute(self_ptr self, peer::frame frame) {
       if (!data) {
         // The extent stays dirty on the primary, which resends it after reconnecting.
         fail(self, data.error().message());
-        return;
+        return false;
       }
       r.kind = nbd::command::write;
       r.data = std::move(*data);
@@ -219,13 +222,59 @@ void execute(self_ptr self, peer::frame frame) {
     case msg_type::flush: r.kind = nbd::command::flush; break;
     default: r.kind = nbd::command::read; break;
   }
+  return true;
+}
+
+/// Hands the requests gathered from one batch of frames to the resource:
+/// one message per run of resync and of other requests, in arrival order.
+void flush_requests(self_ptr self) {
+  auto& s = self->state;
+  if (s.pending.requests.empty())
+    return;
+  self->send(s.owner, atom::nbd_v, std::move(s.pending));
+  s.pending = nbd_batch{};
+}
+
+void execute(self_ptr self, peer::frame frame) {
+  auto& s = self->state;
+  nbd::request r;
+  if (!to_request(self, frame, r))
+    return;
+  auto resync = frame.h.type == msg_type::write && (frame.h.flags & peer::flag_sync) != 0;
+  if (!s.pending.requests.empty() && s.pending.resync != resync)
+    flush_requests(self);
   if (!s.replies)
     s.replies = std::make_shared<frame_reply_sink>(s.link, s.config.compression, s.config.checksum);
-  nbd_batch batch;
-  batch.requests.push_back(std::move(r));
-  batch.sink = s.replies;
-  batch.from_peer = true;
-  self->send(s.owner, atom::nbd_v, std::move(batch));
+  s.pending.requests.push_back(std::move(r));
+  s.pending.sink = s.replies;
+  s.pending.from_peer = true;
+  s.pending.resync = resync;
+}
+
+/// Secondary: the block hashes of a range, answered once the resource has
+/// them (it waits for writes to the range that arrived before).
+void answer_verify(self_ptr self, const header& h) {
+  auto& s = self->state;
+  flush_requests(self);  // writes that came before it reach the resource first
+  auto epoch = s.epoch;
+  auto seq = h.seq;
+  self->request(s.owner, caf::infinite, atom::verify_range_v, h.offset,
+                static_cast<uint32_t>(h.length))
+    .then(
+      [=](block_hashes& hashes) {
+        if (epoch != self->state.epoch)
+          return;
+        send_raw(self, make_header(msg_type::verify_reply, seq), encode_block_hashes(hashes));
+      },
+      [=](caf::error& err) {
+        if (epoch != self->state.epoch)
+          return;
+        spdlog::warn("{}: cannot hash [{}, +{}) for the primary's verify: {}",
+                     self->state.config.name, h.offset, h.length, self->system().render(err));
+        auto reply = make_header(msg_type::verify_reply, seq);
+        reply.error = static_cast<uint32_t>(errc::io_error);
+        send_raw(self, reply);
+      });
 }
 
 void on_secondary_frame(self_ptr self, peer::frame& frame) {
@@ -263,7 +312,14 @@ void on_secondary_frame(self_ptr self, peer::frame& frame) {
       // The resource applies overlapping writes in arrival order; frames
       // reach it in the order they arrived.
       return execute(self, std::move(frame));
+    case msg_type::verify:
+      if (!s.established)
+        return fail(self, "protocol error: verify before the handshake completed");
+      if (h.length == 0 || h.length > peer::max_payload)
+        return fail(self, "protocol error: verify of " + std::to_string(h.length) + " bytes");
+      return answer_verify(self, h);
     case msg_type::sync_done:
+      flush_requests(self);
       if (s.established)
         self->send(s.owner, atom::sync_done_v, h.offset, (h.flags & 1) != 0);
       return;
@@ -371,6 +427,24 @@ void on_primary_frame(self_ptr self, peer::frame& frame) {
       rp.deliver(std::move(*data));
       return;
     }
+    case msg_type::verify_reply: {
+      auto it = s.verifies.find(h.seq);
+      if (it == s.verifies.end())
+        return fail(self, "protocol error: verify reply for unknown request " + std::to_string(h.seq));
+      auto rp = it->second;
+      s.verifies.erase(it);
+      if (h.error != 0) {
+        rp.deliver(caf::make_error(errc::io_error, "the secondary could not read the range"));
+        return;
+      }
+      auto hashes = decode_block_hashes(frame.payload);
+      if (!hashes) {
+        rp.deliver(caf::make_error(errc::protocol_error, hashes.error().message()));
+        return fail(self, hashes.error().message());
+      }
+      rp.deliver(std::move(*hashes));
+      return;
+    }
     default:
       return fail(self, "protocol error: unexpected " + std::string{peer::to_string(h.type)}
                           + " from the secondary");
@@ -461,6 +535,7 @@ peer_actor::behavior_type replication_peer(peer_actor::stateful_pointer<peer_sta
         else
           on_secondary_frame(self, frame);
       }
+      flush_requests(self);
       flush_acks(self);
     },
     [=](atom::peer_closed, uint64_t epoch, std::string& reason) { drop_link(self, epoch, reason); },
@@ -515,6 +590,19 @@ peer_actor::behavior_type replication_peer(peer_actor::stateful_pointer<peer_sta
       send_raw(self, h);
       auto rp = self->make_response_promise<buffer_ptr>();
       s.reads.emplace(id, rp);
+      return rp;
+    },
+    [=](atom::verify_range, uint64_t offset, uint32_t length) -> caf::result<block_hashes> {
+      auto& s = self->state;
+      if (!s.established)
+        return caf::make_error(errc::disconnected, "the peer is not connected");
+      auto id = s.next_read_id++;
+      auto h = make_header(msg_type::verify, id);
+      h.offset = offset;
+      h.length = length;
+      send_raw(self, h);
+      auto rp = self->make_response_promise<block_hashes>();
+      s.verifies.emplace(id, rp);
       return rp;
     },
     [=](atom::sync_done, uint64_t localcnt, bool complete) {

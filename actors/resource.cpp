@@ -260,6 +260,12 @@ void stop_peer(self_ptr self) {
   s.link = nullptr;
   s.connected = false;
   sync_stop(self, "role change");
+  verify_interrupt(self, "role change");
+  s.repair_ranges.clear();
+  // Hash requests of a primary that is gone: nobody waits for them.
+  for (auto& h : s.hash_waiting)
+    h.promise.deliver(caf::make_error(errc::disconnected, "the peer is gone"));
+  s.hash_waiting.clear();
   // The stopped peer sends no more acknowledgements: what waited fails now.
   for (auto id : s.writes.awaiting_remote())
     on_remote_ack(self, id, remote_stage::failed, static_cast<uint32_t>(errc::disconnected));
@@ -311,19 +317,25 @@ void finish_write(self_ptr self, uint64_t id, bool remote_failed) {
   if (it == s.calls.end())
     return;
   auto req = std::move(it->second.req);
+  auto resync = it->second.resync;
   s.calls.erase(it);
   if (!is_flush(req) && s.map) {
     // What the secondary did not confirm stays dirty for the resync.
     if (remote_failed && !s.config.standalone())
-      s.map->mark_sync(req.offset, req.length);
+      mark_for_sync(self, req.offset, req.length);
     // An extent leaving the image needs no write now: the next commit
-    // carries it.
-    s.map->write_complete(req.offset, req.length);
+    // carries it. (Resync data never entered it.)
+    if (!resync)
+      s.map->write_complete(req.offset, req.length);
     mark_busy(self, req, -1);
   }
   io_done(self);
-  if (s.sync.active && s.sync.extents.size() < sync_extents_in_flight)
+  if (!s.hash_waiting.empty())
+    serve_hash_requests(self);
+  if (s.sync.active && s.sync.bytes_in_flight < sync_bytes_in_flight)
     sync_pump(self);
+  if (s.verify.active)
+    verify_pump(self);
 }
 
 void apply(self_ptr self, uint64_t id, const write_tracker::outcome& o) {
@@ -472,12 +484,14 @@ void admit(self_ptr self, uint64_t id) {
   }
   r.kind == nbd::command::trim ? ++s.counters.deletes : ++s.counters.writes;
   mark_busy(self, r, +1);
+  if (w.resync)
+    return issue(self, id);  // the primary keeps the extent dirty until our `done`
   s.map->write_start(r.offset, r.length);
   bool bumped = false;
   if (!w.from_peer) {
     bumped = bump_generation(self);
     if (!s.connected && !s.config.standalone())
-      s.map->mark_sync(r.offset, r.length);
+      mark_for_sync(self, r.offset, r.length);
   }
   if (!bumped && s.map->durable(r.offset, r.length))
     return issue(self, id);
@@ -514,14 +528,23 @@ void admit_after_commit(self_ptr self, bool ok) {
 }
 
 /// A write, trim, write_zeroes or flush arrives.
-void arrive(self_ptr self, nbd::request r, nbd::reply_sink_ptr sink, bool from_peer) {
+/// A write must wait while its extent's resync data is being read here
+/// (that older data could otherwise overtake it on the secondary) or while
+/// the extent is being verified (it would show as a false difference).
+bool must_wait(self_ptr self, std::pair<uint64_t, uint64_t> range) {
+  if (range.first == range.second)
+    return false;
+  return touches_sync(self, range.first, range.second - range.first)
+         || touches_verify(self, range.first, range.second - range.first);
+}
+
+void arrive(self_ptr self, nbd::request r, nbd::reply_sink_ptr sink, bool from_peer,
+            bool resync) {
   auto& s = self->state;
   auto id = s.next_id++;
   auto range = byte_range(r);
-  s.calls.emplace(id, client_write{std::move(r), std::move(sink), from_peer});
-  // A write to an extent being resynced waits for that extent: otherwise the
-  // older sync data could overtake it on the secondary.
-  if (range.first != range.second && touches_sync(self, range.first, range.second - range.first)) {
+  s.calls.emplace(id, client_write{std::move(r), std::move(sink), from_peer, resync});
+  if (!from_peer && must_wait(self, range)) {
     s.deferred.push_back(id);
     return;
   }
@@ -543,7 +566,7 @@ void release_deferred(resource_ptr self) {
     if (it == s.calls.end())
       continue;
     auto range = byte_range(it->second.req);
-    if (touches_sync(self, range.first, range.second - range.first))
+    if (must_wait(self, range))
       s.deferred.push_back(id);
     else if (s.writes.arrive(id, range.first, range.second))
       admit(self, id);
@@ -640,7 +663,7 @@ void handle_batch(self_ptr self, nbd_batch& batch) {
     if (r.kind == nbd::command::read)
       handle_read(self, std::move(r), batch.sink, batch.from_peer);
     else
-      arrive(self, std::move(r), batch.sink, batch.from_peer);
+      arrive(self, std::move(r), batch.sink, batch.from_peer, batch.resync);
   }
 }
 
@@ -858,6 +881,7 @@ resource_status make_status(self_ptr self) {
     st.sync.bytes_per_second =
       seconds > 0 ? static_cast<uint64_t>(static_cast<double>(s.sync.done_bytes) / seconds) : 0;
   }
+  st.verify = verify_status(self);
   st.nbd_connections = s.nbd_clients;
   st.queue_local = s.in_flight;
   st.queue_recv = s.writes.size();
@@ -1021,6 +1045,8 @@ resource_actor::behavior_type resource(resource_actor::stateful_pointer<resource
       s.connected = false;
       event(self, "disconnect");
       sync_stop(self, reason);
+      verify_interrupt(self, reason);
+      s.repair_ranges.clear();
       pump_window(self);
     },
     [=](atom::remote_ack, remote_acks& acks) {
@@ -1033,6 +1059,19 @@ resource_actor::behavior_type resource(resource_actor::stateful_pointer<resource
       activation act{self};
       self->state.sync.tick_pending = false;
       sync_pump(self);
+    },
+    [=](atom::verify, bool repair, bool stop) -> caf::result<std::string> {
+      activation act{self};
+      return verify_command(self, repair, stop);
+    },
+    [=](atom::verify_range, uint64_t offset, uint32_t length) -> caf::result<block_hashes> {
+      activation act{self};
+      return hash_range(self, offset, length);
+    },
+    [=](atom::verify_tick) {
+      activation act{self};
+      self->state.verify.tick_pending = false;
+      verify_pump(self);
     },
     [=](atom::resync) -> caf::result<bool> {
       auto& s = self->state;

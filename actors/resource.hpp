@@ -5,6 +5,7 @@
 //   resource.cpp   roles, the export, client and replicated requests, the
 //                  group-committed activemap, status
 //   resync.cpp     copying dirty extents between the nodes
+//   verify.cpp     the online verify: comparing both nodes' block hashes
 //   handshake.cpp  what the secondary answers a connecting primary
 //                  (generations, split brain) and what the primary does
 //                  with the answer
@@ -52,6 +53,15 @@ struct client_write {
   nbd::request req;
   nbd::reply_sink_ptr sink;
   bool from_peer = false;
+  bool resync = false;  // from_peer: resync data (never marked in the activemap)
+};
+
+/// One extent being copied.
+struct sync_extent {
+  uint64_t bytes = 0;     // what its copy moves
+  uint32_t pending = 0;   // ranges not yet written on the other node
+  uint32_t reading = 0;   // ranges still being read here (not yet queued for the peer)
+  bool ok = true;         // no range failed
 };
 
 /// The resync of dirty extents between the nodes.
@@ -61,7 +71,8 @@ struct sync_state {
   bool pending_from_secondary = false;          // the handshake said so; starts with sync_start
   uint64_t cursor = 0;                          // next extent to look at
   std::map<uint64_t, uint64_t> ids;             // replicate id -> extent
-  std::set<uint64_t> extents;                   // extents being copied now
+  std::map<uint64_t, sync_extent> extents;      // extents being copied now
+  uint64_t bytes_in_flight = 0;                 // of those extents
   uint64_t done_bytes = 0;
   uint64_t total_bytes = 0;
   uint64_t wire_bytes = 0;                      // payload bytes sent, for tests and benchmarks
@@ -69,6 +80,41 @@ struct sync_state {
   uint64_t since_persist = 0;                   // extents cleared since the map was last written
   uint64_t started_bytes = 0;                   // bytes whose copy has begun (rate limit)
   bool tick_pending = false;                    // a rate-limit wake-up is scheduled
+};
+
+/// One extent being verified on the primary: both sides' block hashes.
+struct verify_extent {
+  std::optional<block_hashes> local;
+  std::optional<block_hashes> remote;
+};
+
+/// The online verify (primary). After it ends, its figures stay for status.
+struct verify_state {
+  bool active = false;
+  bool repair = false;
+  std::string outcome = "none";
+  uint64_t run = 0;                              // answers from an earlier run are ignored
+  uint64_t cursor = 0;                           // next extent to look at
+  std::deque<uint64_t> later;                    // passed over while clients wrote to them
+  std::map<uint64_t, verify_extent> extents;     // being compared now
+  uint64_t done_bytes = 0;
+  uint64_t total_bytes = 0;
+  uint64_t skipped_bytes = 0;
+  uint64_t started_bytes = 0;                    // rate limit
+  uint64_t differing_blocks = 0;
+  uint64_t repaired_bytes = 0;
+  std::vector<verify_progress::range> differences;
+  bool truncated = false;
+  std::chrono::steady_clock::time_point started;
+  std::chrono::steady_clock::time_point ended;
+  bool tick_pending = false;
+};
+
+/// Secondary: a verify's hash request waiting for writes to its range.
+struct hash_request {
+  uint64_t offset = 0;
+  uint32_t length = 0;
+  caf::typed_response_promise<block_hashes> promise;
 };
 
 /// Group commit of metadata and activemap: one write in flight at a time;
@@ -134,6 +180,12 @@ struct resource_state {
   uint64_t remote_open_bytes = 0;
   std::deque<uint64_t> throttled;
   sync_state sync;
+  // Extents a verify found different in part: their copy moves only these
+  // (offset, length) ranges. Valid while connected; a whole-extent mark
+  // drops them.
+  std::map<uint64_t, std::vector<std::pair<uint64_t, uint64_t>>> repair_ranges;
+  verify_state verify;
+  std::vector<hash_request> hash_waiting;  // secondary
   bool bumped = false;              // localcnt raised for the current outage
   bool split_brain = false;         // both nodes wrote apart; never resolved silently
   bool discard_local = false;       // hastctl resync --discard-local: give up our changes
@@ -173,8 +225,13 @@ inline constexpr auto lazy_commit_delay = std::chrono::milliseconds(100);
 inline constexpr size_t replication_window_requests = 1024;
 inline constexpr uint64_t replication_window_bytes = 64u << 20;
 
-/// Resync: bytes read ahead and on the wire at once.
-inline constexpr size_t sync_extents_in_flight = 4;
+/// Resync: bytes read ahead, on the wire and not yet written on the other
+/// node, at once. Enough to keep a fast link busy while one extent is read
+/// and another written; it bounds the memory a resync takes on both nodes.
+inline constexpr uint64_t sync_bytes_in_flight = 16u << 20;
+
+/// Verify: extents read and hashed on both nodes at once.
+inline constexpr size_t verify_extents_in_flight = 8;
 
 // --- Shared by resource.cpp, resync.cpp and handshake.cpp ----------------------------------------
 
@@ -219,6 +276,26 @@ bool sync_ack(resource_ptr self, uint64_t id, remote_stage stage, uint32_t error
 bool touches_sync(resource_ptr self, uint64_t offset, uint64_t length);
 /// This primary catches up with the secondary: the read goes there.
 bool read_from_secondary(resource_ptr self, uint64_t offset, uint64_t length);
+/// Marks a range dirty for the resync (whole extents).
+void mark_for_sync(resource_ptr self, uint64_t offset, uint64_t length);
+/// Marks exactly these ranges of `extent` for copying to the secondary and
+/// starts (or feeds) the resync.
+void sync_ranges(resource_ptr self, uint64_t extent,
+                 const std::vector<std::pair<uint64_t, uint64_t>>& ranges);
+
+// verify.cpp
+caf::result<std::string> verify_command(resource_ptr self, bool repair, bool stop);
+void verify_pump(resource_ptr self);
+/// The verify cannot go on (the peer left, the role changed).
+void verify_interrupt(resource_ptr self, const std::string& why);
+bool verifying_extent(resource_ptr self, uint64_t extent);
+bool touches_verify(resource_ptr self, uint64_t offset, uint64_t length);
+verify_progress verify_status(resource_ptr self);
+/// Secondary: answers the primary's hash request once no write to the
+/// range is in flight.
+caf::result<block_hashes> hash_range(resource_ptr self, uint64_t offset, uint32_t length);
+/// Secondary: a write finished; hash requests waiting for it may go.
+void serve_hash_requests(resource_ptr self);
 
 // handshake.cpp
 peer::hello_message my_hello(resource_ptr self);

@@ -1,8 +1,21 @@
 // The resync: after every handshake the primary copies each dirty extent to
-// the secondary (or, when it was the stale side, from the secondary), a few
-// at a time, while clients keep using the device. A client write to an
-// extent being copied waits for that extent; a copy never starts on an
-// extent with client writes in flight.
+// the secondary (or, when it was the stale side, from the secondary) while
+// clients keep using the device. It is a pipeline bounded by bytes: extents
+// are read ahead while earlier ones are on the wire, up to
+// `sync_bytes_in_flight` read and not yet written there. The secondary does
+// not mark resync data in its activemap: the primary keeps an extent dirty
+// until the secondary's `done`, so a crash there loses nothing that the
+// primary would not send again.
+//
+// Interlock with client writes: a client write to an extent whose data is
+// being read for the resync waits until that data is queued for the peer;
+// after that it goes on the same ordered link behind the resync data, so it
+// never waits for the rest of the pipeline. (Copying from the secondary,
+// the write waits until the extent is written here.) A copy never starts on
+// an extent with client writes in flight.
+//
+// An online verify with --repair (verify.cpp) hands in the exact ranges
+// that differ; their extent then copies only those ranges.
 
 #include "actors/resource.hpp"
 
@@ -22,16 +35,32 @@ uint64_t last_extent(resource_ptr self, uint64_t offset, uint64_t length) {
   return (offset + std::max<uint64_t>(length, 1) - 1) / self->state.md.extent_size;
 }
 
-/// One extent is copied (or failed and stays dirty).
-void extent_finished(resource_ptr self, uint64_t extent, bool copied_ok) {
+uint64_t extent_bytes(resource_ptr self, uint64_t extent) {
+  auto& md = self->state.md;
+  auto off = extent * md.extent_size;
+  return std::min<uint64_t>(md.extent_size, md.datasize - off);
+}
+
+/// One range of an extent is copied (or failed); the extent is done when
+/// its last range is, and stays dirty unless every range was copied.
+void range_finished(resource_ptr self, uint64_t extent, bool copied_ok) {
   auto& s = self->state;
-  s.sync.extents.erase(extent);
-  if (copied_ok && s.map) {
+  auto it = s.sync.extents.find(extent);
+  if (it == s.sync.extents.end())
+    return;  // the resync stopped meanwhile
+  auto& x = it->second;
+  x.ok = x.ok && copied_ok;
+  if (--x.pending > 0)
+    return;
+  auto bytes = x.bytes;
+  auto ok = x.ok;
+  s.sync.extents.erase(it);
+  s.sync.bytes_in_flight -= bytes;
+  if (ok && s.map) {
     s.map->clear_sync(extent);
-    auto off = extent * s.md.extent_size;
-    auto copied = std::min<uint64_t>(s.md.extent_size, s.md.datasize - off);
-    s.sync.done_bytes += copied;
-    s.synced_total += copied;
+    s.repair_ranges.erase(extent);
+    s.sync.done_bytes += bytes;
+    s.synced_total += bytes;
     if (++s.sync.since_persist >= 16) {
       s.sync.since_persist = 0;
       persist(self, [](bool) {});
@@ -39,11 +68,14 @@ void extent_finished(resource_ptr self, uint64_t extent, bool copied_ok) {
   }
   release_deferred(self);
   sync_pump(self);
+  verify_pump(self);
 }
 
 std::optional<uint64_t> next_candidate(resource_ptr self) {
   auto& s = self->state;
-  auto usable = [&](uint64_t e) { return !s.sync.extents.count(e) && !s.busy.count(e); };
+  auto usable = [&](uint64_t e) {
+    return !s.sync.extents.count(e) && !s.busy.count(e) && !verifying_extent(self, e);
+  };
   for (int pass = 0; pass < 2; ++pass) {
     auto from = pass == 0 ? s.sync.cursor : 0;
     for (auto e = s.map->next_sync(from); e; e = s.map->next_sync(*e + 1)) {
@@ -84,10 +116,8 @@ void copy_from_secondary(resource_ptr self, uint64_t extent, uint64_t offset, ui
       [=](buffer_ptr& data) {
         activation act{self};
         auto& s = self->state;
-        if (!s.sync.active) {
-          s.sync.extents.erase(extent);
+        if (!s.sync.active || !s.sync.extents.count(extent))
           return;
-        }
         s.sync.wire_bytes += length;
         disk_op op;
         op.op = disk_op::kind::write;
@@ -96,11 +126,11 @@ void copy_from_secondary(resource_ptr self, uint64_t extent, uint64_t offset, ui
         op.data = std::move(data);
         submit_disk(self, std::move(op), [=](disk_completion& c) {
           if (c.error == 0)
-            return extent_finished(self, extent, true);
+            return range_finished(self, extent, true);
           ++self->state.counters.write_errors;
           spdlog::error("{}: cannot write synced extent {}: {}", self->state.config.name, extent,
                         std::strerror(c.error));
-          extent_finished(self, extent, false);
+          range_finished(self, extent, false);
           sync_stop(self, "local write error");
         });
       },
@@ -108,36 +138,30 @@ void copy_from_secondary(resource_ptr self, uint64_t extent, uint64_t offset, ui
         activation act{self};
         spdlog::warn("{}: cannot read extent {} from the secondary: {}", self->state.config.name,
                      extent, self->system().render(err));
-        self->state.sync.extents.erase(extent);
         sync_stop(self, "remote read error");
       });
 }
 
-void start_extent(resource_ptr self, uint64_t extent) {
-  auto& s = self->state;
-  s.sync.extents.insert(extent);
-  s.sync.cursor = extent + 1;
-  auto offset = extent * s.md.extent_size;
-  auto length = static_cast<uint32_t>(std::min<uint64_t>(s.md.extent_size, s.md.datasize - offset));
-  if (s.sync.from_secondary)
-    return copy_from_secondary(self, extent, offset, length);
+/// Primary to secondary: read one range here, then queue it for the peer.
+void send_range(resource_ptr self, uint64_t extent, uint64_t offset, uint32_t length) {
   disk_op op;
   op.op = disk_op::kind::read;
   op.offset = offset;
   op.length = length;
   submit_disk(self, std::move(op), [=](disk_completion& c) {
     auto& s = self->state;
+    auto it = s.sync.extents.find(extent);
+    if (it == s.sync.extents.end())
+      return;  // the resync stopped meanwhile
+    --it->second.reading;
     if (c.error != 0) {
       ++s.counters.read_errors;
       spdlog::error("{}: cannot read extent {} for the resync: {}", s.config.name, extent,
                     std::strerror(c.error));
-      s.sync.extents.erase(extent);
       return sync_stop(self, "local read error");
     }
-    if (!s.connected || !s.sync.active) {
-      s.sync.extents.erase(extent);
+    if (!s.connected || !s.sync.active)
       return;
-    }
     auto id = s.next_id++;
     s.sync.ids[id] = extent;
     s.sync.wire_bytes += length;
@@ -149,7 +173,42 @@ void start_extent(resource_ptr self, uint64_t extent) {
     rc.length = length;
     rc.data = std::move(c.data);
     replicate(self, std::move(rc));
+    // The data is queued ahead of any later client write to the extent:
+    // writes that waited for the read may go now.
+    if (it->second.reading == 0)
+      release_deferred(self);
   });
+}
+
+/// What an extent's copy moves: the ranges a verify found different, or
+/// the whole extent.
+std::vector<std::pair<uint64_t, uint64_t>> copy_ranges(resource_ptr self, uint64_t extent) {
+  auto& s = self->state;
+  auto offset = extent * s.md.extent_size;
+  if (auto it = s.repair_ranges.find(extent); it != s.repair_ranges.end()) {
+    if (!s.sync.from_secondary)
+      return it->second;
+    s.repair_ranges.erase(it);
+  }
+  return {{offset, extent_bytes(self, extent)}};
+}
+
+void start_extent(resource_ptr self, uint64_t extent) {
+  auto& s = self->state;
+  auto ranges = copy_ranges(self, extent);
+  auto& x = s.sync.extents[extent];
+  x.pending = static_cast<uint32_t>(ranges.size());
+  for (auto& [offset, length] : ranges)
+    x.bytes += length;
+  s.sync.bytes_in_flight += x.bytes;
+  s.sync.started_bytes += x.bytes;
+  s.sync.cursor = extent + 1;
+  if (s.sync.from_secondary)
+    return copy_from_secondary(self, extent, ranges[0].first,
+                               static_cast<uint32_t>(ranges[0].second));
+  x.reading = x.pending;
+  for (auto& [offset, length] : ranges)
+    send_range(self, extent, offset, static_cast<uint32_t>(length));
 }
 
 /// With `syncrate`, may another extent start now? If not, a wake-up is set.
@@ -172,6 +231,21 @@ bool rate_allows(resource_ptr self) {
   return false;
 }
 
+/// Bytes the dirty extents will move (a repaired extent only its ranges).
+uint64_t bytes_to_sync(resource_ptr self) {
+  auto& s = self->state;
+  auto total = s.map->sync_extents() * s.md.extent_size;
+  for (auto& [extent, ranges] : s.repair_ranges) {
+    if (!s.map->needs_sync(extent))
+      continue;
+    uint64_t partial = 0;
+    for (auto& r : ranges)
+      partial += r.second;
+    total -= std::min<uint64_t>(total, s.md.extent_size - std::min<uint64_t>(partial, s.md.extent_size));
+  }
+  return total;
+}
+
 } // namespace
 
 bool touches_sync(resource_ptr self, uint64_t offset, uint64_t length) {
@@ -179,8 +253,9 @@ bool touches_sync(resource_ptr self, uint64_t offset, uint64_t length) {
   if (s.sync.extents.empty())
     return false;
   for (auto e = first_extent(self, offset); e <= last_extent(self, offset, length); ++e)
-    if (s.sync.extents.count(e))
-      return true;
+    if (auto it = s.sync.extents.find(e); it != s.sync.extents.end())
+      if (s.sync.from_secondary || it->second.reading > 0)
+        return true;
   return false;
 }
 
@@ -206,7 +281,7 @@ bool sync_ack(resource_ptr self, uint64_t id, remote_stage stage, uint32_t error
   if (stage != remote_stage::written)
     spdlog::warn("{}: resync of extent {} failed ({})", s.config.name, extent,
                  describe(static_cast<errc>(error)));
-  extent_finished(self, extent, stage == remote_stage::written);
+  range_finished(self, extent, stage == remote_stage::written);
   return true;
 }
 
@@ -214,11 +289,10 @@ void sync_pump(resource_ptr self) {
   auto& s = self->state;
   if (!s.sync.active || !s.connected)
     return;
-  while (s.sync.extents.size() < sync_extents_in_flight && rate_allows(self)) {
+  while (s.sync.bytes_in_flight < sync_bytes_in_flight && rate_allows(self)) {
     auto e = next_candidate(self);
     if (!e)
       break;
-    s.sync.started_bytes += s.md.extent_size;
     start_extent(self, *e);
   }
   if (s.sync.extents.empty() && s.map->sync_extents() == 0)
@@ -234,7 +308,7 @@ void sync_start(resource_ptr self) {
   s.sync.active = true;
   s.sync.from_secondary = from_secondary;
   s.sync.started = std::chrono::steady_clock::now();
-  s.sync.total_bytes = s.map->sync_extents() * s.md.extent_size;
+  s.sync.total_bytes = bytes_to_sync(self);
   if (s.sync.total_bytes > 0) {
     spdlog::info("{}: synchronization started: {} bytes to go", s.config.name, s.sync.total_bytes);
     event(self, "syncstart");
@@ -251,8 +325,42 @@ void sync_stop(resource_ptr self, const std::string& why) {
   s.sync.active = false;
   s.sync.extents.clear();
   s.sync.ids.clear();
+  s.sync.bytes_in_flight = 0;
   event(self, "syncintr");
   release_deferred(self);
+}
+
+void mark_for_sync(resource_ptr self, uint64_t offset, uint64_t length) {
+  auto& s = self->state;
+  s.map->mark_sync(offset, length);
+  if (s.repair_ranges.empty())
+    return;
+  // The whole extent is dirty now, not only the ranges a verify found.
+  for (auto e = first_extent(self, offset); e <= last_extent(self, offset, length); ++e)
+    s.repair_ranges.erase(e);
+}
+
+void sync_ranges(resource_ptr self, uint64_t extent,
+                 const std::vector<std::pair<uint64_t, uint64_t>>& ranges) {
+  auto& s = self->state;
+  if (ranges.empty())
+    return;
+  if (s.map->needs_sync(extent)) {
+    s.repair_ranges.erase(extent);  // the whole extent goes anyway
+    return;
+  }
+  auto& mine = s.repair_ranges[extent];
+  mine.insert(mine.end(), ranges.begin(), ranges.end());
+  for (auto& [offset, length] : ranges)
+    s.map->mark_sync(offset, length);
+  persist(self, [](bool) {});
+  if (s.sync.active) {
+    for (auto& r : ranges)
+      s.sync.total_bytes += r.second;
+    sync_pump(self);
+  } else {
+    sync_start(self);
+  }
 }
 
 } // namespace hast

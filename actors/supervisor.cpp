@@ -238,6 +238,26 @@ supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<su
       }
       return g->promise;
     },
+    [=](atom::verify, std::vector<std::string>& wanted, bool repair, bool stop)
+      -> caf::result<std::vector<verify_outcome>> {
+      auto names = select(self, wanted);
+      if (!names)
+        return names.error();
+      if (names->empty())
+        return std::vector<verify_outcome>{};
+      auto g = std::make_shared<gather<verify_outcome>>();
+      g->promise = self->make_response_promise<std::vector<verify_outcome>>();
+      g->answers.resize(names->size());
+      g->outstanding = names->size();
+      for (size_t i = 0; i < names->size(); ++i) {
+        auto name = (*names)[i];
+        self->request(self->state.resources[name].handle, std::chrono::seconds(10), atom::verify_v,
+                      repair, stop)
+          .then([g, i, name](std::string& message) { g->add(i, {name, message, ""}); },
+                [=](caf::error& err) { g->add(i, {name, "", self->system().render(err)}); });
+      }
+      return g->promise;
+    },
     [=](atom::peer_accept, accepted_link& accepted) {
       auto it = self->state.resources.find(accepted.hello.resource);
       if (it == self->state.resources.end()) {

@@ -20,8 +20,8 @@ constexpr command_entry commands[] = {
     {"create", hast::cli::run_create}, {"dump", hast::cli::run_dump},
     {"role", hast::cli::run_role},     {"status", hast::cli::run_status},
     {"list", hast::cli::run_list},
-  {"resync", hast::cli::run_resync},     {"attach", hast::cli::run_attach},
-    {"detach", hast::cli::run_detach},
+    {"resync", hast::cli::run_resync}, {"verify", hast::cli::run_verify},
+    {"attach", hast::cli::run_attach}, {"detach", hast::cli::run_detach},
 };
 
 } // namespace

@@ -555,7 +555,7 @@ private:
     auto* rest = r.data->data() + present;
     const auto size = r.length - present;
     asio::async_read(
-        socket_, asio::buffer(rest, size),
+        socket_, asio::buffer(rest, size), whole_buffers,
         [self = shared_from_this(), r = std::move(r)](std::error_code ec, std::size_t) mutable {
           if (self->closed_)
             return;
@@ -664,7 +664,7 @@ private:
       }
     }
     asio::async_write(
-        socket_, gather_,
+        socket_, gather_, whole_buffers,
         [self = shared_from_this()](std::error_code ec, std::size_t) { self->on_written(ec); });
   }
 

@@ -61,6 +61,8 @@ bool known_type(uint8_t t) {
     case msg_type::done:
     case msg_type::read_reply:
     case msg_type::sync_done:
+    case msg_type::verify:
+    case msg_type::verify_reply:
     case msg_type::goodbye:
       return true;
   }
@@ -329,6 +331,8 @@ std::string_view to_string(msg_type type) {
     case msg_type::done: return "done";
     case msg_type::read_reply: return "read_reply";
     case msg_type::sync_done: return "sync_done";
+    case msg_type::verify: return "verify";
+    case msg_type::verify_reply: return "verify_reply";
     case msg_type::goodbye: return "goodbye";
   }
   return "unknown";

@@ -44,6 +44,8 @@ enum class msg_type : uint8_t {
   done = 21,           // reply to write/trim/write_zeroes/flush: completed (or `error`)
   read_reply = 22,     // reply to read: the data (or `error`)
   sync_done = 16,      // primary → secondary: resync complete; `offset` carries the primary's localcnt
+  verify = 17,         // primary → secondary: hash the blocks of `length` bytes at offset (no payload)
+  verify_reply = 23,   // reply to verify: the block hashes (io/block_hash.hpp), or `error`
   goodbye = 30,        // either way: orderly close; the payload may hold a reason
 };
 

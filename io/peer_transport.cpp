@@ -339,7 +339,7 @@ struct connection::impl : std::enable_shared_from_this<connection::impl> {
 
   void read_large() {
     const std::size_t chunk = std::min(read_chunk, large->size() - large_done);
-    asio::async_read(socket, asio::buffer(large->data() + large_done, chunk),
+    asio::async_read(socket, asio::buffer(large->data() + large_done, chunk), whole_buffers,
                      [self = shared_from_this()](std::error_code ec, std::size_t n) {
                        if (!self->received(ec, n))
                          return;
@@ -452,7 +452,7 @@ struct connection::impl : std::enable_shared_from_this<connection::impl> {
     out_bufs.clear();
     for (auto i = out_next; i < out_iov.size(); ++i)
       out_bufs.emplace_back(out_iov[i].iov_base, out_iov[i].iov_len);
-    asio::async_write(socket, out_bufs,
+    asio::async_write(socket, out_bufs, whole_buffers,
                       [self = shared_from_this()](std::error_code ec, std::size_t n) {
                         if (ec)
                           return self->write_failed(ec);

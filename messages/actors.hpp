@@ -17,6 +17,7 @@
 // are registered as local-only ("unsafe") types.
 
 #include "config/config.hpp"
+#include "io/block_hash.hpp"
 #include "io/buffer.hpp"
 #include "io/disk_engine.hpp"
 #include "io/metadata.hpp"
@@ -44,6 +45,10 @@ struct nbd_batch {
   std::vector<nbd::request> requests;
   nbd::reply_sink_ptr sink;
   bool from_peer = false;  // replicated by the primary (secondary role only)
+  // from_peer: resynchronisation data. The activemap does not mark it: the
+  // primary keeps the extent dirty until the secondary's `done`, so a crash
+  // here loses nothing the primary would not send again.
+  bool resync = false;
 };
 
 /// Operations for the disk, and what the disk finished (one reap).
@@ -60,6 +65,13 @@ struct role_outcome {
   std::string resource;
   role previous = role::init;
   std::string error;  // empty on success
+};
+
+/// What hastctl verify started or stopped on one resource.
+struct verify_outcome {
+  std::string resource;
+  std::string message;  // on success: what happened, one line
+  std::string error;    // empty on success
 };
 
 /// A role change request as hastctl sends it.
@@ -155,6 +167,9 @@ CAF_BEGIN_TYPE_ID_BLOCK(hast, caf::first_custom_type_id)
   CAF_ADD_ATOM(hast, hast::atom, submit, "hsubmit")
   CAF_ADD_ATOM(hast, hast::atom, disk_done, "hdiskdone")
   CAF_ADD_ATOM(hast, hast::atom, commit_tick, "hcommtick")
+  CAF_ADD_ATOM(hast, hast::atom, verify, "hverify")
+  CAF_ADD_ATOM(hast, hast::atom, verify_range, "hvrange")
+  CAF_ADD_ATOM(hast, hast::atom, verify_tick, "hvtick")
 CAF_END_TYPE_ID_BLOCK(hast)
 
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hast::buffer_ptr)
@@ -182,6 +197,9 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hast::peer_status)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hast::peer::hello_message)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hast::remote_stage)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hast::status)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hast::block_hashes)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hast::verify_outcome)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<hast::verify_outcome>)
 
 CAF_ERROR_CODE_ENUM(hast::errc, "hast")
 
@@ -244,7 +262,15 @@ using resource_actor = caf::typed_actor<
   // at the next handshake and takes the primary's.
   caf::replies_to<atom::resync>::with<bool>,
   // The resync rate limit (`syncrate`) allows the next extent now.
-  caf::reacts_to<atom::sync_tick>>;
+  caf::reacts_to<atom::sync_tick>,
+  // Primary: hastctl verify; starts (`repair`: copying each difference
+  // from here) or, with `stop`, stops an online verify. Answers one line.
+  caf::replies_to<atom::verify, bool, bool>::with<std::string>,
+  // Secondary: the block hashes of a data-region range, read once no write
+  // to it is in flight.
+  caf::replies_to<atom::verify_range, uint64_t, uint32_t>::with<block_hashes>,
+  // The rate limit (`syncrate`) allows the next verified extent now.
+  caf::reacts_to<atom::verify_tick>>;
 
 /// The link to the other node for one resource: connects (primary) or
 /// accepts (secondary), authenticates, shakes hands, moves frames, and on
@@ -267,6 +293,8 @@ using peer_actor = caf::typed_actor<
   caf::replies_to<atom::remote_read, uint64_t, uint32_t>::with<buffer_ptr>,
   // Primary: tell the secondary our generation; `complete`: after a resync.
   caf::reacts_to<atom::sync_done, uint64_t, bool>,
+  // Primary: the secondary's block hashes of a range (online verify).
+  caf::replies_to<atom::verify_range, uint64_t, uint32_t>::with<block_hashes>,
   // Reports the link's state.
   caf::replies_to<atom::status>::with<peer_status>>;
 
@@ -284,6 +312,9 @@ using supervisor_actor = caf::typed_actor<
   // The peer listener accepted a connection; route it to its resource.
   caf::reacts_to<atom::peer_accept, accepted_link>,
   // hastctl resync --discard-local: one outcome per named resource.
-  caf::replies_to<atom::resync, std::vector<std::string>>::with<std::vector<role_outcome>>>;
+  caf::replies_to<atom::resync, std::vector<std::string>>::with<std::vector<role_outcome>>,
+  // hastctl verify [--repair|--stop]: one outcome per named resource.
+  caf::replies_to<atom::verify, std::vector<std::string>, bool, bool>::with<
+    std::vector<verify_outcome>>>;
 
 } // namespace hast

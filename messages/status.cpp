@@ -2,6 +2,49 @@
 
 namespace hast {
 
+namespace {
+
+nlohmann::json verify_json(const verify_progress& v) {
+  auto ranges = nlohmann::json::array();
+  for (auto& r : v.differences)
+    ranges.push_back({{"offset", r.offset}, {"length", r.length}});
+  return {{"active", v.active},
+          {"repair", v.repair},
+          {"outcome", v.outcome},
+          {"done_bytes", v.done_bytes},
+          {"total_bytes", v.total_bytes},
+          {"skipped_bytes", v.skipped_bytes},
+          {"bytes_per_second", v.bytes_per_second},
+          {"eta_seconds", v.eta_seconds},
+          {"block_size", v.block_size},
+          {"differing_blocks", v.differing_blocks},
+          {"repaired_bytes", v.repaired_bytes},
+          {"differences", ranges},
+          {"differences_truncated", v.differences_truncated}};
+}
+
+verify_progress verify_from_json(const nlohmann::json& j) {
+  verify_progress v;
+  v.active = j.value("active", false);
+  v.repair = j.value("repair", false);
+  v.outcome = j.value("outcome", "none");
+  v.done_bytes = j.value("done_bytes", uint64_t{0});
+  v.total_bytes = j.value("total_bytes", uint64_t{0});
+  v.skipped_bytes = j.value("skipped_bytes", uint64_t{0});
+  v.bytes_per_second = j.value("bytes_per_second", uint64_t{0});
+  v.eta_seconds = j.value("eta_seconds", uint64_t{0});
+  v.block_size = j.value("block_size", uint32_t{0});
+  v.differing_blocks = j.value("differing_blocks", uint64_t{0});
+  v.repaired_bytes = j.value("repaired_bytes", uint64_t{0});
+  if (auto d = j.find("differences"); d != j.end() && d->is_array())
+    for (auto& r : *d)
+      v.differences.push_back({r.value("offset", uint64_t{0}), r.value("length", uint64_t{0})});
+  v.differences_truncated = j.value("differences_truncated", false);
+  return v;
+}
+
+} // namespace
+
 nlohmann::json to_json(const resource_status& x) {
   const auto& c = x.counters;
   return {
@@ -31,6 +74,7 @@ nlohmann::json to_json(const resource_status& x) {
       {"done_bytes", x.sync.done_bytes},
       {"total_bytes", x.sync.total_bytes},
       {"bytes_per_second", x.sync.bytes_per_second}}},
+    {"verify", verify_json(x.verify)},
     {"counters",
      {{"reads", c.reads},
       {"writes", c.writes},
@@ -78,6 +122,8 @@ resource_status status_from_json(const nlohmann::json& j) {
     x.sync.total_bytes = s->value("total_bytes", uint64_t{0});
     x.sync.bytes_per_second = s->value("bytes_per_second", uint64_t{0});
   }
+  if (auto v = j.find("verify"); v != j.end() && v->is_object())
+    x.verify = verify_from_json(*v);
   if (auto c = j.find("counters"); c != j.end()) {
     auto& o = x.counters;
     o.reads = c->value("reads", uint64_t{0});

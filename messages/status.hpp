@@ -33,6 +33,30 @@ struct sync_progress {
   uint64_t bytes_per_second = 0;
 };
 
+/// An online verify (hastctl verify): the running one, or the last one.
+struct verify_progress {
+  bool active = false;
+  bool repair = false;             // differences are copied from the primary as found
+  std::string outcome = "none";    // "none", "running", "complete", "stopped" or "interrupted"
+  uint64_t done_bytes = 0;         // compared so far (skipped bytes included)
+  uint64_t total_bytes = 0;
+  uint64_t skipped_bytes = 0;      // extents waiting for a resync: known to differ, not compared
+  uint64_t bytes_per_second = 0;
+  uint64_t eta_seconds = 0;
+  uint32_t block_size = 0;
+  uint64_t differing_blocks = 0;
+  uint64_t repaired_bytes = 0;     // differing bytes copied from the primary
+  struct range {
+    uint64_t offset = 0;
+    uint64_t length = 0;
+  };
+  std::vector<range> differences;  // data-region byte ranges, adjacent blocks merged
+  bool differences_truncated = false;
+};
+
+/// At most this many differing ranges are kept and listed (all are logged).
+inline constexpr size_t verify_ranges_listed = 1000;
+
 struct resource_status {
   std::string name;
   std::string provider_name;
@@ -57,6 +81,7 @@ struct resource_status {
   uint64_t queue_send = 0;   // requests waiting to go to the peer
   uint64_t queue_recv = 0;   // requests waiting for the peer's answer
   sync_progress sync;
+  verify_progress verify;
   resource_counters counters;
   std::string last_error;    // why the resource could not take its role, if so
 };

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 packages=(
   build-essential cmake pkg-config
   libcaf-dev libasio-dev libspdlog-dev libfmt-dev libtoml11-dev nlohmann-json3-dev
-  libgtest-dev libbenchmark-dev liblz4-dev libssl-dev liburing-dev
+  libgtest-dev libbenchmark-dev liblz4-dev libssl-dev liburing-dev libxxhash-dev
   libnbd-bin nbdkit qemu-utils fio fuse3 e2fsprogs util-linux python3 procps
   python3-matplotlib
   clang libfuzzer-14-dev

@@ -127,6 +127,7 @@ std::string usage() {
          "       hastctl status [all | name ...]\n"
          "       hastctl dump [all | name ...]\n"
          "       hastctl resync --discard-local all | name ...\n"
+         "       hastctl verify [--repair | --stop] all | name ...\n"
          "       hastctl attach name\n"
          "       hastctl detach name\n"
          "Global options may come before or after the command word.\n";

@@ -32,6 +32,8 @@ int run_list(const cli_options &options, const std::vector<std::string> &args);
 
 /// resync --discard-local all|<res>...  (cli/common/resync_command.cpp)
 int run_resync(const cli_options& options, const std::vector<std::string>& args);
+/// verify [--repair | --stop] all|<res>...  (cli/common/resync_command.cpp)
+int run_verify(const cli_options& options, const std::vector<std::string>& args);
 
 // Block device (cli/common/attach.cpp): on the primary's node.
 

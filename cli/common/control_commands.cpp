@@ -18,16 +18,44 @@ int fail(const std::string& message) {
   return 1;
 }
 
-std::string eta(const sync_progress& s) {
-  if (!s.active || s.bytes_per_second == 0 || s.total_bytes <= s.done_bytes)
-    return "-";
-  auto seconds = (s.total_bytes - s.done_bytes) / s.bytes_per_second;
+std::string clock(uint64_t seconds) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%llu:%02llu:%02llu",
                 static_cast<unsigned long long>(seconds / 3600),
                 static_cast<unsigned long long>(seconds / 60 % 60),
                 static_cast<unsigned long long>(seconds % 60));
   return buf;
+}
+
+std::string eta(const sync_progress& s) {
+  if (!s.active || s.bytes_per_second == 0 || s.total_bytes <= s.done_bytes)
+    return "-";
+  return clock((s.total_bytes - s.done_bytes) / s.bytes_per_second);
+}
+
+/// "verify: running 45.0% (...)" or the outcome of the last one.
+void print_verify(const verify_progress& v) {
+  if (v.outcome == "none") {
+    std::cout << "  verify: none\n";
+    return;
+  }
+  auto pct = v.total_bytes == 0 ? 100.0 : 100.0 * v.done_bytes / v.total_bytes;
+  char buf[256];
+  std::snprintf(buf, sizeof buf, "%s%s %.1f%% (%s of %s, %s/s, ETA %s), %llu differing blocks",
+                v.outcome.c_str(), v.repair ? " (repair)" : "", pct,
+                humanize(v.done_bytes).c_str(), humanize(v.total_bytes).c_str(),
+                humanize(v.bytes_per_second).c_str(), v.active ? clock(v.eta_seconds).c_str() : "-",
+                static_cast<unsigned long long>(v.differing_blocks));
+  std::cout << "  verify: " << buf;
+  if (v.skipped_bytes > 0)
+    std::cout << ", " << humanize(v.skipped_bytes) << " skipped (dirty)";
+  if (v.repair)
+    std::cout << ", " << humanize(v.repaired_bytes) << " repaired";
+  std::cout << "\n";
+  for (auto& d : v.differences)
+    std::cout << "    differs: offset " << d.offset << " length " << d.length << "\n";
+  if (v.differences_truncated)
+    std::cout << "    (more differences are in the log)\n";
 }
 
 void print_list(const resource_status& r) {
@@ -58,6 +86,7 @@ void print_list(const resource_status& r) {
   } else {
     std::cout << "  synchronization: idle\n";
   }
+  print_verify(r.verify);
   if (!r.last_error.empty())
     std::cout << "  error: " << r.last_error << "\n";
   std::cout << "  statistics:\n"

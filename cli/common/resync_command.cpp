@@ -1,10 +1,14 @@
 // hastctl resync --discard-local <res>...: on the node chosen to lose a
 // split brain (it must be secondary), give up its own changes; the next
 // connection resyncs from the primary every extent either side changed.
+//
+// hastctl verify [--repair | --stop] <res>...: on the primary, compare both
+// nodes' data online (docs/PROTOCOL.md, "Online verify").
 
 #include "cli/common/commands.hpp"
 #include "cli/common/control_client.hpp"
 
+#include <algorithm>
 #include <iostream>
 
 namespace hast::cli {
@@ -41,6 +45,47 @@ int run_resync(const cli_options& options, const std::vector<std::string>& args)
     } else {
       std::cout << r.value("resource", "")
                 << ": local changes will be discarded when the primary connects\n";
+    }
+  }
+  return rc;
+}
+
+int run_verify(const cli_options& options, const std::vector<std::string>& args) {
+  std::string error;
+  auto parsed = parse_command_args(args, "", {"--repair", "--stop"}, error);
+  if (!parsed) {
+    std::cerr << "hastctl: verify: " << error << '\n';
+    return 1;
+  }
+  auto has = [&](const char* flag) {
+    return std::find(parsed->flags.begin(), parsed->flags.end(), flag) != parsed->flags.end();
+  };
+  auto repair = has("--repair");
+  auto stop = has("--stop");
+  if (repair && stop) {
+    std::cerr << "hastctl: verify: --repair and --stop exclude each other\n";
+    return 1;
+  }
+  if (parsed->operands.empty()) {
+    std::cerr << "hastctl: verify: expected 'verify [--repair | --stop] all|<resource>...'\n";
+    return 1;
+  }
+  auto reply = request_daemon(options, {{"command", "verify"},
+                                        {"repair", repair},
+                                        {"stop", stop},
+                                        {"resources", parsed->operands}});
+  if (!reply) {
+    std::cerr << "hastctl: " << reply.error().message() << '\n';
+    return 1;
+  }
+  int rc = 0;
+  for (auto& r : reply->at("results")) {
+    auto err = r.value("error", "");
+    if (!err.empty()) {
+      std::cerr << "hastctl: " << r.value("resource", "") << ": " << err << '\n';
+      rc = 1;
+    } else {
+      std::cout << r.value("resource", "") << ": " << r.value("message", "") << '\n';
     }
   }
   return rc;

@@ -1,0 +1,371 @@
+// The online verify (hastctl verify): the primary walks the data region
+// extent by extent; for each, it reads and hashes its own copy while the
+// secondary does the same with its copy, and only the hashes (one xxh3-64
+// per 4 KiB block) cross the wire. Differing blocks are logged, counted and
+// listed; with --repair each differing range is marked dirty and the resync
+// copies exactly those ranges from the primary.
+//
+// Interlock with client writes, as the resync's: an extent is verified only
+// when no client write to it is in flight, and writes to it that arrive
+// meanwhile wait until both hashes are in. The secondary hashes a range only
+// after the writes to it that arrived before the request are done. So a
+// concurrent write never shows as a difference. Extents waiting for a
+// resync are known to differ and are skipped (counted as skipped).
+//
+// Nothing of a verify is persisted: a node killed during one restarts
+// without it; the verify simply did not finish.
+
+#include "actors/resource.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <cstring>
+
+namespace hast {
+
+namespace {
+
+uint64_t extent_count(resource_ptr self) {
+  auto& md = self->state.md;
+  return (md.datasize + md.extent_size - 1) / md.extent_size;
+}
+
+uint64_t extent_bytes(resource_ptr self, uint64_t extent) {
+  auto& md = self->state.md;
+  return std::min<uint64_t>(md.extent_size, md.datasize - extent * md.extent_size);
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+void finish(resource_ptr self, const std::string& outcome) {
+  auto& s = self->state;
+  auto& v = s.verify;
+  v.active = false;
+  v.outcome = outcome;
+  v.ended = std::chrono::steady_clock::now();
+  v.extents.clear();
+  v.later.clear();
+  auto seconds = std::chrono::duration<double>(v.ended - v.started).count();
+  spdlog::log(v.differing_blocks > 0 ? spdlog::level::warn : spdlog::level::info,
+              "{}: verify {}: {} differing blocks of {} bytes, {} of {} bytes compared, {} "
+              "skipped (waiting for a resync), {:.1f} s",
+              s.config.name, outcome, v.differing_blocks, verify_block_size,
+              v.done_bytes - v.skipped_bytes, v.total_bytes, v.skipped_bytes, seconds);
+  event(self, "verify", {std::to_string(v.differing_blocks), outcome});
+  release_deferred(self);
+}
+
+/// With `syncrate`, may another extent start now? If not, a wake-up is set.
+bool rate_allows(resource_ptr self) {
+  auto& s = self->state;
+  auto& v = s.verify;
+  auto rate = s.config.syncrate;
+  if (rate == 0)
+    return true;
+  auto allowed = static_cast<double>(rate) * seconds_since(v.started) + s.md.extent_size;
+  if (static_cast<double>(v.started_bytes) < allowed)
+    return true;
+  if (!v.tick_pending) {
+    v.tick_pending = true;
+    auto wait = (static_cast<double>(v.started_bytes) - allowed) / static_cast<double>(rate);
+    self->delayed_send(self, std::chrono::milliseconds(1 + static_cast<int64_t>(wait * 1000)),
+                       atom::verify_tick_v);
+  }
+  return false;
+}
+
+/// Records the differing blocks of one extent; returns them as byte ranges.
+std::vector<std::pair<uint64_t, uint64_t>> record_differences(resource_ptr self, uint64_t extent,
+                                                              const verify_extent& x) {
+  auto& s = self->state;
+  auto& v = s.verify;
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;
+  auto base = extent * s.md.extent_size;
+  auto end = base + extent_bytes(self, extent);
+  for (auto [first, count] : differing_runs(*x.local, *x.remote)) {
+    auto offset = base + first * verify_block_size;
+    auto length = std::min<uint64_t>(count * verify_block_size, end - offset);
+    v.differing_blocks += count;
+    spdlog::warn("{}: verify: blocks differ at offset {} length {}", s.config.name, offset, length);
+    ranges.emplace_back(offset, length);
+    if (!v.differences.empty()
+        && v.differences.back().offset + v.differences.back().length == offset)
+      v.differences.back().length += length;
+    else if (v.differences.size() < verify_ranges_listed)
+      v.differences.push_back({offset, length});
+    else
+      v.truncated = true;
+  }
+  return ranges;
+}
+
+/// Both hashes of an extent are in: compare, and go on.
+void compare(resource_ptr self, uint64_t extent) {
+  auto& s = self->state;
+  auto& v = s.verify;
+  auto it = v.extents.find(extent);
+  if (it == v.extents.end() || !it->second.local || !it->second.remote)
+    return;
+  auto x = std::move(it->second);
+  v.extents.erase(it);
+  v.done_bytes += extent_bytes(self, extent);
+  auto ranges = record_differences(self, extent, x);
+  release_deferred(self);
+  if (v.repair && !ranges.empty()) {
+    for (auto& r : ranges)
+      v.repaired_bytes += r.second;
+    sync_ranges(self, extent, ranges);
+  }
+  verify_pump(self);
+}
+
+void start_extent(resource_ptr self, uint64_t extent) {
+  auto& s = self->state;
+  auto& v = s.verify;
+  auto run = v.run;
+  auto offset = extent * s.md.extent_size;
+  auto length = static_cast<uint32_t>(extent_bytes(self, extent));
+  v.extents[extent] = {};
+  v.started_bytes += length;
+  disk_op op;
+  op.op = disk_op::kind::read;
+  op.offset = offset;
+  op.length = length;
+  submit_disk(self, std::move(op), [=](disk_completion& c) {
+    auto& v = self->state.verify;
+    if (!v.active || v.run != run || !v.extents.count(extent))
+      return;
+    if (c.error != 0) {
+      ++self->state.counters.read_errors;
+      return verify_interrupt(self, std::string{"local read error at offset "}
+                                      + std::to_string(offset) + ": " + std::strerror(c.error));
+    }
+    v.extents[extent].local = hash_blocks({c.data->data(), c.data->size()});
+    compare(self, extent);
+  });
+  self->request(s.link, std::chrono::seconds(s.config.timeout), atom::verify_range_v, offset, length)
+    .then(
+      [=](block_hashes& theirs) {
+        activation act{self};
+        auto& v = self->state.verify;
+        if (!v.active || v.run != run || !v.extents.count(extent))
+          return;
+        if (theirs.block_size != verify_block_size
+            || theirs.hashes.size() != (length + verify_block_size - 1) / verify_block_size)
+          return verify_interrupt(self, "the secondary answered hashes of another shape");
+        v.extents[extent].remote = std::move(theirs);
+        compare(self, extent);
+      },
+      [=](caf::error& err) {
+        activation act{self};
+        auto& v = self->state.verify;
+        if (!v.active || v.run != run)
+          return;
+        verify_interrupt(self, "the secondary could not hash offset " + std::to_string(offset)
+                                 + ": " + self->system().render(err));
+      });
+}
+
+enum class pick { start, skip, later };
+
+/// What to do with an extent now.
+pick judge(resource_ptr self, uint64_t extent) {
+  auto& s = self->state;
+  if (s.map->needs_sync(extent) && !s.sync.extents.count(extent))
+    return pick::skip;  // known to differ; the resync copies it
+  if (s.busy.count(extent) || s.sync.extents.count(extent))
+    return pick::later;
+  return pick::start;
+}
+
+} // namespace
+
+caf::result<std::string> verify_command(resource_ptr self, bool repair, bool stop) {
+  auto& s = self->state;
+  auto& v = s.verify;
+  if (stop) {
+    if (!v.active)
+      return caf::make_error(errc::invalid_argument, "no verify is running");
+    finish(self, "stopped");
+    return std::string{"verify stopped"};
+  }
+  if (s.current != role::primary)
+    return caf::make_error(errc::not_primary,
+                           "the resource is " + to_string(s.current)
+                             + "; run verify on the primary");
+  if (!s.connected)
+    return caf::make_error(errc::disconnected,
+                           "the secondary is not connected"
+                             + (s.peer_error.empty() ? std::string{} : " (" + s.peer_error + ")"));
+  if (v.active)
+    return caf::make_error(errc::busy, "a verify is already running");
+  auto run = v.run + 1;
+  v = verify_state{};
+  v.run = run;
+  v.active = true;
+  v.repair = repair;
+  v.outcome = "running";
+  v.total_bytes = s.md.datasize;
+  v.started = std::chrono::steady_clock::now();
+  spdlog::info("{}: verify started ({} bytes{})", s.config.name, v.total_bytes,
+               repair ? "; differences are copied from this node" : "");
+  verify_pump(self);
+  return std::string{repair ? "verify started (differences are repaired from this node)"
+                            : "verify started"};
+}
+
+void verify_pump(resource_ptr self) {
+  auto& s = self->state;
+  auto& v = s.verify;
+  if (!v.active || !s.connected || !s.map)
+    return;
+  auto count = extent_count(self);
+  // Extents passed over earlier first, then onwards.
+  for (size_t n = v.later.size(); n > 0 && v.extents.size() < verify_extents_in_flight; --n) {
+    auto e = v.later.front();
+    v.later.pop_front();
+    switch (judge(self, e)) {
+      case pick::skip:
+        v.skipped_bytes += extent_bytes(self, e);
+        v.done_bytes += extent_bytes(self, e);
+        break;
+      case pick::later: v.later.push_back(e); break;
+      case pick::start:
+        if (!rate_allows(self)) {
+          v.later.push_front(e);
+          return;
+        }
+        start_extent(self, e);
+        break;
+    }
+  }
+  while (v.cursor < count && v.extents.size() < verify_extents_in_flight) {
+    auto e = v.cursor;
+    auto what = judge(self, e);
+    if (what == pick::start && !rate_allows(self))
+      return;
+    ++v.cursor;
+    switch (what) {
+      case pick::skip:
+        v.skipped_bytes += extent_bytes(self, e);
+        v.done_bytes += extent_bytes(self, e);
+        break;
+      case pick::later: v.later.push_back(e); break;
+      case pick::start: start_extent(self, e); break;
+    }
+  }
+  if (v.cursor >= count && v.later.empty() && v.extents.empty())
+    finish(self, "complete");
+}
+
+void verify_interrupt(resource_ptr self, const std::string& why) {
+  auto& v = self->state.verify;
+  if (!v.active)
+    return;
+  spdlog::warn("{}: verify interrupted: {}", self->state.config.name, why);
+  finish(self, "interrupted");
+}
+
+bool verifying_extent(resource_ptr self, uint64_t extent) {
+  return self->state.verify.extents.count(extent) > 0;
+}
+
+bool touches_verify(resource_ptr self, uint64_t offset, uint64_t length) {
+  auto& s = self->state;
+  if (s.verify.extents.empty())
+    return false;
+  auto first = offset / s.md.extent_size;
+  auto last = (offset + std::max<uint64_t>(length, 1) - 1) / s.md.extent_size;
+  for (auto e = first; e <= last; ++e)
+    if (s.verify.extents.count(e))
+      return true;
+  return false;
+}
+
+verify_progress verify_status(resource_ptr self) {
+  auto& v = self->state.verify;
+  verify_progress p;
+  p.active = v.active;
+  p.repair = v.repair;
+  p.outcome = v.outcome;
+  p.done_bytes = v.done_bytes;
+  p.total_bytes = v.total_bytes;
+  p.skipped_bytes = v.skipped_bytes;
+  p.block_size = verify_block_size;
+  p.differing_blocks = v.differing_blocks;
+  p.repaired_bytes = v.repaired_bytes;
+  p.differences = v.differences;
+  p.differences_truncated = v.truncated;
+  if (v.outcome != "none") {
+    auto seconds = v.active ? seconds_since(v.started)
+                            : std::chrono::duration<double>(v.ended - v.started).count();
+    if (seconds > 0)
+      p.bytes_per_second = static_cast<uint64_t>(static_cast<double>(v.done_bytes) / seconds);
+    if (v.active && p.bytes_per_second > 0)
+      p.eta_seconds = (v.total_bytes - std::min(v.done_bytes, v.total_bytes)) / p.bytes_per_second;
+  }
+  return p;
+}
+
+namespace {
+
+bool range_busy(resource_ptr self, uint64_t offset, uint32_t length) {
+  auto& s = self->state;
+  auto first = offset / s.md.extent_size;
+  auto last = (offset + std::max<uint64_t>(length, 1) - 1) / s.md.extent_size;
+  for (auto e = first; e <= last; ++e)
+    if (s.busy.count(e))
+      return true;
+  return false;
+}
+
+void hash_now(resource_ptr self, hash_request req) {
+  disk_op op;
+  op.op = disk_op::kind::read;
+  op.offset = req.offset;
+  op.length = req.length;
+  submit_disk(self, std::move(op), [self, req](disk_completion& c) mutable {
+    if (c.error != 0) {
+      ++self->state.counters.read_errors;
+      spdlog::error("{}: cannot read offset {} for the primary's verify: {}",
+                    self->state.config.name, req.offset, std::strerror(c.error));
+      req.promise.deliver(caf::make_error(errc::io_error, std::strerror(c.error)));
+      return;
+    }
+    req.promise.deliver(hash_blocks({c.data->data(), c.data->size()}));
+  });
+}
+
+} // namespace
+
+caf::result<block_hashes> hash_range(resource_ptr self, uint64_t offset, uint32_t length) {
+  auto& s = self->state;
+  if (s.current != role::secondary || !s.map)
+    return caf::make_error(errc::invalid_argument,
+                           "the resource is " + to_string(s.current) + ", not secondary");
+  if (length == 0 || offset > s.md.datasize || length > s.md.datasize - offset)
+    return caf::make_error(errc::invalid_argument, "verify range outside the data region");
+  hash_request req{offset, length, self->make_response_promise<block_hashes>()};
+  auto promise = req.promise;
+  if (range_busy(self, offset, length))
+    s.hash_waiting.push_back(std::move(req));
+  else
+    hash_now(self, std::move(req));
+  return promise;
+}
+
+void serve_hash_requests(resource_ptr self) {
+  auto& s = self->state;
+  auto waiting = std::move(s.hash_waiting);
+  s.hash_waiting.clear();
+  for (auto& req : waiting) {
+    if (range_busy(self, req.offset, req.length))
+      s.hash_waiting.push_back(std::move(req));
+    else
+      hash_now(self, std::move(req));
+  }
+}
+
+} // namespace hast
