@@ -145,7 +145,9 @@ void start_extent(resource_ptr self, uint64_t extent) {
     v.extents[extent].local = hash_blocks({c.data->data(), c.data->size()});
     compare(self, extent);
   });
-  self->request(s.link, std::chrono::seconds(s.config.timeout), atom::verify_range_v, offset, length)
+  // No timeout of its own: a dead link fails the request (the link has its
+  // keepalive and timeout), and a slow one only slows the verify.
+  self->request(s.link, caf::infinite, atom::verify_range_v, offset, length)
     .then(
       [=](block_hashes& theirs) {
         activation act{self};

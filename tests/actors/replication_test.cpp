@@ -12,6 +12,8 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <optional>
+#include <set>
 #include <mutex>
 
 namespace hast {
@@ -68,8 +70,9 @@ protected:
     run_for(std::chrono::milliseconds(50));
   }
 
-  /// A primary in `mode`, connected to the scripted secondary.
-  void start_primary(replication_mode mode) {
+  /// A primary in `mode`, connected to the scripted secondary, which sends
+  /// `their_bitmap` (extents to resync) in its hello_reply.
+  void start_primary(replication_mode mode, std::vector<uint8_t> their_bitmap = {}) {
     resource_config rc;
     rc.name = "r";
     rc.provider_name = "r";
@@ -105,6 +108,7 @@ protected:
     reply.datasize = datasize;
     reply.extent_size = default_extent_size;
     reply.sync_source = "none";
+    reply.bitmap = std::move(their_bitmap);
     link->deliver(peer::header{.type = peer::msg_type::hello_reply}, peer::encode_hello(reply));
     ASSERT_TRUE(run_until([&] { return status_of().connected; }));
   }
@@ -160,6 +164,44 @@ protected:
     h.type = type;
     h.seq = seq;
     link->deliver(h);
+  }
+
+  /// The secondary's verify_reply: the hashes of zeros (a fresh provider),
+  /// with block `differ` (if any) hashed differently.
+  void answer_verify(const peer::header& request, std::optional<size_t> differ = {}) {
+    std::vector<uint8_t> zeros(request.length, 0);
+    auto hashes = hash_blocks(zeros);
+    if (differ)
+      hashes.hashes.at(*differ) ^= 1;
+    peer::header h;
+    h.type = peer::msg_type::verify_reply;
+    h.seq = request.seq;
+    auto payload = encode_block_hashes(hashes);
+    h.payload_length = static_cast<uint32_t>(payload->size());
+    link->deliver(h, payload);
+  }
+
+  /// Sends hastctl verify's message; the answer line or the error.
+  std::string verify(bool repair = false, bool stop = false) {
+    std::string out;
+    bool got = false;
+    self->send(res, atom::verify_v, repair, stop);
+    run_until([&] {
+      self->receive([&](std::string& line) { out = line, got = true; },
+                    [&](caf::error& err) { out = "error: " + sys.render(err), got = true; },
+                    caf::after(std::chrono::seconds(0)) >> [] {});
+      return got;
+    });
+    return out;
+  }
+
+  /// Bitmap with the given extents set (as a secondary's hello_reply has
+  /// it; a shorter bitmap than the resource's covers the first extents).
+  std::vector<uint8_t> bitmap_of(std::initializer_list<uint64_t> extents) {
+    activemap m(16 * uint64_t{default_extent_size}, default_extent_size, default_keepdirty);
+    for (auto e : extents)
+      m.mark_sync(e * default_extent_size, 4096);
+    return m.bitmap();
   }
 
   asio::io_context io_context;
@@ -252,6 +294,98 @@ TEST_F(replication, a_lost_connection_completes_waiting_writes_and_keeps_their_e
   EXPECT_FALSE(st.connected);
   EXPECT_EQ(st.status, "degraded");
   EXPECT_GE(st.dirty_bytes, uint64_t{default_extent_size});
+}
+
+TEST_F(replication, verify_holds_a_client_write_to_an_extent_being_compared_and_reports_exact_blocks) {
+  start_primary(replication_mode::memsync);
+  EXPECT_EQ(verify(), "verify started");
+  EXPECT_EQ(verify().rfind("error: ", 0), 0u) << "a second verify must be refused while one runs";
+  ASSERT_TRUE(run_until([&] { return !link->frames(peer::msg_type::verify).empty(); }));
+  auto first = link->frames(peer::msg_type::verify).front();
+  EXPECT_EQ(first.offset, 0u);
+  EXPECT_EQ(first.length, default_extent_size);
+  EXPECT_EQ(first.payload_length, 0u) << "only hashes cross the wire, not data";
+  // A client write into the extent being compared waits for its hashes.
+  auto acked = write(8192, 4096);
+  run_for(std::chrono::milliseconds(200));
+  EXPECT_TRUE(link->frames(peer::msg_type::write).empty())
+    << "a write to an extent under verification went out before its comparison";
+  answer_verify(first, 3);  // block 3 of extent 0 differs on the secondary
+  auto h = write_frame();
+  EXPECT_EQ(h.offset, 8192u) << "the held write went once the extent was compared";
+  answer(peer::msg_type::received, h.seq);
+  answer(peer::msg_type::done, h.seq);
+  EXPECT_TRUE(run_until([&] { return acked->load(); }));
+  // Every other extent is identical.
+  std::set<uint64_t> answered{first.seq};
+  ASSERT_TRUE(run_until([&] {
+    for (auto& v : link->frames(peer::msg_type::verify))
+      if (answered.insert(v.seq).second)
+        answer_verify(v);
+    return !status_of().verify.active;
+  }));
+  auto v = status_of().verify;
+  EXPECT_EQ(v.outcome, "complete");
+  EXPECT_EQ(v.differing_blocks, 1u);
+  ASSERT_EQ(v.differences.size(), 1u);
+  EXPECT_EQ(v.differences[0].offset, 3u * verify_block_size);
+  EXPECT_EQ(v.differences[0].length, verify_block_size);
+  EXPECT_EQ(v.done_bytes, v.total_bytes);
+  EXPECT_EQ(status_of().dirty_bytes, 0u) << "a verify without --repair marks nothing";
+}
+
+TEST_F(replication, verify_repair_copies_only_the_differing_block) {
+  start_primary(replication_mode::memsync);
+  EXPECT_EQ(verify(true), "verify started (differences are repaired from this node)");
+  std::set<uint64_t> answered;
+  ASSERT_TRUE(run_until([&] {
+    for (auto& v : link->frames(peer::msg_type::verify))
+      if (answered.insert(v.seq).second)
+        answer_verify(v, v.offset == 2 * uint64_t{default_extent_size} ? std::optional<size_t>{7}
+                                                                       : std::nullopt);
+    return !status_of().verify.active;
+  }));
+  auto h = write_frame();
+  EXPECT_NE(h.flags & peer::flag_sync, 0) << "the repair goes as resync data";
+  EXPECT_EQ(h.offset, 2u * default_extent_size + 7u * verify_block_size);
+  EXPECT_EQ(h.length, verify_block_size) << "the repair copies the differing block, not its extent";
+  EXPECT_EQ(status_of().status, "degraded");
+  answer(peer::msg_type::done, h.seq);
+  EXPECT_TRUE(run_until([&] { return status_of().status == "complete"; }));
+  EXPECT_EQ(link->frames(peer::msg_type::write).size(), 1u) << "nothing else moved";
+  EXPECT_EQ(status_of().synced_bytes, verify_block_size);
+}
+
+TEST_F(replication, verify_stops_when_told_and_is_interrupted_by_a_lost_link) {
+  start_primary(replication_mode::memsync);
+  EXPECT_EQ(verify(false, true).rfind("error: ", 0), 0u) << "--stop with no verify running";
+  EXPECT_EQ(verify(), "verify started");
+  EXPECT_EQ(verify(false, true), "verify stopped");
+  EXPECT_EQ(status_of().verify.outcome, "stopped");
+  EXPECT_EQ(verify(), "verify started");
+  ASSERT_TRUE(run_until([&] { return !link->frames(peer::msg_type::verify).empty(); }));
+  link->closed("test: link lost");
+  EXPECT_TRUE(run_until([&] { return status_of().verify.outcome == "interrupted"; }));
+  EXPECT_EQ(verify().rfind("error: ", 0), 0u) << "verify needs a connected secondary";
+}
+
+TEST_F(replication, a_client_write_to_an_extent_being_resynced_goes_right_behind_its_data) {
+  start_primary(replication_mode::memsync, bitmap_of({1}));
+  auto sync = write_frame();
+  ASSERT_NE(sync.flags & peer::flag_sync, 0);
+  ASSERT_EQ(sync.offset, uint64_t{default_extent_size});
+  // The resync data is queued; a client write to its extent goes behind it
+  // on the ordered link without waiting for the secondary's `done`.
+  auto acked = write(default_extent_size + 4096, 4096);
+  ASSERT_TRUE(run_until([&] { return link->frames(peer::msg_type::write).size() == 2; }))
+    << "the client write waited for the whole resync of its extent";
+  auto client = link->frames(peer::msg_type::write)[1];
+  EXPECT_EQ(client.flags & peer::flag_sync, 0);
+  answer(peer::msg_type::received, client.seq);
+  EXPECT_TRUE(run_until([&] { return acked->load(); }));
+  answer(peer::msg_type::done, sync.seq);
+  answer(peer::msg_type::done, client.seq);
+  EXPECT_TRUE(run_until([&] { return status_of().status == "complete"; }));
 }
 
 } // namespace
