@@ -7,6 +7,7 @@
 // replaced; regress-* files found by fuzzing are not touched).
 
 #include "io/activemap.hpp"
+#include "io/block_hash.hpp"
 #include "io/metadata.hpp"
 #include "io/nbd_protocol.hpp"
 #include "io/peer_protocol.hpp"
@@ -262,6 +263,21 @@ void peer_frames() {
     std::memcpy(payload->data(), json.data(), json.size());
     put(in, frame(h, payload));
     write("peer_frame", "hello-missing-fields", in);
+  }
+  {
+    // An online verify: the request, then its reply of three block hashes.
+    bytes in{0};
+    peer::header h;
+    h.type = peer::msg_type::verify;
+    h.seq = 9;
+    h.length = 3 * verify_block_size;
+    put(in, frame(h, nullptr));
+    block_hashes hashes;
+    hashes.hashes = {0x1111, 0x2222, 0x3333};
+    h.type = peer::msg_type::verify_reply;
+    h.length = 0;
+    put(in, frame(h, encode_block_hashes(hashes)));
+    write("peer_frame", "verify", in);
   }
 }
 

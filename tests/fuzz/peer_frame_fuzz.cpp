@@ -1,7 +1,8 @@
 // Frames from a peer as io/peer_transport.cpp and the peer actor take them:
 // an 80-byte header (decode_header), its payload_length bytes, then the
 // payload opened (open_payload: checksum, hole, lz4) and, for the handshake
-// messages, decoded (decode_hello, decode_nonce). Frames follow each other
+// messages and a verify's reply, decoded (decode_hello, decode_nonce,
+// decode_block_hashes). Frames follow each other
 // until one is malformed or the input ends.
 //
 // The first input byte is a mode: with bit 0 set, each header's CRC-32C is
@@ -9,6 +10,7 @@
 // checksum; with bit 1 set, each payload's digest is recomputed for the
 // checksum kind the header names, so that mutations reach decompression.
 
+#include "io/block_hash.hpp"
 #include "io/checksum.hpp"
 #include "io/crc32c.hpp"
 #include "io/peer_protocol.hpp"
@@ -86,6 +88,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size) {
     case msg_type::auth_challenge:
     case msg_type::auth_response:
       (void)decode_nonce(payload);
+      break;
+    case msg_type::verify_reply:
+      if (auto hashes = decode_block_hashes(payload)) {
+        const auto again = decode_block_hashes(encode_block_hashes(*hashes));
+        check(again && *again == *hashes);
+      }
       break;
     default:
       if (auto opened = open_payload(h, payload)) {
