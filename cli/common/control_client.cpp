@@ -2,6 +2,8 @@
 
 #include "io/control_channel.hpp"
 
+#include <iostream>
+
 namespace hast::cli {
 
 result<node_config> load(const cli_options& options) {
@@ -26,6 +28,21 @@ result<nlohmann::json> request_daemon(const cli_options& options, const nlohmann
   if (reply->contains("error"))
     return status{errc::invalid_argument, reply->at("error").get<std::string>()};
   return reply;
+}
+
+int report_results(const nlohmann::json& reply,
+                   const std::function<void(const nlohmann::json&)>& success) {
+  int rc = 0;
+  for (auto& r : reply.at("results")) {
+    auto err = r.value("error", "");
+    if (!err.empty()) {
+      std::cerr << "hastctl: " << r.value("resource", "") << ": " << err << '\n';
+      rc = 1;
+    } else {
+      success(r);
+    }
+  }
+  return rc;
 }
 
 } // namespace hast::cli

@@ -172,18 +172,11 @@ int run_role(const cli_options& options, const std::vector<std::string>& args) {
     options, {{"command", "role"}, {"role", ops[0]}, {"resources", names}, {"force", force}});
   if (!reply)
     return fail(reply.error().message());
-  int rc = 0;
-  for (auto& r : reply->at("results")) {
-    auto err = r.value("error", "");
-    if (!err.empty()) {
-      std::cerr << "hastctl: " << r.value("resource", "") << ": " << err << '\n';
-      rc = 1;
-    } else if (options.debug > 0) {
+  return report_results(*reply, [&](const nlohmann::json& r) {
+    if (options.debug > 0)
       std::cout << r.value("resource", "") << ": " << r.value("previous", "") << " -> " << ops[0]
                 << '\n';
-    }
-  }
-  return rc;
+  });
 }
 
 } // namespace hast::cli

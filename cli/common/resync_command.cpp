@@ -36,18 +36,10 @@ int run_resync(const cli_options& options, const std::vector<std::string>& args)
     std::cerr << "hastctl: " << reply.error().message() << '\n';
     return 1;
   }
-  int rc = 0;
-  for (auto& r : reply->at("results")) {
-    auto err = r.value("error", "");
-    if (!err.empty()) {
-      std::cerr << "hastctl: " << r.value("resource", "") << ": " << err << '\n';
-      rc = 1;
-    } else {
-      std::cout << r.value("resource", "")
-                << ": local changes will be discarded when the primary connects\n";
-    }
-  }
-  return rc;
+  return report_results(*reply, [](const nlohmann::json& r) {
+    std::cout << r.value("resource", "")
+              << ": local changes will be discarded when the primary connects\n";
+  });
 }
 
 int run_verify(const cli_options& options, const std::vector<std::string>& args) {
@@ -78,17 +70,9 @@ int run_verify(const cli_options& options, const std::vector<std::string>& args)
     std::cerr << "hastctl: " << reply.error().message() << '\n';
     return 1;
   }
-  int rc = 0;
-  for (auto& r : reply->at("results")) {
-    auto err = r.value("error", "");
-    if (!err.empty()) {
-      std::cerr << "hastctl: " << r.value("resource", "") << ": " << err << '\n';
-      rc = 1;
-    } else {
-      std::cout << r.value("resource", "") << ": " << r.value("message", "") << '\n';
-    }
-  }
-  return rc;
+  return report_results(*reply, [](const nlohmann::json& r) {
+    std::cout << r.value("resource", "") << ": " << r.value("message", "") << '\n';
+  });
 }
 
 } // namespace hast::cli
