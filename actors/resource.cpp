@@ -321,8 +321,13 @@ void finish_write(self_ptr self, uint64_t id, bool remote_failed) {
   s.calls.erase(it);
   if (!is_flush(req) && s.map) {
     // What the secondary did not confirm stays dirty for the resync.
-    if (remote_failed && !s.config.standalone())
+    if (remote_failed && !s.config.standalone()) {
       mark_for_sync(self, req.offset, req.length);
+      // Still connected (an async overflow, an error there): copy it now,
+      // not at the next connection.
+      if (s.connected && !s.sync.active)
+        sync_start(self);
+    }
     // An extent leaving the image needs no write now: the next commit
     // carries it. (Resync data never entered it.)
     if (!resync)

@@ -241,7 +241,8 @@ uint64_t bytes_to_sync(resource_ptr self) {
     uint64_t partial = 0;
     for (auto& r : ranges)
       partial += r.second;
-    total -= std::min<uint64_t>(total, s.md.extent_size - std::min<uint64_t>(partial, s.md.extent_size));
+    // This extent moves its ranges, not all of itself.
+    total = total - std::min<uint64_t>(total, s.md.extent_size) + partial;
   }
   return total;
 }
@@ -278,10 +279,15 @@ bool sync_ack(resource_ptr self, uint64_t id, remote_stage stage, uint32_t error
   if (stage == remote_stage::received)
     return true;
   s.sync.ids.erase(it);
-  if (stage != remote_stage::written)
-    spdlog::warn("{}: resync of extent {} failed ({})", s.config.name, extent,
-                 describe(static_cast<errc>(error)));
-  range_finished(self, extent, stage == remote_stage::written);
+  if (stage != remote_stage::written) {
+    // Copying the same extent again at once would spin against a secondary
+    // that cannot write it: the resync stops; the next write the secondary
+    // fails, or the next connection, starts it again.
+    sync_stop(self, "the secondary could not write extent " + std::to_string(extent) + ": "
+                      + std::string{describe(static_cast<errc>(error))});
+    return true;
+  }
+  range_finished(self, extent, true);
   return true;
 }
 
