@@ -337,7 +337,7 @@ void finish_write(self_ptr self, uint64_t id, bool remote_failed) {
   io_done(self);
   if (!s.hash_waiting.empty())
     serve_hash_requests(self);
-  if (s.sync.active && s.sync.bytes_in_flight < sync_bytes_in_flight)
+  if (s.sync.active)
     sync_pump(self);
   if (s.verify.active)
     verify_pump(self);
@@ -560,6 +560,10 @@ void arrive(self_ptr self, nbd::request r, nbd::reply_sink_ptr sink, bool from_p
 
 } // namespace
 
+bool clients_busy(resource_ptr self) {
+  return std::chrono::steady_clock::now() - self->state.last_client_io < client_quiet;
+}
+
 void release_deferred(resource_ptr self) {
   auto& s = self->state;
   if (s.deferred.empty())
@@ -658,6 +662,8 @@ void handle_read(self_ptr self, nbd::request r, nbd::reply_sink_ptr sink, bool f
 
 void handle_batch(self_ptr self, nbd_batch& batch) {
   auto& s = self->state;
+  if (!batch.from_peer)
+    s.last_client_io = std::chrono::steady_clock::now();
   auto serving = batch.from_peer ? s.current == role::secondary
                                  : s.current == role::primary && !s.draining;
   for (auto& r : batch.requests) {

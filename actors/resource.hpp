@@ -103,8 +103,8 @@ struct verify_state {
   uint64_t started_bytes = 0;                    // rate limit
   uint64_t differing_blocks = 0;
   uint64_t repaired_bytes = 0;
-  std::vector<verify_progress::range> differences;
-  bool truncated = false;
+  std::map<uint64_t, uint64_t> differences;     // offset -> length, adjacent ones merged
+  bool truncated = false;                        // more than verify_ranges_listed
   std::chrono::steady_clock::time_point started;
   std::chrono::steady_clock::time_point ended;
   bool tick_pending = false;
@@ -197,6 +197,7 @@ struct resource_state {
 
   // I/O accounting.
   uint64_t in_flight = 0;
+  std::chrono::steady_clock::time_point last_client_io;  // the resync and verify yield to it
   resource_counters counters;
   std::vector<caf::typed_response_promise<role>> drained;  // role changes waiting for in_flight == 0
   std::vector<caf::typed_response_promise<bool>> stopped;  // stop requests waiting likewise
@@ -233,6 +234,14 @@ inline constexpr uint64_t sync_bytes_in_flight = 16u << 20;
 /// Verify: extents read and hashed on both nodes at once.
 inline constexpr size_t verify_extents_in_flight = 8;
 
+/// Client I/O keeps priority: while clients did I/O within `client_quiet`,
+/// the resync keeps only this much in flight (the verify two extents), so a
+/// client's request queues behind little background I/O on the disks and
+/// the link. (DRBD's c-min-rate idea, without a rate to configure.)
+inline constexpr uint64_t sync_bytes_under_load = 4u << 20;
+inline constexpr size_t verify_extents_under_load = 2;
+inline constexpr auto client_quiet = std::chrono::milliseconds(200);
+
 // --- Shared by resource.cpp, resync.cpp and handshake.cpp ----------------------------------------
 
 using resource_ptr = resource_actor::stateful_pointer<resource_state>;
@@ -266,6 +275,9 @@ void replicate(resource_ptr self, replicate_call rc);
 
 /// Starts client writes that waited for a resynced extent.
 void release_deferred(resource_ptr self);
+
+/// Did clients do I/O within `client_quiet`?
+bool clients_busy(resource_ptr self);
 
 // resync.cpp
 void sync_start(resource_ptr self);

@@ -7,6 +7,10 @@
 // until the secondary's `done`, so a crash there loses nothing that the
 // primary would not send again.
 //
+// Client I/O keeps priority: while clients are doing I/O the pipeline
+// narrows to `sync_bytes_under_load`, so their requests do not queue behind
+// 16 MiB of resync traffic on the disks and the link.
+//
 // Interlock with client writes: a client write to an extent whose data is
 // being read for the resync waits until that data is queued for the peer;
 // after that it goes on the same ordered link behind the resync data, so it
@@ -295,7 +299,8 @@ void sync_pump(resource_ptr self) {
   auto& s = self->state;
   if (!s.sync.active || !s.connected)
     return;
-  while (s.sync.bytes_in_flight < sync_bytes_in_flight && rate_allows(self)) {
+  auto limit = clients_busy(self) ? sync_bytes_under_load : sync_bytes_in_flight;
+  while (s.sync.bytes_in_flight < limit && rate_allows(self)) {
     auto e = next_candidate(self);
     if (!e)
       break;

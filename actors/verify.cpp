@@ -76,6 +76,34 @@ bool rate_allows(resource_ptr self) {
   return false;
 }
 
+/// Adds a differing range to the list, in offset order, merged with the
+/// ranges it touches (extents finish out of order, so a run across an
+/// extent boundary arrives in pieces).
+void add_difference(verify_state& v, uint64_t offset, uint64_t length) {
+  auto next = v.differences.upper_bound(offset);
+  if (next != v.differences.begin()) {
+    auto prev = std::prev(next);
+    if (prev->first + prev->second == offset) {
+      prev->second += length;
+      if (next != v.differences.end() && prev->first + prev->second == next->first) {
+        prev->second += next->second;
+        v.differences.erase(next);
+      }
+      return;
+    }
+  }
+  if (next != v.differences.end() && offset + length == next->first) {
+    length += next->second;
+    v.differences.erase(next);
+    v.differences.emplace(offset, length);
+    return;
+  }
+  if (v.differences.size() < verify_ranges_listed)
+    v.differences.emplace(offset, length);
+  else
+    v.truncated = true;
+}
+
 /// Records the differing blocks of one extent; returns them as byte ranges.
 std::vector<std::pair<uint64_t, uint64_t>> record_differences(resource_ptr self, uint64_t extent,
                                                               const verify_extent& x) {
@@ -90,13 +118,7 @@ std::vector<std::pair<uint64_t, uint64_t>> record_differences(resource_ptr self,
     v.differing_blocks += count;
     spdlog::warn("{}: verify: blocks differ at offset {} length {}", s.config.name, offset, length);
     ranges.emplace_back(offset, length);
-    if (!v.differences.empty()
-        && v.differences.back().offset + v.differences.back().length == offset)
-      v.differences.back().length += length;
-    else if (v.differences.size() < verify_ranges_listed)
-      v.differences.push_back({offset, length});
-    else
-      v.truncated = true;
+    add_difference(v, offset, length);
   }
   return ranges;
 }
@@ -224,8 +246,9 @@ void verify_pump(resource_ptr self) {
   if (!v.active || !s.connected || !s.map)
     return;
   auto count = extent_count(self);
+  auto width = clients_busy(self) ? verify_extents_under_load : verify_extents_in_flight;
   // Extents passed over earlier first, then onwards.
-  for (size_t n = v.later.size(); n > 0 && v.extents.size() < verify_extents_in_flight; --n) {
+  for (size_t n = v.later.size(); n > 0 && v.extents.size() < width; --n) {
     auto e = v.later.front();
     v.later.pop_front();
     switch (judge(self, e)) {
@@ -243,7 +266,7 @@ void verify_pump(resource_ptr self) {
         break;
     }
   }
-  while (v.cursor < count && v.extents.size() < verify_extents_in_flight) {
+  while (v.cursor < count && v.extents.size() < width) {
     auto e = v.cursor;
     auto what = judge(self, e);
     if (what == pick::start && !rate_allows(self))
@@ -298,7 +321,8 @@ verify_progress verify_status(resource_ptr self) {
   p.block_size = verify_block_size;
   p.differing_blocks = v.differing_blocks;
   p.repaired_bytes = v.repaired_bytes;
-  p.differences = v.differences;
+  for (auto& [offset, length] : v.differences)
+    p.differences.push_back({offset, length});
   p.differences_truncated = v.truncated;
   if (v.outcome != "none") {
     auto seconds = v.active ? seconds_since(v.started)

@@ -15,7 +15,6 @@
 #include <cstring>
 #include <fcntl.h>
 #include <iostream>
-#include <malloc.h>
 #include <string>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -150,19 +149,7 @@ void setup_logging(bool foreground, int debug) {
 
 } // namespace
 
-/// Data buffers (2 MiB resync extents, up to 64 MiB requests) stay in the
-/// heap once freed instead of going back to the kernel: glibc would map each
-/// large one afresh, and every fresh page then faults inside the socket
-/// receive that fills it. That held the resync at a third of its speed
-/// (docs/BENCHMARKS.md, "Resync"). What is kept is bounded by the peak of
-/// data in flight, which the replication window and the resync bound.
-void keep_buffers_in_heap() {
-  mallopt(M_MMAP_THRESHOLD, 80 << 20);
-  mallopt(M_TRIM_THRESHOLD, 256 << 20);
-}
-
 int main(int argc, char** argv) {
-  keep_buffers_in_heap();
   options opt;
   std::string error;
   if (!parse(argc, argv, opt, error)) {
