@@ -158,6 +158,7 @@ def markdown(b, run, png_name, drawer):
     L += results(b, run)
     L += rss(b)
     L += resync(b)
+    L += verify(b)
     L += profile(b)
     L += targets(b, run)
     L += analysis(b, run)
@@ -296,25 +297,113 @@ def resync(b):
         return L
     L += ["| D | dirty | until connected s | transfer s | resync MiB/s | TCP direct MiB/s | TCP via relay MiB/s | "
           "÷ relay copy | ÷ direct copy | wire MiB (to B / to A) | wire ÷ dirty | wire ÷ D | hastd CPU s | "
-          "metadata writes A / B |",
-          "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+          "metadata writes A / B | peak RSS MiB A / B |",
+          "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
     for r in b.resync:
         tcpd = r["mib"] / r["tcp_direct_s"] if r.get("tcp_direct_s") else None
         tcpr = r["mib"] / r["tcp_relay_s"] if r.get("tcp_relay_s") else None
         if r.get("error"):
             L.append(f"| {r['mib']} MiB | {f1(r.get('dirty_bytes', 0) / MiB)} MiB | **failed**: {r['error']} | | | "
-                     f"{f0(tcpd)} | {f0(tcpr)} | | | | | | | |")
+                     f"{f0(tcpd)} | {f0(tcpr)} | | | | | | | | |")
             continue
         wire = r["wire_up"] + r["wire_down"]
         L.append(f"| {r['mib']} MiB | {f1(r['dirty_bytes'] / MiB)} MiB | {f2(r['connect_s'])} | {f2(r['transfer_s'])} | "
                  f"{f0(r['mibs'])} | {f0(tcpd)} | {f0(tcpr)} | {fx(ratio(r['mibs'], tcpr))} | "
                  f"{fx(ratio(r['mibs'], tcpd))} | {f1(r['wire_up'] / MiB)} / {f2(r['wire_down'] / MiB)} | "
                  f"{f2(ratio(wire, r['dirty_bytes']))} | {f2(ratio(wire, r['mib'] * MiB))} | {f2(r.get('cpu_s'))} | "
-                 f"{f0(r.get('md_a'))} / {f0(r.get('md_b'))} |")
+                 f"{f0(r.get('md_a'))} / {f0(r.get('md_b'))} | {rss_pair(r)} |")
     L += ["", "*until connected*: from `role secondary` until the primary reports the peer connected (the "
           "primary retries its connection every 2 s, so this is 0–2 s of waiting, not work); *transfer*: from "
           "then until `complete`; *resync MiB/s* = D ÷ transfer. The total the brief asks for is the sum of "
-          "both columns.", ""]
+          "both columns. *Peak RSS*: `VmHWM` read at `complete`; nodeB is started for each row, so its figure "
+          "covers its start and the resync; nodeA's high-water mark is reset (`echo 5 > /proc/<pid>/clear_refs`) "
+          "just before nodeB starts" + (", except where marked * (the reset was refused: since nodeA's start)"
+                                        if any(r.get("rss_a_reset") is False for r in b.resync) else "") + ".", ""]
+    L += resync_load(b)
+    return L
+
+
+def rss_pair(r):
+    a, bb = r.get("rss_a_kib"), r.get("rss_b_kib")
+    star = "*" if r.get("rss_a_reset") is False else ""
+    return f"{f1(a / 1024 if a else None)}{star} / {f1(bb / 1024 if bb else None)}"
+
+
+def resync_load(b):
+    r = b.resync_load
+    if not r:
+        return []
+    L = ["### Resync under client load", "",
+         f"The largest resync again ({r['mib']} MiB written while the secondary was stopped), this time with a "
+         "client writing through the primary's export the whole time: fio, 4k random writes at QD1 "
+         f"(`--direct=1`, time-based) over the same first {r['mib']} MiB, so its writes land in the extents "
+         "being resynced (they are interlocked with the resync, and dirty extents like any user's writes). "
+         "The client starts before nodeB, and only its writes completed between the moment the primary "
+         "reported the peer connected and `complete` count (fio's per-I/O completion log with Unix "
+         "timestamps, cut to that window). The baseline is the same client for a fixed time on the same pair "
+         "while `complete`, just before the secondary was stopped. Latencies are completion latencies "
+         "(`clat`), nearest-rank percentiles of every write in the window.", ""]
+    if r.get("error"):
+        return L + [f"**Failed:** {r['error']}", ""]
+    base, cl = r["baseline"], r["client"]
+    L += ["| client 4k random writes, QD1 | window s | writes | IOPS | p50 µs | p99 µs | max µs |",
+          "|---|--:|--:|--:|--:|--:|--:|"]
+    L.append(f"| pair `complete` (baseline) | {f2(base['seconds'])} | {f0(base['n'])} | {f0(base.get('iops'))} | "
+             f"{f0(base['p50'])} | {f0(base['p99'])} | {f0(base['max'])} |")
+    L.append(f"| during the {r['mib']} MiB resync | {f2(cl['seconds'])} | {f0(cl['n'])} | {f0(cl.get('iops'))} | "
+             f"{f0(cl['p50'])} | {f0(cl['p99'])} | {f0(cl['max'])} |")
+    L.append(f"| during ÷ baseline | | | {fx(ratio(cl.get('iops'), base.get('iops')))} | "
+             f"{fx(ratio(cl['p50'], base['p50']))} | {fx(ratio(cl['p99'], base['p99']))} | "
+             f"{fx(ratio(cl['max'], base['max']))} |")
+    alone = next((x for x in b.resync if x["mib"] == r["mib"] and not x.get("error")), None)
+    wire = r["wire_up"] + r["wire_down"]
+    L += ["", "| D | dirty | until connected s | transfer s | resync MiB/s under load | without the client "
+          "(table above) | under load ÷ without | bytes resynced | wire MiB (to B / to A) | peak RSS MiB A / B |",
+          "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+          f"| {r['mib']} MiB | {f1(r['dirty_bytes'] / MiB)} MiB | {f2(r['connect_s'])} | {f2(r['transfer_s'])} | "
+          f"{f0(r['mibs'])} | {f0(alone['mibs']) if alone else '–'} | "
+          f"{fx(ratio(r['mibs'], alone['mibs'] if alone else None))} | {f1(r['synced_bytes'] / MiB)} MiB | "
+          f"{f1(r['wire_up'] / MiB)} / {f2(r['wire_down'] / MiB)} | {rss_pair(r)} |", "",
+          f"*wire* counts the client's replicated writes as well as the resync ({f1(wire / MiB)} MiB in all).", ""]
+    return L
+
+
+def verify(b):
+    v = b.verify
+    if not v:
+        return []
+    L = ["## Verify", "",
+         f"A memsync pair (through the relay at 0 ms, which counts the bytes) with a data region of "
+         f"{v['mib']} MiB, filled with random data through the primary (fio, sequential 1M, QD8), `complete`. "
+         "`hastctl verify` reads the data region on both nodes and only the block hashes (xxh3-64 per 4 KiB "
+         "block) cross the wire; the clock runs from the command until the primary's `list --json` shows "
+         "outcome `complete` (polled every 0.1 s). *Wire* counts every byte the relay forwarded meanwhile, both "
+         "directions. The baselines, with both daemons stopped: the data region of one provider file read "
+         "sequentially with O_DIRECT (fio, libaio, 1M, QD8), and both providers' files read at once (one fio "
+         "job each: both nodes' files sit on the same disk here, and the verify reads both); *both at once* is "
+         "the data region ÷ the slower job's time, i.e. the rate at which both copies are read.", ""]
+    if v.get("error"):
+        L += [f"**The verify test failed:** `{v['error'].splitlines()[0]}`", "", "```", v["error"], "```", ""]
+    else:
+        wire = v["wire_up"] + v["wire_down"]
+        L += ["| data | verify s | verify MiB/s | hastd's own rate MiB/s | differing blocks | wire KiB (to B / to A) "
+              "| wire ÷ data | hastd CPU s | peak RSS MiB A / B |",
+              "|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+              f"| {v['datasize'] / MiB:,.0f} MiB | {f2(v['seconds'])} | {f0(v['mibs'])} | "
+              f"{f0(v['reported_bps'] / MiB if v.get('reported_bps') else None)} | {v['differing_blocks']} | "
+              f"{f1(v['wire_up'] / 1024)} / {f1(v['wire_down'] / 1024)} | {ratio(wire, v['datasize']):.5f} | "
+              f"{f2(v.get('cpu_s'))} | {f1(v['rss_a_kib'] / 1024)} / {f1(v['rss_b_kib'] / 1024)}"
+              + ("" if v.get("rss_reset") else " (since start)") + " |", ""]
+    if v.get("read_error"):
+        L += [f"Baselines not measured: {v['read_error']}", ""]
+    elif "read_single" in v:
+        one, both = v["read_single"], v["read_both"]
+        vm = v.get("mibs")
+        L += ["| baseline | s | MiB/s per file | verify ÷ this |", "|---|--:|--:|--:|",
+              f"| one provider file, O_DIRECT sequential read | {f2(one['seconds'])} | {f0(one['mibs'])} | "
+              f"{fx(ratio(vm, one['mibs']))} |",
+              f"| both provider files at once | {f2(both['seconds'])} | {f0(both['mibs'])} "
+              f"({' + '.join(f0(x) for x in both['jobs_mibs'])} per job) | {fx(ratio(vm, both['mibs']))} |", ""]
     return L
 
 
@@ -478,7 +567,9 @@ def failures(b):
     wl_bad = [(n, k, w["error"]) for n in b.order for k, w in b.results[n]["workloads"].items() if w.get("error")]
     L = ["## Failures and notes", ""]
     warned = any(b.results[n].get("warnings") for n in b.order)
-    if not bad and not wl_bad and not b.notes and not b.resync_error and not warned:
+    extra_bad = ((b.resync_load or {}).get("error") or (b.verify or {}).get("error")
+                 or (b.verify or {}).get("read_error"))
+    if not bad and not wl_bad and not b.notes and not b.resync_error and not warned and not extra_bad:
         return L + ["None: every contender, workload and phase ran to the end.", ""]
     for n, r in bad:
         L += [f"* **{n} failed**: {r['error']}"]
@@ -494,6 +585,12 @@ def failures(b):
             L += ["", "  ```", *["  " + x for x in lg.strip().splitlines()], "  ```"]
     if b.resync_error:
         L.append(f"* **resync failed**: {b.resync_error.splitlines()[0]}")
+    if b.resync_load and b.resync_load.get("error"):
+        L.append(f"* **resync under client load failed**: {b.resync_load['error'].splitlines()[0]}")
+    if b.verify and b.verify.get("error"):
+        L.append(f"* **verify failed**: {b.verify['error'].splitlines()[0]}")
+    if b.verify and b.verify.get("read_error"):
+        L.append(f"* **verify baselines (provider reads) failed**: {b.verify['read_error']}")
     for note in b.notes:
         L.append(f"* {note}")
     L.append("")

@@ -19,12 +19,17 @@ Contenders (each on a file in --backing, default a fresh directory under
 Workloads: 4k randwrite QD1 and QD32, 4k randread QD32, 1M seqwrite QD8,
 4k randwrite QD1 with fsync every 32 writes. Then the resync test (writes
 while the secondary is down, time to `complete`, bytes on the wire against
-a plain TCP copy), and (default mode) a perf profile of hastd.
+a plain TCP copy, peak RSS; then the largest resync again under a 4k QD1
+client writer, with the client's latency during it against a baseline), the
+verify test (`hastctl verify` of 1 GiB: time, wire bytes, against O_DIRECT
+reads of one and of both provider files), and (default mode) a perf profile
+of hastd.
 
 --quick runs every code path once in under a minute: raw, nbdkit, qemu-nbd,
 standalone, one pair direct (memsync) and one through the relay (async
-0 ms), a small resync and a short profile (when perf exists), on a 16 MiB
-region at 0.2 s per workload. Its figures are only a smoke test.
+0 ms), a small resync, a small verify and a short profile (when perf
+exists), on a 16 MiB region at 0.2 s per workload. Its figures are only a
+smoke test.
 
 Writes a Markdown report (--out) and a PNG chart next to it
 (benchmarks.png). Every process it starts is stopped by pid and every file
@@ -154,6 +159,44 @@ def peak_rss_kib(pid):
     return 0
 
 
+def reset_peak_rss(pid):
+    """Resets VmHWM to the current RSS (`echo 5 > /proc/<pid>/clear_refs`, Linux >= 4.0).
+    False when the kernel or our permissions refuse it: VmHWM then covers the process's life."""
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def lat_stats(samples_us):
+    """p50 / p99 / max (nearest rank) and the count of a list of latencies in µs."""
+    if not samples_us:
+        return {"n": 0, "p50": None, "p99": None, "max": None}
+    s = sorted(samples_us)
+
+    def rank(q):
+        return s[max(0, min(len(s) - 1, -(-len(s) * q // 100) - 1))]
+    return {"n": len(s), "p50": rank(50), "p99": rank(99), "max": s[-1]}
+
+
+def read_clat_log(path, t_from=None, t_to=None):
+    """Completion latencies (µs) of a fio clat log written with --log_unix_epoch=1, optionally
+    only those completed within [t_from, t_to] (Unix seconds)."""
+    out = []
+    with open(path) as f:
+        for line in f:
+            parts = line.split(",")
+            if len(parts) < 2:
+                continue
+            t = int(parts[0]) / 1000.0
+            if (t_from is not None and t < t_from) or (t_to is not None and t > t_to):
+                continue
+            out.append(int(parts[1]) / 1000.0)
+    return out
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -222,6 +265,8 @@ class Bench:
         self.notes = []
         self.resync = []
         self.resync_error = None
+        self.resync_load = None  # the resync under a client writer (run_resync)
+        self.verify = None       # the verify section (run_verify)
         self.profile = None
         self.rtt = {}
 
@@ -319,6 +364,7 @@ class Bench:
         return {
             "iops": side["iops"], "mibs": side["bw_bytes"] / MiB, "bytes": side["io_bytes"],
             "p50": p("50.000000"), "p99": p("99.000000"), "p999": p("99.900000"),
+            "max": side["clat_ns"]["max"] / 1000.0 if side["clat_ns"].get("max") is not None else None,
             "runtime_s": side["runtime"] / 1000.0, "cmd": cmd,
         }
 
@@ -740,6 +786,9 @@ resource {res} {{
                     w0 = read_json(stats)
                     md0 = st["counters"]["activemap_updates"]
                     cpu0 = cpu_seconds(a.pid)
+                    # Peak RSS during the resync: nodeA's high-water mark is reset here (it has run
+                    # since the first round); nodeB's covers its life, which starts here.
+                    row["rss_a_reset"] = reset_peak_rss(a.pid)
                     b = self.start_hastd(conf, "nodeB", logs[1])
                     cpub0 = cpu_seconds(b.pid)
                     t0 = time.monotonic()
@@ -767,6 +816,8 @@ resource {res} {{
                         row["md_b"] = None
                     row["seconds"] = time.monotonic() - t0
                     row["cpu_s"] = (cpu_seconds(a.pid) - cpu0) + (cpu_seconds(b.pid) - cpub0)
+                    row["rss_a_kib"] = peak_rss_kib(a.pid)
+                    row["rss_b_kib"] = peak_rss_kib(b.pid)
                     time.sleep(0.3)  # the relay writes its counters every 50 ms
                     w1 = read_json(stats)
                     row["wire_up"] = w1["up"] - w0["up"]
@@ -790,6 +841,8 @@ resource {res} {{
                     except Failure as e:
                         row[f"tcp_{via}_s"] = None
                         self.notes.append(f"TCP copy of {dm} MiB ({via}) failed: {e}")
+            # The same resync again, with a client writing through the primary meanwhile.
+            b = self.resync_under_load(conf, res, a, b, target, stats, logs)
             self.stop_hastd(a, "resync nodeA")
             a = None
             self.stop_hastd(b, "resync nodeB")
@@ -803,6 +856,133 @@ resource {res} {{
                 if p:
                     self.procs.stop(p)
             shutil.rmtree(d, ignore_errors=True)
+
+    def client_fio_cmd(self, target, tag, size, runtime):
+        """4k random writes at QD1 (the client of the loaded resync), every completion logged with
+        its Unix time (`--log_unix_epoch`) so that the latencies can be cut to a time window."""
+        out = os.path.join(self.work, f"fio-{tag}.json")
+        prefix = os.path.join(self.work, f"lat-{tag}")
+        cmd = ["fio", f"--name={tag}", *target, "--rw=randwrite", "--bs=4k", "--iodepth=1", "--direct=1",
+               f"--size={size}", "--time_based", f"--runtime={int(runtime * 1000)}ms", "--randrepeat=0",
+               f"--write_lat_log={prefix}", "--log_unix_epoch=1", "--output-format=json", f"--output={out}"]
+        if self.quick:
+            cmd.append("--clocksource=clock_gettime")
+        return cmd, out, f"{prefix}_clat.1.log"
+
+    def client_fio_end(self, p, out, clat, tag, t_from=None, t_to=None):
+        """Waits for (or, if it still runs, interrupts) the client fio; its latencies in the window."""
+        if p.poll() is None:
+            self.procs.stop(p, signal.SIGINT, timeout=30.0)
+        else:
+            self.procs.stop(p)
+        try:
+            with open(out) as f:
+                text = f.read()
+            job = json.loads(text[text.index("{"):])["jobs"][0]
+        except (OSError, ValueError):
+            raise Failure(f"client fio ({tag}) exited {p.returncode} without a JSON report: "
+                          + tail(os.path.join(self.work, f"fio-{tag}.log"), 5).strip())
+        if job.get("error"):
+            raise Failure(f"client fio ({tag}) failed with error {job['error']}: "
+                          + tail(os.path.join(self.work, f"fio-{tag}.log"), 5).strip())
+        try:
+            samples = read_clat_log(clat, t_from, t_to)
+        except (OSError, ValueError) as e:
+            raise Failure(f"client fio ({tag}): cannot read its latency log: {e}")
+        row = lat_stats(samples)
+        seconds = (t_to - t_from) if t_from is not None and t_to is not None else job["write"]["runtime"] / 1000.0
+        row["seconds"] = seconds
+        row["iops"] = row["n"] / seconds if seconds > 0 else None
+        row["fio_writes"] = job["write"]["total_ios"]
+        return row
+
+    def resync_under_load(self, conf, res, a, b, target, stats, logs):
+        """The largest resync again while fio writes 4k blocks at QD1 through the primary, against
+        the same client on the same pair while `complete` just before. Returns nodeB's process."""
+        dm = max(self.resync_sizes)
+        row = {"mib": dm}
+        self.resync_load = row
+        runtime = max(self.runtime, 1.0)
+        try:
+            log(f"resync {dm} MiB under a 4k QD1 client writer")
+            self.wait_status(conf, "nodeA", res, "complete", 60, drained=True)
+            # Baseline: the client alone on the complete pair.
+            cmd, out, clat = self.client_fio_cmd(target, "client-complete", f"{dm}M", runtime)
+            self.commands.setdefault("fio client writer (resync under load)", shlex.join(cmd))
+            p = self.procs.start(cmd, log_path=os.path.join(self.work, "fio-client-complete.log"))
+            try:
+                p.wait(runtime + 120)
+            except subprocess.TimeoutExpired:
+                pass
+            row["baseline"] = self.client_fio_end(p, out, clat, "client-complete")
+            self.wait_drained(conf, res, 120)
+            # The outage and its dirty extents, as in the rows above.
+            self.stop_hastd(b, "resync nodeB")
+            b = None
+            self.wait_status(conf, "nodeA", res, "degraded", 30)
+            wl = {"key": "resync-write", "rw": "write", "bs": "1M", "iodepth": 8}
+            self.fio(target, wl, f"resync-load-{dm}", size=f"{dm}M", time_based=False)
+            st = self.listj(conf, "nodeA", res)
+            row["dirty_bytes"] = st["dirty_bytes"]
+            s0 = st["synced_bytes"]
+            row["rss_a_reset"] = reset_peak_rss(a.pid)
+            # The client starts before the secondary comes back (fio takes a while to start); only
+            # its writes completed between the connection and `complete` count.
+            cmd, out, clat = self.client_fio_cmd(target, "client-resync", f"{dm}M", 3600)
+            p = self.procs.start(cmd, log_path=os.path.join(self.work, "fio-client-resync.log"))
+            t_conn_wall = t_done_wall = None
+            try:
+                c0 = st["counters"]["writes"]
+                wait_for(lambda: self.listj(conf, "nodeA", res)["counters"]["writes"] > c0, 30,
+                         "the client fio did not start writing", p)
+                w0 = read_json(stats)
+                b = self.start_hastd(conf, "nodeB", logs[1])
+                t0 = time.monotonic()
+                self.ctl(conf, "nodeB", "role", "secondary", res)
+                t_conn = None
+                end = time.monotonic() + max(300, dm / 2)
+                while True:
+                    st = self.listj(conf, "nodeA", res)
+                    if st["connected"] and t_conn is None:
+                        t_conn, t_conn_wall = time.monotonic(), time.time()
+                    if st["status"] == "complete":
+                        t_done, t_done_wall = time.monotonic(), time.time()
+                        break
+                    if p.poll() is not None:
+                        raise Failure(f"the client fio exited ({p.returncode}) during the resync")
+                    if time.monotonic() > end:
+                        raise Failure(f"no 'complete' within {end - t0:.0f}s under the client writer "
+                                      f"(dirty {st['dirty_bytes']}, sync {st['sync']})")
+                    time.sleep(0.01)
+            except BaseException:
+                self.procs.stop(p, signal.SIGINT)
+                raise
+            client = self.client_fio_end(p, out, clat, "client-resync", t_conn_wall, t_done_wall)
+            row["client"] = client
+            row["connect_s"] = t_conn - t0
+            row["transfer_s"] = t_done - t_conn
+            row["mibs"] = dm / row["transfer_s"] if row["transfer_s"] > 0 else None
+            row["synced_bytes"] = st["synced_bytes"] - s0
+            row["rss_a_kib"] = peak_rss_kib(a.pid)
+            row["rss_b_kib"] = peak_rss_kib(b.pid)
+            time.sleep(0.3)  # the relay writes its counters every 50 ms
+            w1 = read_json(stats)
+            row["wire_up"] = w1["up"] - w0["up"]
+            row["wire_down"] = w1["down"] - w0["down"]
+            base = row["baseline"]
+            log(f"  resync {dm} MiB under load: {row['transfer_s']:.2f}s, {row['mibs'] or 0:.0f} MiB/s; client "
+                f"{client['n']} writes, p50 {fmt_us(client['p50'])} p99 {fmt_us(client['p99'])} max "
+                f"{fmt_us(client['max'])} (complete: p50 {fmt_us(base['p50'])} p99 {fmt_us(base['p99'])} max "
+                f"{fmt_us(base['max'])})")
+        except Failure as e:
+            row["error"] = str(e)
+            log(f"  resync under load FAILED: {e}")
+        if b is None or b.poll() is not None:
+            if b is not None:
+                self.procs.stop(b)
+            b = self.start_hastd(conf, "nodeB", logs[1])
+            self.ctl(conf, "nodeB", "role", "secondary", res)
+        return b
 
     def tcp_copy(self, nbytes, d, via_relay):
         sink = self.procs.start([sys.executable, os.path.join(HERE, "tcpcopy.py"), "sink"],
@@ -824,6 +1004,139 @@ resource {res} {{
             for p in (relay, sink):
                 if p:
                     self.procs.stop(p)
+
+    # ---- verify ----
+    def run_verify(self):
+        """`hastctl verify` of a complete memsync pair (through the relay, which counts the bytes) holding
+        random data, against sequential O_DIRECT reads of the raw provider files: one alone, and both at
+        once (the two nodes' files share one disk here, as the verify's two reads do)."""
+        d = os.path.join(self.work, "verify")
+        os.makedirs(d, exist_ok=True)
+        res = "bench"
+        logs = [os.path.join(d, "nodeA.log"), os.path.join(d, "nodeB.log")]
+        v = {"mib": 16 if self.quick else 1024}
+        self.verify = v
+        a = b = relay = None
+        try:
+            log(f"verify {v['mib']} MiB")
+            port_a, port_b = free_port(), free_port()
+            relay, relay_port, stats = self.start_relay(port_b, 0, d, "relay")
+            conf, _ = self.pair_config(d, res, "memsync", port_a, port_b, relay_port)
+            # A media size of data + metadata, so that the data region is exactly the size asked for.
+            want = v["mib"] * MiB
+            self.ctl(conf, "nodeA", "create", "-m", str(want), res)
+            off = json.loads(self.ctl(conf, "nodeA", "dump", "--json", res))["resources"][0]["localoff"]
+            os.unlink(os.path.join(d, "a.img"))
+            for node in ("nodeA", "nodeB"):
+                self.ctl(conf, node, "create", "-m", str(want + off), res)
+            md = json.loads(self.ctl(conf, "nodeA", "dump", "--json", res))["resources"][0]
+            v["datasize"], v["localoff"] = md["datasize"], md["localoff"]
+            if md["datasize"] != want:
+                self.notes.append(f"verify: the data region is {md['datasize']} bytes, not {want}")
+            b = self.start_hastd(conf, "nodeB", logs[1])
+            a = self.start_hastd(conf, "nodeA", logs[0])
+            self.ctl(conf, "nodeB", "role", "secondary", res)
+            self.ctl(conf, "nodeA", "role", "primary", res)
+            self.wait_status(conf, "nodeA", res, "complete", 30)
+            target = ["--ioengine=nbd", f"--uri=nbd+unix:///{res}?socket={self.sock_dir(d)}/a.nbd"]
+            size = v["datasize"] // MiB * MiB
+            fill = {"key": "verify-fill", "rw": "write", "bs": "1M", "iodepth": 8}
+            self.fio(target + ["--refill_buffers"], fill, "verify-fill", size=size, time_based=False)
+            warn = self.wait_drained(conf, res, 300)
+            if warn:
+                raise Failure(f"after writing the data: {warn}")
+            # The verify, from the command to outcome `complete`.
+            rss_reset = reset_peak_rss(a.pid) and reset_peak_rss(b.pid)
+            cpu0 = cpu_seconds(a.pid) + cpu_seconds(b.pid)
+            w0 = read_json(stats)
+            t0 = time.monotonic()
+            self.ctl(conf, "nodeA", "verify", res)
+            end = t0 + max(300, v["mib"] / 2)
+            while True:
+                st = self.listj(conf, "nodeA", res)
+                vs = st.get("verify")
+                if vs is None:
+                    raise Failure("`hastctl list --json` has no 'verify' object")
+                if not vs["active"] and vs["outcome"] != "running":
+                    t1 = time.monotonic()
+                    break
+                if time.monotonic() > end:
+                    raise Failure(f"the verify did not end within {end - t0:.0f}s ({vs})")
+                time.sleep(0.1)
+            if vs["outcome"] != "complete":
+                raise Failure(f"the verify ended with outcome {vs['outcome']!r}: {vs}")
+            v["cpu_s"] = cpu_seconds(a.pid) + cpu_seconds(b.pid) - cpu0
+            v["rss_a_kib"], v["rss_b_kib"] = peak_rss_kib(a.pid), peak_rss_kib(b.pid)
+            v["rss_reset"] = rss_reset
+            time.sleep(0.3)  # the relay writes its counters every 50 ms
+            w1 = read_json(stats)
+            v["seconds"] = t1 - t0
+            v["mibs"] = v["datasize"] / MiB / v["seconds"]
+            v["reported_bps"] = vs["bytes_per_second"]
+            v["done_bytes"] = vs["done_bytes"]
+            v["skipped_bytes"] = vs["skipped_bytes"]
+            v["differing_blocks"] = vs["differing_blocks"]
+            v["wire_up"] = w1["up"] - w0["up"]
+            v["wire_down"] = w1["down"] - w0["down"]
+            log(f"  verify: {v['seconds']:.2f}s, {v['mibs']:.0f} MiB/s, wire {v['wire_up'] / MiB:.2f} MiB to B / "
+                f"{v['wire_down'] / MiB:.2f} MiB to A, {v['differing_blocks']} differing blocks")
+            self.stop_hastd(a, "verify nodeA")
+            a = None
+            self.stop_hastd(b, "verify nodeB")
+            b = None
+        except Failure as e:
+            detail = "".join(f"\n{os.path.basename(lp)}:\n{tail(lp, 6).strip()}" for lp in logs)
+            v["error"] = f"{e}{detail}"
+            log(f"verify FAILED: {e}{detail}")
+        finally:
+            for p in (a, b, relay):
+                if p:
+                    self.procs.stop(p)
+        # The baselines: the raw provider files, read sequentially with O_DIRECT (the daemons are stopped).
+        try:
+            if "datasize" not in v or not os.path.exists(os.path.join(d, "b.img")):
+                raise Failure("no provider files (the verify setup failed)")
+            if not self.direct:
+                raise Failure("the backing file system refuses O_DIRECT")
+            v["read_single"] = self.read_providers(d, v, ["a"])
+            v["read_both"] = self.read_providers(d, v, ["a", "b"])
+            log(f"  O_DIRECT read of one provider file: {v['read_single']['mibs']:.0f} MiB/s; both at once: "
+                f"{v['read_both']['mibs']:.0f} MiB/s each ({v['read_both']['seconds']:.2f}s)")
+        except Failure as e:
+            v["read_error"] = str(e)
+            log(f"  verify baselines FAILED: {e}")
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+
+    def read_providers(self, d, v, nodes):
+        """Sequential 1M QD8 O_DIRECT reads of the data region of these nodes' provider files, one fio job
+        per file, all at once. Returns the slowest job's time and the rate per file."""
+        tag = "verify-read-" + "".join(nodes)
+        out = os.path.join(self.work, f"fio-{tag}.json")
+        size = v["datasize"] // MiB * MiB
+        cmd = ["fio", "--ioengine=libaio", "--direct=1", "--rw=read", "--bs=1M", "--iodepth=8",
+               f"--offset={v['localoff']}", f"--size={size}", "--output-format=json", f"--output={out}"]
+        if self.quick:
+            cmd.append("--clocksource=clock_gettime")
+        for n in nodes:
+            cmd += [f"--name={n}", f"--filename={os.path.join(d, n + '.img')}"]
+        self.commands.setdefault(f"fio provider read ({len(nodes)} file{'s' if len(nodes) > 1 else ''})",
+                                 shlex.join(cmd))
+        rc = self.procs.run(cmd, 600, log_path=os.path.join(self.work, f"fio-{tag}.log"))
+        try:
+            with open(out) as f:
+                text = f.read()
+            jobs = json.loads(text[text.index("{"):])["jobs"]
+        except (OSError, ValueError):
+            raise Failure(f"fio exited {rc} without a JSON report: "
+                          + tail(os.path.join(self.work, f"fio-{tag}.log"), 5).strip())
+        if rc != 0 or len(jobs) != len(nodes) or any(j.get("error") for j in jobs):
+            raise Failure(f"fio exited {rc}: " + tail(os.path.join(self.work, f"fio-{tag}.log"), 5).strip())
+        if any(j["read"]["io_bytes"] != size for j in jobs):
+            raise Failure(f"fio read {[j['read']['io_bytes'] for j in jobs]} bytes, not {size} per file")
+        seconds = max(j["read"]["runtime"] for j in jobs) / 1000.0
+        return {"seconds": seconds, "mibs": size / MiB / seconds if seconds > 0 else None,
+                "jobs_mibs": [j["read"]["bw_bytes"] / MiB for j in jobs]}
 
     # ---- profile (default mode) ----
     def run_profile(self):
@@ -912,6 +1225,8 @@ resource {res} {{
         only = self.args.only
         if not only or "resync" in only:
             self.run_resync()
+        if not only or "verify" in only:
+            self.run_verify()
         if (not only and not self.args.no_profile) or (only and "profile" in only):
             self.run_profile()
         self.elapsed = time.monotonic() - t0
@@ -1042,7 +1357,8 @@ def main():
                     help="the Markdown report; the chart goes next to it as benchmarks.png")
     ap.add_argument("--runtime", type=float, help="seconds per workload (default 5, --quick 0.2)")
     ap.add_argument("--only", nargs="*", help="debugging: only contenders whose name contains one of these, "
-                                              "and the resync / profile phases only if named ('resync', 'profile')")
+                                              "and the resync / verify / profile phases only if named ('resync', "
+                                              "'verify', 'profile')")
     ap.add_argument("--keep-logs", metavar="DIR", help="copy the daemon logs of failed contenders here")
     ap.add_argument("--no-profile", action="store_true", help="skip the perf profile")
     args = ap.parse_args()
