@@ -280,20 +280,50 @@ def resync(b):
         return []
     big = max(good, key=lambda r: r["mib"])
     tcp = big["mib"] / big["tcp_relay_s"] if big.get("tcp_relay_s") else None
+    disk = big["mib"] / big["disk_copy_s"] if big.get("disk_copy_s") else None
     L = ["### 6. Resync", ""]
-    L.append(f"The resync moves exactly the dirty bytes (wire ÷ dirty {big['wire_up'] / max(1, big['dirty_bytes']):.2f} "
-             f"for {big['mib']} MiB: one 80-byte header per 2 MiB extent), but at {f0(big.get('mibs'))} MiB/s "
-             f"against {f0(tcp)} MiB/s for a plain TCP copy through the same relay. "
-             f"The secondary did {f0(big.get('md_b'))} metadata writes for {big['mib'] // 2} extents: "
-             "**one activemap write with flush per synced extent** on the secondary, each through its single "
-             "metadata writer, while the primary keeps only 4 extents (8 MiB) in flight "
-             "(`sync_extents_in_flight`). Each extent is therefore a chain of local 2 MiB O_DIRECT read → "
-             "send → secondary metadata write + flush → 2 MiB O_DIRECT write → `done`, and four of those "
-             "at a time do not fill the link.")
-    L += ["", "**What would close it**: on the secondary, do not mark resync writes (`flag_sync`) in the "
-          "activemap one by one (the primary keeps the extent dirty until `done`, so a crash loses nothing "
-          "it would not resend), or batch them with the group commit of §2; keep more extents in flight (e.g. "
-          "16, bounded by bytes); read the next extents while the current ones are on the wire.", ""]
+    L.append(f"For {big['mib']} MiB the resync ran at {f0(big.get('mibs'))} MiB/s: {fx(ratio(big.get('mibs'), tcp))} "
+             f"a plain TCP copy through the same relay ({f0(tcp)} MiB/s) and {fx(ratio(big.get('mibs'), disk))} a "
+             f"disk-to-disk copy of the same bytes with `dd` ({f0(disk)} MiB/s), wire ÷ dirty "
+             f"{big['wire_up'] / max(1, big['dirty_bytes']):.2f}, {f0(big.get('md_b'))} metadata writes on the "
+             "secondary. Before this round it ran at about 150 MiB/s (0.12–0.15× the relay copy) with one "
+             "activemap write per extent on the secondary.")
+    L += ["", "What moved it, measured on a direct pair (1,100 MiB, `perf record -a -g` and `strace -f -T` "
+          "of both hastd during the resync):", "",
+          "* **Asio's 64 KiB cap.** `asio::async_read`/`async_write` with their default completion condition "
+          "(`transfer_all`) move at most 64 KiB per system call, so each 2 MiB payload took 32 `recvfrom` calls "
+          "and as many wakeups; strace showed a steady stream of 65,536-byte reads. A completion condition that "
+          "lets one call move the whole buffer (`whole_buffers`, io/asio.hpp; also used by the NBD server for "
+          "write payloads and read replies) gives reads of 0.25–1 MiB per call.",
+          "* **Page faults in the receive.** Every 2 MiB buffer was a fresh `mmap` (glibc maps large blocks), "
+          "and the kernel's copy into it faulted page by page: `exc_page_fault` under `_copy_to_iter` was 10 % of "
+          "all samples and a 1 MiB `recvfrom` took 4–6 ms. Buffers of 64 KiB and more now come from a bounded "
+          "pool (io/buffer.hpp, at most 64 MiB kept), so they stay mapped: the resync went from 7.2 s to 2.5–2.8 s "
+          "for 1,100 MiB, and peak RSS stays in the tens of MiB (table above).",
+          "* **The secondary's activemap.** Resync data is no longer marked in the secondary's activemap "
+          "(the primary keeps the extent dirty until `done`): its metadata writes fell from one per extent to "
+          "a handful per resync. On its own this changed little, since the link was the bottleneck.",
+          "* **Pipelining.** 16 MiB in flight, bounded by bytes, extents read ahead while others are on the "
+          "wire; 16, 32 and 64 MiB measured the same here (2.7–3.4 s), so the smallest was kept.", "",
+          "What bounds it now is the disk: both nodes' files are on this VM's one virtual disk, so the resync "
+          "reads and writes it at once, which is what the `dd` copy does too; the CPU is partly idle during the "
+          "resync (`swapper` 27 % of samples). The 0.8× target is set against a TCP copy, which touches no disk: "
+          "on this machine a copy of the bytes between two files is itself only "
+          f"{fx(ratio(disk, tcp))} of that, so the target cannot be met here; against the disk copy the resync "
+          f"reaches {fx(ratio(big.get('mibs'), disk))}. On two machines with their own disks the bound is the "
+          "slower of the primary's read, the link and the secondary's write.", ""]
+    r = b.resync_load
+    if r and not r.get("error"):
+        base, cl = r["baseline"], r["client"]
+        L += [f"**Client writes during a resync** (*Resync under client load*): 4k QD1 writes completed at p50 "
+              f"{f0(cl['p50'])} µs and p99 {f0(cl['p99'])} µs during the resync against {f0(base['p50'])} / "
+              f"{f0(base['p99'])} µs on the `complete` pair, while the resync ran at {f0(r['mibs'])} MiB/s. "
+              "A client write never waits for the pipeline: it waits only while its own extent's data is being "
+              "read, then goes out behind that data on the ordered link (actor test "
+              "`a_client_write_to_an_extent_being_resynced_goes_right_behind_its_data`). What it still waits "
+              "for is the disk, shared here by both nodes' resync I/O; while clients are active the resync "
+              "narrows to 4 MiB in flight (from 16) to keep that queue short. An earlier run of this harness "
+              "without the narrowing measured p50 23,924 µs and p99 84,399 µs for the same client.", ""]
     return L
 
 
@@ -312,9 +342,10 @@ def memory(b):
     L = ["### 7. Memory", ""]
     L.append(f"A standalone hastd peaked at {f0(sa / 1024 if sa else None)} MiB; the largest memsync/fullsync "
              f"hastd at {sync_top[0]:.0f} MiB ({sync_top[1]}); the largest of all at **{top[0]:.0f} MiB** "
-             f"({top[1]}, {'primary' if top[2] == 'A' else 'secondary'}). Buffers are allocated per request "
-             "and freed on completion, so a standalone or fullsync node holds at most the client's queue depth × "
-             "request size (NBD requests are at most 32 MiB).")
+             f"({top[1]}, {'primary' if top[2] == 'A' else 'secondary'}). Buffers are taken per request and "
+             "given back on completion; those of 64 KiB and more are kept for reuse up to 64 MiB in all "
+             "(io/buffer.hpp), so a standalone or fullsync node holds at most the client's queue depth × "
+             "request size (NBD requests are at most 32 MiB) plus that pool.")
     L.append("")
     L.append("Memory is bounded in every mode since the fast data path: async counts the payload bytes "
              "sent to the secondary and not yet written there against `async_queue_limit` (64 MiB; what does "
@@ -322,7 +353,8 @@ def memory(b):
              "(1024 requests or 64 MiB) unwritten on the secondary, further client writes waiting in order. "
              "Both also bound the secondary's backlog, which before grew with the length of a burst (122 MiB "
              "within 5 s of 4k random writes at QD32 in an earlier run). The bound of a node is therefore about "
-             "base + the clients' queue depth × request size + 64 MiB.")
+             "base + the clients' queue depth × request size + 64 MiB in flight + 64 MiB of pooled buffers; "
+             "a resync adds at most 16 MiB in flight and a verify 2 × 8 extents.")
     L.append("")
     return L
 

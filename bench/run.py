@@ -841,6 +841,13 @@ resource {res} {{
                     except Failure as e:
                         row[f"tcp_{via}_s"] = None
                         self.notes.append(f"TCP copy of {dm} MiB ({via}) failed: {e}")
+                # And what the disk allows: the same bytes copied from nodeA's provider to a
+                # scratch file beside it, O_DIRECT both ways (both nodes share this disk here).
+                try:
+                    row["disk_copy_s"] = self.disk_copy(os.path.join(d, "a.img"), dm * MiB, d)
+                except Failure as e:
+                    row["disk_copy_s"] = None
+                    self.notes.append(f"disk copy of {dm} MiB failed: {e}")
             # The same resync again, with a client writing through the primary meanwhile.
             b = self.resync_under_load(conf, res, a, b, target, stats, logs)
             self.stop_hastd(a, "resync nodeA")
@@ -983,6 +990,23 @@ resource {res} {{
             b = self.start_hastd(conf, "nodeB", logs[1])
             self.ctl(conf, "nodeB", "role", "secondary", res)
         return b
+
+    def disk_copy(self, src, nbytes, d):
+        """Seconds for `dd` to copy nbytes of src to a scratch file in d, O_DIRECT both ways, 2 MiB
+        blocks (the resync's extent): the disk's own bound for a copy on this machine."""
+        dst = os.path.join(d, "disk-copy.img")
+        try:
+            t0 = time.monotonic()
+            r = subprocess.run(["dd", f"if={src}", f"of={dst}", "bs=2M", f"count={nbytes // (2 * MiB)}",
+                                "iflag=direct", "oflag=direct", "status=none"],
+                               capture_output=True, text=True, timeout=300)
+            seconds = time.monotonic() - t0
+            if r.returncode != 0:
+                raise Failure(r.stderr.strip()[-300:])
+            return seconds
+        finally:
+            if os.path.exists(dst):
+                os.unlink(dst)
 
     def tcp_copy(self, nbytes, d, via_relay):
         sink = self.procs.start([sys.executable, os.path.join(HERE, "tcpcopy.py"), "sink"],
