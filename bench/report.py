@@ -553,6 +553,20 @@ def targets(b, run):
         why = "resync failed" if b.resync or b.resync_error else "resync not run"
         L.append(f"| resync ≥ 0.8× plain TCP copy | {why} | – |")
         L.append(f"| wire bytes ≤ 1.05× dirty bytes | {why} | – |")
+    v = b.verify
+    if v and not v.get("error") and "read_single" in v:
+        one, both = v["read_single"], v["read_both"]
+        r1, r2 = ratio(v.get("mibs"), one["mibs"]), ratio(v.get("mibs"), both["mibs"])
+        ok = None if r1 is None else r1 >= 0.8
+        L.append(f"| verify of {v['datasize'] / MiB:,.0f} MiB identical data ≥ 0.8× a sequential read of the raw "
+                 f"file | {fx(r1)} one provider file read alone ({f0(v.get('mibs'))} ÷ {f0(one['mibs'])} MiB/s); "
+                 f"{fx(r2)} both files read at once, as the verify reads them on this one disk | {verdict(ok)} "
+                 "(against one file) |")
+        wire = ratio(v["wire_up"] + v["wire_down"], v["datasize"])
+        ok = None if wire is None else wire <= 0.01
+        L.append(f"| verify wire bytes ≤ 1 % of the data | {wire * 100:.2f} % | {verdict(ok)} |")
+    else:
+        L.append("| verify ≥ 0.8× a sequential read; wire ≤ 1 % | verify not measured | – |")
     rs = [(v / 1024, n) for n in b.order if n.startswith("hast")
           for v in (b.results[n].get("rss_kib") or {}).values()]
     sync_max = max([v for v, n in rs if "async" not in n] or [None])
