@@ -816,12 +816,7 @@ resource {res} {{
                         row["md_b"] = None
                     row["seconds"] = time.monotonic() - t0
                     row["cpu_s"] = (cpu_seconds(a.pid) - cpu0) + (cpu_seconds(b.pid) - cpub0)
-                    row["rss_a_kib"] = peak_rss_kib(a.pid)
-                    row["rss_b_kib"] = peak_rss_kib(b.pid)
-                    time.sleep(0.3)  # the relay writes its counters every 50 ms
-                    w1 = read_json(stats)
-                    row["wire_up"] = w1["up"] - w0["up"]
-                    row["wire_down"] = w1["down"] - w0["down"]
+                    self.peaks_and_wire(row, a, b, stats, w0)
                     row["reported_rate"] = rate
                     row["transfer_s"] = row["seconds"] - row["connect_s"]
                     row["mibs"] = dm / row["transfer_s"] if row["transfer_s"] > 0 else None
@@ -970,12 +965,7 @@ resource {res} {{
             row["transfer_s"] = t_done - t_conn
             row["mibs"] = dm / row["transfer_s"] if row["transfer_s"] > 0 else None
             row["synced_bytes"] = st["synced_bytes"] - s0
-            row["rss_a_kib"] = peak_rss_kib(a.pid)
-            row["rss_b_kib"] = peak_rss_kib(b.pid)
-            time.sleep(0.3)  # the relay writes its counters every 50 ms
-            w1 = read_json(stats)
-            row["wire_up"] = w1["up"] - w0["up"]
-            row["wire_down"] = w1["down"] - w0["down"]
+            self.peaks_and_wire(row, a, b, stats, w0)
             base = row["baseline"]
             log(f"  resync {dm} MiB under load: {row['transfer_s']:.2f}s, {row['mibs'] or 0:.0f} MiB/s; client "
                 f"{client['n']} writes, p50 {fmt_us(client['p50'])} p99 {fmt_us(client['p99'])} max "
@@ -990,6 +980,16 @@ resource {res} {{
             b = self.start_hastd(conf, "nodeB", logs[1])
             self.ctl(conf, "nodeB", "role", "secondary", res)
         return b
+
+    @staticmethod
+    def peaks_and_wire(row, a, b, stats, w0):
+        """Both hastd's peak RSS, and the bytes the relay forwarded since the counters `w0`."""
+        row["rss_a_kib"] = peak_rss_kib(a.pid)
+        row["rss_b_kib"] = peak_rss_kib(b.pid)
+        time.sleep(0.3)  # the relay writes its counters every 50 ms
+        w1 = read_json(stats)
+        row["wire_up"] = w1["up"] - w0["up"]
+        row["wire_down"] = w1["down"] - w0["down"]
 
     def disk_copy(self, src, nbytes, d):
         """Seconds for `dd` to copy nbytes of src to a scratch file in d, O_DIRECT both ways, 2 MiB
