@@ -141,6 +141,7 @@ void start_round(self_ptr self) {
       s.map->end_commit(ok);
     if (ok)
       c.written = round;
+    c.failing = !ok;
     auto told = std::move(c.this_round);
     c.this_round.clear();
     for (auto& then : told)
@@ -475,6 +476,18 @@ bool bump_generation(self_ptr self) {
   return true;
 }
 
+/// Write `id` does not happen, on either node: it fails with EIO (a
+/// secondary answers the primary with the error).
+void refuse(self_ptr self, uint64_t id) {
+  auto& s = self->state;
+  s.writes.remote(id, remote_stage::failed);
+  for (auto ready : s.writes.release(id))
+    admit(self, ready);
+  auto o = s.writes.local_done(id, nbd::eio);
+  o.remote_failed = false;  // nothing was written anywhere
+  apply(self, id, o);
+}
+
 /// Write `id` may run (nothing overlapping runs before it): count it, mark
 /// its extents, and issue it once the activemap on disk covers them.
 void admit(self_ptr self, uint64_t id) {
@@ -489,8 +502,16 @@ void admit(self_ptr self, uint64_t id) {
   }
   r.kind == nbd::command::trim ? ++s.counters.deletes : ++s.counters.writes;
   mark_busy(self, r, +1);
-  if (w.resync)
-    return issue(self, id);  // the primary keeps the extent dirty until our `done`
+  if (w.resync) {
+    // The primary keeps the extent dirty until our `done`, so resync data
+    // needs no mark here; but a node that cannot write its metadata takes
+    // no data at all (as with a client write) until a round succeeds again.
+    if (s.commit.failing) {
+      persist(self, [](bool) {});  // tries the metadata again
+      return refuse(self, id);
+    }
+    return issue(self, id);
+  }
   s.map->write_start(r.offset, r.length);
   bool bumped = false;
   if (!w.from_peer) {
@@ -517,12 +538,7 @@ void admit_after_commit(self_ptr self, bool ok) {
     if (!ok) {
       // The extent is not marked on disk: the write must not happen, on
       // either node (a secondary answers the primary with the error).
-      s.writes.remote(wt.id, remote_stage::failed);
-      for (auto ready : s.writes.release(wt.id))
-        admit(self, ready);
-      auto o = s.writes.local_done(wt.id, nbd::eio);
-      o.remote_failed = false;  // nothing was written anywhere
-      apply(self, wt.id, o);
+      refuse(self, wt.id);
       continue;
     }
     if (s.commit.written >= wt.round && s.map->durable(r.offset, r.length))

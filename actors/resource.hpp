@@ -122,6 +122,7 @@ struct hash_request {
 struct map_commit {
   bool in_flight = false;
   bool tick_pending = false;                         // a lazy round is scheduled
+  bool failing = false;                              // the last round could not be written
   uint64_t started = 0;                              // rounds begun
   uint64_t written = 0;                              // the newest round on disk
   std::vector<std::function<void(bool)>> this_round; // told when the round in flight ends
