@@ -107,14 +107,6 @@ void io_done(self_ptr self) {
     finish_drain(self);
 }
 
-uint64_t first_extent(self_ptr self, uint64_t offset) {
-  return offset / self->state.md.extent_size;
-}
-
-uint64_t last_extent(self_ptr self, uint64_t offset, uint64_t length) {
-  return (offset + std::max<uint64_t>(length, 1) - 1) / self->state.md.extent_size;
-}
-
 // --- the activemap, group-committed --------------------------------------------------------------
 
 void admit_after_commit(self_ptr self, bool ok);

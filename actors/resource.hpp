@@ -16,6 +16,7 @@
 #include "io/metadata.hpp"
 #include "messages/actors.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <deque>
 #include <map>
@@ -250,6 +251,20 @@ using resource_ptr = resource_actor::stateful_pointer<resource_state>;
 /// Sends what one activation gathered: the disk batch and the replies.
 /// Every handler of the resource ends with it (see `activation`).
 void flush_activation(resource_ptr self);
+
+/// The extents a byte range of the data region touches (a zero-length
+/// range touches the extent of its offset), and the bytes of one extent
+/// (the last one may be short).
+inline uint64_t first_extent(resource_ptr self, uint64_t offset) {
+  return offset / self->state.md.extent_size;
+}
+inline uint64_t last_extent(resource_ptr self, uint64_t offset, uint64_t length) {
+  return (offset + std::max<uint64_t>(length, 1) - 1) / self->state.md.extent_size;
+}
+inline uint64_t extent_bytes(resource_ptr self, uint64_t extent) {
+  auto& md = self->state.md;
+  return std::min<uint64_t>(md.extent_size, md.datasize - extent * md.extent_size);
+}
 
 /// Flushes at the end of a handler's scope.
 struct activation {

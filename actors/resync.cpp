@@ -31,20 +31,6 @@ namespace hast {
 
 namespace {
 
-uint64_t first_extent(resource_ptr self, uint64_t offset) {
-  return offset / self->state.md.extent_size;
-}
-
-uint64_t last_extent(resource_ptr self, uint64_t offset, uint64_t length) {
-  return (offset + std::max<uint64_t>(length, 1) - 1) / self->state.md.extent_size;
-}
-
-uint64_t extent_bytes(resource_ptr self, uint64_t extent) {
-  auto& md = self->state.md;
-  auto off = extent * md.extent_size;
-  return std::min<uint64_t>(md.extent_size, md.datasize - off);
-}
-
 /// One range of an extent is copied (or failed); the extent is done when
 /// its last range is, and stays dirty unless every range was copied.
 void range_finished(resource_ptr self, uint64_t extent, bool copied_ok) {

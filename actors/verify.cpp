@@ -30,11 +30,6 @@ uint64_t extent_count(resource_ptr self) {
   return (md.datasize + md.extent_size - 1) / md.extent_size;
 }
 
-uint64_t extent_bytes(resource_ptr self, uint64_t extent) {
-  auto& md = self->state.md;
-  return std::min<uint64_t>(md.extent_size, md.datasize - extent * md.extent_size);
-}
-
 double seconds_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
 }
@@ -194,6 +189,13 @@ void start_extent(resource_ptr self, uint64_t extent) {
 
 enum class pick { start, skip, later };
 
+/// An extent waiting for a resync: known to differ, counted, not compared.
+void skip(resource_ptr self, uint64_t extent) {
+  auto& v = self->state.verify;
+  v.skipped_bytes += extent_bytes(self, extent);
+  v.done_bytes += extent_bytes(self, extent);
+}
+
 /// What to do with an extent now.
 pick judge(resource_ptr self, uint64_t extent) {
   auto& s = self->state;
@@ -252,10 +254,7 @@ void verify_pump(resource_ptr self) {
     auto e = v.later.front();
     v.later.pop_front();
     switch (judge(self, e)) {
-      case pick::skip:
-        v.skipped_bytes += extent_bytes(self, e);
-        v.done_bytes += extent_bytes(self, e);
-        break;
+      case pick::skip: skip(self, e); break;
       case pick::later: v.later.push_back(e); break;
       case pick::start:
         if (!rate_allows(self)) {
@@ -273,10 +272,7 @@ void verify_pump(resource_ptr self) {
       return;
     ++v.cursor;
     switch (what) {
-      case pick::skip:
-        v.skipped_bytes += extent_bytes(self, e);
-        v.done_bytes += extent_bytes(self, e);
-        break;
+      case pick::skip: skip(self, e); break;
       case pick::later: v.later.push_back(e); break;
       case pick::start: start_extent(self, e); break;
     }
@@ -301,9 +297,7 @@ bool touches_verify(resource_ptr self, uint64_t offset, uint64_t length) {
   auto& s = self->state;
   if (s.verify.extents.empty())
     return false;
-  auto first = offset / s.md.extent_size;
-  auto last = (offset + std::max<uint64_t>(length, 1) - 1) / s.md.extent_size;
-  for (auto e = first; e <= last; ++e)
+  for (auto e = first_extent(self, offset); e <= last_extent(self, offset, length); ++e)
     if (s.verify.extents.count(e))
       return true;
   return false;
@@ -339,9 +333,7 @@ namespace {
 
 bool range_busy(resource_ptr self, uint64_t offset, uint32_t length) {
   auto& s = self->state;
-  auto first = offset / s.md.extent_size;
-  auto last = (offset + std::max<uint64_t>(length, 1) - 1) / s.md.extent_size;
-  for (auto e = first; e <= last; ++e)
+  for (auto e = first_extent(self, offset); e <= last_extent(self, offset, length); ++e)
     if (s.busy.count(e))
       return true;
   return false;

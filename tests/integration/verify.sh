@@ -28,8 +28,9 @@
 #      --repair under the same load repairs exactly 4096 bytes; after the
 #      writer stops, the data regions are byte-identical.
 #   6. Failure modes and interruption: verify on the secondary (error names
-#      the primary, exit 1), on an unknown resource (exit 1), --stop with
-#      nothing running (exit 1), a second verify while one runs (exit 1);
+#      the primary, exit 1; `verify all` there passes over both resources,
+#      exit 0), on an unknown resource (exit 1), --stop with nothing running
+#      (exit 1), a second verify while one runs (exit 1);
 #      --stop of the throttled vs: `vs: verify stopped`, outcome stopped with
 #      done_bytes < total, hook `verify vs 0 stopped`; a verify started
 #      while a (throttled) resync of dirty extents runs skips what still
@@ -408,6 +409,13 @@ pass "5b. under load: exactly the planted block at $P reported, --repair copied 
 
 # ---- 6. failure modes, --stop, skipped extents, kill -9 ----------------------------------
 expect_fail "primary" ctl_on nodeB verify vf
+# `verify all` (a cron line run on both nodes) passes over what is not
+# primary here instead of failing.
+out=$(ctl_on nodeB verify all) || fail "verify all on the secondary failed: $out"
+for r in vf vs; do
+  grep -qx "$r: not primary here; passed over" <<<"$out" \
+    || fail "verify all on the secondary: expected '$r: not primary here; passed over', got: $out"
+done
 expect_fail "unknown resource" ctl_on nodeA verify nosuch
 expect_fail "" ctl_on nodeA verify --stop vf
 [[ -n $ERR ]] || fail "verify --stop with nothing running failed without a message"
