@@ -219,7 +219,7 @@ caf::actor_system_config& configure(caf::actor_system_config& cfg) {
 int serve(caf::actor_system& sys, asio::io_context& io, node_config& config,
           const daemon_options& options, const sigset_t& signals) {
   int exit_status = 0;
-  auto sup = sys.spawn(supervisor, config, io_ref{&io, {}, options.disk_engine});
+  auto sup = sys.spawn(supervisor, config, io_ref{&io, {}, options.disk_engine, options.env});
 
   control::server ctl{unix_socket_path(config.control), [&](const nlohmann::json& req) {
                         return handle_control(sys, sup, req);

@@ -6,7 +6,10 @@
 #include "config/config.hpp"
 #include "io/disk_engine.hpp"
 
+#include "io/io_env.hpp"
+
 #include <functional>
+#include <memory>
 #include <string>
 
 namespace hast {
@@ -18,6 +21,9 @@ struct daemon_options {
   /// The disk engine to ask for (hastd --io-engine); io_uring falls back to
   /// threads by itself where the kernel refuses it.
   disk_engine_kind disk_engine = disk_engine_kind::uring;
+  /// How providers are opened; empty: default_io_env(). A test program
+  /// passes one that injects faults (io/io_env.hpp).
+  std::shared_ptr<const io_env> env;
 };
 
 /// Runs until SIGTERM or SIGINT; SIGHUP reloads the configuration file.

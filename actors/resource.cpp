@@ -4,6 +4,7 @@
 #include "actors/metadata_writer.hpp"
 #include "actors/peer.hpp"
 #include "io/hooks.hpp"
+#include "io/io_env.hpp"
 #include "io/nbd_protocol.hpp"
 #include "io/nbd_server.hpp"
 #include "io/peer_transport.hpp"
@@ -11,8 +12,6 @@
 
 #include <spdlog/spdlog.h>
 
-#include <cstdio>
-#include <cstdlib>
 #include <cstring>
 
 namespace hast {
@@ -711,7 +710,8 @@ void close_local(self_ptr self) {
 /// Opens the provider, checks its metadata and starts the disk actors.
 caf::error open_local(self_ptr self) {
   auto& s = self->state;
-  auto opened = provider::open(s.config.local, true);
+  auto env = s.io.env ? s.io.env : default_io_env();
+  auto opened = env->open_provider(s.config.local, true);
   if (!opened)
     return caf::make_error(errc::io_error, opened.error().message());
   // The lock keeps 'hastctl create' off a provider that is in use.
@@ -723,15 +723,6 @@ caf::error open_local(self_ptr self) {
     if (md.error().code() == errc::not_created)
       text += " (run 'hastctl create " + s.config.name + "')";
     return caf::make_error(md.error().code(), text);
-  }
-  // Fault injection for tests (the disk-IO layer's hook): reads of the data
-  // range "<offset>:<length>" in HAST_INJECT_READ_ERRORS fail with EIO.
-  if (const char* spec = std::getenv("HAST_INJECT_READ_ERRORS")) {
-    unsigned long long off = 0, len = 0;
-    if (std::sscanf(spec, "%llu:%llu", &off, &len) == 2) {
-      opened->inject_read_errors(md->data_offset + off, len);
-      spdlog::warn("{}: test hook: reads of [{}, {}) fail with EIO", s.config.name, off, off + len);
-    }
   }
   s.local = std::make_shared<const provider>(std::move(*opened));
   s.md = std::move(*md);

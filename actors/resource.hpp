@@ -32,6 +32,7 @@ class io_context;
 namespace hast {
 
 class provider;
+class io_env;
 namespace nbd {
 class server;
 }
@@ -45,6 +46,8 @@ struct io_ref {
   std::function<void(std::function<void(status, peer_link_ptr)>)> connect;
   /// The disk engine to ask for (io_uring unless told otherwise).
   disk_engine_kind disk = disk_engine_kind::uring;
+  /// How providers are opened (io/io_env.hpp); empty: default_io_env().
+  std::shared_ptr<const io_env> env = nullptr;
 };
 
 /// A request that changes data or durability (write, trim, write_zeroes,

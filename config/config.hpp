@@ -76,6 +76,7 @@ struct resource_config {
   bool metaflush = true;
   uint64_t syncrate = 0;      // resync bytes per second; 0: unlimited
   std::string nbd;            // "uds:///path" or "tcp://addr:port"
+  bool device = true;         // `device on|off`: make /dev/hast/<provider_name> on role primary
   std::string secret;         // path of the shared-key file, may be empty
   source_location secret_where;  // the `secret` line, when there is one
   std::string secret_key;     // the key itself, filled by read_secrets()

@@ -1,0 +1,236 @@
+// hastd's program: parses its command line and configuration, daemonizes
+// (unless -F), sets up logging and hands over to run_daemon(). cli/hastd.cpp
+// calls it with the real I/O environment; a test program may pass another.
+//
+//   hastd [-c config] [-n node] [-F] [-d]... [-P pidfile] [--check-config]
+//         [--io-engine uring|threads]
+
+#include "cli/hastd_main.hpp"
+
+#include "actors/daemon.hpp"
+#include "config/config.hpp"
+
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/sinks/syslog_sink.h>
+#include <spdlog/spdlog.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fcntl.h>
+#include <iostream>
+#include <string>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace {
+
+constexpr const char* usage_text =
+  "usage: hastd [-c config] [-n node] [-F] [-d]... [-P pidfile] [--check-config]\n"
+  "             [--io-engine uring|threads]\n";
+
+struct options {
+  std::string config_path = hast::default_config_path;
+  std::string node;
+  std::string pidfile;
+  bool foreground = false;
+  bool check_config = false;
+  int debug = 0;
+  hast::disk_engine_kind disk_engine = hast::disk_engine_kind::uring;
+};
+
+int fail(const std::string& message) {
+  std::cerr << "hastd: " << message << '\n';
+  return 1;
+}
+
+bool parse(int argc, char** argv, options& out, std::string& error) {
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    auto value = [&](std::string& into) {
+      if (i + 1 >= argc) {
+        error = "option " + arg + " needs a value";
+        return false;
+      }
+      into = argv[++i];
+      return true;
+    };
+    if (arg == "-c") {
+      if (!value(out.config_path))
+        return false;
+    } else if (arg == "-n") {
+      if (!value(out.node))
+        return false;
+    } else if (arg == "-P") {
+      if (!value(out.pidfile))
+        return false;
+    } else if (arg == "-F") {
+      out.foreground = true;
+    } else if (arg.size() >= 2 && arg[0] == '-' && arg.find_first_not_of('d', 1) == std::string::npos) {
+      out.debug += static_cast<int>(arg.size() - 1);
+    } else if (arg == "--io-engine" || arg.rfind("--io-engine=", 0) == 0) {
+      std::string name;
+      if (arg == "--io-engine") {
+        if (!value(name))
+          return false;
+      } else {
+        name = arg.substr(std::string_view{"--io-engine="}.size());
+      }
+      auto kind = hast::parse_disk_engine_kind(name);
+      if (!kind) {
+        error = "--io-engine takes 'uring' or 'threads', not '" + name + "'";
+        return false;
+      }
+      out.disk_engine = *kind;
+    } else if (arg == "--check-config") {
+      out.check_config = true;
+    } else if (arg == "-h" || arg == "--help") {
+      error.clear();
+      return false;
+    } else {
+      error = "unknown option '" + arg + "'";
+      return false;
+    }
+  }
+  return true;
+}
+
+/// An exclusively locked pid file; another hastd holding it is an error.
+class pid_file {
+public:
+  std::string open(const std::string& path) {
+    fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd_ < 0)
+      return "cannot open pid file " + path + ": " + std::strerror(errno);
+    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      char buf[32] = {};
+      [[maybe_unused]] auto n = ::pread(fd_, buf, sizeof buf - 1, 0);
+      return "another hastd is already running (pid " + std::string{buf, std::strcspn(buf, "\n")}
+             + ", pid file " + path + ")";
+    }
+    path_ = path;
+    return "";
+  }
+  void write_pid() {
+    if (fd_ < 0)
+      return;
+    auto text = std::to_string(::getpid()) + "\n";
+    [[maybe_unused]] auto rc = ::ftruncate(fd_, 0);
+    [[maybe_unused]] auto n = ::pwrite(fd_, text.data(), text.size(), 0);
+  }
+  /// In the parent of a daemonizing fork: the child keeps the lock and the file.
+  void release() {
+    if (fd_ >= 0)
+      ::close(fd_);
+    fd_ = -1;
+  }
+  ~pid_file() {
+    if (fd_ >= 0) {
+      if (!path_.empty())
+        ::unlink(path_.c_str());
+      ::close(fd_);
+    }
+  }
+
+private:
+  int fd_ = -1;
+  std::string path_;
+};
+
+void setup_logging(bool foreground, int debug) {
+  std::shared_ptr<spdlog::logger> logger;
+  if (foreground)
+    logger = spdlog::stderr_color_mt("hastd");
+  else
+    logger = spdlog::syslog_logger_mt("hastd", "hastd", LOG_PID, LOG_DAEMON);
+  logger->set_level(debug >= 2 ? spdlog::level::trace
+                    : debug == 1 ? spdlog::level::debug
+                                 : spdlog::level::info);
+  logger->flush_on(spdlog::level::info);
+  spdlog::set_default_logger(logger);
+}
+
+} // namespace
+
+namespace hast {
+
+int hastd_main(int argc, char** argv, std::shared_ptr<const io_env> env) {
+  options opt;
+  std::string error;
+  if (!parse(argc, argv, opt, error)) {
+    if (error.empty()) {
+      std::cout << usage_text;
+      return 0;
+    }
+    std::cerr << usage_text;
+    return fail(error);
+  }
+  hast::node_config config;
+  try {
+    config = hast::load_config(opt.config_path, hast::select_node(opt.node));
+    hast::read_secrets(config);
+  } catch (const hast::config_error& e) {
+    return fail(e.what());
+  }
+  if (opt.check_config) {
+    std::cout << hast::render_effective(config);
+    return 0;
+  }
+  if (::geteuid() != 0)
+    spdlog::warn("hastd runs without root: attaching block devices will not work");
+
+  auto pid_path = opt.pidfile.empty() ? (opt.foreground ? "" : config.pidfile) : opt.pidfile;
+  pid_file pid;
+  if (!pid_path.empty())
+    if (auto err = pid.open(pid_path); !err.empty())
+      return fail(err);
+
+  hast::daemon_options dopt;
+  dopt.disk_engine = opt.disk_engine;
+  dopt.env = std::move(env);
+  if (!opt.foreground) {
+    // The parent waits until the child listens on the control socket, so that
+    // a start-up error reaches the user's terminal and the exit status.
+    int ready[2];
+    if (::pipe(ready) != 0)
+      return fail(std::string{"pipe: "} + std::strerror(errno));
+    auto child = ::fork();
+    if (child < 0)
+      return fail(std::string{"fork: "} + std::strerror(errno));
+    if (child > 0) {
+      pid.release();
+      ::close(ready[1]);
+      std::string message;
+      char buf[512];
+      ssize_t n;
+      while ((n = ::read(ready[0], buf, sizeof buf)) > 0)
+        message.append(buf, static_cast<size_t>(n));
+      if (message != "ok")
+        return fail(message.empty() ? "the daemon exited during start-up" : message);
+      return 0;
+    }
+    ::close(ready[0]);
+    ::setsid();
+    if (::chdir("/") != 0)
+      return 1;
+    int null = ::open("/dev/null", O_RDWR);
+    if (null >= 0) {
+      ::dup2(null, 0);
+      ::dup2(null, 1);
+      ::dup2(null, 2);
+      if (null > 2)
+        ::close(null);
+    }
+    int ready_fd = ready[1];
+    dopt.on_ready = [ready_fd](const std::string& err) {
+      auto text = err.empty() ? std::string{"ok"} : err;
+      [[maybe_unused]] auto n = ::write(ready_fd, text.data(), text.size());
+      ::close(ready_fd);
+    };
+  }
+  pid.write_pid();
+  setup_logging(opt.foreground, opt.debug);
+  return hast::run_daemon(std::move(config), dopt);
+}
+
+} // namespace hast
