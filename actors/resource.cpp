@@ -310,8 +310,15 @@ void finish_write(self_ptr self, uint64_t id, bool remote_failed) {
     return;
   auto req = std::move(it->second.req);
   auto resync = it->second.resync;
+  auto local_failed = it->second.local_failed;
   s.calls.erase(it);
   if (!is_flush(req) && s.map) {
+    // A write the local disk failed stays dirty: its extent is copied
+    // back from the secondary.
+    if (local_failed) {
+      mark_for_sync(self, req.offset, req.length);
+      s.md.local_stale = true;  // a copy back that ended meanwhile cleared it
+    }
     // What the secondary did not confirm stays dirty for the resync.
     if (remote_failed && !s.config.standalone()) {
       mark_for_sync(self, req.offset, req.length);
@@ -401,6 +408,78 @@ bool window_full(self_ptr self) {
          || s.remote_open_bytes >= replication_window_bytes;
 }
 
+// --- a failing local disk --------------------------------------------------------------------
+
+/// Does the secondary hold every acknowledged write (connected, and no
+/// extent waits to be copied to it)? Then a write the local disk fails can
+/// stand on the secondary's copy alone.
+bool secondary_holds_everything(self_ptr self) {
+  auto& s = self->state;
+  if (!s.connected || s.current != role::primary)
+    return false;
+  if (s.md.local_stale || (s.sync.active && s.sync.from_secondary))
+    return true;  // what is dirty here is stale here: the secondary has it
+  return !s.sync.active && s.map->sync_extents() == 0;
+}
+
+/// The local disk failed client write `id` and the secondary holds
+/// everything: the write stands if the secondary writes it ("one success is
+/// enough"). The node records that its dirty extents are stale here before
+/// the client hears of success, so that no restart ever copies them to the
+/// secondary; they are copied back from it instead.
+void cover_local_failure(self_ptr self, uint64_t id, uint32_t error) {
+  auto& s = self->state;
+  s.calls.at(id).local_failed = true;
+  for (auto ready : s.writes.release(id))
+    admit(self, ready);
+  if (!s.md.local_stale) {
+    s.md.local_stale = true;
+    spdlog::error("{}: the local disk fails writes; they complete on the secondary, reads of "
+                  "the extents concerned go there, and the local copy is rebuilt from it once "
+                  "the disk works again",
+                  s.config.name);
+  }
+  if (!s.local_error_reported) {
+    s.local_error_reported = true;
+    event(self, "local-error");
+  }
+  persist(self, [self, id, error](bool ok) {
+    auto& s = self->state;
+    // Without the flag on disk the write must fail: a restart could send
+    // the stale local data to the secondary.
+    apply(self, id, ok ? s.writes.local_covered(id, error) : s.writes.local_done(id, error));
+  });
+}
+
+} // namespace
+
+bool stale_here(resource_ptr self, uint64_t offset, uint64_t length) {
+  auto& s = self->state;
+  if (!s.md.local_stale || !s.map)
+    return false;
+  for (auto e = first_extent(self, offset); e <= last_extent(self, offset, length); ++e)
+    if (s.map->needs_sync(e))
+      return true;
+  return false;
+}
+
+namespace {
+
+/// A local request succeeded: if the disk had failed, try to copy the stale
+/// extents back from the secondary (the copy stops at the next failure).
+void rebuild_when_back(self_ptr self) {
+  auto& s = self->state;
+  if (!s.md.local_stale || !s.connected || s.sync.active || s.current != role::primary)
+    return;
+  auto now = std::chrono::steady_clock::now();
+  if (now - s.last_rebuild < local_rebuild_interval)
+    return;
+  s.last_rebuild = now;
+  spdlog::info("{}: the local disk answers again; copying the stale extents from the secondary",
+               s.config.name);
+  sync_start(self);
+}
+
 /// Sends write `id` to the disk and, on a primary, to the secondary. A
 /// synchronous primary whose replication window is full queues it instead
 /// (in order: writes never overtake each other in the window).
@@ -438,11 +517,17 @@ void issue(self_ptr self, uint64_t id, bool from_window = false) {
   }
   submit_disk(self, to_disk_op(r), [self, id](disk_completion& c) {
     auto& s = self->state;
-    if (c.error != 0) {
-      spdlog::error("{}: local request failed: {}", s.config.name, std::strerror(c.error));
-      if (auto it = s.calls.find(id); it != s.calls.end())
-        count_error(self, it->second.req);
+    if (c.error == 0) {
+      local_finished(self, id, 0);
+      return rebuild_when_back(self);
     }
+    spdlog::error("{}: local request failed: {}", s.config.name, std::strerror(c.error));
+    auto it = s.calls.find(id);
+    if (it == s.calls.end())
+      return local_finished(self, id, nbd_error(c.error));
+    count_error(self, it->second.req);
+    if (!it->second.from_peer && secondary_holds_everything(self))
+      return cover_local_failure(self, id, nbd_error(c.error));
     local_finished(self, id, nbd_error(c.error));
   });
 }
@@ -649,11 +734,19 @@ void handle_read(self_ptr self, nbd::request r, nbd::reply_sink_ptr sink, bool f
   ++s.in_flight;
   if (read_from_secondary(self, r.offset, r.length))
     return read_remote(self, std::move(r), std::move(sink));
+  if (stale_here(self, r.offset, r.length)) {
+    // The local copy is stale: only the secondary has these blocks.
+    if (s.connected)
+      return read_remote(self, std::move(r), std::move(sink));
+    answer(self, sink, nbd::make_reply(r, nbd::eio));
+    return io_done(self);
+  }
   submit_disk(self, to_disk_op(r), [self, r, sink](disk_completion& c) {
     auto& s = self->state;
     if (c.error == 0) {
       answer(self, sink, nbd::make_reply(r, 0, std::move(c.data)));
-      return io_done(self);
+      io_done(self);
+      return rebuild_when_back(self);
     }
     ++s.counters.read_errors;
     spdlog::error("{}: local read failed ({}); trying the peer", s.config.name,
@@ -678,9 +771,13 @@ void handle_batch(self_ptr self, nbd_batch& batch) {
       answer(self, batch.sink, nbd::make_reply(r, nbd::eshutdown));
       continue;
     }
-    if (r.kind == nbd::command::read)
+    if (r.kind == nbd::command::read) {
       handle_read(self, std::move(r), batch.sink, batch.from_peer);
-    else
+    } else if (!batch.from_peer && s.md.local_stale && !s.connected && !is_flush(r)) {
+      // Stale here and no secondary: a write now would mix new data into
+      // extents that must be copied back from the secondary.
+      answer(self, batch.sink, nbd::make_reply(r, nbd::eio));
+    } else
       arrive(self, std::move(r), batch.sink, batch.from_peer, batch.resync);
   }
 }
@@ -861,10 +958,11 @@ resource_status make_status(self_ptr self) {
   st.current_role = s.current;
   auto in_sync = s.config.standalone() || (s.connected && !s.sync.active
                                            && (!s.map || s.map->sync_extents() == 0));
+  // FreeBSD's words only: scripts parse this column. Split brain, a failing
+  // local disk and sync progress are separate fields.
   st.status = s.current == role::init ? "-"
-              : s.split_brain           ? "split-brain"
-              : in_sync                 ? "complete"
-                                        : "degraded";
+              : in_sync && !s.split_brain && !s.md.local_stale ? "complete"
+                                                               : "degraded";
   st.split_brain = s.split_brain;
   st.synced_bytes = s.synced_total;
   st.connected = s.connected;
@@ -1101,9 +1199,13 @@ resource_actor::behavior_type resource(resource_actor::stateful_pointer<resource
       if (!s.map)
         return;
       s.md.remotecnt = localcnt;
-      // After a resync the primary holds what we had to give: nothing is dirty.
-      if (complete)
+      // After a resync the primary holds what we had to give: nothing is
+      // dirty, and nothing stale is left here either.
+      if (complete) {
         s.map->clear_all_sync();
+        s.md.local_stale = false;
+        s.local_error_reported = false;
+      }
       persist(self, [](bool) {});
     },
   };

@@ -58,6 +58,7 @@ struct client_write {
   nbd::reply_sink_ptr sink;
   bool from_peer = false;
   bool resync = false;  // from_peer: resync data (never marked in the activemap)
+  bool local_failed = false;  // the local disk failed it; the secondary's copy stands
 };
 
 /// One extent being copied.
@@ -195,6 +196,10 @@ struct resource_state {
   bool split_brain = false;         // both nodes wrote apart; never resolved silently
   bool discard_local = false;       // hastctl resync --discard-local: give up our changes
   uint64_t synced_total = 0;        // bytes copied by resyncs since start
+  // A failing local disk (md.local_stale): writes it failed completed on the
+  // secondary; the stale extents are copied back from there.
+  bool local_error_reported = false;  // the `local-error` event fired for this episode
+  std::chrono::steady_clock::time_point last_rebuild;  // last attempt to copy them back
 
   // The export; listens for the whole life of the actor, serves only a primary.
   std::shared_ptr<nbd::server> server;
@@ -247,6 +252,11 @@ inline constexpr uint64_t sync_bytes_under_load = 4u << 20;
 inline constexpr size_t verify_extents_under_load = 2;
 inline constexpr auto client_quiet = std::chrono::milliseconds(200);
 
+/// A failing local disk: after a local I/O succeeds again, the stale
+/// extents are copied back from the secondary, at most this often (a disk
+/// that fails only some blocks would otherwise start a copy per request).
+inline constexpr auto local_rebuild_interval = std::chrono::seconds(5);
+
 // --- Shared by resource.cpp, resync.cpp and handshake.cpp ----------------------------------------
 
 using resource_ptr = resource_actor::stateful_pointer<resource_state>;
@@ -297,6 +307,10 @@ void release_deferred(resource_ptr self);
 
 /// Did clients do I/O within `client_quiet`?
 bool clients_busy(resource_ptr self);
+
+/// The local disk failed writes the secondary took: does [offset,
+/// offset+length) touch an extent whose data here is stale?
+bool stale_here(resource_ptr self, uint64_t offset, uint64_t length);
 
 // resync.cpp
 void sync_start(resource_ptr self);

@@ -92,6 +92,10 @@ void finish(resource_ptr self) {
     // We now hold the secondary's data, and with it its generation.
     s.md.localcnt = std::max(s.md.localcnt, s.md.remotecnt);
     spdlog::info("{}: caught up with the secondary; reads are local again", s.config.name);
+    if (s.md.local_stale)
+      spdlog::info("{}: the local copy is rebuilt; the disk is in use again", s.config.name);
+    s.md.local_stale = false;
+    s.local_error_reported = false;
   }
   s.sync.from_secondary = false;
   persist(self, [](bool) {});
@@ -300,7 +304,9 @@ void sync_start(resource_ptr self) {
   auto& s = self->state;
   if (!s.connected || s.current != role::primary || s.sync.active)
     return;
-  auto from_secondary = s.sync.pending_from_secondary;
+  // A node whose local disk failed writes holds stale data in its dirty
+  // extents: they are always copied from the secondary.
+  auto from_secondary = s.sync.pending_from_secondary || s.md.local_stale;
   s.sync = sync_state{};
   s.sync.active = true;
   s.sync.from_secondary = from_secondary;

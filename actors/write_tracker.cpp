@@ -71,7 +71,13 @@ void write_tracker::start(uint64_t id, bool durable, bool replicated) {
 write_tracker::outcome write_tracker::settle(std::unordered_map<uint64_t, track>::iterator it) {
   outcome out;
   auto& t = it->second;
-  if (!t.answered && t.local_done && (t.remote_satisfied || !policy_.client_waits())) {
+  if (t.covered) {
+    if (!t.answered && t.remote_final) {
+      t.answered = true;
+      out.answer = true;
+      out.error = t.remote_failed ? t.local_error : 0;
+    }
+  } else if (!t.answered && t.local_done && (t.remote_satisfied || !policy_.client_waits())) {
     t.answered = true;
     out.answer = true;
     out.error = t.local_error;
@@ -90,6 +96,16 @@ write_tracker::outcome write_tracker::local_done(uint64_t id, uint32_t error) {
     return {};
   it->second.local_done = true;
   it->second.local_error = error;
+  return settle(it);
+}
+
+write_tracker::outcome write_tracker::local_covered(uint64_t id, uint32_t error) {
+  auto it = tracks_.find(id);
+  if (it == tracks_.end())
+    return {};
+  it->second.local_done = true;
+  it->second.local_error = error;
+  it->second.covered = true;
   return settle(it);
 }
 

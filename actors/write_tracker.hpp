@@ -62,6 +62,12 @@ public:
   /// The local disk finished `id` (error: an NBD error code, 0 on success).
   outcome local_done(uint64_t id, uint32_t error);
 
+  /// The local disk failed `id` (error: an NBD error code), and the write
+  /// stands if the secondary writes it ("one success is enough", HAST's
+  /// promise for a failing local disk): it is answered once the secondary's
+  /// "written" arrives, whatever the mode; with `error` if that fails.
+  outcome local_covered(uint64_t id, uint32_t error);
+
   /// The secondary acknowledged `id` (received, written, or failed: the link
   /// is gone or the secondary could not write).
   outcome remote(uint64_t id, remote_stage stage);
@@ -81,6 +87,7 @@ private:
     bool remote_final = false;      // "written" or failure arrived
     bool remote_failed = false;
     bool answered = false;
+    bool covered = false;           // local failed; the secondary's copy decides
   };
 
   outcome settle(std::unordered_map<uint64_t, track>::iterator it);

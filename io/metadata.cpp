@@ -34,7 +34,9 @@ constexpr size_t off_resuid = 176;
 constexpr size_t off_localcnt = 184;
 constexpr size_t off_remotecnt = 192;
 constexpr size_t off_prevrole = 200;
-// 201..203: reserved, zero
+constexpr size_t off_flags = 201;  // u8: flag_local_stale; other bits zero
+constexpr uint8_t flag_local_stale = 1;
+// 202..203: reserved, zero
 constexpr size_t off_bitmap_bytes = 204;
 constexpr size_t off_crc = 208;
 // 212..4095: reserved, zero (covered by the checksum)
@@ -283,6 +285,7 @@ std::string encode_slot(const metadata &md) {
   put<uint64_t>(p, off_localcnt, md.localcnt);
   put<uint64_t>(p, off_remotecnt, md.remotecnt);
   put<uint8_t>(p, off_prevrole, role_code(md.prevrole));
+  put<uint8_t>(p, off_flags, md.local_stale ? flag_local_stale : 0);
   put<uint32_t>(p, off_bitmap_bytes, static_cast<uint32_t>(md.bitmap.size()));
   if (!md.bitmap.empty())
     std::memcpy(p + metadata_header_size, md.bitmap.data(), md.bitmap.size());
@@ -332,6 +335,10 @@ result<metadata> decode_slot(std::span<const uint8_t> bytes) {
   if (!r)
     return corrupt(fmt::format("unknown previous role {}", get<uint8_t>(p, off_prevrole)));
   md.prevrole = *r;
+  auto flags = get<uint8_t>(p, off_flags);
+  if ((flags & ~flag_local_stale) != 0)
+    return corrupt(fmt::format("unknown flags {:#x}", flags));
+  md.local_stale = (flags & flag_local_stale) != 0;
   if (!valid_extent_size(md.extent_size))
     return corrupt(fmt::format("invalid extent size {}", md.extent_size));
   if (bb != bitmap_bytes_for(md.datasize, md.extent_size))

@@ -46,6 +46,10 @@ struct metadata {
   uint64_t localcnt = 0;
   uint64_t remotecnt = 0;
   role prevrole = role::init;
+  /// This node's local disk failed writes that the secondary took: the data
+  /// of its dirty extents is stale here and is copied from the peer, never
+  /// to it (docs/METADATA.md).
+  bool local_stale = false;
   uint64_t sequence = 0;       // of the slot this was read from or last written
   std::vector<uint8_t> bitmap; // activemap image, bitmap_bytes long
 };

@@ -55,6 +55,30 @@ TEST(write_tracker, async_answers_after_the_local_write_alone) {
   EXPECT_TRUE(t.remote(1, remote_stage::written).finished);
 }
 
+TEST(write_tracker, a_covered_local_failure_answers_success_once_the_secondary_wrote_it) {
+  for (auto mode : {replication_mode::fullsync, replication_mode::memsync, replication_mode::async}) {
+    auto t = tracker(mode);
+    t.start(1, false, true);
+    EXPECT_FALSE(t.remote(1, remote_stage::received).answer);
+    auto a = t.local_covered(1, 5);
+    EXPECT_FALSE(a.answer) << to_string(mode) << ": received is not enough without a local copy";
+    auto b = t.remote(1, remote_stage::written);
+    EXPECT_TRUE(b.answer) << to_string(mode);
+    EXPECT_EQ(b.error, 0u) << to_string(mode) << ": one success is enough";
+    EXPECT_TRUE(b.finished);
+  }
+}
+
+TEST(write_tracker, a_covered_local_failure_fails_when_the_secondary_fails_too) {
+  auto t = tracker(replication_mode::async);
+  t.start(1, false, true);
+  t.local_covered(1, 5);
+  auto b = t.remote(1, remote_stage::failed);
+  EXPECT_TRUE(b.answer);
+  EXPECT_EQ(b.error, 5u) << "no copy anywhere: the local error";
+  EXPECT_TRUE(b.remote_failed);
+}
+
 TEST(write_tracker, a_failed_remote_answers_with_the_local_result_and_reports_the_failure) {
   auto t = tracker(replication_mode::fullsync);
   t.start(1, false, true);
