@@ -20,4 +20,12 @@ std::optional<uint64_t> parse_size(std::string_view text);
 /// One decimal below 10 units, whole numbers above (like humanize_number(3)).
 std::string humanize(uint64_t bytes);
 
+/// Renders bytes as FreeBSD's hastctl does ("%NB"): humanize_number(3) into
+/// a 5-byte buffer with HN_AUTOSCALE and HN_NOSPACE | HN_DECIMAL, then "B".
+/// Units of 1024 named K, M, G, T, P, E; at most three digits, one decimal
+/// below 10: 0 -> "0B", 1000 -> "1.0KB", 2097152 -> "2.0MB", 67108864 -> "64MB".
+/// Counts above INT64_MAX print as the negative numbers FreeBSD's cast to
+/// int64_t makes of them, cut to the buffer as FreeBSD's are.
+std::string humanize_number(uint64_t bytes);
+
 } // namespace hast

@@ -49,9 +49,11 @@ nlohmann::json to_json(const resource_status& x) {
   const auto& c = x.counters;
   return {
     {"name", x.name},
+    {"error", x.error},
     {"provider_name", x.provider_name},
     {"role", to_string(x.current_role)},
     {"status", x.status},
+    {"workerpid", x.workerpid},
     {"connected", x.connected},
     {"local", x.local},
     {"remote", x.remote},
@@ -67,7 +69,15 @@ nlohmann::json to_json(const resource_status& x) {
     {"synced_bytes", x.synced_bytes},
     {"split_brain", x.split_brain},
     {"nbd_connections", x.nbd_connections},
-    {"queues", {{"local", x.queue_local}, {"send", x.queue_send}, {"recv", x.queue_recv}}},
+    {"queues",
+     {{"local", x.queue_local},
+      {"send", x.queue_send},
+      {"recv", x.queue_recv},
+      {"done", x.queue_done},
+      {"idle", x.queue_idle}}},
+    {"local_failing", x.local_failing},
+    {"device", x.device},
+    {"device_error", x.device_error},
     {"sync",
      {{"active", x.sync.active},
       {"direction", x.sync.direction},
@@ -92,9 +102,11 @@ nlohmann::json to_json(const resource_status& x) {
 resource_status status_from_json(const nlohmann::json& j) {
   resource_status x;
   x.name = j.value("name", "");
+  x.error = j.value("error", 0);
   x.provider_name = j.value("provider_name", "");
   x.current_role = parse_role(j.value("role", "init")).value_or(role::init);
   x.status = j.value("status", "-");
+  x.workerpid = j.value("workerpid", uint64_t{0});
   x.connected = j.value("connected", false);
   x.local = j.value("local", "");
   x.remote = j.value("remote", "");
@@ -114,7 +126,12 @@ resource_status status_from_json(const nlohmann::json& j) {
     x.queue_local = q->value("local", uint64_t{0});
     x.queue_send = q->value("send", uint64_t{0});
     x.queue_recv = q->value("recv", uint64_t{0});
+    x.queue_done = q->value("done", uint64_t{0});
+    x.queue_idle = q->value("idle", uint64_t{0});
   }
+  x.local_failing = j.value("local_failing", false);
+  x.device = j.value("device", "");
+  x.device_error = j.value("device_error", "");
   if (auto s = j.find("sync"); s != j.end()) {
     x.sync.active = s->value("active", false);
     x.sync.direction = s->value("direction", "");

@@ -59,9 +59,13 @@ inline constexpr size_t verify_ranges_listed = 1000;
 
 struct resource_status {
   std::string name;
+  /// errno-style number of a failure to report on this resource (hastctl
+  /// prints FreeBSD's "ERR<n>" row); 0 when the fields below are valid.
+  int error = 0;
   std::string provider_name;
   role current_role = role::init;
-  std::string status;        // "complete", "degraded", "split-brain" or "-" (init)
+  std::string status;        // "complete", "degraded" or "-" (init), as FreeBSD's
+  uint64_t workerpid = 0;    // the hastd serving the resource; 0 in role init
   bool connected = false;
   std::string local;
   std::string remote;
@@ -80,6 +84,12 @@ struct resource_status {
   uint64_t queue_local = 0;  // requests at the local disk
   uint64_t queue_send = 0;   // requests waiting to go to the peer
   uint64_t queue_recv = 0;   // requests waiting for the peer's answer
+  uint64_t queue_done = 0;   // requests finished, waiting to be answered
+  uint64_t queue_idle = 0;   // free request slots
+  /// The local disk failed writes; they complete on the secondary.
+  bool local_failing = false;
+  std::string device;        // "/dev/hast/<name> -> /dev/loop3"; empty when none
+  std::string device_error;  // why there is no device; empty when none is wanted or it exists
   sync_progress sync;
   verify_progress verify;
   resource_counters counters;

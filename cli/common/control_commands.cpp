@@ -58,24 +58,78 @@ void print_verify(const verify_progress& v) {
     std::cout << "    (more differences are in the log)\n";
 }
 
+/// The Status column and `status:` line carry only FreeBSD's words.
+std::string freebsd_status(const std::string& status) {
+  if (status == "complete" || status == "degraded" || status == "-")
+    return status;
+  if (status.empty())
+    return "-";
+  return "degraded";
+}
+
+std::string yes_no(bool b) {
+  return b ? "yes" : "no";
+}
+
+std::string device_line(const resource_status& r) {
+  if (!r.device.empty())
+    return r.device;
+  if (!r.device_error.empty())
+    return "none (" + r.device_error + ")";
+  return "none";
+}
+
+std::string local_disk_line(const resource_status& r) {
+  if (!r.local_failing)
+    return "ok";
+  return "failing (" + std::to_string(r.counters.write_errors)
+         + " write errors); writes complete on the secondary";
+}
+
+// FreeBSD's control_list() block first, field for field, then hast's own
+// fields, each "  key: value".
 void print_list(const resource_status& r) {
+  std::printf("%s:\n", r.name.c_str());
+  if (r.error != 0) {
+    std::printf("  error: %d\n", r.error);
+    if (!r.last_error.empty())
+      std::printf("  reason: %s\n", r.last_error.c_str());
+    return;
+  }
   auto& c = r.counters;
-  std::cout << r.name << ":\n"
-            << "  role: " << to_string(r.current_role) << "\n"
+  std::cout << "  role: " << to_string(r.current_role) << "\n"
             << "  provname: " << r.provider_name << "\n"
             << "  localpath: " << r.local << "\n"
-            << "  extentsize: " << r.extent_size << " (" << humanize(r.extent_size) << ")\n"
+            << "  extentsize: " << r.extent_size << " (" << humanize_number(r.extent_size) << ")\n"
             << "  keepdirty: " << r.keepdirty << "\n"
             << "  remoteaddr: " << r.remote << "\n";
   if (!r.source.empty())
     std::cout << "  sourceaddr: " << r.source << "\n";
-  std::cout << "  replication: " << to_string(r.replication) << "\n"
-            << "  checksum: " << to_string(r.checksum) << "\n"
+  std::cout << "  replication: " << to_string(r.replication) << "\n";
+  if (r.current_role != role::init)
+    std::cout << "  status: " << freebsd_status(r.status) << "\n";
+  if (r.workerpid != 0)
+    std::cout << "  workerpid: " << r.workerpid << "\n";
+  std::cout << "  dirty: " << r.dirty_bytes << " (" << humanize_number(r.dirty_bytes) << ")\n"
+            << "  statistics:\n"
+            << "    reads: " << c.reads << "\n"
+            << "    writes: " << c.writes << "\n"
+            << "    deletes: " << c.deletes << "\n"
+            << "    flushes: " << c.flushes << "\n"
+            << "    activemap updates: " << c.activemap_updates << "\n"
+            << "    local errors: read: " << c.read_errors << ", write: " << c.write_errors
+            << ", delete: " << c.delete_errors << ", flush: " << c.flush_errors << "\n"
+            << "    queues: local: " << r.queue_local << ", send: " << r.queue_send
+            << ", recv: " << r.queue_recv << ", done: " << r.queue_done
+            << ", idle: " << r.queue_idle << "\n";
+  std::cout << "  checksum: " << to_string(r.checksum) << "\n"
             << "  compression: " << to_string(r.compression) << "\n"
-            << "  status: " << r.status << "\n"
+            << "  connected: " << yes_no(r.connected) << "\n"
+            << "  split brain: " << yes_no(r.split_brain) << "\n"
+            << "  datasize: " << r.datasize << " (" << humanize_number(r.datasize) << ")\n"
             << "  nbd: " << r.nbd << " (" << r.nbd_connections << " client(s))\n"
-            << "  datasize: " << r.datasize << " (" << humanize(r.datasize) << ")\n"
-            << "  dirty: " << r.dirty_bytes << " (" << humanize(r.dirty_bytes) << ")\n";
+            << "  device: " << device_line(r) << "\n"
+            << "  local disk: " << local_disk_line(r) << "\n";
   if (r.sync.active) {
     auto pct = r.sync.total_bytes == 0 ? 100.0 : 100.0 * r.sync.done_bytes / r.sync.total_bytes;
     char buf[160];
@@ -89,30 +143,23 @@ void print_list(const resource_status& r) {
   print_verify(r.verify);
   if (!r.last_error.empty())
     std::cout << "  error: " << r.last_error << "\n";
-  std::cout << "  statistics:\n"
-            << "    reads: " << c.reads << "\n"
-            << "    writes: " << c.writes << "\n"
-            << "    deletes: " << c.deletes << "\n"
-            << "    flushes: " << c.flushes << "\n"
-            << "    activemap updates: " << c.activemap_updates << "\n"
-            << "    local errors: read: " << c.read_errors << ", write: " << c.write_errors
-            << ", delete: " << c.delete_errors << ", flush: " << c.flush_errors << "\n"
-            << "    queues: local: " << r.queue_local << ", send: " << r.queue_send
-            << ", recv: " << r.queue_recv << "\n";
 }
 
+// FreeBSD's control_status() row, byte for byte.
 void print_status_row(const resource_status& r) {
-  auto status = r.status;
-  if (r.sync.active)
-    status = "syncing";
   std::printf("%s\t", r.name.c_str());
-  // FreeBSD's columns; a longer word ("split-brain") keeps one space.
-  std::printf("%-9s", (status.size() >= 9 ? status + " " : status).c_str());
+  if (r.error != 0) {
+    std::printf("ERR%d\n", r.error);
+    return;
+  }
+  std::printf("%-9s", freebsd_status(r.status).c_str());
   std::printf("%-15s", to_string(r.current_role).c_str());
   std::printf("%s\t", r.local.c_str());
   std::printf("%s\n", r.remote.c_str());
 }
 
+/// Prints the daemon's answer as `status` or `list`; exits with the first
+/// resource's error number, as FreeBSD's hastctl does.
 int query(const cli_options& options, const std::vector<std::string>& operands, bool list) {
   auto reply = request_daemon(options, {{"command", "status"}, {"resources", operands}});
   if (!reply)
@@ -121,17 +168,25 @@ int query(const cli_options& options, const std::vector<std::string>& operands, 
     std::cout << reply->dump(2) << '\n';
     return 0;
   }
-  if (!list)
-    std::printf("Name\tStatus\t Role\t\tComponents\n");
+  int rc = 0;
+  bool header = false;
+  // In the daemon's order (its configuration file's), not sorted.
   for (auto& entry : reply->at("resources")) {
     auto r = status_from_json(entry);
-    if (list)
+    if (rc == 0 && r.error != 0)
+      rc = r.error;
+    if (list) {
       print_list(r);
-    else
-      print_status_row(r);
+      continue;
+    }
+    if (!header) {
+      std::printf("Name\tStatus\t Role\t\tComponents\n");
+      header = true;
+    }
+    print_status_row(r);
   }
   std::fflush(stdout);
-  return 0;
+  return rc;
 }
 
 } // namespace

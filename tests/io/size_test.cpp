@@ -63,5 +63,68 @@ TEST(Humanize, RoundTripsThroughParseSizeForWholeUnits) {
   }
 }
 
+// Expected strings are what FreeBSD's humanize_number(buf, 5, n, "",
+// HN_AUTOSCALE, HN_NOSPACE | HN_DECIMAL) writes, followed by "B".
+TEST(HumanizeNumber, PrintsBytesBelowOneThousandAsTheyAre) {
+  EXPECT_EQ(humanize_number(0), "0B");
+  EXPECT_EQ(humanize_number(1), "1B");
+  EXPECT_EQ(humanize_number(10), "10B");
+  EXPECT_EQ(humanize_number(999), "999B");
+}
+
+TEST(HumanizeNumber, MovesToKilobytesFromOneThousand) {
+  EXPECT_EQ(humanize_number(1000), "1.0KB");
+  EXPECT_EQ(humanize_number(1023), "1.0KB");
+  EXPECT_EQ(humanize_number(1024), "1.0KB");
+}
+
+TEST(HumanizeNumber, RoundsTheDecimalToNearest) {
+  EXPECT_EQ(humanize_number(1536), "1.5KB");
+  EXPECT_EQ(humanize_number(1587), "1.5KB"); // 1.5498 K
+  EXPECT_EQ(humanize_number(1588), "1.6KB"); // 1.5508 K
+  EXPECT_EQ(humanize_number(9728), "9.5KB");
+}
+
+TEST(HumanizeNumber, DropsTheDecimalFromNinePointNineFiveUp) {
+  EXPECT_EQ(humanize_number(10188), "9.9KB"); // 9 K + 972: below ceil(.95 * 1024)
+  EXPECT_EQ(humanize_number(10189), "10KB");  // 9 K + 973
+  EXPECT_EQ(humanize_number(10239), "10KB");
+  EXPECT_EQ(humanize_number(10240), "10KB");
+}
+
+TEST(HumanizeNumber, RoundsWholeUnitsHalfUp) {
+  EXPECT_EQ(humanize_number(10751), "10KB"); // 10 K + 511
+  EXPECT_EQ(humanize_number(10752), "11KB"); // 10 K + 512
+  EXPECT_EQ(humanize_number(102400), "100KB");
+  EXPECT_EQ(humanize_number(511488), "500KB");
+}
+
+TEST(HumanizeNumber, GoesUpAUnitRatherThanRoundToOneThousand) {
+  EXPECT_EQ(humanize_number(1023487), "999KB"); // 999 K + 511
+  EXPECT_EQ(humanize_number(1023488), "1.0MB"); // 999 K + 512
+  EXPECT_EQ(humanize_number(1048575), "1.0MB");
+  EXPECT_EQ(humanize_number(1047527424), "999MB");
+  EXPECT_EQ(humanize_number(1048576000), "1.0GB");
+}
+
+TEST(HumanizeNumber, NamesEveryUnitUpToExabytes) {
+  EXPECT_EQ(humanize_number(1ull << 20), "1.0MB");
+  EXPECT_EQ(humanize_number(2ull << 20), "2.0MB"); // the default extent size
+  EXPECT_EQ(humanize_number(64ull << 20), "64MB");
+  EXPECT_EQ(humanize_number(67100672), "64MB"); // 63.99 MiB
+  EXPECT_EQ(humanize_number(128ull << 20), "128MB");
+  EXPECT_EQ(humanize_number(1ull << 30), "1.0GB");
+  EXPECT_EQ(humanize_number(1ull << 40), "1.0TB");
+  EXPECT_EQ(humanize_number(1ull << 50), "1.0PB");
+  EXPECT_EQ(humanize_number(1ull << 60), "1.0EB");
+  EXPECT_EQ(humanize_number(INT64_MAX), "8.0EB");
+}
+
+TEST(HumanizeNumber, PrintsCountsAboveInt64MaxAsFreeBsdsCastDoes) {
+  EXPECT_EQ(humanize_number(UINT64_MAX), "-1B");
+  EXPECT_EQ(humanize_number(9ull << 60), "-7.0B"); // "-7.0E" cut to 4 characters
+  EXPECT_EQ(humanize_number(1ull << 63), "-922B");
+}
+
 } // namespace
 } // namespace hast
