@@ -9,9 +9,11 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <csignal>
+#include <list>
 #include <mutex>
 #include <pthread.h>
 #include <thread>
@@ -186,6 +188,170 @@ private:
   node_config config_;
 };
 
+/// The peer listeners, as groups of addresses opened together. A reload
+/// diffs the configured set against the open one: added addresses open as a
+/// new group, a group that holds a removed address closes and its other
+/// addresses open again at once, every other group stays open untouched.
+class peer_listeners {
+public:
+  peer_listeners(asio::io_context& io, std::shared_ptr<peer_router> router)
+    : io_(io), router_(std::move(router)) {}
+  peer_listeners(const peer_listeners&) = delete;
+  peer_listeners& operator=(const peer_listeners&) = delete;
+  ~peer_listeners() { stop(); }
+
+  /// Opens `addresses` (none: nothing to do) at start-up.
+  status open(const std::vector<std::string>& addresses) {
+    if (addresses.empty())
+      return status::ok();
+    return open_group(addresses);
+  }
+
+  /// Makes the open set `wanted`. Returns what changed ("+tcp://a, -tcp://b"),
+  /// empty if nothing did. If the added addresses cannot be opened, the
+  /// open set stays as it was and the reason is logged.
+  std::string apply(const std::vector<std::string>& wanted) {
+    std::vector<std::string> now = addresses();
+    std::vector<std::string> added;
+    std::vector<std::string> removed;
+    for (const auto& a : wanted)
+      if (std::find(now.begin(), now.end(), a) == now.end()
+          && std::find(added.begin(), added.end(), a) == added.end())
+        added.push_back(a);
+    for (const auto& a : now)
+      if (std::find(wanted.begin(), wanted.end(), a) == wanted.end())
+        removed.push_back(a);
+    if (added.empty() && removed.empty())
+      return "";
+    auto touched = [&](const group& g) {
+      return std::any_of(g.addresses.begin(), g.addresses.end(), [&](const std::string& a) {
+        return std::find(removed.begin(), removed.end(), a) != removed.end();
+      });
+    };
+    bool closed_first = false;
+    if (!added.empty()) {
+      auto st = open_group(added);
+      if (!st && !removed.empty()) {
+        // A removed address may hold the port an added one wants (0.0.0.0:P
+        // replacing 127.0.0.1:P): close the removed ones first and retry.
+        close_groups(touched);
+        closed_first = true;
+        st = open_group(added, after_close);
+        if (!st)
+          reopen_closed();
+      }
+      if (!st) {
+        spdlog::error("reload: the peer listen addresses stay {}: {}", join(now), st.message());
+        return "";
+      }
+    }
+    if (!closed_first)
+      close_groups(touched);
+    // The rest of each closed group opens again.
+    for (auto& g : closed_) {
+      std::vector<std::string> rest;
+      for (const auto& a : g)
+        if (std::find(removed.begin(), removed.end(), a) == removed.end())
+          rest.push_back(a);
+      if (rest.empty())
+        continue;
+      if (auto st = open_group(rest, after_close); !st)
+        spdlog::error("reload: cannot listen on {} again: {}", join(rest), st.message());
+    }
+    closed_.clear();
+    std::string change;
+    for (const auto& a : added)
+      change += (change.empty() ? "+" : ", +") + a;
+    for (const auto& a : removed)
+      change += (change.empty() ? "-" : ", -") + a;
+    return change;
+  }
+
+  void stop() {
+    for (auto& g : groups_)
+      g.listener->stop();
+    groups_.clear();
+  }
+
+  /// The addresses open now, as configured.
+  std::vector<std::string> addresses() const {
+    std::vector<std::string> all;
+    for (const auto& g : groups_)
+      all.insert(all.end(), g.addresses.begin(), g.addresses.end());
+    return all;
+  }
+
+private:
+  struct group {
+    std::vector<std::string> addresses;
+    std::unique_ptr<peer::listener> listener;
+  };
+
+  static std::string join(const std::vector<std::string>& addresses) {
+    std::string text;
+    for (const auto& a : addresses)
+      text += (text.empty() ? "" : ", ") + a;
+    return text.empty() ? "(none)" : text;
+  }
+
+  /// Opens `addresses` as one group. `retry_for`: a listener stopped just
+  /// before closes its sockets on its own strand a moment later, so an
+  /// address it held may still be taken; try again until then.
+  status open_group(const std::vector<std::string>& addresses,
+                    std::chrono::milliseconds retry_for = std::chrono::milliseconds(0)) {
+    auto until = std::chrono::steady_clock::now() + retry_for;
+    for (;;) {
+      auto listener = std::make_unique<peer::listener>(
+        io_, addresses,
+        [router = router_](std::shared_ptr<peer::connection> conn, const peer::header& h,
+                           buffer_ptr payload) { router->route(std::move(conn), h, payload); });
+      auto st = listener->start();
+      if (st) {
+        groups_.push_back({addresses, std::move(listener)});
+        return status::ok();
+      }
+      if (std::chrono::steady_clock::now() >= until)
+        return status{st.code(), "cannot listen for peers: " + st.message()};
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+
+  static constexpr auto after_close = std::chrono::milliseconds(2000);
+
+  template <class Pred> void close_groups(Pred touched) {
+    for (auto it = groups_.begin(); it != groups_.end();) {
+      if (!touched(*it)) {
+        ++it;
+        continue;
+      }
+      it->listener->stop();
+      closed_.push_back(it->addresses);
+      it = groups_.erase(it);
+    }
+  }
+
+  /// Undoes close_groups() after the added addresses could not be opened.
+  void reopen_closed() {
+    for (auto& addresses : closed_)
+      if (auto st = open_group(addresses, after_close); !st)
+        spdlog::error("reload: cannot listen on {} again: {}", join(addresses), st.message());
+    closed_.clear();
+  }
+
+  asio::io_context& io_;
+  std::shared_ptr<peer_router> router_;
+  std::list<group> groups_;
+  std::vector<std::vector<std::string>> closed_;  // groups closed by the reload under way
+};
+
+/// The peer addresses a configuration needs open: none while every
+/// resource is stand-alone (nobody is to connect).
+std::vector<std::string> wanted_listen(const node_config& config) {
+  bool needed = std::any_of(config.resources.begin(), config.resources.end(),
+                            [](const resource_config& r) { return !r.standalone(); });
+  return needed ? config.listen : std::vector<std::string>{};
+}
+
 /// CAF workers, and as many Asio threads: half the cores each, at least one.
 unsigned worker_threads() {
   return std::max(1u, std::thread::hardware_concurrency() / 2);
@@ -225,17 +391,11 @@ int serve(caf::actor_system& sys, asio::io_context& io, node_config& config,
                         return handle_control(sys, sup, req);
                       }};
   auto router = std::make_shared<peer_router>(io, sup, config);
-  bool needs_listener = std::any_of(config.resources.begin(), config.resources.end(),
-                                    [](const resource_config& r) { return !r.standalone(); });
-  std::optional<peer::listener> listener;
-  if (needs_listener)
-    listener.emplace(io, config.listen,
-                     [router](std::shared_ptr<peer::connection> conn, const peer::header& h,
-                              buffer_ptr payload) { router->route(std::move(conn), h, payload); });
+  peer_listeners listeners{io, router};
+  std::string pidfile = options.pidfile;  // the pid file in use, if it follows the configuration
   status started = ctl.start();
-  if (started && listener)
-    if (auto st = listener->start(); !st)
-      started = status{st.code(), "cannot listen for peers: " + st.message()};
+  if (started)
+    started = listeners.open(wanted_listen(config));
   if (auto st = started; !st) {
     spdlog::critical("{}", st.message());
     if (options.on_ready)
@@ -264,6 +424,20 @@ int serve(caf::actor_system& sys, asio::io_context& io, node_config& config,
                        spdlog::error("reload failed: {}", render_error(sys, err));
                      });
           router->update(fresh);
+          // What this loop owns applies here: the peer listen set and the
+          // pid file. (Resources are the supervisor's, above.)
+          std::string applied;
+          if (auto change = listeners.apply(wanted_listen(fresh)); !change.empty())
+            applied = "listen " + change;
+          if (options.move_pidfile && !pidfile.empty() && fresh.pidfile != pidfile) {
+            if (auto err = options.move_pidfile(fresh.pidfile); err.empty()) {
+              applied += (applied.empty() ? "" : "; ") + ("pidfile " + pidfile + " -> " + fresh.pidfile);
+              pidfile = fresh.pidfile;
+            } else {
+              spdlog::error("reload: the pid file stays {}: {}", pidfile, err);
+            }
+          }
+          spdlog::info("reload: {}", applied.empty() ? "listen and pidfile unchanged" : applied);
           config = std::move(fresh);
         } catch (const config_error& e) {
           spdlog::error("reload refused, keeping the running configuration: {}", e.what());
@@ -277,8 +451,7 @@ int serve(caf::actor_system& sys, asio::io_context& io, node_config& config,
   // Ordered shutdown: no new commands, then resources stop serving and
   // flush, then the actors go, then Asio.
   ctl.stop();
-  if (listener)
-    listener->stop();
+  listeners.stop();
   {
     caf::scoped_actor self{sys, true};
     self->request(sup, std::chrono::seconds(90), atom::stop_v)

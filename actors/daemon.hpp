@@ -24,6 +24,14 @@ struct daemon_options {
   /// How providers are opened; empty: default_io_env(). A test program
   /// passes one that injects faults (io/io_env.hpp).
   std::shared_ptr<const io_env> env;
+  /// The pid file hastd holds when its path comes from the configuration
+  /// (no -P; not in the foreground without one), and how to move it: on
+  /// SIGHUP a changed `pidfile` calls move_pidfile(new path), which locks and
+  /// writes the new file and removes the old one, or returns why it cannot
+  /// (the old one then stays). Empty: the pid file does not follow the
+  /// configuration.
+  std::string pidfile;
+  std::function<std::string(const std::string& path)> move_pidfile;
 };
 
 /// Runs until SIGTERM or SIGINT; SIGHUP reloads the configuration file.

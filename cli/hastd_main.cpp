@@ -118,6 +118,18 @@ public:
     [[maybe_unused]] auto rc = ::ftruncate(fd_, 0);
     [[maybe_unused]] auto n = ::pwrite(fd_, text.data(), text.size(), 0);
   }
+  /// Moves to `path` (SIGHUP with a new `pidfile`): the new file is locked
+  /// and written first, then the old one is removed; on error (returned) the
+  /// old one stays.
+  std::string move_to(const std::string& path) {
+    pid_file fresh;
+    if (auto err = fresh.open(path); !err.empty())
+      return err;
+    fresh.write_pid();
+    std::swap(fd_, fresh.fd_);
+    std::swap(path_, fresh.path_);
+    return "";  // `fresh` now holds the old file: it is removed and closed here
+  }
   /// In the parent of a daemonizing fork: the child keeps the lock and the file.
   void release() {
     if (fd_ >= 0)
@@ -229,6 +241,11 @@ int hastd_main(int argc, char** argv, std::shared_ptr<const io_env> env) {
     };
   }
   pid.write_pid();
+  if (opt.pidfile.empty() && !opt.foreground) {
+    // The pid file's path comes from the configuration: a reload may move it.
+    dopt.pidfile = pid_path;
+    dopt.move_pidfile = [&pid](const std::string& path) { return pid.move_to(path); };
+  }
   setup_logging(opt.foreground, opt.debug);
   return hast::run_daemon(std::move(config), dopt);
 }

@@ -318,7 +318,15 @@ const std::vector<option_rule>& option_rules() {
   static const std::vector<option_rule> rules = {
       {"control", daemon_levels,
        [](const std::string& v) {
-         return expect(is_socket_address(v), "uds:///path, /path or tcp://host[:port]", v);
+         if (!unix_socket_path(v).empty())
+           return std::optional<std::string>{};
+         // HAST's control channel carries role changes and resyncs and
+         // authenticates nobody: only a Unix socket, which hastd makes
+         // readable by root alone (mode 0600), keeps it to the administrator.
+         return std::optional<std::string>{
+             "expected uds:///path, unix:///path or /path, got '" + v +
+             "'; the control socket must be a Unix socket readable by root only (mode 0600): "
+             "a TCP control port would let anyone who reaches it change roles or discard data"};
        }},
       {"pidfile", daemon_levels,
        [](const std::string& v) { return expect(is_path(v), "a path", v); }},
@@ -353,6 +361,8 @@ const std::vector<option_rule>& option_rules() {
                        "bytes per second with an optional K, M or G suffix, or unlimited", v);
        }},
       {"metaflush", inherited_levels,
+       [](const std::string& v) { return expect(v == "on" || v == "off", "on or off", v); }},
+      {"device", inherited_levels,
        [](const std::string& v) { return expect(v == "on" || v == "off", "on or off", v); }},
       {"nbd", inherited_levels,
        [](const std::string& v) { return expect(is_nbd_address(v), "uds:///path or tcp://addr:port", v); }},
@@ -532,6 +542,8 @@ resource_config resolve_resource(const raw_resource& res, const settings& inheri
   if (const auto* v = value_of(in_force, "syncrate"))
     out.syncrate = *parse_syncrate(*v);
   out.nbd = value_or(in_force, "nbd", "uds:///var/run/hast/" + res.name + ".sock");
+  if (const auto* v = value_of(in_force, "device"))
+    out.device = *v == "on";
   out.secret = value_or(in_force, "secret", "");
   if (const auto it = in_force.find("secret"); it != in_force.end())
     out.secret_where = it->second->where;
@@ -707,6 +719,7 @@ std::string render_effective(const node_config& config) {
         << (res.syncrate == 0 ? std::string{"unlimited"} : std::to_string(res.syncrate) + " bytes/s")
         << '\n';
     out << "  nbd: " << res.nbd << '\n';
+    out << "  device: " << (res.device ? "on" : "off") << '\n';
     out << "  secret: " << or_dash(res.secret) << '\n';
   }
   return out.str();

@@ -90,7 +90,7 @@ struct resource_config {
 struct node_config {
   std::string path;                 // the file it was read from
   std::string node;                 // the node name it was resolved for
-  std::string control;              // "uds:///path" (or tcp://)
+  std::string control;              // "uds:///path": always a Unix socket
   std::vector<std::string> listen;  // peer listen addresses
   std::string pidfile;
   std::vector<resource_config> resources;

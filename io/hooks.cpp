@@ -5,8 +5,8 @@
 #include <condition_variable>
 #include <csignal>
 #include <cstring>
-#include <deque>
 #include <fcntl.h>
+#include <list>
 #include <mutex>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -18,23 +18,32 @@ namespace hast {
 
 namespace {
 
-struct hook {
-  std::string program;
-  std::vector<std::string> args;
-  std::chrono::milliseconds limit;
-};
+using clock_type = std::chrono::steady_clock;
 
-std::string describe(const hook& h) {
-  auto text = h.program;
-  for (auto& a : h.args)
+/// How often the reaper looks at the hooks that still run.
+constexpr auto reap_interval = std::chrono::milliseconds(20);
+
+std::string describe(const std::string& program, const std::vector<std::string>& args) {
+  auto text = program;
+  for (auto& a : args)
     text += " " + a;
   return text;
 }
 
-void execute(const hook& h) {
+/// A hook process hastd started and has not collected yet.
+struct running_hook {
+  pid_t pid = -1;
+  std::string text; // program and arguments, for the log
+  clock_type::time_point started;
+  clock_type::time_point next_warning;
+};
+
+/// Starts the hook; the pid, or -1 with the reason logged.
+pid_t spawn(const std::string& program, const std::vector<std::string>& args,
+            const std::string& text) {
   std::vector<char*> argv;
-  argv.push_back(const_cast<char*>(h.program.c_str()));
-  for (auto& a : h.args)
+  argv.push_back(const_cast<char*>(program.c_str()));
+  for (auto& a : args)
     argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
   posix_spawn_file_actions_t actions;
@@ -42,119 +51,152 @@ void execute(const hook& h) {
   posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
   posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
   posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
+  // A hook may outlive hastd: it must not keep hastd's sockets (the peer
+  // port, an NBD export) or provider files open.
+  posix_spawn_file_actions_addclosefrom_np(&actions, 3);
   posix_spawnattr_t attr;
   posix_spawnattr_init(&attr);
-  // The daemon blocks its signals; the hook starts with a clean mask.
+  // The daemon blocks its signals and ignores SIGPIPE; the hook starts with
+  // a clean mask and every signal at its default action.
   sigset_t none;
   sigemptyset(&none);
   posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSID);
+  sigset_t all;
+  sigfillset(&all);
+  posix_spawnattr_setsigdefault(&attr, &all);
+  posix_spawnattr_setflags(&attr,
+                           POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSID);
   pid_t pid = -1;
-  auto rc = posix_spawn(&pid, h.program.c_str(), &actions, &attr, argv.data(), environ);
+  auto rc = posix_spawn(&pid, program.c_str(), &actions, &attr, argv.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
   if (rc != 0) {
-    spdlog::error("hook {}: cannot run: {}", describe(h), std::strerror(rc));
-    return;
+    spdlog::error("hook {}: cannot run: {}", text, std::strerror(rc));
+    return -1;
   }
-  auto deadline = std::chrono::steady_clock::now() + h.limit;
-  int wstatus = 0;
-  for (;;) {
-    auto r = ::waitpid(pid, &wstatus, WNOHANG);
-    if (r == pid)
-      break;
-    if (r < 0) {
-      spdlog::warn("hook {}: lost track of process {}", describe(h), pid);
-      return;
-    }
-    if (std::chrono::steady_clock::now() > deadline) {
-      ::kill(-pid, SIGKILL);
-      ::waitpid(pid, &wstatus, 0);
-      spdlog::error("hook {}: killed after {} ms", describe(h), h.limit.count());
-      return;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  if (WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0)
-    spdlog::info("hook {}: exited 0", describe(h));
-  else if (WIFEXITED(wstatus))
-    spdlog::error("hook {}: exited with status {}", describe(h), WEXITSTATUS(wstatus));
-  else
-    spdlog::error("hook {}: killed by signal {}", describe(h), WTERMSIG(wstatus));
+  spdlog::debug("hook {}: started, pid {}", text, pid);
+  return pid;
 }
 
-/// One worker thread, started on first use. The daemon drains it before it
-/// exits (`finish_hooks`), so a hook queued by the last role change still
-/// runs and nothing logs after the logger is gone.
-class runner {
-public:
-  runner() = default;
-  runner(const runner&) = delete;
-  runner& operator=(const runner&) = delete;
-  ~runner() { finish(); }  // a program that never called finish_hooks()
+void log_exit(const running_hook& h, int wstatus) {
+  auto seconds = std::chrono::duration<double>(clock_type::now() - h.started).count();
+  if (WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0)
+    spdlog::info("hook {} (pid {}): exited 0 after {:.1f} s", h.text, h.pid, seconds);
+  else if (WIFEXITED(wstatus))
+    spdlog::error("hook {} (pid {}): exited with status {} after {:.1f} s", h.text, h.pid,
+                  WEXITSTATUS(wstatus), seconds);
+  else
+    spdlog::error("hook {} (pid {}): killed by signal {} after {:.1f} s", h.text, h.pid,
+                  WTERMSIG(wstatus), seconds);
+}
 
-  void push(hook h) {
+/// The hooks hastd started, and the thread that collects them. Only pids
+/// listed here are waited for, never "any child".
+class reaper {
+public:
+  reaper() = default;
+  reaper(const reaper&) = delete;
+  reaper& operator=(const reaper&) = delete;
+  ~reaper() { finish(); } // a program that never called finish_hooks()
+
+  void start(const std::string& program, std::vector<std::string> args) {
+    auto text = describe(program, args);
+    // Spawned under the lock: hooks start in the order run_hook() was called,
+    // and finish() cannot slip in between the start and the bookkeeping.
     std::lock_guard lock{mutex_};
     if (finishing_) {
-      spdlog::warn("hook {}: not run, the daemon is exiting", describe(h));
+      spdlog::warn("hook {}: not run, the daemon is exiting", text);
       return;
     }
-    queue_.push_back(std::move(h));
+    auto pid = spawn(program, args, text);
+    if (pid < 0)
+      return;
+    auto now = clock_type::now();
+    running_.push_back({pid, std::move(text), now, now + hook_running_warning});
     if (!thread_.joinable())
       thread_ = std::thread{[this] { loop(); }};
-    ready_.notify_one();
+    changed_.notify_all();
   }
 
   void finish() {
-    {
-      std::lock_guard lock{mutex_};
-      finishing_ = true;
-      ready_.notify_one();
-    }
+    std::unique_lock lock{mutex_};
+    if (finishing_)
+      return;
+    finishing_ = true;
+    changed_.notify_all();
+    changed_.wait_for(lock, hook_exit_wait, [this] { return running_.empty(); });
+    for (const auto& h : running_)
+      spdlog::warn("hook {} (pid {}): still running as the daemon exits; left running", h.text,
+                   h.pid);
+    running_.clear();
+    stopping_ = true;
+    changed_.notify_all();
+    lock.unlock();
     if (thread_.joinable())
       thread_.join();
   }
 
 private:
   void loop() {
+    std::unique_lock lock{mutex_};
     for (;;) {
-      hook h;
-      {
-        std::unique_lock lock{mutex_};
-        ready_.wait(lock, [this] { return !queue_.empty() || finishing_; });
-        if (queue_.empty())
-          return;
-        h = std::move(queue_.front());
-        queue_.pop_front();
+      if (stopping_)
+        return;
+      if (running_.empty()) {
+        changed_.wait(lock, [this] { return stopping_ || !running_.empty(); });
+        continue;
       }
-      execute(h);
+      bool any_ended = false;
+      for (auto it = running_.begin(); it != running_.end();) {
+        int wstatus = 0;
+        auto r = ::waitpid(it->pid, &wstatus, WNOHANG);
+        if (r == 0) {
+          if (clock_type::now() >= it->next_warning) {
+            spdlog::warn(
+                "hook {} (pid {}): still running after {} s", it->text, it->pid,
+                std::chrono::duration_cast<std::chrono::seconds>(clock_type::now() - it->started)
+                    .count());
+            it->next_warning += hook_running_warning;
+          }
+          ++it;
+          continue;
+        }
+        if (r == it->pid)
+          log_exit(*it, wstatus);
+        else
+          spdlog::warn("hook {} (pid {}): vanished: {}", it->text, it->pid, std::strerror(errno));
+        it = running_.erase(it);
+        any_ended = true;
+      }
+      if (any_ended)
+        changed_.notify_all(); // finish() may be waiting for the last one
+      changed_.wait_for(lock, reap_interval, [this] { return stopping_; });
     }
   }
 
   std::mutex mutex_;
-  std::condition_variable ready_;
-  std::deque<hook> queue_;
-  bool finishing_ = false;
+  std::condition_variable changed_;
+  std::list<running_hook> running_;
+  bool finishing_ = false; // no new hooks
+  bool stopping_ = false;  // the reaper thread ends
   std::thread thread_;
 };
 
-runner& the_runner() {
-  static runner r;
+reaper& the_reaper() {
+  static reaper r;
   return r;
 }
 
 } // namespace
 
-void run_hook(const std::string& program, std::vector<std::string> args,
-              std::chrono::milliseconds limit) {
+void run_hook(const std::string& program, std::vector<std::string> args) {
   if (program.empty())
     return;
-  spdlog::debug("hook queued: {} {}", program, args.empty() ? "" : args.front());
-  the_runner().push({program, std::move(args), limit});
+  the_reaper().start(program, std::move(args));
 }
 
 void finish_hooks() {
-  the_runner().finish();
+  the_reaper().finish();
 }
 
 } // namespace hast

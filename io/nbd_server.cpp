@@ -109,10 +109,11 @@ class session;
 // --- The listening side ----------------------------------------------------------
 
 struct server::impl : std::enable_shared_from_this<impl> {
-  impl(asio::io_context& io, std::string export_name, std::string address, backend_factory factory)
+  impl(asio::io_context& io, std::string export_name, std::string address, backend_factory factory,
+       std::chrono::milliseconds handshake_limit)
       : io(io), strand(asio::make_strand(io)), export_name(std::move(export_name)),
-        address(std::move(address)), factory(std::move(factory)), acceptor(strand),
-        retry_timer(strand) {}
+        address(std::move(address)), factory(std::move(factory)),
+        handshake_limit(handshake_limit), acceptor(strand), retry_timer(strand) {}
 
   void start(std::function<void(status)> done);
   status prepare_unix_socket(const std::string& path, stream::endpoint& endpoint);
@@ -132,6 +133,7 @@ struct server::impl : std::enable_shared_from_this<impl> {
   const std::string export_name;
   const std::string address;
   const backend_factory factory;
+  const std::chrono::milliseconds handshake_limit;
   asio::basic_socket_acceptor<stream, strand_type> acceptor;
   asio::basic_waitable_timer<std::chrono::steady_clock,
                              asio::wait_traits<std::chrono::steady_clock>, strand_type>
@@ -193,7 +195,7 @@ class session : public std::enable_shared_from_this<session> {
 public:
   session(std::shared_ptr<server::impl> owner, socket_type socket, std::string peer)
       : owner_(std::move(owner)), strand_(socket.get_executor()), socket_(std::move(socket)),
-        peer_(std::move(peer)) {}
+        peer_(std::move(peer)), handshake_timer_(strand_) {}
 
   ~session() {
     // Only reached with close() still owed when handlers were dropped
@@ -207,6 +209,7 @@ public:
   void start() {
     asio::post(strand_, [self = shared_from_this()] {
       spdlog::debug("nbd {}: {}: connected", self->owner_->export_name, self->peer_);
+      self->arm_handshake_timer(self->owner_->handshake_limit);
       const auto handshake = encode_handshake();
       self->enqueue_bytes(std::vector<uint8_t>(handshake.begin(), handshake.end()));
       self->read_client_flags();
@@ -221,6 +224,22 @@ public:
 
 private:
   // --- Handshake ---------------------------------------------------------------
+
+  /// A client that does not reach the transmission phase in time is cut
+  /// off; the time the backend takes to open the export is not held
+  /// against it.
+  void arm_handshake_timer(std::chrono::milliseconds limit) {
+    handshake_timer_.expires_after(limit);
+    handshake_timer_.async_wait([self = shared_from_this()](std::error_code ec) {
+      if (ec || self->closed_ || self->in_transmission_)
+        return;
+      if (self->open_pending_)
+        return self->arm_handshake_timer(self->owner_->handshake_limit);
+      self->close(fmt::format("no complete handshake within {} ms",
+                              self->owner_->handshake_limit.count()),
+                  true);
+    });
+  }
 
   void read_client_flags() {
     asio::async_read(socket_, asio::buffer(small_, 4),
@@ -382,6 +401,7 @@ private:
 
   void enter_transmission() {
     in_transmission_ = true;
+    handshake_timer_.cancel();
     spdlog::info("nbd {}: {}: attached ({} bytes{}{})", owner_->export_name, peer_, info_.size,
                  info_.read_only ? ", read-only" : "",
                  (flags_ & flag_can_multi_conn) != 0 ? ", multi-conn" : "");
@@ -725,6 +745,7 @@ private:
     if (closed_)
       return;
     closed_ = true;
+    handshake_timer_.cancel();
     if (warn)
       spdlog::warn("nbd {}: {}: closing the connection: {}", owner_->export_name, peer_, why);
     else if (in_transmission_)
@@ -762,6 +783,9 @@ private:
   std::vector<uint8_t> option_data_;
   std::size_t options_seen_ = 0;
   bool no_zeroes_ = false;
+  asio::basic_waitable_timer<std::chrono::steady_clock,
+                             asio::wait_traits<std::chrono::steady_clock>, strand_type>
+      handshake_timer_;
 
   // The export, once opened.
   bool open_pending_ = false;
@@ -1031,9 +1055,9 @@ void server::impl::shut_down() {
 // --- server ------------------------------------------------------------------------------------
 
 server::server(asio::io_context& io, std::string export_name, std::string address,
-               backend_factory factory)
+               backend_factory factory, std::chrono::milliseconds handshake_limit)
     : impl_(std::make_shared<impl>(io, std::move(export_name), std::move(address),
-                                   std::move(factory))) {}
+                                   std::move(factory), handshake_limit)) {}
 
 server::~server() {
   stop();

@@ -15,6 +15,7 @@
 #include "io/nbd_backend.hpp"
 #include "messages/errc.hpp"
 
+#include <chrono>
 #include <cstddef>
 #include <functional>
 #include <memory>
@@ -27,6 +28,11 @@ class io_context;
 
 namespace hast::nbd {
 
+/// A client must finish the handshake (fixed newstyle option haggling up to
+/// NBD_OPT_GO or NBD_OPT_EXPORT_NAME) within this time after it connects;
+/// one that stalls is disconnected, so it cannot hold a descriptor forever.
+inline constexpr std::chrono::seconds handshake_time_limit{10};
+
 class server {
 public:
   /// `address` is "uds:///path" (also "unix:///path" or "/path") or
@@ -34,9 +40,11 @@ public:
   /// per connection, when the client first asks for the export; it may be
   /// called concurrently from any thread running `io`. Nothing happens until
   /// start(). `io` must outlive the server and every backend reply
-  /// (reply_sink::deliver posts to it).
+  /// (reply_sink::deliver posts to it). `handshake_limit`: see
+  /// handshake_time_limit (tests pass a shorter one).
   server(asio::io_context& io, std::string export_name, std::string address,
-         backend_factory factory);
+         backend_factory factory,
+         std::chrono::milliseconds handshake_limit = handshake_time_limit);
   server(const server&) = delete;
   server& operator=(const server&) = delete;
   /// Stops (as stop()) if still running.

@@ -122,6 +122,7 @@ TEST(Config, SeedExampleRendersItsEffectiveSettings) {
             "  metaflush: on\n"
             "  syncrate: unlimited\n"
             "  nbd: uds:///var/run/hast/shared.sock\n"
+            "  device: on\n"
             "  secret: -\n");
 }
 
@@ -143,6 +144,7 @@ TEST(Config, EveryOptionHasHastsDefault) {
   EXPECT_EQ(res.exec, "");
   EXPECT_TRUE(res.metaflush);
   EXPECT_EQ(res.nbd, "uds:///var/run/hast/r0.sock");
+  EXPECT_TRUE(res.device);
   EXPECT_EQ(res.secret, "");
   EXPECT_FALSE(res.standalone());
 }
@@ -179,6 +181,7 @@ TEST(Config, EveryResourceOptionIsParsed) {
   exec /usr/local/sbin/hast-hook
   metaflush off
   nbd tcp://127.0.0.1:10809
+  device off
   secret /etc/hast/data.key
   on h1 {
     remote tcp://10.0.0.2:9000
@@ -201,6 +204,7 @@ TEST(Config, EveryResourceOptionIsParsed) {
   EXPECT_EQ(res.exec, "/usr/local/sbin/hast-hook");
   EXPECT_FALSE(res.metaflush);
   EXPECT_EQ(res.nbd, "tcp://127.0.0.1:10809");
+  EXPECT_FALSE(res.device);
   EXPECT_EQ(res.secret, "/etc/hast/data.key");
 }
 
@@ -454,6 +458,7 @@ on h1 {
 on h2 {
   control uds:///run/hast/ctl2
   exec /bin/h2-hook
+  device off
 }
 resource alpha {
   local /dev/alpha
@@ -475,6 +480,7 @@ resource beta {
     local /dev/beta1
     remote none
     timeout 30
+    device off
   }
   on h2 {
     local /dev/beta2
@@ -500,6 +506,7 @@ secret = "/etc/hast/h1.key"
 [on.h2]
 control = "uds:///run/hast/ctl2"
 exec = "/bin/h2-hook"
+device = false
 
 [resource.alpha]
 local = "/dev/alpha"
@@ -517,7 +524,7 @@ nbd = "tcp://127.0.0.1:10810"
 [resource.beta]
 replication = "async"
 compression = "none"
-on.h1 = { local = "/dev/beta1", remote = "none", timeout = 30 }
+on.h1 = { local = "/dev/beta1", remote = "none", timeout = 30, device = "off" }
 on.h2 = { local = "/dev/beta2", remote = "none", checksum = "sha256" }
 )";
 
@@ -542,6 +549,47 @@ TEST(Config, BothSyntaxesGiveIdenticalSettingsForEveryNode) {
   EXPECT_EQ(h2.control, "uds:///run/hast/ctl2");
   EXPECT_EQ(h2.resources[0].provider_name, "alpha2");
   EXPECT_EQ(h2.resources[1].checksum, checksum_kind::sha256);
+  EXPECT_TRUE(h1.resources[0].device);
+  EXPECT_FALSE(h1.resources[1].device);
+  EXPECT_FALSE(h2.resources[0].device);
+  EXPECT_FALSE(h2.resources[1].device);
+}
+
+TEST(Config, DeviceIsOnByDefaultAndEachLevelMayTurnItOff) {
+  const std::string text = R"(device off
+on h2 {
+  device on
+}
+resource r {
+  local /dev/r
+  on h1 {
+    remote none
+  }
+  on h2 {
+    remote none
+  }
+}
+resource s {
+  local /dev/s
+  device on
+  on h1 {
+    remote none
+  }
+  on h2 {
+    remote none
+    device off
+  }
+}
+)";
+  const auto h1 = parse_config(text, conf_path, "h1");
+  EXPECT_FALSE(h1.resources.at(0).device);  // global
+  EXPECT_TRUE(h1.resources.at(1).device);   // resource over global
+  const auto h2 = parse_config(text, conf_path, "h2");
+  EXPECT_TRUE(h2.resources.at(0).device);   // global node section over global
+  EXPECT_FALSE(h2.resources.at(1).device);  // resource node section over resource
+  EXPECT_NE(render_effective(h2).find("resource s:\n"), std::string::npos);
+  EXPECT_NE(render_effective(h2).find("  device: off\n"), std::string::npos);
+  EXPECT_NE(render_effective(h2).find("  device: on\n"), std::string::npos);
 }
 
 TEST(Config, SeedExampleInTomlGivesTheSameSettings) {
@@ -599,9 +647,9 @@ TEST(Config, TomlBracketsInStringsAndCommentsAreNotNesting) {
 
 TEST(Config, TomlLocationsNameTheResourceTableLine) {
   const auto config = parse_config(full_toml, toml_path, "h1");
-  EXPECT_EQ(config.resources.at(0).where.line, 18);
+  EXPECT_EQ(config.resources.at(0).where.line, 19);
   EXPECT_EQ(config.resources.at(0).where.file, toml_path);
-  EXPECT_EQ(config.resources.at(1).where.line, 31);
+  EXPECT_EQ(config.resources.at(1).where.line, 32);
 }
 
 TEST(Config, TomlIsRecognisedFromContentOrFromTheFileName) {
@@ -686,6 +734,28 @@ TEST(ConfigError, TimeoutMustBeAPositiveWholeNumber) {
 
 TEST(ConfigError, MetaflushMustBeOnOrOff) {
   expect_error("resource r {\n on h1 {\n metaflush maybe\n }\n}\n", 3, "metaflush", "expected on or off");
+}
+
+TEST(ConfigError, DeviceMustBeOnOrOff) {
+  expect_error("resource r {\n local /dev/r\n device maybe\n}\n", 3, "device",
+               "expected on or off, got 'maybe'");
+  expect_error("resource r {\n on h1 {\n  device 1\n }\n}\n", 3, "device", "expected on or off");
+  expect_error("timeout = 3\ndevice = \"yes\"\n", 2, "device", "expected on or off", toml_path);
+}
+
+TEST(ConfigError, ControlMustBeAUnixSocketAndTheErrorSaysWhy) {
+  for (const char* address : {"tcp://127.0.0.1:8458", "127.0.0.1:8458", "tcp4://0.0.0.0"}) {
+    expect_error(std::string{"\ncontrol "} + address + "\n", 2, "control",
+                 std::string{"got '"} + address + "'");
+    expect_error(std::string{"\ncontrol "} + address + "\n", 2, "control",
+                 "must be a Unix socket readable by root only (mode 0600)");
+    expect_error(std::string{"\ncontrol "} + address + "\n", 2, "control", "change roles");
+  }
+  expect_error("on h1 {\n  control tcp://127.0.0.1:8458\n}\n", 2, "control", "Unix socket");
+  expect_error("timeout = 3\ncontrol = \"tcp://127.0.0.1:8458\"\n", 2, "control", "Unix socket",
+               toml_path);
+  EXPECT_EQ(parse_config("control unix:///run/c\n", conf_path, "h1").control, "unix:///run/c");
+  EXPECT_EQ(parse_config("control /run/c\n", conf_path, "h1").control, "/run/c");
 }
 
 TEST(ConfigError, MalformedAddressesAreRejected) {

@@ -4,7 +4,8 @@
 # gets EINVAL and the connection goes on. Control socket: random bytes, an
 # oversized length prefix, a frame that is not JSON, JSON without "command",
 # an unknown command. After each the daemon still runs, `hastctl status` and
-# a fresh nbdinfo work, and the daemon's log names what was wrong.
+# a fresh nbdinfo work, and the daemon's log names what was wrong. A TCP
+# control address is refused with file, line and the reason.
 # Usage: bad_input.sh <build-dir>
 BUILD=$1
 source "$(dirname "$0")/lib/common.bash"
@@ -156,4 +157,19 @@ pass "control: unknown command: error reply $out"
 
 expect_fail "unknown command 'frobnicate'" ctl frobnicate
 stop_hastd
+
+# --- a TCP control address ---------------------------------------------------------------
+# Refused by --check-config, by hastd's start and by hastctl, naming
+# file:line and `control`, with the reason.
+sed "s|^control uds://$T/ctl.sock|control tcp://127.0.0.1:$(free_port)|" "$T/hast.conf" > "$T/tcpctl.conf"
+grep -q "^control tcp://" "$T/tcpctl.conf" || fail "could not write the TCP control address"
+for cmd in "$HASTD -c $T/tcpctl.conf -n nodeA --check-config" "$HASTD -F -c $T/tcpctl.conf -n nodeA" \
+           "$HASTCTL -c $T/tcpctl.conf -n nodeA status"; do
+  # shellcheck disable=SC2086  # the command is split into its words on purpose
+  expect_fail "$T/tcpctl.conf:1: control: expected uds:///path" $cmd
+  [[ $ERR == *"must be a Unix socket readable by root only (mode 0600)"*"change roles"* ]] \
+    || fail "'$cmd' does not say why: $ERR"
+done
+[[ ! -e $T/ctl.sock ]] || fail "a refused start left a control socket"
+pass "control tcp://: refused by --check-config, hastd and hastctl with file:line and the reason"
 finish_test bad_input

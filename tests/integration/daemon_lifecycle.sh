@@ -2,7 +2,8 @@
 # hastd's life: SIGTERM while a client writes ends it with status 0 and valid
 # metadata; --check-config; daemon mode with its pid file, and a second hastd
 # on the same pid file refused; SIGHUP adds a resource, and a broken
-# configuration is refused on SIGHUP while the daemon keeps the old one.
+# configuration is refused on SIGHUP while the daemon keeps the old one;
+# `role primary all` on a node with no resources answers at once.
 # Usage: daemon_lifecycle.sh <build-dir>
 BUILD=$1
 source "$(dirname "$0")/lib/common.bash"
@@ -154,4 +155,21 @@ ctl status "$res" 2>/dev/null | grep -q "^$res[[:space:]]*complete[[:space:]]*pr
 nbdinfo --size "$(nbd_uri "$res")" > /dev/null || fail "the first hastd's export is gone"
 stop_hastd
 pass "a second hastd without a pid file: refused"
+
+# --- a node with no resources ------------------------------------------------------------
+# `role primary all` has nothing to do and says so at once.
+cat > "$T/hast.conf" <<CONF
+control uds://$T/ctl.sock
+pidfile $T/hastd.pid
+CONF
+start_hastd
+started=$(date +%s%N)
+rc=0
+timeout 10 "$HASTCTL" -c "$T/hast.conf" -n nodeA role primary all > "$T/all.out" 2>&1 || rc=$?
+took_ms=$(( ($(date +%s%N) - started) / 1000000 ))
+[[ $rc -eq 0 ]] || fail "role primary all with no resources exited $rc: $(cat "$T/all.out")"
+[[ $took_ms -lt 2500 ]] || fail "role primary all with no resources took ${took_ms} ms"
+daemon_alive
+stop_hastd
+pass "role primary all on a node with no resources: exit 0 in ${took_ms} ms"
 finish_test daemon_lifecycle

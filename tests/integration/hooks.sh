@@ -12,8 +12,13 @@
 #   Part 2, `exec` at the top of the file (global) and in one resource's
 #     section: that resource's events go to its own program, the other
 #     resource's to the global one.
+#   Part 3, how hooks run: each in its own process at once, so a slow hook
+#     (3 s on the first event) does not delay the next event's hook; hooks
+#     start in event order; every exit status is logged; a hook still
+#     running when hastd stops is not killed and finishes after hastd exited.
 BUILD=$1
 source "$(dirname "$0")/lib/common.bash"
+source "$(dirname "$0")/lib/checks.bash"
 LIB=$(cd "$(dirname "$0")/lib" && pwd)
 
 make_hook() {  # make_hook NAME: $T/hook-NAME.sh appends to $T/events.NAME
@@ -226,3 +231,56 @@ for pair in "R r1" "G r2"; do
     || fail "the shutdown's role change of $2 did not run its hook: $(events "$1" | tr '\n' ';')"
 done
 pass "hooks queued by the shutdown run before hastd exits"
+
+# ---- Part 3: hooks run at once, in their own processes, and are never killed ------------
+res=slow
+write_standalone_config "$res"
+# Every call logs its start ("<pid> <args>", ordered by pid as above) and its
+# end in done.S (file order: the order the hooks finished). The first
+# "role init primary" takes 3 s; "role primary init" exits 3 while hastd runs
+# and takes 5 s once $T/stopping exists (the shutdown's own role change).
+cat > "$T/hook-S.sh" <<HOOK
+#!/bin/sh
+echo "\$\$ \$*" >> $T/events.S
+case "\$*" in
+  "role $res init primary")
+    if mkdir $T/first.S 2>/dev/null; then sleep 3; fi ;;
+  "role $res primary init")
+    if [ -e $T/stopping ]; then sleep 5; echo "late \$*" >> $T/done.S; exit 0; fi
+    echo "done \$*" >> $T/done.S
+    exit 3 ;;
+esac
+echo "done \$*" >> $T/done.S
+HOOK
+chmod +x "$T/hook-S.sh"
+sed -i "1i exec $T/hook-S.sh" "$T/hast.conf"
+ctl create -m 16M "$res"
+start_hastd
+ctl role primary "$res"   # first: the slow one
+ctl role init "$res"      # its hook must not wait for the slow one
+done_has() { grep -qxF -- "$1" "$T/done.S" 2>/dev/null; }
+wait_until 10 "the second event's hook to finish" done_has "done role $res primary init"
+done_has "done role $res init primary" \
+  && fail "the second event's hook waited for the slow first one: $(tr '\n' ';' < "$T/done.S")"
+wait_until 10 "the slow hook to finish" done_has "done role $res init primary"
+pass "a slow hook does not delay the next event's hook: $(tr '\n' ';' < "$T/done.S")"
+
+ctl role primary "$res"
+wait_until 10 "the third event's hook" done_has "done role $res init primary"
+wait_until 10 "the exit statuses in the log" log_has "hook $T/hook-S.sh role $res primary init \(pid [0-9]+\): exited with status 3"
+log_has "hook $T/hook-S.sh role $res init primary \(pid [0-9]+\): exited 0 after [3-9]\.[0-9] s" \
+  || fail "the slow hook's exit is not logged with its time: $(grep 'hook ' "$T/hastd.log" | tail -5)"
+pass "every hook's exit status is logged (0, and 3)"
+
+touch "$T/stopping"
+stop_hastd
+done_has "late role $res primary init" \
+  && fail "hastd waited for the shutdown's 5 s hook instead of leaving it running"
+log_has "hook $T/hook-S.sh role $res primary init \(pid [0-9]+\): still running as the daemon exits; left running" \
+  || fail "the hook left running is not logged: $(grep 'hook ' "$T/hastd.log" | tail -3)"
+wait_until 15 "the hook left running to finish after hastd exited" done_has "late role $res primary init"
+pass "a hook running when hastd stops is left running (not killed), and finishes after hastd exited"
+wait_event S "role $res primary init" 2
+in_order S "role $res init primary" "role $res primary init" "role $res init primary" \
+  "role $res primary init"
+pass "hooks start in event order: $(events S | tr '\n' ';')"

@@ -558,7 +558,8 @@ protected:
       address = "uds://" + socket_path_;
     auto store = store_;
     servers_.push_back(std::make_unique<server>(
-        io_, name, address, [store] { return std::make_shared<memory_backend>(store); }));
+        io_, name, address, [store] { return std::make_shared<memory_backend>(store); },
+        handshake_limit_));
     auto status = servers_.back()->start();
     EXPECT_TRUE(status.is_ok()) << status.message();
     return *servers_.back();
@@ -594,6 +595,7 @@ protected:
   std::string socket_path_;
   std::shared_ptr<memory_store> store_;
   std::vector<std::unique_ptr<server>> servers_;
+  std::chrono::milliseconds handshake_limit_ = handshake_time_limit;
   spdlog::level::level_enum previous_level_ = spdlog::level::info;
 };
 
@@ -953,6 +955,41 @@ TEST_F(NbdServer, TooManyOptionsInOneHandshakeCloseTheConnection) {
   }
   client.send_option(opt_structured_reply);
   EXPECT_TRUE(client.closed_by_server());
+}
+
+TEST(NbdServerLimits, TheHandshakeTimeLimitIsTenSeconds) {
+  EXPECT_EQ(handshake_time_limit, std::chrono::seconds(10));
+}
+
+TEST_F(NbdServer, ClientsThatStallInTheHandshakeAreClosedWithinTheLimitAndOthersWork) {
+  handshake_limit_ = 400ms;
+  start_server();
+  const auto connected = std::chrono::steady_clock::now();
+  // Reads the greeting and sends nothing more.
+  auto silent = connect();
+  silent.receive(handshake_size);
+  // Sends its flags and half an option header.
+  auto halfway = connect();
+  halfway.handshake();
+  auto header = encode_option_header({opt_go, 0});
+  halfway.send(header.data(), header.size() / 2);
+  // Finishes its handshake at once, then stays idle past the limit.
+  auto proper = attached();
+
+  EXPECT_TRUE(silent.closed_by_server());
+  EXPECT_TRUE(halfway.closed_by_server());
+  const auto waited = std::chrono::steady_clock::now() - connected;
+  EXPECT_GE(waited, 350ms);
+  EXPECT_LT(waited, 5s);  // well before the clients' own 10 s receive timeout
+  std::this_thread::sleep_for(200ms);
+  EXPECT_EQ(proper.write(0, pattern(4096, 7)), 0u);
+  std::vector<uint8_t> out;
+  EXPECT_EQ(proper.read(0, 4096, out), 0u);
+  EXPECT_EQ(out, pattern(4096, 7));
+  EXPECT_EQ(servers_.back()->connections(), 1u);
+  // A client that connects later gets the whole limit again.
+  auto late = attached();
+  EXPECT_EQ(late.read(0, 4096, out), 0u);
 }
 
 // --- Transmission
