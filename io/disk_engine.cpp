@@ -91,6 +91,27 @@ int precheck(const provider& p, const disk_op& op) {
   return op.offset <= p.size() && op.length <= p.size() - op.offset ? 0 : EINVAL;
 }
 
+/// The errno with which the provider's fault source fails `op`, or 0. A FUA
+/// write flushes too, so a failing flush fails it (as provider::flush would
+/// after the write on the threads path).
+int injected_fault(const provider& p, const disk_op& op) {
+  switch (op.op) {
+  case op_kind::read:
+    return p.fault(io_kind::read, op.offset, op.length);
+  case op_kind::write:
+    if (int error = p.fault(io_kind::write, op.offset, op.length))
+      return error;
+    return op.fua ? p.fault(io_kind::flush, 0, 0) : 0;
+  case op_kind::flush:
+    return p.fault(io_kind::flush, 0, 0);
+  case op_kind::discard:
+    return p.fault(io_kind::discard, op.offset, op.length);
+  case op_kind::write_zeroes:
+    return p.fault(io_kind::write_zeroes, op.offset, op.length);
+  }
+  return 0;
+}
+
 /// provider's status carries an errc, not the errno behind it.
 int to_errno(const status& st) {
   return st.code() == errc::invalid_argument ? EINVAL : EIO;
@@ -114,6 +135,11 @@ int perform(const provider& p, request& r) {
   auto& op = r.op;
   if (int error = precheck(p, op))
     return error;
+  // A fresh op that the fault source fails; the provider's calls below ask
+  // it again, but then report EIO and not the source's errno.
+  if (r.done == 0)
+    if (int error = injected_fault(p, op))
+      return error;
   auto off = op.offset + r.done;
   auto len = op.length - r.done;
   status st;
@@ -143,9 +169,9 @@ int perform(const provider& p, request& r) {
 
 /// Whether the rest of `r` can go through the ring as one read, write or
 /// fsync with the provider's semantics. What cannot (zeroing, discards,
-/// O_DIRECT I/O that is not 4 KiB aligned, reads of injected faults, invalid
-/// or empty ops) runs through the provider instead, which bounces, locks,
-/// falls back and reports errors as provider callers expect.
+/// O_DIRECT I/O that is not 4 KiB aligned, invalid or empty ops) runs through
+/// the provider instead, which bounces, locks, falls back and reports errors
+/// as provider callers expect.
 bool ring_can_issue(const provider& p, const request& r) {
   auto& op = r.op;
   if (op.op == op_kind::flush)
@@ -154,7 +180,7 @@ bool ring_can_issue(const provider& p, const request& r) {
     return false;
   if (precheck(p, op) != 0 || r.done == op.length)
     return false;
-  if (op.op == op_kind::read && (!r.read_data || p.read_fault(op.offset, op.length)))
+  if (op.op == op_kind::read && !r.read_data)
     return false;
   if (!p.direct())
     return true;
@@ -371,10 +397,17 @@ public:
       return;
     std::vector<request_ptr> to_ring;
     std::vector<request_ptr> to_pool;
+    std::vector<disk_completion> faulted; // failed by the fault source, untouched
     for (auto& op : ops) {
       auto r = std::make_unique<request>(request{std::move(op), nullptr, 0});
-      if (r->op.op == op_kind::read && r->op.length > 0 && precheck(*local_, r->op) == 0)
-        allocate(*r);
+      if (precheck(*local_, r->op) == 0) {
+        if (int error = injected_fault(*local_, r->op)) {
+          faulted.push_back(complete(*r, error));
+          continue;
+        }
+        if (r->op.op == op_kind::read && r->op.length > 0)
+          allocate(*r);
+      }
       (ring_can_issue(*local_, *r) ? to_ring : to_pool).push_back(std::move(r));
     }
     {
@@ -382,6 +415,12 @@ public:
       in_flight_ += ops.size();
       for (auto& r : to_ring)
         backlog_.push_back(std::move(r));
+      if (!faulted.empty()) {
+        // Delivered by the completion thread's next round, never from here.
+        for (auto& c : faulted)
+          side_done_.push_back(std::move(c));
+        wake_locked();
+      }
       if (!to_ring.empty()) {
         if (submit_inline_)
           issue_locked();

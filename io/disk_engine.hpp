@@ -6,8 +6,8 @@
 // Two kinds. The io_uring engine issues a whole batch of reads, writes and
 // flushes with one io_uring_submit and reaps completions in batches, both on
 // its one completion thread; what the ring cannot do as is (discard, zeroing, unaligned I/O on
-// an O_DIRECT provider, ranges with injected faults, invalid requests) it
-// hands to two threads of its own that call the provider's blocking methods.
+// an O_DIRECT provider, invalid requests) it hands to two threads of its own
+// that call the provider's blocking methods.
 // The threads engine, for kernels or sandboxes without io_uring, runs every
 // operation through the provider on four threads.
 //
@@ -15,6 +15,10 @@
 // ranges read back as zeros, the same requests fail. Operations in one batch
 // may run in any order and concurrently: a caller that needs a write to
 // precede a read or a flush waits for its completion first.
+//
+// Both ask the provider's fault source (provider::fault) about each op
+// before it touches the disk: an op it fails completes with its errno and
+// leaves the disk as it was.
 
 #include "io/buffer.hpp"
 #include "io/provider.hpp"
@@ -60,7 +64,8 @@ struct disk_op {
 struct disk_completion {
   uint64_t tag = 0;
   /// 0, or an errno value: EINVAL for a range beyond the provider's end or a
-  /// malformed op, EIO for a failed or injected-faulty read, ... The threads
+  /// malformed op, the fault source's errno for an op it fails, EIO for a
+  /// failed read, ... The threads
   /// path learns only the provider's errc, so it reports every I/O failure as
   /// EIO; the ring path reports the kernel's errno (ENOSPC, ...).
   int error = 0;

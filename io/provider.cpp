@@ -52,6 +52,22 @@ status open_error(const std::string &path, const char *what, int error) {
 
 } // namespace
 
+const char *to_string(io_kind kind) {
+  switch (kind) {
+  case io_kind::read:
+    return "read";
+  case io_kind::write:
+    return "write";
+  case io_kind::flush:
+    return "flush";
+  case io_kind::discard:
+    return "discard";
+  case io_kind::write_zeroes:
+    return "write_zeroes";
+  }
+  return "unknown";
+}
+
 provider::provider(int fd, std::string path, uint64_t size, bool direct, bool writable,
                    bool block_device)
     : fd_(fd), path_(std::move(path)), size_(size), direct_(direct), writable_(writable),
@@ -60,7 +76,7 @@ provider::provider(int fd, std::string path, uint64_t size, bool direct, bool wr
 provider::provider(provider &&other) noexcept
     : fd_(std::exchange(other.fd_, -1)), path_(std::move(other.path_)), size_(other.size_),
       direct_(other.direct_), writable_(other.writable_), block_device_(other.block_device_),
-      read_faults_(std::move(other.read_faults_)), rmw_locks_(other.rmw_locks_) {}
+      faults_(std::move(other.faults_)), rmw_locks_(other.rmw_locks_) {}
 
 provider &provider::operator=(provider &&other) noexcept {
   if (this != &other) {
@@ -71,7 +87,7 @@ provider &provider::operator=(provider &&other) noexcept {
     direct_ = other.direct_;
     writable_ = other.writable_;
     block_device_ = other.block_device_;
-    read_faults_ = std::move(other.read_faults_);
+    faults_ = std::move(other.faults_);
     rmw_locks_ = other.rmw_locks_;
   }
   return *this;
@@ -145,6 +161,11 @@ status provider::fail(const char *what, uint64_t off, int error) const {
           fmt::format("{}: {} at offset {}: {}", path_, what, off, std::strerror(error))};
 }
 
+status provider::injected(const char *what, uint64_t off, int error) const {
+  return {errc::io_error,
+          fmt::format("{}: {} at offset {}: {} (injected)", path_, what, off, std::strerror(error))};
+}
+
 status provider::pread_full(void *buf, size_t len, uint64_t off, size_t *done) const {
   auto p = static_cast<uint8_t *>(buf);
   size_t got = 0;
@@ -186,10 +207,8 @@ status provider::read(void *buf, size_t len, uint64_t off) const {
     return {errc::invalid_argument,
             fmt::format("{}: read of {} bytes at offset {} beyond the end ({} bytes)", path_, len,
                         off, size_)};
-  for (auto &[begin, end] : read_faults_)
-    if (len > 0 && off < end && begin < off + len)
-      return {errc::io_error, fmt::format("{}: read at offset {}: {} (injected)", path_,
-                                          std::max(off, begin), std::strerror(EIO))};
+  if (int error = fault(io_kind::read, off, len))
+    return injected("read", off, error);
   if (len == 0)
     return status::ok();
   size_t done = 0;
@@ -216,6 +235,14 @@ status provider::write(const void *buf, size_t len, uint64_t off) const {
     return {errc::invalid_argument,
             fmt::format("{}: write of {} bytes at offset {} beyond the end ({} bytes)", path_, len,
                         off, size_)};
+  if (int error = fault(io_kind::write, off, len))
+    return injected("write", off, error);
+  return write_bytes(buf, len, off);
+}
+
+/// write() past its checks; zeroing writes through it too, so that a fault
+/// source sees one zeroing op and not its pieces.
+status provider::write_bytes(const void *buf, size_t len, uint64_t off) const {
   if (len == 0)
     return status::ok();
   if (!direct_ || aligned(buf, len, off))
@@ -251,6 +278,8 @@ status provider::write(const void *buf, size_t len, uint64_t off) const {
 }
 
 status provider::flush() const {
+  if (int error = fault(io_kind::flush, 0, 0))
+    return injected("flush", 0, error);
   while (::fdatasync(fd_) != 0) {
     if (errno != EINTR)
       return fail("flush", 0, errno);
@@ -280,7 +309,7 @@ status provider::write_zero_bytes(uint64_t off, uint64_t len) const {
   std::memset(zeros.get(), 0, round_up(chunk));
   while (len > 0) {
     auto n = static_cast<size_t>(std::min<uint64_t>(len, chunk));
-    if (auto st = write(zeros.get(), n, off); !st)
+    if (auto st = write_bytes(zeros.get(), n, off); !st)
       return st;
     off += n;
     len -= n;
@@ -293,6 +322,22 @@ status provider::write_zeroes(uint64_t off, uint64_t len, bool may_punch) const 
     return {errc::invalid_argument,
             fmt::format("{}: zeroing {} bytes at offset {} beyond the end ({} bytes)", path_, len,
                         off, size_)};
+  if (int error = fault(io_kind::write_zeroes, off, len))
+    return injected("zeroing", off, error);
+  return zero_range(off, len, may_punch);
+}
+
+status provider::discard(uint64_t off, uint64_t len) const {
+  if (off > size_ || len > size_ - off)
+    return {errc::invalid_argument,
+            fmt::format("{}: discard of {} bytes at offset {} beyond the end ({} bytes)", path_,
+                        len, off, size_)};
+  if (int error = fault(io_kind::discard, off, len))
+    return injected("discard", off, error);
+  return zero_range(off, len, true);
+}
+
+status provider::zero_range(uint64_t off, uint64_t len, bool may_punch) const {
   auto end = off + len;
   auto mid_begin = std::min(round_up(off), end);
   auto mid_end = std::max(round_down(end), mid_begin);
@@ -319,10 +364,6 @@ status provider::write_zeroes(uint64_t off, uint64_t len, bool may_punch) const 
   return write_zero_bytes(mid_begin, mid_len);
 }
 
-status provider::discard(uint64_t off, uint64_t len) const {
-  return write_zeroes(off, len, true);
-}
-
 status provider::lock() const {
   while (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
     if (errno == EINTR)
@@ -334,22 +375,6 @@ status provider::lock() const {
     return fail("lock", 0, errno);
   }
   return status::ok();
-}
-
-void provider::inject_read_errors(uint64_t off, uint64_t len) {
-  read_faults_.emplace_back(off, off + len);
-}
-
-void provider::clear_injected_errors() {
-  read_faults_.clear();
-}
-
-bool provider::read_fault(uint64_t off, uint64_t len) const {
-  // The same overlap test as read()'s, which also names the faulty offset.
-  for (auto& [begin, end] : read_faults_)
-    if (len > 0 && off < end && begin < off + len)
-      return true;
-  return false;
 }
 
 } // namespace hast

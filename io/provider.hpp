@@ -9,7 +9,11 @@
 // buffer (an unaligned write is then a read-modify-write of its edge blocks,
 // so concurrent unaligned writes to the same 4 KiB block must not overlap).
 // All calls are safe to make concurrently from several threads, except
-// inject_read_errors(), which is for tests and must precede sharing.
+// set_fault_source(), which must precede sharing.
+//
+// A fault source (attached by a test's I/O environment, io/io_env.hpp) is
+// consulted before every operation touches the disk, here and in the disk
+// engine; an operation it fails changes nothing on disk.
 
 #include "messages/errc.hpp"
 
@@ -23,6 +27,23 @@
 #include <vector>
 
 namespace hast {
+
+/// The operations a fault source can fail.
+enum class io_kind : uint8_t { read, write, flush, discard, write_zeroes };
+
+/// "read", "write", "flush", "discard", "write_zeroes".
+const char* to_string(io_kind kind);
+
+/// Decides which operations on one provider fail, as a failing disk would
+/// (LevelDB's fault-injecting Env). Called from any thread, concurrently.
+class fault_source {
+public:
+  virtual ~fault_source() = default;
+  /// 0, or the errno with which the operation on [offset, offset + length)
+  /// fails. Offsets are the provider's (metadata included); a flush has
+  /// offset and length 0.
+  virtual int fault(io_kind kind, uint64_t offset, uint64_t length) const = 0;
+};
 
 class provider {
 public:
@@ -73,14 +94,16 @@ public:
   /// errc::busy. File systems without flock are tolerated.
   status lock() const;
 
-  /// Test hook (the disk-fault layer): reads overlapping [off, off+len) fail
-  /// with EIO from now on. Calls accumulate.
-  void inject_read_errors(uint64_t off, uint64_t len);
-  /// Removes all injected read errors.
-  void clear_injected_errors();
-  /// True when read() of [off, off+len) would fail with an injected error.
-  /// Lets an I/O path that bypasses read() (io_uring) honour the same faults.
-  bool read_fault(uint64_t off, uint64_t len) const;
+  /// Attaches the source of injected faults (null: none). An I/O
+  /// environment calls it before the provider is shared.
+  void set_fault_source(std::shared_ptr<const fault_source> faults) {
+    faults_ = std::move(faults);
+  }
+  /// 0, or the errno with which the fault source fails this operation. Lets
+  /// an I/O path that bypasses the calls above (io_uring) fail the same ones.
+  int fault(io_kind kind, uint64_t off, uint64_t len) const {
+    return faults_ ? faults_->fault(kind, off, len) : 0;
+  }
 
 private:
   provider(int fd, std::string path, uint64_t size, bool direct, bool writable, bool block_device);
@@ -88,6 +111,9 @@ private:
   status fail(const char *what, uint64_t off, int error) const;
   status pread_full(void *buf, size_t len, uint64_t off, size_t *done) const;
   status pwrite_full(const void *buf, size_t len, uint64_t off) const;
+  status injected(const char *what, uint64_t off, int error) const;
+  status write_bytes(const void *buf, size_t len, uint64_t off) const;
+  status zero_range(uint64_t off, uint64_t len, bool may_punch) const;
   status write_zero_bytes(uint64_t off, uint64_t len) const;
   status fallocate_range(int mode, uint64_t off, uint64_t len, bool *supported) const;
 
@@ -97,7 +123,7 @@ private:
   bool direct_ = false;
   bool writable_ = false;
   bool block_device_ = false;
-  std::vector<std::pair<uint64_t, uint64_t>> read_faults_; // [off, end)
+  std::shared_ptr<const fault_source> faults_;
   // Unaligned O_DIRECT writes read, modify and write whole 4 KiB blocks; two
   // of them touching one block (disjoint bytes, so legal for a client to
   // issue at once) would lose an update. They lock the block's stripe.

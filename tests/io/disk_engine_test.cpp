@@ -85,6 +85,34 @@ disk_op range_op(op_kind kind, uint64_t off, uint64_t len, uint64_t tag, bool ma
   return op;
 }
 
+/// Fails the ops of the kinds given that overlap a range (a flush: every
+/// flush), each with its errno. Counts the questions, from any thread.
+class range_faults final : public fault_source {
+public:
+  struct rule {
+    io_kind kind;
+    uint64_t begin;
+    uint64_t length;
+    int error;
+  };
+  explicit range_faults(std::vector<rule> rules) : rules_(std::move(rules)) {}
+
+  int fault(io_kind kind, uint64_t offset, uint64_t length) const override {
+    ++asked;
+    for (auto& r : rules_)
+      if (r.kind == kind
+          && (kind == io_kind::flush
+              || (length > 0 && offset < r.begin + r.length && r.begin < offset + length)))
+        return r.error;
+    return 0;
+  }
+
+  mutable std::atomic<size_t> asked{0};
+
+private:
+  std::vector<rule> rules_;
+};
+
 /// Gathers completions from whichever threads deliver them.
 class collector {
 public:
@@ -177,6 +205,14 @@ protected:
     engine_ = disk_engine::make(prov_, GetParam().kind, got_.callback(), &why);
     if (engine_->kind() != GetParam().kind)
       GTEST_SKIP() << "io_uring is not available here: " << why;
+  }
+
+  /// Attaches a fault source. It must precede sharing the provider: the
+  /// engine restarts.
+  void attach(std::shared_ptr<const fault_source> faults) {
+    engine_.reset();
+    prov_->set_fault_source(std::move(faults));
+    start();
   }
 
   /// Submits one batch and waits for its completions, by tag.
@@ -369,10 +405,8 @@ TEST_P(disk_engine_test, a_write_whose_length_is_not_its_buffers_fails_with_einv
 TEST_P(disk_engine_test, an_injected_read_fault_gives_eio_and_its_neighbours_read) {
   constexpr uint64_t bad = (1 << 20) + 4096;
   fill(bad - 4096, pattern(bad - 4096, 3 * 4096));
-  // Faults are injected before the provider is shared: restart the engine.
-  engine_.reset();
-  prov_->inject_read_errors(bad, 4096);
-  start();
+  attach(std::make_shared<range_faults>(
+      std::vector<range_faults::rule>{{io_kind::read, bad, 4096, EIO}}));
   auto done = run({
       read_op(bad, 4096, 1),        // the faulty block
       read_op(bad - 4096, 4096, 2), // the block before
@@ -392,6 +426,65 @@ TEST_P(disk_engine_test, an_injected_read_fault_gives_eio_and_its_neighbours_rea
   EXPECT_EQ(to_bytes(done[3].data), pattern(bad + 4096, 4096));
   ASSERT_EQ(done[6].error, 0);
   EXPECT_EQ(to_bytes(done[6].data), pattern(bad - 100, 100));
+}
+
+TEST_P(disk_engine_test, faulted_ops_complete_with_their_errno_and_leave_the_disk_untouched) {
+  constexpr uint64_t bad = 2 << 20;
+  auto old = pattern(bad, 3 * 4096, 3);
+  fill(bad, old);
+  attach(std::make_shared<range_faults>(std::vector<range_faults::rule>{
+      {io_kind::write, bad, 4096, ENOSPC},
+      {io_kind::discard, bad + 4096, 4096, EIO},
+      {io_kind::write_zeroes, bad + 8192, 4096, EROFS},
+  }));
+  auto done = run({
+      write_op(bad, pattern(bad, 4096, 9), 1),           // aligned: the ring's path
+      write_op(bad + 100, pattern(bad + 100, 50, 9), 2), // unaligned: the pool's
+      range_op(op_kind::discard, bad + 4096, 4096, 3),
+      range_op(op_kind::write_zeroes, bad + 8192, 4096, 4),
+      write_op(bad + 4096, pattern(bad + 4096, 4096, 9), 5), // no write fault there
+      range_op(op_kind::write_zeroes, bad, 4096, 6),         // nor a zeroing fault
+      range_op(op_kind::flush, 0, 0, 7),
+  });
+  ASSERT_EQ(done.size(), 7u);
+  EXPECT_EQ(done[1].error, ENOSPC);
+  EXPECT_EQ(done[2].error, ENOSPC);
+  EXPECT_EQ(done[3].error, EIO);
+  EXPECT_EQ(done[4].error, EROFS);
+  for (auto tag : {5u, 6u, 7u})
+    EXPECT_EQ(done[tag].error, 0) << "op " << tag << ": " << std::strerror(done[tag].error);
+  auto expected = old;
+  std::fill_n(expected.begin(), 4096, 0);
+  auto written = pattern(bad + 4096, 4096, 9);
+  std::copy(written.begin(), written.end(), expected.begin() + 4096);
+  EXPECT_EQ(peek(bad, 3 * 4096), expected);
+}
+
+TEST_P(disk_engine_test, a_failing_flush_fails_flushes_and_fua_writes) {
+  attach(
+      std::make_shared<range_faults>(std::vector<range_faults::rule>{{io_kind::flush, 0, 0, EIO}}));
+  auto done = run({
+      range_op(op_kind::flush, 0, 0, 1),
+      write_op(0, pattern(0, 4096), 2, true),
+      write_op(4096, pattern(4096, 4096), 3),
+  });
+  ASSERT_EQ(done.size(), 3u);
+  EXPECT_EQ(done[1].error, EIO);
+  EXPECT_EQ(done[2].error, EIO);
+  EXPECT_EQ(done[3].error, 0);
+}
+
+TEST_P(disk_engine_test, every_op_asks_the_fault_source_before_it_runs) {
+  auto faults = std::make_shared<range_faults>(std::vector<range_faults::rule>{});
+  attach(faults);
+  auto done = run({
+      write_op(0, pattern(0, 4096), 1),
+      read_op(0, 4096, 2),
+      range_op(op_kind::flush, 0, 0, 3),
+      range_op(op_kind::discard, 8192, 4096, 4),
+  });
+  ASSERT_EQ(done.size(), 4u);
+  EXPECT_GE(faults->asked.load(), 4u);
 }
 
 TEST_P(disk_engine_test, two_thousand_ops_in_one_submit_all_complete_exactly_once) {

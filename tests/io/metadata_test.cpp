@@ -21,6 +21,28 @@ namespace {
 
 constexpr uint64_t MiB = 1 << 20;
 
+/// Fails the ops of one kind that overlap [begin, begin + length) (a flush:
+/// every flush) with `error`, as a failing disk would.
+class range_fault final : public fault_source {
+public:
+  range_fault(io_kind kind, uint64_t begin, uint64_t length, int error = EIO)
+      : kind_(kind), begin_(begin), end_(begin + length), error_(error) {}
+
+  int fault(io_kind kind, uint64_t offset, uint64_t length) const override {
+    if (kind != kind_)
+      return 0;
+    if (kind == io_kind::flush)
+      return error_;
+    return length > 0 && offset < end_ && begin_ < offset + length ? error_ : 0;
+  }
+
+private:
+  io_kind kind_;
+  uint64_t begin_;
+  uint64_t end_;
+  int error_;
+};
+
 class TempDir : public ::testing::Test {
 protected:
   void SetUp() override {
@@ -158,16 +180,53 @@ TEST_F(Provider, IoBeyondTheEndIsRefused) {
 
 TEST_F(Provider, InjectedReadErrorsFailOverlappingReadsOnly) {
   auto p = make("disk", MiB);
-  p.inject_read_errors(8192, 4096);
+  p.set_fault_source(std::make_shared<range_fault>(io_kind::read, 8192, 4096));
   std::vector<uint8_t> buf(4096);
   EXPECT_TRUE(p.read(buf.data(), 4096, 4096));
   auto st = p.read(buf.data(), 4096, 8192);
   EXPECT_EQ(st.code(), errc::io_error);
-  EXPECT_NE(st.message().find("Input/output error"), std::string::npos);
+  EXPECT_NE(st.message().find("Input/output error (injected)"), std::string::npos) << st.message();
   EXPECT_FALSE(p.read(buf.data(), 2, 12287));
   EXPECT_TRUE(p.read(buf.data(), 4096, 12288));
-  p.clear_injected_errors();
+  EXPECT_TRUE(p.write(buf.data(), 4096, 8192)) << "a read fault fails reads only";
+  p.set_fault_source(nullptr);
   EXPECT_TRUE(p.read(buf.data(), 4096, 8192));
+}
+
+TEST_F(Provider, AnInjectedWriteErrorNamesItsErrnoAndLeavesTheDiskAsItWas) {
+  auto p = make("disk", MiB);
+  std::vector<uint8_t> old(8192, 0xEE), fresh(8192, 0x11);
+  ASSERT_TRUE(p.write(old.data(), old.size(), 4096));
+  p.set_fault_source(std::make_shared<range_fault>(io_kind::write, 8192, 1, ENOSPC));
+  auto st = p.write(fresh.data(), fresh.size(), 4096);
+  EXPECT_EQ(st.code(), errc::io_error);
+  EXPECT_NE(st.message().find(std::strerror(ENOSPC)), std::string::npos) << st.message();
+  EXPECT_FALSE(p.write(fresh.data(), 10, 8190)) << "unaligned, through the bounce buffer";
+  EXPECT_EQ(raw_read("disk", 4096, 8192), old);
+  EXPECT_TRUE(p.write(fresh.data(), 4096, 0));
+  EXPECT_TRUE(p.flush());
+  EXPECT_TRUE(p.discard(8192, 4096)) << "a write fault does not fail discards";
+}
+
+TEST_F(Provider, FlushDiscardAndZeroingAskTheFaultSourceForTheirOwnKind) {
+  auto p = make("disk", MiB);
+  std::vector<uint8_t> ones(65536, 0xFF);
+  ASSERT_TRUE(p.write(ones.data(), ones.size(), 0));
+  p.set_fault_source(std::make_shared<range_fault>(io_kind::flush, 0, 0, EROFS));
+  auto st = p.flush();
+  EXPECT_NE(st.message().find(std::strerror(EROFS)), std::string::npos) << st.message();
+  p.set_fault_source(std::make_shared<range_fault>(io_kind::discard, 0, 65536));
+  EXPECT_FALSE(p.discard(4096, 4096));
+  EXPECT_TRUE(p.write_zeroes(4096, 100, true)) << "zeroing is not a discard";
+  p.set_fault_source(std::make_shared<range_fault>(io_kind::write_zeroes, 0, 65536));
+  EXPECT_FALSE(p.write_zeroes(8192, 5000, false));
+  EXPECT_TRUE(p.discard(40960, 4096));
+  EXPECT_TRUE(p.flush());
+  // Only the two unfaulted zeroings landed.
+  EXPECT_EQ(raw_read("disk", 4096, 1)[0], 0);
+  EXPECT_EQ(raw_read("disk", 4196, 1)[0], 0xFF);
+  EXPECT_EQ(raw_read("disk", 8192, 1)[0], 0xFF);
+  EXPECT_EQ(raw_read("disk", 40960, 1)[0], 0);
 }
 
 TEST_F(Provider, DiscardAndWriteZeroesReadBackAsZeros) {
@@ -459,6 +518,29 @@ TEST_F(Metadata, AHalfWrittenUpdateLeavesThePreviousState) {
   // Torn inside the header itself.
   raw_write("disk", 8192, slot.data(), 100);
   EXPECT_EQ(read_metadata(p, "shared")->sequence, 2u);
+}
+
+TEST_F(Metadata, AFailingSlotWriteIsAnErrorAndTheOtherSlotStillReads) {
+  auto p = make("disk", 64 * MiB);
+  auto md = *create_metadata(p, "shared", 2 * MiB, 64, 64 * MiB);
+  md.localcnt = 1;
+  ASSERT_TRUE(write_metadata(p, md)); // sequence 2 in slot A
+  // Offsets are the provider's: slot B begins at 8192.
+  p.set_fault_source(std::make_shared<range_fault>(io_kind::write, 8192, 8192));
+  md.localcnt = 2;
+  auto st = write_metadata(p, md);
+  EXPECT_EQ(st.code(), errc::io_error);
+  auto back = read_metadata(p, "shared");
+  ASSERT_TRUE(back) << back.error().message();
+  EXPECT_EQ(back->sequence, 2u);
+  EXPECT_EQ(back->localcnt, 1u);
+  // A failing flush fails the update too.
+  p.set_fault_source(std::make_shared<range_fault>(io_kind::flush, 0, 0));
+  md = *back;
+  EXPECT_FALSE(write_metadata(p, md));
+  // Neither slot readable (A at 0, B at 8192).
+  p.set_fault_source(std::make_shared<range_fault>(io_kind::read, 0, 16384));
+  EXPECT_FALSE(read_metadata(p, "shared"));
 }
 
 TEST_F(Metadata, BothSlotsCorruptIsBadMetadataNamingEachSlot) {

@@ -1,0 +1,95 @@
+// The I/O environment opens providers; the default one as they are, another
+// (a test's) with a fault source attached that every provider call obeys.
+
+#include "io/io_env.hpp"
+
+#include "io/metadata.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <stdlib.h>
+
+namespace hast {
+namespace {
+
+/// Fails every op of one kind with `error`.
+class kind_fault final : public fault_source {
+public:
+  kind_fault(io_kind kind, int error) : kind_(kind), error_(error) {}
+  int fault(io_kind kind, uint64_t, uint64_t) const override { return kind == kind_ ? error_ : 0; }
+
+private:
+  io_kind kind_;
+  int error_;
+};
+
+/// Opens providers as the default environment does, then attaches its source.
+class faulty_env final : public io_env {
+public:
+  explicit faulty_env(std::shared_ptr<const fault_source> faults) : faults_(std::move(faults)) {}
+  result<provider> open_provider(const std::string& path, bool writable) const override {
+    auto opened = default_io_env()->open_provider(path, writable);
+    if (opened)
+      opened->set_fault_source(faults_);
+    return opened;
+  }
+
+private:
+  std::shared_ptr<const fault_source> faults_;
+};
+
+class io_env_test : public testing::Test {
+protected:
+  void SetUp() override {
+    auto tmpl = (std::filesystem::temp_directory_path() / "hast-env-XXXXXX").string();
+    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
+    dir_ = tmpl;
+    path_ = (dir_ / "p.img").string();
+    ASSERT_TRUE(provider::create_file(path_, 16 << 20));
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  std::filesystem::path dir_;
+  std::string path_;
+};
+
+TEST_F(io_env_test, the_default_environment_opens_providers_without_faults) {
+  auto p = default_io_env()->open_provider(path_, true);
+  ASSERT_TRUE(p) << p.error().message();
+  for (auto kind :
+       {io_kind::read, io_kind::write, io_kind::flush, io_kind::discard, io_kind::write_zeroes})
+    EXPECT_EQ(p->fault(kind, 0, 4096), 0) << to_string(kind);
+  std::vector<uint8_t> buf(4096, 7);
+  EXPECT_TRUE(p->write(buf.data(), buf.size(), 0));
+  EXPECT_TRUE(p->flush());
+  EXPECT_TRUE(p->read(buf.data(), buf.size(), 0));
+}
+
+TEST_F(io_env_test, the_default_environment_names_a_missing_provider) {
+  auto p = default_io_env()->open_provider((dir_ / "missing").string(), true);
+  ASSERT_FALSE(p);
+  EXPECT_NE(p.error().message().find("missing"), std::string::npos) << p.error().message();
+}
+
+TEST_F(io_env_test, a_providers_fault_source_fails_what_it_names_from_the_first_call_on) {
+  faulty_env env{std::make_shared<kind_fault>(io_kind::write, EIO)};
+  auto p = env.open_provider(path_, true);
+  ASSERT_TRUE(p) << p.error().message();
+  EXPECT_EQ(p->fault(io_kind::write, 0, 1), EIO);
+  EXPECT_EQ(p->fault(io_kind::read, 0, 1), 0);
+  auto md = create_metadata(*p, "r", 1 << 20, 64, p->size());
+  ASSERT_FALSE(md);
+  EXPECT_NE(md.error().message().find("(injected)"), std::string::npos) << md.error().message();
+  std::vector<uint8_t> buf(4096);
+  EXPECT_TRUE(p->read(buf.data(), buf.size(), 0));
+}
+
+} // namespace
+} // namespace hast
