@@ -3,7 +3,10 @@
 # as /dev/hast/<res>, mkfs.ext4, mount, write files, umount, detach (and check
 # that nothing is left behind), then check the file system straight on the
 # provider's data region: e2fsck is clean and the files are intact.
-# Also the refusals: attach when not primary, detach when not attached.
+# Also the refusals: attach when not primary, detach when not attached; and
+# left-overs of a killed nbdfuse (cleared by the next attach unless mounted)
+# and `detach -f` of a mounted device.
+# The resource has `device off` (common.bash): attach is the only maker.
 # Usage: attach_mkfs.sh <build-dir>
 BUILD=$1
 source "$(dirname "$0")/lib/common.bash"
@@ -70,8 +73,8 @@ if [[ $method == nbdfuse ]]; then
   kill -0 "$fuse_pid" 2>/dev/null || fail "nbdfuse (pid $fuse_pid) does not run"
 fi
 ctl list --json "$res" > "$T/list.json"
-[[ $(json_get "$T/list.json" "j['resources'][0]['nbd_connections']") -ge 1 ]] \
-  || fail "the attached device has no NBD connection"
+[[ $(json_get "$T/list.json" "j['resources'][0]['nbd_connections']") -eq 1 ]] \
+  || fail "the attached device does not hold exactly one NBD connection"
 expect_fail "already attached" ctl attach "$res"
 size=$(blockdev --getsize64 "/dev/hast/$res")
 ctl dump --json "$res" > "$T/dump.json"
@@ -88,7 +91,7 @@ done
 mkdir "$T/mnt/dir"
 seq 1 100000 > "$T/mnt/dir/numbers.txt"
 # Detach while the file system is mounted: refused, nothing torn down.
-expect_fail "in use" ctl detach "$res"
+expect_fail "mounted on $T/mnt" ctl detach "$res"
 [[ $(wc -l < "$T/expect.err") -eq 1 ]] || fail "detach of a mounted device: more than one line: $ERR"
 [[ -b /dev/hast/$res && -f $state_dir/state.json ]] || fail "the refused detach removed the device"
 [[ $(losetup -n -O BACK-FILE "$device") == *disk* ]] || fail "the refused detach unbound $device"
@@ -137,6 +140,44 @@ MOUNTED=()
 losetup -d "$RO_LOOP"
 RO_LOOP=""
 pass "the data region, mounted read-only through a loop device, has every file intact"
+
+# --- left-overs of a killed nbdfuse, detach -f ------------------------------------------------
+if [[ $method == nbdfuse ]]; then
+  ctl role primary "$res"
+  ctl attach "$res" >/dev/null || fail "attach again"
+  old_pid=$(json_get "$state_dir/state.json" "j['pid']")
+  mount -o ro "/dev/hast/$res" "$T/mnt" || fail "read-only mount"
+  MOUNTED+=("$T/mnt")
+  kill -9 "$old_pid"
+  wait_pid_gone "$old_pid" 10
+  # The dead device is still mounted: the next attach must not pull it away.
+  expect_fail "mounted on $T/mnt" ctl attach "$res"
+  [[ -f $state_dir/state.json ]] || fail "the refused attach dropped the record of the mounted device"
+  umount "$T/mnt"
+  MOUNTED=()
+  ctl attach "$res" >/dev/null || fail "attach over the left-overs of a killed nbdfuse"
+  new_pid=$(json_get "$state_dir/state.json" "j['pid']")
+  [[ $new_pid != "$old_pid" ]] && kill -0 "$new_pid" || fail "attach did not start a new nbdfuse"
+  [[ $(grep -c " $fuse_mp " /proc/mounts) -eq 1 ]] || fail "the stale FUSE mount is still there"
+  [[ $(losetup -j "$fuse_mp/disk" | wc -l) -eq 1 ]] || fail "loop devices on $fuse_mp: $(losetup -a)"
+  pass "a killed nbdfuse: attach refused while mounted, then cleared the left-overs and attached anew"
+
+  mount "/dev/hast/$res" "$T/mnt" || fail "mount after re-attach"
+  MOUNTED+=("$T/mnt")
+  device=$(json_get "$state_dir/state.json" "j['device']")
+  ctl detach -f "$res" 2> "$T/detach.err" || fail "detach -f: $(cat "$T/detach.err")"
+  grep -q "mounted on $T/mnt" "$T/detach.err" || fail "detach -f did not say it was mounted: $(cat "$T/detach.err")"
+  [[ ! -L /dev/hast/$res && ! -e $state_dir ]] || fail "detach -f left the link or the record"
+  # The export still serves (role primary): the file system keeps working.
+  (cd "$T/mnt" && sha256sum --quiet -c "$T/sums") || fail "files unreadable after detach -f"
+  umount "$T/mnt"
+  MOUNTED=()
+  wait_until 10 "$device to clear itself" test -z "$(losetup -n -O BACK-FILE "$device" 2>/dev/null)"
+  wait_pid_gone "$new_pid" 10
+  ! grep -q " $fuse_mp " /proc/mounts || fail "the FUSE mount outlived the umount"
+  pass "detach -f of a mounted device: link gone at once, loop and nbdfuse gone after umount"
+  ctl role init "$res"
+fi
 
 stop_hastd
 echo "PASS: attach_mkfs"

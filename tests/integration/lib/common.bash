@@ -64,6 +64,15 @@ on_exit() { CLEANUPS+=("$1"); }
 fail() { echo "FAIL: $*" >&2; exit 1; }
 pass() { echo "ok: $*"; }
 
+# HAST_DEVICE: the `device` setting the config helpers give each resource.
+# Off unless a test asks for /dev/hast/<name> (HAST_DEVICE=on before
+# sourcing, or device_line's argument): a device is a loop device, a FUSE
+# mount and an nbdfuse process shared with the whole machine, which only
+# the tests about it should make.
+HAST_DEVICE=${HAST_DEVICE:-off}
+# device_line [on|off]: the resource line the helpers write.
+device_line() { echo "  device ${1:-$HAST_DEVICE}"; }
+
 # write_standalone_config NAME [SIZE]: one resource with remote none.
 write_standalone_config() {
   local res=$1
@@ -71,6 +80,7 @@ write_standalone_config() {
 control uds://$T/ctl.sock
 pidfile $T/hastd.pid
 resource $res {
+$(device_line)
   local $T/$res.img
   nbd uds://$T/$res.nbd
   on nodeA {
@@ -158,6 +168,7 @@ on nodeB {
 resource $res {
   replication $mode
   timeout 5
+$(device_line)
 $extra
   on nodeA {
     local $T/a/$res.img
