@@ -3,6 +3,7 @@
 #include "actors/disk_io.hpp"
 #include "actors/metadata_writer.hpp"
 #include "actors/peer.hpp"
+#include "io/block_device.hpp"
 #include "io/hooks.hpp"
 #include "io/io_env.hpp"
 #include "io/nbd_protocol.hpp"
@@ -13,6 +14,7 @@
 #include <spdlog/spdlog.h>
 
 #include <cstring>
+#include <unistd.h>
 
 namespace hast {
 
@@ -918,22 +920,137 @@ void begin_drain(self_ptr self, role target) {
     finish_drain(self);
 }
 
+// --- /dev/hast/<name> ---------------------------------------------------------------------------
+
+/// Runs `job` on the resource's device thread; its outcome comes back as a
+/// `device` message tagged with the current epoch.
+void post_device_job(self_ptr self, std::function<void(uint64_t epoch)> job) {
+  auto& s = self->state;
+  if (!s.devices)
+    s.devices = std::make_shared<device_worker>();
+  auto epoch = ++s.device_epoch;
+  s.devices->post([job = std::move(job), epoch] { job(epoch); });
+}
+
+/// Primary with `device on`: makes /dev/hast/<name> on the export. A
+/// failure leaves the role as it is; status and the log say why.
+void make_block_device(self_ptr self) {
+  auto& s = self->state;
+  if (!s.config.device)
+    return;
+  s.device_pending = true;
+  s.device_error.clear();
+  auto me = caf::actor_cast<resource_actor>(self);
+  auto link = s.config.provider_name, name = s.config.name, nbd = s.config.nbd;
+  post_device_job(self, [me, link, name, nbd](uint64_t epoch) {
+    auto made = make_device(link, name, nbd);
+    if (made)
+      caf::anon_send(me, atom::device_v, epoch, std::string{"made"},
+                     made->link + " -> " + made->device, std::to_string(made->connections));
+    else
+      caf::anon_send(me, atom::device_v, epoch, std::string{"failed"}, std::string{},
+                     made.error().message());
+  });
+}
+
+/// Leaves primary: removes the device first (its file system's last writes
+/// still go through the export), then drains.
+void leave_primary(self_ptr self, role target, bool force) {
+  auto& s = self->state;
+  if (!s.config.device || (s.device.empty() && !s.device_pending)) {
+    begin_drain(self, target);
+    return;
+  }
+  s.leaving = true;
+  s.pending_role = target;
+  auto me = caf::actor_cast<resource_actor>(self);
+  auto link = s.config.provider_name;
+  post_device_job(self, [me, link, force](uint64_t epoch) {
+    auto st = remove_device(link, force);
+    caf::anon_send(me, atom::device_v, epoch, std::string{"removed"}, std::string{},
+                   st ? std::string{} : st.message());
+  });
+}
+
+/// The outcome of a device job.
+void device_done(self_ptr self, uint64_t epoch, const std::string& what,
+                 const std::string& device, const std::string& detail) {
+  auto& s = self->state;
+  if (epoch != s.device_epoch)
+    return;
+  s.device_pending = false;
+  if (what == "made") {
+    s.device = device;
+    s.device_connections = std::atoi(detail.c_str());
+    spdlog::info("{}: {} is ready", s.config.name, device);
+    if (s.current != role::primary && !s.leaving) {
+      // Made just as the resource left primary: it goes again.
+      auto me = caf::actor_cast<resource_actor>(self);
+      auto link = s.config.provider_name;
+      post_device_job(self, [me, link](uint64_t epoch) {
+        auto st = remove_device(link, true);
+        caf::anon_send(me, atom::device_v, epoch, std::string{"removed"}, std::string{},
+                       st ? std::string{} : st.message());
+      });
+    }
+    return;
+  }
+  if (what == "failed") {
+    s.device_error = detail;
+    spdlog::error("{}: no block device: {}; the NBD export {} serves", s.config.name, detail,
+                  s.config.nbd);
+    return;
+  }
+  // removed
+  if (!s.leaving) {
+    s.device.clear();
+    return;
+  }
+  s.leaving = false;
+  if (!detail.empty() && s.pending_role) {
+    spdlog::warn("{}: {}", s.config.name, detail);
+    s.pending_role.reset();
+    for (auto& rp : s.drained)
+      rp.deliver(caf::make_error(errc::busy, detail));
+    s.drained.clear();
+    for (auto& rp : s.stopped)
+      rp.deliver(false);
+    s.stopped.clear();
+    return;
+  }
+  s.device.clear();
+  s.device_connections = 0;
+  if (s.pending_role && s.current == role::primary && !s.draining)
+    begin_drain(self, *s.pending_role);
+}
+
 caf::result<role> change_role(self_ptr self, role target, bool force) {
   auto& s = self->state;
   auto previous = s.current;
   if (target == previous)
     return previous;
-  if (s.draining)
+  if (s.draining || s.leaving)
     return caf::make_error(errc::busy, "a role change is already in progress");
   if (previous == role::primary) {
-    if (s.nbd_clients > 0 && !force)
+    if (!s.device.empty() && !force) {
+      // Safer than FreeBSD, which pulls the device from under a mounted
+      // file system.
+      auto where = mount_point(s.config.provider_name);
+      if (!where.empty())
+        return caf::make_error(errc::busy, "/dev/hast/" + s.config.provider_name
+                                             + " is mounted on " + where
+                                             + "; unmount it first or use 'hastctl role -f'");
+    }
+    auto own = s.device.empty() ? 0u : static_cast<uint64_t>(s.device_connections);
+    auto clients = s.nbd_clients > own ? s.nbd_clients - own : 0;
+    if (clients > 0 && !force)
       return caf::make_error(errc::busy,
-                             std::to_string(s.nbd_clients)
+                             std::to_string(clients)
                                + " NBD client(s) connected; disconnect them first or use "
                                  "'hastctl role -f'");
     auto rp = self->make_response_promise<role>();
     s.drained.push_back(rp);
-    begin_drain(self, target);
+    leave_primary(self, target, force);
     return rp;
   }
   if (previous == role::init) {
@@ -947,6 +1064,8 @@ caf::result<role> change_role(self_ptr self, role target, bool force) {
   }
   s.last_error.clear();
   enter(self, target);
+  if (target == role::primary)
+    make_block_device(self);
   return previous;
 }
 
@@ -991,6 +1110,12 @@ resource_status make_status(self_ptr self) {
   }
   st.verify = verify_status(self);
   st.nbd_connections = s.nbd_clients;
+  st.workerpid = s.current == role::init ? 0 : static_cast<uint64_t>(::getpid());
+  st.local_failing = s.md.local_stale;
+  st.device = s.device;
+  st.device_error = s.device_error;
+  if (s.device_pending && s.device.empty())
+    st.device_error = "being made";
   st.queue_local = s.in_flight;
   st.queue_recv = s.writes.size();
   st.counters = s.counters;
@@ -1047,11 +1172,34 @@ resource_actor::behavior_type resource(resource_actor::stateful_pointer<resource
     },
     [=](atom::status) { return make_status(self); },
     [=](atom::configure, resource_config& updated) {
+      activation act{self};
       auto& s = self->state;
+      auto& old = s.config;
+      // The link's settings take effect by reconnecting it (FreeBSD's
+      // reload in place): in-flight replicated writes fail over to the
+      // resync, the new link shakes hands and syncs what is dirty.
+      auto relink = old.remote != updated.remote || old.source != updated.source
+                    || old.checksum != updated.checksum || old.compression != updated.compression
+                    || old.timeout != updated.timeout || old.secret != updated.secret
+                    || old.secret_key != updated.secret_key
+                    || old.replication != updated.replication;
       s.config = std::move(updated);
       s.policy = policy_for(s.config.replication);
       s.writes.set_policy(s.policy);
-      spdlog::info("{}: configuration reloaded", s.config.name);
+      if (relink && s.link) {
+        spdlog::info("{}: configuration reloaded; reconnecting the link with the new settings",
+                     s.config.name);
+        auto side = s.current;
+        if (s.connected) {
+          s.connected = false;
+          event(self, "disconnect");
+        }
+        stop_peer(self);
+        s.peer_error = "reconnecting after a reload";
+        start_peer(self, side);
+      } else {
+        spdlog::info("{}: configuration reloaded", s.config.name);
+      }
       return true;
     },
     [=](atom::stop) -> caf::result<bool> {
@@ -1069,8 +1217,8 @@ resource_actor::behavior_type resource(resource_actor::stateful_pointer<resource
       }
       auto rp = self->make_response_promise<bool>();
       s.stopped.push_back(rp);
-      if (!s.draining)
-        begin_drain(self, role::init);
+      if (!s.draining && !s.leaving)
+        leave_primary(self, role::init, true);  // shutting down: the device goes
       return rp;
     },
     [=](atom::nbd_open, nbd_open_call& call) {
@@ -1180,6 +1328,11 @@ resource_actor::behavior_type resource(resource_actor::stateful_pointer<resource
       activation act{self};
       self->state.verify.tick_pending = false;
       verify_pump(self);
+    },
+    [=](atom::device, uint64_t epoch, std::string& what, std::string& device,
+        std::string& detail) {
+      activation act{self};
+      device_done(self, epoch, what, device, detail);
     },
     [=](atom::resync) -> caf::result<bool> {
       auto& s = self->state;

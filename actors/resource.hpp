@@ -33,6 +33,7 @@ namespace hast {
 
 class provider;
 class io_env;
+class device_worker;
 namespace nbd {
 class server;
 }
@@ -48,6 +49,9 @@ struct io_ref {
   disk_engine_kind disk = disk_engine_kind::uring;
   /// How providers are opened (io/io_env.hpp); empty: default_io_env().
   std::shared_ptr<const io_env> env = nullptr;
+  /// Told of every resource actor the supervisor spawns (tests make one
+  /// fail on purpose with it); empty in the daemon.
+  std::function<void(const std::string& name, caf::actor_addr)> spawned = nullptr;
 };
 
 /// A request that changes data or durability (write, trim, write_zeroes,
@@ -204,6 +208,16 @@ struct resource_state {
   // The export; listens for the whole life of the actor, serves only a primary.
   std::shared_ptr<nbd::server> server;
   uint64_t nbd_clients = 0;
+
+  // /dev/hast/<provider_name> while primary (`device on`): made and removed
+  // on a thread of its own (io/block_device.hpp).
+  std::shared_ptr<device_worker> devices;
+  uint64_t device_epoch = 0;          // results of older requests are ignored
+  bool device_pending = false;        // a make is under way
+  std::string device;                 // the device made ("/dev/hast/x -> /dev/loop3")
+  int device_connections = 0;         // its NBD connections (not counted as clients)
+  std::string device_error;           // why there is none
+  bool leaving = false;               // removing the device before a drain
 
   // I/O accounting.
   uint64_t in_flight = 0;

@@ -4,6 +4,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <memory>
 
 namespace hast {
@@ -16,16 +18,26 @@ void spawn_resource(self_ptr self, const resource_config& config) {
   // Linked: when the supervisor goes, its resources go with it.
   auto handle = self->spawn<caf::linked>(resource, config, self->state.config.node, self->state.io);
   self->monitor(handle);
-  self->state.resources[config.name] = {config, handle};
+  auto& entry = self->state.resources[config.name];
+  entry.config = config;
+  entry.handle = handle;
+  entry.started = std::chrono::steady_clock::now();
+  if (self->state.io.spawned)
+    self->state.io.spawned(config.name, handle.address());
 }
 
-/// The resources a request names: "all" or nothing means every one.
+/// The resources a request names: "all" or nothing means every one, in the
+/// order of the configuration file (as FreeBSD's hastctl lists them).
 caf::expected<std::vector<std::string>> select(self_ptr self, const std::vector<std::string>& names) {
   std::vector<std::string> out;
   auto all = names.empty() || (names.size() == 1 && names[0] == "all");
   if (all) {
+    for (auto& rc : self->state.config.resources)
+      if (self->state.resources.count(rc.name))
+        out.push_back(rc.name);
     for (auto& [name, _] : self->state.resources)
-      out.push_back(name);
+      if (std::find(out.begin(), out.end(), name) == out.end())
+        out.push_back(name);
     return out;
   }
   for (auto& name : names) {
@@ -34,6 +46,12 @@ caf::expected<std::vector<std::string>> select(self_ptr self, const std::vector<
     out.push_back(name);
   }
   return out;
+}
+
+/// The answer for a resource that is waiting to be restarted.
+caf::error restarting(const supervised_resource& entry) {
+  return caf::make_error(errc::busy, "the resource failed (" + entry.failure
+                                       + ") and is being restarted");
 }
 
 /// Collects one answer per resource and delivers them all at once.
@@ -61,11 +79,28 @@ bool live_changeable(const resource_config& a, const resource_config& b) {
   x.timeout = b.timeout;
   x.exec = b.exec;
   x.metaflush = b.metaflush;
+  x.syncrate = b.syncrate;
   x.secret = b.secret;
   x.secret_where = b.secret_where;
   x.secret_key = b.secret_key;
   x.where = b.where;
   return x == b;
+}
+
+/// The link settings that differ (the resource reconnects for them).
+std::string link_changes(const resource_config& a, const resource_config& b) {
+  std::vector<std::string> out;
+  if (a.remote != b.remote) out.push_back("remote");
+  if (a.source != b.source) out.push_back("source");
+  if (a.replication != b.replication) out.push_back("replication");
+  if (a.checksum != b.checksum) out.push_back("checksum");
+  if (a.compression != b.compression) out.push_back("compression");
+  if (a.timeout != b.timeout) out.push_back("timeout");
+  if (a.secret != b.secret || a.secret_key != b.secret_key) out.push_back("secret");
+  std::string text;
+  for (auto& x : out)
+    text += (text.empty() ? "" : ", ") + x;
+  return text;
 }
 
 } // namespace
@@ -86,19 +121,24 @@ supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<su
     if (msg.reason)
       self->quit(msg.reason);
   });
-  // A resource that dies is restarted in init; its clients reconnect.
+  // A resource that fails is started again after a back-off, in the role
+  // it had; its clients reconnect.
   self->set_down_handler([=](const caf::down_msg& msg) {
     auto& s = self->state;
     for (auto& [name, entry] : s.resources) {
-      if (entry.handle.address() != msg.source)
+      if (!entry.handle || entry.handle.address() != msg.source)
         continue;
       if (s.stopping)
         return;
-      spdlog::error("resource {} stopped unexpectedly ({}); restarting it in role init", name,
-                    self->system().render(msg.reason));
-      auto cfg = entry.config;
-      s.resources.erase(name);
-      spawn_resource(self, cfg);
+      auto ran = std::chrono::steady_clock::now() - entry.started;
+      entry.backoff = ran >= restart_stable || entry.backoff.count() == 0
+                        ? restart_backoff_min
+                        : std::min(entry.backoff * 2, restart_backoff_max);
+      entry.failure = self->system().render(msg.reason);
+      entry.handle = nullptr;
+      spdlog::error("resource {} failed ({}); restarting it in role {} in {} ms", name,
+                    entry.failure, to_string(entry.wanted), entry.backoff.count());
+      self->delayed_send(self, entry.backoff, atom::restart_v, name);
       return;
     }
   });
@@ -117,9 +157,18 @@ supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<su
       g->outstanding = names->size();
       for (size_t i = 0; i < names->size(); ++i) {
         auto name = (*names)[i];
-        self->request(self->state.resources[name].handle, std::chrono::seconds(120), atom::role_v,
-                      req.target, req.force)
-          .then([g, i, name](role previous) { g->add(i, {name, previous, ""}); },
+        auto& entry = self->state.resources[name];
+        if (!entry.handle) {
+          g->add(i, {name, role::init, self->system().render(restarting(entry))});
+          continue;
+        }
+        auto target = req.target;
+        self->request(entry.handle, std::chrono::seconds(120), atom::role_v, req.target, req.force)
+          .then([=](role previous) {
+                  if (auto it = self->state.resources.find(name); it != self->state.resources.end())
+                    it->second.wanted = target;
+                  g->add(i, {name, previous, ""});
+                },
                 [=](caf::error& err) {
                   g->add(i, {name, role::init, self->system().render(err)});
                 });
@@ -139,15 +188,22 @@ supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<su
       g->outstanding = names->size();
       for (size_t i = 0; i < names->size(); ++i) {
         auto name = (*names)[i];
-        self->request(self->state.resources[name].handle, std::chrono::seconds(10), atom::status_v)
+        auto& entry = self->state.resources[name];
+        auto failed = [=](const caf::error& err, int code) {
+          resource_status st;
+          st.name = name;
+          st.status = "-";
+          st.last_error = self->system().render(err);
+          st.error = code;
+          g->add(i, std::move(st));
+        };
+        if (!entry.handle) {
+          failed(restarting(entry), EAGAIN);
+          continue;
+        }
+        self->request(entry.handle, std::chrono::seconds(10), atom::status_v)
           .then([g, i](resource_status& st) { g->add(i, std::move(st)); },
-                [=](caf::error& err) {
-                  resource_status st;
-                  st.name = name;
-                  st.status = "-";
-                  st.last_error = self->system().render(err);
-                  g->add(i, std::move(st));
-                });
+                [=](caf::error& err) { failed(err, ETIMEDOUT); });
       }
       return g->promise;
     },
@@ -158,8 +214,12 @@ supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<su
       for (auto it = s.resources.begin(); it != s.resources.end();) {
         if (fresh.find(it->first) == nullptr) {
           notes.push_back("removed " + it->first);
-          self->demonitor(it->second.handle.address());
           auto handle = it->second.handle;
+          if (!handle) {  // waiting for a restart: nothing runs
+            it = s.resources.erase(it);
+            continue;
+          }
+          self->demonitor(handle.address());
           self->request(handle, std::chrono::seconds(60), atom::stop_v)
             .then([=](bool) { self->send_exit(handle, caf::exit_reason::user_shutdown); },
                   [=](caf::error&) { self->send_exit(handle, caf::exit_reason::user_shutdown); });
@@ -177,10 +237,17 @@ supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<su
         }
         if (it->second.config == rc)
           continue;
+        if (!it->second.handle) {  // the restart takes the new settings
+          it->second.config = rc;
+          notes.push_back("updated " + rc.name + " (restarting)");
+          continue;
+        }
         if (live_changeable(it->second.config, rc)) {
+          auto link = link_changes(it->second.config, rc);
           it->second.config = rc;
           caf::anon_send(it->second.handle, atom::configure_v, rc);
-          notes.push_back("updated " + rc.name);
+          notes.push_back("updated " + rc.name
+                          + (link.empty() ? "" : " (reconnecting: " + link + ")"));
           continue;
         }
         // name, local or nbd changed: needs a restart, which is refused while
@@ -201,6 +268,7 @@ supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<su
             self->send_exit(handle, caf::exit_reason::user_shutdown);
             s.resources.erase(name);
             spawn_resource(self, rc);
+            s.resources[name].wanted = role::init;
             spdlog::info("reload: resource {} restarted with its new settings in role init", name);
           },
           [=](caf::error& err) {
@@ -230,7 +298,12 @@ supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<su
       g->outstanding = names->size();
       for (size_t i = 0; i < names->size(); ++i) {
         auto name = (*names)[i];
-        self->request(self->state.resources[name].handle, std::chrono::seconds(10), atom::resync_v)
+        auto& entry = self->state.resources[name];
+        if (!entry.handle) {
+          g->add(i, {name, role::init, self->system().render(restarting(entry))});
+          continue;
+        }
+        self->request(entry.handle, std::chrono::seconds(10), atom::resync_v)
           .then([g, i, name](bool) { g->add(i, {name, role::secondary, ""}); },
                 [=](caf::error& err) {
                   g->add(i, {name, role::init, self->system().render(err)});
@@ -254,7 +327,12 @@ supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<su
       g->outstanding = names->size();
       for (size_t i = 0; i < names->size(); ++i) {
         auto name = (*names)[i];
-        self->request(self->state.resources[name].handle, std::chrono::seconds(10), atom::verify_v,
+        auto& entry = self->state.resources[name];
+        if (!entry.handle) {
+          g->add(i, {name, "", self->system().render(restarting(entry))});
+          continue;
+        }
+        self->request(entry.handle, std::chrono::seconds(10), atom::verify_v,
                       repair, stop)
           .then([g, i, name](std::string& message) { g->add(i, {name, message, ""}); },
                 [=](caf::error& err) {
@@ -276,6 +354,10 @@ supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<su
         accepted.link->close("unknown resource");
         return;
       }
+      if (!it->second.handle) {
+        accepted.link->close("the resource is restarting");
+        return;
+      }
       self->send(it->second.handle, atom::peer_accept_v, std::move(accepted));
     },
     [=](atom::stop) -> caf::result<bool> {
@@ -283,18 +365,47 @@ supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<su
       s.stopping = true;
       if (s.resources.empty())
         return true;
+      auto running = std::count_if(s.resources.begin(), s.resources.end(),
+                                   [](auto& r) { return static_cast<bool>(r.second.handle); });
+      if (running == 0)
+        return true;
       auto rp = self->make_response_promise<bool>();
-      auto done = std::make_shared<size_t>(s.resources.size());
+      auto done = std::make_shared<size_t>(static_cast<size_t>(running));
       for (auto& [name, entry] : s.resources) {
         auto finish = [=](bool) mutable {
           if (--*done == 0)
             rp.deliver(true);
         };
         (void) name;
+        if (!entry.handle)
+          continue;
         self->request(entry.handle, std::chrono::seconds(60), atom::stop_v)
           .then(finish, [=](caf::error&) mutable { finish(false); });
       }
       return rp;
+    },
+    [=](atom::restart, std::string& name) {
+      auto& s = self->state;
+      auto it = s.resources.find(name);
+      if (s.stopping || it == s.resources.end() || it->second.handle)
+        return;  // removed by a reload meanwhile, or shutting down
+      auto entry = it->second;
+      spawn_resource(self, entry.config);
+      auto& fresh = s.resources[name];
+      fresh.wanted = entry.wanted;
+      fresh.backoff = entry.backoff;
+      fresh.failure = entry.failure;
+      spdlog::info("resource {} restarted", name);
+      if (entry.wanted == role::init)
+        return;
+      auto wanted = entry.wanted;
+      self->request(fresh.handle, std::chrono::seconds(120), atom::role_v, wanted, false)
+        .then(
+          [=](role) { spdlog::info("resource {} is {} again", name, to_string(wanted)); },
+          [=](caf::error& err) {
+            spdlog::error("resource {} could not return to role {}: {}", name, to_string(wanted),
+                          self->system().render(err));
+          });
     },
   };
 }

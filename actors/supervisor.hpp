@@ -2,6 +2,7 @@
 
 #include "actors/resource.hpp"
 
+#include <chrono>
 #include <map>
 
 namespace asio {
@@ -12,8 +13,20 @@ namespace hast {
 
 struct supervised_resource {
   resource_config config;
-  resource_actor handle;
+  resource_actor handle;        // null while a restart waits for its back-off
+  role wanted = role::init;     // the role hastctl last gave it: a restart returns to it
+  std::chrono::steady_clock::time_point started;
+  std::chrono::milliseconds backoff{0};  // before the next restart after a failure
+  std::string failure;          // why it was last restarted
 };
+
+/// A resource actor that fails is started again after `restart_backoff_min`
+/// (FreeBSD restarts a crashed worker after 1 s), doubling up to
+/// `restart_backoff_max` while it keeps failing within `restart_stable` of
+/// its start.
+inline constexpr std::chrono::milliseconds restart_backoff_min{1000};
+inline constexpr std::chrono::milliseconds restart_backoff_max{30000};
+inline constexpr std::chrono::seconds restart_stable{60};
 
 /// What the supervisor owns: the configuration and one actor per resource.
 struct supervisor_state {

@@ -170,6 +170,8 @@ CAF_BEGIN_TYPE_ID_BLOCK(hast, caf::first_custom_type_id)
   CAF_ADD_ATOM(hast, hast::atom, verify, "hverify")
   CAF_ADD_ATOM(hast, hast::atom, verify_range, "hvrange")
   CAF_ADD_ATOM(hast, hast::atom, verify_tick, "hvtick")
+  CAF_ADD_ATOM(hast, hast::atom, restart, "hrestart")
+  CAF_ADD_ATOM(hast, hast::atom, device, "hdevice")
 CAF_END_TYPE_ID_BLOCK(hast)
 
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hast::buffer_ptr)
@@ -270,7 +272,10 @@ using resource_actor = caf::typed_actor<
   // to it is in flight.
   caf::replies_to<atom::verify_range, uint64_t, uint32_t>::with<block_hashes>,
   // The rate limit (`syncrate`) allows the next verified extent now.
-  caf::reacts_to<atom::verify_tick>>;
+  caf::reacts_to<atom::verify_tick>,
+  // /dev/hast/<name> was made or removed off the actor's threads: (epoch,
+  // "made" or "removed", the device, the error or "").
+  caf::reacts_to<atom::device, uint64_t, std::string, std::string, std::string>>;
 
 /// The link to the other node for one resource: connects (primary) or
 /// accepts (secondary), authenticates, shakes hands, moves frames, and on
@@ -315,6 +320,8 @@ using supervisor_actor = caf::typed_actor<
   caf::replies_to<atom::resync, std::vector<std::string>>::with<std::vector<role_outcome>>,
   // hastctl verify [--repair|--stop]: one outcome per named resource.
   caf::replies_to<atom::verify, std::vector<std::string>, bool, bool>::with<
-    std::vector<verify_outcome>>>;
+    std::vector<verify_outcome>>,
+  // A resource that failed is due to be started again (back-off elapsed).
+  caf::reacts_to<atom::restart, std::string>>;
 
 } // namespace hast

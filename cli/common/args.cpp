@@ -129,7 +129,7 @@ std::string usage() {
          "       hastctl resync --discard-local all | name ...\n"
          "       hastctl verify [--repair | --stop] all | name ...\n"
          "       hastctl attach name\n"
-         "       hastctl detach name\n"
+         "       hastctl detach [-f] name\n"
          "Global options may come before or after the command word.\n";
 }
 

@@ -39,7 +39,7 @@ int run_verify(const cli_options& options, const std::vector<std::string>& args)
 
 /// attach <res>: /dev/hast/<res> backed by the NBD export.
 int run_attach(const cli_options &options, const std::vector<std::string> &args);
-/// detach <res>: undoes attach.
+/// detach [-f] <res>: undoes attach (-f: even while mounted, as far as the kernel allows).
 int run_detach(const cli_options &options, const std::vector<std::string> &args);
 
 } // namespace hast::cli

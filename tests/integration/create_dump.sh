@@ -22,6 +22,7 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 cfg="$dir/hast.conf"
 cat >"$cfg" <<CONF
 resource res {
+  device off
   on nodeA {
     local $dir/res.img
     remote tcp://127.0.0.1:18458
@@ -32,10 +33,12 @@ resource res {
   }
 }
 resource fresh {
+  device off
   local $dir/fresh.img
   on nodeA { remote none }
 }
 resource missing {
+  device off
   local $dir/missing.img
   on nodeA { remote none }
 }
@@ -65,7 +68,7 @@ ctl create -m 64M res || fail "create -m 64M res"
 
 ctl dump res >"$dir/dump.txt" || fail "dump res"
 grep -q '^resource: res$' "$dir/dump.txt" || fail "dump text lacks the resource line"
-grep -q '^    extentsize: 2097152 (2.0MiB)$' "$dir/dump.txt" || fail "dump text extentsize"
+grep -q '^    extentsize: 2097152 (2.0MB)$' "$dir/dump.txt" || fail "dump text extentsize"
 grep -q '^    prevrole: init$' "$dir/dump.txt" || fail "dump text prevrole"
 
 # Global options after the command word, as FreeBSD parses them.
@@ -134,6 +137,7 @@ ctl dump fresh >/dev/null || fail "dump with one good slot"
 # Another resource's provider.
 cat >"$dir/other.conf" <<CONF
 resource impostor {
+  device off
   local $dir/res.img
   on nodeA { remote none }
 }
@@ -164,6 +168,7 @@ truncate -s 32M "$dir/loop.img"
 if loopdev=$(losetup -f --show "$dir/loop.img" 2>/dev/null); then
   cat >"$dir/blk.conf" <<CONF
 resource blk {
+  device off
   local $loopdev
   on nodeA { remote none }
 }

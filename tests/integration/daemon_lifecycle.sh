@@ -26,6 +26,7 @@ done
 cat > "$T/broken.conf" <<CONF
 control uds://$T/ctl.sock
 resource $res {
+  device off
   local $T/$res.img
   replication sometimes
   on nodeA { remote none }
@@ -109,6 +110,7 @@ start_hastd -P "$T/hup.pid"
 [[ $(cat "$T/hup.pid") == "$HASTD_PID" ]] || fail "-F -P wrote $(cat "$T/hup.pid"), not $HASTD_PID"
 cat >> "$T/hast.conf" <<CONF
 resource added {
+  device off
   local $T/added.img
   nbd uds://$T/added.nbd
   on nodeA { remote none }
@@ -124,6 +126,7 @@ pass "SIGHUP with an added resource: it appears in hastctl list, role init"
 
 cat >> "$T/hast.conf" <<CONF
 resource broken {
+  device off
   local $T/broken.img
   checksum maybe
 }

@@ -186,6 +186,7 @@ write_pair_config r1 memsync "  exec $T/hook-R.sh"
 sed -i "1i exec $T/hook-G.sh" "$T/hast.conf"
 cat >> "$T/hast.conf" <<CONF
 resource r2 {
+  device off
   replication memsync
   timeout 5
   on nodeA {

@@ -12,11 +12,13 @@ NBD_RAW="$(dirname "$0")/lib/nbd_raw.py"
 cat > "$T/hast.conf" <<CONF
 control uds://$T/ctl.sock
 resource rr {
+  device off
   local $T/rr.img
   nbd uds://$T/rr.nbd
   on nodeA { remote none }
 }
 resource uncreated {
+  device off
   local $T/uncreated.img
   nbd uds://$T/uncreated.nbd
   on nodeA { remote none }

@@ -51,6 +51,7 @@ MiB=$((1 << 20))
 write_pair_config vf memsync
 cat >> "$T/hast.conf" <<CONF
 resource vs {
+  device off
   replication memsync
   timeout 5
   syncrate 1M
