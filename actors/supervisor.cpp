@@ -21,6 +21,7 @@ void spawn_resource(self_ptr self, const resource_config& config) {
   auto& entry = self->state.resources[config.name];
   entry.config = config;
   entry.handle = handle;
+  entry.address = handle.address();
   entry.started = std::chrono::steady_clock::now();
   if (self->state.io.spawned)
     self->state.io.spawned(config.name, handle.address());
@@ -116,7 +117,7 @@ supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<su
   // every resource.
   self->set_exit_handler([=](const caf::exit_msg& msg) {
     for (auto& [name, entry] : self->state.resources)
-      if (entry.handle.address() == msg.source)
+      if (entry.address == msg.source)
         return;
     if (msg.reason)
       self->quit(msg.reason);

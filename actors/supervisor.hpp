@@ -14,6 +14,7 @@ namespace hast {
 struct supervised_resource {
   resource_config config;
   resource_actor handle;        // null while a restart waits for its back-off
+  caf::actor_addr address;      // of the actor spawned last (its exit is expected)
   role wanted = role::init;     // the role hastctl last gave it: a restart returns to it
   std::chrono::steady_clock::time_point started;
   std::chrono::milliseconds backoff{0};  // before the next restart after a failure

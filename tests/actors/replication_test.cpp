@@ -78,6 +78,7 @@ protected:
     rc.provider_name = "r";
     rc.local = (dir / "r.img").string();
     rc.remote = "tcp://127.0.0.1:1";
+    rc.device = false;  // no /dev/hast in actor tests
     rc.nbd = "uds://" + (dir / "r.nbd").string();
     rc.replication = mode;
     rc.compression = compression_kind::none;

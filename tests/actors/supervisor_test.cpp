@@ -11,6 +11,9 @@
 
 #include <gtest/gtest.h>
 
+#include <cerrno>
+#include <thread>
+
 namespace hast {
 namespace {
 
@@ -29,6 +32,7 @@ protected:
     rc.provider_name = name;
     rc.local = (dir / (name + ".img")).string();
     rc.remote = "none";
+    rc.device = false;  // no /dev/hast in actor tests
     rc.nbd = "uds://" + (dir / (name + ".nbd")).string();
     auto prov = provider::create_file(rc.local, 16u << 20);
     EXPECT_TRUE(prov.has_value());
@@ -40,7 +44,11 @@ protected:
 
   void start(node_config config) {
     config.node = "nodeA";
-    sup = sys.spawn(supervisor, config, io_ref{&io_context, {}});
+    io_ref io{&io_context, {}};
+    io.spawned = [this](const std::string& name, caf::actor_addr addr) {
+      spawned.emplace_back(name, std::move(addr));
+    };
+    sup = sys.spawn(supervisor, config, io);
     run_for(std::chrono::milliseconds(20));
   }
 
@@ -63,8 +71,18 @@ protected:
     return st.has_value();
   }
 
+  /// Runs the scheduler without firing timeouts.
+  void run_only() {
+    for (int i = 0; i < 50; ++i) {
+      while (sched.run() > 0) {
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+  }
+
   asio::io_context io_context;
   supervisor_actor sup;
+  std::vector<std::pair<std::string, caf::actor_addr>> spawned;
 };
 
 TEST_F(supervision, role_all_on_a_node_without_resources_answers_an_empty_list) {
@@ -104,6 +122,56 @@ TEST_F(supervision, a_resource_that_does_not_answer_during_a_reload_keeps_its_se
   EXPECT_EQ((*st)[0].name, "r1");
   EXPECT_EQ((*st)[1].name, "r2");
   EXPECT_EQ((*st)[1].current_role, role::init);
+}
+
+TEST_F(supervision, a_failed_resource_is_restarted_after_a_back_off_in_the_role_it_had) {
+  node_config config;
+  config.resources.push_back(make_resource("r1"));
+  start(config);
+  role_request req;
+  req.target = role::primary;
+  req.resources = {"r1"};
+  auto changed = ask<std::vector<role_outcome>>(atom::role_v, req);
+  ASSERT_TRUE(changed.has_value());
+  ASSERT_EQ(changed->size(), 1u);
+  ASSERT_EQ((*changed)[0].error, "");
+  ASSERT_EQ(spawned.size(), 1u);
+
+  // The resource fails on purpose.
+  // As a crash would: an unhandled exception.
+  caf::anon_send_exit(spawned[0].second, caf::exit_reason::unhandled_exception);
+  run_only();
+  auto waiting = ask<std::vector<resource_status>>(atom::status_v, std::vector<std::string>{"r1"});
+  // `ask` fires timeouts while it waits: the restart may have happened.
+  ASSERT_TRUE(waiting.has_value());
+  ASSERT_TRUE(run_until([&] { return spawned.size() == 2u; }))
+    << "the supervisor did not restart the failed resource";
+  ASSERT_TRUE(run_until([&] {
+    auto st = ask<std::vector<resource_status>>(atom::status_v, std::vector<std::string>{"r1"});
+    return st && st->size() == 1u && (*st)[0].current_role == role::primary;
+  })) << "the restarted resource is not primary again";
+  EXPECT_NE(spawned[0].second, spawned[1].second);
+}
+
+TEST_F(supervision, a_resource_waiting_for_its_restart_reports_an_error_number) {
+  node_config config;
+  config.resources.push_back(make_resource("r1"));
+  start(config);
+  ASSERT_EQ(spawned.size(), 1u);
+  // As a crash would: an unhandled exception.
+  caf::anon_send_exit(spawned[0].second, caf::exit_reason::unhandled_exception);
+  run_only();
+  // Asked without firing the back-off's timeout: still waiting.
+  self->send(sup, atom::status_v, std::vector<std::string>{"r1"});
+  run_only();
+  std::optional<std::vector<resource_status>> st;
+  self->receive([&](std::vector<resource_status>& x) { st = std::move(x); },
+                [&](caf::error&) {}, caf::after(std::chrono::seconds(0)) >> [] {});
+  ASSERT_TRUE(st.has_value());
+  ASSERT_EQ(st->size(), 1u);
+  EXPECT_EQ((*st)[0].error, EAGAIN);
+  EXPECT_NE((*st)[0].last_error.find("being restarted"), std::string::npos) << (*st)[0].last_error;
+  EXPECT_EQ(spawned.size(), 1u) << "restarted before its back-off";
 }
 
 } // namespace
