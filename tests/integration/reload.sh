@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What SIGHUP applies besides resources. The peer listen set: nodeB moves its
 # `listen` to a new port; the old port is closed, the new one accepts, and
-# nodeA, restarted with its `remote` on the new port, connects and syncs; a
+# nodeA, sent SIGHUP with its `remote` on the new port, reconnects there
+# without a role change or a restart; a
 # listen address that cannot be opened (nodeA's own port) is refused, logged,
 # and the running set stays. The pid file: a daemonized hastd moves it to a
 # changed `pidfile` (new file with its pid, old one gone); a -F -P hastd keeps
@@ -53,11 +54,21 @@ accepts "$NEW_B" || fail "nodeB does not listen on the new port $NEW_B after SIG
 accepts "$OLD_B" && fail "nodeB still listens on the old port $OLD_B after SIGHUP"
 pass "SIGHUP: nodeB listens on the new port $NEW_B, not on the old $OLD_B; logged"
 
-stop_node nodeA
-start_node nodeA
-ctl_on nodeA role primary "$res"
+# nodeA, still primary, takes its new `remote` by SIGHUP alone: the link
+# reconnects (no role change, no restart) and the pair is complete again.
+pid_a=${NODE_PID[nodeA]}
+kill -HUP "$pid_a"
+wait_until 20 "nodeA to log the reconnect" \
+  log_has "reconnecting the link with the new settings" "$T/nodeA.log"
 wait_status nodeA "$res" complete 30
-pass "nodeA, restarted with its remote on the new port, connects to nodeB there"
+ctl_on nodeA list --json "$res" > "$T/a.json"
+[[ $(json_get "$T/a.json" "j['resources'][0]['role']") == primary ]] || fail "nodeA left primary"
+[[ $(json_get "$T/a.json" "j['resources'][0]['remote']") == "tcp://127.0.0.1:$NEW_B" ]] \
+  || fail "nodeA's status does not show the new remote"
+[[ ${NODE_PID[nodeA]} == "$pid_a" ]] && kill -0 "$pid_a" || fail "nodeA was restarted"
+grep -q "updated $res (reconnecting: remote)" "$T/nodeA.log" \
+  || fail "nodeA's reload summary does not say it reconnects for 'remote'"
+pass "SIGHUP on nodeA: the new remote applies by reconnecting the link, still primary"
 
 # A listen address that cannot be opened: nodeA's port, which nodeA holds.
 sed -i "s|listen tcp://127.0.0.1:$NEW_B\$|listen tcp://127.0.0.1:$PORT_A|" "$T/hast.conf"
