@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job: a two-node hast pair on loopback with file-backed providers.
-# Node A is primary, node B secondary; A's export becomes /dev/hast/demo, gets
+# Node A is primary, node B secondary; A's /dev/hast/demo (made by role primary) gets
 # an ext4 file system, a file is written and read back, and both nodes show
 # `complete`. Needs root (loop device and FUSE mount). Everything it starts
 # is stopped at the end unless --keep is given.
@@ -98,8 +98,9 @@ done
 A status
 B status
 
-say "A's export as a block device, with ext4 on it"
-A attach "$res"
+say "A's /dev/hast/$res (made by 'role primary', as on FreeBSD), with ext4 on it"
+for _ in $(seq 100); do [[ -b /dev/hast/$res ]] && break; sleep 0.1; done
+A list "$res" | grep "^  device:"
 mkfs.ext4 -q -F /dev/hast/$res
 mount /dev/hast/$res "$state/mnt"
 echo "written through hast at $(date)" > "$state/mnt/hello.txt"
@@ -108,7 +109,6 @@ sync
 echo "read back: $(cat "$state/mnt/hello.txt")"
 sha256sum "$state/mnt/random.bin"
 umount "$state/mnt"
-A detach "$res"
 
 say "Both nodes after the writes"
 for _ in $(seq 100); do
