@@ -145,6 +145,7 @@ status write_slot(const provider &prov, const metadata &md, uint64_t sequence) {
 // One slot as found on the provider: decoded, or why it is unusable.
 struct slot_state {
   bool magic = false;
+  bool unreadable = false;  // its header could not be read (an I/O error)
   std::optional<metadata> md;
   std::string problem;
 };
@@ -158,6 +159,7 @@ slot_state examine_slot(const provider &prov, uint64_t position, uint64_t index)
   auto header = read_bytes(prov, position, block);
   if (!header) {
     s.problem = header.error().message();
+    s.unreadable = header.error().code() == errc::io_error;
     return s;
   }
   s.magic = has_magic((*header)->data());
@@ -443,6 +445,11 @@ result<metadata> read_metadata(const provider &prov, const std::string &expected
   if (b && b->md && (best == nullptr || b->md->sequence > best->sequence))
     best = &*b->md;
   if (best == nullptr) {
+    // A disk that cannot be read is not one without metadata: never
+    // suggest 'hastctl create' for it.
+    if (a.unreadable)
+      return status{errc::io_error,
+                    fmt::format("{}: cannot read the metadata: {}", prov.path(), a.problem)};
     if (!a.magic && !b_magic)
       return status{errc::not_created,
                     fmt::format("{}: not created: no hast metadata found", prov.path())};
@@ -502,6 +509,8 @@ uint64_t dirty_bytes(const metadata &md) {
 } // namespace
 
 std::string render_metadata(const metadata &md) {
+  // FreeBSD's dump_one() lines, in its order and format (sizes as its
+  // "%NB"), then hast's own.
   auto dirty = count_dirty(md.bitmap);
   return fmt::format("resource: {}\n"
                      "    datasize: {} ({})\n"
@@ -514,11 +523,13 @@ std::string render_metadata(const metadata &md) {
                      "    prevrole: {}\n"
                      "    version: {}\n"
                      "    sequence: {}\n"
-                     "    dirty extents: {} ({})\n",
-                     md.resource, md.datasize, humanize(md.datasize), md.extent_size,
-                     humanize(md.extent_size), md.keepdirty, md.data_offset, md.resuid, md.localcnt,
-                     md.remotecnt, role_name(md.prevrole), metadata_version, md.sequence, dirty,
-                     humanize(dirty_bytes(md)));
+                     "    dirty extents: {} ({})\n"
+                     "    local stale: {}\n",
+                     md.resource, md.datasize, humanize_number(md.datasize), md.extent_size,
+                     humanize_number(md.extent_size), md.keepdirty, md.data_offset, md.resuid,
+                     md.localcnt, md.remotecnt, role_name(md.prevrole), metadata_version,
+                     md.sequence, dirty, humanize_number(dirty_bytes(md)),
+                     md.local_stale ? "yes" : "no");
 }
 
 nlohmann::json metadata_json(const metadata &md) {
@@ -537,6 +548,7 @@ nlohmann::json metadata_json(const metadata &md) {
       {"bitmap_bytes", md.bitmap.size()},
       {"dirty_extents", count_dirty(md.bitmap)},
       {"dirty_bytes", dirty_bytes(md)},
+      {"local_stale", md.local_stale},
   };
 }
 

@@ -93,9 +93,10 @@ std::string encode_slot(const metadata &md);
 /// not_created if there is no magic, bad_metadata otherwise.
 result<metadata> decode_slot(std::span<const uint8_t> bytes);
 
-/// The text `hastctl dump` prints: HAST's lines (resource, datasize,
-/// extentsize, keepdirty, localoff, resuid, localcnt, remotecnt, prevrole)
-/// plus version, sequence and dirty extents. Ends with a newline.
+/// The text `hastctl dump` prints: FreeBSD's lines in its format (resource,
+/// datasize, extentsize, keepdirty, localoff, resuid, localcnt, remotecnt,
+/// prevrole; sizes as `2.0MB`) plus version, sequence, dirty extents and
+/// local stale. Ends with a newline.
 std::string render_metadata(const metadata &md);
 /// The same as a JSON object ("name", "datasize", "extentsize", ...).
 nlohmann::json metadata_json(const metadata &md);

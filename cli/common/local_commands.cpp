@@ -49,30 +49,6 @@ result<provider> open_for_create(const std::string &path, std::optional<uint64_t
   return provider::open(path, true);
 }
 
-// FreeBSD's dump_one() lines, in its order and format (sizes as its "%NB"),
-// then hast's own: the metadata version, the slot sequence and the dirty
-// extents. Ends with a newline.
-std::string render_dump(const metadata &md) {
-  auto j = metadata_json(md);
-  auto dirty_bytes = j.value("dirty_bytes", uint64_t{0});
-  return fmt::format("resource: {}\n"
-                     "    datasize: {} ({})\n"
-                     "    extentsize: {} ({})\n"
-                     "    keepdirty: {}\n"
-                     "    localoff: {}\n"
-                     "    resuid: {}\n"
-                     "    localcnt: {}\n"
-                     "    remotecnt: {}\n"
-                     "    prevrole: {}\n"
-                     "    version: {}\n"
-                     "    sequence: {}\n"
-                     "    dirty extents: {} ({})\n",
-                     md.resource, md.datasize, humanize_number(md.datasize), md.extent_size,
-                     humanize_number(md.extent_size), md.keepdirty, md.data_offset, md.resuid,
-                     md.localcnt, md.remotecnt, j.value("prevrole", ""), metadata_version,
-                     md.sequence, count_dirty(md.bitmap), humanize_number(dirty_bytes));
-}
-
 } // namespace
 
 result<std::vector<const resource_config *>>
@@ -175,7 +151,7 @@ int run_create(const cli_options &options, const std::vector<std::string> &args)
       return fail("create " + res->name, md.error().message());
     if (options.debug > 0)
       std::cerr << "hastctl: create " << res->name << ": metadata written to " << res->local << "\n"
-                << render_dump(*md);
+                << render_metadata(*md);
   }
   return 0;
 }
@@ -209,7 +185,7 @@ int run_dump(const cli_options &options, const std::vector<std::string> &args) {
     } else {
       if (!first)
         std::cout << '\n';
-      std::cout << render_dump(*md);
+      std::cout << render_metadata(*md);
       first = false;
     }
   }

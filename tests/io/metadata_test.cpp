@@ -625,8 +625,8 @@ TEST(Render, PrintsHastsDumpLinesAndOurs) {
   auto md = sample();
   auto text = render_metadata(md);
   EXPECT_EQ(text, "resource: shared\n"
-                  "    datasize: 67092480 (64MiB)\n"
-                  "    extentsize: 2097152 (2.0MiB)\n"
+                  "    datasize: 67092480 (64MB)\n"
+                  "    extentsize: 2097152 (2.0MB)\n"
                   "    keepdirty: 64\n"
                   "    localoff: 16384\n"
                   "    resuid: 81985529216486895\n"
@@ -635,7 +635,8 @@ TEST(Render, PrintsHastsDumpLinesAndOurs) {
                   "    prevrole: primary\n"
                   "    version: 1\n"
                   "    sequence: 42\n"
-                  "    dirty extents: 3 (6.0MiB)\n");
+                  "    dirty extents: 3 (6.0MB)\n"
+                  "    local stale: no\n");
   auto j = metadata_json(md);
   EXPECT_EQ(j["name"], "shared");
   EXPECT_EQ(j["extentsize"], 2097152);
