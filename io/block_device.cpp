@@ -530,8 +530,9 @@ status stop_nbdfuse(const std::string& mountpoint, pid_t pid, bool lazily) {
     }
   }
   if (!is_nbdfuse_of(pid, mountpoint)) {
-    // Dead already, or not our child any more and not nbdfuse: leave it.
-    ::waitpid(pid, nullptr, WNOHANG);
+    // Dead already, exiting (its cmdline is gone before it is a zombie),
+    // or not nbdfuse any more: reap it if it is our child, once it exits.
+    reap_when_done(pid);
     return status::ok();
   }
   if (lazily) {

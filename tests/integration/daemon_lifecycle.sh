@@ -26,7 +26,6 @@ done
 cat > "$T/broken.conf" <<CONF
 control uds://$T/ctl.sock
 resource $res {
-  device off
   local $T/$res.img
   replication sometimes
   on nodeA { remote none }
