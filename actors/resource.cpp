@@ -953,6 +953,18 @@ void make_block_device(self_ptr self) {
   });
 }
 
+/// Removes the device on the device thread; the outcome comes back as a
+/// "removed" device message.
+void remove_block_device(self_ptr self, bool force) {
+  auto me = caf::actor_cast<resource_actor>(self);
+  auto link = self->state.config.provider_name;
+  post_device_job(self, [me, link, force](uint64_t epoch) {
+    auto st = remove_device(link, force);
+    caf::anon_send(me, atom::device_v, epoch, std::string{"removed"}, std::string{},
+                   st ? std::string{} : st.message());
+  });
+}
+
 /// Leaves primary: removes the device first (its file system's last writes
 /// still go through the export), then drains.
 void leave_primary(self_ptr self, role target, bool force) {
@@ -963,13 +975,7 @@ void leave_primary(self_ptr self, role target, bool force) {
   }
   s.leaving = true;
   s.pending_role = target;
-  auto me = caf::actor_cast<resource_actor>(self);
-  auto link = s.config.provider_name;
-  post_device_job(self, [me, link, force](uint64_t epoch) {
-    auto st = remove_device(link, force);
-    caf::anon_send(me, atom::device_v, epoch, std::string{"removed"}, std::string{},
-                   st ? std::string{} : st.message());
-  });
+  remove_block_device(self, force);
 }
 
 /// The outcome of a device job.
@@ -985,13 +991,7 @@ void device_done(self_ptr self, uint64_t epoch, const std::string& what,
     spdlog::info("{}: {} is ready", s.config.name, device);
     if (s.current != role::primary && !s.leaving) {
       // Made just as the resource left primary: it goes again.
-      auto me = caf::actor_cast<resource_actor>(self);
-      auto link = s.config.provider_name;
-      post_device_job(self, [me, link](uint64_t epoch) {
-        auto st = remove_device(link, true);
-        caf::anon_send(me, atom::device_v, epoch, std::string{"removed"}, std::string{},
-                       st ? std::string{} : st.message());
-      });
+      remove_block_device(self, true);
     }
     return;
   }
@@ -1174,15 +1174,10 @@ resource_actor::behavior_type resource(resource_actor::stateful_pointer<resource
     [=](atom::configure, resource_config& updated) {
       activation act{self};
       auto& s = self->state;
-      auto& old = s.config;
       // The link's settings take effect by reconnecting it (FreeBSD's
       // reload in place): in-flight replicated writes fail over to the
       // resync, the new link shakes hands and syncs what is dirty.
-      auto relink = old.remote != updated.remote || old.source != updated.source
-                    || old.checksum != updated.checksum || old.compression != updated.compression
-                    || old.timeout != updated.timeout || old.secret != updated.secret
-                    || old.secret_key != updated.secret_key
-                    || old.replication != updated.replication;
+      auto relink = !link_changes(s.config, updated).empty();
       s.config = std::move(updated);
       s.policy = policy_for(s.config.replication);
       s.writes.set_policy(s.policy);

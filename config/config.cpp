@@ -725,4 +725,19 @@ std::string render_effective(const node_config& config) {
   return out.str();
 }
 
+std::string link_changes(const resource_config& a, const resource_config& b) {
+  std::vector<std::string> out;
+  if (a.remote != b.remote) out.push_back("remote");
+  if (a.source != b.source) out.push_back("source");
+  if (a.replication != b.replication) out.push_back("replication");
+  if (a.checksum != b.checksum) out.push_back("checksum");
+  if (a.compression != b.compression) out.push_back("compression");
+  if (a.timeout != b.timeout) out.push_back("timeout");
+  if (a.secret != b.secret || a.secret_key != b.secret_key) out.push_back("secret");
+  std::string text;
+  for (auto& x : out)
+    text += (text.empty() ? "" : ", ") + x;
+  return text;
+}
+
 } // namespace hast

@@ -86,6 +86,10 @@ struct resource_config {
   bool operator==(const resource_config&) const = default;
 };
 
+/// The link settings that differ between `a` and `b` ("remote, timeout"),
+/// empty when none: a running resource reconnects its link for them.
+std::string link_changes(const resource_config& a, const resource_config& b);
+
 /// The whole configuration as seen by one node.
 struct node_config {
   std::string path;                 // the file it was read from
