@@ -116,6 +116,8 @@ public:
 
   void route(std::shared_ptr<peer::connection> conn, const peer::header& h, buffer_ptr payload) {
     auto who = conn->remote_address();
+    if (h.type == peer::msg_type::witness_hello)
+      return route_witness(std::move(conn), std::move(payload));
     if (h.type != peer::msg_type::hello) {
       spdlog::warn("peer {}: first message is {}, not hello; closing", who,
                    peer::to_string(h.type));
@@ -160,6 +162,34 @@ public:
   }
 
 private:
+  /// A data node's link to the witness: it proves the shared key to the
+  /// witness actor (no address check: the key is required).
+  void route_witness(std::shared_ptr<peer::connection> conn, buffer_ptr payload) {
+    auto who = conn->remote_address();
+    auto hello = peer::decode_hello(payload);
+    if (!hello) {
+      spdlog::warn("witness {}: bad hello: {}; closing", who, hello.error().message());
+      conn->close("bad hello");
+      return;
+    }
+    std::chrono::milliseconds timeout{};
+    {
+      std::lock_guard lock{mutex_};
+      auto found = config_.find(hello->resource);
+      if (found == nullptr || !found->is_witness) {
+        spdlog::warn("witness {}: asked for resource '{}', which this node does not witness; "
+                     "closing",
+                     who, hello->resource);
+        conn->close("not the witness of the resource");
+        return;
+      }
+      timeout = std::chrono::seconds(found->timeout);
+    }
+    caf::anon_send(sup_, atom::witness_accept_v,
+                   accepted_link{make_tcp_link(std::move(conn), timeout / 4, timeout),
+                                 std::move(*hello)});
+  }
+
   /// Hands the connection to the resource if it comes from an address that
   /// the resource's `remote` names.
   void admit(std::shared_ptr<peer::connection> conn, peer::hello_message hello,
@@ -348,7 +378,7 @@ private:
 /// resource is stand-alone (nobody is to connect).
 std::vector<std::string> wanted_listen(const node_config& config) {
   bool needed = std::any_of(config.resources.begin(), config.resources.end(),
-                            [](const resource_config& r) { return !r.standalone(); });
+                            [](const resource_config& r) { return !r.standalone() || r.is_witness; });
   return needed ? config.listen : std::vector<std::string>{};
 }
 
@@ -385,7 +415,7 @@ caf::actor_system_config& configure(caf::actor_system_config& cfg) {
 int serve(caf::actor_system& sys, asio::io_context& io, node_config& config,
           const daemon_options& options, const sigset_t& signals) {
   int exit_status = 0;
-  auto sup = sys.spawn(supervisor, config, io_ref{&io, {}, options.disk_engine, options.env});
+  auto sup = sys.spawn(supervisor, config, io_ref{&io, {}, options.disk_engine, options.env, nullptr, {}});
 
   control::server ctl{unix_socket_path(config.control), [&](const nlohmann::json& req) {
                         return handle_control(sys, sup, req);

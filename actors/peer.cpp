@@ -29,14 +29,10 @@ void send_raw(self_ptr self, header h, buffer_ptr payload = nullptr) {
   self->state.link->send(h, std::move(payload));
 }
 
-/// What the HMAC of an authentication answer covers: the challenger's nonce,
-/// the resource and the role of the side that answers.
+/// The answer to a challenge (io/peer_protocol.hpp).
 std::array<uint8_t, 32> proof(const std::vector<uint8_t>& key, const std::array<uint8_t, 32>& nonce,
                               const std::string& resource, std::string_view answering_role) {
-  std::vector<uint8_t> data(nonce.begin(), nonce.end());
-  data.insert(data.end(), resource.begin(), resource.end());
-  data.insert(data.end(), answering_role.begin(), answering_role.end());
-  return hmac_sha256(key, data);
+  return peer::auth_proof(key, nonce, resource, answering_role);
 }
 
 void flush_acks(self_ptr self);

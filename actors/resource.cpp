@@ -347,8 +347,15 @@ void finish_write(self_ptr self, uint64_t id, bool remote_failed) {
 void apply(self_ptr self, uint64_t id, const write_tracker::outcome& o) {
   auto& s = self->state;
   if (o.answer)
-    if (auto it = s.calls.find(id); it != s.calls.end())
-      answer(self, it->second.sink, nbd::make_reply(it->second.req, o.error));
+    if (auto it = s.calls.find(id); it != s.calls.end()) {
+      auto reply = nbd::make_reply(it->second.req, o.error);
+      // failover auto: a success the secondary does not hold waits until
+      // the witness knows the secondary is behind (docs/FAILOVER.md).
+      if (o.alone && o.error == 0 && !it->second.from_peer && !may_write_alone(self))
+        hold_answer(self, it->second.sink, std::move(reply));
+      else
+        answer(self, it->second.sink, std::move(reply));
+    }
   if (o.finished)
     finish_write(self, id, o.remote_failed);
 }
@@ -591,6 +598,24 @@ void admit(self_ptr self, uint64_t id) {
     return issue(self, id);
   }
   s.map->write_start(r.offset, r.length);
+  // failover auto: without the secondary a write runs only once the witness
+  // knows the secondary is behind; it waits here, before it changes
+  // anything (docs/FAILOVER.md).
+  if (!w.from_peer && !s.connected && !s.config.standalone() && !may_write_alone(self))
+    return wait_for_lease(self, id);
+  admit_alone(self, id);
+}
+
+} // namespace
+
+/// The rest of admit(): the generation, the activemap mark, the issue.
+void admit_alone(resource_ptr self, uint64_t id) {
+  auto& s = self->state;
+  auto it = s.calls.find(id);
+  if (it == s.calls.end())
+    return;
+  auto& w = it->second;
+  const auto& r = w.req;
   bool bumped = false;
   if (!w.from_peer) {
     bumped = bump_generation(self);
@@ -603,6 +628,16 @@ void admit(self_ptr self, uint64_t id) {
   // waits for the next commit, which covers every write waiting with it.
   s.map_waiters.push_back({id, bumped ? s.commit.started + 1 : 0});
 }
+
+void refuse_write(resource_ptr self, uint64_t id) {
+  refuse(self, id);
+}
+
+void send_answer(resource_ptr self, const nbd::reply_sink_ptr& sink, nbd::reply r) {
+  answer(self, sink, std::move(r));
+}
+
+namespace {
 
 void admit_after_commit(self_ptr self, bool ok) {
   auto& s = self->state;
@@ -853,6 +888,9 @@ void enter(self_ptr self, role target) {
     persist(self, [](bool) {});
     start_peer(self, target);
   }
+  if (previous == role::primary && target != role::primary)
+    lease_release(self);  // drained: nothing completes here any more
+  s.lease.promoting = false;
   spdlog::info("{}: role changed from {} to {}", s.config.name, to_string(previous),
                to_string(target));
   if (previous != target)
@@ -882,6 +920,9 @@ void finish_drain(self_ptr self) {
       return;
     }
     auto previous = s.current;
+    // Drained and flushed: nothing completes here any more, and whether
+    // the secondary holds everything is known before the link goes.
+    lease_release(self);
     stop_peer(self);
     // Nothing is in flight: the keepdirty extents guard nothing now, and
     // the map on disk says so before anyone is told we are done.
@@ -1119,6 +1160,7 @@ resource_status make_status(self_ptr self) {
   st.queue_local = s.in_flight;
   st.queue_recv = s.writes.size();
   st.counters = s.counters;
+  lease_status(self, st);
   st.last_error = s.last_error;
   if (auto started = s.server->start_outcome(); st.last_error.empty() && started && !*started)
     st.last_error = "NBD export: " + started->message();
@@ -1155,6 +1197,7 @@ resource_actor::behavior_type resource(resource_actor::stateful_pointer<resource
       spdlog::info("{}: NBD export listening on {}", name, address);
   });
   self->attach_functor([server = s.server] { server->stop(); });
+  lease_start(self);
   // Children we stopped ourselves (disk actors, the peer) exit quietly; any
   // other exit, a crashing child or the supervisor's shutdown, ends us too.
   self->set_exit_handler([=](const caf::exit_msg& msg) {
@@ -1168,7 +1211,46 @@ resource_actor::behavior_type resource(resource_actor::stateful_pointer<resource
   return {
     [=](atom::role, role target, bool force) -> caf::result<role> {
       activation act{self};
-      return change_role(self, target, force);
+      auto& s = self->state;
+      if (!s.config.automatic())
+        return change_role(self, target, force);
+      // failover auto: role init takes the node out of failover; the
+      // others put it back in. Primary needs the witness's lease first.
+      s.lease.auto_role = target != role::init;
+      auto holds = s.lease.held && std::chrono::steady_clock::now() < s.lease.valid_until;
+      if (target != role::primary || holds || s.lease.promoting)
+        return change_role(self, target, force);
+      if (s.current == role::init)
+        if (auto err = open_local(self))
+          return err;  // the claim needs our generation counters
+      // A node not yet secondary opens its provider above; it stays so
+      // (secondary) if the witness refuses.
+      if (s.current == role::init)
+        enter(self, role::secondary);
+      auto rp = self->make_response_promise<role>();
+      claim_by_hand(self, [=](std::string why) mutable {
+        activation act{self};
+        if (!why.empty()) {
+          rp.deliver(caf::make_error(errc::busy, why));
+          return;
+        }
+        // From secondary the change is immediate: a value or an error.
+        auto r = change_role(self, role::primary, force);
+        if (r.flag == caf::rt_error)
+          rp.deliver(r.err);
+        else
+          rp.deliver(role::secondary);
+      });
+      return rp;
+    },
+    [=](atom::lease_tick) {
+      activation act{self};
+      self->state.lease.tick_pending = false;
+      lease_tick(self);
+    },
+    [=](atom::lease_link, bool up, std::string& why) {
+      activation act{self};
+      lease_link_changed(self, up, why);
     },
     [=](atom::status) { return make_status(self); },
     [=](atom::configure, resource_config& updated) {

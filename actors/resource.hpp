@@ -52,6 +52,9 @@ struct io_ref {
   /// Told of every resource actor the supervisor spawns (tests make one
   /// fail on purpose with it); empty in the daemon.
   std::function<void(const std::string& name, caf::actor_addr)> spawned = nullptr;
+  /// Where a resource with `failover auto` asks for its role changes (the
+  /// supervisor owns them); null in tests that spawn a resource alone.
+  supervisor_actor supervisor{};
 };
 
 /// A request that changes data or durability (write, trim, write_zeroes,
@@ -126,6 +129,32 @@ struct hash_request {
   caf::typed_response_promise<block_hashes> promise;
 };
 
+/// failover auto (actors/failover.cpp, docs/FAILOVER.md): the lease as this
+/// node knows it, and what waits for it.
+struct lease_state {
+  witness_link_actor link;                 // to the witness; for the actor's whole life
+  bool witness_up = false;
+  std::string witness_error;
+  bool held = false;                       // we hold the lease
+  std::chrono::steady_clock::time_point valid_until{};  // ... until here (our clock)
+  uint64_t epoch = 0;
+  std::string holder;                      // as the witness last said
+  bool asking = false;                     // a request is at the witness
+  bool again = false;                      // ask again when it returns
+  uint64_t serial = 0;                     // renews sent
+  uint64_t in_sync_serial = 0;             // the last renew that said in_sync = true
+  bool behind_known = false;               // the witness knows the secondary misses writes
+  bool lost = false;                       // lease-lost fired for this episode
+  bool auto_role = true;                   // take part (false after hastctl role init)
+  bool tick_pending = false;
+  std::chrono::steady_clock::time_point last_join{};  // role init: last attempt to be secondary
+  bool promoting = false;                  // a granted claim waits for the supervisor
+  std::string eligibility;                 // the witness's last word on our claim
+  bool eligible = false;
+  std::vector<uint64_t> waiting;           // writes that would run without the secondary
+  std::vector<std::pair<nbd::reply_sink_ptr, nbd::reply>> answers;  // successes held back
+};
+
 /// Group commit of metadata and activemap: one write in flight at a time;
 /// whatever asks for a write meanwhile is covered by the next one.
 struct map_commit {
@@ -195,6 +224,7 @@ struct resource_state {
   // drops them.
   std::map<uint64_t, std::vector<std::pair<uint64_t, uint64_t>>> repair_ranges;
   verify_state verify;
+  lease_state lease;
   std::vector<hash_request> hash_waiting;  // secondary
   bool bumped = false;              // localcnt raised for the current outage
   bool split_brain = false;         // both nodes wrote apart; never resolved silently
@@ -355,6 +385,31 @@ verify_progress verify_status(resource_ptr self);
 caf::result<block_hashes> hash_range(resource_ptr self, uint64_t offset, uint32_t length);
 /// Secondary: a write finished; hash requests waiting for it may go.
 void serve_hash_requests(resource_ptr self);
+
+// failover.cpp
+/// Starts the witness link and the lease ticks (failover auto only).
+void lease_start(resource_ptr self);
+/// May a write be acknowledged, or run, without the secondary's copy? Always
+/// with failover manual; with auto only while we hold the lease and the
+/// witness knows the secondary is missing writes.
+bool may_write_alone(resource_ptr self);
+/// Write `id` would run without the secondary: it waits for may_write_alone.
+void wait_for_lease(resource_ptr self, uint64_t id);
+/// A successful answer given without the secondary's copy waits likewise.
+void hold_answer(resource_ptr self, nbd::reply_sink_ptr sink, nbd::reply r);
+void lease_tick(resource_ptr self);
+void lease_link_changed(resource_ptr self, bool up, const std::string& why);
+/// hastctl role primary on an auto resource: the witness must grant the
+/// lease first (a claim by hand); `then` runs with "" or why not.
+void claim_by_hand(resource_ptr self, std::function<void(std::string)> then);
+/// We left primary (drained): give the lease back so the other node may go on.
+void lease_release(resource_ptr self);
+void lease_status(resource_ptr self, resource_status& st);
+/// Writes waiting for the lease were let go (granted) or fail (lost); the
+/// function that runs a write further, from resource.cpp.
+void admit_alone(resource_ptr self, uint64_t id);
+void refuse_write(resource_ptr self, uint64_t id);
+void send_answer(resource_ptr self, const nbd::reply_sink_ptr& sink, nbd::reply r);
 
 // handshake.cpp
 peer::hello_message my_hello(resource_ptr self);

@@ -1,6 +1,7 @@
 #include "actors/supervisor.hpp"
 
 #include "actors/resource.hpp"
+#include "actors/witness.hpp"
 
 #include <spdlog/spdlog.h>
 
@@ -16,7 +17,9 @@ using self_ptr = supervisor_actor::stateful_pointer<supervisor_state>;
 
 void spawn_resource(self_ptr self, const resource_config& config) {
   // Linked: when the supervisor goes, its resources go with it.
-  auto handle = self->spawn<caf::linked>(resource, config, self->state.config.node, self->state.io);
+  auto io = self->state.io;
+  io.supervisor = caf::actor_cast<supervisor_actor>(self);
+  auto handle = self->spawn<caf::linked>(resource, config, self->state.config.node, io);
   self->monitor(handle);
   auto& entry = self->state.resources[config.name];
   entry.config = config;
@@ -29,12 +32,39 @@ void spawn_resource(self_ptr self, const resource_config& config) {
 
 /// The resources a request names: "all" or nothing means every one, in the
 /// order of the configuration file (as FreeBSD's hastctl lists them).
-caf::expected<std::vector<std::string>> select(self_ptr self, const std::vector<std::string>& names) {
+bool witnessed(self_ptr self, const std::string& name) {
+  auto& w = self->state.witnessed;
+  return std::find(w.begin(), w.end(), name) != w.end();
+}
+
+/// Names the witness resources of `config` and starts (or updates) the
+/// witness actor that serves them.
+void serve_witnessed(self_ptr self, const node_config& config) {
+  auto& s = self->state;
+  s.witnessed.clear();
+  for (auto& rc : config.resources)
+    if (rc.is_witness)
+      s.witnessed.push_back(rc.name);
+  if (s.witness) {
+    self->send(s.witness, atom::configure_v, config);
+    return;
+  }
+  if (!s.witnessed.empty())
+    s.witness = self->spawn<caf::linked>(witness, config);
+}
+
+caf::error no_role_here(const std::string& name) {
+  return caf::make_error(errc::invalid_argument,
+                         "this node is the witness of " + name + "; it holds no data and has no role");
+}
+
+caf::expected<std::vector<std::string>> select(self_ptr self, const std::vector<std::string>& names,
+                                               bool with_witnessed = false) {
   std::vector<std::string> out;
   auto all = names.empty() || (names.size() == 1 && names[0] == "all");
   if (all) {
     for (auto& rc : self->state.config.resources)
-      if (self->state.resources.count(rc.name))
+      if (self->state.resources.count(rc.name) || (with_witnessed && witnessed(self, rc.name)))
         out.push_back(rc.name);
     for (auto& [name, _] : self->state.resources)
       if (std::find(out.begin(), out.end(), name) == out.end())
@@ -42,6 +72,12 @@ caf::expected<std::vector<std::string>> select(self_ptr self, const std::vector<
     return out;
   }
   for (auto& name : names) {
+    if (witnessed(self, name)) {
+      if (!with_witnessed)
+        return no_role_here(name);
+      out.push_back(name);
+      continue;
+    }
     if (!self->state.resources.count(name))
       return caf::make_error(errc::no_such_resource, "unknown resource '" + name + "'");
     out.push_back(name);
@@ -95,7 +131,9 @@ supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<su
   self->state.config = std::move(config);
   self->state.io = io;
   for (auto& rc : self->state.config.resources)
-    spawn_resource(self, rc);
+    if (!rc.is_witness)
+      spawn_resource(self, rc);
+  serve_witnessed(self, self->state.config);
   // Exits of linked resources are handled as DOWN messages below; any other
   // exit (the daemon's shutdown) ends the supervisor and, through the links,
   // every resource.
@@ -103,6 +141,14 @@ supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<su
     for (auto& [name, entry] : self->state.resources)
       if (entry.address == msg.source)
         return;
+    if (self->state.witness && msg.source == self->state.witness.address()) {
+      spdlog::error("the witness failed ({}); starting it again",
+                    self->system().render(msg.reason));
+      self->state.witness = nullptr;
+      if (!self->state.stopping)
+        serve_witnessed(self, self->state.config);
+      return;
+    }
     if (msg.reason)
       self->quit(msg.reason);
   });
@@ -162,7 +208,7 @@ supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<su
     },
     [=](atom::status, std::vector<std::string>& wanted)
       -> caf::result<std::vector<resource_status>> {
-      auto names = select(self, wanted);
+      auto names = select(self, wanted, true);
       if (!names)
         return names.error();
       if (names->empty())
@@ -173,7 +219,6 @@ supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<su
       g->outstanding = names->size();
       for (size_t i = 0; i < names->size(); ++i) {
         auto name = (*names)[i];
-        auto& entry = self->state.resources[name];
         auto failed = [=](const caf::error& err, int code) {
           resource_status st;
           st.name = name;
@@ -182,6 +227,13 @@ supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<su
           st.error = code;
           g->add(i, std::move(st));
         };
+        if (witnessed(self, name)) {
+          self->request(self->state.witness, std::chrono::seconds(10), atom::status_v, name)
+            .then([g, i](resource_status& st) { g->add(i, std::move(st)); },
+                  [=](caf::error& err) { failed(err, ETIMEDOUT); });
+          continue;
+        }
+        auto& entry = self->state.resources[name];
         if (!entry.handle) {
           failed(restarting(entry), EAGAIN);
           continue;
@@ -197,7 +249,7 @@ supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<su
       std::vector<std::string> notes;
       // Removed resources go away (HAST sets them to init first).
       for (auto it = s.resources.begin(); it != s.resources.end();) {
-        if (fresh.find(it->first) == nullptr) {
+        if (auto found = fresh.find(it->first); found == nullptr || found->is_witness) {
           notes.push_back("removed " + it->first);
           auto handle = it->second.handle;
           if (!handle) {  // waiting for a restart: nothing runs
@@ -213,7 +265,10 @@ supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<su
           ++it;
         }
       }
+      serve_witnessed(self, fresh);
       for (auto& rc : fresh.resources) {
+        if (rc.is_witness)
+          continue;
         auto it = s.resources.find(rc.name);
         if (it == s.resources.end()) {
           spawn_resource(self, rc);
@@ -368,6 +423,32 @@ supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<su
           .then(finish, [=](caf::error&) mutable { finish(false); });
       }
       return rp;
+    },
+    [=](atom::failover, std::string& name, role target, std::string& why) {
+      auto it = self->state.resources.find(name);
+      if (self->state.stopping || it == self->state.resources.end() || !it->second.handle)
+        return;
+      spdlog::warn("failover: {} becomes {} ({})", name, to_string(target), why);
+      // Forced: a primary that lost its lease must stop serving whatever
+      // clients or mounts it has.
+      self->request(it->second.handle, std::chrono::seconds(120), atom::role_v, target, true)
+        .then(
+          [=](role) {
+            if (auto e = self->state.resources.find(name); e != self->state.resources.end())
+              e->second.wanted = target;
+            spdlog::info("failover: {} is {}", name, to_string(target));
+          },
+          [=](caf::error& err) {
+            spdlog::error("failover: {} could not become {}: {}", name, to_string(target),
+                          self->system().render(err));
+          });
+    },
+    [=](atom::witness_accept, accepted_link& accepted) {
+      if (!self->state.witness) {
+        accepted.link->close("this node is not a witness");
+        return;
+      }
+      self->send(self->state.witness, atom::peer_accept_v, std::move(accepted));
     },
     [=](atom::restart, std::string& name) {
       auto& s = self->state;

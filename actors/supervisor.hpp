@@ -34,6 +34,10 @@ struct supervisor_state {
   node_config config;
   io_ref io;  // the Asio context and the disk engine every resource uses
   std::map<std::string, supervised_resource> resources;
+  /// Resources this node is the witness of (`role witness`): served by one
+  /// witness actor, never by a resource actor.
+  witness_actor witness;
+  std::vector<std::string> witnessed;
   bool stopping = false;
   static inline const char* name = "hast.supervisor";
 };

@@ -81,6 +81,7 @@ write_tracker::outcome write_tracker::settle(std::unordered_map<uint64_t, track>
     t.answered = true;
     out.answer = true;
     out.error = t.local_error;
+    out.alone = t.remote_failed || !t.remote_satisfied;
   }
   if (t.local_done && t.remote_final) {
     out.finished = true;

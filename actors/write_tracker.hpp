@@ -57,6 +57,7 @@ public:
     uint32_t error = 0;          // the local error (an NBD error code), 0 on success
     bool finished = false;       // both sides final: the write is forgotten
     bool remote_failed = false;  // (finished) the secondary never confirmed it
+    bool alone = false;          // (answer) answered without the secondary's copy
   };
 
   /// The local disk finished `id` (error: an NBD error code, 0 on success).

@@ -67,6 +67,26 @@ std::string to_string(role x) {
   return "unknown";
 }
 
+std::string to_string(failover_mode x) {
+  return x == failover_mode::automatic ? "auto" : "manual";
+}
+
+std::string to_string(lease_loss_action x) {
+  return x == lease_loss_action::suspend ? "suspend" : "io-error";
+}
+
+std::optional<failover_mode> parse_failover(std::string_view text) {
+  if (text == "manual") return failover_mode::manual;
+  if (text == "auto") return failover_mode::automatic;
+  return std::nullopt;
+}
+
+std::optional<lease_loss_action> parse_lease_loss(std::string_view text) {
+  if (text == "io-error") return lease_loss_action::io_error;
+  if (text == "suspend") return lease_loss_action::suspend;
+  return std::nullopt;
+}
+
 std::optional<replication_mode> parse_replication(std::string_view text) {
   if (text == "fullsync") return replication_mode::fullsync;
   if (text == "memsync") return replication_mode::memsync;
@@ -380,6 +400,21 @@ const std::vector<option_rule>& option_rules() {
          return expect(v == "none" || is_tcp_address(v),
                        "tcp://host[:port], tcp4://, tcp6://[addr]:port, host[:port] or none", v);
        }},
+      {"failover", inherited_levels,
+       [](const std::string& v) { return expect(parse_failover(v).has_value(), "manual or auto", v); }},
+      {"witness", inherited_levels,
+       [](const std::string& v) {
+         return expect(v != "none" && is_tcp_address(v), "the witness's address: tcp://host[:port] or host[:port]", v);
+       }},
+      {"lease-lost", inherited_levels,
+       [](const std::string& v) {
+         return expect(parse_lease_loss(v).has_value(), "io-error or suspend", v);
+       }},
+      {"role", at(level::resource_node),
+       [](const std::string& v) {
+         return expect(v == "witness",
+                       "witness (primary and secondary are set at run time with hastctl role)", v);
+       }},
       {"source", resource_levels,
        [](const std::string& v) { return expect(is_tcp_address(v), "tcp://host[:port] or host", v); }},
   };
@@ -489,6 +524,57 @@ std::string this_node_names(const std::string& node) {
   return brief == node ? node : node + " or " + std::string{brief};
 }
 
+/// This node's section says `role witness`: it holds no data and arbitrates
+/// the resource's failover (docs/FAILOVER.md).
+resource_config resolve_witness(const raw_resource& res, const raw_node_section& mine,
+                                const settings& in_force) {
+  const raw_statement* role_line = nullptr;
+  const raw_statement* state_file = nullptr;
+  for (const auto& st : mine.statements) {
+    if (st.option == "role")
+      role_line = &st;
+    else if (st.option == "local")
+      state_file = &st;
+    else if (st.option == "remote" || st.option == "source" || st.option == "name"
+             || st.option == "nbd" || st.option == "device" || st.option == "witness")
+      throw config_error(st.where, st.option,
+                         "not allowed in the witness's section: the witness holds no data and "
+                         "serves no export ('local' may name its state file)");
+  }
+  const source_location where = role_line != nullptr ? role_line->where : mine.where;
+  resource_config out;
+  out.name = res.name;
+  out.where = res.where;
+  out.provider_name = res.name;
+  out.is_witness = true;
+  out.failover = failover_mode::automatic;
+  out.remote = "none";
+  out.device = false;
+  // Only the witness's own section names its state file: a resource-wide
+  // `local` is the data nodes' disk.
+  out.local = state_file != nullptr ? state_file->value : "";
+  for (const auto& section : res.nodes)
+    if (&section != &mine && !node_matches(section.node, mine.node)
+        && std::find(out.members.begin(), out.members.end(), section.node) == out.members.end())
+      out.members.push_back(section.node);
+  if (out.members.size() != 2)
+    throw config_error(where, "role",
+                       "resource " + res.name + ": a witness arbitrates between exactly two data "
+                           "nodes; found " + std::to_string(out.members.size()) + " other 'on' sections");
+  if (const auto* v = value_of(in_force, "timeout"))
+    out.timeout = *parse_timeout(*v);
+  out.exec = value_or(in_force, "exec", "");
+  out.nbd = "";
+  out.secret = value_or(in_force, "secret", "");
+  if (const auto it = in_force.find("secret"); it != in_force.end())
+    out.secret_where = it->second->where;
+  if (out.secret.empty())
+    throw config_error(where, "role",
+                       "resource " + res.name + ": the witness needs 'secret': only nodes that know "
+                       "the key may take the lease");
+  return out;
+}
+
 resource_config resolve_resource(const raw_resource& res, const settings& inherited,
                                  const std::string& node, settings& in_force) {
   in_force = inherited;
@@ -509,6 +595,8 @@ resource_config resolve_resource(const raw_resource& res, const settings& inheri
                            this_node_names(node) + "); acceptable node names seen: " +
                            seen_nodes(res));
   const source_location& here = mine != nullptr ? mine->where : res.where;
+  if (mine != nullptr && value_of(in_force, "role") != nullptr)
+    return resolve_witness(res, *mine, in_force);
 
   resource_config out;
   out.name = res.name;
@@ -547,6 +635,26 @@ resource_config resolve_resource(const raw_resource& res, const settings& inheri
   out.secret = value_or(in_force, "secret", "");
   if (const auto it = in_force.find("secret"); it != in_force.end())
     out.secret_where = it->second->where;
+  if (const auto* v = value_of(in_force, "lease-lost"))
+    out.lease_lost = *parse_lease_loss(*v);
+  out.witness = value_or(in_force, "witness", "");
+  if (const auto it = in_force.find("failover"); it != in_force.end()) {
+    out.failover = *parse_failover(it->second->value);
+    const auto& where = it->second->where;
+    auto need = [&](bool ok, const std::string& why) {
+      if (!ok)
+        throw config_error(where, "failover", "resource " + res.name + ": failover auto " + why);
+    };
+    if (out.automatic()) {
+      need(!out.witness.empty(), "needs 'witness <address>': the third node that grants the lease");
+      need(!out.secret.empty(),
+           "needs 'secret': only nodes that know the key may take the lease from the witness");
+      need(!out.standalone(), "needs a remote node ('remote none' has nobody to fail over to)");
+      need(out.replication != replication_mode::async,
+           "needs replication memsync or fullsync: async acknowledges writes the secondary may "
+           "not have, and a failover would lose them");
+    }
+  }
   return out;
 }
 
@@ -634,6 +742,8 @@ node_config resolve(const raw_config& raw, const std::string& node) {
 
   check_unique(out.resources, in_force, "local",
                [](const resource_config& r) {
+                 if (r.is_witness)  // its state file; the default is per resource
+                   return "witness state " + (r.local.empty() ? r.name : r.local);
                  return std::filesystem::path{r.local}.lexically_normal().string();
                },
                "local provider");
@@ -705,6 +815,15 @@ std::string render_effective(const node_config& config) {
     out << "listen: " << address << '\n';
   for (const auto& res : config.resources) {
     out << "resource " << res.name << ":\n";
+    if (res.is_witness) {
+      out << "  role: witness\n";
+      out << "  members: " << res.members.front() << ", " << res.members.back() << '\n';
+      out << "  state: " << (res.local.empty() ? "/var/lib/hast/" + res.name + ".witness" : res.local)
+          << '\n';
+      out << "  timeout: " << res.timeout << '\n';
+      out << "  secret: " << or_dash(res.secret) << '\n';
+      continue;
+    }
     out << "  name: " << res.provider_name << '\n';
     out << "  local: " << res.local << '\n';
     out << "  remote: " << res.remote << '\n';
@@ -721,6 +840,11 @@ std::string render_effective(const node_config& config) {
     out << "  nbd: " << res.nbd << '\n';
     out << "  device: " << (res.device ? "on" : "off") << '\n';
     out << "  secret: " << or_dash(res.secret) << '\n';
+    out << "  failover: " << to_string(res.failover) << '\n';
+    if (res.automatic()) {
+      out << "  witness: " << res.witness << '\n';
+      out << "  lease-lost: " << to_string(res.lease_lost) << '\n';
+    }
   }
   return out.str();
 }

@@ -19,6 +19,8 @@ enum class replication_mode : uint8_t { fullsync, memsync, async };
 enum class checksum_kind : uint8_t { none, crc32, crc32c, sha256 };
 enum class compression_kind : uint8_t { none, hole, lzf, lz4 };
 enum class role : uint8_t { init, primary, secondary };
+enum class failover_mode : uint8_t { manual, automatic };
+enum class lease_loss_action : uint8_t { io_error, suspend };
 
 std::string to_string(replication_mode x);
 std::string to_string(checksum_kind x);
@@ -28,6 +30,10 @@ std::optional<replication_mode> parse_replication(std::string_view text);
 std::optional<checksum_kind> parse_checksum(std::string_view text);
 std::optional<compression_kind> parse_compression(std::string_view text);
 std::optional<role> parse_role(std::string_view text);
+std::string to_string(failover_mode x);          // "manual", "auto"
+std::string to_string(lease_loss_action x);      // "io-error", "suspend"
+std::optional<failover_mode> parse_failover(std::string_view text);
+std::optional<lease_loss_action> parse_lease_loss(std::string_view text);
 
 // HAST's defaults.
 inline constexpr const char* default_config_path = "/etc/hast.conf";
@@ -81,8 +87,14 @@ struct resource_config {
   source_location secret_where;  // the `secret` line, when there is one
   std::string secret_key;     // the key itself, filled by read_secrets()
   source_location where;      // the `resource` line
+  failover_mode failover = failover_mode::manual;   // `failover manual|auto`
+  std::string witness;                              // `witness tcp://host[:port]` (data nodes); empty if unset
+  lease_loss_action lease_lost = lease_loss_action::io_error;  // `lease-lost io-error|suspend`
+  bool is_witness = false;                          // this node's `on` section says `role witness`
+  std::vector<std::string> members;                 // witness node: the resource's two data nodes, in file order
 
   bool standalone() const { return remote == "none"; }
+  bool automatic() const { return failover == failover_mode::automatic; }
   bool operator==(const resource_config&) const = default;
 };
 

@@ -64,6 +64,9 @@ bool known_type(uint8_t t) {
     case msg_type::verify:
     case msg_type::verify_reply:
     case msg_type::goodbye:
+    case msg_type::witness_hello:
+    case msg_type::lease_request:
+    case msg_type::lease_reply:
       return true;
   }
   return false;
@@ -298,6 +301,81 @@ result<hello_message> decode_hello(const buffer_ptr& payload) {
   return m;
 }
 
+namespace {
+
+buffer_ptr json_payload(const nlohmann::json& j) {
+  const std::string text = j.dump();
+  auto out = make_buffer(text.size());
+  std::memcpy(out->data(), text.data(), text.size());
+  return out;
+}
+
+result<nlohmann::json> json_object(const buffer_ptr& payload, const char* what) {
+  const auto* text = reinterpret_cast<const char*>(payload ? payload->data() : nullptr);
+  const auto j = nlohmann::json::parse(text, text + size_of(payload), nullptr, false);
+  if (j.is_discarded() || !j.is_object())
+    return refused(fmt::format("{} carries malformed JSON", what));
+  return j;
+}
+
+} // namespace
+
+buffer_ptr encode_lease_request(const lease_request& m) {
+  return json_payload({{"kind", m.kind},           {"node", m.node},
+                       {"epoch", m.epoch},         {"resuid", m.resuid},
+                       {"localcnt", m.localcnt},   {"remotecnt", m.remotecnt},
+                       {"in_sync", m.in_sync},     {"manual", m.manual}});
+}
+
+result<lease_request> decode_lease_request(const buffer_ptr& payload) {
+  auto j = json_object(payload, "lease_request");
+  if (!j)
+    return j.error();
+  lease_request m;
+  std::string why;
+  const bool ok = read_field(*j, "kind", m.kind, true, why) && read_field(*j, "node", m.node, true, why)
+                  && read_field(*j, "epoch", m.epoch, false, why)
+                  && read_field(*j, "resuid", m.resuid, false, why)
+                  && read_field(*j, "localcnt", m.localcnt, false, why)
+                  && read_field(*j, "remotecnt", m.remotecnt, false, why)
+                  && read_field(*j, "in_sync", m.in_sync, false, why)
+                  && read_field(*j, "manual", m.manual, false, why);
+  if (!ok)
+    return refused(why);
+  if (m.kind != "renew" && m.kind != "claim" && m.kind != "release")
+    return refused("lease_request of unknown kind '" + m.kind + "'");
+  return m;
+}
+
+buffer_ptr encode_lease_reply(const lease_reply& m) {
+  return json_payload({{"granted", m.granted}, {"epoch", m.epoch},   {"holder", m.holder},
+                       {"lease_ms", m.lease_ms}, {"reason", m.reason}});
+}
+
+result<lease_reply> decode_lease_reply(const buffer_ptr& payload) {
+  auto j = json_object(payload, "lease_reply");
+  if (!j)
+    return j.error();
+  lease_reply m;
+  std::string why;
+  const bool ok = read_field(*j, "granted", m.granted, true, why)
+                  && read_field(*j, "epoch", m.epoch, false, why)
+                  && read_field(*j, "holder", m.holder, false, why)
+                  && read_field(*j, "lease_ms", m.lease_ms, false, why)
+                  && read_field(*j, "reason", m.reason, false, why);
+  if (!ok)
+    return refused(why);
+  return m;
+}
+
+std::array<uint8_t, 32> auth_proof(std::span<const uint8_t> key, const std::array<uint8_t, 32>& nonce,
+                                   const std::string& resource, std::string_view answering_role) {
+  std::vector<uint8_t> data(nonce.begin(), nonce.end());
+  data.insert(data.end(), resource.begin(), resource.end());
+  data.insert(data.end(), answering_role.begin(), answering_role.end());
+  return hmac_sha256(key, data);
+}
+
 buffer_ptr encode_nonce(const std::array<uint8_t, 32>& nonce) {
   auto out = make_buffer(nonce.size());
   std::memcpy(out->data(), nonce.data(), nonce.size());
@@ -334,6 +412,9 @@ std::string_view to_string(msg_type type) {
     case msg_type::verify: return "verify";
     case msg_type::verify_reply: return "verify_reply";
     case msg_type::goodbye: return "goodbye";
+    case msg_type::witness_hello: return "witness_hello";
+    case msg_type::lease_request: return "lease_request";
+    case msg_type::lease_reply: return "lease_reply";
   }
   return "unknown";
 }

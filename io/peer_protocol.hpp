@@ -47,6 +47,9 @@ enum class msg_type : uint8_t {
   verify = 17,         // primary → secondary: hash the blocks of `length` bytes at offset (no payload)
   verify_reply = 23,   // reply to verify: the block hashes (io/block_hash.hpp), or `error`
   goodbye = 30,        // either way: orderly close; the payload may hold a reason
+  witness_hello = 40,  // data node → witness: which resource and node (a hello_message)
+  lease_request = 41,  // data node → witness: renew, claim or release the lease (lease_request)
+  lease_reply = 42,    // witness → data node: the answer (lease_reply)
 };
 
 /// Header flags.
@@ -129,6 +132,44 @@ buffer_ptr encode_nonce(const std::array<uint8_t, 32>& nonce);
 /// Exactly 32 bytes, else errc::protocol_error. Also used for the 32-byte
 /// MAC of auth_response.
 result<std::array<uint8_t, 32>> decode_nonce(const buffer_ptr& payload);
+
+/// What a data node asks the witness (docs/FAILOVER.md). JSON payload.
+struct lease_request {
+  std::string kind;        // "renew" (primary), "claim" (secondary), "release" (leaving primary)
+  std::string node;
+  uint64_t epoch = 0;      // renew: the epoch of the lease held
+  uint64_t resuid = 0;
+  uint64_t localcnt = 0;
+  uint64_t remotecnt = 0;
+  bool in_sync = false;    // renew: the secondary holds every acknowledged write
+  bool manual = false;     // claim: from hastctl role primary (no eligibility check)
+
+  bool operator==(const lease_request&) const = default;
+};
+
+/// The witness's answer, matched to the request by the header's seq.
+struct lease_reply {
+  bool granted = false;
+  uint64_t epoch = 0;      // the epoch of the lease now
+  std::string holder;      // who holds it (may be empty: nobody)
+  uint32_t lease_ms = 0;   // granted: how long, counted from when the request was sent
+  std::string reason;      // refused: why
+
+  bool operator==(const lease_reply&) const = default;
+};
+
+buffer_ptr encode_lease_request(const lease_request& m);
+/// Strict as decode_hello: malformed JSON or a wrong field type is errc::protocol_error.
+result<lease_request> decode_lease_request(const buffer_ptr& payload);
+buffer_ptr encode_lease_reply(const lease_reply& m);
+result<lease_reply> decode_lease_reply(const buffer_ptr& payload);
+
+/// The answer to an authentication challenge: HMAC-SHA256 with the shared
+/// key over the challenger's nonce, the resource and the answering side's
+/// role ("primary"/"secondary" on the peer link, "member"/"witness" on the
+/// witness link), so that an answer cannot be replayed by the other side.
+std::array<uint8_t, 32> auth_proof(std::span<const uint8_t> key, const std::array<uint8_t, 32>& nonce,
+                                   const std::string& resource, std::string_view answering_role);
 
 /// "write", "done", ...
 std::string_view to_string(msg_type type);

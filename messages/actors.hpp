@@ -172,6 +172,11 @@ CAF_BEGIN_TYPE_ID_BLOCK(hast, caf::first_custom_type_id)
   CAF_ADD_ATOM(hast, hast::atom, verify_tick, "hvtick")
   CAF_ADD_ATOM(hast, hast::atom, restart, "hrestart")
   CAF_ADD_ATOM(hast, hast::atom, device, "hdevice")
+  CAF_ADD_ATOM(hast, hast::atom, lease, "hlease")
+  CAF_ADD_ATOM(hast, hast::atom, lease_tick, "hleasetick")
+  CAF_ADD_ATOM(hast, hast::atom, lease_link, "hleaselink")
+  CAF_ADD_ATOM(hast, hast::atom, failover, "hfailover")
+  CAF_ADD_ATOM(hast, hast::atom, witness_accept, "hwaccept")
 CAF_END_TYPE_ID_BLOCK(hast)
 
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hast::buffer_ptr)
@@ -201,6 +206,8 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hast::remote_stage)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hast::status)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hast::block_hashes)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hast::verify_outcome)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hast::peer::lease_request)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hast::peer::lease_reply)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<hast::verify_outcome>)
 
 CAF_ERROR_CODE_ENUM(hast::errc, "hast")
@@ -275,7 +282,35 @@ using resource_actor = caf::typed_actor<
   caf::reacts_to<atom::verify_tick>,
   // /dev/hast/<name> was made or removed off the actor's threads: (epoch,
   // "made" or "removed", the device, the error or "").
-  caf::reacts_to<atom::device, uint64_t, std::string, std::string, std::string>>;
+  caf::reacts_to<atom::device, uint64_t, std::string, std::string, std::string>,
+  // failover auto: the link to the witness came up (true) or went (false, why).
+  caf::reacts_to<atom::lease_link, bool, std::string>,
+  // failover auto: time to renew the lease (primary) or claim it (secondary).
+  caf::reacts_to<atom::lease_tick>>;
+
+/// failover auto, on a data node: the link to the witness. Connects,
+/// authenticates both ways, and carries the resource's lease requests;
+/// tells the resource when the link comes and goes (lease_link).
+using witness_link_actor = caf::typed_actor<
+  caf::reacts_to<atom::connect>,
+  caf::reacts_to<atom::peer_connected, uint64_t, status, peer_link_ptr>,
+  caf::reacts_to<atom::peer_frame, peer_frames>,
+  caf::reacts_to<atom::peer_closed, uint64_t, std::string>,
+  // Asks the witness; fails with errc::disconnected without a link.
+  caf::replies_to<atom::lease, peer::lease_request>::with<peer::lease_reply>>;
+
+/// The witness node's arbiter: one lease record per resource it witnesses,
+/// kept in a state file; answers the data nodes' lease requests.
+using witness_actor = caf::typed_actor<
+  // A connection whose first frame was witness_hello.
+  caf::reacts_to<atom::peer_accept, accepted_link>,
+  // Frames of one link (peer_frames.epoch is the link's number).
+  caf::reacts_to<atom::peer_frame, peer_frames>,
+  caf::reacts_to<atom::peer_closed, uint64_t, std::string>,
+  // The status of one witnessed resource.
+  caf::replies_to<atom::status, std::string>::with<resource_status>,
+  // SIGHUP: the witnessed resources of the new configuration.
+  caf::reacts_to<atom::configure, node_config>>;
 
 /// The link to the other node for one resource: connects (primary) or
 /// accepts (secondary), authenticates, shakes hands, moves frames, and on
@@ -322,6 +357,11 @@ using supervisor_actor = caf::typed_actor<
   caf::replies_to<atom::verify, std::vector<std::string>, bool, bool>::with<
     std::vector<verify_outcome>>,
   // A resource that failed is due to be started again (back-off elapsed).
-  caf::reacts_to<atom::restart, std::string>>;
+  caf::reacts_to<atom::restart, std::string>,
+  // failover auto: a resource asks to change its own role (the witness
+  // granted it the lease, or it lost it): name, target role, why.
+  caf::reacts_to<atom::failover, std::string, role, std::string>,
+  // The peer listener accepted a connection for the witness.
+  caf::reacts_to<atom::witness_accept, accepted_link>>;
 
 } // namespace hast

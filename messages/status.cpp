@@ -51,7 +51,7 @@ nlohmann::json to_json(const resource_status& x) {
     {"name", x.name},
     {"error", x.error},
     {"provider_name", x.provider_name},
-    {"role", to_string(x.current_role)},
+    {"role", x.witness_node ? std::string{"witness"} : to_string(x.current_role)},
     {"status", x.status},
     {"workerpid", x.workerpid},
     {"connected", x.connected},
@@ -78,6 +78,17 @@ nlohmann::json to_json(const resource_status& x) {
     {"local_failing", x.local_failing},
     {"device", x.device},
     {"device_error", x.device_error},
+    {"failover", x.failover},
+    {"witness_node", x.witness_node},
+    {"witness", x.witness},
+    {"witness_address", x.witness_address},
+    {"lease", x.lease},
+    {"lease_remaining_ms", x.lease_remaining_ms},
+    {"lease_holder", x.lease_holder},
+    {"lease_epoch", x.lease_epoch},
+    {"eligible", x.eligible},
+    {"eligibility", x.eligibility},
+    {"members_connected", x.members_connected},
     {"sync",
      {{"active", x.sync.active},
       {"direction", x.sync.direction},
@@ -132,6 +143,17 @@ resource_status status_from_json(const nlohmann::json& j) {
   x.local_failing = j.value("local_failing", false);
   x.device = j.value("device", "");
   x.device_error = j.value("device_error", "");
+  x.failover = j.value("failover", "manual");
+  x.witness_node = j.value("witness_node", false);
+  x.witness = j.value("witness", "");
+  x.witness_address = j.value("witness_address", "");
+  x.lease = j.value("lease", "");
+  x.lease_remaining_ms = j.value("lease_remaining_ms", uint64_t{0});
+  x.lease_holder = j.value("lease_holder", "");
+  x.lease_epoch = j.value("lease_epoch", uint64_t{0});
+  x.eligible = j.value("eligible", false);
+  x.eligibility = j.value("eligibility", "");
+  x.members_connected = j.value("members_connected", std::vector<std::string>{});
   if (auto s = j.find("sync"); s != j.end()) {
     x.sync.active = s->value("active", false);
     x.sync.direction = s->value("direction", "");

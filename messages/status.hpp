@@ -90,6 +90,18 @@ struct resource_status {
   bool local_failing = false;
   std::string device;        // "/dev/hast/<name> -> /dev/loop3"; empty when none
   std::string device_error;  // why there is no device; empty when none is wanted or it exists
+  // Automatic failover (docs/FAILOVER.md).
+  std::string failover = "manual";     // "manual" or "auto"
+  bool witness_node = false;           // this node is the resource's witness (role "witness")
+  std::string witness;                 // data node, auto: "connected" or "disconnected"
+  std::string witness_address;
+  std::string lease;                   // "held", "waiting", "lost" or "none"
+  uint64_t lease_remaining_ms = 0;
+  std::string lease_holder;            // the holder the witness last named ("" if none)
+  uint64_t lease_epoch = 0;
+  bool eligible = false;               // a secondary the witness would promote
+  std::string eligibility;             // why it is or is not
+  std::vector<std::string> members_connected;  // witness node: data nodes with a link now
   sync_progress sync;
   verify_progress verify;
   resource_counters counters;

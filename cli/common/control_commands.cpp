@@ -86,6 +86,35 @@ std::string local_disk_line(const resource_status& r) {
          + " write errors); writes complete on the secondary";
 }
 
+std::string role_name(const resource_status& r) {
+  return r.witness_node ? std::string{"witness"} : to_string(r.current_role);
+}
+
+std::string lease_line(const resource_status& r) {
+  auto text = r.lease;
+  if (r.lease_remaining_ms > 0) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, ", %.1f s left", static_cast<double>(r.lease_remaining_ms) / 1000.0);
+    text += buf;
+  }
+  if (!r.lease_holder.empty())
+    text += " (holder " + r.lease_holder + ", epoch " + std::to_string(r.lease_epoch) + ")";
+  return text;
+}
+
+/// A witness node's view of a resource: who holds the lease, who is connected.
+void print_witness(const resource_status& r) {
+  std::string members;
+  for (auto& m : r.members_connected)
+    members += (members.empty() ? "" : ", ") + m;
+  std::cout << "  role: witness\n"
+            << "  state file: " << r.local << "\n"
+            << "  workerpid: " << r.workerpid << "\n"
+            << "  lease: " << lease_line(r) << "\n"
+            << "  record: " << r.eligibility << "\n"
+            << "  connected nodes: " << (members.empty() ? "none" : members) << "\n";
+}
+
 // FreeBSD's control_list() block first, field for field, then hast's own
 // fields, each "  key: value".
 void print_list(const resource_status& r) {
@@ -96,6 +125,8 @@ void print_list(const resource_status& r) {
       std::printf("  reason: %s\n", r.last_error.c_str());
     return;
   }
+  if (r.witness_node)
+    return print_witness(r);
   auto& c = r.counters;
   std::cout << "  role: " << to_string(r.current_role) << "\n"
             << "  provname: " << r.provider_name << "\n"
@@ -141,6 +172,11 @@ void print_list(const resource_status& r) {
     std::cout << "  synchronization: idle\n";
   }
   print_verify(r.verify);
+  std::cout << "  failover: " << r.failover << "\n";
+  if (r.failover == "auto")
+    std::cout << "  witness: " << r.witness << " (" << r.witness_address << ")\n"
+              << "  lease: " << lease_line(r) << "\n"
+              << "  eligible: " << yes_no(r.eligible) << " (" << r.eligibility << ")\n";
   if (!r.last_error.empty())
     std::cout << "  error: " << r.last_error << "\n";
 }
@@ -153,7 +189,7 @@ void print_status_row(const resource_status& r) {
     return;
   }
   std::printf("%-9s", freebsd_status(r.status).c_str());
-  std::printf("%-15s", to_string(r.current_role).c_str());
+  std::printf("%-15s", role_name(r).c_str());
   std::printf("%s\t", r.local.c_str());
   std::printf("%s\n", r.remote.c_str());
 }

@@ -69,7 +69,18 @@ select_resources(const node_config &config, const std::vector<std::string> &oper
   return out;
 }
 
+namespace {
+
+status witness_has_no_data(const resource_config &res) {
+  return status{errc::invalid_argument,
+                fmt::format("this node is the witness of {}; it holds no data", res.name)};
+}
+
+} // namespace
+
 result<metadata> create_resource(const resource_config &res, const create_options &options) {
+  if (res.is_witness)
+    return witness_has_no_data(res);
   if (res.local.empty())
     return status{errc::invalid_argument, "no local provider configured ('local')"};
   auto prov = open_for_create(res.local, options.mediasize);
@@ -87,6 +98,8 @@ result<metadata> create_resource(const resource_config &res, const create_option
 }
 
 result<metadata> dump_resource(const resource_config &res) {
+  if (res.is_witness)
+    return witness_has_no_data(res);
   if (res.local.empty())
     return status{errc::invalid_argument, "no local provider configured ('local')"};
   auto prov = provider::open(res.local, false);

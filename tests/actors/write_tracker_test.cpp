@@ -150,5 +150,19 @@ TEST(write_tracker, a_changed_policy_applies_to_writes_in_flight) {
   EXPECT_TRUE(t.remote(1, remote_stage::received).answer);
 }
 
+TEST(write_tracker, an_answer_without_the_secondarys_copy_says_so) {
+  auto t = tracker(replication_mode::memsync);
+  t.start(1, false, true);
+  t.start(2, false, true);
+  EXPECT_FALSE(t.remote(1, remote_stage::received).alone);
+  auto a = t.local_done(1, 0);
+  EXPECT_TRUE(a.answer);
+  EXPECT_FALSE(a.alone) << "the secondary received it";
+  t.local_done(2, 0);
+  auto b = t.remote(2, remote_stage::failed);
+  EXPECT_TRUE(b.answer);
+  EXPECT_TRUE(b.alone) << "the link went before the secondary had it";
+}
+
 } // namespace
 } // namespace hast

@@ -1,0 +1,184 @@
+#include "actors/witness_link.hpp"
+
+#include "io/checksum.hpp"
+
+#include <spdlog/spdlog.h>
+
+namespace hast {
+
+namespace {
+
+using self_ptr = witness_link_actor::stateful_pointer<witness_link_state>;
+using peer::msg_type;
+
+void send_frame(self_ptr self, msg_type type, uint64_t seq, buffer_ptr payload) {
+  auto& s = self->state;
+  if (!s.link)
+    return;
+  peer::header h;
+  h.type = type;
+  h.seq = seq;
+  h.payload_length = payload ? static_cast<uint32_t>(payload->size()) : 0;
+  s.link->send(h, std::move(payload));
+}
+
+void drop(self_ptr self, uint64_t epoch, const std::string& reason) {
+  auto& s = self->state;
+  if (epoch != s.epoch || !s.link)
+    return;
+  s.link->close(reason);
+  s.link.reset();
+  auto was_up = s.up;
+  s.up = false;
+  if (was_up || s.last_error != reason)
+    spdlog::warn("{}: witness {}: {}", s.config.name, s.config.witness, reason);
+  s.last_error = reason;
+  for (auto& [seq, rp] : s.waiting)
+    rp.deliver(caf::make_error(errc::disconnected, "the witness link went: " + reason));
+  s.waiting.clear();
+  self->send(s.owner, atom::lease_link_v, false, reason);
+  self->delayed_send(self, witness_reconnect_interval, atom::connect_v);
+}
+
+void on_frame(self_ptr self, peer::frame& f) {
+  auto& s = self->state;
+  switch (f.h.type) {
+    case msg_type::auth_challenge: {
+      auto nonce = peer::decode_nonce(f.payload);
+      if (!nonce)
+        return drop(self, s.epoch, nonce.error().message());
+      send_frame(self, msg_type::auth_response, 0,
+                 peer::encode_nonce(peer::auth_proof(s.key, *nonce, s.config.name, "member")));
+      s.we_proved = true;
+      break;
+    }
+    case msg_type::auth_response: {
+      auto mac = peer::decode_nonce(f.payload);
+      auto expected = peer::auth_proof(s.key, s.my_nonce, s.config.name, "witness");
+      if (!mac || !constant_time_equal(*mac, expected))
+        return drop(self, s.epoch, "authentication failed: the witness does not know the shared secret");
+      s.peer_proved = true;
+      break;
+    }
+    case msg_type::lease_reply: {
+      auto it = s.waiting.find(f.h.seq);
+      if (!s.up || it == s.waiting.end())
+        return drop(self, s.epoch, "protocol error: a lease_reply nobody asked for");
+      auto reply = peer::decode_lease_reply(f.payload);
+      if (!reply) {
+        it->second.deliver(caf::make_error(errc::protocol_error, reply.error().message()));
+        s.waiting.erase(it);
+        return drop(self, s.epoch, reply.error().message());
+      }
+      it->second.deliver(std::move(*reply));
+      s.waiting.erase(it);
+      return;
+    }
+    case msg_type::goodbye:
+      return drop(self, s.epoch,
+                  "the witness closed the link"
+                    + (f.payload && f.payload->size() > 0
+                         ? ": " + std::string(reinterpret_cast<const char*>(f.payload->data()),
+                                              f.payload->size())
+                         : std::string{}));
+    default:
+      return drop(self, s.epoch,
+                  "protocol error: unexpected " + std::string{peer::to_string(f.h.type)}
+                    + " from the witness");
+  }
+  if (!s.up && s.we_proved && s.peer_proved) {
+    s.up = true;
+    s.last_error.clear();
+    spdlog::info("{}: connected to the witness {}", s.config.name, s.config.witness);
+    self->send(s.owner, atom::lease_link_v, true, std::string{});
+  }
+}
+
+} // namespace
+
+witness_link_actor::behavior_type witness_link(self_ptr self, resource_config config,
+                                               std::string node, resource_actor owner,
+                                               std::function<void(std::function<void(status, peer_link_ptr)>)> connect) {
+  auto& s = self->state;
+  s.config = std::move(config);
+  s.node = std::move(node);
+  s.owner = std::move(owner);
+  s.connect = std::move(connect);
+  s.key.assign(s.config.secret_key.begin(), s.config.secret_key.end());
+  self->set_exit_handler([=](const caf::exit_msg& msg) {
+    if (self->state.link)
+      self->state.link->close("resource stopped");
+    self->quit(msg.reason);
+  });
+  self->send(self, atom::connect_v);
+  return {
+    [=](atom::connect) {
+      auto& s = self->state;
+      if (s.link || s.connecting || !s.connect)
+        return;
+      if (s.key.empty()) {
+        s.last_error = "no shared key (secret) was read; not connecting to the witness";
+        self->send(s.owner, atom::lease_link_v, false, s.last_error);
+        return;
+      }
+      s.connecting = true;
+      auto hdl = caf::actor_cast<witness_link_actor>(self);
+      s.connect([hdl](status st, peer_link_ptr link) {
+        caf::anon_send(hdl, atom::peer_connected_v, uint64_t{0}, std::move(st), std::move(link));
+      });
+    },
+    [=](atom::peer_connected, uint64_t, status& st, peer_link_ptr& link) {
+      auto& s = self->state;
+      s.connecting = false;
+      if (!st) {
+        if (s.last_error != st.message()) {
+          spdlog::warn("{}: cannot connect to the witness {}: {}", s.config.name, s.config.witness,
+                       st.message());
+          self->send(s.owner, atom::lease_link_v, false, st.message());
+        }
+        s.last_error = st.message();
+        self->delayed_send(self, witness_reconnect_interval, atom::connect_v);
+        return;
+      }
+      auto epoch = ++s.epoch;
+      s.link = link;
+      s.we_proved = s.peer_proved = s.up = false;
+      auto hdl = caf::actor_cast<witness_link_actor>(self);
+      link->start(
+        [hdl, epoch](std::vector<peer::frame> frames) {
+          caf::anon_send(hdl, atom::peer_frame_v, peer_frames{epoch, std::move(frames)});
+        },
+        [hdl, epoch](const std::string& reason) {
+          caf::anon_send(hdl, atom::peer_closed_v, epoch, reason);
+        });
+      peer::hello_message hello;
+      hello.resource = s.config.name;
+      hello.node = s.node;
+      hello.role = "member";
+      send_frame(self, msg_type::witness_hello, 0, peer::encode_hello(hello));
+      s.my_nonce = random_nonce();
+      send_frame(self, msg_type::auth_challenge, 0, peer::encode_nonce(s.my_nonce));
+    },
+    [=](atom::peer_frame, peer_frames& batch) {
+      for (auto& f : batch.frames) {
+        if (batch.epoch != self->state.epoch || !self->state.link)
+          break;
+        on_frame(self, f);
+      }
+    },
+    [=](atom::peer_closed, uint64_t epoch, std::string& reason) { drop(self, epoch, reason); },
+    [=](atom::lease, peer::lease_request& req) -> caf::result<peer::lease_reply> {
+      auto& s = self->state;
+      if (!s.up)
+        return caf::make_error(errc::disconnected,
+                               s.last_error.empty() ? "not connected to the witness" : s.last_error);
+      auto seq = s.next_seq++;
+      send_frame(self, msg_type::lease_request, seq, peer::encode_lease_request(req));
+      auto rp = self->make_response_promise<peer::lease_reply>();
+      s.waiting.emplace(seq, rp);
+      return rp;
+    },
+  };
+}
+
+} // namespace hast

@@ -1,0 +1,46 @@
+#pragma once
+
+// failover auto, on a data node: the resource's link to the witness hastd
+// (docs/FAILOVER.md). It connects to `witness`, sends witness_hello, and
+// both sides prove they know the resource's shared key before any lease
+// request goes; requests are answered by seq. It reconnects on its own and
+// tells the resource when the link comes and goes.
+
+#include "messages/actors.hpp"
+
+#include <array>
+#include <map>
+
+namespace hast {
+
+struct witness_link_state {
+  resource_config config;
+  std::string node;
+  resource_actor owner;
+  /// Opens a TCP connection to the witness; `done` gets the link or why not.
+  std::function<void(std::function<void(status, peer_link_ptr)> done)> connect;
+  std::vector<uint8_t> key;
+
+  peer_link_ptr link;
+  uint64_t epoch = 0;
+  bool connecting = false;
+  bool up = false;                      // both sides proved the key
+  bool we_proved = false;
+  bool peer_proved = false;
+  std::array<uint8_t, 32> my_nonce{};
+  std::string last_error;
+  uint64_t next_seq = 1;
+  std::map<uint64_t, caf::typed_response_promise<peer::lease_reply>> waiting;
+
+  static inline const char* name = "hast.witness_link";
+};
+
+witness_link_actor::behavior_type witness_link(witness_link_actor::stateful_pointer<witness_link_state> self,
+                                               resource_config config, std::string node,
+                                               resource_actor owner,
+                                               std::function<void(std::function<void(status, peer_link_ptr)>)> connect);
+
+/// How long the link waits before connecting again.
+inline constexpr auto witness_reconnect_interval = std::chrono::milliseconds(500);
+
+} // namespace hast
