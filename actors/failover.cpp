@@ -158,6 +158,8 @@ void send_request(resource_ptr self, peer::lease_request req) {
         auto& l = s.lease;
         l.asking = false;
         l.holder = reply.holder;
+        if (!reply.granted)
+          l.epoch = reply.epoch;
         if (req.kind == "renew") {
           if (s.current != role::primary)
             ;  // a renew that crossed a step-down: nothing to do

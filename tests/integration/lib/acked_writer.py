@@ -5,7 +5,7 @@ only once the server has acknowledged it.
   acked_writer.py --socket SOCK --export NAME --seed N --ack-log FILE
                   [--issued-log FILE] [--count N] [--depth 8]
                   [--span-blocks N] [--first-block N] [--seq-base N]
-                  [--ready FILE] [--fua]
+                  [--ready FILE] [--fua] [--time-log FILE]
 
 Every block is 4096 bytes: a 32-byte header (magic, seed, block number,
 sequence) and a pattern derived from those three (see block_bytes()), so
@@ -17,7 +17,9 @@ block at once (so "latest sequence per offset" is well defined).
 Before a write is sent, "BLOCK SEQ" is appended to the issued log (if any);
 after its successful reply it is appended to the ack log, which is flushed
 and fsync'd before anything else happens. Both logs start with a
-"# seed N" line.
+"# seed N" line. --time-log also records "BLOCK SEQ T" per acknowledged
+write, T being time.monotonic() when the reply was read (one clock for
+every writer on the host: a checker compares two nodes' completions).
 
 Runs until --count writes were acknowledged (exit 0), SIGTERM/SIGINT (stops
 issuing, waits for what is in flight, exit 0), the server closes the
@@ -31,6 +33,7 @@ import signal
 import socket
 import struct
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import nbd_raw  # noqa: E402
@@ -89,6 +92,7 @@ def main():
     ap.add_argument("--seq-base", type=int, default=0)
     ap.add_argument("--ready")
     ap.add_argument("--fua", action="store_true")
+    ap.add_argument("--time-log")
     a = ap.parse_args()
 
     stop = {"flag": False}
@@ -116,6 +120,7 @@ def main():
         return 2
 
     acks = Log(a.ack_log, a.seed, True)
+    times = open(a.time_log, "a") if a.time_log else None
     issued = Log(a.issued_log, a.seed, False)
     if a.ready:
         open(a.ready, "w").close()
@@ -161,7 +166,11 @@ def main():
                 reason = "error reply %d for block %d seq %d" % (error, block, wseq)
                 rc = 4
                 break
+            now = time.monotonic()
             acks.write("%d %d\n" % (block * BLOCK, wseq))
+            if times:
+                times.write("%d %d %.6f\n" % (block * BLOCK, wseq, now))
+                times.flush()
             n_acked += 1
         if rc == 0:
             try:
