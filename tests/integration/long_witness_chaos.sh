@@ -56,7 +56,7 @@ for trial in $(seq 1 "$TRIALS"); do
   at=$(now)
   case $fault in
     kill) kill9_node "$P" ;;
-    isolate) isolate "$P" ;;
+    isolate) isolate "$P"; at=$(now) ;;  # once every relay confirmed
     witness) kill9_node nodeW ;;
     peer) relays cut A-B B-A ;;
     restart) kill9_node "$S"; start_data_node "$S" ;;

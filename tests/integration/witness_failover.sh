@@ -42,6 +42,21 @@ ctl_on nodeA role primary "$RES"
 wait_status nodeA "$RES" complete 30
 pass "the first primary is set by hand; the pair is complete"
 
+# The witness answers only a data node that proves the key, fails closed
+# otherwise, and keeps running.
+head -c 32 /dev/urandom | base64 >"$T/wrong.key"
+client() { python3 "$LIB/witness_client.py" "$PORT_W" "$@"; }
+[[ $(client "$RES" nodeB "$T/wrong.key") == closed ]] || fail "the witness answered a wrong key"
+[[ $(client "$RES" nodeX "$T/key") == closed ]] || fail "the witness answered a node that is not a member"
+[[ $(client other nodeB "$T/key") == closed ]] || fail "the witness answered for a resource it does not witness"
+out=$(client "$RES" nodeB "$T/key" claim)
+[[ $out == *'"granted":false'*'"holder":"nodeA"'*witness-proved* ]] \
+  || fail "a claim by hand against a live holder: $out"
+grep -q "nodeB at .* does not know the shared secret" "$T/nodeW.log" || fail "the wrong key is not logged"
+[[ $(role_of nodeA "$RES") == primary ]] || fail "a refused claim changed the primary"
+ctl_on nodeW status "$RES" | grep -q witness || fail "the witness stopped answering"
+pass "the witness refuses a wrong key, a stranger and an unknown resource, and names the holder"
+
 # --- 1. kill -9 of the primary ----------------------------------------------------------------
 start_writer nodeA "$RES" w1a 0
 wait_acks w1a 50
@@ -76,8 +91,8 @@ start_writer nodeB "$RES" w2b 4096
 wait_acks w2b 50
 start_follower nodeA "$RES" w2a 6144
 sleep 1
-fault=$(now)
 isolate nodeB
+fault=$(now)  # once every relay confirmed: the partition is in effect
 wait_role nodeA "$RES" primary 30
 wait_acks w2a 50 30
 stop_writer "$FOLLOWER_PID"

@@ -43,7 +43,8 @@ def main():
     text = "check: old primary %d completions, last at %.3f; new primary %d, first at %.3f" % (
         len(before), last_old, len(after), first_new)
     if a.fault is not None:
-        text += "; failover time %.2f s" % (first_new - a.fault)
+        text += "; failover time %.2f s; the old primary's last completion %.2f s after the fault" % (
+            first_new - a.fault, last_old - a.fault)
     print(text)
     if overlap:
         print("check: FAIL: %d completion(s) on the old primary at or after the new primary's "
