@@ -90,28 +90,34 @@ void lose_lease(resource_ptr self, const std::string& why, bool other_holder) {
 
 void send_request(resource_ptr self, peer::lease_request req);
 
-void renew(resource_ptr self) {
+/// A request of `kind` with who we are and our generation counters.
+peer::lease_request lease_ask(resource_ptr self, std::string kind) {
   auto& s = self->state;
   peer::lease_request req;
-  req.kind = "renew";
+  req.kind = std::move(kind);
   req.node = s.node;
   req.epoch = s.lease.epoch;
   req.resuid = s.md.resuid;
   req.localcnt = s.md.localcnt;
   req.remotecnt = s.md.remotecnt;
+  return req;
+}
+
+/// Sends a request whose answer changes nothing here.
+void tell_witness(resource_ptr self, const peer::lease_request& req) {
+  self->request(self->state.lease.link, std::chrono::seconds(self->state.config.timeout),
+                atom::lease_v, req)
+    .then([](peer::lease_reply&) {}, [](caf::error&) {});
+}
+
+void renew(resource_ptr self) {
+  auto req = lease_ask(self, "renew");
   req.in_sync = secondary_in_sync(self);
   send_request(self, req);
 }
 
 void claim(resource_ptr self) {
-  auto& s = self->state;
-  peer::lease_request req;
-  req.kind = "claim";
-  req.node = s.node;
-  req.resuid = s.md.resuid;
-  req.localcnt = s.md.localcnt;
-  req.remotecnt = s.md.remotecnt;
-  send_request(self, req);
+  send_request(self, lease_ask(self, "claim"));
 }
 
 void granted(resource_ptr self, const peer::lease_reply& reply, clock::time_point sent,
@@ -185,13 +191,9 @@ void send_request(resource_ptr self, peer::lease_request req) {
                              + ")");
           } else if (reply.granted) {
             // Not wanted any more (the primary came back meanwhile): give it back.
-            peer::lease_request back;
-            back.kind = "release";
-            back.node = s.node;
+            auto back = lease_ask(self, "release");
             back.epoch = reply.epoch;
-            back.localcnt = s.md.localcnt;
-            self->request(l.link, std::chrono::seconds(s.config.timeout), atom::lease_v, back)
-              .then([](peer::lease_reply&) {}, [](caf::error&) {});
+            tell_witness(self, back);
           }
         }
         if (may_write_alone(self))
@@ -300,13 +302,8 @@ void claim_by_hand(resource_ptr self, std::function<void(std::string)> then) {
          + "); with failover auto a node becomes primary only with the witness's lease");
     return;
   }
-  peer::lease_request req;
-  req.kind = "claim";
-  req.node = s.node;
+  auto req = lease_ask(self, "claim");
   req.manual = true;
-  req.resuid = s.md.resuid;
-  req.localcnt = s.md.localcnt;
-  req.remotecnt = s.md.remotecnt;
   auto sent = clock::now();
   self->request(l.link, std::chrono::seconds(s.config.timeout), atom::lease_v, req)
     .then(
@@ -331,15 +328,9 @@ void lease_release(resource_ptr self) {
   l.behind_known = false;
   if (!l.link)
     return;
-  peer::lease_request req;
-  req.kind = "release";
-  req.node = s.node;
-  req.epoch = l.epoch;
-  req.resuid = s.md.resuid;
-  req.localcnt = s.md.localcnt;
+  auto req = lease_ask(self, "release");
   req.in_sync = secondary_in_sync(self);
-  self->request(l.link, std::chrono::seconds(s.config.timeout), atom::lease_v, req)
-    .then([](peer::lease_reply&) {}, [](caf::error&) {});
+  tell_witness(self, req);
 }
 
 void lease_status(resource_ptr self, resource_status& st) {

@@ -1220,6 +1220,7 @@ resource_actor::behavior_type resource(resource_actor::stateful_pointer<resource
       auto holds = s.lease.held && std::chrono::steady_clock::now() < s.lease.valid_until;
       if (target != role::primary || holds || s.lease.promoting)
         return change_role(self, target, force);
+      auto before = s.current;
       if (s.current == role::init)
         if (auto err = open_local(self))
           return err;  // the claim needs our generation counters
@@ -1239,7 +1240,7 @@ resource_actor::behavior_type resource(resource_actor::stateful_pointer<resource
         if (r.flag == caf::rt_error)
           rp.deliver(r.err);
         else
-          rp.deliver(role::secondary);
+          rp.deliver(before);
       });
       return rp;
     },

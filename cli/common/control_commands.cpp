@@ -172,9 +172,10 @@ void print_list(const resource_status& r) {
     std::cout << "  synchronization: idle\n";
   }
   print_verify(r.verify);
-  std::cout << "  failover: " << r.failover << "\n";
+  // Only with failover auto: FreeBSD's block stays as it was otherwise.
   if (r.failover == "auto")
-    std::cout << "  witness: " << r.witness << " (" << r.witness_address << ")\n"
+    std::cout << "  failover: auto\n"
+              << "  witness: " << r.witness << " (" << r.witness_address << ")\n"
               << "  lease: " << lease_line(r) << "\n"
               << "  eligible: " << yes_no(r.eligible) << " (" << r.eligibility << ")\n";
   if (!r.last_error.empty())
