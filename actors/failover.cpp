@@ -231,6 +231,11 @@ void hold_answer(resource_ptr self, nbd::reply_sink_ptr sink, nbd::reply r) {
   renew(self);
 }
 
+void lease_report(resource_ptr self) {
+  if (self->state.config.automatic() && self->state.current == role::primary)
+    renew(self);
+}
+
 void lease_start(resource_ptr self) {
   auto& s = self->state;
   if (!s.config.automatic() || s.lease.link || !s.io.io)

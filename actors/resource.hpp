@@ -398,6 +398,9 @@ void wait_for_lease(resource_ptr self, uint64_t id);
 /// A successful answer given without the secondary's copy waits likewise.
 void hold_answer(resource_ptr self, nbd::reply_sink_ptr sink, nbd::reply r);
 void lease_tick(resource_ptr self);
+/// Primary: tell the witness now whether the secondary is in sync (after a
+/// resync completes, rather than at the next renew).
+void lease_report(resource_ptr self);
 void lease_link_changed(resource_ptr self, bool up, const std::string& why);
 /// hastctl role primary on an auto resource: the witness must grant the
 /// lease first (a claim by hand); `then` runs with "" or why not.

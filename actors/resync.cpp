@@ -100,6 +100,7 @@ void finish(resource_ptr self) {
   s.sync.from_secondary = false;
   persist(self, [](bool) {});
   self->send(s.link, atom::sync_done_v, s.md.localcnt, true);
+  lease_report(self);  // the witness hears at once that the secondary caught up
 }
 
 /// Secondary to primary: read the extent from the peer, write it here.

@@ -43,6 +43,7 @@ measure() {
   start_writer "$P" "$RES" "r$run-p" "$(first_block "$P")"
   local writer=$WRITER_PID
   wait_acks "r$run-p" 20
+  wait_witness_in_sync "$RES"
   start_follower "$S" "$RES" "r$run-s" "$(first_block "$S")"
   sleep 1
   at=$(now)

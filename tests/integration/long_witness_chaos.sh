@@ -51,6 +51,7 @@ for trial in $(seq 1 "$TRIALS"); do
   start_writer "$P" "$RES" "$tag-p" "$(first_block "$P")"
   writer=$WRITER_PID
   wait_acks "$tag-p" 20
+  [[ $fault == kill || $fault == isolate ]] && wait_witness_in_sync "$RES"
   start_follower "$S" "$RES" "$tag-s" "$(first_block "$S")"
   sleep "$delay"
   at=$(now)

@@ -60,6 +60,7 @@ pass "the witness refuses a wrong key, a stranger and an unknown resource, and n
 # --- 1. kill -9 of the primary ----------------------------------------------------------------
 start_writer nodeA "$RES" w1a 0
 wait_acks w1a 50
+wait_witness_in_sync "$RES"
 start_follower nodeB "$RES" w1b 2048
 sleep 1
 fault=$(now)
@@ -89,6 +90,7 @@ pass "the old primary rejoined as secondary by itself; data identical"
 # --- 2. the primary (nodeB) cut off from both others -------------------------------------------
 start_writer nodeB "$RES" w2b 4096
 wait_acks w2b 50
+wait_witness_in_sync "$RES"
 start_follower nodeA "$RES" w2a 6144
 sleep 1
 isolate nodeB

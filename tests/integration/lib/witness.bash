@@ -136,6 +136,17 @@ wait_role() {
   fail "$node: $res did not become $want within ${secs}s"
 }
 
+# wait_witness_in_sync RES: the witness's record says the holder's secondary
+# holds every acknowledged write (so a failover may happen).
+wait_witness_in_sync() {
+  for _ in $(seq 300); do
+    ctl_on nodeW list "$1" 2>/dev/null | grep -q "reports its secondary in sync" && return 0
+    sleep 0.1
+  done
+  ctl_on nodeW list "$1" >&2 || true
+  fail "the witness never heard that the secondary of $1 is in sync"
+}
+
 now() { python3 -c 'import time; print("%.6f" % time.monotonic())'; }
 
 # start_writer NODE RES TAG FIRST_BLOCK: acked_writer on NODE's export until
