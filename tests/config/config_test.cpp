@@ -10,6 +10,9 @@
 #include <fstream>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
 
 namespace hast {
 namespace {
@@ -862,6 +865,222 @@ TEST(ConfigError, WhatIsOneLineNamingFileLineAndOption) {
   EXPECT_EQ(error->message(), "expected fullsync, memsync or async, got 'bogus'");
 }
 
+// --- Automatic failover and the witness --------------------------------------
+
+// Two data nodes and a witness, every failover option at the global level:
+// the options are inherited like `timeout`.
+const std::string failover_conf = R"(failover auto
+witness tcp://10.0.0.3:8457
+lease-lost suspend
+on h2 {
+  lease-lost io-error
+}
+resource r {
+  secret /etc/hast/r.key
+  on h1 {
+    local /dev/r
+    remote tcp://10.0.0.2
+  }
+  on h2 {
+    local /dev/r
+    remote tcp://10.0.0.1
+  }
+  on w {
+    role witness
+  }
+}
+)";
+
+const std::string failover_toml = R"(failover = "auto"
+witness = "tcp://10.0.0.3:8457"
+lease-lost = "suspend"
+
+[on.h2]
+lease-lost = "io-error"
+
+[resource.r]
+secret = "/etc/hast/r.key"
+
+[resource.r.on.h1]
+local = "/dev/r"
+remote = "tcp://10.0.0.2"
+
+[resource.r.on.h2]
+local = "/dev/r"
+remote = "tcp://10.0.0.1"
+
+[resource.r.on.w]
+role = "witness"
+)";
+
+TEST(ConfigFailover, NamesOfTheModesAndActions) {
+  EXPECT_EQ(to_string(failover_mode::manual), "manual");
+  EXPECT_EQ(to_string(failover_mode::automatic), "auto");
+  EXPECT_EQ(to_string(lease_loss_action::io_error), "io-error");
+  EXPECT_EQ(to_string(lease_loss_action::suspend), "suspend");
+  EXPECT_EQ(parse_failover("auto"), failover_mode::automatic);
+  EXPECT_EQ(parse_failover("manual"), failover_mode::manual);
+  EXPECT_EQ(parse_failover("automatic"), std::nullopt);
+  EXPECT_EQ(parse_lease_loss("suspend"), lease_loss_action::suspend);
+  EXPECT_EQ(parse_lease_loss("io-error"), lease_loss_action::io_error);
+  EXPECT_EQ(parse_lease_loss("io_error"), std::nullopt);
+}
+
+TEST(ConfigFailover, ManualIsTheDefault) {
+  const auto& res = parse_config(minimal_resource, conf_path, "h1").resources.at(0);
+  EXPECT_EQ(res.failover, failover_mode::manual);
+  EXPECT_FALSE(res.automatic());
+  EXPECT_EQ(res.witness, "");
+  EXPECT_EQ(res.lease_lost, lease_loss_action::io_error);
+  EXPECT_FALSE(res.is_witness);
+  EXPECT_TRUE(res.members.empty());
+}
+
+TEST(ConfigFailover, DataNodesInheritTheOptionsFromEveryLevel) {
+  for (const auto& [text, path] : {std::pair{failover_conf, conf_path}, std::pair{failover_toml, toml_path}}) {
+    const auto h1 = parse_config(text, path, "h1").resources.at(0);
+    EXPECT_TRUE(h1.automatic()) << path;
+    EXPECT_FALSE(h1.is_witness) << path;
+    EXPECT_EQ(h1.witness, "tcp://10.0.0.3:8457") << path;
+    EXPECT_EQ(h1.lease_lost, lease_loss_action::suspend) << path;
+    EXPECT_EQ(h1.local, "/dev/r") << path;
+    const auto h2 = parse_config(text, path, "h2").resources.at(0);
+    EXPECT_EQ(h2.lease_lost, lease_loss_action::io_error) << path << ": the global 'on h2' section";
+    EXPECT_EQ(h2.remote, "tcp://10.0.0.1") << path;
+  }
+}
+
+TEST(ConfigFailover, TheWitnessNodeResolvesWithoutAProvider) {
+  for (const auto& [text, path] : {std::pair{failover_conf, conf_path}, std::pair{failover_toml, toml_path}}) {
+    const auto config = parse_config(text, path, "w");
+    ASSERT_EQ(config.resources.size(), 1u) << path;
+    const auto& res = config.resources[0];
+    EXPECT_TRUE(res.is_witness) << path;
+    EXPECT_TRUE(res.standalone()) << path;
+    EXPECT_EQ(res.remote, "none") << path;
+    EXPECT_EQ(res.local, "") << path;
+    EXPECT_EQ(res.members, (std::vector<std::string>{"h1", "h2"})) << path;
+    EXPECT_EQ(res.secret, "/etc/hast/r.key") << path;
+  }
+  EXPECT_EQ(without_locations(parse_config(failover_conf, conf_path, "w")),
+            without_locations(parse_config(failover_toml, toml_path, "w")));
+  EXPECT_EQ(without_locations(parse_config(failover_conf, conf_path, "h1")),
+            without_locations(parse_config(failover_toml, toml_path, "h1")));
+}
+
+TEST(ConfigFailover, MembersAreTheOtherSectionsInFileOrder) {
+  std::string text = failover_conf;
+  const std::string witness = "  on w {\n    role witness\n  }\n";
+  text.erase(text.find(witness), witness.size());
+  text.insert(text.find("  on h1 {"), witness);
+  std::string swapped = text;
+  swapped.replace(swapped.find("on h1 {"), 7, "on h9 {");
+  EXPECT_EQ(parse_config(swapped, conf_path, "w").resources.at(0).members,
+            (std::vector<std::string>{"h9", "h2"}));
+}
+
+TEST(ConfigFailover, RenderShowsTheFailoverSettingsOfADataNode) {
+  const auto text = render_effective(parse_config(failover_conf, conf_path, "h1"));
+  EXPECT_NE(text.find("  failover: auto\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("  witness: tcp://10.0.0.3:8457\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("  lease-lost: suspend\n"), std::string::npos) << text;
+  const auto manual = render_effective(parse_config(minimal_resource, conf_path, "h1"));
+  EXPECT_EQ(manual.find("  witness:"), std::string::npos) << manual;
+  EXPECT_EQ(manual.find("  lease-lost:"), std::string::npos) << manual;
+}
+
+TEST(ConfigFailover, RenderShowsTheWitnessRoleAndNoProvider) {
+  const auto text = render_effective(parse_config(failover_conf, conf_path, "w"));
+  EXPECT_NE(text.find("resource r:\n  role: witness\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("  members: h1, h2\n"), std::string::npos) << text;
+  for (const char* line : {"  local:", "  remote:", "  name:", "  nbd:", "  device:", "  replication:"})
+    EXPECT_EQ(text.find(line), std::string::npos) << line << " in\n" << text;
+}
+
+TEST(ConfigFailover, AManualDataNodeIgnoresTheWitnessSection) {
+  std::string text = failover_conf;
+  text.replace(text.find("failover auto"), 13, "failover manual");
+  text.erase(text.find("  secret /etc/hast/r.key\n"), 25);
+  const auto& res = parse_config(text, conf_path, "h1").resources.at(0);
+  EXPECT_FALSE(res.automatic());
+  EXPECT_FALSE(res.is_witness);
+  EXPECT_EQ(res.secret, "");
+}
+
+TEST(ConfigFailoverError, BadValuesAreRejected) {
+  expect_error("failover yes\n", 1, "failover", "expected manual or auto, got 'yes'");
+  expect_error("lease-lost panic\n", 1, "lease-lost", "expected io-error or suspend, got 'panic'");
+  expect_error("witness none\n", 1, "witness", "tcp://host[:port]");
+  expect_error("witness tcp://\n", 1, "witness", "tcp://host[:port]");
+  expect_error("failover = \"sometimes\"\n", 1, "failover", "manual or auto", toml_path);
+  expect_error("lease-lost = \"panic\"\n", 1, "lease-lost", "io-error or suspend", toml_path);
+}
+
+TEST(ConfigFailoverError, RoleIsOnlyInAResourcesNodeSectionAndOnlyWitness) {
+  expect_error("role witness\n", 1, "role", "not allowed at global level");
+  expect_error("on h1 {\n role witness\n}\n", 2, "role", "not allowed in a global 'on <node>' section");
+  expect_error("resource r {\n role witness\n on h1 {\n local /dev/r\n remote none\n }\n}\n", 2, "role",
+               "not allowed in a resource section");
+  expect_error("resource r {\n on h1 {\n role primary\n }\n}\n", 3, "role",
+               "expected witness (primary and secondary are set at run time with hastctl role)");
+  expect_error("[resource.r.on.h1]\nrole = \"secondary\"\n", 2, "role", "hastctl role", toml_path);
+}
+
+TEST(ConfigFailoverError, TheWitnessSectionTakesNoDataOptions) {
+  const std::string head = "resource r {\n secret /k\n on a {\n local /dev/r\n remote tcp://b\n }\n"
+                           " on b {\n local /dev/r\n remote tcp://a\n }\n on h1 {\n role witness\n";
+  for (const char* option : {"remote tcp://a", "source tcp://a", "name r0", "nbd tcp://0.0.0.0:10809",
+                             "device off"}) {
+    const std::string name{option, std::string_view{option}.find(' ')};
+    expect_error(head + " " + option + "\n }\n}\n", 13, name, "the witness holds no data");
+  }
+  // The same resource without the extra line is a valid witness.
+  EXPECT_TRUE(parse_config(head + " }\n}\n", conf_path, "h1").resources.at(0).is_witness);
+}
+
+TEST(ConfigFailoverError, TheWitnessNeedsExactlyTwoDataNodes) {
+  const std::string one = "resource r {\n secret /k\n on a {\n local /dev/r\n remote tcp://b\n }\n"
+                          " on h1 {\n role witness\n }\n}\n";
+  expect_error(one, 8, "role", "exactly two data nodes; found 1");
+  const std::string three = "resource r {\n secret /k\n on a {\n local /dev/r\n remote tcp://b\n }\n"
+                            " on b {\n local /dev/r\n remote tcp://a\n }\n on c {\n local /dev/r\n"
+                            " remote tcp://a\n }\n on h1 {\n role witness\n }\n}\n";
+  expect_error(three, 16, "role", "exactly two data nodes; found 3");
+}
+
+TEST(ConfigFailoverError, TheWitnessNeedsASecret) {
+  std::string text = failover_conf;
+  text.erase(text.find("  secret /etc/hast/r.key\n"), 25);
+  expect_error(text, 17, "role", "only nodes that know the key may take the lease", conf_path, "w");
+}
+
+TEST(ConfigFailoverError, AutoOnADataNodeNeedsWitnessSecretRemoteAndASynchronousMode) {
+  auto without = [](std::string text, const std::string& line) {
+    text.erase(text.find(line), line.size());
+    return text;
+  };
+  expect_error(without(failover_conf, "witness tcp://10.0.0.3:8457\n"), 1, "failover",
+               "needs 'witness <address>'");
+  expect_error(without(failover_conf, "  secret /etc/hast/r.key\n"), 1, "failover", "needs 'secret'");
+  std::string alone = failover_conf;
+  alone.replace(alone.find("remote tcp://10.0.0.2"), 21, "remote none");
+  expect_error(alone, 1, "failover", "needs a remote node");
+  std::string async = failover_conf;
+  async.insert(async.find("  secret"), "  replication async\n");
+  expect_error(async, 1, "failover",
+               "async acknowledges writes the secondary may not have, and a failover would lose them");
+  // The line of the `failover` in force, here the resource's.
+  std::string local_line = without(failover_conf, "witness tcp://10.0.0.3:8457\n");
+  local_line.insert(local_line.find("  secret"), "  failover auto\n");
+  expect_error(local_line, 7, "failover", "needs 'witness <address>'");
+  // TOML: the same error on the same key.
+  expect_error(without(failover_toml, "witness = \"tcp://10.0.0.3:8457\"\n"), 1, "failover",
+               "needs 'witness <address>'", toml_path);
+  // Every existing data-node error is still there.
+  expect_error(without(failover_conf, "    local /dev/r\n    remote tcp://10.0.0.2\n"), 7, "local",
+               "no local provider");
+}
+
 // --- Files ------------------------------------------------------------------
 
 class ConfigFile : public ::testing::Test {
@@ -911,6 +1130,18 @@ TEST_F(ConfigFile, UnreadableFileIsAConfigError) {
     EXPECT_NE(std::string{e.what()}.find(missing + ": cannot read"), std::string::npos) << e.what();
   }
   EXPECT_THROW(load_config(dir_.string(), "h1"), config_error);
+}
+
+TEST_F(ConfigFile, ReadSecretsReadsTheWitnessKey) {
+  const auto key = write("r.key", "witness-key\n");
+  std::string text = failover_conf;
+  text.replace(text.find("/etc/hast/r.key"), 15, key);
+  auto config = load_config(write("hast.conf", text), "w");
+  read_secrets(config);
+  EXPECT_EQ(config.resources.at(0).secret_key, "witness-key");
+  std::filesystem::remove(key);
+  auto missing = load_config(write("hast.conf", text), "w");
+  EXPECT_THROW(read_secrets(missing), config_error);
 }
 
 // --- Helpers ----------------------------------------------------------------

@@ -11,8 +11,9 @@
 #     it emits lease-lost and steps down; back on the network it rejoins as
 #     secondary, complete, identical data.
 #  3. the witness killed: no role changes, writes go on.
-#  4. the secondary cut off while the primary writes, then the primary
-#     killed: the stale secondary is not promoted and says why.
+#  4. the secondary cut off while the primary writes, the link back (slow)
+#     and the resync running when the primary is killed: the stale
+#     secondary is not promoted and says why.
 BUILD=$1
 source "$(dirname "$0")/lib/common.bash"
 LIB=$(cd "$(dirname "$0")/lib" && pwd)
@@ -134,9 +135,16 @@ relay B-A cut
 python3 "$LIB/acked_writer.py" --socket "$T/a/$RES.nbd" --export "$RES" --seed 4 \
   --ack-log "$T/w4.ack" --count 100 --depth 4 --first-block 10240 --span-blocks 2048 \
   >"$T/w4.out" 2>&1 || { cat "$T/w4.out" >&2; fail "the primary could not write without its secondary"; }
+# The link comes back slow: the resync to nodeB starts and is still
+# running when nodeA dies.
+relays "delay 300" A-B B-A
+for _ in $(seq 200); do
+  [[ $(ctl_on nodeA status --json "$RES" | python3 -c 'import json,sys; print(json.load(sys.stdin)["resources"][0]["sync"]["active"])') == True ]] && break
+  sleep 0.1
+done
+ctl_on nodeA list "$RES" | grep -q "synchronization: primary->secondary" || fail "no resync running on nodeA"
 kill9_node nodeA
-relay A-B pass
-relay B-A pass
+relays pass A-B B-A
 sleep $((TIMEOUT * 4))
 [[ $(role_of nodeB "$RES") == secondary ]] || fail "a stale secondary was promoted"
 why=$(json_field nodeB "$RES" eligibility)
