@@ -840,8 +840,8 @@ std::string render_effective(const node_config& config) {
     out << "  nbd: " << res.nbd << '\n';
     out << "  device: " << (res.device ? "on" : "off") << '\n';
     out << "  secret: " << or_dash(res.secret) << '\n';
-    out << "  failover: " << to_string(res.failover) << '\n';
-    if (res.automatic()) {
+    if (res.automatic()) {  // a manual resource's lines stay as they were before failover
+      out << "  failover: " << to_string(res.failover) << '\n';
       out << "  witness: " << res.witness << '\n';
       out << "  lease-lost: " << to_string(res.lease_lost) << '\n';
     }

@@ -985,6 +985,7 @@ TEST(ConfigFailover, RenderShowsTheFailoverSettingsOfADataNode) {
   EXPECT_NE(text.find("  witness: tcp://10.0.0.3:8457\n"), std::string::npos) << text;
   EXPECT_NE(text.find("  lease-lost: suspend\n"), std::string::npos) << text;
   const auto manual = render_effective(parse_config(minimal_resource, conf_path, "h1"));
+  EXPECT_EQ(manual.find("  failover:"), std::string::npos) << manual;
   EXPECT_EQ(manual.find("  witness:"), std::string::npos) << manual;
   EXPECT_EQ(manual.find("  lease-lost:"), std::string::npos) << manual;
 }
