@@ -221,14 +221,37 @@ bool may_write_alone(resource_ptr self) {
   return l.held && l.behind_known && clock::now() < l.valid_until;
 }
 
+namespace {
+
+/// Nothing that waits for the lease now could ever complete: the lease was
+/// lost with `lease-lost io-error` (the node is stepping down), or the node
+/// is leaving primary.
+bool waiting_is_futile(resource_ptr self) {
+  auto& s = self->state;
+  return s.draining || s.leaving
+         || (s.lease.lost && s.config.lease_lost == lease_loss_action::io_error);
+}
+
+} // namespace
+
 void wait_for_lease(resource_ptr self, uint64_t id) {
+  if (waiting_is_futile(self))
+    return refuse_write(self, id);
   self->state.lease.waiting.push_back(id);
   renew(self);
 }
 
 void hold_answer(resource_ptr self, nbd::reply_sink_ptr sink, nbd::reply r) {
+  if (waiting_is_futile(self)) {
+    r.error = nbd::eio;
+    return send_answer(self, sink, std::move(r));
+  }
   self->state.lease.answers.emplace_back(std::move(sink), std::move(r));
   renew(self);
+}
+
+void lease_leaving(resource_ptr self) {
+  fail_waiters(self);
 }
 
 void lease_report(resource_ptr self) {

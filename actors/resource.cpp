@@ -948,6 +948,7 @@ void begin_drain(self_ptr self, role target) {
   auto& s = self->state;
   s.draining = true;
   s.pending_role = target;
+  lease_leaving(self);
   if (s.server)
     s.server->close_sessions();
   for (auto id : s.deferred) {

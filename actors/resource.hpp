@@ -405,6 +405,9 @@ void lease_link_changed(resource_ptr self, bool up, const std::string& why);
 /// hastctl role primary on an auto resource: the witness must grant the
 /// lease first (a claim by hand); `then` runs with "" or why not.
 void claim_by_hand(resource_ptr self, std::function<void(std::string)> then);
+/// The node leaves primary: what waits for the lease fails (EIO) now, so
+/// that the drain does not wait for it.
+void lease_leaving(resource_ptr self);
 /// We left primary (drained): give the lease back so the other node may go on.
 void lease_release(resource_ptr self);
 void lease_status(resource_ptr self, resource_status& st);

@@ -5,7 +5,9 @@
 #   A->W  nodeA's `witness`    B->W  nodeB's `witness`
 # All on 127.0.0.1. LIB must name tests/integration/lib.
 
-# start_relay NAME TARGET_PORT: prints the relay's listen port.
+# start_relay NAME TARGET_PORT: a relay, its listen port in
+# $T/relay-NAME.port. Not run in a command substitution: its pid must reach
+# this shell's STARTED_PIDS, which the cleanup kills.
 start_relay() {
   local name=$1 target=$2
   python3 "$LIB/fault_relay.py" --route "0:$target" --control "$T/relay-$name.ctl" \
@@ -15,8 +17,8 @@ start_relay() {
     [[ -s $T/relay-$name.port ]] && break
     sleep 0.1
   done
-  head -1 "$T/relay-$name.port"
 }
+relay_port() { head -1 "$T/relay-$1.port"; }
 
 # relay NAME pass|cut|blackhole
 relay() {
@@ -56,10 +58,11 @@ write_failover_config() {
   PORT_W=$(free_port)
   mkdir -p "$T/a" "$T/b" "$T/w"
   local ab ba aw bw
-  ab=$(start_relay A-B "$PORT_B")
-  ba=$(start_relay B-A "$PORT_A")
-  aw=$(start_relay A-W "$PORT_W")
-  bw=$(start_relay B-W "$PORT_W")
+  start_relay A-B "$PORT_B"
+  start_relay B-A "$PORT_A"
+  start_relay A-W "$PORT_W"
+  start_relay B-W "$PORT_W"
+  ab=$(relay_port A-B) ba=$(relay_port B-A) aw=$(relay_port A-W) bw=$(relay_port B-W)
   head -c 32 /dev/urandom | base64 >"$T/key"
   chmod 600 "$T/key"
   cat >"$T/events.sh" <<HOOK
