@@ -888,8 +888,6 @@ void enter(self_ptr self, role target) {
     persist(self, [](bool) {});
     start_peer(self, target);
   }
-  if (previous == role::primary && target != role::primary)
-    lease_release(self);  // drained: nothing completes here any more
   s.lease.promoting = false;
   spdlog::info("{}: role changed from {} to {}", s.config.name, to_string(previous),
                to_string(target));

@@ -30,26 +30,22 @@ void spawn_resource(self_ptr self, const resource_config& config) {
     self->state.io.spawned(config.name, handle.address());
 }
 
-/// The resources a request names: "all" or nothing means every one, in the
-/// order of the configuration file (as FreeBSD's hastctl lists them).
+/// Is this node the witness of `name` (`role witness` in its section)?
 bool witnessed(self_ptr self, const std::string& name) {
-  auto& w = self->state.witnessed;
-  return std::find(w.begin(), w.end(), name) != w.end();
+  const auto* rc = self->state.config.find(name);
+  return rc != nullptr && rc->is_witness;
 }
 
 /// Names the witness resources of `config` and starts (or updates) the
 /// witness actor that serves them.
 void serve_witnessed(self_ptr self, const node_config& config) {
   auto& s = self->state;
-  s.witnessed.clear();
-  for (auto& rc : config.resources)
-    if (rc.is_witness)
-      s.witnessed.push_back(rc.name);
   if (s.witness) {
     self->send(s.witness, atom::configure_v, config);
     return;
   }
-  if (!s.witnessed.empty())
+  if (std::any_of(config.resources.begin(), config.resources.end(),
+                  [](const resource_config& rc) { return rc.is_witness; }))
     s.witness = self->spawn<caf::linked>(witness, config);
 }
 
@@ -58,6 +54,9 @@ caf::error no_role_here(const std::string& name) {
                          "this node is the witness of " + name + "; it holds no data and has no role");
 }
 
+/// The resources a request names: "all" or nothing means every one, in the
+/// order of the configuration file (as FreeBSD's hastctl lists them).
+/// Resources this node witnesses are named only `with_witnessed` (status).
 caf::expected<std::vector<std::string>> select(self_ptr self, const std::vector<std::string>& names,
                                                bool with_witnessed = false) {
   std::vector<std::string> out;

@@ -37,7 +37,6 @@ struct supervisor_state {
   /// Resources this node is the witness of (`role witness`): served by one
   /// witness actor, never by a resource actor.
   witness_actor witness;
-  std::vector<std::string> witnessed;
   bool stopping = false;
   static inline const char* name = "hast.supervisor";
 };

@@ -19,15 +19,7 @@ TIMEOUT=${TIMEOUT:-20}
 RUNS=${RUNS:-3}
 RES=bench
 
-write_failover_config "$RES" "$TIMEOUT"
-truncate -s 64M "$T/a/$RES.img" "$T/b/$RES.img"
-ctl_on nodeA create "$RES" >/dev/null
-ctl_on nodeB create "$RES" >/dev/null
-start_node nodeW
-start_data_node nodeA
-start_data_node nodeB
-wait_role nodeA "$RES" secondary 30
-wait_role nodeB "$RES" secondary 30
+start_failover_cluster "$RES" "$TIMEOUT"
 ctl_on nodeA role primary "$RES"
 wait_status nodeA "$RES" complete 60
 

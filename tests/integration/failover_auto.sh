@@ -29,15 +29,7 @@ source "$LIB/witness.bash"
 RES=lease
 TIMEOUT=2
 
-write_failover_config "$RES" "$TIMEOUT"
-truncate -s 32M "$T/a/$RES.img" "$T/b/$RES.img"
-ctl_on nodeA create "$RES"
-ctl_on nodeB create "$RES"
-start_node nodeW
-start_data_node nodeA
-start_data_node nodeB
-wait_role nodeA "$RES" secondary 15
-wait_role nodeB "$RES" secondary 15
+start_failover_cluster "$RES" "$TIMEOUT" 32M
 ctl_on nodeA role primary "$RES"
 wait_status nodeA "$RES" complete 30
 wait_witness_in_sync "$RES"

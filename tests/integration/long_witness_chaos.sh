@@ -23,15 +23,7 @@ TRIALS=${FAILOVER_TRIALS:-50}
 SEED=${HAST_TEST_SEED:-1}
 BOUND=$(python3 -c "print($TIMEOUT * 1.5 + 3)")
 
-write_failover_config "$RES" "$TIMEOUT"
-truncate -s 64M "$T/a/$RES.img" "$T/b/$RES.img"
-ctl_on nodeA create "$RES"
-ctl_on nodeB create "$RES"
-start_node nodeW
-start_data_node nodeA
-start_data_node nodeB
-wait_role nodeA "$RES" secondary 15
-wait_role nodeB "$RES" secondary 15
+start_failover_cluster "$RES" "$TIMEOUT"
 ctl_on nodeA role primary "$RES"
 wait_status nodeA "$RES" complete 30
 

@@ -25,16 +25,8 @@ TIMEOUT=2
 # entering primary and the writer reconnecting on a loaded machine.
 BOUND=$(python3 -c "print($TIMEOUT * 1.5 + 3)")
 
-write_failover_config "$RES" "$TIMEOUT"
-truncate -s 64M "$T/a/$RES.img" "$T/b/$RES.img"
-ctl_on nodeA create "$RES"
-ctl_on nodeB create "$RES"
-start_node nodeW
-start_data_node nodeA
-start_data_node nodeB
 # failover auto: both become secondary by themselves.
-wait_role nodeA "$RES" secondary 15
-wait_role nodeB "$RES" secondary 15
+start_failover_cluster "$RES" "$TIMEOUT"
 # Nobody is promoted automatically before a primary was ever chosen.
 sleep $((TIMEOUT * 2))
 [[ $(role_of nodeB "$RES") == secondary && $(role_of nodeA "$RES") == secondary ]] \

@@ -113,6 +113,23 @@ resource $res {
 CONF
 }
 
+# start_failover_cluster RES TIMEOUT [SIZE]: the configuration, providers
+# of SIZE (default 64M) created on both data nodes, the three hastd
+# started, both data nodes secondary by themselves. No primary yet: the
+# first one is set by hand.
+start_failover_cluster() {
+  local res=$1 timeout=$2 size=${3:-64M}
+  write_failover_config "$res" "$timeout"
+  truncate -s "$size" "$T/a/$res.img" "$T/b/$res.img"
+  ctl_on nodeA create "$res" >/dev/null
+  ctl_on nodeB create "$res" >/dev/null
+  start_node nodeW
+  start_data_node nodeA
+  start_data_node nodeB
+  wait_role nodeA "$res" secondary 15
+  wait_role nodeB "$res" secondary 15
+}
+
 # start_data_node NODE: as start_node, with the node's name for the hook.
 start_data_node() { HAST_TEST_NODE=$1 start_node "$1"; }
 
