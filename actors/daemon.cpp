@@ -1,11 +1,14 @@
 #include "actors/daemon.hpp"
 
+#include "actors/events.hpp"
 #include "actors/peer.hpp"
 #include "actors/supervisor.hpp"
 #include "io/asio.hpp"
 #include "io/control_channel.hpp"
 #include "io/hooks.hpp"
+#include "io/metrics_server.hpp"
 #include "io/peer_transport.hpp"
+#include "messages/metrics.hpp"
 
 #include <spdlog/spdlog.h>
 
@@ -17,6 +20,7 @@
 #include <mutex>
 #include <pthread.h>
 #include <thread>
+#include <unistd.h>
 
 namespace hast {
 
@@ -33,6 +37,33 @@ nlohmann::json names_of(const nlohmann::json& request) {
   if (!names.is_array())
     throw std::invalid_argument("\"resources\" must be an array");
   return names;
+}
+
+/// `hastctl events`: the confirmed connection goes to the event hub.
+void handle_stream(const event_hub_actor& hub, const nlohmann::json& request, int fd) {
+  event_subscriber sub{fd, {}};
+  try {
+    for (auto& name : names_of(request).get<std::vector<std::string>>())
+      if (name != "all")
+        sub.resources.push_back(name);
+  } catch (const std::exception& e) {
+    spdlog::warn("control: closing an event stream: malformed request: {}", e.what());
+    ::close(fd);
+    return;
+  }
+  caf::anon_send(hub, atom::subscribe_v, std::move(sub));
+}
+
+/// GET /metrics: every resource's status, as Prometheus text.
+result<std::string> render_scrape(caf::actor_system& sys, const supervisor_actor& sup) {
+  caf::scoped_actor self{sys, true};
+  result<std::string> out = status{errc::io_error, "no answer"};
+  self->request(sup, std::chrono::seconds(10), atom::status_v, std::vector<std::string>{})
+    .receive([&](std::vector<resource_status>& all) { out = render_metrics(all, HAST_VERSION); },
+             [&](caf::error& err) {
+               out = status{errc::io_error, "status: " + render_error(sys, err)};
+             });
+  return out;
 }
 
 /// Turns one control request into a typed message to the supervisor.
@@ -415,17 +446,23 @@ caf::actor_system_config& configure(caf::actor_system_config& cfg) {
 int serve(caf::actor_system& sys, asio::io_context& io, node_config& config,
           const daemon_options& options, const sigset_t& signals) {
   int exit_status = 0;
-  auto sup = sys.spawn(supervisor, config, io_ref{&io, {}, options.disk_engine, options.env, nullptr, {}});
+  auto hub = sys.spawn(event_hub);
+  auto sup = sys.spawn(supervisor, config,
+                       io_ref{&io, {}, options.disk_engine, options.env, nullptr, {}, hub});
 
-  control::server ctl{unix_socket_path(config.control), [&](const nlohmann::json& req) {
-                        return handle_control(sys, sup, req);
-                      }};
+  control::server ctl{
+    unix_socket_path(config.control),
+    [&](const nlohmann::json& req) { return handle_control(sys, sup, req); },
+    [&](const nlohmann::json& req, int fd) { handle_stream(hub, req, fd); }};
+  metrics_server metrics{[&] { return render_scrape(sys, sup); }};
   auto router = std::make_shared<peer_router>(io, sup, config);
   peer_listeners listeners{io, router};
   std::string pidfile = options.pidfile;  // the pid file in use, if it follows the configuration
   status started = ctl.start();
   if (started)
     started = listeners.open(wanted_listen(config));
+  if (started && !config.metrics.empty())
+    started = metrics.start(config.metrics);
   if (auto st = started; !st) {
     spdlog::critical("{}", st.message());
     if (options.on_ready)
@@ -447,6 +484,8 @@ int serve(caf::actor_system& sys, asio::io_context& io, node_config& config,
           read_secrets(fresh);
           if (unix_socket_path(fresh.control) != unix_socket_path(config.control))
             spdlog::warn("reload: a new control address takes effect at the next start");
+          if (fresh.metrics != config.metrics)
+            spdlog::warn("reload: a new metrics address takes effect at the next start");
           caf::scoped_actor self{sys, true};
           self->request(sup, control_timeout, atom::reload_v, fresh)
             .receive([](std::string&) {},
@@ -481,6 +520,7 @@ int serve(caf::actor_system& sys, asio::io_context& io, node_config& config,
   // Ordered shutdown: no new commands, then resources stop serving and
   // flush, then the actors go, then Asio.
   ctl.stop();
+  metrics.stop();
   listeners.stop();
   {
     caf::scoped_actor self{sys, true};
@@ -492,6 +532,7 @@ int serve(caf::actor_system& sys, asio::io_context& io, node_config& config,
                });
   }
   caf::anon_send_exit(sup, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(hub, caf::exit_reason::user_shutdown);  // closes the event streams
   sys.await_all_actors_done();
   return exit_status;
 }

@@ -76,7 +76,7 @@ void lose_lease(resource_ptr self, const std::string& why, bool other_holder) {
     l.lost = true;
     spdlog::error("{}: lease lost: {}", s.config.name, why);
     if (!other_holder)
-      event(self, "lease-lost");
+      event(self, "lease-lost", {}, {{"reason", why}});
   }
   if (s.config.lease_lost == lease_loss_action::suspend && !other_holder) {
     spdlog::warn("{}: writes stay suspended until the witness answers (lease-lost suspend)",
@@ -84,7 +84,7 @@ void lose_lease(resource_ptr self, const std::string& why, bool other_holder) {
     return;
   }
   fail_waiters(self);
-  event(self, "demote");
+  event(self, "demote", {}, {{"reason", why}});
   ask_supervisor(self, role::secondary, why);
 }
 
@@ -185,7 +185,7 @@ void send_request(resource_ptr self, peer::lease_request req) {
             // A grant records our secondary as behind: the witness knows.
             granted(self, reply, sent, false, ++l.serial);
             l.promoting = true;
-            event(self, "promote");
+            event(self, "promote", {}, {{"epoch", std::to_string(reply.epoch)}});
             ask_supervisor(self, role::primary,
                            "the witness granted the lease (epoch " + std::to_string(reply.epoch)
                              + ")");

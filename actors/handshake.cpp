@@ -100,7 +100,7 @@ void on_peer_up(resource_ptr self, peer_session& session) {
   s.discard_local = false;
   s.remote_address = session.remote_address;
   s.peer_error.clear();
-  event(self, "connect");
+  event(self, "connect", {}, {{"address", s.remote_address}});
   if (s.current != role::primary)
     return;
   s.bumped = false;

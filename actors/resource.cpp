@@ -76,8 +76,21 @@ uint32_t nbd_error(int error) {
   return error == ENOSPC ? nbd::enospc : nbd::eio;
 }
 
-/// Queues the answer to a request; sent at the end of the activation.
+io_op op_of(nbd::command kind) {
+  switch (kind) {
+    case nbd::command::read: return io_op::read;
+    case nbd::command::trim: return io_op::trim;
+    case nbd::command::flush: return io_op::flush;
+    default: return io_op::write;
+  }
+}
+
+/// Queues the answer to a request; sent at the end of the activation. A
+/// client's request (it carries its arrival) is timed here.
 void answer(self_ptr self, const nbd::reply_sink_ptr& sink, nbd::reply r) {
+  if (r.arrived != std::chrono::steady_clock::time_point{})
+    self->state.client_latency[static_cast<size_t>(op_of(r.kind))].observe(
+        std::chrono::steady_clock::now() - r.arrived);
   auto& outbox = self->state.outbox;
   for (auto& [to, replies] : outbox)
     if (to == sink) {
@@ -216,11 +229,21 @@ void flush_activation(resource_ptr self) {
   }
 }
 
-void event(resource_ptr self, const std::string& name, std::vector<std::string> more) {
+void event(resource_ptr self, const std::string& name, event_fields args, event_fields more) {
   auto& s = self->state;
-  std::vector<std::string> args{name, s.config.name};
-  args.insert(args.end(), more.begin(), more.end());
-  run_hook(s.config.exec, std::move(args));
+  std::vector<std::string> argv{name, s.config.name};
+  for (auto& [key, value] : args)
+    argv.push_back(value);
+  run_hook(s.config.exec, std::move(argv));
+  args.insert(args.end(), std::make_move_iterator(more.begin()), std::make_move_iterator(more.end()));
+  announce(self, name, std::move(args));
+}
+
+void announce(resource_ptr self, const std::string& name, event_fields fields) {
+  auto& s = self->state;
+  if (s.io.events)
+    self->send(s.io.events, atom::event_v,
+               event_record{name, s.config.name, event_clock_ms(), std::move(fields)});
 }
 
 void detect_split_brain(resource_ptr self) {
@@ -450,7 +473,7 @@ void cover_local_failure(self_ptr self, uint64_t id, uint32_t error) {
   }
   if (!s.local_error_reported) {
     s.local_error_reported = true;
-    event(self, "local-error");
+    event(self, "local-error", {}, {{"error", error == nbd::enospc ? "no space left" : "I/O error"}});
   }
   persist(self, [self, id, error](bool ok) {
     auto& s = self->state;
@@ -519,6 +542,7 @@ void issue(self_ptr self, uint64_t id, bool from_window = false) {
         rc.flags |= peer::flag_may_trim;
       if (s.policy.ask_received && r.kind == nbd::command::write && !r.fua)
         rc.flags |= peer::flag_memsync;
+      w.replicated = std::chrono::steady_clock::now();
       replicate(self, std::move(rc));
     } else {
       apply(self, id, s.writes.remote(id, remote_stage::failed));
@@ -585,7 +609,13 @@ void admit(self_ptr self, uint64_t id) {
     ++s.counters.flushes;
     return issue(self, id);
   }
-  r.kind == nbd::command::trim ? ++s.counters.deletes : ++s.counters.writes;
+  if (r.kind == nbd::command::trim) {
+    ++s.counters.deletes;
+    s.counters.delete_bytes += r.length;
+  } else {
+    ++s.counters.writes;
+    s.counters.write_bytes += r.length;
+  }
   mark_busy(self, r, +1);
   if (w.resync) {
     // The primary keeps the extent dirty until our `done`, so resync data
@@ -729,6 +759,11 @@ void on_remote_ack(self_ptr self, uint64_t id, remote_stage stage, uint32_t erro
   if (sync_ack(self, id, stage, error))
     return;
   auto& s = self->state;
+  if (stage == remote_stage::failed)
+    ++s.counters.remote_errors;
+  else if (stage == remote_stage::written)
+    if (auto it = s.calls.find(id); it != s.calls.end() && !it->second.from_peer)
+      s.replication_latency.observe(std::chrono::steady_clock::now() - it->second.replicated);
   if (stage != remote_stage::received)
     if (auto it = s.remote_open.find(id); it != s.remote_open.end()) {
       s.remote_open_bytes -= it->second;
@@ -752,6 +787,7 @@ void read_remote(self_ptr self, nbd::request r, nbd::reply_sink_ptr sink) {
       },
       [self, r, sink](caf::error&) {
         activation act{self};
+        ++self->state.counters.remote_errors;
         answer(self, sink, nbd::make_reply(r, nbd::eio));
         io_done(self);
       });
@@ -760,6 +796,7 @@ void read_remote(self_ptr self, nbd::request r, nbd::reply_sink_ptr sink) {
 void handle_read(self_ptr self, nbd::request r, nbd::reply_sink_ptr sink, bool from_peer) {
   auto& s = self->state;
   ++s.counters.reads;
+  s.counters.read_bytes += r.length;
   if (from_peer) {
     submit_disk(self, to_disk_op(r), [self, r, sink](disk_completion& c) {
       if (c.error != 0)
@@ -892,7 +929,7 @@ void enter(self_ptr self, role target) {
   spdlog::info("{}: role changed from {} to {}", s.config.name, to_string(previous),
                to_string(target));
   if (previous != target)
-    event(self, "role", {to_string(previous), to_string(target)});
+    event(self, "role", {{"old", to_string(previous)}, {"new", to_string(target)}});
 }
 
 /// Leaves primary once the last request has drained: flush, persist, switch.
@@ -1159,6 +1196,8 @@ resource_status make_status(self_ptr self) {
   st.queue_local = s.in_flight;
   st.queue_recv = s.writes.size();
   st.counters = s.counters;
+  st.client_latency = s.client_latency;
+  st.replication_latency = s.replication_latency;
   lease_status(self, st);
   st.last_error = s.last_error;
   if (auto started = s.server->start_outcome(); st.last_error.empty() && started && !*started)
@@ -1269,7 +1308,7 @@ resource_actor::behavior_type resource(resource_actor::stateful_pointer<resource
         auto side = s.current;
         if (s.connected) {
           s.connected = false;
-          event(self, "disconnect");
+          event(self, "disconnect", {}, {{"reason", "reconnecting after a reload"}});
         }
         stop_peer(self);
         s.peer_error = "reconnecting after a reload";
@@ -1376,7 +1415,7 @@ resource_actor::behavior_type resource(resource_actor::stateful_pointer<resource
       if (!s.connected)
         return;
       s.connected = false;
-      event(self, "disconnect");
+      event(self, "disconnect", {}, {{"reason", reason}});
       sync_stop(self, reason);
       verify_interrupt(self, reason);
       s.repair_ranges.clear();

@@ -55,6 +55,8 @@ struct io_ref {
   /// Where a resource with `failover auto` asks for its role changes (the
   /// supervisor owns them); null in tests that spawn a resource alone.
   supervisor_actor supervisor{};
+  /// The event stream (hastctl events); null in tests that need none.
+  event_hub_actor events{};
 };
 
 /// A request that changes data or durability (write, trim, write_zeroes,
@@ -66,6 +68,7 @@ struct client_write {
   bool from_peer = false;
   bool resync = false;  // from_peer: resync data (never marked in the activemap)
   bool local_failed = false;  // the local disk failed it; the secondary's copy stands
+  std::chrono::steady_clock::time_point replicated{};  // sent to the secondary
 };
 
 /// One extent being copied.
@@ -92,6 +95,7 @@ struct sync_state {
   uint64_t since_persist = 0;                   // extents cleared since the map was last written
   uint64_t started_bytes = 0;                   // bytes whose copy has begun (rate limit)
   bool tick_pending = false;                    // a rate-limit wake-up is scheduled
+  std::chrono::steady_clock::time_point reported;  // the last `sync` progress event
 };
 
 /// One extent being verified on the primary: both sides' block hashes.
@@ -253,6 +257,8 @@ struct resource_state {
   uint64_t in_flight = 0;
   std::chrono::steady_clock::time_point last_client_io;  // the resync and verify yield to it
   resource_counters counters;
+  std::array<latency_histogram, io_op_count> client_latency;
+  latency_histogram replication_latency;
   std::vector<caf::typed_response_promise<role>> drained;  // role changes waiting for in_flight == 0
   std::vector<caf::typed_response_promise<bool>> stopped;  // stop requests waiting likewise
   std::optional<role> pending_role;                        // role being entered after the drain
@@ -284,6 +290,9 @@ inline constexpr uint64_t replication_window_bytes = 64u << 20;
 /// node, at once. Enough to keep a fast link busy while one extent is read
 /// and another written; it bounds the memory a resync takes on both nodes.
 inline constexpr uint64_t sync_bytes_in_flight = 16u << 20;
+
+/// A running resync tells the event stream its progress this often.
+inline constexpr auto sync_progress_interval = std::chrono::seconds(1);
 
 /// Verify: extents read and hashed on both nodes at once.
 inline constexpr size_t verify_extents_in_flight = 8;
@@ -336,8 +345,12 @@ void submit_disk(resource_ptr self, disk_op op, disk_continuation then);
 /// started after this call is on disk (group commit).
 void persist(resource_ptr self, std::function<void(bool)> then);
 
-/// Runs the `exec` hook for an event of this resource (never waits).
-void event(resource_ptr self, const std::string& name, std::vector<std::string> more = {});
+/// A state change of this resource: runs the `exec` hook with `args`'
+/// values (never waits) and tells the event stream `args` and `more`.
+void event(resource_ptr self, const std::string& name, event_fields args = {},
+           event_fields more = {});
+/// Tells only the event stream (progress, which is no hook's business).
+void announce(resource_ptr self, const std::string& name, event_fields fields);
 
 /// Both nodes were written as primary while apart: report it once.
 void detect_split_brain(resource_ptr self);

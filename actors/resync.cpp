@@ -31,6 +31,8 @@ namespace hast {
 
 namespace {
 
+void report_progress(resource_ptr self);
+
 /// One range of an extent is copied (or failed); the extent is done when
 /// its last range is, and stays dirty unless every range was copied.
 void range_finished(resource_ptr self, uint64_t extent, bool copied_ok) {
@@ -51,6 +53,7 @@ void range_finished(resource_ptr self, uint64_t extent, bool copied_ok) {
     s.repair_ranges.erase(extent);
     s.sync.done_bytes += bytes;
     s.synced_total += bytes;
+    report_progress(self);
     if (++s.sync.since_persist >= 16) {
       s.sync.since_persist = 0;
       persist(self, [](bool) {});
@@ -78,6 +81,23 @@ std::optional<uint64_t> next_candidate(resource_ptr self) {
   return std::nullopt;
 }
 
+/// The event stream's `sync` line, at most once per sync_progress_interval.
+void report_progress(resource_ptr self) {
+  auto& s = self->state;
+  auto now = std::chrono::steady_clock::now();
+  if (now - s.sync.reported < sync_progress_interval)
+    return;
+  s.sync.reported = now;
+  auto seconds = std::chrono::duration<double>(now - s.sync.started).count();
+  auto rate = seconds > 0 ? static_cast<uint64_t>(s.sync.done_bytes / seconds) : 0;
+  announce(self, "sync",
+           {{"done", std::to_string(s.sync.done_bytes)},
+            {"total", std::to_string(s.sync.total_bytes)},
+            {"percent", fmt::format("{:.1f}", s.sync.total_bytes == 0 ? 100.0
+                                                : 100.0 * s.sync.done_bytes / s.sync.total_bytes)},
+            {"rate", std::to_string(rate)}});
+}
+
 void finish(resource_ptr self) {
   auto& s = self->state;
   s.sync.active = false;
@@ -85,7 +105,8 @@ void finish(resource_ptr self) {
   if (s.sync.done_bytes > 0) {
     spdlog::info("{}: synchronization complete: {} bytes in {:.1f} s", s.config.name,
                  s.sync.done_bytes, seconds);
-    event(self, "syncdone");
+    event(self, "syncdone", {},
+          {{"bytes", std::to_string(s.sync.done_bytes)}, {"seconds", fmt::format("{:.1f}", seconds)}});
   } else
     spdlog::info("{}: nodes are in sync", s.config.name);
   if (s.sync.from_secondary) {
@@ -315,7 +336,9 @@ void sync_start(resource_ptr self) {
   s.sync.total_bytes = bytes_to_sync(self);
   if (s.sync.total_bytes > 0) {
     spdlog::info("{}: synchronization started: {} bytes to go", s.config.name, s.sync.total_bytes);
-    event(self, "syncstart");
+    event(self, "syncstart", {},
+          {{"bytes", std::to_string(s.sync.total_bytes)},
+           {"direction", from_secondary ? "secondary->primary" : "primary->secondary"}});
   }
   sync_pump(self);
 }
@@ -330,7 +353,7 @@ void sync_stop(resource_ptr self, const std::string& why) {
   s.sync.extents.clear();
   s.sync.ids.clear();
   s.sync.bytes_in_flight = 0;
-  event(self, "syncintr");
+  event(self, "syncintr", {}, {{"reason", why}, {"done", std::to_string(s.sync.done_bytes)}});
   release_deferred(self);
 }
 

@@ -48,7 +48,7 @@ void finish(resource_ptr self, const std::string& outcome) {
               "skipped (waiting for a resync), {:.1f} s",
               s.config.name, outcome, v.differing_blocks, verify_block_size,
               v.done_bytes - v.skipped_bytes, v.total_bytes, v.skipped_bytes, seconds);
-  event(self, "verify", {std::to_string(v.differing_blocks), outcome});
+  event(self, "verify", {{"differing", std::to_string(v.differing_blocks)}, {"outcome", outcome}});
   release_deferred(self);
 }
 

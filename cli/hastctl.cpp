@@ -22,6 +22,7 @@ constexpr command_entry commands[] = {
     {"list", hast::cli::run_list},
     {"resync", hast::cli::run_resync}, {"verify", hast::cli::run_verify},
     {"attach", hast::cli::run_attach}, {"detach", hast::cli::run_detach},
+    {"events", hast::cli::run_events},
 };
 
 } // namespace

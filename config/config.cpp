@@ -348,6 +348,13 @@ const std::vector<option_rule>& option_rules() {
              "'; the control socket must be a Unix socket readable by root only (mode 0600): "
              "a TCP control port would let anyone who reaches it change roles or discard data"};
        }},
+      {"metrics", daemon_levels,
+       [](const std::string& v) {
+         std::string host;
+         uint16_t port = 0;
+         return expect(v.rfind("tcp", 0) == 0 && split_tcp_address(v, host, port, 0) && port != 0,
+                       "tcp://address:port (the HTTP address of /metrics)", v);
+       }},
       {"pidfile", daemon_levels,
        [](const std::string& v) { return expect(is_path(v), "a path", v); }},
       {"listen", daemon_levels,
@@ -722,6 +729,7 @@ node_config resolve(const raw_config& raw, const std::string& node) {
     out.listen = {default_listen_tcp4, default_listen_tcp6};
   out.control = value_or(global, "control", default_control);
   out.pidfile = value_or(global, "pidfile", default_pidfile);
+  out.metrics = value_or(global, "metrics", "");
 
   std::map<std::string, const raw_resource*> names;
   for (const auto& res : raw.resources) {
@@ -811,6 +819,8 @@ std::string render_effective(const node_config& config) {
   out << "node: " << config.node << '\n';
   out << "control: " << config.control << '\n';
   out << "pidfile: " << config.pidfile << '\n';
+  if (!config.metrics.empty())
+    out << "metrics: " << config.metrics << '\n';
   for (const auto& address : config.listen)
     out << "listen: " << address << '\n';
   for (const auto& res : config.resources) {

@@ -109,6 +109,7 @@ struct node_config {
   std::string control;              // "uds:///path": always a Unix socket
   std::vector<std::string> listen;  // peer listen addresses
   std::string pidfile;
+  std::string metrics;              // "tcp://host:port" of /metrics; empty: off
   std::vector<resource_config> resources;
 
   const resource_config* find(std::string_view name) const;

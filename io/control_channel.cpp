@@ -102,8 +102,8 @@ result<nlohmann::json> parse_request(std::string_view body) {
   return request;
 }
 
-server::server(std::string path, handler handle)
-  : path_(std::move(path)), handle_(std::move(handle)) {
+server::server(std::string path, handler handle, stream_handler stream)
+  : path_(std::move(path)), handle_(std::move(handle)), stream_(std::move(stream)) {
 }
 
 server::~server() {
@@ -176,22 +176,30 @@ void server::run() {
     int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
     if (fd < 0)
       continue;
-    serve(fd);
-    ::close(fd);
+    if (serve(fd))
+      ::close(fd);
   }
 }
 
-void server::serve(int fd) {
+bool server::serve(int fd) {
   set_timeouts(fd, 5);
   auto body = read_frame(fd);
   if (!body) {
     spdlog::warn("control: closing connection: {}", body.error().message());
-    return;
+    return true;
   }
   auto request = parse_request(*body);
   if (!request) {
     spdlog::warn("control: closing connection: {}", request.error().detail());
-    return;
+    return true;
+  }
+  if (is_streaming(*request) && stream_) {
+    if (auto st = write_frame(fd, R"({"streaming":true})"); !st) {
+      spdlog::warn("control: cannot confirm a stream: {}", st.message());
+      return true;
+    }
+    stream_(*request, fd);
+    return false;
   }
   nlohmann::json reply;
   try {
@@ -204,10 +212,14 @@ void server::serve(int fd) {
   set_timeouts(fd, 5);
   if (auto st = write_frame(fd, reply.dump()); !st)
     spdlog::warn("control: cannot send reply: {}", st.message());
+  return true;
 }
 
-result<nlohmann::json> call(const std::string& path, const nlohmann::json& request,
-                            int timeout_seconds) {
+namespace {
+
+/// Connects and sends `request`; the descriptor, or why not.
+result<int> send_request(const std::string& path, const nlohmann::json& request,
+                         int timeout_seconds) {
   sockaddr_un addr;
   if (!make_address(path, addr))
     return status{errc::invalid_argument, "control socket path too long: " + path};
@@ -226,6 +238,38 @@ result<nlohmann::json> call(const std::string& path, const nlohmann::json& reque
     ::close(fd);
     return st;
   }
+  return fd;
+}
+
+} // namespace
+
+result<int> open_stream(const std::string& path, const nlohmann::json& request,
+                        int timeout_seconds) {
+  auto fd = send_request(path, request, timeout_seconds);
+  if (!fd)
+    return fd;
+  auto body = read_frame(*fd);
+  if (!body) {
+    ::close(*fd);
+    return status{body.error().code(), "no reply from hastd: " + body.error().message()};
+  }
+  auto reply = nlohmann::json::parse(*body, nullptr, false);
+  if (!reply.is_object() || !reply.value("streaming", false)) {
+    ::close(*fd);
+    if (reply.is_object() && reply.contains("error") && reply["error"].is_string())
+      return status{errc::invalid_argument, reply["error"].get<std::string>()};
+    return status{errc::protocol_error, "hastd did not start the stream (an older hastd?)"};
+  }
+  set_timeouts(*fd, 0);  // events come when they happen
+  return *fd;
+}
+
+result<nlohmann::json> call(const std::string& path, const nlohmann::json& request,
+                            int timeout_seconds) {
+  auto fd_or = send_request(path, request, timeout_seconds);
+  if (!fd_or)
+    return fd_or.error();
+  int fd = *fd_or;
   auto body = read_frame(fd);
   ::close(fd);
   if (!body)

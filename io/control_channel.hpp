@@ -1,7 +1,9 @@
 #pragma once
 
 // The control socket between hastctl and hastd: a Unix stream socket (mode
-// 0600), one request and one reply per connection. A frame is a 4-byte
+// 0600), one request and one reply per connection; a streaming request
+// (`events`) instead gets a confirmation, then frames until either side
+// closes. A frame is a 4-byte
 // little-endian length followed by that many bytes of JSON. A frame over
 // `max_frame` bytes, bad JSON or a request without a "command" closes the
 // connection with a logged reason; the daemon goes on.
@@ -23,10 +25,19 @@ inline constexpr uint32_t max_frame = 1u << 20;
 /// Answers one request; runs on the control thread.
 using handler = std::function<nlohmann::json(const nlohmann::json& request)>;
 
+/// Takes over a connection whose request is a streaming one, after the
+/// server sent the confirmation {"streaming": true}; owns `fd` from then on.
+using stream_handler = std::function<void(const nlohmann::json& request, int fd)>;
+
+/// The commands that stream instead of answering once.
+inline bool is_streaming(const nlohmann::json& request) {
+  return request.value("command", "") == "events";
+}
+
 /// Serves the control socket on its own thread.
 class server {
 public:
-  server(std::string path, handler handle);
+  server(std::string path, handler handle, stream_handler stream = {});
   ~server();
   server(const server&) = delete;
   server& operator=(const server&) = delete;
@@ -38,10 +49,12 @@ public:
 
 private:
   void run();
-  void serve(int fd);
+  /// False when the connection was handed to the stream handler.
+  bool serve(int fd);
 
   std::string path_;
   handler handle_;
+  stream_handler stream_;
   int listen_fd_ = -1;
   bool bound_ = false;  // the socket file at path_ is ours
   int wake_pipe_[2] = {-1, -1};
@@ -52,6 +65,12 @@ private:
 /// the daemon is not running or the exchange failed.
 result<nlohmann::json> call(const std::string& path, const nlohmann::json& request,
                             int timeout_seconds);
+
+/// hastctl's side of a streaming request: sends it and waits for the
+/// confirmation (or the daemon's error); returns the connection, on which
+/// frames then arrive with no time limit.
+result<int> open_stream(const std::string& path, const nlohmann::json& request,
+                        int timeout_seconds);
 
 /// Frame helpers, shared by both sides and the tests.
 status write_frame(int fd, const std::string& body);

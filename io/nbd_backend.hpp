@@ -12,6 +12,7 @@
 
 #include "io/buffer.hpp"
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -49,6 +50,9 @@ struct request {
   bool fua = false;
   bool may_trim = false; // write_zeroes without NBD_CMD_FLAG_NO_HOLE
   buffer_ptr data;       // write: the payload, exactly `length` bytes, 4 KiB-aligned
+  /// When the export handed it over (a client's request; the latency
+  /// figures start here); unset for requests from the peer.
+  std::chrono::steady_clock::time_point arrived{};
 };
 
 struct reply {
@@ -57,11 +61,12 @@ struct reply {
   uint32_t length = 0; // the request's length (the session charges/validates with it)
   uint32_t error = 0;  // NBD error code (0 = success); values the protocol lacks go out as EIO
   buffer_ptr data;     // read success: at least `length` bytes
+  std::chrono::steady_clock::time_point arrived{};  // the request's
 };
 
 /// Builds the reply to `r` (copies cookie, kind, length).
 inline reply make_reply(const request& r, uint32_t error, buffer_ptr data = nullptr) {
-  return {r.cookie, r.kind, r.length, error, std::move(data)};
+  return {r.cookie, r.kind, r.length, error, std::move(data), r.arrived};
 }
 
 /// Where a backend sends replies; implemented by the session. deliver() may

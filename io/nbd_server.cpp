@@ -477,6 +477,9 @@ private:
   void end_pass() {
     if (!batch_.empty()) {
       backend_pending_ += batch_.size();
+      const auto now = std::chrono::steady_clock::now();
+      for (auto& r : batch_)
+        r.arrived = now;
       auto sink = sink_.lock();
       if (!sink) {
         sink = std::make_shared<session_sink>(shared_from_this());

@@ -26,6 +26,7 @@
 #include "io/peer_protocol.hpp"
 #include "messages/replication.hpp"
 #include "messages/errc.hpp"
+#include "messages/events.hpp"
 #include "messages/status.hpp"
 
 #include <caf/all.hpp>
@@ -92,6 +93,13 @@ struct peer_frames {
 struct accepted_link {
   peer_link_ptr link;
   peer::hello_message hello;
+};
+
+/// A control connection handed to the event hub after the control server
+/// confirmed its `events` request; the hub owns `fd` from then on.
+struct event_subscriber {
+  int fd = -1;
+  std::vector<std::string> resources;  // empty: every resource
 };
 
 /// Primary → peer: one request for the secondary. `id` comes back in acks.
@@ -177,6 +185,9 @@ CAF_BEGIN_TYPE_ID_BLOCK(hast, caf::first_custom_type_id)
   CAF_ADD_ATOM(hast, hast::atom, lease_link, "hleaselink")
   CAF_ADD_ATOM(hast, hast::atom, failover, "hfailover")
   CAF_ADD_ATOM(hast, hast::atom, witness_accept, "hwaccept")
+  CAF_ADD_ATOM(hast, hast::atom, event, "hevent")
+  CAF_ADD_ATOM(hast, hast::atom, subscribe, "hsubscr")
+  CAF_ADD_ATOM(hast, hast::atom, events_tick, "hevtick")
 CAF_END_TYPE_ID_BLOCK(hast)
 
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hast::buffer_ptr)
@@ -209,10 +220,21 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hast::verify_outcome)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hast::peer::lease_request)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hast::peer::lease_reply)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<hast::verify_outcome>)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hast::event_record)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hast::event_subscriber)
 
 CAF_ERROR_CODE_ENUM(hast::errc, "hast")
 
 namespace hast {
+
+/// The event stream (actors/events.hpp): state changes in, subscribers' sockets out.
+using event_hub_actor = caf::typed_actor<
+  // A resource's state change.
+  caf::reacts_to<atom::event, event_record>,
+  // A control connection that asked for the stream (event_subscriber).
+  caf::reacts_to<atom::subscribe, event_subscriber>,
+  // Looks for subscribers that hung up.
+  caf::reacts_to<atom::events_tick>>;
 
 /// The data disk of one resource: owns an io_uring (or, where the kernel
 /// refuses one, a small thread pool) and never blocks. Offsets are in the

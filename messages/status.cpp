@@ -105,7 +105,11 @@ nlohmann::json to_json(const resource_status& x) {
       {"read_errors", c.read_errors},
       {"write_errors", c.write_errors},
       {"delete_errors", c.delete_errors},
-      {"flush_errors", c.flush_errors}}},
+      {"flush_errors", c.flush_errors},
+      {"read_bytes", c.read_bytes},
+      {"write_bytes", c.write_bytes},
+      {"delete_bytes", c.delete_bytes},
+      {"remote_errors", c.remote_errors}}},
     {"last_error", x.last_error},
   };
 }
@@ -174,6 +178,10 @@ resource_status status_from_json(const nlohmann::json& j) {
     o.write_errors = c->value("write_errors", uint64_t{0});
     o.delete_errors = c->value("delete_errors", uint64_t{0});
     o.flush_errors = c->value("flush_errors", uint64_t{0});
+    o.read_bytes = c->value("read_bytes", uint64_t{0});
+    o.write_bytes = c->value("write_bytes", uint64_t{0});
+    o.delete_bytes = c->value("delete_bytes", uint64_t{0});
+    o.remote_errors = c->value("remote_errors", uint64_t{0});
   }
   x.last_error = j.value("last_error", "");
   return x;

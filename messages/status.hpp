@@ -7,6 +7,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <array>
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -23,7 +25,38 @@ struct resource_counters {
   uint64_t write_errors = 0;
   uint64_t delete_errors = 0;
   uint64_t flush_errors = 0;
+  uint64_t read_bytes = 0;
+  uint64_t write_bytes = 0;    // write and write_zeroes
+  uint64_t delete_bytes = 0;   // trim
+  uint64_t remote_errors = 0;  // replicated requests the secondary failed or the link lost
 };
+
+/// A latency distribution as Prometheus histograms count it: fixed bucket
+/// bounds (seconds), a count per bucket (not cumulative), the sum. One
+/// observation is a few compares; the resource actor keeps its own.
+struct latency_histogram {
+  static constexpr std::array<double, 17> bounds = {
+      0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+      0.05,    0.1,    0.25,    0.5,    1,     2.5,    5,     10};
+  std::array<uint64_t, bounds.size() + 1> counts{};  // the last: above every bound
+  uint64_t count = 0;
+  double sum = 0;  // seconds
+
+  void observe(std::chrono::steady_clock::duration d) {
+    const double seconds = std::chrono::duration<double>(d).count();
+    size_t i = 0;
+    while (i < bounds.size() && seconds > bounds[i])
+      ++i;
+    ++counts[i];
+    ++count;
+    sum += seconds;
+  }
+};
+
+/// The client operations counted apart (write_zeroes counts as write).
+enum class io_op : uint8_t { read, write, trim, flush };
+inline constexpr size_t io_op_count = 4;
+inline constexpr std::array<const char*, io_op_count> io_op_names = {"read", "write", "trim", "flush"};
 
 struct sync_progress {
   bool active = false;
@@ -105,6 +138,9 @@ struct resource_status {
   sync_progress sync;
   verify_progress verify;
   resource_counters counters;
+  // Latencies since the daemon started (for /metrics; not in the JSON form).
+  std::array<latency_histogram, io_op_count> client_latency;  // arrival to answer, by io_op
+  latency_histogram replication_latency;  // write sent to the secondary until written there
   std::string last_error;    // why the resource could not take its role, if so
 };
 

@@ -30,6 +30,10 @@ int run_status(const cli_options &options, const std::vector<std::string> &args)
 /// list [--json] [all|<res>...]
 int run_list(const cli_options &options, const std::vector<std::string> &args);
 
+/// events [--json] [--now] [all|<res>...]  (cli/common/events_command.cpp):
+/// the state, then every state change as it happens, until interrupted.
+int run_events(const cli_options& options, const std::vector<std::string>& args);
+
 /// resync --discard-local all|<res>...  (cli/common/resync_command.cpp)
 int run_resync(const cli_options& options, const std::vector<std::string>& args);
 /// verify [--repair | --stop] all|<res>...  (cli/common/resync_command.cpp)
