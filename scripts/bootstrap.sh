@@ -11,6 +11,7 @@ packages=(
   libnbd-bin nbdkit qemu-utils fio fuse3 e2fsprogs util-linux python3 procps
   python3-matplotlib
   clang libfuzzer-14-dev
+  libsystemd-dev libcpp-httplib-dev prometheus mandoc lintian dpkg-dev curl systemd
 )
 missing=()
 for p in "${packages[@]}"; do
