@@ -479,6 +479,8 @@ int serve(caf::actor_system& sys, asio::io_context& io, node_config& config,
         continue;
       if (sig == SIGHUP) {
         spdlog::info("SIGHUP: reloading {}", config.path);
+        if (options.on_reloading)
+          options.on_reloading();
         try {
           auto fresh = load_config(config.path, config.node);
           read_secrets(fresh);
@@ -511,9 +513,13 @@ int serve(caf::actor_system& sys, asio::io_context& io, node_config& config,
         } catch (const config_error& e) {
           spdlog::error("reload refused, keeping the running configuration: {}", e.what());
         }
+        if (options.on_reloaded)
+          options.on_reloaded(config);
         continue;
       }
       spdlog::info("{}: shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+      if (options.on_stopping)
+        options.on_stopping();
       break;
     }
   }

@@ -18,6 +18,14 @@ struct daemon_options {
   /// Called once the control socket listens (or with an error message when
   /// start-up failed), so a daemonizing parent can exit with the right status.
   std::function<void(const std::string& error)> on_ready;
+  /// Called when a SIGHUP reload begins, and when it ended with `running`
+  /// in force (the new configuration, or the old one if the new was
+  /// refused); hastd tells the service manager (sd_notify RELOADING=1, then
+  /// READY=1).
+  std::function<void()> on_reloading;
+  std::function<void(const node_config& running)> on_reloaded;
+  /// Called once SIGTERM or SIGINT was taken, before the resources drain.
+  std::function<void()> on_stopping;
   /// The disk engine to ask for (hastd --io-engine); io_uring falls back to
   /// threads by itself where the kernel refuses it.
   disk_engine_kind disk_engine = disk_engine_kind::uring;

@@ -1,6 +1,8 @@
 // hastd's program: parses its command line and configuration, daemonizes
 // (unless -F), sets up logging and hands over to run_daemon(). cli/hastd.cpp
 // calls it with the real I/O environment; a test program may pass another.
+// Under systemd (Type=notify) it reports readiness, reloads and shutdown
+// through sd_notify(3); without NOTIFY_SOCKET those reports are no-ops.
 //
 //   hastd [-c config] [-n node] [-F] [-d]... [-P pidfile] [--check-config]
 //         [--io-engine uring|threads]
@@ -14,13 +16,16 @@
 #include <spdlog/sinks/syslog_sink.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <fcntl.h>
 #include <iostream>
 #include <string>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 namespace {
@@ -39,8 +44,26 @@ struct options {
   hast::disk_engine_kind disk_engine = hast::disk_engine_kind::uring;
 };
 
+/// Sends `state` (newline-separated KEY=value lines) to the service
+/// manager; a no-op when hastd was not started by one.
+void notify(const std::string& state) {
+  sd_notify(0, state.c_str());
+}
+
+/// A STATUS= line: one line, whatever the message holds.
+std::string status_line(std::string text) {
+  std::replace(text.begin(), text.end(), '\n', ' ');
+  return "STATUS=" + text;
+}
+
+std::string serving(const hast::node_config& config) {
+  return status_line("serving " + std::to_string(config.resources.size()) + " resource(s) on node "
+                     + config.node);
+}
+
 int fail(const std::string& message) {
   std::cerr << "hastd: " << message << '\n';
+  notify(status_line(message));
   return 1;
 }
 
@@ -200,6 +223,7 @@ int hastd_main(int argc, char** argv, std::shared_ptr<const io_env> env) {
   hast::daemon_options dopt;
   dopt.disk_engine = opt.disk_engine;
   dopt.env = std::move(env);
+  int ready_fd = -1;  // daemon mode: the pipe to the parent waiting for start-up
   if (!opt.foreground) {
     // The parent waits until the child listens on the control socket, so that
     // a start-up error reaches the user's terminal and the exit status.
@@ -233,13 +257,37 @@ int hastd_main(int argc, char** argv, std::shared_ptr<const io_env> env) {
       if (null > 2)
         ::close(null);
     }
-    int ready_fd = ready[1];
-    dopt.on_ready = [ready_fd](const std::string& err) {
+    ready_fd = ready[1];
+  }
+  // The service manager hears of readiness before a daemonizing parent
+  // exits; the notification then comes from this child, which names itself
+  // the main process.
+  dopt.on_ready = [ready_fd, daemonized = !opt.foreground,
+                   status = serving(config)](const std::string& err) {
+    if (err.empty())
+      notify("READY=1\n" + (daemonized ? "MAINPID=" + std::to_string(::getpid()) + "\n" : "")
+             + status);
+    else
+      notify(status_line(err));
+    if (ready_fd >= 0) {
       auto text = err.empty() ? std::string{"ok"} : err;
       [[maybe_unused]] auto n = ::write(ready_fd, text.data(), text.size());
       ::close(ready_fd);
-    };
-  }
+    }
+  };
+  dopt.on_reloading = [path = config.path] {
+    // systemd 253 and later want RELOADING=1 stamped with CLOCK_MONOTONIC
+    // (steady_clock on Linux) to tell this reload from an earlier one.
+    auto usec = std::chrono::duration_cast<std::chrono::microseconds>(
+                  std::chrono::steady_clock::now().time_since_epoch())
+                  .count();
+    notify("RELOADING=1\nMONOTONIC_USEC=" + std::to_string(usec) + "\n"
+           + status_line("reloading " + path));
+  };
+  dopt.on_reloaded = [](const hast::node_config& running) {
+    notify("READY=1\n" + serving(running));
+  };
+  dopt.on_stopping = [] { notify("STOPPING=1\n" + status_line("stopping: resources drain")); };
   pid.write_pid();
   if (opt.pidfile.empty() && !opt.foreground) {
     // The pid file's path comes from the configuration: a reload may move it.

@@ -95,8 +95,13 @@ std::string render_metrics(const resources_t& rs, const std::string& version) {
         f.add(r, current == name ? 1 : 0, label("role", name));
     }
   }
-  per_resource(out, rs, "hast_connected", "gauge", "1 while the link to the other data node is up.",
-               [](auto& r) { return r.connected ? 1 : 0; });
+  {
+    // A resource with `remote none` has no link to speak of: no series.
+    family f{out, "hast_connected", "gauge", "1 while the link to the other data node is up."};
+    for (const auto& r : rs)
+      if (r.error == 0 && !r.witness_node && r.remote != "none")
+        f.add(r, r.connected ? 1 : 0);
+  }
   per_resource(out, rs, "hast_split_brain", "gauge", "1 once both nodes were written apart.",
                [](auto& r) { return r.split_brain ? 1 : 0; });
   per_resource(out, rs, "hast_local_failing", "gauge",

@@ -73,6 +73,14 @@ TEST(MetricsText, AWitnessRecordHasARoleOnlyAndAFailedResourceNothing) {
   EXPECT_EQ(text.find("hast_lease_held{"), std::string::npos);
 }
 
+TEST(MetricsText, ALinkOnlyWhereThereIsARemote) {
+  auto alone = primary_with_writes();
+  alone.remote = "none";
+  auto text = render_metrics({alone}, "x");
+  EXPECT_EQ(line_of(text, R"(hast_connected{resource="r\"1"})"), "<missing>");
+  EXPECT_EQ(line_of(text, R"(hast_role{resource="r\"1",role="primary"})"), "1");
+}
+
 TEST(EventRecord, TextAndJsonForms) {
   event_record e{"disconnect", "shared", 1764561600123, {{"reason", "peer closed \"it\""}, {"n", "5"}}};
   EXPECT_EQ(event_time_text(e.time_ms), "2025-12-01T04:00:00.123Z");
