@@ -77,6 +77,18 @@ void per_resource(std::string& out, const resources_t& rs, const char* name, con
       f.add(r, value(r));
 }
 
+/// A family with one series per data resource and value of label `key`.
+void per_label(std::string& out, const resources_t& rs, const char* name, const char* type,
+               const char* help, const char* key,
+               std::initializer_list<std::pair<const char*, std::function<double(const resource_status&)>>>
+                 values) {
+  family f{out, name, type, help};
+  for (const auto& r : rs)
+    if (r.error == 0 && !r.witness_node)
+      for (const auto& [value, get] : values)
+        f.add(r, get(r), label(key, value));
+}
+
 } // namespace
 
 std::string render_metrics(const resources_t& rs, const std::string& version) {
@@ -129,50 +141,32 @@ std::string render_metrics(const resources_t& rs, const std::string& version) {
                [](auto& r) { return double(r.synced_bytes); });
   per_resource(out, rs, "hast_nbd_connections", "gauge", "Open NBD client connections.",
                [](auto& r) { return double(r.nbd_connections); });
-  {
-    family f{out, "hast_queue_requests", "gauge", "Requests in each queue of the resource."};
-    for (const auto& r : rs)
-      if (r.error == 0 && !r.witness_node) {
-        f.add(r, double(r.queue_local), label("queue", "local"));
-        f.add(r, double(r.queue_send), label("queue", "send"));
-        f.add(r, double(r.queue_recv), label("queue", "recv"));
-        f.add(r, double(r.queue_done), label("queue", "done"));
-        f.add(r, double(r.queue_idle), label("queue", "idle"));
-      }
-  }
-  {
-    family f{out, "hast_requests_total", "counter", "Client requests served, by operation."};
-    for (const auto& r : rs)
-      if (r.error == 0 && !r.witness_node) {
-        const auto& c = r.counters;
-        f.add(r, double(c.reads), label("op", "read"));
-        f.add(r, double(c.writes), label("op", "write"));
-        f.add(r, double(c.deletes), label("op", "trim"));
-        f.add(r, double(c.flushes), label("op", "flush"));
-      }
-  }
-  {
-    family f{out, "hast_request_bytes_total", "counter", "Bytes of client requests, by operation."};
-    for (const auto& r : rs)
-      if (r.error == 0 && !r.witness_node) {
-        const auto& c = r.counters;
-        f.add(r, double(c.read_bytes), label("op", "read"));
-        f.add(r, double(c.write_bytes), label("op", "write"));
-        f.add(r, double(c.delete_bytes), label("op", "trim"));
-      }
-  }
-  {
-    family f{out, "hast_request_errors_total", "counter",
-             "Requests the local disk failed, by operation."};
-    for (const auto& r : rs)
-      if (r.error == 0 && !r.witness_node) {
-        const auto& c = r.counters;
-        f.add(r, double(c.read_errors), label("op", "read"));
-        f.add(r, double(c.write_errors), label("op", "write"));
-        f.add(r, double(c.delete_errors), label("op", "trim"));
-        f.add(r, double(c.flush_errors), label("op", "flush"));
-      }
-  }
+  using value_of = std::function<double(const resource_status&)>;
+  auto counter = [](uint64_t resource_counters::*field) -> value_of {
+    return [field](const resource_status& r) { return double(r.counters.*field); };
+  };
+  per_label(out, rs, "hast_queue_requests", "gauge", "Requests in each queue of the resource.", "queue",
+            {{"local", [](auto& r) { return double(r.queue_local); }},
+             {"send", [](auto& r) { return double(r.queue_send); }},
+             {"recv", [](auto& r) { return double(r.queue_recv); }},
+             {"done", [](auto& r) { return double(r.queue_done); }},
+             {"idle", [](auto& r) { return double(r.queue_idle); }}});
+  per_label(out, rs, "hast_requests_total", "counter", "Client requests served, by operation.", "op",
+            {{"read", counter(&resource_counters::reads)},
+             {"write", counter(&resource_counters::writes)},
+             {"trim", counter(&resource_counters::deletes)},
+             {"flush", counter(&resource_counters::flushes)}});
+  per_label(out, rs, "hast_request_bytes_total", "counter", "Bytes of client requests, by operation.",
+            "op",
+            {{"read", counter(&resource_counters::read_bytes)},
+             {"write", counter(&resource_counters::write_bytes)},
+             {"trim", counter(&resource_counters::delete_bytes)}});
+  per_label(out, rs, "hast_request_errors_total", "counter",
+            "Requests the local disk failed, by operation.", "op",
+            {{"read", counter(&resource_counters::read_errors)},
+             {"write", counter(&resource_counters::write_errors)},
+             {"trim", counter(&resource_counters::delete_errors)},
+             {"flush", counter(&resource_counters::flush_errors)}});
   per_resource(out, rs, "hast_remote_errors_total", "counter",
                "Replicated requests the secondary failed or the link lost.",
                [](auto& r) { return double(r.counters.remote_errors); });

@@ -64,13 +64,6 @@ ctl dump --json "$res" > "$T/dump.json" || fail "metadata not valid after SIGTER
 pass "SIGTERM while a client writes: exit 0, metadata valid, sockets removed"
 
 # --- daemon mode and the pid file -----------------------------------------------------------
-DAEMON_PID=""
-stop_daemon() {
-  [[ -n $DAEMON_PID ]] || return 0
-  kill -TERM "$DAEMON_PID" 2>/dev/null
-  for _ in $(seq 100); do kill -0 "$DAEMON_PID" 2>/dev/null || return 0; sleep 0.1; done
-  kill -KILL "$DAEMON_PID" 2>/dev/null
-}
 on_exit stop_daemon
 rc=0
 "$HASTD" -c "$T/hast.conf" -n nodeA > "$T/daemon.out" 2>&1 || rc=$?

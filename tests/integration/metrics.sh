@@ -21,13 +21,7 @@ write_pair_config "$res" memsync
 MPORT=$(free_port)
 sed -i "0,/^on nodeA {/s||on nodeA {\n  metrics tcp://127.0.0.1:$MPORT|" "$T/hast.conf"
 grep -q "metrics tcp://127.0.0.1:$MPORT" "$T/hast.conf" || fail "could not add the metrics option"
-ctl_on nodeA create -m 64M -e 1M "$res"
-ctl_on nodeB create -m 64M -e 1M "$res"
-start_node nodeA
-start_node nodeB
-ctl_on nodeB role secondary "$res"
-ctl_on nodeA role primary "$res"
-wait_status nodeA "$res" complete 30
+start_pair "$res"
 
 URL="http://127.0.0.1:$MPORT/metrics"
 # scrape OUT: one scrape, checked by promtool.

@@ -99,13 +99,6 @@ stop_node nodeB
 # ---- the pid file ---------------------------------------------------------------------
 write_standalone_config pf
 ctl create -m 16M pf
-DAEMON_PID=""
-stop_daemon() {
-  [[ -n $DAEMON_PID ]] || return 0
-  kill -TERM "$DAEMON_PID" 2>/dev/null
-  for _ in $(seq 100); do kill -0 "$DAEMON_PID" 2>/dev/null || return 0; sleep 0.1; done
-  kill -KILL "$DAEMON_PID" 2>/dev/null
-}
 on_exit stop_daemon
 "$HASTD" -c "$T/hast.conf" -n nodeA > "$T/daemon.out" 2>&1 || fail "daemon mode: $(cat "$T/daemon.out")"
 DAEMON_PID=$(cat "$T/hastd.pid")

@@ -94,13 +94,6 @@ pass "SIGTERM: STOPPING=1, exit 0"
 
 # --- daemon mode: the child notifies and names itself -----------------------------------------
 start_listener bg
-DAEMON_PID=""
-stop_daemon() {
-  [[ -n $DAEMON_PID ]] || return 0
-  kill -TERM "$DAEMON_PID" 2>/dev/null
-  for _ in $(seq 100); do kill -0 "$DAEMON_PID" 2>/dev/null || return 0; sleep 0.1; done
-  kill -KILL "$DAEMON_PID" 2>/dev/null
-}
 on_exit stop_daemon
 rc=0
 "$HASTD" -c "$T/hast.conf" -n nodeA > "$T/daemon.out" 2>&1 || rc=$?

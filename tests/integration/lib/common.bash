@@ -92,6 +92,17 @@ CONF
 
 ctl() { "$HASTCTL" -c "$T/hast.conf" -n nodeA "$@"; }
 
+# A daemonized hastd (started without -F) is not our child: a test that
+# starts one sets DAEMON_PID from its pid file and registers
+# `on_exit stop_daemon`, which stops it (TERM, then KILL after 10 s).
+DAEMON_PID=""
+stop_daemon() {
+  [[ -n $DAEMON_PID ]] || return 0
+  kill -TERM "$DAEMON_PID" 2>/dev/null
+  for _ in $(seq 100); do kill -0 "$DAEMON_PID" 2>/dev/null || return 0; sleep 0.1; done
+  kill -KILL "$DAEMON_PID" 2>/dev/null
+}
+
 # start_hastd [extra args]: foreground daemon with logs in $T/hastd.log.
 start_hastd() {
   "$HASTD" -F -c "$T/hast.conf" -n nodeA "$@" >>"$T/hastd.log" 2>&1 &
@@ -226,6 +237,19 @@ wait_status() {
   done
   ctl_on "$node" list "$res" >&2 || true
   fail "$node: $res did not reach '$word' within ${secs}s"
+}
+
+# start_pair RES: metadata on both nodes (64 MiB, 1 MiB extents), both
+# daemons started, nodeB secondary, nodeA primary, until complete.
+start_pair() {
+  local res=$1
+  ctl_on nodeA create -m 64M -e 1M "$res"
+  ctl_on nodeB create -m 64M -e 1M "$res"
+  start_node nodeA
+  start_node nodeB
+  ctl_on nodeB role secondary "$res"
+  ctl_on nodeA role primary "$res"
+  wait_status nodeA "$res" complete 30
 }
 
 # region_of NODE RES OUT: the data region of NODE's provider.
