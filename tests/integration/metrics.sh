@@ -128,4 +128,3 @@ timeout 20 "$HASTD" -F -c "$T/inuse.conf" -n nodeA > "$T/inuse.log" 2>&1 || rc=$
 grep -q "metrics: cannot listen on tcp://127.0.0.1:$HPORT" "$T/inuse.log" || fail "in use: $(tail -3 "$T/inuse.log")"
 pass "metrics address in use: hastd exits $rc: $(grep -o 'metrics: cannot listen.*' "$T/inuse.log")"
 kill "$HOLDER"
-stop_node nodeB
