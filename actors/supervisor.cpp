@@ -84,6 +84,15 @@ caf::expected<std::vector<std::string>> select(self_ptr self, const std::vector<
   return out;
 }
 
+/// The event stream hears of a resource's failure and restart (the
+/// resource itself tells it everything else).
+void tell_events(self_ptr self, const std::string& name, const std::string& resource,
+                 event_fields fields) {
+  if (self->state.io.events)
+    self->send(self->state.io.events, atom::event_v,
+               event_record{name, resource, event_clock_ms(), std::move(fields)});
+}
+
 /// The answer for a resource that is waiting to be restarted.
 caf::error restarting(const supervised_resource& entry) {
   return caf::make_error(errc::busy, "the resource failed (" + entry.failure
@@ -168,6 +177,8 @@ supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<su
       entry.handle = nullptr;
       spdlog::error("resource {} failed ({}); restarting it in role {} in {} ms", name,
                     entry.failure, to_string(entry.wanted), entry.backoff.count());
+      tell_events(self, "failed", name,
+                  {{"reason", entry.failure}, {"restart_ms", std::to_string(entry.backoff.count())}});
       self->delayed_send(self, entry.backoff, atom::restart_v, name);
       return;
     }
@@ -461,6 +472,7 @@ supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<su
       fresh.backoff = entry.backoff;
       fresh.failure = entry.failure;
       spdlog::info("resource {} restarted", name);
+      tell_events(self, "restarted", name, {{"role", to_string(entry.wanted)}});
       if (entry.wanted == role::init)
         return;
       auto wanted = entry.wanted;

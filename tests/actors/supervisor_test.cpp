@@ -48,6 +48,14 @@ protected:
     io.spawned = [this](const std::string& name, caf::actor_addr addr) {
       spawned.emplace_back(name, std::move(addr));
     };
+    // The event stream: what reaches it is kept in `events`.
+    io.events = sys.spawn([this](event_hub_actor::pointer) -> event_hub_actor::behavior_type {
+      return {
+        [this](atom::event, const event_record& e) { events.push_back(e); },
+        [](atom::subscribe, const event_subscriber&) {},
+        [](atom::events_tick) {},
+      };
+    });
     sup = sys.spawn(supervisor, config, io);
     run_for(std::chrono::milliseconds(20));
   }
@@ -83,6 +91,15 @@ protected:
   asio::io_context io_context;
   supervisor_actor sup;
   std::vector<std::pair<std::string, caf::actor_addr>> spawned;
+  std::vector<event_record> events;
+
+  /// "name resource" of each event so far, in order.
+  std::vector<std::string> event_names() const {
+    std::vector<std::string> out;
+    for (auto& e : events)
+      out.push_back(e.name + " " + e.resource);
+    return out;
+  }
 };
 
 TEST_F(supervision, role_all_on_a_node_without_resources_answers_an_empty_list) {
@@ -151,6 +168,13 @@ TEST_F(supervision, a_failed_resource_is_restarted_after_a_back_off_in_the_role_
     return st && st->size() == 1u && (*st)[0].current_role == role::primary;
   })) << "the restarted resource is not primary again";
   EXPECT_NE(spawned[0].second, spawned[1].second);
+  // The event stream saw it all, in order.
+  EXPECT_EQ(event_names(), (std::vector<std::string>{"role r1", "failed r1", "restarted r1", "role r1"}));
+  ASSERT_EQ(events.size(), 4u);
+  EXPECT_EQ(events[1].fields.at(0).first, "reason");
+  EXPECT_FALSE(events[1].fields.at(0).second.empty());
+  EXPECT_EQ(events[2].fields, (event_fields{{"role", "primary"}}));
+  EXPECT_EQ(events[3].fields, (event_fields{{"old", "init"}, {"new", "primary"}}));
 }
 
 TEST_F(supervision, a_resource_waiting_for_its_restart_reports_an_error_number) {
