@@ -1,12 +1,9 @@
 #include "actors/events.hpp"
 
-#include "io/control_channel.hpp"
-
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <cerrno>
-#include <cstring>
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -23,76 +20,97 @@ bool wants(const event_subscriber& sub, const std::string& resource) {
          || std::find(sub.resources.begin(), sub.resources.end(), resource) != sub.resources.end();
 }
 
-/// One frame without waiting: the socket is non-blocking, and a frame that
-/// does not fit whole is not started (the subscriber is closed instead).
-bool send_now(int fd, const std::string& body) {
-  std::string frame(4, '\0');
+/// One control frame: 4-byte little-endian length, then the body.
+std::string frame(const std::string& body) {
+  std::string out(4, '\0');
   const auto n = static_cast<uint32_t>(body.size());
   for (int i = 0; i < 4; ++i)
-    frame[i] = static_cast<char>(n >> (8 * i));
-  frame += body;
+    out[i] = static_cast<char>(n >> (8 * i));
+  return out + body;
+}
+
+/// Writes what the socket takes now; false when the connection is gone.
+bool flush(event_stream& st) {
   size_t sent = 0;
-  while (sent < frame.size()) {
-    auto k = ::send(fd, frame.data() + sent, frame.size() - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+  while (sent < st.backlog.size()) {
+    auto k = ::send(st.sub.fd, st.backlog.data() + sent, st.backlog.size() - sent,
+                    MSG_NOSIGNAL | MSG_DONTWAIT);
     if (k < 0 && errno == EINTR)
       continue;
+    if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+      break;
     if (k <= 0)
       return false;
     sent += static_cast<size_t>(k);
   }
+  st.backlog.erase(0, sent);
   return true;
 }
 
 void drop(hub_ptr self, size_t i, const char* why) {
-  auto& subs = self->state.subscribers;
+  auto& streams = self->state.streams;
   spdlog::info("events: closing a subscriber: {}", why);
-  ::close(subs[i].fd);
-  subs.erase(subs.begin() + static_cast<std::ptrdiff_t>(i));
+  ::close(streams[i].sub.fd);
+  streams.erase(streams.begin() + static_cast<std::ptrdiff_t>(i));
+}
+
+/// Writes every subscriber's backlog; drops those that went away or fell
+/// too far behind.
+void flush_all(hub_ptr self) {
+  auto& streams = self->state.streams;
+  for (size_t i = streams.size(); i-- > 0;) {
+    if (!flush(streams[i]))
+      drop(self, i, "its connection is closed");
+    else if (streams[i].backlog.size() > event_backlog_limit)
+      drop(self, i, "it does not read its events (backlog full)");
+  }
 }
 
 void schedule_tick(hub_ptr self) {
   auto& s = self->state;
-  if (s.tick_pending || s.subscribers.empty())
+  if (s.tick_pending || s.streams.empty())
     return;
+  const bool waiting = std::any_of(s.streams.begin(), s.streams.end(),
+                                   [](const event_stream& st) { return !st.backlog.empty(); });
   s.tick_pending = true;
-  self->delayed_send(self, event_hangup_check, atom::events_tick_v);
+  self->delayed_send(self, waiting ? std::chrono::milliseconds(event_retry)
+                                   : std::chrono::milliseconds(event_hangup_check),
+                     atom::events_tick_v);
 }
 
 } // namespace
 
 event_hub_state::~event_hub_state() {
-  for (auto& sub : subscribers)
-    ::close(sub.fd);
+  for (auto& st : streams)
+    ::close(st.sub.fd);
 }
 
 event_hub_actor::behavior_type event_hub(hub_ptr self) {
   return {
     [self](atom::event, const event_record& e) {
-      auto& subs = self->state.subscribers;
-      if (subs.empty())
+      auto& streams = self->state.streams;
+      if (streams.empty())
         return;
-      const auto body = to_json(e).dump();
-      for (size_t i = subs.size(); i-- > 0;) {
-        if (!wants(subs[i], e.resource))
-          continue;
-        if (!send_now(subs[i].fd, body))
-          drop(self, i, errno == EAGAIN || errno == EWOULDBLOCK
-                          ? "it does not read its events (socket buffer full)"
-                          : "its connection is closed");
-      }
+      const auto bytes = frame(to_json(e).dump());
+      for (auto& st : streams)
+        if (wants(st.sub, e.resource))
+          st.backlog += bytes;
+      flush_all(self);
+      schedule_tick(self);
     },
     [self](atom::subscribe, event_subscriber sub) {
       ::fcntl(sub.fd, F_SETFL, ::fcntl(sub.fd, F_GETFL) | O_NONBLOCK);
-      self->state.subscribers.push_back(std::move(sub));
+      self->state.streams.push_back({std::move(sub), {}});
       schedule_tick(self);
     },
     [self](atom::events_tick) {
       auto& s = self->state;
       s.tick_pending = false;
-      // A subscriber sends nothing after its request: anything readable
-      // is a hang-up (or a protocol breach, which closes it as well).
-      for (size_t i = s.subscribers.size(); i-- > 0;) {
-        pollfd p{s.subscribers[i].fd, POLLIN | POLLRDHUP, 0};
+      flush_all(self);
+      // A subscriber sends nothing after its request: anything readable is
+      // a hang-up (or a breach of the protocol, which closes it as well).
+      for (size_t i = s.streams.size(); i-- > 0;) {
+        pollfd p{s.streams[i].sub.fd, POLLIN | POLLRDHUP, 0};
         if (::poll(&p, 1, 0) > 0 && p.revents != 0)
           drop(self, i, "it hung up");
       }
