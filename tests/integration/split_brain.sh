@@ -26,13 +26,7 @@ done
 grep -q "exec $T/hookA.sh" "$T/hast.conf" && grep -q "exec $T/hookB.sh" "$T/hast.conf" \
   || fail "could not add the exec hooks to the configuration"
 
-ctl_on nodeA create -m 64M -e 1M "$res"
-ctl_on nodeB create -m 64M -e 1M "$res"
-start_node nodeA
-start_node nodeB
-ctl_on nodeB role secondary "$res"
-ctl_on nodeA role primary "$res"
-wait_status nodeA "$res" complete 30
+start_pair "$res"
 
 M=$((1 << 20))
 head -c $((4 * M)) /dev/urandom > "$T/pa"
