@@ -1,5 +1,7 @@
 #include "actors/events.hpp"
 
+#include "io/control_channel.hpp"
+
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -18,15 +20,6 @@ using hub_ptr = event_hub_actor::stateful_pointer<event_hub_state>;
 bool wants(const event_subscriber& sub, const std::string& resource) {
   return sub.resources.empty()
          || std::find(sub.resources.begin(), sub.resources.end(), resource) != sub.resources.end();
-}
-
-/// One control frame: 4-byte little-endian length, then the body.
-std::string frame(const std::string& body) {
-  std::string out(4, '\0');
-  const auto n = static_cast<uint32_t>(body.size());
-  for (int i = 0; i < 4; ++i)
-    out[i] = static_cast<char>(n >> (8 * i));
-  return out + body;
 }
 
 /// Writes what the socket takes now; false when the connection is gone.
@@ -91,7 +84,7 @@ event_hub_actor::behavior_type event_hub(hub_ptr self) {
       auto& streams = self->state.streams;
       if (streams.empty())
         return;
-      const auto bytes = frame(to_json(e).dump());
+      const auto bytes = control::encode_frame(to_json(e).dump());
       for (auto& st : streams)
         if (wants(st.sub, e.resource))
           st.backlog += bytes;

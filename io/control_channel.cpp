@@ -53,16 +53,19 @@ void set_timeouts(int fd, int seconds) {
 
 } // namespace
 
+std::string encode_frame(const std::string& body) {
+  std::string out(4, '\0');
+  const auto n = static_cast<uint32_t>(body.size());
+  for (int i = 0; i < 4; ++i)
+    out[i] = static_cast<char>(n >> (8 * i));
+  return out + body;
+}
+
 status write_frame(int fd, const std::string& body) {
   if (body.size() > max_frame)
     return {errc::invalid_argument, "message too large"};
-  uint8_t header[4];
-  auto n = static_cast<uint32_t>(body.size());
-  for (int i = 0; i < 4; ++i)
-    header[i] = static_cast<uint8_t>(n >> (8 * i));
-  if (auto st = io_all(fd, header, 4, true); !st)
-    return st;
-  return io_all(fd, const_cast<char*>(body.data()), body.size(), true);
+  auto frame = encode_frame(body);
+  return io_all(fd, frame.data(), frame.size(), true);
 }
 
 result<std::string> read_frame(int fd) {

@@ -72,7 +72,9 @@ result<nlohmann::json> call(const std::string& path, const nlohmann::json& reque
 result<int> open_stream(const std::string& path, const nlohmann::json& request,
                         int timeout_seconds);
 
-/// Frame helpers, shared by both sides and the tests.
+/// Frame helpers, shared by both sides, the event hub and the tests.
+/// encode_frame: the 4-byte little-endian length, then `body`.
+std::string encode_frame(const std::string& body);
 status write_frame(int fd, const std::string& body);
 result<std::string> read_frame(int fd);
 
