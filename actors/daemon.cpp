@@ -1,5 +1,7 @@
 #include "actors/daemon.hpp"
 
+#include "actors/data_thread.hpp"
+
 #include "actors/events.hpp"
 #include "actors/peer.hpp"
 #include "actors/supervisor.hpp"
@@ -137,8 +139,9 @@ nlohmann::json handle_control(caf::actor_system& sys, const supervisor_actor& su
 /// HAST), then hands it to the resource through the supervisor.
 class peer_router : public std::enable_shared_from_this<peer_router> {
 public:
-  peer_router(asio::io_context& io, supervisor_actor sup, node_config config)
-    : io_(io), sup_(std::move(sup)), config_(std::move(config)) {}
+  peer_router(asio::io_context& io, supervisor_actor sup, node_config config,
+              std::shared_ptr<data_threads> data)
+    : io_(io), sup_(std::move(sup)), config_(std::move(config)), data_(std::move(data)) {}
 
   void update(node_config config) {
     std::lock_guard lock{mutex_};
@@ -238,6 +241,10 @@ private:
       return;
     }
     auto timeout = std::chrono::milliseconds(std::chrono::seconds(res.timeout));
+    // From here on the resource's data thread serves the link, as it does
+    // the link a primary opens.
+    if (data_)
+      conn = conn->rehome(data_->of(res.name).io());
     caf::anon_send(sup_, atom::peer_accept_v,
                    accepted_link{make_tcp_link(std::move(conn), peer::default_keepalive, timeout),
                                  std::move(hello)});
@@ -247,6 +254,7 @@ private:
   supervisor_actor sup_;
   std::mutex mutex_;
   node_config config_;
+  std::shared_ptr<data_threads> data_;  // null: links stay on io_
 };
 
 /// The peer listeners, as groups of addresses opened together. A reload
@@ -443,19 +451,20 @@ caf::actor_system_config& configure(caf::actor_system_config& cfg) {
 /// Runs the daemon from the first actor to the last: control socket, peer
 /// listener, signal loop, ordered shutdown. Returns the exit status when
 /// every actor is done.
-int serve(caf::actor_system& sys, asio::io_context& io, node_config& config,
-          const daemon_options& options, const sigset_t& signals) {
+int serve(caf::actor_system& sys, asio::io_context& io, std::shared_ptr<data_threads> data,
+          node_config& config, const daemon_options& options, const sigset_t& signals) {
   int exit_status = 0;
   auto hub = sys.spawn(event_hub);
+  data->attach(sys);
   auto sup = sys.spawn(supervisor, config,
-                       io_ref{&io, {}, options.disk_engine, options.env, nullptr, {}, hub});
+                       io_ref{&io, {}, options.disk_engine, options.env, nullptr, {}, hub, data});
 
   control::server ctl{
     unix_socket_path(config.control),
     [&](const nlohmann::json& req) { return handle_control(sys, sup, req); },
     [&](const nlohmann::json& req, int fd) { handle_stream(hub, req, fd); }};
   metrics_server metrics{[&] { return render_scrape(sys, sup); }};
-  auto router = std::make_shared<peer_router>(io, sup, config);
+  auto router = std::make_shared<peer_router>(io, sup, config, data);
   peer_listeners listeners{io, router};
   std::string pidfile = options.pidfile;  // the pid file in use, if it follows the configuration
   status started = ctl.start();
@@ -540,6 +549,7 @@ int serve(caf::actor_system& sys, asio::io_context& io, node_config& config,
   caf::anon_send_exit(sup, caf::exit_reason::user_shutdown);
   caf::anon_send_exit(hub, caf::exit_reason::user_shutdown);  // closes the event streams
   sys.await_all_actors_done();
+  data->detach();
   return exit_status;
 }
 
@@ -568,12 +578,18 @@ int run_daemon(node_config config, const daemon_options& options) {
       io.run();
       --io_running;
     });
+  // Each resource's data path runs on a thread of its own (docs/DESIGN.md,
+  // "One thread per resource"); the threads outlive the actor system as the
+  // shared context does.
+  auto data = std::make_shared<data_threads>();
   int exit_status = 0;
   {
     caf::actor_system_config cfg;
-    caf::actor_system sys{configure(cfg)};
-    exit_status = serve(sys, io, config, options, signals);
+    use_pinning_scheduler(configure(cfg));
+    caf::actor_system sys{cfg};
+    exit_status = serve(sys, io, data, config, options, signals);
   }
+  data->stop(std::chrono::seconds(5));
   // The work queued by the actors' last steps runs before Asio stops (an NBD
   // server's clean-up removes its socket file); whatever still waits after a
   // few seconds (a connection nobody closed) is abandoned.

@@ -8,7 +8,8 @@ namespace hast {
 
 disk_io_actor::behavior_type disk_io(disk_io_actor::stateful_pointer<disk_io_state> self,
                                      std::shared_ptr<const provider> local, uint64_t data_offset,
-                                     disk_engine_kind kind, resource_actor owner) {
+                                     disk_engine_kind kind, resource_actor owner,
+                                     disk_home home) {
   auto& s = self->state;
   s.data_offset = data_offset;
   std::string why;
@@ -20,7 +21,10 @@ disk_io_actor::behavior_type disk_io(disk_io_actor::stateful_pointer<disk_io_sta
       if (auto hdl = caf::actor_cast<resource_actor>(weak.lock()))
         caf::anon_send(hdl, atom::disk_done_v, std::move(done));
     },
-    &why, /*callers_outlive_io=*/true);  // CAF's workers live as long as the system
+    &why, /*callers_outlive_io=*/true, home.io);  // CAF's workers live as long as the system
+  // A home ring is its thread's alone. It goes with the state, which CAF
+  // destroys while the actor ends (stateful_actor::on_exit), on the thread
+  // running it: the home thread.
   if (!why.empty())
     spdlog::warn("{}: io_uring is not available ({}); using a thread pool for disk I/O",
                  local->path(), why);

@@ -1,5 +1,6 @@
 #include "actors/resource.hpp"
 
+#include "actors/data_thread.hpp"
 #include "actors/disk_io.hpp"
 #include "actors/metadata_writer.hpp"
 #include "actors/peer.hpp"
@@ -295,7 +296,7 @@ void start_peer(self_ptr self, role side) {
     return;
   connector connect = s.io.connect;
   if (side == role::primary && !connect) {
-    auto io = s.io.io;
+    auto io = s.home != nullptr ? &s.home->io() : s.io.io;
     auto remote = s.config.remote;
     auto source = s.config.source;
     auto timeout = std::chrono::milliseconds(std::chrono::seconds(s.config.timeout));
@@ -311,6 +312,8 @@ void start_peer(self_ptr self, role side) {
   }
   s.link = self->spawn<caf::linked>(replication_peer, s.config, s.node, side,
                                     caf::actor_cast<resource_actor>(self), connect);
+  if (s.home != nullptr)
+    pin(caf::actor_cast<caf::abstract_actor*>(s.link), *s.home);
 }
 
 // --- writes ------------------------------------------------------------------------------------
@@ -904,8 +907,18 @@ caf::error open_local(self_ptr self) {
   if (!s.config.standalone())
     s.map->merge(s.md.bitmap);
   s.commit = map_commit{};
-  s.disk = self->spawn<caf::linked>(disk_io, s.local, s.md.data_offset, s.io.disk,
-                                    caf::actor_cast<resource_actor>(self));
+  if (s.home != nullptr) {
+    // Pinned before its first activation: its ring is made on, and belongs
+    // to, the data thread.
+    s.disk = self->spawn<caf::linked + caf::lazy_init>(disk_io, s.local, s.md.data_offset,
+                                                       s.io.disk,
+                                                       caf::actor_cast<resource_actor>(self),
+                                                       disk_home{&s.home->io()});
+    pin(caf::actor_cast<caf::abstract_actor*>(s.disk), *s.home);
+  } else {
+    s.disk = self->spawn<caf::linked>(disk_io, s.local, s.md.data_offset, s.io.disk,
+                                      caf::actor_cast<resource_actor>(self), disk_home{});
+  }
   s.metadata_writer = self->spawn<caf::detached + caf::linked>(metadata_writer, s.local,
                                                                s.md.sequence);
   return {};
@@ -1222,8 +1235,13 @@ resource_actor::behavior_type resource(resource_actor::stateful_pointer<resource
   s.io = io;
   s.policy = policy_for(s.config.replication);
   s.writes.set_policy(s.policy);
+  if (io.data) {
+    s.home = &io.data->of(s.config.name);
+    pin(self, *s.home);
+  }
   auto weak = caf::actor_cast<caf::weak_actor_ptr>(self->ctrl());
-  s.server = std::make_shared<nbd::server>(*io.io, s.config.name, s.config.nbd, [weak] {
+  auto* export_io = s.home != nullptr ? &s.home->io() : io.io;
+  s.server = std::make_shared<nbd::server>(*export_io, s.config.name, s.config.nbd, [weak] {
     return std::make_shared<resource_backend>(weak);
   });
   // Never blocks this worker: a host name is resolved asynchronously, and

@@ -34,6 +34,8 @@ namespace hast {
 class provider;
 class io_env;
 class device_worker;
+class data_thread;
+class data_threads;
 namespace nbd {
 class server;
 }
@@ -57,6 +59,10 @@ struct io_ref {
   supervisor_actor supervisor{};
   /// The event stream (hastctl events); null in tests that need none.
   event_hub_actor events{};
+  /// One thread per resource for its data path (actors/data_thread.hpp):
+  /// the resource, its disk and its peer run there with their sockets and
+  /// ring. Null: they run on CAF's workers and `io`.
+  std::shared_ptr<data_threads> data = nullptr;
 };
 
 /// A request that changes data or durability (write, trim, write_zeroes,
@@ -206,6 +212,7 @@ struct resource_state {
   // Replication.
   std::string node;                 // this node's name, for the handshake
   io_ref io;                        // where the NBD export and the peer link run
+  data_thread* home = nullptr;      // the data thread this resource runs on, if any
   std::set<caf::actor_addr> retired;  // children we stopped; their exits are expected
   std::string peer_error;           // why the peer is not connected
   peer_actor link;                  // the peer actor while primary or secondary with a remote

@@ -1,7 +1,11 @@
 #include "io/disk_engine.hpp"
 
+#include "io/asio.hpp"
+
 #include <fmt/format.h>
 #include <liburing.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -336,9 +340,9 @@ struct ring_deleter {
 using ring_ptr = std::unique_ptr<io_uring, ring_deleter>;
 
 /// A ring that supports every opcode the engine issues, or null and why not.
-ring_ptr open_ring(std::string& why) {
+ring_ptr open_ring(std::string& why, unsigned flags = 0) {
   auto raw = std::make_unique<io_uring>();
-  if (int r = io_uring_queue_init(ring_entries, raw.get(), 0); r < 0) {
+  if (int r = io_uring_queue_init(ring_entries, raw.get(), flags); r < 0) {
     const char* hint = "";
     if (r == -EPERM)
       hint = " (kernel.io_uring_disabled, or a seccomp filter)";
@@ -368,20 +372,45 @@ ring_ptr open_ring(std::string& why) {
   return ring;
 }
 
+/// With a home context the engine has no thread of its own: the thread that
+/// runs the context submits, and learns of completions through an eventfd
+/// registered with the ring. With DEFER_TASKRUN the kernel completes the
+/// ring's requests only when that thread asks (io_uring_get_events), so no
+/// other thread ever runs on their behalf.
+struct home_ring {
+  asio::io_context* io = nullptr;
+  bool defer = false;  // IORING_SETUP_DEFER_TASKRUN
+};
+
 class uring_engine final : public disk_engine {
 public:
   uring_engine(std::shared_ptr<const provider> local, disk_completion_fn on_complete, ring_ptr ring,
-               bool submit_inline)
+               bool submit_inline, home_ring home = {})
       : local_(std::move(local)), on_complete_(std::move(on_complete)), ring_(std::move(ring)),
-        submit_inline_(submit_inline),
+        submit_inline_(submit_inline || home.io != nullptr), home_(home),
         // Room in the SQ, and so in the twice as large CQ, for the engine's
         // wake and stop NOPs on top of a full ring of ops.
         capacity_(std::min(ring_->sq.ring_entries, ring_->cq.ring_entries) - 2),
         pool_(uring_pool_threads, [this](request_ptr r) { run_on_pool(std::move(r)); }) {
-    completer_ = std::thread{[this] { reap(); }};
+    if (home_.io == nullptr) {
+      completer_ = std::thread{[this] { reap(); }};
+      return;
+    }
+    home_thread_ = std::this_thread::get_id();
+    int efd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (efd < 0)
+      throw std::system_error(errno, std::generic_category(), "eventfd");
+    waiter_ = std::make_unique<asio::posix::stream_descriptor>(*home_.io, efd);
+    if (int r = io_uring_register_eventfd(ring_.get(), efd); r < 0)
+      throw std::system_error(-r, std::generic_category(), "io_uring_register_eventfd");
+    arm();
   }
 
   ~uring_engine() override {
+    if (home_.io != nullptr) {
+      leave_home();
+      return;
+    }
     std::unique_lock lock{mutex_};
     drained_.wait(lock, [&] { return in_flight_ == 0; });
     auto* sqe = next_sqe_locked();
@@ -514,6 +543,13 @@ private:
     if (wake_pending_)
       return;
     wake_pending_ = true;
+    if (home_.io != nullptr) {
+      asio::post(*home_.io, [this, alive = std::weak_ptr<void>(alive_)] {
+        if (!alive.expired())
+          home_round();
+      });
+      return;
+    }
     auto* sqe = next_sqe_locked();
     io_uring_prep_nop(sqe);
     io_uring_sqe_set_data64(sqe, wake_tag);
@@ -563,59 +599,128 @@ private:
           continue;
         fatal("io_uring_wait_cqe", -r);
       }
-      ready.clear();
-      unsigned head;
-      io_uring_for_each_cqe(ring_.get(), head, cqe) {
-        ready.emplace_back(io_uring_cqe_get_data64(cqe), cqe->res);
-      }
-      io_uring_cq_advance(ring_.get(), static_cast<unsigned>(ready.size()));
-      std::vector<disk_completion> batch;
-      std::vector<request_ptr> to_pool;
-      bool stop = false;
-      {
-        // The requests are touched only under the lock that submit() held
-        // while preparing them: the kernel's barriers between SQE and CQE
-        // are no happens-before in the C++ memory model (nor to TSan).
-        std::lock_guard lock{mutex_};
-        std::vector<request_ptr> again;
-        for (auto [data, res] : ready) {
-          if (data == wake_tag) {
-            // Cleared together with taking side_done_ below: a pool
-            // completion pushed after this sees no pending wake and sends one.
-            wake_pending_ = false;
-          } else if (data == stop_tag) {
-            stop = true;
-          } else {
-            --in_ring_;
-            advance(request_ptr{reinterpret_cast<request*>(data)}, res, batch, again, to_pool);
-          }
-        }
-        // Continuations of ops already under way go before newer ops.
-        for (auto it = again.rbegin(); it != again.rend(); ++it)
-          backlog_.push_front(std::move(*it));
-        for (auto& c : side_done_)
-          batch.push_back(std::move(c));
-        side_done_.clear();
-        issue_locked();
-      }
-      pool_.push(std::move(to_pool));
-      if (!batch.empty()) {
-        auto delivered = batch.size();
-        on_complete_(std::move(batch));
-        std::lock_guard lock{mutex_};
-        in_flight_ -= delivered;
-        if (in_flight_ == 0)
-          drained_.notify_all();
-      }
-      if (stop)
+      take_cqes(ready);
+      if (round(ready))
         return;
     }
+  }
+
+  /// Every CQE the ring holds, as (user_data, res).
+  void take_cqes(std::vector<std::pair<uint64_t, int>>& ready) {
+    ready.clear();
+    unsigned head;
+    io_uring_cqe* cqe = nullptr;
+    io_uring_for_each_cqe(ring_.get(), head, cqe) {
+      ready.emplace_back(io_uring_cqe_get_data64(cqe), cqe->res);
+    }
+    io_uring_cq_advance(ring_.get(), static_cast<unsigned>(ready.size()));
+  }
+
+  /// One batch: the CQEs taken and the pool's completions; issues what
+  /// waits, then delivers. True when the stop NOP was among the CQEs.
+  bool round(const std::vector<std::pair<uint64_t, int>>& ready) {
+    std::vector<disk_completion> batch;
+    std::vector<request_ptr> to_pool;
+    bool stop = false;
+    {
+      // The requests are touched only under the lock that submit() held
+      // while preparing them: the kernel's barriers between SQE and CQE
+      // are no happens-before in the C++ memory model (nor to TSan).
+      std::lock_guard lock{mutex_};
+      std::vector<request_ptr> again;
+      for (auto [data, res] : ready) {
+        if (data == wake_tag) {
+          // Cleared together with taking side_done_ below: a pool
+          // completion pushed after this sees no pending wake and sends one.
+          wake_pending_ = false;
+        } else if (data == stop_tag) {
+          stop = true;
+        } else {
+          --in_ring_;
+          advance(request_ptr{reinterpret_cast<request*>(data)}, res, batch, again, to_pool);
+        }
+      }
+      if (home_.io != nullptr)
+        wake_pending_ = false;  // a home round is the wake-up
+      // Continuations of ops already under way go before newer ops.
+      for (auto it = again.rbegin(); it != again.rend(); ++it)
+        backlog_.push_front(std::move(*it));
+      for (auto& c : side_done_)
+        batch.push_back(std::move(c));
+      side_done_.clear();
+      issue_locked();
+    }
+    pool_.push(std::move(to_pool));
+    if (!batch.empty()) {
+      auto delivered = batch.size();
+      on_complete_(std::move(batch));
+      std::lock_guard lock{mutex_};
+      in_flight_ -= delivered;
+      if (in_flight_ == 0)
+        drained_.notify_all();
+    }
+    return stop;
+  }
+
+  /// Home: the eventfd said the ring has news (or may have: the counter is
+  /// cleared before the ring is read, so a completion after this read
+  /// wakes the context again and is never missed).
+  void arm() {
+    waiter_->async_wait(asio::posix::stream_descriptor::wait_read,
+                        [this, alive = std::weak_ptr<void>(alive_)](const std::error_code& ec) {
+                          if (ec || alive.expired())
+                            return;
+                          uint64_t count = 0;
+                          [[maybe_unused]] auto n = ::read(waiter_->native_handle(), &count,
+                                                           sizeof count);
+                          home_round();
+                          arm();
+                        });
+  }
+
+  /// Home: one round on the home thread.
+  void home_round() {
+    // DEFER_TASKRUN: the kernel finishes the completed requests here.
+    if (home_.defer)
+      io_uring_get_events(ring_.get());
+    take_cqes(home_ready_);
+    round(home_ready_);
+  }
+
+  /// Home, destruction: every op submitted completes and is delivered
+  /// before the ring goes (on the home thread: the ring is its alone).
+  void leave_home() {
+    if (std::this_thread::get_id() != home_thread_ && in_flight() > 0)
+      fatal("destroyed off its home thread with operations in flight", EDEADLK);
+    while (in_flight() > 0) {
+      bool ring_busy;
+      {
+        std::lock_guard lock{mutex_};
+        ring_busy = in_ring_ > 0;
+      }
+      if (ring_busy) {
+        io_uring_cqe* cqe = nullptr;
+        if (int r = io_uring_wait_cqe(ring_.get(), &cqe); r < 0 && r != -EINTR && r != -EAGAIN)
+          fatal("io_uring_wait_cqe", -r);
+      } else {
+        // Only the pool's ops remain; their completions reach side_done_.
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+      home_round();
+    }
+    alive_.reset();
+    waiter_.reset();  // closes the eventfd; its wait ends as aborted
   }
 
   std::shared_ptr<const provider> local_;
   disk_completion_fn on_complete_;
   ring_ptr ring_;
   const bool submit_inline_;  // submit() issues to the kernel itself
+  const home_ring home_;      // io null: the engine's own completion thread
+  std::thread::id home_thread_;
+  std::unique_ptr<asio::posix::stream_descriptor> waiter_;  // home: the ring's eventfd
+  std::shared_ptr<void> alive_ = std::make_shared<int>(0);  // home handlers check it
+  std::vector<std::pair<uint64_t, int>> home_ready_;
   const unsigned capacity_; // ops in the ring at most, so the CQ never overflows
 
   // Guards the SQ side of the ring and everything below. The completion
@@ -638,9 +743,27 @@ std::unique_ptr<disk_engine> disk_engine::make(std::shared_ptr<const provider> l
                                                disk_engine_kind preferred,
                                                disk_completion_fn on_complete,
                                                std::string* fallback_reason,
-                                               bool callers_outlive_io) {
+                                               bool callers_outlive_io,
+                                               asio::io_context* home) {
   if (fallback_reason != nullptr)
     fallback_reason->clear();
+  if (preferred == disk_engine_kind::uring && home != nullptr) {
+    // This thread's ring alone, completed only when it asks; kernels
+    // before 6.1 refuse the flags and get a ring as any other.
+    std::string why;
+    bool defer = true;
+    auto ring = open_ring(why, IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN);
+    if (!ring) {
+      defer = false;
+      ring = open_ring(why);
+    }
+    if (ring)
+      return std::make_unique<uring_engine>(std::move(local), std::move(on_complete),
+                                            std::move(ring), true, home_ring{home, defer});
+    if (fallback_reason != nullptr)
+      *fallback_reason = std::move(why);
+    return std::make_unique<thread_engine>(std::move(local), std::move(on_complete));
+  }
   if (preferred == disk_engine_kind::uring) {
     std::string why;
     if (auto ring = open_ring(why))

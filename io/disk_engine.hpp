@@ -32,6 +32,10 @@
 #include <string_view>
 #include <vector>
 
+namespace asio {
+class io_context;
+}
+
 namespace hast {
 
 enum class disk_engine_kind : uint8_t { uring, threads };
@@ -74,7 +78,7 @@ struct disk_completion {
 };
 
 /// Receives completions in batches. uring: always on the engine's one
-/// completion thread. threads: on the pool's threads, possibly concurrently.
+/// completion thread (with a `home`, on the home context's thread). threads: on the pool's threads, possibly concurrently.
 /// Never called from inside submit(). It may call submit(); it must not throw
 /// and must not destroy the engine.
 using disk_completion_fn = std::function<void(std::vector<disk_completion>)>;
@@ -94,11 +98,20 @@ public:
   /// saving a wake-up of its completion thread per batch. Otherwise submit()
   /// leaves that to the completion thread, because io_uring cancels
   /// not-yet-started work of a submitting thread that exits.
+  ///
+  /// `home`: the uring engine has no thread of its own and lives on the one
+  /// thread that runs this context (a resource's data thread). It must be
+  /// made, fed (submit) and destroyed there; its ring is that thread's alone
+  /// (IORING_SETUP_SINGLE_ISSUER and DEFER_TASKRUN where the kernel has
+  /// them), completions wake the context through an eventfd and are
+  /// delivered from one of its handlers, never from inside submit(). The
+  /// context must outlive the engine.
   static std::unique_ptr<disk_engine> make(std::shared_ptr<const provider> local,
                                            disk_engine_kind preferred,
                                            disk_completion_fn on_complete,
                                            std::string* fallback_reason,
-                                           bool callers_outlive_io = false);
+                                           bool callers_outlive_io = false,
+                                           asio::io_context* home = nullptr);
 
   disk_engine() = default;
   disk_engine(const disk_engine&) = delete;

@@ -583,6 +583,38 @@ struct connection::impl : std::enable_shared_from_this<connection::impl> {
   std::string address;
   std::string ip;
 
+  /// See connection::rehome. Runs off the strand: the caller guarantees
+  /// that nothing runs on it (the first frame was delivered, reading
+  /// stopped, start() not called); a first-frame timer still armed finds
+  /// `first_frame` empty and does nothing.
+  std::shared_ptr<impl> rehome(asio::io_context& io) {
+    std::error_code ec;
+    auto protocol = socket.local_endpoint(ec).protocol();
+    if (ec)
+      protocol = tcp::v4();
+    socket_type moved(asio::make_strand(io));
+    auto fd = socket.release(ec);
+    if (ec) {
+      // Not movable (already closed): the new one starts closed.
+      auto fresh = std::make_shared<impl>(std::move(moved));
+      fresh->closed = true;
+      fresh->close_reason = close_reason.empty() ? ec.message() : close_reason;
+      return fresh;
+    }
+    moved.assign(protocol, fd, ec);
+    auto fresh = std::make_shared<impl>(std::move(moved));
+    fresh->address = address;
+    fresh->ip = ip;
+    std::swap(fresh->in, in);
+    fresh->in_begin = in_begin;
+    fresh->in_end = in_end;
+    fresh->bytes_received.store(bytes_received.load());
+    in_begin = in_end = 0;
+    closed = socket_shut = true;
+    close_reason = "moved to the resource's data thread";
+    return fresh;
+  }
+
   std::atomic<bool> close_requested{false};
   std::atomic<uint64_t> queued_bytes{0};
   std::atomic<uint64_t> bytes_sent{0};
@@ -640,6 +672,10 @@ void connection::send(const header& h, buffer_ptr payload) {
 
 void connection::close(const std::string& reason) {
   impl_->close(reason, true);
+}
+
+std::shared_ptr<connection> connection::rehome(asio::io_context& io) {
+  return std::make_shared<connection>(impl_->rehome(io));
 }
 
 std::string connection::remote_address() const {

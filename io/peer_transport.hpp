@@ -82,6 +82,13 @@ public:
   /// once close() has returned, on_frames is not called any more.
   void close(const std::string& reason);
 
+  /// The same connection, served from now on by `io` (a resource's data
+  /// thread) instead of the context that accepted it. Only for an accepted
+  /// connection whose first frame was handed over and that was not started;
+  /// the bytes read behind the first frame come along. This object is then
+  /// spent: it closes nothing and delivers nothing.
+  std::shared_ptr<connection> rehome(asio::io_context& io);
+
   /// "ip:port" ("[v6]:port" for IPv6).
   std::string remote_address() const;
   std::string remote_ip() const;
