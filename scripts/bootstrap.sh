@@ -9,7 +9,7 @@ packages=(
   libcaf-dev libasio-dev libspdlog-dev libfmt-dev libtoml11-dev nlohmann-json3-dev
   libgtest-dev libbenchmark-dev liblz4-dev libssl-dev liburing-dev libxxhash-dev
   libnbd-bin nbdkit qemu-utils fio fuse3 e2fsprogs util-linux python3 procps
-  python3-matplotlib python3-yaml
+  python3-matplotlib python3-yaml postgresql
   clang libfuzzer-14-dev
   libsystemd-dev libcpp-httplib-dev prometheus mandoc lintian dpkg-dev curl systemd
 )
