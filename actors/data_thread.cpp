@@ -83,6 +83,14 @@ public:
       return thread->enqueue(job);
     work_stealing::internal_enqueue(self, job);
   }
+
+  /// A job that used up its throughput on a worker and was pinned meanwhile.
+  template <class Worker>
+  void resume_job_later(Worker* self, caf::resumable* job) {
+    if (auto* thread = pins().find(job))
+      return thread->enqueue(job);
+    work_stealing::resume_job_later(self, job);
+  }
 };
 
 } // namespace

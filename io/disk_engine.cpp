@@ -690,6 +690,10 @@ private:
   /// Home, destruction: every op submitted completes and is delivered
   /// before the ring goes (on the home thread: the ring is its alone).
   void leave_home() {
+    // Off the home thread the ring cannot be waited on (it is the home
+    // thread's), and the eventfd's wait handler could be running there
+    // while its engine goes: the owner destroys the engine at home
+    // (disk_io: while the actor ends, on its data thread).
     if (std::this_thread::get_id() != home_thread_ && in_flight() > 0)
       fatal("destroyed off its home thread with operations in flight", EDEADLK);
     while (in_flight() > 0) {

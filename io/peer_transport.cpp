@@ -8,6 +8,7 @@
 
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -602,6 +603,14 @@ struct connection::impl : std::enable_shared_from_this<connection::impl> {
       return fresh;
     }
     moved.assign(protocol, fd, ec);
+    if (ec) {
+      ::close(fd);
+      auto fresh = std::make_shared<impl>(socket_type(asio::make_strand(io)));
+      fresh->closed = true;
+      fresh->close_reason = "cannot move the connection: " + ec.message();
+      closed = socket_shut = true;
+      return fresh;
+    }
     auto fresh = std::make_shared<impl>(std::move(moved));
     fresh->address = address;
     fresh->ip = ip;

@@ -4,6 +4,7 @@
 // hand-off of unaligned O_DIRECT I/O to the provider, and its unaligned
 // buffered path all run.
 
+#include "io/asio.hpp"
 #include "io/disk_engine.hpp"
 
 #include <liburing.h>
@@ -16,6 +17,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <filesystem>
+#include <future>
 #include <map>
 #include <mutex>
 #include <set>
@@ -644,6 +646,244 @@ INSTANTIATE_TEST_SUITE_P(kinds, disk_engine_test,
                            return to_string(info.param.kind)
                                   + (info.param.direct ? "_direct" : "_buffered");
                          });
+
+// --- Home mode: no completion thread; the ring belongs to the thread that
+// runs an io_context (a resource's data thread), which makes, feeds and
+// destroys the engine and gets every completion.
+
+/// An O_DIRECT provider and an io_context run by one thread of the test's,
+/// the engine's home. Everything the engine is asked is asked there.
+class disk_engine_home_test : public testing::Test {
+protected:
+  void SetUp() override {
+    char tmpl[] = "/var/tmp/hast-engine-XXXXXX";
+    if (::mkdtemp(tmpl) == nullptr)
+      GTEST_SKIP() << "cannot create a directory in /var/tmp: " << std::strerror(errno);
+    dir_ = tmpl;
+    auto opened = provider::create_file((dir_ / "p.img").string(), provider_size);
+    ASSERT_TRUE(opened.has_value()) << opened.error().message();
+    if (!opened->direct())
+      GTEST_SKIP() << "/var/tmp refuses O_DIRECT here";
+    prov_ = std::make_shared<provider>(std::move(*opened));
+    home_ = std::thread{[this] { io_.run(); }};
+    home_id_ = home_.get_id();
+    got_.on_batch = [this](size_t) {
+      if (in_submit_)
+        completed_inside_submit_ = true;
+    };
+    std::string why;
+    at_home([&] {
+      engine_ = disk_engine::make(prov_, disk_engine_kind::uring, got_.callback(), &why,
+                                  /*callers_outlive_io=*/true, &io_);
+    });
+    ASSERT_NE(engine_, nullptr);
+    if (engine_->kind() != disk_engine_kind::uring)
+      GTEST_SKIP() << "io_uring is not available here: " << why;
+  }
+
+  void TearDown() override {
+    if (home_.joinable()) {
+      at_home([&] { engine_.reset(); });
+      // Once the engine is gone nothing of it waits on the context: run()
+      // returns by itself.
+      guard_.reset();
+      auto until = std::chrono::steady_clock::now() + 5s;
+      while (!io_.stopped() && std::chrono::steady_clock::now() < until)
+        std::this_thread::sleep_for(1ms);
+      EXPECT_TRUE(io_.stopped()) << "the engine left work on its home context";
+      io_.stop();
+      home_.join();
+    }
+    prov_.reset();
+    if (!dir_.empty())
+      std::filesystem::remove_all(dir_);
+  }
+
+  /// Runs `f` on the home thread and waits for it.
+  void at_home(std::function<void()> f) {
+    std::promise<void> ran;
+    asio::post(io_, [&] {
+      f();
+      ran.set_value();
+    });
+    if (ran.get_future().wait_for(deadline) != std::future_status::ready)
+      ADD_FAILURE() << "the home thread did not run a handler";
+  }
+
+  /// Submits one batch on the home thread and waits for its completions.
+  std::map<uint64_t, disk_completion> run(std::vector<disk_op> ops) {
+    auto first = got_.count();
+    auto n = ops.size();
+    at_home([&] { submit_here(std::move(ops)); });
+    if (!got_.wait_for(first + n))
+      ADD_FAILURE() << "only " << got_.count() - first << " of " << n << " ops completed";
+    return got_.since(first);
+  }
+
+  /// On the home thread: submit(), noting that it runs.
+  void submit_here(std::vector<disk_op> ops) {
+    in_submit_ = true;
+    engine_->submit(std::move(ops));
+    in_submit_ = false;
+  }
+
+  /// Writes `bytes` at `off` through the provider, bypassing the engine.
+  void fill(uint64_t off, const std::vector<uint8_t>& bytes) {
+    ASSERT_TRUE(prov_->write(bytes.data(), bytes.size(), off));
+  }
+
+  /// Reads through the provider, bypassing the engine.
+  std::vector<uint8_t> peek(uint64_t off, size_t len) {
+    std::vector<uint8_t> bytes(len);
+    EXPECT_TRUE(prov_->read(bytes.data(), len, off));
+    return bytes;
+  }
+
+  std::filesystem::path dir_;
+  std::shared_ptr<provider> prov_;
+  collector got_; // outlives the engine that calls it
+  asio::io_context io_{1};
+  asio::executor_work_guard<asio::io_context::executor_type> guard_ = asio::make_work_guard(io_);
+  std::thread home_;
+  std::thread::id home_id_;
+  std::unique_ptr<disk_engine> engine_; // made, used and destroyed on home_
+  bool in_submit_ = false;              // home thread only
+  std::atomic<bool> completed_inside_submit_{false};
+};
+
+TEST_F(disk_engine_home_test, writes_then_reads_complete_once_each_on_the_home_thread) {
+  constexpr uint64_t n = 200;
+  std::vector<disk_op> writes;
+  for (uint64_t i = 0; i < n; ++i)
+    writes.push_back(write_op(i * 4096, pattern(i * 4096, 4096, 11), i));
+  auto wrote = run(std::move(writes));
+  ASSERT_EQ(wrote.size(), n);
+  for (auto& [tag, c] : wrote)
+    ASSERT_EQ(c.error, 0) << "write " << tag << ": " << std::strerror(c.error);
+  std::vector<disk_op> reads;
+  for (uint64_t i = 0; i < n; ++i)
+    reads.push_back(read_op(i * 4096, 4096, n + i));
+  auto read = run(std::move(reads));
+  ASSERT_EQ(read.size(), n);
+  for (uint64_t i = 0; i < n; ++i) {
+    ASSERT_TRUE(read.count(n + i)) << "tag " << n + i << " never completed";
+    auto& c = read[n + i];
+    ASSERT_EQ(c.error, 0) << "read " << i << ": " << std::strerror(c.error);
+    ASSERT_NE(c.data, nullptr);
+    ASSERT_EQ(to_bytes(c.data), pattern(i * 4096, 4096, 11)) << "block " << i;
+  }
+  at_home([&] {
+    EXPECT_EQ(engine_->in_flight(), 0u);
+    engine_.reset();
+  });
+  EXPECT_EQ(got_.count(), 2 * n) << "a completion was delivered twice";
+  EXPECT_EQ(got_.threads(), std::set<std::thread::id>{home_id_});
+  EXPECT_FALSE(completed_inside_submit_) << "on_complete ran inside submit()";
+}
+
+TEST_F(disk_engine_home_test, ops_the_ring_cannot_do_complete_on_the_home_thread_too) {
+  constexpr uint64_t span = 256 << 10;
+  fill(0, pattern(0, span));
+  auto odd = pattern(200000 + 17, 1000, 12);
+  auto done = run({
+      range_op(op_kind::discard, 0, 64 << 10, 1),
+      range_op(op_kind::write_zeroes, (64 << 10) + 100, 5000, 2),
+      range_op(op_kind::write_zeroes, 128 << 10, 16 << 10, 3, true),
+      write_op(200000 + 17, odd, 4),                        // unaligned: the pool's
+      read_op(150000 + 3, 777, 5),                          // unaligned: the pool's
+      write_op(240 << 10, pattern(240 << 10, 4096, 12), 6), // aligned: the ring's
+  });
+  ASSERT_EQ(done.size(), 6u);
+  for (auto& [tag, c] : done)
+    EXPECT_EQ(c.error, 0) << "op " << tag << ": " << std::strerror(c.error);
+  ASSERT_NE(done[5].data, nullptr);
+  EXPECT_EQ(to_bytes(done[5].data), pattern(150000 + 3, 777));
+  auto want = pattern(0, span);
+  std::fill_n(want.begin(), 64 << 10, uint8_t{0});
+  std::fill_n(want.begin() + (64 << 10) + 100, 5000, uint8_t{0});
+  std::fill_n(want.begin() + (128 << 10), 16 << 10, uint8_t{0});
+  std::copy(odd.begin(), odd.end(), want.begin() + 200000 + 17);
+  auto aligned = pattern(240 << 10, 4096, 12);
+  std::copy(aligned.begin(), aligned.end(), want.begin() + (240 << 10));
+  auto bytes = peek(0, span);
+  for (size_t i = 0; i < span; ++i)
+    ASSERT_EQ(bytes[i], want[i]) << "first difference at byte " << i;
+  EXPECT_EQ(got_.threads(), std::set<std::thread::id>{home_id_});
+  EXPECT_FALSE(completed_inside_submit_) << "on_complete ran inside submit()";
+}
+
+TEST_F(disk_engine_home_test, destroying_it_at_home_delivers_every_op_in_flight_first) {
+  constexpr uint64_t n = 300; // beyond the 256-entry ring
+  std::vector<disk_op> ops;
+  for (uint64_t i = 0; i < n; ++i) {
+    switch (i % 5) {
+    case 0:
+      ops.push_back(write_op(i * 4096, pattern(i * 4096, 4096, 13), i));
+      break;
+    case 1:
+      ops.push_back(read_op(i * 4096, 4096, i));
+      break;
+    case 2:
+      ops.push_back(range_op(op_kind::flush, 0, 0, i));
+      break;
+    case 3:
+      ops.push_back(range_op(op_kind::write_zeroes, i * 4096 + 7, 100, i));
+      break;
+    default:
+      ops.push_back(read_op(i * 4096 + 3, 10, i));
+      break;
+    }
+  }
+  size_t at_return = 0;
+  at_home([&] {
+    submit_here(std::move(ops));
+    engine_.reset();
+    at_return = got_.count();
+  });
+  EXPECT_EQ(at_return, n) << "the destructor returned before every completion";
+  auto done = got_.since(0);
+  ASSERT_EQ(done.size(), n);
+  for (auto& [tag, c] : done)
+    EXPECT_EQ(c.error, 0) << "op " << tag << ": " << std::strerror(c.error);
+  for (uint64_t i = 0; i < n; i += 5)
+    ASSERT_EQ(peek(i * 4096, 4096), pattern(i * 4096, 4096, 13)) << "write " << i;
+  EXPECT_EQ(got_.threads(), std::set<std::thread::id>{home_id_});
+}
+
+TEST_F(disk_engine_home_test, on_complete_may_submit_the_next_batch) {
+  constexpr uint64_t batches = 20, per_batch = 10, n = batches * per_batch;
+  // Every fourth write is unaligned: its completion comes from the pool.
+  auto offset = [](uint64_t i) { return i * 8192 + (i % 4 == 3 ? 512 : 0); };
+  auto batch = [=](uint64_t b) {
+    std::vector<disk_op> ops;
+    for (uint64_t i = b * per_batch; i < (b + 1) * per_batch; ++i)
+      ops.push_back(write_op(offset(i), pattern(offset(i), 4096, 14), i));
+    return ops;
+  };
+  // Home thread only; shared with the callback, which may outlive this body.
+  auto sent = std::make_shared<uint64_t>(0);
+  got_.on_batch = [this, sent, batch](size_t) {
+    if (in_submit_)
+      completed_inside_submit_ = true;
+    if (*sent < batches)
+      submit_here(batch((*sent)++));
+  };
+  at_home([&] { submit_here(batch((*sent)++)); });
+  ASSERT_TRUE(got_.wait_for(n)) << got_.count() << " of " << n << " completions";
+  auto done = got_.since(0);
+  ASSERT_EQ(done.size(), n);
+  for (auto& [tag, c] : done)
+    ASSERT_EQ(c.error, 0) << "write " << tag << ": " << std::strerror(c.error);
+  at_home([&] {
+    EXPECT_EQ(*sent, batches);
+    engine_.reset();
+  });
+  EXPECT_EQ(got_.count(), n);
+  for (uint64_t i = 0; i < n; ++i)
+    ASSERT_EQ(peek(offset(i), 4096), pattern(offset(i), 4096, 14)) << "write " << i;
+  EXPECT_EQ(got_.threads(), std::set<std::thread::id>{home_id_});
+  EXPECT_FALSE(completed_inside_submit_) << "on_complete ran inside submit()";
+}
 
 TEST(disk_engine, make_gives_an_io_uring_engine_where_the_kernel_allows_io_uring) {
   io_uring ring;

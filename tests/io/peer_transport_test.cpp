@@ -752,5 +752,134 @@ TEST_F(PeerTransport, SendsQueuedTogetherGoOutInOneGatheredWrite) {
   sender_io.run_for(1s);
 }
 
+/// A second io_context run by one thread (a resource's data thread).
+struct other_context {
+  other_context() : guard(asio::make_work_guard(io)), thread([this] { io.run(); }) {}
+  ~other_context() {
+    guard.reset();
+    io.stop();
+    thread.join();
+  }
+
+  asio::io_context io;
+  asio::executor_work_guard<asio::io_context::executor_type> guard;
+  std::thread thread;
+};
+
+/// The threads a connection's handlers ran on, one entry per call.
+// Shared, as inbox: a connection may call its handlers after the test body returned.
+struct handler_threads : std::enable_shared_from_this<handler_threads> {
+  std::mutex mutex;
+  std::vector<std::thread::id> frames;
+  std::vector<std::thread::id> closes;
+
+  frames_handler wrap(frames_handler inner) {
+    return [self = shared_from_this(), inner = std::move(inner)](std::vector<frame> batch) {
+      {
+        std::lock_guard lock(self->mutex);
+        self->frames.push_back(std::this_thread::get_id());
+      }
+      inner(std::move(batch));
+    };
+  }
+  close_handler wrap(close_handler inner) {
+    return [self = shared_from_this(), inner = std::move(inner)](const std::string& reason) {
+      {
+        std::lock_guard lock(self->mutex);
+        self->closes.push_back(std::this_thread::get_id());
+      }
+      inner(reason);
+    };
+  }
+};
+
+TEST_F(PeerTransport, ARehomedConnectionIsServedByTheOtherContextFromTheFrameBehindTheFirst) {
+  other_context home;
+  auto box = std::make_shared<inbox>();
+  auto threads = std::make_shared<handler_threads>();
+  std::promise<std::pair<std::shared_ptr<connection>, uint64_t>> handed;
+  listener server(io, {"tcp://127.0.0.1:0"},
+                  [&](std::shared_ptr<connection> conn, const header& h, buffer_ptr) {
+                    EXPECT_EQ(h.type, msg_type::hello);
+                    auto moved = conn->rehome(home.io);
+                    const auto carried = moved->bytes_received();
+                    // The spent object closes nothing, now or when released.
+                    conn->close("the spent object was closed");
+                    conn.reset();
+                    moved->start(threads->wrap(box->on_frames()), threads->wrap(box->on_close()),
+                                 5s, 30s);
+                    handed.set_value({moved, carried});
+                  });
+  ASSERT_TRUE(server.start());
+  const auto address = server.local_addresses().at(0);
+  const auto port = static_cast<uint16_t>(std::stoi(address.substr(address.rfind(':') + 1)));
+  tcp::socket raw(io);
+  raw.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port));
+
+  // The first frame and the second in one write: the listener's read takes
+  // in both, and the second has to come along to the other context.
+  std::vector<uint8_t> first_write;
+  append_wire(first_write, frame_header(msg_type::hello, 0), patterned(200, 0));
+  append_wire(first_write, frame_header(msg_type::write, 1), patterned(700, 1));
+  asio::write(raw, asio::buffer(first_write));
+  auto future = handed.get_future();
+  ASSERT_EQ(future.wait_for(patience), std::future_status::ready);
+  auto [conn, carried] = future.get();
+  EXPECT_EQ(carried, first_write.size()) << "the second frame was not read with the first";
+
+  // Later frames: some in one write, the rest one write each.
+  constexpr uint64_t count = 40;
+  std::vector<uint8_t> burst;
+  for (uint64_t seq = 2; seq <= 20; ++seq)
+    append_wire(burst, frame_header(msg_type::write, seq), patterned(mixed_size(seq), seq));
+  asio::write(raw, asio::buffer(burst));
+  for (uint64_t seq = 21; seq <= count; ++seq) {
+    std::vector<uint8_t> one;
+    append_wire(one, frame_header(msg_type::write, seq), patterned(mixed_size(seq), seq));
+    asio::write(raw, asio::buffer(one));
+  }
+  ASSERT_TRUE(box->wait_frames(count));
+  {
+    std::lock_guard lock(box->mutex);
+    ASSERT_EQ(box->frames.size(), count);
+    EXPECT_TRUE(same_bytes(box->frames[0].payload, patterned(700, 1)));
+    for (uint64_t seq = 1; seq <= count; ++seq)
+      ASSERT_EQ(box->frames[seq - 1].h.seq, seq) << "frame " << seq << " out of order";
+    for (uint64_t seq = 2; seq <= count; ++seq)
+      ASSERT_TRUE(same_bytes(box->frames[seq - 1].payload, patterned(mixed_size(seq), seq)))
+          << "frame " << seq;
+    EXPECT_TRUE(box->closes.empty()) << box->closes.front();
+  }
+  {
+    std::lock_guard lock(threads->mutex);
+    ASSERT_FALSE(threads->frames.empty());
+    for (auto id : threads->frames)
+      EXPECT_EQ(id, home.thread.get_id()) << "frames delivered off the other context";
+  }
+
+  // A frame sent from the rehomed connection reaches the client.
+  const auto reply = patterned(300, 77);
+  conn->send(frame_header(msg_type::hello_reply, 77), reply);
+  std::vector<uint8_t> got(header_size + reply->size());
+  asio::read(raw, asio::buffer(got));
+  auto h = decode_header(std::span<const uint8_t, header_size>(got.data(), header_size));
+  ASSERT_TRUE(h) << h.error().message();
+  EXPECT_EQ(h->type, msg_type::hello_reply);
+  EXPECT_EQ(h->seq, 77u);
+  EXPECT_EQ(std::memcmp(got.data() + header_size, reply->data(), reply->size()), 0);
+
+  conn->close("test done");
+  EXPECT_EQ(box->wait_close(), "test done");
+  std::array<uint8_t, 16> sink{};
+  std::error_code ec;
+  raw.read_some(asio::buffer(sink), ec);
+  EXPECT_TRUE(ec == asio::error::eof || ec == asio::error::connection_reset) << ec.message();
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(box->close_count(), 1u);
+  std::lock_guard lock(threads->mutex);
+  ASSERT_EQ(threads->closes.size(), 1u);
+  EXPECT_EQ(threads->closes[0], home.thread.get_id());
+}
+
 } // namespace
 } // namespace hast::peer
