@@ -38,6 +38,22 @@ uint32_t activemap::pending(uint64_t extent) const {
   return it == pending_.end() ? 0 : it->second;
 }
 
+bool activemap::touch_lru(uint64_t e) {
+  if (auto it = lru_index_.find(e); it != lru_index_.end()) {
+    lru_.splice(lru_.begin(), lru_, it->second);
+    return false;
+  }
+  lru_.push_front(e);
+  lru_index_[e] = lru_.begin();
+  if (lru_.size() <= keepdirty_)
+    return false;
+  auto victim = lru_.back();
+  lru_.pop_back();
+  lru_index_.erase(victim);
+  // The victim leaves the image unless it is dirty for another reason.
+  return !is_dirty(victim);
+}
+
 bool activemap::write_start(uint64_t offset, uint64_t length) {
   changed_ = true;  // at least the LRU order; cheap to over-report
   bool changed = false;
@@ -45,23 +61,17 @@ bool activemap::write_start(uint64_t offset, uint64_t length) {
     if (!is_dirty(e))
       changed = true;
     ++pending_[e];
-    if (keepdirty_ == 0)
-      return;
-    if (auto it = lru_index_.find(e); it != lru_index_.end()) {
-      lru_.splice(lru_.begin(), lru_, it->second);
-      return;
-    }
-    lru_.push_front(e);
-    lru_index_[e] = lru_.begin();
-    if (lru_.size() > keepdirty_) {
-      auto victim = lru_.back();
-      lru_.pop_back();
-      lru_index_.erase(victim);
-      // The victim leaves the image unless it is dirty for another reason.
-      if (!is_dirty(victim))
-        changed = true;
-    }
+    if (keepdirty_ != 0 && touch_lru(e))
+      changed = true;
   });
+  bool stream = length > 0 && offset == stream_next_;
+  stream_next_ = offset + length;
+  if (changed && stream && keepdirty_ >= 4 * mark_ahead && offset < datasize_) {
+    auto last = extent_of(std::min(offset + length, datasize_) - 1);
+    for (auto e = last + 1; e <= last + mark_ahead && e < extents_; ++e)
+      if (!in_lru(e))
+        touch_lru(e);  // an eviction now rides on the commit owed anyway
+  }
   return changed;
 }
 

@@ -53,7 +53,18 @@ public:
   /// the tail when full). Returns true when the on-disk image changed (an
   /// extent not yet in it entered it, or an evicted extent left it); the
   /// image must then be written before the data write is issued.
+  ///
+  /// A sequential stream (the write starts where the previous one ended)
+  /// that needs a commit anyway also puts the `mark_ahead` extents after
+  /// it into the keepdirty set, so that one commit covers the extents the
+  /// stream reaches next instead of one commit per extent. Only with a
+  /// keepdirty set of at least 4 × mark_ahead extents (it must not crowd
+  /// out the hot extents); a crash then resyncs at most mark_ahead extents
+  /// more.
   bool write_start(uint64_t offset, uint64_t length);
+
+  /// Extents a sequential stream marks ahead of itself (see write_start).
+  static constexpr uint32_t mark_ahead = 3;
 
   /// After that write finished (successfully or not): pending count -1. An
   /// extent whose count reaches 0 leaves the memmap. Returns true when the
@@ -127,6 +138,9 @@ private:
   // clamped to the data area.
   template <class F> void for_each_extent(uint64_t offset, uint64_t length, F &&fn) const;
   bool in_lru(uint64_t extent) const { return lru_index_.count(extent) != 0; }
+  /// Moves `extent` to the head of the keepdirty LRU (adding it, evicting
+  /// the tail when full); true when an eviction changed the image.
+  bool touch_lru(uint64_t extent);
   bool sync_bit(uint64_t extent) const;
 
   uint64_t datasize_;
@@ -144,6 +158,7 @@ private:
   std::optional<std::vector<uint8_t>> in_flight_;
   uint64_t commits_ = 0;
   bool changed_ = false;
+  uint64_t stream_next_ = UINT64_MAX;  // where a sequential stream's next write starts
 };
 
 } // namespace hast

@@ -219,6 +219,69 @@ TEST(Activemap, CompletingAWriteThatNeverStartedIsIgnored) {
 namespace hast {
 namespace {
 
+TEST(activemap_mark_ahead, a_sequential_stream_needs_one_image_write_per_mark_ahead_plus_one_extents) {
+  activemap am(64 * es, es, 64);
+  int writes_needed = 0;
+  for (uint64_t off = 0; off < 64 * es; off += es / 2) {
+    if (am.write_start(off, es / 2)) {
+      ++writes_needed;
+      am.begin_commit();
+      am.end_commit(true);
+    }
+    am.write_complete(off, es / 2);
+  }
+  // Without marking ahead: one per extent (64). With it: the first write
+  // (no stream yet), then one per mark_ahead + 1 extents.
+  constexpr int group = activemap::mark_ahead + 1;
+  EXPECT_EQ(writes_needed, 1 + (63 + group - 1) / group);
+  // Every extent the stream wrote is still dirty (keepdirty holds 64).
+  EXPECT_EQ(am.dirty_extents(), 64u);
+}
+
+TEST(activemap_mark_ahead, the_extents_marked_ahead_are_durable_with_the_commit_that_marked_them) {
+  activemap am(64 * es, es, 64);
+  ASSERT_TRUE(am.write_start(0, es));
+  ASSERT_FALSE(am.durable(es, es));  // a first write is no stream yet
+  am.begin_commit();
+  am.end_commit(true);
+  am.write_complete(0, es);
+  ASSERT_TRUE(am.write_start(es, es));  // the stream enters extent 1
+  am.begin_commit();
+  am.end_commit(true);
+  for (uint64_t e = 2; e < 2 + activemap::mark_ahead; ++e) {
+    EXPECT_TRUE(am.is_dirty(e));
+    EXPECT_TRUE(am.durable(e * es, es));
+  }
+  EXPECT_FALSE(am.is_dirty(2 + activemap::mark_ahead));
+}
+
+TEST(activemap_mark_ahead, random_writes_mark_nothing_ahead) {
+  activemap am(64 * es, es, 64);
+  for (uint64_t e : {7u, 3u, 40u, 12u, 33u, 9u}) {
+    am.write_start(e * es, 4096);
+    am.write_complete(e * es, 4096);
+  }
+  EXPECT_EQ(am.dirty_extents(), 6u);
+}
+
+TEST(activemap_mark_ahead, a_small_keepdirty_set_marks_nothing_ahead) {
+  activemap am(64 * es, es, 4 * activemap::mark_ahead - 1);
+  for (uint64_t off = 0; off < 4 * es; off += es / 2) {
+    am.write_start(off, es / 2);
+    am.write_complete(off, es / 2);
+  }
+  EXPECT_EQ(am.dirty_extents(), 4u);
+}
+
+TEST(activemap_mark_ahead, a_stream_at_the_end_of_the_data_area_marks_only_what_exists) {
+  activemap am(10 * es, es, 64);
+  am.write_start(8 * es, es);
+  am.write_complete(8 * es, es);
+  am.write_start(9 * es, es);  // the last extent: nothing lies ahead
+  am.write_complete(9 * es, es);
+  EXPECT_EQ(am.dirty_extents(), 2u);
+}
+
 TEST(activemap_clean_stop, forgetting_keepdirty_leaves_only_extents_to_sync) {
   activemap am{64u << 20, 1u << 20, 8};
   am.write_start(0, 4096);
