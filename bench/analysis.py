@@ -78,7 +78,7 @@ def overhead(b, run):
     raw = get(b, "raw", "randwrite4k_qd1", "p50")
     if sa is None or nk is None:
         return []
-    L = ["### 1. Every request crosses several threads (QD1 latency)", ""]
+    L = ["### 1. The cost of one request (QD1 latency)", ""]
     L.append(f"At QD1 a 4k write takes {f0(sa)} µs (p50) through hast standalone, {f0(nk)} µs through nbdkit "
              f"and {f0(raw)} µs on the raw file with O_DIRECT. hast adds about {f0(sa - (raw or 0))} µs per "
              "request on top of the device.")
@@ -88,30 +88,22 @@ def overhead(b, run):
         paths = case.get("paths", {})
         L.append(f"The profile of that case (working set inside the keepdirty window, so no metadata writes: "
                  f"{f0(r.get('md_per_1k'))} per 1000 writes) shows **{f1(case.get('ctx_per_io'))} context "
-                 f"switches and {f0(r.get('cpu_us_per_io'))} µs of hastd CPU per 4k write**. Only "
-                 f"{f0(paths.get('pwrite (data and metadata writes)'))} % of the samples are the `pwrite` itself; "
-                 f"{f0(paths.get('futex (thread hand-offs: wake and wait)'))} % are futex wake/wait, "
-                 f"{f0(paths.get('clock_nanosleep (CAF scheduler polling)'))} % are CAF's work-stealing workers "
-                 f"polling with `clock_nanosleep` while idle, and the top self symbols are the kernel "
-                 "scheduler's "
-                 "(`finish_task_switch`, `_raw_spin_unlock_irqrestore` in `try_to_wake_up`). hastd's own "
-                 "code (codecs, activemap) does not appear among them; `bench/codec_bench.cpp` puts the whole "
-                 "NBD decode + validate at ~10 ns and a 4k crc32c seal at well under 1 µs.")
+                 f"switches and {f0(r.get('cpu_us_per_io'))} µs of hastd CPU per 4k write**. Share of hastd's "
+                 "samples under each entry point (callees included): "
+                 + "; ".join(f"{k} {f0(v)} %" for k, v in sorted(paths.items(), key=lambda kv: -kv[1]))
+                 + ". `bench/codec_bench.cpp` puts the whole NBD decode + validate at ~10 ns and a 4k crc32c "
+                 "seal at well under 1 µs.")
     L += ["",
-          "The path of one write since the fast data path (docs/DESIGN.md): the NBD session's Asio thread "
-          "decodes every request it has read and hands them to the resource actor as one message → the "
-          "resource does the bookkeeping and sends the batch's disk operations to its `disk_io` actor (same CAF "
-          "worker, no wake-up), which submits them to io_uring in one call → the ring's completion thread "
-          "reports every completion of one reap in one message → the replies go back to the session in one "
-          "hand-off and leave in one gathered write. At QD32 those hand-offs are shared by a batch (about one "
-          "context switch per write); at QD1 a batch is one request, so each of the three hand-offs is a "
-          "wake-up of a sleeping thread, and on this paravirtualised VM a wake-up costs tens of µs of CPU "
-          "(`pvm_irq_enable` under the scheduler is the top self symbol). nbdkit's thread reads the request, "
-          "calls `pwrite` (into the page cache) and writes the reply on the same thread.", "",
-          "**What would close the rest**: fewer hand-offs at QD1: submit to io_uring from the session's "
-          "thread when the activemap needs no write (the resource still decides, but the data does not wait "
-          "for the actor), or poll the ring briefly before sleeping; and §2 for writes that need an activemap "
-          "write, which at QD1 are half of the writes over 256 MiB and dominate the p50.", ""]
+          "The path of one write since the data threads (docs/DESIGN.md, \"Threads\"): the resource's data "
+          "thread reads the request from the NBD socket, the resource actor (pinned to that thread) does the "
+          "bookkeeping, its `disk_io` actor (same thread) submits to the thread's own io_uring "
+          "(SINGLE_ISSUER | DEFER_TASKRUN), the completion wakes the same thread through the ring's eventfd, "
+          "and the reply leaves from it. A write inside the keepdirty window sleeps twice on the server: "
+          "waiting for the request and waiting for the disk. What remains above the raw device is mostly "
+          "those two wake-ups and the NBD client's own socket round trip (qemu-nbd pays the same).", "",
+          "**What would close the rest**: §2 for writes that need an activemap write (at QD1 half of the "
+          "writes over 256 MiB wait for a metadata write and flush on the metadata writer's thread), and "
+          "cumulative acknowledgements between the nodes of a pair.", ""]
     return L
 
 

@@ -1349,6 +1349,7 @@ def perf_paths(data):
             "fdatasync (metadata flush)": ("__x64_sys_fdatasync",),
             "futex (thread hand-offs: wake and wait)": ("__x64_sys_futex",),
             "clock_nanosleep (CAF scheduler polling)": ("__x64_sys_clock_nanosleep",),
+            "io_uring_enter (disk submit and reap)": ("__x64_sys_io_uring_enter",),
             "epoll_wait / epoll_ctl (asio)": ("__x64_sys_epoll_wait", "__x64_sys_epoll_ctl"),
             "socket send / receive, eventfd (NBD, asio)": ("__x64_sys_sendmsg", "__x64_sys_recvfrom",
                                                            "__x64_sys_recvmsg", "__x64_sys_sendto",
