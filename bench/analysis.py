@@ -16,32 +16,40 @@ def get(b, name, wl, key):
     return (row_of(b, name, wl) or {}).get(key)
 
 
-# The same harness before the fast data path (docs/BENCHMARKS.md at commit
-# 4fadeaa, 2026-11-26, same VM): the reference the "before" column quotes.
+# The same harness, the same VM and the same day, on the build of f3d6c21
+# (before the data threads; `python3 bench/run.py --build <f3d6c21 build>
+# --out /tmp/bench-base/BENCHMARKS.md`, 2026-12-06 14:04 UTC): the
+# reference the "before" column quotes.
+BEFORE_COMMIT = "f3d6c21"
 BEFORE = {
-    ("hast standalone", "randwrite4k_qd1", "p50"): 412,
-    ("hast standalone", "randwrite4k_qd32", "iops"): 6331,
-    ("hast standalone", "randwrite4k_qd32", "md_per_1k"): 501,
-    ("hast standalone", "randread4k_qd32", "iops"): 21355,
-    ("hast standalone", "seqwrite1m_qd8", "mibs"): 313.0,
-    ("hast memsync direct", "randwrite4k_qd1", "p50"): 602,
-    ("hast memsync direct", "randwrite4k_qd32", "iops"): 3233,
-    ("hast memsync direct", "seqwrite1m_qd8", "mibs"): 145.2,
-    ("hast async direct", "randwrite4k_qd32", "iops"): 3324,
-    ("hast fullsync direct", "randwrite4k_qd32", "iops"): 3358,
-    ("raw", "randwrite4k_qd32", "iops"): 56593,
-    ("raw", "randwrite4k_qd1", "p50"): 32,
+    ("hast standalone", "randwrite4k_qd1", "p50"): 285,
+    ("hast standalone", "randwrite4k_qd32", "iops"): 28613,
+    ("hast standalone", "randwrite4k_qd32", "md_per_1k"): 75,
+    ("hast standalone", "randread4k_qd32", "iops"): 31152,
+    ("hast standalone", "seqwrite1m_qd8", "mibs"): 937.1,
+    ("hast standalone", "seqwrite1m_qd8", "md_per_1k"): 260,
+    ("hast standalone", "randwrite4k_fsync32", "iops"): 3497,
+    ("hast memsync direct", "randwrite4k_qd1", "p50"): 498,
+    ("hast memsync direct", "randwrite4k_qd32", "iops"): 12442,
+    ("hast memsync direct", "seqwrite1m_qd8", "mibs"): 431.1,
+    ("hast async direct", "randwrite4k_qd32", "iops"): 15524,
+    ("hast fullsync direct", "randwrite4k_qd32", "iops"): 11445,
+    ("qemu-nbd", "randwrite4k_qd1", "p50"): 77,
+    ("raw", "randwrite4k_qd32", "iops"): 66707,
+    ("raw", "randwrite4k_qd1", "p50"): 19,
 }
-BEFORE_PROFILE = {"qd1-small": (264, 14.3), "qd32-full": (192, 9.1)}  # CPU µs / write, switches / write
+BEFORE_PROFILE = {"qd1-small": (195, 8.3), "qd32-full": (36, 1.0)}  # CPU µs / write, switches / write
 
 
 def before_after(b):
     names = {"p50": "p50 µs", "iops": "IOPS", "mibs": "MiB/s", "md_per_1k": "metadata writes / 1k"}
     wls = {"randwrite4k_qd1": "4k random write QD1", "randwrite4k_qd32": "4k random write QD32",
-           "randread4k_qd32": "4k random read QD32", "seqwrite1m_qd8": "1M sequential write QD8"}
-    L = ["### 0. Before and after the fast data path", "",
-         "The same harness on the same VM before the fast data path (the report at commit 4fadeaa) and in "
-         "this run. The raw rows show how much the VM itself moved between the two runs.", "",
+           "randread4k_qd32": "4k random read QD32", "seqwrite1m_qd8": "1M sequential write QD8",
+           "randwrite4k_fsync32": "4k random write QD1, fsync every 32"}
+    L = [f"### 0. Before and after the data threads (against {BEFORE_COMMIT})", "",
+         f"The same harness on the same VM, the same day, on the build of {BEFORE_COMMIT} (before the data "
+         "threads and the activemap's mark-ahead) and in this run. The raw and qemu-nbd rows show how much the "
+         "VM itself moved between the two runs.", "",
          "| contender | workload | figure | before | now | now ÷ before |", "|---|---|---|--:|--:|--:|"]
     for (n, wl, key), old in BEFORE.items():
         new = get(b, n, wl, key)
