@@ -143,7 +143,10 @@ def markdown(b, run, png_name, drawer):
           "nothing here is a test, and no figure is asserted anywhere. Figures move by ±10–20 % "
           "between runs on a shared 2-core VM; read the ratios, not the last digit.", "",
           f"![benchmarks chart]({png_name})", "",
-          f"The chart (`{png_name}`, drawn with {drawer}) shows the same figures as the tables.", ""]
+          f"The chart (`{png_name}`, drawn with {drawer}) shows the same figures as the tables.", "",
+          "Real applications (SQLite and PostgreSQL on ext4 over `/dev/hast/<name>` against qemu-nbd "
+          "through the same block path) are measured by `bench/app.py`; its last report is "
+          "`docs/BENCHMARKS-app.md`.", ""]
     L += ["## Machine", "",
           "| | |", "|---|---|",
           f"| CPU | {i['cpu']}, {i['cores']} cores |",
@@ -422,11 +425,12 @@ def profile(b):
     L += ["Fresh standalone resources, profiled with `" + p.get("record_cmd", "perf") + "` while fio runs. "
           "This VM has no hardware counters, so perf samples the cpu-clock software event: it shows where "
           "hastd spends CPU, not where it waits off-CPU (the waiting shows up as context switches and as "
-          "latency). Threads: `hastd` is the main thread and the Asio threads (NBD and peer sockets; one per "
-          "two cores), `caf.multiplexer` are CAF 0.17's scheduler workers (the resource and `disk_io` actors "
-          "run there) and the threads the `disk_io` actor starts, which inherit the name (io_uring's completion "
-          "thread and a 2-thread pool for trims and unaligned I/O), `caf.actor` is the detached metadata "
-          "writer.", "",
+          "latency). Threads: `hast.<resource>` is the resource's data thread (its NBD and peer sockets, its "
+          "disk ring, and the resource, `disk_io` and peer actors pinned to it; docs/DESIGN.md, \"Threads\"), "
+          "`hastd` the main thread and the shared Asio thread (control socket, peer listener), "
+          "`caf.multiplexer` CAF 0.17's scheduler workers (the supervisor and the other actors) and the ring's "
+          "2-thread pool for trims and unaligned I/O, which inherits the name of the thread that made it, "
+          "`caf.actor` the detached metadata writer.", "",
           "| case | IOPS | p50 µs | p99 µs | metadata writes / 1k writes | hastd CPU µs / write | "
           "context switches / write |", "|---|--:|--:|--:|--:|--:|--:|"]
     for c in p.get("cases", []):
