@@ -179,7 +179,10 @@ class Trial:
             d = self.node_dir(node)
             text += "on %s {\n  control uds://%s/ctl.sock\n  pidfile %s/hastd.pid\n  listen tcp://127.0.0.1:%d\n}\n" \
                 % (node, d, d, self.port[node])
-        text += "resource %s {\n  replication %s\n  timeout %d\n" % (RES, self.mode, TIMEOUT)
+        # No /dev/hast device: the writer goes through the NBD export, and a
+        # device is a loop device, a FUSE mount and an nbdfuse process of the
+        # whole machine that a primary killed with -9 leaves behind.
+        text += "resource %s {\n  replication %s\n  timeout %d\n  device off\n" % (RES, self.mode, TIMEOUT)
         for node in ("nodeA", "nodeB"):
             d = self.node_dir(node)
             text += "  on %s {\n    local %s/%s.img\n    remote tcp://127.0.0.1:%d\n    nbd uds://%s/%s.nbd\n  }\n" \
