@@ -579,7 +579,7 @@ int run_daemon(node_config config, const daemon_options& options) {
       --io_running;
     });
   // Each resource's data path runs on a thread of its own (docs/DESIGN.md,
-  // "One thread per resource"); the threads outlive the actor system as the
+  // "Threads"); the threads outlive the actor system as the
   // shared context does.
   auto data = std::make_shared<data_threads>();
   int exit_status = 0;

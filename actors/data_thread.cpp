@@ -96,7 +96,7 @@ public:
 } // namespace
 
 struct data_thread::impl {
-  asio::io_context io{1};  // one thread runs it: Asio may skip its locks
+  asio::io_context io{1};  // one thread runs it (other threads only post to it)
   asio::executor_work_guard<asio::io_context::executor_type> work = asio::make_work_guard(io);
   std::atomic<bool> running{false};
   std::thread thread;

@@ -1,8 +1,8 @@
 #pragma once
 
 // One thread per resource for its data path, shared by the actors of that
-// path and the sockets and disk ring they use (docs/DESIGN.md, "One thread
-// per resource").
+// path and the sockets and disk ring they use (docs/DESIGN.md, "Threads:
+// one data thread per resource").
 //
 // A data thread runs an Asio context of its own: the resource's NBD
 // sessions, its peer socket and its disk ring's completions (an eventfd on

@@ -907,18 +907,13 @@ caf::error open_local(self_ptr self) {
   if (!s.config.standalone())
     s.map->merge(s.md.bitmap);
   s.commit = map_commit{};
-  if (s.home != nullptr) {
-    // Pinned before its first activation: its ring is made on, and belongs
-    // to, the data thread.
-    s.disk = self->spawn<caf::linked + caf::lazy_init>(disk_io, s.local, s.md.data_offset,
-                                                       s.io.disk,
-                                                       caf::actor_cast<resource_actor>(self),
-                                                       disk_home{&s.home->io()});
+  // Lazy, so that it is pinned before its first activation: its ring is
+  // made on, and belongs to, the data thread.
+  s.disk = self->spawn<caf::linked + caf::lazy_init>(
+    disk_io, s.local, s.md.data_offset, s.io.disk, caf::actor_cast<resource_actor>(self),
+    disk_home{s.home != nullptr ? &s.home->io() : nullptr});
+  if (s.home != nullptr)
     pin(caf::actor_cast<caf::abstract_actor*>(s.disk), *s.home);
-  } else {
-    s.disk = self->spawn<caf::linked>(disk_io, s.local, s.md.data_offset, s.io.disk,
-                                      caf::actor_cast<resource_actor>(self), disk_home{});
-  }
   s.metadata_writer = self->spawn<caf::detached + caf::linked>(metadata_writer, s.local,
                                                                s.md.sequence);
   return {};

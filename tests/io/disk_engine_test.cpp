@@ -167,6 +167,23 @@ private:
   std::set<std::thread::id> threads_;
 };
 
+/// Reads and writes the provider directly, bypassing the engine.
+struct provider_access {
+  /// Writes `bytes` at `off` through the provider, bypassing the engine.
+  void fill(uint64_t off, const std::vector<uint8_t>& bytes) {
+    ASSERT_TRUE(prov_->write(bytes.data(), bytes.size(), off));
+  }
+
+  /// Reads through the provider, bypassing the engine.
+  std::vector<uint8_t> peek(uint64_t off, size_t len) {
+    std::vector<uint8_t> bytes(len);
+    EXPECT_TRUE(prov_->read(bytes.data(), len, off));
+    return bytes;
+  }
+
+  std::shared_ptr<provider> prov_;
+};
+
 struct engine_case {
   disk_engine_kind kind;
   bool direct; // the provider uses O_DIRECT
@@ -176,7 +193,7 @@ void PrintTo(const engine_case& c, std::ostream* os) {
   *os << to_string(c.kind) << (c.direct ? " on an O_DIRECT provider" : " on a buffered provider");
 }
 
-class disk_engine_test : public testing::TestWithParam<engine_case> {
+class disk_engine_test : public testing::TestWithParam<engine_case>, protected provider_access {
 protected:
   void SetUp() override {
     auto [kind, direct] = GetParam();
@@ -227,20 +244,8 @@ protected:
     return got_.since(first);
   }
 
-  /// Writes `bytes` at `off` through the provider, bypassing the engine.
-  void fill(uint64_t off, const std::vector<uint8_t>& bytes) {
-    ASSERT_TRUE(prov_->write(bytes.data(), bytes.size(), off));
-  }
-
-  /// Reads through the provider, bypassing the engine.
-  std::vector<uint8_t> peek(uint64_t off, size_t len) {
-    std::vector<uint8_t> bytes(len);
-    EXPECT_TRUE(prov_->read(bytes.data(), len, off));
-    return bytes;
-  }
 
   std::filesystem::path dir_;
-  std::shared_ptr<provider> prov_;
   collector got_; // outlives the engine that calls it
   std::unique_ptr<disk_engine> engine_;
 };
@@ -653,7 +658,7 @@ INSTANTIATE_TEST_SUITE_P(kinds, disk_engine_test,
 
 /// An O_DIRECT provider and an io_context run by one thread of the test's,
 /// the engine's home. Everything the engine is asked is asked there.
-class disk_engine_home_test : public testing::Test {
+class disk_engine_home_test : public testing::Test, protected provider_access {
 protected:
   void SetUp() override {
     char tmpl[] = "/var/tmp/hast-engine-XXXXXX";
@@ -727,20 +732,8 @@ protected:
     in_submit_ = false;
   }
 
-  /// Writes `bytes` at `off` through the provider, bypassing the engine.
-  void fill(uint64_t off, const std::vector<uint8_t>& bytes) {
-    ASSERT_TRUE(prov_->write(bytes.data(), bytes.size(), off));
-  }
-
-  /// Reads through the provider, bypassing the engine.
-  std::vector<uint8_t> peek(uint64_t off, size_t len) {
-    std::vector<uint8_t> bytes(len);
-    EXPECT_TRUE(prov_->read(bytes.data(), len, off));
-    return bytes;
-  }
 
   std::filesystem::path dir_;
-  std::shared_ptr<provider> prov_;
   collector got_; // outlives the engine that calls it
   asio::io_context io_{1};
   asio::executor_work_guard<asio::io_context::executor_type> guard_ = asio::make_work_guard(io_);
