@@ -28,8 +28,8 @@ std::chrono::milliseconds lease_length(resource_ptr self) {
 /// Does the secondary hold every acknowledged write right now?
 bool secondary_in_sync(resource_ptr self) {
   auto& s = self->state;
-  return s.connected && !s.sync.active && s.map && s.map->sync_extents() == 0
-         && !s.md.local_stale && s.lease.waiting.empty() && s.lease.answers.empty();
+  return s.connected && !s.sync.active && s.plane->is_open() && s.plane->map().sync_extents() == 0
+         && !s.plane->md().local_stale && s.lease.waiting.empty() && s.lease.answers.empty();
 }
 
 void ask_supervisor(resource_ptr self, role target, const std::string& why) {
@@ -46,9 +46,9 @@ void release_waiters(resource_ptr self) {
   auto answers = std::move(l.answers);
   l.answers.clear();
   for (auto& [sink, r] : answers)
-    send_answer(self, sink, std::move(r));
+    self->state.plane->answer(sink, std::move(r));
   for (auto id : waiting)
-    admit_alone(self, id);
+    self->state.plane->admit_alone(id);
 }
 
 void fail_waiters(resource_ptr self) {
@@ -59,10 +59,10 @@ void fail_waiters(resource_ptr self) {
   l.answers.clear();
   for (auto& [sink, r] : answers) {
     r.error = nbd::eio;
-    send_answer(self, sink, std::move(r));
+    self->state.plane->answer(sink, std::move(r));
   }
   for (auto id : waiting)
-    refuse_write(self, id);
+    self->state.plane->refuse(id);
 }
 
 /// We are primary and cannot hold the lease any longer (it ran out alone,
@@ -97,9 +97,9 @@ peer::lease_request lease_ask(resource_ptr self, std::string kind) {
   req.kind = std::move(kind);
   req.node = s.node;
   req.epoch = s.lease.epoch;
-  req.resuid = s.md.resuid;
-  req.localcnt = s.md.localcnt;
-  req.remotecnt = s.md.remotecnt;
+  req.resuid = s.plane->md().resuid;
+  req.localcnt = s.plane->md().localcnt;
+  req.remotecnt = s.plane->md().remotecnt;
   return req;
 }
 
@@ -236,7 +236,7 @@ bool waiting_is_futile(resource_ptr self) {
 
 void wait_for_lease(resource_ptr self, uint64_t id) {
   if (waiting_is_futile(self))
-    return refuse_write(self, id);
+    return self->state.plane->refuse(id);
   self->state.lease.waiting.push_back(id);
   renew(self);
 }
@@ -244,7 +244,7 @@ void wait_for_lease(resource_ptr self, uint64_t id) {
 void hold_answer(resource_ptr self, nbd::reply_sink_ptr sink, nbd::reply r) {
   if (waiting_is_futile(self)) {
     r.error = nbd::eio;
-    return send_answer(self, sink, std::move(r));
+    return self->state.plane->answer(sink, std::move(r));
   }
   self->state.lease.answers.emplace_back(std::move(sink), std::move(r));
   renew(self);

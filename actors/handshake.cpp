@@ -15,12 +15,12 @@ peer::hello_message my_hello(resource_ptr self) {
   m.resource = s.config.name;
   m.node = s.node;
   m.role = to_string(s.current);
-  m.datasize = s.md.datasize;
-  m.extent_size = s.md.extent_size;
-  m.resuid = s.md.resuid;
-  m.localcnt = s.md.localcnt;
-  m.remotecnt = s.md.remotecnt;
-  m.virgin = s.md.localcnt == 0;
+  m.datasize = s.plane->md().datasize;
+  m.extent_size = s.plane->md().extent_size;
+  m.resuid = s.plane->md().resuid;
+  m.localcnt = s.plane->md().localcnt;
+  m.remotecnt = s.plane->md().remotecnt;
+  m.virgin = s.plane->md().localcnt == 0;
   return m;
 }
 
@@ -39,61 +39,61 @@ peer::hello_message answer_primary(resource_ptr self, const peer::hello_message&
                     + std::to_string(peer::protocol_version) + ")";
     return reply;
   }
-  if (p.datasize != s.md.datasize || p.extent_size != s.md.extent_size) {
+  if (p.datasize != s.plane->md().datasize || p.extent_size != s.plane->md().extent_size) {
     reply.refusal = "data size or extent size differs (primary " + std::to_string(p.datasize) + "/"
                     + std::to_string(p.extent_size) + ", secondary "
-                    + std::to_string(s.md.datasize) + "/" + std::to_string(s.md.extent_size) + ")";
+                    + std::to_string(s.plane->md().datasize) + "/" + std::to_string(s.plane->md().extent_size) + ")";
     return reply;
   }
-  auto fresh = s.md.localcnt == 0 && s.md.remotecnt == 0;
-  if (p.resuid != s.md.resuid) {
+  auto fresh = s.plane->md().localcnt == 0 && s.plane->md().remotecnt == 0;
+  if (p.resuid != s.plane->md().resuid) {
     if (!fresh) {
       reply.refusal = "resource id mismatch (primary " + std::to_string(p.resuid) + ", secondary "
-                      + std::to_string(s.md.resuid)
+                      + std::to_string(s.plane->md().resuid)
                       + "); these providers belong to different resources";
       return reply;
     }
     // A freshly created secondary joins the primary's resource.
-    s.md.resuid = p.resuid;
+    s.plane->md().resuid = p.resuid;
     reply.resuid = p.resuid;
     reply.sync_source = p.localcnt == 0 ? "none" : "full";
-  } else if (s.discard_local && s.md.localcnt > p.remotecnt) {
+  } else if (s.discard_local && s.plane->md().localcnt > p.remotecnt) {
     // The administrator chose this node as the loser: its changes go, and
     // the primary resends every extent either side changed.
     spdlog::warn("{}: discarding local changes (generation {}), taking the primary's data",
-                 s.config.name, s.md.localcnt);
-    s.md.localcnt = p.remotecnt;
+                 s.config.name, s.plane->md().localcnt);
+    s.plane->md().localcnt = p.remotecnt;
     s.discard_local = false;
     s.split_brain = false;
-    reply.localcnt = s.md.localcnt;
+    reply.localcnt = s.plane->md().localcnt;
     reply.sync_source = "primary";
-    reply.bitmap = s.map->bitmap();
-  } else if (s.md.localcnt > p.remotecnt && p.localcnt > s.md.remotecnt) {
+    reply.bitmap = s.plane->map().bitmap();
+  } else if (s.plane->md().localcnt > p.remotecnt && p.localcnt > s.plane->md().remotecnt) {
     detect_split_brain(self);
     reply.sync_source = "split-brain";
     reply.refusal = "split brain: both nodes were written as primary while apart";
     spdlog::error("{}: split brain detected (primary {}/{}, secondary {}/{})", s.config.name,
-                  p.localcnt, p.remotecnt, s.md.localcnt, s.md.remotecnt);
+                  p.localcnt, p.remotecnt, s.plane->md().localcnt, s.plane->md().remotecnt);
     return reply;
-  } else if (s.md.localcnt > p.remotecnt) {
+  } else if (s.plane->md().localcnt > p.remotecnt) {
     // The primary is the stale side: it copies our changed extents back and
     // reads from us until then.
     spdlog::warn("{}: the primary is out of date (generation {} < {}); it syncs from here",
-                 s.config.name, p.remotecnt, s.md.localcnt);
+                 s.config.name, p.remotecnt, s.plane->md().localcnt);
     reply.sync_source = "secondary";
-    reply.bitmap = s.map->bitmap();
+    reply.bitmap = s.plane->map().bitmap();
   } else {
     reply.sync_source = "primary";
     // Extents that were in flight here when we stopped go back too.
-    reply.bitmap = s.map->bitmap();
+    reply.bitmap = s.plane->map().bitmap();
   }
-  persist(self, [](bool) {});
+  self->state.plane->persist([](bool) {});
   return reply;
 }
 
 void on_peer_up(resource_ptr self, peer_session& session) {
   auto& s = self->state;
-  if (!s.map)
+  if (!s.plane->is_open())
     return;
   s.connected = true;
   s.split_brain = false;
@@ -108,12 +108,12 @@ void on_peer_up(resource_ptr self, peer_session& session) {
   s.sync.pending_from_secondary = theirs.sync_source == "secondary";
   if (theirs.sync_source == "full") {
     spdlog::info("{}: the secondary is new: full synchronization", s.config.name);
-    s.map->mark_all_sync();
+    s.plane->map().mark_all_sync();
   } else {
-    s.map->merge(theirs.bitmap);
+    s.plane->map().merge(theirs.bitmap);
   }
-  s.md.remotecnt = theirs.localcnt;
-  persist(self, [](bool) {});
+  s.plane->md().remotecnt = theirs.localcnt;
+  self->state.plane->persist([](bool) {});
   sync_start(self);
 }
 

@@ -1,19 +1,20 @@
 #pragma once
 
-// The resource actor: one replicated resource. Its behaviour is spread over
-// three files, each one concept:
-//   resource.cpp   roles, the export, client and replicated requests, the
-//                  group-committed activemap, status
+// The resource actor: one replicated resource's control plane. It steers
+// the resource's data plane (actors/data_plane.hpp: every request from
+// arrival to answer, the activemap and its group commit) and owns what is
+// not on the per-request path, one concept per file:
+//   resource.cpp   roles, the drain, the export, /dev/hast, the link, status;
+//                  carrying out what the data plane asks for
 //   resync.cpp     copying dirty extents between the nodes
 //   verify.cpp     the online verify: comparing both nodes' block hashes
+//   failover.cpp   the lease (failover auto)
 //   handshake.cpp  what the secondary answers a connecting primary
 //                  (generations, split brain) and what the primary does
 //                  with the answer
 // The functions they share are declared at the end of this header.
 
-#include "actors/write_tracker.hpp"
-#include "io/activemap.hpp"
-#include "io/metadata.hpp"
+#include "actors/data_plane.hpp"
 #include "messages/actors.hpp"
 
 #include <algorithm>
@@ -63,18 +64,6 @@ struct io_ref {
   /// the resource, its disk and its peer run there with their sockets and
   /// ring. Null: they run on CAF's workers and `io`.
   std::shared_ptr<data_threads> data = nullptr;
-};
-
-/// A request that changes data or durability (write, trim, write_zeroes,
-/// flush), from arrival until its bookkeeping ends, with where its answer
-/// goes. The write tracker holds its acknowledgement state under the same id.
-struct client_write {
-  nbd::request req;
-  nbd::reply_sink_ptr sink;
-  bool from_peer = false;
-  bool resync = false;  // from_peer: resync data (never marked in the activemap)
-  bool local_failed = false;  // the local disk failed it; the secondary's copy stands
-  std::chrono::steady_clock::time_point replicated{};  // sent to the secondary
 };
 
 /// One extent being copied.
@@ -165,49 +154,21 @@ struct lease_state {
   std::vector<std::pair<nbd::reply_sink_ptr, nbd::reply>> answers;  // successes held back
 };
 
-/// Group commit of metadata and activemap: one write in flight at a time;
-/// whatever asks for a write meanwhile is covered by the next one.
-struct map_commit {
-  bool in_flight = false;
-  bool tick_pending = false;                         // a lazy round is scheduled
-  bool failing = false;                              // the last round could not be written
-  uint64_t started = 0;                              // rounds begun
-  uint64_t written = 0;                              // the newest round on disk
-  std::vector<std::function<void(bool)>> this_round; // told when the round in flight ends
-  std::vector<std::function<void(bool)>> next_round; // covered by the next round
-};
-
-/// A write held until the activemap on disk covers it (and, after a
-/// generation bump, until the round carrying the new generation is written).
-struct map_waiter {
-  uint64_t id;
-  uint64_t round;  // 0: any round that makes its extents durable
-};
-
-using disk_continuation = std::function<void(disk_completion&)>;
-
 /// What a resource owns. Only the resource actor touches it.
 struct resource_state {
   resource_config config;
   role current = role::init;
   std::string last_error;
 
+  // The data plane, steered by this actor (`steer`); it holds the
+  // metadata and, while the role is not init, the activemap.
+  std::unique_ptr<data_plane::steering> steer;
+  std::unique_ptr<data_plane> plane;
+
   // Present while the role is not init.
   std::shared_ptr<const provider> local;
-  metadata md;
-  std::optional<activemap> map;
   disk_io_actor disk;                    // data I/O
   metadata_writer_actor metadata_writer; // serialises metadata slot writes
-  map_commit commit;
-  std::vector<map_waiter> map_waiters;
-
-  // Disk operations and replies gathered during one activation of the actor,
-  // sent at its end as one message per destination.
-  disk_batch disk_out;
-  uint64_t next_tag = 1;
-  std::unordered_map<uint64_t, disk_continuation> disk_waiting;  // tag -> what to do
-  std::vector<std::pair<nbd::reply_sink_ptr, std::vector<nbd::reply>>> outbox;
-  replicate_batch replicate_out;  // for the peer
 
   // Replication.
   std::string node;                 // this node's name, for the handshake
@@ -219,16 +180,6 @@ struct resource_state {
   bool connected = false;           // handshake complete
   std::string remote_address;
   replication_policy policy = policy_for(replication_mode::memsync);
-  uint64_t next_id = 1;
-  write_tracker writes{policy_for(replication_mode::memsync)};
-  std::unordered_map<uint64_t, client_write> calls;       // by id, until finished
-  std::unordered_map<uint64_t, uint32_t> busy;            // extent -> client writes in flight
-  std::vector<uint64_t> deferred;                         // ids waiting for an extent's sync
-  // The replication window (fullsync, memsync): client writes sent to the
-  // secondary and not yet written there, and the writes waiting for room.
-  std::unordered_map<uint64_t, uint64_t> remote_open;     // id -> payload bytes
-  uint64_t remote_open_bytes = 0;
-  std::deque<uint64_t> throttled;
   sync_state sync;
   // Extents a verify found different in part: their copy moves only these
   // (offset, length) ranges. Valid while connected; a whole-extent mark
@@ -260,12 +211,7 @@ struct resource_state {
   std::string device_error;           // why there is none
   bool leaving = false;               // removing the device before a drain
 
-  // I/O accounting.
-  uint64_t in_flight = 0;
-  std::chrono::steady_clock::time_point last_client_io;  // the resync and verify yield to it
-  resource_counters counters;
-  std::array<latency_histogram, io_op_count> client_latency;
-  latency_histogram replication_latency;
+  // Role changes.
   std::vector<caf::typed_response_promise<role>> drained;  // role changes waiting for in_flight == 0
   std::vector<caf::typed_response_promise<bool>> stopped;  // stop requests waiting likewise
   std::optional<role> pending_role;                        // role being entered after the drain
@@ -285,14 +231,6 @@ resource_actor::behavior_type resource(resource_actor::stateful_pointer<resource
 /// within this time; writes that need an extent marked never wait for it.
 inline constexpr auto lazy_commit_delay = std::chrono::milliseconds(100);
 
-/// The replication window: a synchronous primary sends at most this many
-/// requests (and bytes) that the secondary has not written yet; further
-/// writes wait, so the secondary's backlog and the primary's memory stay
-/// bounded and a slow secondary slows the client instead. (Async mode
-/// bounds its bytes in flight in the peer and leaves the rest dirty.)
-inline constexpr size_t replication_window_requests = 1024;
-inline constexpr uint64_t replication_window_bytes = 64u << 20;
-
 /// Resync: bytes read ahead, on the wire and not yet written on the other
 /// node, at once. Enough to keep a fast link busy while one extent is read
 /// and another written; it bounds the memory a resync takes on both nodes.
@@ -304,13 +242,13 @@ inline constexpr auto sync_progress_interval = std::chrono::seconds(1);
 /// Verify: extents read and hashed on both nodes at once.
 inline constexpr size_t verify_extents_in_flight = 8;
 
-/// Client I/O keeps priority: while clients did I/O within `client_quiet`,
+/// Client I/O keeps priority: while clients did I/O within `client_quiet`
+/// (actors/data_plane.hpp),
 /// the resync keeps only this much in flight (the verify two extents), so a
 /// client's request queues behind little background I/O on the disks and
 /// the link. (DRBD's c-min-rate idea, without a rate to configure.)
 inline constexpr uint64_t sync_bytes_under_load = 4u << 20;
 inline constexpr size_t verify_extents_under_load = 2;
-inline constexpr auto client_quiet = std::chrono::milliseconds(200);
 
 /// A failing local disk: after a local I/O succeeds again, the stale
 /// extents are copied back from the secondary, at most this often (a disk
@@ -329,14 +267,17 @@ void flush_activation(resource_ptr self);
 /// range touches the extent of its offset), and the bytes of one extent
 /// (the last one may be short).
 inline uint64_t first_extent(resource_ptr self, uint64_t offset) {
-  return offset / self->state.md.extent_size;
+  return self->state.plane->first_extent(offset);
 }
 inline uint64_t last_extent(resource_ptr self, uint64_t offset, uint64_t length) {
-  return (offset + std::max<uint64_t>(length, 1) - 1) / self->state.md.extent_size;
+  return self->state.plane->last_extent(offset, length);
 }
 inline uint64_t extent_bytes(resource_ptr self, uint64_t extent) {
-  auto& md = self->state.md;
-  return std::min<uint64_t>(md.extent_size, md.datasize - extent * md.extent_size);
+  return self->state.plane->extent_bytes(extent);
+}
+/// Did clients do I/O within `client_quiet`?
+inline bool clients_busy(resource_ptr self) {
+  return self->state.plane->clients_busy(std::chrono::steady_clock::now());
 }
 
 /// Flushes at the end of a handler's scope.
@@ -344,13 +285,6 @@ struct activation {
   resource_ptr self;
   ~activation() { flush_activation(self); }
 };
-
-/// Queues a disk operation (data-region offsets) for this activation's batch.
-void submit_disk(resource_ptr self, disk_op op, disk_continuation then);
-
-/// Writes metadata and activemap; `then` runs with true once a write that
-/// started after this call is on disk (group commit).
-void persist(resource_ptr self, std::function<void(bool)> then);
 
 /// A state change of this resource: runs the `exec` hook with `args`'
 /// values (never waits) and tells the event stream `args` and `more`.
@@ -361,20 +295,6 @@ void announce(resource_ptr self, const std::string& name, event_fields fields);
 
 /// Both nodes were written as primary while apart: report it once.
 void detect_split_brain(resource_ptr self);
-
-/// Queues a request for the secondary (sent with the activation's batch);
-/// acknowledgements come back as remote_ack with `rc.id`.
-void replicate(resource_ptr self, replicate_call rc);
-
-/// Starts client writes that waited for a resynced extent.
-void release_deferred(resource_ptr self);
-
-/// Did clients do I/O within `client_quiet`?
-bool clients_busy(resource_ptr self);
-
-/// The local disk failed writes the secondary took: does [offset,
-/// offset+length) touch an extent whose data here is stale?
-bool stale_here(resource_ptr self, uint64_t offset, uint64_t length);
 
 // resync.cpp
 void sync_start(resource_ptr self);
@@ -431,11 +351,6 @@ void lease_leaving(resource_ptr self);
 /// We left primary (drained): give the lease back so the other node may go on.
 void lease_release(resource_ptr self);
 void lease_status(resource_ptr self, resource_status& st);
-/// Writes waiting for the lease were let go (granted) or fail (lost); the
-/// function that runs a write further, from resource.cpp.
-void admit_alone(resource_ptr self, uint64_t id);
-void refuse_write(resource_ptr self, uint64_t id);
-void send_answer(resource_ptr self, const nbd::reply_sink_ptr& sink, nbd::reply r);
 
 // handshake.cpp
 peer::hello_message my_hello(resource_ptr self);

@@ -48,18 +48,18 @@ void range_finished(resource_ptr self, uint64_t extent, bool copied_ok) {
   auto ok = x.ok;
   s.sync.extents.erase(it);
   s.sync.bytes_in_flight -= bytes;
-  if (ok && s.map) {
-    s.map->clear_sync(extent);
+  if (ok && s.plane->is_open()) {
+    s.plane->map().clear_sync(extent);
     s.repair_ranges.erase(extent);
     s.sync.done_bytes += bytes;
     s.synced_total += bytes;
     report_progress(self);
     if (++s.sync.since_persist >= 16) {
       s.sync.since_persist = 0;
-      persist(self, [](bool) {});
+      self->state.plane->persist([](bool) {});
     }
   }
-  release_deferred(self);
+  self->state.plane->release_deferred();
   sync_pump(self);
   verify_pump(self);
 }
@@ -67,11 +67,11 @@ void range_finished(resource_ptr self, uint64_t extent, bool copied_ok) {
 std::optional<uint64_t> next_candidate(resource_ptr self) {
   auto& s = self->state;
   auto usable = [&](uint64_t e) {
-    return !s.sync.extents.count(e) && !s.busy.count(e) && !verifying_extent(self, e);
+    return !s.sync.extents.count(e) && !s.plane->busy(e) && !verifying_extent(self, e);
   };
   for (int pass = 0; pass < 2; ++pass) {
     auto from = pass == 0 ? s.sync.cursor : 0;
-    for (auto e = s.map->next_sync(from); e; e = s.map->next_sync(*e + 1)) {
+    for (auto e = s.plane->map().next_sync(from); e; e = s.plane->map().next_sync(*e + 1)) {
       if (pass == 1 && *e >= s.sync.cursor)
         break;
       if (usable(*e))
@@ -111,16 +111,16 @@ void finish(resource_ptr self) {
     spdlog::info("{}: nodes are in sync", s.config.name);
   if (s.sync.from_secondary) {
     // We now hold the secondary's data, and with it its generation.
-    s.md.localcnt = std::max(s.md.localcnt, s.md.remotecnt);
+    s.plane->md().localcnt = std::max(s.plane->md().localcnt, s.plane->md().remotecnt);
     spdlog::info("{}: caught up with the secondary; reads are local again", s.config.name);
-    if (s.md.local_stale)
+    if (s.plane->md().local_stale)
       spdlog::info("{}: the local copy is rebuilt; the disk is in use again", s.config.name);
-    s.md.local_stale = false;
+    s.plane->md().local_stale = false;
     s.local_error_reported = false;
   }
   s.sync.from_secondary = false;
-  persist(self, [](bool) {});
-  self->send(s.link, atom::sync_done_v, s.md.localcnt, true);
+  self->state.plane->persist([](bool) {});
+  self->send(s.link, atom::sync_done_v, s.plane->md().localcnt, true);
   lease_report(self);  // the witness hears at once that the secondary caught up
 }
 
@@ -140,10 +140,10 @@ void copy_from_secondary(resource_ptr self, uint64_t extent, uint64_t offset, ui
         op.offset = offset;
         op.length = data->size();
         op.data = std::move(data);
-        submit_disk(self, std::move(op), [=](disk_completion& c) {
+        self->state.plane->submit(std::move(op), [=](disk_completion& c) {
           if (c.error == 0)
             return range_finished(self, extent, true);
-          ++self->state.counters.write_errors;
+          ++self->state.plane->counters().write_errors;
           spdlog::error("{}: cannot write synced extent {}: {}", self->state.config.name, extent,
                         std::strerror(c.error));
           range_finished(self, extent, false);
@@ -164,21 +164,21 @@ void send_range(resource_ptr self, uint64_t extent, uint64_t offset, uint32_t le
   op.op = disk_op::kind::read;
   op.offset = offset;
   op.length = length;
-  submit_disk(self, std::move(op), [=](disk_completion& c) {
+  self->state.plane->submit(std::move(op), [=](disk_completion& c) {
     auto& s = self->state;
     auto it = s.sync.extents.find(extent);
     if (it == s.sync.extents.end())
       return;  // the resync stopped meanwhile
     --it->second.reading;
     if (c.error != 0) {
-      ++s.counters.read_errors;
+      ++s.plane->counters().read_errors;
       spdlog::error("{}: cannot read extent {} for the resync: {}", s.config.name, extent,
                     std::strerror(c.error));
       return sync_stop(self, "local read error");
     }
     if (!s.connected || !s.sync.active)
       return;
-    auto id = s.next_id++;
+    auto id = s.plane->new_id();
     s.sync.ids[id] = extent;
     s.sync.wire_bytes += length;
     replicate_call rc;
@@ -188,11 +188,11 @@ void send_range(resource_ptr self, uint64_t extent, uint64_t offset, uint32_t le
     rc.offset = offset;
     rc.length = length;
     rc.data = std::move(c.data);
-    replicate(self, std::move(rc));
+    self->state.plane->replicate(std::move(rc));
     // The data is queued ahead of any later client write to the extent:
     // writes that waited for the read may go now.
     if (it->second.reading == 0)
-      release_deferred(self);
+      self->state.plane->release_deferred();
   });
 }
 
@@ -200,7 +200,7 @@ void send_range(resource_ptr self, uint64_t extent, uint64_t offset, uint32_t le
 /// the whole extent.
 std::vector<std::pair<uint64_t, uint64_t>> copy_ranges(resource_ptr self, uint64_t extent) {
   auto& s = self->state;
-  auto offset = extent * s.md.extent_size;
+  auto offset = extent * s.plane->md().extent_size;
   if (auto it = s.repair_ranges.find(extent); it != s.repair_ranges.end()) {
     if (!s.sync.from_secondary)
       return it->second;
@@ -235,7 +235,7 @@ bool rate_allows(resource_ptr self) {
     return true;
   auto elapsed =
     std::chrono::duration<double>(std::chrono::steady_clock::now() - s.sync.started).count();
-  auto allowed = static_cast<double>(rate) * elapsed + s.md.extent_size;  // one extent of burst
+  auto allowed = static_cast<double>(rate) * elapsed + s.plane->md().extent_size;  // one extent of burst
   if (static_cast<double>(s.sync.started_bytes) < allowed)
     return true;
   if (!s.sync.tick_pending) {
@@ -250,15 +250,15 @@ bool rate_allows(resource_ptr self) {
 /// Bytes the dirty extents will move (a repaired extent only its ranges).
 uint64_t bytes_to_sync(resource_ptr self) {
   auto& s = self->state;
-  auto total = s.map->sync_extents() * s.md.extent_size;
+  auto total = s.plane->map().sync_extents() * s.plane->md().extent_size;
   for (auto& [extent, ranges] : s.repair_ranges) {
-    if (!s.map->needs_sync(extent))
+    if (!s.plane->map().needs_sync(extent))
       continue;
     uint64_t partial = 0;
     for (auto& r : ranges)
       partial += r.second;
     // This extent moves its ranges, not all of itself.
-    total = total - std::min<uint64_t>(total, s.md.extent_size) + partial;
+    total = total - std::min<uint64_t>(total, s.plane->md().extent_size) + partial;
   }
   return total;
 }
@@ -281,7 +281,7 @@ bool read_from_secondary(resource_ptr self, uint64_t offset, uint64_t length) {
   if (!s.sync.active || !s.sync.from_secondary || !s.connected)
     return false;
   for (auto e = first_extent(self, offset); e <= last_extent(self, offset, length); ++e)
-    if (s.map->needs_sync(e))
+    if (s.plane->map().needs_sync(e))
       return true;
   return false;
 }
@@ -318,7 +318,7 @@ void sync_pump(resource_ptr self) {
       break;
     start_extent(self, *e);
   }
-  if (s.sync.extents.empty() && s.map->sync_extents() == 0)
+  if (s.sync.extents.empty() && s.plane->map().sync_extents() == 0)
     finish(self);
 }
 
@@ -328,7 +328,7 @@ void sync_start(resource_ptr self) {
     return;
   // A node whose local disk failed writes holds stale data in its dirty
   // extents: they are always copied from the secondary.
-  auto from_secondary = s.sync.pending_from_secondary || s.md.local_stale;
+  auto from_secondary = s.sync.pending_from_secondary || s.plane->md().local_stale;
   s.sync = sync_state{};
   s.sync.active = true;
   s.sync.from_secondary = from_secondary;
@@ -354,12 +354,12 @@ void sync_stop(resource_ptr self, const std::string& why) {
   s.sync.ids.clear();
   s.sync.bytes_in_flight = 0;
   event(self, "syncintr", {}, {{"reason", why}, {"done", std::to_string(s.sync.done_bytes)}});
-  release_deferred(self);
+  self->state.plane->release_deferred();
 }
 
 void mark_for_sync(resource_ptr self, uint64_t offset, uint64_t length) {
   auto& s = self->state;
-  s.map->mark_sync(offset, length);
+  s.plane->map().mark_sync(offset, length);
   if (s.repair_ranges.empty())
     return;
   // The whole extent is dirty now, not only the ranges a verify found.
@@ -372,15 +372,15 @@ void sync_ranges(resource_ptr self, uint64_t extent,
   auto& s = self->state;
   if (ranges.empty())
     return;
-  if (s.map->needs_sync(extent)) {
+  if (s.plane->map().needs_sync(extent)) {
     s.repair_ranges.erase(extent);  // the whole extent goes anyway
     return;
   }
   auto& mine = s.repair_ranges[extent];
   mine.insert(mine.end(), ranges.begin(), ranges.end());
   for (auto& [offset, length] : ranges)
-    s.map->mark_sync(offset, length);
-  persist(self, [](bool) {});
+    s.plane->map().mark_sync(offset, length);
+  self->state.plane->persist([](bool) {});
   if (s.sync.active) {
     for (auto& r : ranges)
       s.sync.total_bytes += r.second;

@@ -26,7 +26,7 @@ namespace hast {
 namespace {
 
 uint64_t extent_count(resource_ptr self) {
-  auto& md = self->state.md;
+  auto& md = self->state.plane->md();
   return (md.datasize + md.extent_size - 1) / md.extent_size;
 }
 
@@ -49,7 +49,7 @@ void finish(resource_ptr self, const std::string& outcome) {
               s.config.name, outcome, v.differing_blocks, verify_block_size,
               v.done_bytes - v.skipped_bytes, v.total_bytes, v.skipped_bytes, seconds);
   event(self, "verify", {{"differing", std::to_string(v.differing_blocks)}, {"outcome", outcome}});
-  release_deferred(self);
+  self->state.plane->release_deferred();
 }
 
 /// With `syncrate`, may another extent start now? If not, a wake-up is set.
@@ -59,7 +59,7 @@ bool rate_allows(resource_ptr self) {
   auto rate = s.config.syncrate;
   if (rate == 0)
     return true;
-  auto allowed = static_cast<double>(rate) * seconds_since(v.started) + s.md.extent_size;
+  auto allowed = static_cast<double>(rate) * seconds_since(v.started) + s.plane->md().extent_size;
   if (static_cast<double>(v.started_bytes) < allowed)
     return true;
   if (!v.tick_pending) {
@@ -105,7 +105,7 @@ std::vector<std::pair<uint64_t, uint64_t>> record_differences(resource_ptr self,
   auto& s = self->state;
   auto& v = s.verify;
   std::vector<std::pair<uint64_t, uint64_t>> ranges;
-  auto base = extent * s.md.extent_size;
+  auto base = extent * s.plane->md().extent_size;
   auto end = base + extent_bytes(self, extent);
   for (auto [first, count] : differing_runs(*x.local, *x.remote)) {
     auto offset = base + first * verify_block_size;
@@ -129,7 +129,7 @@ void compare(resource_ptr self, uint64_t extent) {
   v.extents.erase(it);
   v.done_bytes += extent_bytes(self, extent);
   auto ranges = record_differences(self, extent, x);
-  release_deferred(self);
+  self->state.plane->release_deferred();
   if (v.repair && !ranges.empty()) {
     for (auto& r : ranges)
       v.repaired_bytes += r.second;
@@ -142,7 +142,7 @@ void start_extent(resource_ptr self, uint64_t extent) {
   auto& s = self->state;
   auto& v = s.verify;
   auto run = v.run;
-  auto offset = extent * s.md.extent_size;
+  auto offset = extent * s.plane->md().extent_size;
   auto length = static_cast<uint32_t>(extent_bytes(self, extent));
   v.extents[extent] = {};
   v.started_bytes += length;
@@ -150,12 +150,12 @@ void start_extent(resource_ptr self, uint64_t extent) {
   op.op = disk_op::kind::read;
   op.offset = offset;
   op.length = length;
-  submit_disk(self, std::move(op), [=](disk_completion& c) {
+  self->state.plane->submit(std::move(op), [=](disk_completion& c) {
     auto& v = self->state.verify;
     if (!v.active || v.run != run || !v.extents.count(extent))
       return;
     if (c.error != 0) {
-      ++self->state.counters.read_errors;
+      ++self->state.plane->counters().read_errors;
       return verify_interrupt(self, std::string{"local read error at offset "}
                                       + std::to_string(offset) + ": " + std::strerror(c.error));
     }
@@ -199,9 +199,9 @@ void skip(resource_ptr self, uint64_t extent) {
 /// What to do with an extent now.
 pick judge(resource_ptr self, uint64_t extent) {
   auto& s = self->state;
-  if (s.map->needs_sync(extent) && !s.sync.extents.count(extent))
+  if (s.plane->map().needs_sync(extent) && !s.sync.extents.count(extent))
     return pick::skip;  // known to differ; the resync copies it
-  if (s.busy.count(extent) || s.sync.extents.count(extent))
+  if (s.plane->busy(extent) || s.sync.extents.count(extent))
     return pick::later;
   return pick::start;
 }
@@ -233,7 +233,7 @@ caf::result<std::string> verify_command(resource_ptr self, bool repair, bool sto
   v.active = true;
   v.repair = repair;
   v.outcome = "running";
-  v.total_bytes = s.md.datasize;
+  v.total_bytes = s.plane->md().datasize;
   v.started = std::chrono::steady_clock::now();
   spdlog::info("{}: verify started ({} bytes{})", s.config.name, v.total_bytes,
                repair ? "; differences are copied from this node" : "");
@@ -245,7 +245,7 @@ caf::result<std::string> verify_command(resource_ptr self, bool repair, bool sto
 void verify_pump(resource_ptr self) {
   auto& s = self->state;
   auto& v = s.verify;
-  if (!v.active || !s.connected || !s.map)
+  if (!v.active || !s.connected || !s.plane->is_open())
     return;
   auto count = extent_count(self);
   auto width = clients_busy(self) ? verify_extents_under_load : verify_extents_in_flight;
@@ -334,7 +334,7 @@ namespace {
 bool range_busy(resource_ptr self, uint64_t offset, uint32_t length) {
   auto& s = self->state;
   for (auto e = first_extent(self, offset); e <= last_extent(self, offset, length); ++e)
-    if (s.busy.count(e))
+    if (s.plane->busy(e))
       return true;
   return false;
 }
@@ -344,9 +344,9 @@ void hash_now(resource_ptr self, hash_request req) {
   op.op = disk_op::kind::read;
   op.offset = req.offset;
   op.length = req.length;
-  submit_disk(self, std::move(op), [self, req](disk_completion& c) mutable {
+  self->state.plane->submit(std::move(op), [self, req](disk_completion& c) mutable {
     if (c.error != 0) {
-      ++self->state.counters.read_errors;
+      ++self->state.plane->counters().read_errors;
       spdlog::error("{}: cannot read offset {} for the primary's verify: {}",
                     self->state.config.name, req.offset, std::strerror(c.error));
       req.promise.deliver(caf::make_error(errc::io_error, std::strerror(c.error)));
@@ -360,10 +360,10 @@ void hash_now(resource_ptr self, hash_request req) {
 
 caf::result<block_hashes> hash_range(resource_ptr self, uint64_t offset, uint32_t length) {
   auto& s = self->state;
-  if (s.current != role::secondary || !s.map)
+  if (s.current != role::secondary || !s.plane->is_open())
     return caf::make_error(errc::invalid_argument,
                            "the resource is " + to_string(s.current) + ", not secondary");
-  if (length == 0 || offset > s.md.datasize || length > s.md.datasize - offset)
+  if (length == 0 || offset > s.plane->md().datasize || length > s.plane->md().datasize - offset)
     return caf::make_error(errc::invalid_argument, "verify range outside the data region");
   hash_request req{offset, length, self->make_response_promise<block_hashes>()};
   auto promise = req.promise;
