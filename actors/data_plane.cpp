@@ -170,10 +170,35 @@ void data_plane::start_round() {
   commit_.next_round.clear();
   md_.bitmap = map_->begin_commit();
   ++counters_.activemap_updates;
-  control_.write_metadata(md_, ++round_serial_);
+  // Slots alternate by sequence parity, so a torn write only ever damages
+  // the slot that does not hold the newest state; a failed one is retried
+  // into the same slot.
+  auto round = ++round_serial_;
+  auto sequence = md_.sequence + 1;
+  auto slot = prepare_slot_write(md_, sequence);
+  if (!slot) {
+    spdlog::error("{}: cannot write metadata: {}", name_, slot.error().message());
+    // Not retried from here (it would fail the same way at once); the
+    // next persist tries again.
+    return end_round(round, false, 0, false);
+  }
+  disk_op op;
+  op.op = disk_op::kind::write;
+  op.in_provider = true;
+  op.offset = slot->offset;
+  op.length = slot->bytes->size();
+  op.data = std::move(slot->bytes);
+  op.fua = metaflush_;
+  submit(std::move(op), [this, round, sequence](disk_completion& c) {
+    if (c.error != 0)
+      spdlog::error("{}: cannot write metadata: {}", name_, std::strerror(c.error));
+    end_round(round, c.error == 0, sequence);
+  });
 }
 
-void data_plane::metadata_written(uint64_t round, bool ok, uint64_t sequence) {
+/// A metadata round ended. An answer for a round of an earlier open is
+/// ignored.
+void data_plane::end_round(uint64_t round, bool ok, uint64_t sequence, bool again) {
   if (!commit_.in_flight || round != round_serial_)
     return;
   commit_.in_flight = false;
@@ -191,7 +216,7 @@ void data_plane::metadata_written(uint64_t round, bool ok, uint64_t sequence) {
   for (auto& then : told)
     then(ok);
   admit_after_commit(ok);
-  if (!commit_.next_round.empty() || !map_waiters_.empty())
+  if (again && (!commit_.next_round.empty() || !map_waiters_.empty()))
     start_round();
 }
 

@@ -6,8 +6,9 @@
 // commit. A plain class: no actor, no thread, no clock but the one it is
 // given. The resource actor (actors/resource.cpp) steers it (role, link,
 // policy, resync and verify interlocks, the lease) and carries out what it
-// asks for at the end of each turn (`take`): disk operations, requests for
-// the secondary, replies, and metadata writes. Tests drive it directly
+// asks for at the end of each turn (`take`): disk operations (metadata slot
+// writes among them: the activemap goes through the same disk ring as the
+// data), requests for the secondary, and replies. Tests drive it directly
 // (tests/actors/data_plane_test.cpp).
 //
 // One turn = one activation of the resource: call in (`batch`, `disk_done`,
@@ -116,9 +117,6 @@ public:
     // --- bookkeeping ---
     /// No request is in flight any more (a drain waits for this).
     virtual void idle() = 0;
-    /// Write `image` to the metadata slots; the outcome comes back through
-    /// `metadata_written` with the same `round`. One at a time.
-    virtual void write_metadata(const metadata& image, uint64_t round) = 0;
   };
 
   /// What one turn produced, for the resource to send.
@@ -136,6 +134,9 @@ public:
   // --- configuration, from the control plane ---
   void set_policy(replication_policy policy);
   void set_standalone(bool standalone) { standalone_ = standalone; }
+  /// metaflush: a metadata round is written with FUA (durable when it
+  /// completes); off: a plain write.
+  void set_metaflush(bool metaflush) { metaflush_ = metaflush; }
 
   /// The provider is open with `md`: the activemap starts from its bitmap
   /// (merged unless standalone, whose map only guards the next crash).
@@ -186,10 +187,6 @@ public:
   /// Writes metadata and activemap; `then` runs with true once a write
   /// that started after this call is on disk (group commit).
   void persist(std::function<void(bool)> then);
-  /// The metadata write asked for by `write_metadata` ended (`sequence`:
-  /// the slot sequence it was written with). An answer for a round of an
-  /// earlier open is ignored.
-  void metadata_written(uint64_t round, bool ok, uint64_t sequence);
   /// The lazy commit's timer fired.
   void commit_tick();
   /// Did the last metadata round fail?
@@ -263,11 +260,13 @@ private:
   void read(nbd::request r, nbd::reply_sink_ptr sink, bool from_peer);
   void io_done();
   void start_round();
+  void end_round(uint64_t round, bool ok, uint64_t sequence, bool again = true);
   void admit_after_commit(bool ok);
   void count_error(const nbd::request& r);
 
   std::string name_;
   bool standalone_;
+  bool metaflush_ = true;
   replication_policy policy_;
   steering& control_;
 

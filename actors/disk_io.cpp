@@ -33,7 +33,8 @@ disk_io_actor::behavior_type disk_io(disk_io_actor::stateful_pointer<disk_io_sta
   return {
     [=](atom::submit, disk_batch& ops) {
       for (auto& op : ops)
-        op.offset += self->state.data_offset;
+        if (!op.in_provider)
+          op.offset += self->state.data_offset;
       self->state.engine->submit(std::move(ops));
     },
   };

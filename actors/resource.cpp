@@ -2,7 +2,6 @@
 
 #include "actors/data_thread.hpp"
 #include "actors/disk_io.hpp"
-#include "actors/metadata_writer.hpp"
 #include "actors/peer.hpp"
 #include "io/block_device.hpp"
 #include "io/hooks.hpp"
@@ -135,22 +134,6 @@ public:
   void idle() override {
     if (self_->state.draining)
       finish_drain(self_);
-  }
-  void write_metadata(const metadata& image, uint64_t round) override {
-    auto self = self_;
-    auto& s = self->state;
-    self->request(s.metadata_writer, caf::infinite, atom::metadata_v, image, s.config.metaflush)
-      .then(
-        [self, round](uint64_t sequence) {
-          activation act{self};
-          self->state.plane->metadata_written(round, true, sequence);
-        },
-        [self, round](caf::error& err) {
-          activation act{self};
-          spdlog::error("{}: cannot write metadata: {}", self->state.config.name,
-                        self->system().render(err));
-          self->state.plane->metadata_written(round, false, 0);
-        });
   }
 
 private:
@@ -347,12 +330,7 @@ void close_local(self_ptr self) {
       self->send_exit(*child, caf::exit_reason::user_shutdown);
     }
   }
-  if (s.metadata_writer) {
-    s.retired.insert(s.metadata_writer.address());
-    self->send_exit(s.metadata_writer, caf::exit_reason::user_shutdown);
-  }
   s.disk = nullptr;
-  s.metadata_writer = nullptr;
   s.plane->close();
   s.local.reset();
 }
@@ -376,6 +354,7 @@ caf::error open_local(self_ptr self) {
   }
   s.local = std::make_shared<const provider>(std::move(*opened));
   s.plane->set_standalone(s.config.standalone());
+  s.plane->set_metaflush(s.config.metaflush);
   s.plane->open(std::move(*md));
   // Lazy, so that it is pinned before its first activation: its ring is
   // made on, and belongs to, the data thread.
@@ -384,8 +363,6 @@ caf::error open_local(self_ptr self) {
     disk_home{s.home != nullptr ? &s.home->io() : nullptr});
   if (s.home != nullptr)
     pin(caf::actor_cast<caf::abstract_actor*>(s.disk), *s.home);
-  s.metadata_writer = self->spawn<caf::detached + caf::linked>(metadata_writer, s.local,
-                                                               s.plane->md().sequence);
   return {};
 }
 
@@ -782,6 +759,7 @@ resource_actor::behavior_type resource(resource_actor::stateful_pointer<resource
       s.policy = policy_for(s.config.replication);
       s.plane->set_policy(s.policy);
       s.plane->set_standalone(s.config.standalone());
+      s.plane->set_metaflush(s.config.metaflush);
       if (relink && s.link) {
         spdlog::info("{}: configuration reloaded; reconnecting the link with the new settings",
                      s.config.name);

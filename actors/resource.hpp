@@ -167,8 +167,7 @@ struct resource_state {
 
   // Present while the role is not init.
   std::shared_ptr<const provider> local;
-  disk_io_actor disk;                    // data I/O
-  metadata_writer_actor metadata_writer; // serialises metadata slot writes
+  disk_io_actor disk;                    // data and metadata I/O
 
   // Replication.
   std::string node;                 // this node's name, for the handshake

@@ -103,15 +103,18 @@ def overhead(b, run):
                  "seal at well under 1 µs.")
     L += ["",
           "The path of one write since the data threads (docs/DESIGN.md, \"Threads\"): the resource's data "
-          "thread reads the request from the NBD socket, the resource actor (pinned to that thread) does the "
-          "bookkeeping, its `disk_io` actor (same thread) submits to the thread's own io_uring "
-          "(SINGLE_ISSUER | DEFER_TASKRUN), the completion wakes the same thread through the ring's eventfd, "
-          "and the reply leaves from it. A write inside the keepdirty window sleeps twice on the server: "
-          "waiting for the request and waiting for the disk. What remains above the raw device is mostly "
-          "those two wake-ups and the NBD client's own socket round trip (qemu-nbd pays the same).", "",
-          "**What would close the rest**: §2 for writes that need an activemap write (at QD1 half of the "
-          "writes over 256 MiB wait for a metadata write and flush on the metadata writer's thread), and "
-          "cumulative acknowledgements between the nodes of a pair.", ""]
+          "thread reads the request from the NBD socket, the resource actor (pinned to that thread) hands it "
+          "to its data plane (a plain class: ordering, activemap, window), its `disk_io` actor (same thread) "
+          "submits to the thread's own io_uring (SINGLE_ISSUER | DEFER_TASKRUN), the completion wakes the "
+          "same thread through the ring's eventfd, and the reply leaves from it. A write that needs an "
+          "activemap write sends the metadata slot through the same ring (FUA) and is submitted from that "
+          "completion, on the same thread. A write inside the keepdirty window sleeps twice on the server: "
+          "waiting for the request and waiting for the disk; one that needs the activemap sleeps three "
+          "times. What remains above the raw device is mostly those wake-ups and the NBD client's own "
+          "socket round trip (qemu-nbd pays the same).", "",
+          "**What would close the rest**: linking the activemap write and the data write in one submission "
+          "(IOSQE_IO_LINK) for writes that need an activemap write, and cumulative acknowledgements between "
+          "the nodes of a pair.", ""]
     return L
 
 
@@ -267,8 +270,8 @@ def async_overflow(b):
     L += ["", "In async mode the peer link refuses a write with `busy` when more than `async_queue_limit` "
           "(64 MiB) is sent and not yet written there, and the write's extent stays dirty. The resync used "
           "to start only when the peer connected, so such extents waited for the next reconnect. Now a write "
-          "the secondary did not take starts the resync at once when none runs (`finish_write`, "
-          "actors/resource.cpp; the actor test `async_acknowledges_at_once_and_its_queue_stays_bounded` "
+          "the secondary did not take starts the resync at once when none runs (`data_plane::finish_write`, "
+          "actors/data_plane.cpp; the actor test `async_acknowledges_at_once_and_its_queue_stays_bounded` "
           "checks that resync data goes out while the link is up), and a resync write the secondary fails "
           "stops the resync instead of retrying the same extent in a loop.", ""]
     return L

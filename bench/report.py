@@ -183,6 +183,8 @@ def method(b, run):
          + (" (`--aio=io_uring` was refused, see the notes)" if b.results.get("qemu-nbd", {}).get("aio") == "native"
             else "") + " on a Unix socket | fio `--ioengine=nbd` |",
          "| hast standalone | one hastd, `remote none` (provider opened O_DIRECT) | fio `--ioengine=nbd` on its export |",
+         "| hast threads engine | the same with `hastd --io-engine threads`: the fallback disk engine (a thread "
+         "pool) used where io_uring is refused | the same |",
          "| hast *mode* direct | a hastd pair on 127.0.0.1, the primary connects straight to the secondary | "
          "fio `--ioengine=nbd` on the primary's export |",
          "| hast *mode* *d* ms | the same pair with `bench/relay.py` between them adding *d* ms to every chunk in "
@@ -429,8 +431,8 @@ def profile(b):
           "disk ring, and the resource, `disk_io` and peer actors pinned to it; docs/DESIGN.md, \"Threads\"), "
           "`hastd` the main thread and the shared Asio thread (control socket, peer listener), "
           "`caf.multiplexer` CAF 0.17's scheduler workers (the supervisor and the other actors) and the ring's "
-          "2-thread pool for trims and unaligned I/O, which inherits the name of the thread that made it, "
-          "`caf.actor` the detached metadata writer.", "",
+          "2-thread pool for trims and unaligned I/O, which inherits the name of the thread that made it. "
+          "Metadata (activemap) writes go through the data thread's ring too.", "",
           "| case | IOPS | p50 µs | p99 µs | metadata writes / 1k writes | hastd CPU µs / write | "
           "context switches / write |", "|---|--:|--:|--:|--:|--:|--:|"]
     for c in p.get("cases", []):

@@ -379,8 +379,8 @@ class Bench:
     def listj(self, conf, node, res):
         return json.loads(self.ctl(conf, node, "list", "--json", res))["resources"][0]
 
-    def start_hastd(self, conf, node, logp):
-        cmd = [self.hastd, "-F", "-c", conf, "-n", node]
+    def start_hastd(self, conf, node, logp, args=()):
+        cmd = [self.hastd, "-F", "-c", conf, "-n", node, *args]
         p = self.procs.start(cmd, log_path=logp)
         for _ in range(150):
             try:
@@ -493,7 +493,8 @@ resource {res} {{
         """(name, fn, delay or None) in run order, after --quick / --only. --only picks from the
         full list (also with --quick); --quick alone runs QUICK_PAIRS as its pairs."""
         out = [("raw", self.run_raw, None), ("nbdkit", self.run_nbdkit, None),
-               ("qemu-nbd", self.run_qemu_nbd, None), ("hast standalone", self.run_standalone, None)]
+               ("qemu-nbd", self.run_qemu_nbd, None), ("hast standalone", self.run_standalone, None),
+               ("hast threads engine", self.run_threads_engine, None)]
         only = self.args.only
         for mode in MODES:
             for delay in DELAYS:
@@ -605,7 +606,11 @@ resource {res} {{
         self.measure(name, ["--ioengine=nbd", f"--uri=nbd+unix:///?socket={sock}"], {"qemu-nbd": p.pid})
         self.procs.stop(p)
 
-    def run_standalone(self, name, d, extra="", size=None):
+    def run_threads_engine(self, name, d):
+        """hast standalone with the fallback disk engine (a thread pool, where io_uring is refused)."""
+        return self.run_standalone(name, d, hastd_args=("--io-engine", "threads"))
+
+    def run_standalone(self, name, d, extra="", size=None, hastd_args=()):
         res = "bench"
         s = self.sock_dir(d)
         conf = os.path.join(d, "hast.conf")
@@ -623,8 +628,8 @@ resource {res} {{
             f.write(text)
         self.commands.setdefault("hast.conf (standalone)", text)
         self.ctl(conf, "nodeA", "create", "-m", str(size or self.file_size), res)
-        p = self.start_hastd(conf, "nodeA", os.path.join(d, "nodeA.log"))
-        self.commands.setdefault("hastd", shlex.join(p.cmdline))
+        p = self.start_hastd(conf, "nodeA", os.path.join(d, "nodeA.log"), hastd_args)
+        self.commands.setdefault("hastd" + (" (threads engine)" if hastd_args else ""), shlex.join(p.cmdline))
         self.ctl(conf, "nodeA", "role", "primary", res)
         target = ["--ioengine=nbd", f"--uri=nbd+unix:///{res}?socket={s}/{res}.nbd"]
         counters = lambda: self.listj(conf, "nodeA", res)["counters"]  # noqa: E731
@@ -672,7 +677,8 @@ resource {res} {{
             t0 = time.monotonic()
             before = set(self.procs.live)
             try:
-                if fn in (self.run_raw, self.run_nbdkit, self.run_qemu_nbd, self.run_standalone):
+                if fn in (self.run_raw, self.run_nbdkit, self.run_qemu_nbd, self.run_standalone,
+                          self.run_threads_engine):
                     fn(name, d)
                 else:
                     fn()

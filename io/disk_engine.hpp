@@ -63,6 +63,9 @@ struct disk_op {
   bool may_punch = false;
   /// The caller's, returned with the completion.
   uint64_t tag = 0;
+  /// `offset` is already the provider's (a metadata slot), not the data
+  /// region's: disk_io adds nothing to it.
+  bool in_provider = false;
 };
 
 struct disk_completion {

@@ -128,18 +128,10 @@ result<buffer_ptr> read_bytes(const provider &prov, uint64_t off, uint64_t len) 
 
 // Writes one slot, padded with zeros to its slot size.
 status write_slot(const provider &prov, const metadata &md, uint64_t sequence) {
-  auto copy = md;
-  copy.sequence = sequence;
-  auto bytes = encode_slot(copy);
-  auto slot = slot_size_for(md.bitmap.size());
-  if (md.data_offset != 2 * slot)
-    return {errc::invalid_argument,
-            fmt::format("{}: metadata data offset {} does not match its bitmap of {} bytes",
-                        prov.path(), md.data_offset, md.bitmap.size())};
-  auto buf = make_buffer(static_cast<size_t>(slot));
-  std::memset(buf->data(), 0, buf->size());
-  std::memcpy(buf->data(), bytes.data(), bytes.size());
-  return prov.write(buf->data(), buf->size(), (sequence % 2) * slot);
+  auto w = prepare_slot_write(md, sequence);
+  if (!w)
+    return {w.error().code(), prov.path() + ": " + w.error().message()};
+  return prov.write(w->bytes->data(), w->bytes->size(), w->offset);
 }
 
 // One slot as found on the provider: decoded, or why it is unusable.
@@ -466,6 +458,21 @@ result<metadata> read_metadata(const provider &prov, const std::string &expected
                               "(was it shrunk?)",
                               prov.path(), md.data_offset + md.datasize, prov.size())};
   return md;
+}
+
+result<slot_write> prepare_slot_write(const metadata &md, uint64_t sequence) {
+  auto copy = md;
+  copy.sequence = sequence;
+  auto bytes = encode_slot(copy);
+  auto slot = slot_size_for(md.bitmap.size());
+  if (md.data_offset != 2 * slot)
+    return status{errc::invalid_argument,
+                  fmt::format("metadata data offset {} does not match its bitmap of {} bytes",
+                              md.data_offset, md.bitmap.size())};
+  auto buf = make_buffer(static_cast<size_t>(slot));
+  std::memset(buf->data(), 0, buf->size());
+  std::memcpy(buf->data(), bytes.data(), bytes.size());
+  return slot_write{(sequence % 2) * slot, std::move(buf)};
 }
 
 status write_metadata(const provider &prov, metadata &md, bool flush) {

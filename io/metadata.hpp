@@ -17,6 +17,7 @@
 // state readable, and a damaged slot is never taken for a good one.
 
 #include "config/config.hpp"
+#include "io/buffer.hpp"
 #include "io/provider.hpp"
 #include "messages/errc.hpp"
 
@@ -85,6 +86,15 @@ result<metadata> read_metadata(const provider &prov, const std::string &expected
 /// (metaflush). md.sequence is advanced only on success, so a failed write
 /// is retried into the same slot and never overwrites the last good state.
 status write_metadata(const provider &prov, metadata &md, bool flush = true);
+
+/// What write_metadata writes, for a caller that submits it itself (the
+/// data plane sends it through the disk ring): the slot `sequence` selects,
+/// padded with zeros to the slot size, and where it goes in the provider.
+struct slot_write {
+  uint64_t offset = 0;
+  buffer_ptr bytes;
+};
+result<slot_write> prepare_slot_write(const metadata &md, uint64_t sequence);
 
 /// One slot's bytes: the 4096-byte header followed by the bitmap
 /// (4096 + bitmap.size() bytes, not padded).

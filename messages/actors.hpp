@@ -5,7 +5,7 @@
 // tells a newcomer how the daemon talks.
 //
 //   supervisor ──role/status/reload/stop──▶ resource ──batches of disk ops──▶ disk_io (io_uring)
-//        ▲                                  ▲   ▲  ▲ └──metadata──▶ metadata_writer (detached)
+//        ▲                                  ▲   ▲  ▲   (data and metadata slot writes)
 //   control thread (Unix socket)            │   │  └── completions, one message per reap
 //                        NBD sessions: batches  peer (replicated requests, acknowledgements)
 //
@@ -148,7 +148,6 @@ CAF_BEGIN_TYPE_ID_BLOCK(hast, caf::first_custom_type_id)
   CAF_ADD_ATOM(hast, hast::atom, flush, "hflush")
   CAF_ADD_ATOM(hast, hast::atom, discard, "hdiscard")
   CAF_ADD_ATOM(hast, hast::atom, zeroes, "hzeroes")
-  CAF_ADD_ATOM(hast, hast::atom, metadata, "hmetadata")
   CAF_ADD_ATOM(hast, hast::atom, role, "hrole")
   CAF_ADD_ATOM(hast, hast::atom, status, "hstatus")
   CAF_ADD_ATOM(hast, hast::atom, reload, "hreload")
@@ -191,7 +190,6 @@ CAF_BEGIN_TYPE_ID_BLOCK(hast, caf::first_custom_type_id)
 CAF_END_TYPE_ID_BLOCK(hast)
 
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hast::buffer_ptr)
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hast::metadata)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hast::nbd_batch)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hast::disk_batch)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hast::disk_results)
@@ -244,11 +242,6 @@ using disk_io_actor = caf::typed_actor<
   // Issues every operation of the batch (io_uring: one io_uring_submit).
   caf::reacts_to<atom::submit, disk_batch>>;
 
-/// Persists metadata and activemap (crash-safe slot switch) and flushes if
-/// asked; answers the sequence number written. Blocking: spawned detached.
-/// One per resource, so metadata writes never overtake each other.
-using metadata_writer_actor = caf::typed_actor<
-  caf::replies_to<atom::metadata, metadata, bool>::with<uint64_t>>;
 
 /// One replicated resource: owns its role, metadata, activemap and counters.
 using resource_actor = caf::typed_actor<

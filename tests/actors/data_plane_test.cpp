@@ -1,14 +1,17 @@
 // The data plane without actors or threads: requests go in, and the test
-// looks at what it submits to the disk, sends to the secondary, answers,
-// and asks of the control plane; completions and acknowledgements are fed
-// back by hand.
+// looks at what it submits to the disk (data, and the metadata slot writes
+// of the activemap's group commit), sends to the secondary, answers, and
+// asks of the control plane; completions and acknowledgements are fed back
+// by hand.
 
 #include "actors/data_plane.hpp"
 #include "io/nbd_protocol.hpp"
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
+#include <span>
 
 namespace hast {
 namespace {
@@ -25,7 +28,6 @@ struct recorded_steering final : data_plane::steering {
   bool holds_everything = false;
   std::vector<std::pair<uint64_t, uint64_t>> waiting_ranges;  // must_wait says yes here
 
-  std::vector<uint64_t> metadata_rounds;
   std::vector<uint64_t> leased;
   std::vector<std::pair<uint64_t, uint64_t>> marked;
   std::vector<nbd::request> remote_reads;
@@ -57,7 +59,6 @@ struct recorded_steering final : data_plane::steering {
   void local_disk_failed(uint32_t) override { ++local_failures; }
   void local_disk_ok() override {}
   void idle() override { ++idles; }
-  void write_metadata(const metadata&, uint64_t round) override { metadata_rounds.push_back(round); }
 };
 
 struct recorded_sink final : nbd::reply_sink {
@@ -68,13 +69,19 @@ struct recorded_sink final : nbd::reply_sink {
   }
 };
 
-metadata created(uint64_t datasize = 64 * mib, uint32_t extent = mib, uint32_t keepdirty = 8) {
+/// Metadata as `hastctl create` makes it for a 65 MiB provider.
+metadata created(uint32_t extent = mib, uint32_t keepdirty = 8) {
+  auto l = compute_layout(65 * mib, extent);
+  EXPECT_TRUE(l.has_value());
   metadata md;
   md.resource = "r";
-  md.datasize = datasize;
+  md.datasize = l->datasize;
   md.extent_size = extent;
   md.keepdirty = keepdirty;
-  md.bitmap.assign((datasize / extent + 7) / 8, 0);
+  md.data_offset = l->data_offset;
+  md.resuid = 1;
+  md.sequence = 1;
+  md.bitmap.assign(l->bitmap_bytes, 0);
   return md;
 }
 
@@ -111,12 +118,20 @@ protected:
     plane->batch(b, std::chrono::steady_clock::now());
     return end();
   }
+  /// Ends the turn: replies go to their sinks, metadata slot writes to
+  /// `metadata_writes`; the data operations are returned.
   data_plane::output end() {
     plane->end_turn();
     auto out = plane->take();
     for (auto& [to, replies] : out.replies)
       to->deliver(std::move(replies));
     out.replies.clear();
+    std::erase_if(out.disk, [this](const disk_op& op) {
+      if (!op.in_provider)
+        return false;
+      metadata_writes.push_back(op);
+      return true;
+    });
     return out;
   }
   /// The disk finished these operations with `error`.
@@ -131,16 +146,17 @@ protected:
     plane->disk_done(done);
     return end();
   }
+  /// The last metadata slot write completes (with EIO unless `ok`).
   data_plane::output metadata_done(bool ok = true) {
-    if (control.metadata_rounds.empty()) {
+    if (metadata_writes.empty()) {
       ADD_FAILURE() << "no metadata write was asked for";
       return {};
     }
-    plane->metadata_written(control.metadata_rounds.back(), ok, 42);
-    return end();
+    return complete({metadata_writes.back()}, ok ? 0 : EIO);
   }
 
   recorded_steering control;
+  std::vector<disk_op> metadata_writes;
   std::shared_ptr<recorded_sink> sink = std::make_shared<recorded_sink>();
   std::unique_ptr<data_plane> plane;
 };
@@ -149,14 +165,23 @@ TEST_F(data_plane_test, a_write_is_issued_only_after_its_extent_is_marked_on_dis
   make(replication_mode::memsync, true);
   auto out = turn({write_at(3 * mib)});
   EXPECT_TRUE(out.disk.empty()) << "the data write must wait for the activemap";
-  ASSERT_EQ(control.metadata_rounds.size(), 1u);
-  EXPECT_TRUE(plane->map().is_dirty(3));
+  ASSERT_EQ(metadata_writes.size(), 1u);
+  // The slot write carries the extent, goes to the slot its sequence
+  // selects, and is durable when it completes (metaflush).
+  auto& slot = metadata_writes[0];
+  EXPECT_TRUE(slot.fua);
+  EXPECT_EQ(slot.offset, 0u) << "sequence 2 goes to slot 0";
+  auto written = decode_slot(std::span<const uint8_t>(slot.data->data(), slot.data->size()));
+  ASSERT_TRUE(written.has_value()) << written.error().message();
+  EXPECT_EQ(written->sequence, 2u);
+  EXPECT_NE(written->bitmap[0] & (1u << 3), 0) << "extent 3 is marked";
 
   out = metadata_done();
   ASSERT_EQ(out.disk.size(), 1u);
   EXPECT_EQ(out.disk[0].op, disk_op::kind::write);
+  EXPECT_FALSE(out.disk[0].in_provider);
   EXPECT_EQ(out.disk[0].offset, 3 * mib);
-  EXPECT_EQ(plane->md().sequence, 42u);
+  EXPECT_EQ(plane->md().sequence, 2u);
   EXPECT_TRUE(sink->replies.empty());
 
   complete(out.disk);
@@ -170,18 +195,34 @@ TEST_F(data_plane_test, a_write_into_an_extent_already_on_disk_goes_in_the_same_
   make(replication_mode::memsync, true);
   turn({write_at(3 * mib)});
   complete(metadata_done().disk);
-  control.metadata_rounds.clear();
+  metadata_writes.clear();
   auto out = turn({write_at(3 * mib + 8192)});
   EXPECT_EQ(out.disk.size(), 1u);
-  EXPECT_TRUE(control.metadata_rounds.empty());
+  EXPECT_TRUE(metadata_writes.empty());
 }
 
 TEST_F(data_plane_test, writes_waiting_for_one_round_share_it) {
   make(replication_mode::memsync, true);
   auto out = turn({write_at(0), write_at(5 * mib), write_at(9 * mib)});
   EXPECT_TRUE(out.disk.empty());
-  EXPECT_EQ(control.metadata_rounds.size(), 1u) << "one metadata write covers all three";
+  EXPECT_EQ(metadata_writes.size(), 1u) << "one metadata write covers all three";
   EXPECT_EQ(metadata_done().disk.size(), 3u);
+}
+
+TEST_F(data_plane_test, rounds_alternate_between_the_slots_and_a_failed_one_is_retried_in_place) {
+  make(replication_mode::memsync, true);
+  plane->set_metaflush(false);
+  turn({write_at(0)});
+  metadata_done();
+  turn({write_at(5 * mib)});
+  ASSERT_EQ(metadata_writes.size(), 2u);
+  EXPECT_FALSE(metadata_writes[1].fua) << "metaflush off: a plain write";
+  EXPECT_NE(metadata_writes[0].offset, metadata_writes[1].offset);
+  metadata_done(false);
+  turn({write_at(9 * mib)});
+  ASSERT_EQ(metadata_writes.size(), 3u);
+  EXPECT_EQ(metadata_writes[2].offset, metadata_writes[1].offset)
+    << "a failed round never moves on to the slot holding the newest state";
 }
 
 TEST_F(data_plane_test, a_failed_metadata_round_fails_the_writes_it_would_have_covered) {
@@ -198,12 +239,11 @@ TEST_F(data_plane_test, a_failed_metadata_round_fails_the_writes_it_would_have_c
 TEST_F(data_plane_test, an_answer_for_a_round_of_an_earlier_open_is_ignored) {
   make(replication_mode::memsync, true);
   turn({write_at(0)});
-  auto stale_round = control.metadata_rounds.back();
+  auto stale = metadata_writes.back();
   plane->close();
   plane->open(created());
   turn({write_at(5 * mib)});
-  plane->metadata_written(stale_round, true, 1);
-  EXPECT_TRUE(end().disk.empty());
+  EXPECT_TRUE(complete({stale}).disk.empty());
   EXPECT_EQ(metadata_done().disk.size(), 1u);
 }
 
@@ -277,7 +317,7 @@ TEST_F(data_plane_test, without_the_link_a_write_waits_for_the_lease_when_told_s
   auto out = turn({write_at(0)});
   ASSERT_EQ(control.leased.size(), 1u);
   EXPECT_TRUE(out.disk.empty());
-  EXPECT_TRUE(control.metadata_rounds.empty()) << "nothing changes before the lease";
+  EXPECT_TRUE(metadata_writes.empty()) << "nothing changes before the lease";
   plane->refuse(control.leased[0]);
   end();
   ASSERT_EQ(sink->replies.size(), 1u);
@@ -293,10 +333,10 @@ TEST_F(data_plane_test, a_raised_generation_waits_for_its_own_round) {
   end();
   metadata_done();
   plane->map().write_complete(0, 4096);
-  control.metadata_rounds.clear();
+  metadata_writes.clear();
   auto out = turn({write_at(0)});
   EXPECT_TRUE(out.disk.empty());
-  ASSERT_EQ(control.metadata_rounds.size(), 1u);
+  ASSERT_EQ(metadata_writes.size(), 1u);
   ASSERT_EQ(control.marked.size(), 1u) << "written while the peer is away: dirty for the resync";
   EXPECT_EQ(metadata_done().disk.size(), 1u);
 }
@@ -305,11 +345,11 @@ TEST_F(data_plane_test, a_write_that_must_wait_for_an_interlock_goes_when_releas
   make(replication_mode::memsync, true);
   control.waiting_ranges.push_back({0, mib});
   turn({write_at(4096)});
-  EXPECT_TRUE(control.metadata_rounds.empty());
+  EXPECT_TRUE(metadata_writes.empty());
   control.waiting_ranges.clear();
   plane->release_deferred();
   end();
-  EXPECT_EQ(control.metadata_rounds.size(), 1u);
+  EXPECT_EQ(metadata_writes.size(), 1u);
   EXPECT_EQ(metadata_done().disk.size(), 1u);
 }
 
