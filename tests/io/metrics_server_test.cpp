@@ -72,6 +72,9 @@ TEST(MetricsServer, AFloodOfIdleConnectionsHoldsNoMoreThanTheCapAndScrapesResume
     const int rc = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
     ASSERT_TRUE(rc == 0 || errno == EINPROGRESS) << std::strerror(errno);
     idle.push_back(fd);
+    // Spaced, so that a server that accepts everything has accepted each
+    // one before the next comes (a burst would overflow the backlog).
+    std::this_thread::sleep_for(10ms);
   }
   std::this_thread::sleep_for(500ms);
   // The clients' descriptors, plus the server's accepted ones.
