@@ -493,6 +493,8 @@ int serve(caf::actor_system& sys, asio::io_context& io, std::shared_ptr<data_thr
         try {
           auto fresh = load_config(config.path, config.node);
           read_secrets(fresh);
+          for (const auto& warning : unauthenticated_links(fresh))
+            spdlog::warn("reload: {}", warning);
           if (unix_socket_path(fresh.control) != unix_socket_path(config.control))
             spdlog::warn("reload: a new control address takes effect at the next start");
           if (fresh.metrics != config.metrics)

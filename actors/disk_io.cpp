@@ -12,6 +12,9 @@ disk_io_actor::behavior_type disk_io(disk_io_actor::stateful_pointer<disk_io_sta
                                      disk_home home) {
   auto& s = self->state;
   s.data_offset = data_offset;
+  // The data area as far as the provider reaches: the metadata's datasize
+  // ends within it (read_metadata checks), a few blocks of slack may follow.
+  const uint64_t area = local->size() > data_offset ? local->size() - data_offset : 0;
   std::string why;
   auto weak = caf::actor_cast<caf::weak_actor_ptr>(owner);
   s.engine = disk_engine::make(
@@ -32,9 +35,22 @@ disk_io_actor::behavior_type disk_io(disk_io_actor::stateful_pointer<disk_io_sta
     spdlog::debug("{}: disk I/O through {}", local->path(), to_string(s.engine->kind()));
   return {
     [=](atom::submit, disk_batch& ops) {
-      for (auto& op : ops)
-        if (!op.in_provider)
-          op.offset += self->state.data_offset;
+      // Offsets are relative to the data area and may come from the peer.
+      // One that reaches past the area, or whose sum with the data offset
+      // would wrap onto the metadata slots, is given an offset the engine
+      // refuses (EINVAL, completed like any other op): it never reaches the
+      // disk. The data plane's metadata slot writes (`in_provider`) are the
+      // provider's already.
+      const auto base = self->state.data_offset;
+      for (auto& op : ops) {
+        if (op.in_provider)
+          continue;
+        const bool ranged = op.op != disk_op::kind::flush;
+        if (ranged && (op.offset > area || op.length > area - op.offset))
+          op.offset = UINT64_MAX;
+        else
+          op.offset += base;
+      }
       self->state.engine->submit(std::move(ops));
     },
   };

@@ -84,7 +84,7 @@ event_hub_actor::behavior_type event_hub(hub_ptr self) {
       auto& streams = self->state.streams;
       if (streams.empty())
         return;
-      const auto bytes = control::encode_frame(to_json(e).dump());
+      const auto bytes = control::encode_frame(control::to_text(to_json(e)));
       for (auto& st : streams)
         if (wants(st.sub, e.resource))
           st.backlog += bytes;

@@ -2,6 +2,7 @@
 
 #include "actors/resource.hpp"
 #include "actors/witness.hpp"
+#include "io/nbd_server.hpp"
 
 #include <spdlog/spdlog.h>
 
@@ -15,7 +16,16 @@ namespace {
 
 using self_ptr = supervisor_actor::stateful_pointer<supervisor_state>;
 
+/// Who may connect to the resource's NBD export: from its configuration,
+/// in force for the export's next connection.
+void apply_nbd_access(const resource_config& config) {
+  nbd::access rules;
+  rules.allow = config.nbd_allow;
+  nbd::set_access(config.name, std::move(rules));
+}
+
 void spawn_resource(self_ptr self, const resource_config& config) {
+  apply_nbd_access(config);
   // Linked: when the supervisor goes, its resources go with it.
   auto io = self->state.io;
   io.supervisor = caf::actor_cast<supervisor_actor>(self);
@@ -128,6 +138,7 @@ bool live_changeable(const resource_config& a, const resource_config& b) {
   x.secret = b.secret;
   x.secret_where = b.secret_where;
   x.secret_key = b.secret_key;
+  x.nbd_allow = b.nbd_allow;
   x.where = b.where;
   return x == b;
 }
@@ -289,12 +300,14 @@ supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<su
           continue;
         if (!it->second.handle) {  // the restart takes the new settings
           it->second.config = rc;
+          apply_nbd_access(rc);
           notes.push_back("updated " + rc.name + " (restarting)");
           continue;
         }
         if (live_changeable(it->second.config, rc)) {
           auto link = link_changes(it->second.config, rc);
           it->second.config = rc;
+          apply_nbd_access(rc);
           caf::anon_send(it->second.handle, atom::configure_v, rc);
           notes.push_back("updated " + rc.name
                           + (link.empty() ? "" : " (reconnecting: " + link + ")"));

@@ -9,8 +9,6 @@
 #include <cstring>
 #include <fcntl.h>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <unistd.h>
 
 namespace hast {
@@ -20,12 +18,33 @@ std::string default_witness_state(const std::string& resource) {
 }
 
 result<lease_record> load_lease_record(const std::string& path) {
-  std::ifstream in(path);
-  if (!in)
+  // Only a file that does not exist is "no record": one that exists but
+  // cannot be read (permissions, an I/O error, a loop of links) may hold a
+  // lease granted before, and forgetting it could let two nodes be primary.
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0 && errno == ENOENT)
     return lease_record{};
-  std::stringstream text;
-  text << in.rdbuf();
-  auto j = nlohmann::json::parse(text.str(), nullptr, false);
+  if (fd < 0)
+    return status{errc::io_error,
+                  "the witness state file " + path + " cannot be read: " + std::strerror(errno)};
+  std::string text;
+  char chunk[4096];
+  for (;;) {
+    auto n = ::read(fd, chunk, sizeof chunk);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0) {
+      auto error = errno;
+      ::close(fd);
+      return status{errc::io_error,
+                    "the witness state file " + path + " cannot be read: " + std::strerror(error)};
+    }
+    if (n == 0)
+      break;
+    text.append(chunk, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  auto j = nlohmann::json::parse(text, nullptr, false);
   if (j.is_discarded() || !j.is_object())
     return status{errc::io_error, "the witness state file " + path + " is not valid JSON"};
   try {
@@ -42,6 +61,12 @@ result<lease_record> load_lease_record(const std::string& path) {
 }
 
 status save_lease_record(const std::string& path, const lease_record& r) {
+  // A record that could not be read is never replaced: the grant that would
+  // replace it is refused instead, until an operator repairs or removes it.
+  if (auto existing = load_lease_record(path); !existing)
+    return {errc::io_error, existing.error().message()
+                                + "; not replacing it (repair or remove it to let the witness "
+                                  "grant the lease again)"};
   nlohmann::json j = {{"holder", r.holder},     {"epoch", r.epoch}, {"resuid", r.resuid},
                       {"localcnt", r.localcnt}, {"in_sync", r.in_sync}};
   auto text = j.dump() + "\n";
@@ -104,8 +129,7 @@ void add_resource(self_ptr self, const resource_config& rc) {
   }
   auto record = load_lease_record(w.state_path);
   if (!record)
-    spdlog::error("{}: {}; starting without a record (nothing is promoted automatically until a "
-                  "primary is set with hastctl role primary)",
+    spdlog::error("{}: {}; no lease is granted until the file is repaired or removed",
                   rc.name, record.error().message());
   auto r = record ? *record : lease_record{};
   w.book.emplace(lease_of(rc), r, std::chrono::steady_clock::now());

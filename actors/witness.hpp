@@ -45,9 +45,12 @@ witness_actor::behavior_type witness(witness_actor::stateful_pointer<witness_sta
 std::string default_witness_state(const std::string& resource);
 
 /// The record on disk: JSON, written to a temporary file, synced and
-/// renamed over the old one. load_lease_record: no file is an empty
-/// record; a file that cannot be parsed is an error (the caller logs it and
-/// starts with an empty record, which promotes nobody automatically).
+/// renamed over the old one. load_lease_record: no file (ENOENT) is an
+/// empty record; a file that cannot be opened, read or parsed for any other
+/// reason is an error. The caller logs it and starts with an empty record,
+/// but save_lease_record never replaces a file that load_lease_record
+/// cannot read, so every request that would change the record (any grant
+/// of a claim) is refused until the file is repaired or removed.
 result<lease_record> load_lease_record(const std::string& path);
 status save_lease_record(const std::string& path, const lease_record& record);
 

@@ -295,6 +295,8 @@ int hastd_main(int argc, char** argv, std::shared_ptr<const io_env> env) {
     dopt.move_pidfile = [&pid](const std::string& path) { return pid.move_to(path); };
   }
   setup_logging(opt.foreground, opt.debug);
+  for (const auto& warning : hast::unauthenticated_links(config))
+    spdlog::warn("{}", warning);
   return hast::run_daemon(std::move(config), dopt);
 }
 

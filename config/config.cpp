@@ -7,11 +7,16 @@
 #include <cctype>
 #include "config/raw_config.hpp"
 
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -328,6 +333,27 @@ bool is_nbd_address(const std::string& value) {
   return value.rfind("tcp", 0) == 0 && split_tcp_address(value, host, port, 0) && port != 0;
 }
 
+bool valid_allow_entry(const std::string& entry) {
+  const auto slash = entry.find('/');
+  const auto host = entry.substr(0, slash);
+  in_addr v4{};
+  in6_addr v6{};
+  unsigned bits = 0;
+  if (::inet_pton(AF_INET, host.c_str(), &v4) == 1)
+    bits = 32;
+  else if (::inet_pton(AF_INET6, host.c_str(), &v6) == 1)
+    bits = 128;
+  else
+    return false;
+  if (slash == std::string::npos)
+    return true;
+  const auto digits = entry.substr(slash + 1);
+  if (digits.empty() || digits.size() > 3
+      || digits.find_first_not_of("0123456789") != std::string::npos)
+    return false;
+  return std::stoul(digits) <= bits;
+}
+
 struct option_rule {
   std::string_view name;
   unsigned levels;
@@ -393,6 +419,13 @@ const std::vector<option_rule>& option_rules() {
        [](const std::string& v) { return expect(v == "on" || v == "off", "on or off", v); }},
       {"nbd", inherited_levels,
        [](const std::string& v) { return expect(is_nbd_address(v), "uds:///path or tcp://addr:port", v); }},
+      {"nbd-allow", inherited_levels,
+       [](const std::string& v) {
+         return expect(parse_allow_list(v).has_value(),
+                       "a comma-separated list of IPv4 or IPv6 addresses, each with an optional "
+                       "/prefix length (the clients that may connect to a tcp:// NBD export)",
+                       v);
+       }},
       {"secret", inherited_levels,
        [](const std::string& v) { return expect(is_path(v), "the path of a key file", v); }},
       {"name", resource_levels,
@@ -543,7 +576,8 @@ resource_config resolve_witness(const raw_resource& res, const raw_node_section&
     else if (st.option == "local")
       state_file = &st;
     else if (st.option == "remote" || st.option == "source" || st.option == "name"
-             || st.option == "nbd" || st.option == "device" || st.option == "witness")
+             || st.option == "nbd" || st.option == "nbd-allow" || st.option == "device"
+             || st.option == "witness")
       throw config_error(st.where, st.option,
                          "not allowed in the witness's section: the witness holds no data and "
                          "serves no export ('local' may name its state file)");
@@ -637,6 +671,8 @@ resource_config resolve_resource(const raw_resource& res, const settings& inheri
   if (const auto* v = value_of(in_force, "syncrate"))
     out.syncrate = *parse_syncrate(*v);
   out.nbd = value_or(in_force, "nbd", "uds:///var/run/hast/" + res.name + ".sock");
+  if (const auto* v = value_of(in_force, "nbd-allow"))
+    out.nbd_allow = *parse_allow_list(*v);
   if (const auto* v = value_of(in_force, "device"))
     out.device = *v == "on";
   out.secret = value_or(in_force, "secret", "");
@@ -796,21 +832,103 @@ void read_secrets(node_config& config) {
                          "resource " + res.name + ": the key file " + res.secret + " " + why +
                              "; the resource would run without authentication, refusing");
     };
-    std::error_code ec;
-    if (std::filesystem::is_directory(res.secret, ec))
+    const int fd = ::open(res.secret.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+      refuse(std::string{"cannot be read: "} + std::strerror(errno));
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) {
+      const int error = errno;
+      ::close(fd);
+      refuse(std::string{"cannot be read: "} + std::strerror(error));
+    }
+    if (S_ISDIR(st.st_mode)) {
+      ::close(fd);
       refuse("is a directory");
-    std::ifstream in{res.secret, std::ios::binary};
-    if (!in)
-      refuse(std::string{"cannot be read: "} + std::strerror(errno));
-    std::string key{std::istreambuf_iterator<char>{in}, {}};
-    if (in.bad())
-      refuse(std::string{"cannot be read: "} + std::strerror(errno));
+    }
+    // A key others can read is a key others may hold.
+    if ((st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
+      ::close(fd);
+      char mode[8];
+      std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+      refuse(std::string{"is accessible by group or others (mode "} + mode
+             + "); make it readable by its owner only (chmod 600)");
+    }
+    std::string key;
+    char chunk[4096];
+    for (;;) {
+      const auto n = ::read(fd, chunk, sizeof chunk);
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n < 0) {
+        const int error = errno;
+        ::close(fd);
+        refuse(std::string{"cannot be read: "} + std::strerror(error));
+      }
+      if (n == 0)
+        break;
+      key.append(chunk, static_cast<size_t>(n));
+    }
+    ::close(fd);
     while (!key.empty() && (key.back() == '\n' || key.back() == '\r'))
       key.pop_back();
     if (key.empty())
       refuse("is empty");
+    if (key.size() < min_key_bytes)
+      refuse("holds " + std::to_string(key.size()) + " bytes, fewer than "
+             + std::to_string(min_key_bytes)
+             + "; make a longer one (head -c 32 /dev/urandom | base64 > FILE)");
     res.secret_key = std::move(key);
   }
+}
+
+bool is_loopback_host(const std::string& host) {
+  if (host == "localhost" || host == "localhost.localdomain")
+    return true;
+  in_addr v4{};
+  if (::inet_pton(AF_INET, host.c_str(), &v4) == 1)
+    return (ntohl(v4.s_addr) >> 24) == 127;
+  in6_addr v6{};
+  if (::inet_pton(AF_INET6, host.c_str(), &v6) == 1) {
+    if (IN6_IS_ADDR_LOOPBACK(&v6))
+      return true;
+    // ::ffff:127.x.y.z
+    return IN6_IS_ADDR_V4MAPPED(&v6) && v6.s6_addr[12] == 127;
+  }
+  return false;  // a host name may name any address
+}
+
+std::optional<std::vector<std::string>> parse_allow_list(const std::string& value) {
+  std::vector<std::string> out;
+  std::string_view rest = value;
+  while (true) {
+    const auto comma = rest.find(',');
+    auto item = std::string{rest.substr(0, comma)};
+    item.erase(0, item.find_first_not_of(" \t"));
+    item.erase(item.find_last_not_of(" \t") + 1);
+    if (!detail::valid_allow_entry(item))
+      return std::nullopt;
+    out.push_back(item);
+    if (comma == std::string_view::npos)
+      break;
+    rest.remove_prefix(comma + 1);
+  }
+  return out;
+}
+
+std::vector<std::string> unauthenticated_links(const node_config& config) {
+  std::vector<std::string> out;
+  for (const auto& res : config.resources) {
+    if (res.is_witness || res.standalone() || !res.secret.empty())
+      continue;
+    std::string host;
+    uint16_t port = 0;
+    if (split_tcp_address(res.remote, host, port) && is_loopback_host(host))
+      continue;
+    out.push_back("resource " + res.name + ": the link to " + res.remote
+                  + " has no 'secret': anyone who can reach the peer port may connect as the "
+                    "peer and data crosses the network unauthenticated");
+  }
+  return out;
 }
 
 std::string render_effective(const node_config& config) {
@@ -848,6 +966,12 @@ std::string render_effective(const node_config& config) {
         << (res.syncrate == 0 ? std::string{"unlimited"} : std::to_string(res.syncrate) + " bytes/s")
         << '\n';
     out << "  nbd: " << res.nbd << '\n';
+    {
+      std::string allow;
+      for (const auto& a : res.nbd_allow)
+        allow += (allow.empty() ? "" : ",") + a;
+      out << "  nbd-allow: " << or_dash(allow) << '\n';
+    }
     out << "  device: " << (res.device ? "on" : "off") << '\n';
     out << "  secret: " << or_dash(res.secret) << '\n';
     if (res.automatic()) {  // a manual resource's lines stay as they were before failover

@@ -6,6 +6,7 @@
 // resolution and validation in config/config.cpp, so the two syntaxes cannot
 // drift apart.
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <stdexcept>
@@ -82,6 +83,7 @@ struct resource_config {
   bool metaflush = true;
   uint64_t syncrate = 0;      // resync bytes per second; 0: unlimited
   std::string nbd;            // "uds:///path" or "tcp://addr:port"
+  std::vector<std::string> nbd_allow;  // `nbd-allow`: who may connect over TCP; empty: loopback only
   bool device = true;         // `device on|off`: make /dev/hast/<provider_name> on role primary
   std::string secret;         // path of the shared-key file, may be empty
   source_location secret_where;  // the `secret` line, when there is one
@@ -125,12 +127,30 @@ node_config load_config(const std::string& path, const std::string& node);
 node_config parse_config(const std::string& text, const std::string& path,
                          const std::string& node);
 
+/// The shortest key a key file may hold (after trailing newlines).
+inline constexpr std::size_t min_key_bytes = 16;
+
 /// Reads the key file of every resource that has a `secret`. A missing,
-/// unreadable or empty key file throws config_error naming the `secret`
-/// line: a resource that is meant to authenticate never runs without it.
+/// unreadable or empty key file, one shorter than min_key_bytes, and one
+/// that group or others may access (mode & 077) throw config_error naming
+/// the file and the `secret` line: a resource that is meant to authenticate
+/// never runs without a key that is its own.
 /// hastd calls this on start, --check-config and reload; hastctl does not
 /// need the keys.
 void read_secrets(node_config& config);
+
+/// One sentence per resource whose replication link runs without
+/// authentication: it has a `remote` that is not a loopback address (a
+/// host name counts as not loopback, except `localhost`) and no `secret`.
+/// hastd logs each as a warning when it starts and on reload.
+std::vector<std::string> unauthenticated_links(const node_config& config);
+
+/// `nbd-allow`'s value: comma-separated IPv4 or IPv6 addresses, each with
+/// an optional /prefix length; nothing if any entry is not one.
+std::optional<std::vector<std::string>> parse_allow_list(const std::string& value);
+
+/// True for 127.0.0.0/8, ::1, ::ffff:127.x.y.z and `localhost`.
+bool is_loopback_host(const std::string& host);
 
 /// The node name to use: `explicit_node` if non-empty, else $HAST_NODE,
 /// else the host name.

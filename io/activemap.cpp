@@ -3,14 +3,29 @@
 #include <algorithm>
 #include <bit>
 #include <stdexcept>
+#include <string>
 
 namespace hast {
 
-activemap::activemap(uint64_t datasize, uint32_t extent_size, uint32_t keepdirty)
-    : datasize_(datasize), extent_size_(extent_size), keepdirty_(keepdirty),
-      extents_(extent_size == 0 ? 0 : (datasize + extent_size - 1) / extent_size) {
+namespace {
+
+// Extents of a data area, written so that no sum can wrap.
+uint64_t extents_for(uint64_t datasize, uint32_t extent_size) {
   if (extent_size == 0)
     throw std::invalid_argument("activemap: extent size must be positive");
+  return datasize / extent_size + (datasize % extent_size != 0 ? 1 : 0);
+}
+
+} // namespace
+
+activemap::activemap(uint64_t datasize, uint32_t extent_size, uint32_t keepdirty)
+    : datasize_(datasize), extent_size_(extent_size), keepdirty_(keepdirty),
+      extents_(extents_for(datasize, extent_size)) {
+  // The metadata stores the bitmap's length in 32 bits; a larger map was
+  // never written by hast and would not fit in memory.
+  if (extents_ / 8 + (extents_ % 8 != 0 ? 1 : 0) > max_bitmap_bytes)
+    throw std::invalid_argument("activemap: a data size of " + std::to_string(datasize)
+                                + " bytes needs a bitmap larger than metadata can hold");
   syncmap_.assign(bitmap_bytes(), 0);
   on_disk_.assign(bitmap_bytes(), 0);
 }
@@ -18,7 +33,9 @@ activemap::activemap(uint64_t datasize, uint32_t extent_size, uint32_t keepdirty
 template <class F> void activemap::for_each_extent(uint64_t offset, uint64_t length, F &&fn) const {
   if (length == 0 || offset >= datasize_)
     return;
-  auto last_byte = std::min(offset + (length - 1), datasize_ - 1);
+  // Clamped to the data area without computing offset + length, which a
+  // range near 2^64 would wrap.
+  auto last_byte = length - 1 > datasize_ - 1 - offset ? datasize_ - 1 : offset + (length - 1);
   for (auto e = extent_of(offset); e <= extent_of(last_byte); ++e)
     fn(e);
 }
@@ -65,9 +82,10 @@ bool activemap::write_start(uint64_t offset, uint64_t length) {
       changed = true;
   });
   bool stream = length > 0 && offset == stream_next_;
-  stream_next_ = offset + length;
+  auto end = length > UINT64_MAX - offset ? UINT64_MAX : offset + length;
+  stream_next_ = end;
   if (changed && stream && keepdirty_ >= 4 * mark_ahead && offset < datasize_) {
-    auto last = extent_of(std::min(offset + length, datasize_) - 1);
+    auto last = extent_of(std::min(end, datasize_) - 1);
     for (auto e = last + 1; e <= last + mark_ahead && e < extents_; ++e)
       if (!in_lru(e))
         touch_lru(e);  // an eviction now rides on the commit owed anyway

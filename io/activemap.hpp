@@ -37,8 +37,14 @@ namespace hast {
 
 class activemap {
 public:
+  /// The largest bitmap: metadata stores its length in 32 bits.
+  static constexpr uint64_t max_bitmap_bytes = UINT32_MAX;
+
   /// `extent_size` must be > 0 (a power of two in practice); `keepdirty` may
-  /// be 0 (then only in-flight and to-sync extents are dirty).
+  /// be 0 (then only in-flight and to-sync extents are dirty). Throws
+  /// std::invalid_argument for a zero extent size or a data size whose
+  /// bitmap would exceed max_bitmap_bytes (read_metadata refuses such
+  /// metadata first).
   activemap(uint64_t datasize, uint32_t extent_size, uint32_t keepdirty);
 
   uint64_t datasize() const { return datasize_; }

@@ -53,6 +53,14 @@ void set_timeouts(int fd, int seconds) {
 
 } // namespace
 
+std::string to_text(const nlohmann::json& j) {
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+std::string to_text(const nlohmann::ordered_json& j) {
+  return j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+}
+
 std::string encode_frame(const std::string& body) {
   std::string out(4, '\0');
   const auto n = static_cast<uint32_t>(body.size());
@@ -120,13 +128,24 @@ status server::start() {
   std::error_code ec;
   std::filesystem::create_directories(std::filesystem::path(path_).parent_path(), ec);
   // A socket left by a crashed daemon is replaced; a live daemon answers.
-  if (std::filesystem::exists(path_)) {
+  // Anything else at the path (a file, a directory, a link) is someone
+  // else's and is never removed.
+  struct stat st {};
+  if (::lstat(path_.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode))
+      return {errc::busy, "the control socket path " + path_
+                              + " exists and is not a socket; not removing it"};
     int probe = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     bool alive = ::connect(probe, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
     ::close(probe);
     if (alive)
       return {errc::busy, "another hastd is serving the control socket " + path_};
-    ::unlink(path_.c_str());
+    if (::unlink(path_.c_str()) != 0 && errno != ENOENT)
+      return {errc::io_error,
+              "cannot remove the stale control socket " + path_ + ": " + errno_text(errno)};
+  } else if (errno != ENOENT) {
+    return {errc::io_error, "cannot examine the control socket path " + path_ + ": "
+                                + errno_text(errno)};
   }
   listen_fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (listen_fd_ < 0)
@@ -213,7 +232,7 @@ bool server::serve(int fd) {
   }
   // Role changes may take long; the reply goes out whenever it is ready.
   set_timeouts(fd, 5);
-  if (auto st = write_frame(fd, reply.dump()); !st)
+  if (auto st = write_frame(fd, to_text(reply)); !st)
     spdlog::warn("control: cannot send reply: {}", st.message());
   return true;
 }

@@ -72,6 +72,13 @@ result<nlohmann::json> call(const std::string& path, const nlohmann::json& reque
 result<int> open_stream(const std::string& path, const nlohmann::json& request,
                         int timeout_seconds);
 
+/// The text of a reply or event: `j` as JSON, with any byte sequence that
+/// is not UTF-8 replaced by U+FFFD. Strings that reach a reply may come
+/// from a peer or a witness (a refusal, a goodbye); they must not make
+/// serialising it fail.
+std::string to_text(const nlohmann::json& j);
+std::string to_text(const nlohmann::ordered_json& j);
+
 /// Frame helpers, shared by both sides, the event hub and the tests.
 /// encode_frame: the 4-byte little-endian length, then `body`.
 std::string encode_frame(const std::string& body);

@@ -4,6 +4,8 @@
 
 #include <condition_variable>
 #include <csignal>
+#include <cstdlib>
+#include <deque>
 #include <cstring>
 #include <fcntl.h>
 #include <list>
@@ -11,8 +13,6 @@
 #include <spawn.h>
 #include <sys/wait.h>
 #include <thread>
-
-extern char** environ;
 
 namespace hast {
 
@@ -37,6 +37,19 @@ struct running_hook {
   clock_type::time_point started;
   clock_type::time_point next_warning;
 };
+
+/// The environment of every hook: see hook_path. Built once: hastd does not
+/// change its own environment while it runs.
+const std::vector<std::string>& hook_environment() {
+  static const std::vector<std::string> env = [] {
+    std::vector<std::string> out{std::string{"PATH="} + hook_path, "HOME=/"};
+    for (const char* name : {"LANG", "LC_ALL", "TZ"})
+      if (const char* value = std::getenv(name))
+        out.push_back(std::string{name} + "=" + value);
+    return out;
+  }();
+  return env;
+}
 
 /// Starts the hook; the pid, or -1 with the reason logged.
 pid_t spawn(const std::string& program, const std::vector<std::string>& args,
@@ -66,8 +79,12 @@ pid_t spawn(const std::string& program, const std::vector<std::string>& args,
   posix_spawnattr_setsigdefault(&attr, &all);
   posix_spawnattr_setflags(&attr,
                            POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSID);
+  std::vector<char*> envp;
+  for (auto& e : hook_environment())
+    envp.push_back(const_cast<char*>(e.c_str()));
+  envp.push_back(nullptr);
   pid_t pid = -1;
-  auto rc = posix_spawn(&pid, program.c_str(), &actions, &attr, argv.data(), environ);
+  auto rc = posix_spawn(&pid, program.c_str(), &actions, &attr, argv.data(), envp.data());
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
   if (rc != 0) {
@@ -108,14 +125,17 @@ public:
       spdlog::warn("hook {}: not run, the daemon is exiting", text);
       return;
     }
-    auto pid = spawn(program, args, text);
-    if (pid < 0)
+    if (running_.size() >= max_running_hooks || !queued_.empty()) {
+      if (queued_.size() >= max_queued_hooks) {
+        spdlog::warn("hook {}: not run: {} hooks run and {} wait (the limits)", text,
+                     running_.size(), queued_.size());
+        return;
+      }
+      spdlog::warn("hook {}: waits, {} hooks run (the limit)", text, running_.size());
+      queued_.push_back({program, std::move(args), std::move(text)});
       return;
-    auto now = clock_type::now();
-    running_.push_back({pid, std::move(text), now, now + hook_running_warning});
-    if (!thread_.joinable())
-      thread_ = std::thread{[this] { loop(); }};
-    changed_.notify_all();
+    }
+    launch(program, args, std::move(text));
   }
 
   void finish() {
@@ -123,6 +143,9 @@ public:
     if (finishing_)
       return;
     finishing_ = true;
+    for (const auto& q : queued_)
+      spdlog::warn("hook {}: not run, the daemon is exiting", q.text);
+    queued_.clear();
     changed_.notify_all();
     changed_.wait_for(lock, hook_exit_wait, [this] { return running_.empty(); });
     for (const auto& h : running_)
@@ -137,6 +160,35 @@ public:
   }
 
 private:
+  /// A hook waiting for one of the running ones to end.
+  struct queued_hook {
+    std::string program;
+    std::vector<std::string> args;
+    std::string text;
+  };
+
+  // Called with mutex_ held.
+  void launch(const std::string& program, const std::vector<std::string>& args,
+              std::string text) {
+    auto pid = spawn(program, args, text);
+    if (pid < 0)
+      return;
+    auto now = clock_type::now();
+    running_.push_back({pid, std::move(text), now, now + hook_running_warning});
+    if (!thread_.joinable())
+      thread_ = std::thread{[this] { loop(); }};
+    changed_.notify_all();
+  }
+
+  // Called with mutex_ held: starts waiting hooks while there is room.
+  void launch_queued() {
+    while (!finishing_ && !queued_.empty() && running_.size() < max_running_hooks) {
+      auto next = std::move(queued_.front());
+      queued_.pop_front();
+      launch(next.program, next.args, std::move(next.text));
+    }
+  }
+
   void loop() {
     std::unique_lock lock{mutex_};
     for (;;) {
@@ -168,8 +220,10 @@ private:
         it = running_.erase(it);
         any_ended = true;
       }
-      if (any_ended)
+      if (any_ended) {
+        launch_queued();
         changed_.notify_all(); // finish() may be waiting for the last one
+      }
       changed_.wait_for(lock, reap_interval, [this] { return stopping_; });
     }
   }
@@ -177,6 +231,7 @@ private:
   std::mutex mutex_;
   std::condition_variable changed_;
   std::list<running_hook> running_;
+  std::deque<queued_hook> queued_;  // in the order requested
   bool finishing_ = false; // no new hooks
   bool stopping_ = false;  // the reaper thread ends
   std::thread thread_;

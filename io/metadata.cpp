@@ -101,9 +101,10 @@ bool valid_extent_size(uint64_t es) {
   return es >= block && es % block == 0 && std::has_single_bit(es);
 }
 
+// Written so that no sum can wrap, whatever a damaged or crafted header says.
 uint64_t bitmap_bytes_for(uint64_t datasize, uint64_t extent_size) {
-  auto extents = (datasize + extent_size - 1) / extent_size;
-  return (extents + 7) / 8;
+  auto extents = datasize / extent_size + (datasize % extent_size != 0 ? 1 : 0);
+  return extents / 8 + (extents % 8 != 0 ? 1 : 0);
 }
 
 uint64_t slot_size_for(uint64_t bitmap_bytes) {
@@ -335,6 +336,10 @@ result<metadata> decode_slot(std::span<const uint8_t> bytes) {
   md.local_stale = (flags & flag_local_stale) != 0;
   if (!valid_extent_size(md.extent_size))
     return corrupt(fmt::format("invalid extent size {}", md.extent_size));
+  // hast creates only whole 4 KiB blocks of data; a size that is not one
+  // (near 2^64 in particular) was never written by it.
+  if (md.datasize == 0 || md.datasize % block != 0)
+    return corrupt(fmt::format("data size {} is not a positive multiple of 4096", md.datasize));
   if (bb != bitmap_bytes_for(md.datasize, md.extent_size))
     return corrupt(
         fmt::format("bitmap of {} bytes does not fit a data size of {} bytes", bb, md.datasize));
@@ -452,11 +457,13 @@ result<metadata> read_metadata(const provider &prov, const std::string &expected
   if (!expected_resource.empty() && md.resource != expected_resource)
     return status{errc::wrong_resource, fmt::format("{}: belongs to resource '{}', not '{}'",
                                                     prov.path(), md.resource, expected_resource)};
-  if (md.data_offset + md.datasize > prov.size())
+  // Compared without a sum that could wrap: a data size near 2^64 must not
+  // pass for a small one.
+  if (md.data_offset > prov.size() || md.datasize > prov.size() - md.data_offset)
     return status{errc::bad_metadata,
-                  fmt::format("{}: the metadata describes {} bytes but the provider has only {} "
-                              "(was it shrunk?)",
-                              prov.path(), md.data_offset + md.datasize, prov.size())};
+                  fmt::format("{}: the metadata describes a data area of {} bytes at offset {} "
+                              "but the provider has only {} (was it shrunk?)",
+                              prov.path(), md.datasize, md.data_offset, prov.size())};
   return md;
 }
 

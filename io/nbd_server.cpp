@@ -16,6 +16,7 @@
 #include <filesystem>
 #include <future>
 #include <list>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <sys/socket.h>
@@ -104,7 +105,98 @@ template <class Socket> std::string describe_peer(Socket& socket) {
 
 class session;
 
+// The access rules of every export, by name (see set_access).
+std::mutex access_mutex;
+std::map<std::string, access>& access_table() {
+  static std::map<std::string, access> table;
+  return table;
+}
+
+/// An allow entry parsed: the address and how many leading bits must match.
+struct allow_entry {
+  asio::ip::address address;
+  unsigned prefix = 0;
+};
+
+std::optional<allow_entry> parse_allow_entry(const std::string& entry) {
+  const auto slash = entry.find('/');
+  std::error_code ec;
+  auto address = asio::ip::make_address(entry.substr(0, slash), ec);
+  if (ec)
+    return std::nullopt;
+  const unsigned bits = address.is_v4() ? 32 : 128;
+  unsigned prefix = bits;
+  if (slash != std::string::npos) {
+    const auto digits = entry.substr(slash + 1);
+    if (digits.empty() || digits.size() > 3
+        || digits.find_first_not_of("0123456789") != std::string::npos)
+      return std::nullopt;
+    prefix = static_cast<unsigned>(std::stoul(digits));
+    if (prefix > bits)
+      return std::nullopt;
+  }
+  return allow_entry{address, prefix};
+}
+
+/// The address's bytes, an IPv4-mapped IPv6 address as IPv4.
+std::vector<uint8_t> address_bytes(asio::ip::address a) {
+  if (a.is_v6() && a.to_v6().is_v4_mapped())
+    a = asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6());
+  if (a.is_v4()) {
+    auto b = a.to_v4().to_bytes();
+    return {b.begin(), b.end()};
+  }
+  auto b = a.to_v6().to_bytes();
+  return {b.begin(), b.end()};
+}
+
+bool is_loopback(const asio::ip::address& a) {
+  if (a.is_v6() && a.to_v6().is_v4_mapped())
+    return asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6()).is_loopback();
+  return a.is_loopback();
+}
+
 } // namespace
+
+void set_access(const std::string& export_name, access rules) {
+  std::lock_guard lock{access_mutex};
+  access_table()[export_name] = std::move(rules);
+}
+
+access access_of(const std::string& export_name) {
+  std::lock_guard lock{access_mutex};
+  auto it = access_table().find(export_name);
+  return it == access_table().end() ? access{} : it->second;
+}
+
+bool allowed(const std::string& address, const std::vector<std::string>& allow) {
+  std::error_code ec;
+  const auto client = asio::ip::make_address(address, ec);
+  if (ec)
+    return false;
+  const auto have = address_bytes(client);
+  for (const auto& text : allow) {
+    const auto entry = parse_allow_entry(text);
+    if (!entry)
+      continue;
+    const auto want = address_bytes(entry->address);
+    if (want.size() != have.size())
+      continue;
+    // A v4-mapped entry compares as IPv4: its prefix counts the last 32 bits.
+    unsigned prefix = entry->prefix;
+    if (entry->address.is_v6() && want.size() == 4)
+      prefix = prefix > 96 ? prefix - 96 : 0;
+    unsigned full = prefix / 8;
+    bool match = std::equal(want.begin(), want.begin() + full, have.begin());
+    if (match && prefix % 8 != 0) {
+      const auto mask = static_cast<uint8_t>(0xFF << (8 - prefix % 8));
+      match = (want[full] & mask) == (have[full] & mask);
+    }
+    if (match)
+      return true;
+  }
+  return false;
+}
 
 // --- The listening side ----------------------------------------------------------
 
@@ -120,6 +212,9 @@ struct server::impl : std::enable_shared_from_this<impl> {
   status listen_on(const stream::endpoint& endpoint, const std::string& path);
   void accept();
   void on_accept(std::error_code ec, socket_type socket);
+  /// Why a freshly accepted connection may not stay ("" if it may): the
+  /// export's connection cap, and for TCP its access list.
+  std::string refusal(socket_type& socket) const;
   void shut_down();
   void close_sessions(const std::string& why);
   void session_ended() { connections.fetch_sub(1, std::memory_order_relaxed); }
@@ -1022,12 +1117,40 @@ void server::impl::on_accept(std::error_code ec, socket_type socket) {
     socket.set_option(asio::socket_base::keep_alive(true), ignored);
   }
   auto peer = fmt::format("#{} {}", ++accepted, describe_peer(socket));
+  // Refused before anything is read or allocated for the connection.
+  if (auto why = refusal(socket); !why.empty()) {
+    spdlog::warn("nbd {}: {}: refused: {}", export_name, peer, why);
+    socket.close(ignored);
+    return accept();
+  }
   connections.fetch_add(1, std::memory_order_relaxed);
   auto s = std::make_shared<session>(shared_from_this(), std::move(socket), std::move(peer));
   sessions.remove_if([](const std::weak_ptr<session>& w) { return w.expired(); });
   sessions.push_back(s);
   s->start();
   accept();
+}
+
+std::string server::impl::refusal(socket_type& socket) const {
+  const auto rules = access_of(export_name);
+  const auto open = connections.load(std::memory_order_relaxed);
+  if (open >= rules.max_connections)
+    return fmt::format("{} connections are open, the most this export takes", open);
+  if (!socket_path.empty())
+    return "";  // a Unix socket: its file's mode decides who connects
+  std::error_code ec;
+  auto ep = as_tcp(socket.remote_endpoint(ec));
+  if (ec || !ep)
+    return "its address is unknown";
+  const auto& address = ep->address();
+  if (rules.allow.empty())
+    return is_loopback(address) ? ""
+                                : fmt::format("{} is not a loopback address and the export has "
+                                              "no nbd-allow list",
+                                              address.to_string());
+  return allowed(address.to_string(), rules.allow)
+             ? ""
+             : fmt::format("{} is not in nbd-allow", address.to_string());
 }
 
 void server::impl::close_sessions(const std::string& why) {

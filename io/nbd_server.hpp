@@ -21,6 +21,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace asio {
 class io_context;
@@ -32,6 +33,36 @@ namespace hast::nbd {
 /// NBD_OPT_GO or NBD_OPT_EXPORT_NAME) within this time after it connects;
 /// one that stalls is disconnected, so it cannot hold a descriptor forever.
 inline constexpr std::chrono::seconds handshake_time_limit{10};
+
+/// Connections one export accepts at once (handshake or transmission); one
+/// more is closed as soon as it is accepted, with a logged warning. Each may
+/// hold up to max_outstanding_bytes of requests.
+inline constexpr std::size_t max_connections_per_export = 16;
+
+/// Who may connect to an export over TCP. A Unix socket export is guarded by
+/// its file's mode (0660) and ignores `allow`.
+struct access {
+  /// Numeric addresses and prefixes ("10.0.0.5", "10.0.0.0/24",
+  /// "fd00::/8") a TCP client may connect from: the configuration's
+  /// `nbd-allow`. Empty: loopback clients only. An IPv4 client seen as
+  /// ::ffff:a.b.c.d matches its IPv4 entries.
+  std::vector<std::string> allow;
+  std::size_t max_connections = max_connections_per_export;
+};
+
+/// Sets the access rules of the export named `export_name` (its resource's
+/// name), for a server that serves it now or later; they apply from its
+/// next accepted connection. An export never named here gets `access{}`.
+/// Thread-safe. The daemon calls it from the configuration, at start and
+/// on reload, before it starts the export.
+void set_access(const std::string& export_name, access rules);
+
+/// The rules set_access() last set for `export_name`, or access{}.
+access access_of(const std::string& export_name);
+
+/// Whether `address` (numeric, as a socket reports it) may connect under
+/// `allow` (see access::allow); entries that do not parse match nothing.
+bool allowed(const std::string& address, const std::vector<std::string>& allow);
 
 class server {
 public:

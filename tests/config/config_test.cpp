@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -125,8 +126,36 @@ TEST(Config, SeedExampleRendersItsEffectiveSettings) {
             "  metaflush: on\n"
             "  syncrate: unlimited\n"
             "  nbd: uds:///var/run/hast/shared.sock\n"
+            "  nbd-allow: -\n"
             "  device: on\n"
             "  secret: -\n");
+}
+
+TEST(Config, NbdAllowTakesAddressesAndPrefixesAndRefusesAnythingElse) {
+  auto with_allow = [](const std::string& allow) {
+    return "resource r {\n nbd tcp://0.0.0.0:10809\n nbd-allow " + allow
+           + "\n on a {\n  local /dev/r\n  remote none\n }\n}\n";
+  };
+  const auto config = parse_config(with_allow("10.0.0.5,10.0.1.0/24,fd00::/8,::1"), "hast.conf", "a");
+  EXPECT_EQ(config.resources.at(0).nbd_allow,
+            (std::vector<std::string>{"10.0.0.5", "10.0.1.0/24", "fd00::/8", "::1"}));
+  const auto toml = parse_config("[resource.r]\nnbd = \"tcp://0.0.0.0:10809\"\n"
+                                 "nbd-allow = \"192.168.0.0/16\"\n[resource.r.on.a]\n"
+                                 "local = \"/dev/r\"\nremote = \"none\"\n",
+                                 "hast.toml", "a");
+  EXPECT_EQ(toml.resources.at(0).nbd_allow, std::vector<std::string>{"192.168.0.0/16"});
+  const auto unset =
+      parse_config("resource r {\n on a {\n  local /dev/r\n  remote none\n }\n}\n", "hast.conf", "a");
+  EXPECT_TRUE(unset.resources.at(0).nbd_allow.empty());
+  for (const char* bad : {"host.example", "10.0.0.0/33", "fd00::/129", "10.0.0.1,", "10.0.0.1/",
+                          "10.0.0.1/x"}) {
+    try {
+      parse_config(with_allow(bad), "hast.conf", "a");
+      ADD_FAILURE() << "nbd-allow " << bad << " was accepted";
+    } catch (const config_error& e) {
+      EXPECT_EQ(e.option(), "nbd-allow") << e.what();
+    }
+  }
 }
 
 // --- Defaults ---------------------------------------------------------------
@@ -1100,6 +1129,28 @@ protected:
     std::ofstream{path} << text;
     return path;
   }
+  /// A key file as hastd wants it: readable by its owner only.
+  std::string write_key(const std::string& name, const std::string& text, mode_t mode = 0600) {
+    const auto path = write(name, text);
+    EXPECT_EQ(::chmod(path.c_str(), mode), 0);
+    return path;
+  }
+  /// The failover configuration with its `secret` pointing at `key`, read
+  /// for the witness node.
+  node_config with_key(const std::string& key) {
+    std::string text = failover_conf;
+    text.replace(text.find("/etc/hast/r.key"), 15, key);
+    return load_config(write("hast.conf", text), "w");
+  }
+  /// The message read_secrets refuses `config` with ("" if it does not).
+  static std::string refusal(node_config config) {
+    try {
+      read_secrets(config);
+    } catch (const config_error& e) {
+      return e.what();
+    }
+    return "";
+  }
   std::filesystem::path dir_;
 };
 
@@ -1134,15 +1185,64 @@ TEST_F(ConfigFile, UnreadableFileIsAConfigError) {
 }
 
 TEST_F(ConfigFile, ReadSecretsReadsTheWitnessKey) {
-  const auto key = write("r.key", "witness-key\n");
+  const auto key = write_key("r.key", "witness-key-0123456789\n");
   std::string text = failover_conf;
   text.replace(text.find("/etc/hast/r.key"), 15, key);
   auto config = load_config(write("hast.conf", text), "w");
   read_secrets(config);
-  EXPECT_EQ(config.resources.at(0).secret_key, "witness-key");
+  EXPECT_EQ(config.resources.at(0).secret_key, "witness-key-0123456789");
   std::filesystem::remove(key);
   auto missing = load_config(write("hast.conf", text), "w");
   EXPECT_THROW(read_secrets(missing), config_error);
+}
+
+TEST_F(ConfigFile, AKeyFileThatGroupOrOthersMayAccessIsRefusedNamingTheFile) {
+  const std::string key_text = "0123456789abcdef0123456789abcdef\n";
+  for (mode_t mode : {0644, 0640, 0604, 0660, 0602}) {
+    const auto key = write_key("open.key", key_text, mode);
+    const auto why = refusal(with_key(key));
+    ASSERT_FALSE(why.empty()) << "mode " << std::oct << mode << " was accepted";
+    EXPECT_NE(why.find(key), std::string::npos) << why;
+    EXPECT_NE(why.find("group or others"), std::string::npos) << why;
+  }
+  for (mode_t mode : {0600, 0400}) {
+    const auto key = write_key("own.key", key_text, mode);
+    EXPECT_EQ(refusal(with_key(key)), "") << "mode " << std::oct << mode;
+  }
+}
+
+TEST_F(ConfigFile, AKeyShorterThanSixteenBytesIsRefusedNamingTheFile) {
+  const auto short_key = write_key("short.key", std::string(min_key_bytes - 1, 'k') + "\n");
+  const auto why = refusal(with_key(short_key));
+  ASSERT_FALSE(why.empty()) << "a key of 15 bytes was accepted";
+  EXPECT_NE(why.find(short_key), std::string::npos) << why;
+  EXPECT_NE(why.find("fewer than 16"), std::string::npos) << why;
+  const auto one = write_key("one.key", "k");
+  EXPECT_FALSE(refusal(with_key(one)).empty());
+  const auto enough = write_key("enough.key", std::string(min_key_bytes, 'k') + "\n");
+  auto config = with_key(enough);
+  read_secrets(config);
+  EXPECT_EQ(config.resources.at(0).secret_key, std::string(min_key_bytes, 'k'));
+}
+
+TEST(ConfigUnauthenticated, ALinkToANonLoopbackRemoteWithoutSecretIsNamed) {
+  auto pair = [](const std::string& remote, const std::string& secret) {
+    std::string text = "resource r {\n" + secret + " on a {\n  local /dev/r\n  remote " + remote
+                       + "\n }\n on b {\n  local /dev/r\n  remote tcp://10.9.9.9\n }\n}\n";
+    return parse_config(text, "hast.conf", "a");
+  };
+  auto open = unauthenticated_links(pair("tcp://10.0.0.2", ""));
+  ASSERT_EQ(open.size(), 1u);
+  EXPECT_NE(open[0].find("resource r"), std::string::npos) << open[0];
+  EXPECT_NE(open[0].find("tcp://10.0.0.2"), std::string::npos) << open[0];
+  EXPECT_EQ(unauthenticated_links(pair("peer.example.org", "")).size(), 1u);
+  EXPECT_EQ(unauthenticated_links(pair("tcp6://[2001:db8::1]:7000", "")).size(), 1u);
+  // Loopback, a secret, or no remote: nothing to warn about.
+  EXPECT_TRUE(unauthenticated_links(pair("tcp://127.0.0.2:7771", "")).empty());
+  EXPECT_TRUE(unauthenticated_links(pair("tcp6://[::1]:7000", "")).empty());
+  EXPECT_TRUE(unauthenticated_links(pair("localhost", "")).empty());
+  EXPECT_TRUE(unauthenticated_links(pair("none", "")).empty());
+  EXPECT_TRUE(unauthenticated_links(pair("tcp://10.0.0.2", " secret /k\n")).empty());
 }
 
 // --- Helpers ----------------------------------------------------------------

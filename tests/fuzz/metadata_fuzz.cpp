@@ -61,7 +61,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size) {
     return 0;
   if (auto prov = provider::open("/proc/self/fd/" + std::to_string(fd), false)) {
     if (auto md = read_metadata(*prov, ""); md) {
-      check(md->data_offset + md->datasize <= prov->size());
+      // Without a sum: data_offset + datasize near 2^64 would wrap.
+      check(md->data_offset <= prov->size() && md->datasize <= prov->size() - md->data_offset);
+      check(md->bitmap.size() == (md->datasize / md->extent_size
+                                  + (md->datasize % md->extent_size != 0 ? 1 : 0) + 7) / 8);
       check_round_trip(*md);
     }
   }

@@ -7,8 +7,10 @@ BUILD=$1
 source "$(dirname "$0")/lib/common.bash"
 
 res=lk
+# Key files as hastd wants them: 16 bytes or more, readable by the owner only.
 printf 'correct horse battery staple\n' > "$T/key-good"
-printf 'wrong key\n' > "$T/key-bad"
+printf 'wrong key, wrong key\n' > "$T/key-bad"
+chmod 600 "$T/key-good" "$T/key-bad"
 
 # --- authentication -------------------------------------------------------------------------
 write_pair_config "$res" memsync "  secret $T/key-good"
@@ -55,8 +57,12 @@ stop_node nodeB
 printf 'correct horse battery staple\n' > "$T/key-bad"   # nodeA agrees again
 : > "$T/key-empty"
 mkdir -p "$T/key-dir"
+printf 'correct horse battery staple\n' > "$T/key-open"   # others may read it
+chmod 644 "$T/key-open"
+printf 'fifteen bytes!!\n' > "$T/key-short"
+chmod 600 "$T/key-short"
 cp "$T/hast.conf" "$T/hast.conf.good"
-for key in "$T/key-missing" "$T/key-empty" "$T/key-dir"; do
+for key in "$T/key-missing" "$T/key-empty" "$T/key-dir" "$T/key-open" "$T/key-short"; do
   sed "s|secret $T/key-good|secret $key|" "$T/hast.conf.good" > "$T/hast.conf"
   line=$(grep -n "secret $key" "$T/hast.conf" | head -1 | cut -d: -f1)
   for mode in --check-config run; do
@@ -71,7 +77,7 @@ for key in "$T/key-missing" "$T/key-empty" "$T/key-dir"; do
   done
 done
 cp "$T/hast.conf.good" "$T/hast.conf"
-pass "a missing, empty or unreadable key file is refused by --check-config and at start"
+pass "a missing, empty, unreadable, short or group/other-accessible key file is refused by --check-config and at start"
 
 # The same on a reload: refused, the running key stays in force.
 start_node nodeA
@@ -123,3 +129,28 @@ same_regions "$res"
 
 # (A failed local read served by the secondary: local_disk_failure.sh, with
 # faults from the test I/O environment.)
+
+# --- no secret toward a non-loopback peer -----------------------------------------------------
+# hastd starts, but says at once that the link is unauthenticated; a
+# loopback peer (the pairs above) draws no such warning.
+grep -q "has no 'secret'" "$T/nodeA.log" && fail "a warning about a missing secret for a loopback peer"
+res=ns
+cat > "$T/hast.conf" <<CONF
+control uds://$T/ctl.sock
+pidfile $T/hastd.pid
+resource $res {
+$(device_line)
+  local $T/$res.img
+  nbd uds://$T/$res.nbd
+  on nodeA {
+    remote tcp://192.0.2.1:7777
+  }
+}
+CONF
+ctl create -m 16M "$res"
+start_hastd
+for _ in $(seq 30); do grep -q "has no 'secret'" "$T/hastd.log" && break; sleep 0.1; done
+grep -q "resource $res: the link to tcp://192.0.2.1:7777 has no 'secret'" "$T/hastd.log" \
+  || fail "no warning about the unauthenticated link: $(head -5 "$T/hastd.log")"
+stop_hastd
+pass "a resource whose non-loopback link has no secret is named in a warning at start"

@@ -38,6 +38,7 @@ pass "the first primary is set by hand; the pair is complete"
 # The witness answers only a data node that proves the key, fails closed
 # otherwise, and keeps running.
 head -c 32 /dev/urandom | base64 >"$T/wrong.key"
+chmod 600 "$T/wrong.key"
 client() { python3 "$LIB/witness_client.py" "$PORT_W" "$@"; }
 [[ $(client "$RES" nodeB "$T/wrong.key") == closed ]] || fail "the witness answered a wrong key"
 [[ $(client "$RES" nodeX "$T/key") == closed ]] || fail "the witness answered a node that is not a member"

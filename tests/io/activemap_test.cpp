@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <stdexcept>
 #include <vector>
 
 namespace hast {
@@ -25,6 +26,28 @@ TEST(Activemap, RoundsThePartialLastExtentUp) {
   activemap exact(8 * es, es, 4);
   EXPECT_EQ(exact.extents(), 8u);
   EXPECT_EQ(exact.bitmap_bytes(), 1u);
+}
+
+TEST(Activemap, ADataSizeWhoseBitmapCannotExistIsRefusedNotWrapped) {
+  // (2^64 - 1 + 4095) / 4096 wraps to 0 extents in a naive sum, leaving an
+  // empty bitmap that every write would index past.
+  EXPECT_THROW(activemap(UINT64_MAX, 4096, 4), std::invalid_argument);
+  EXPECT_THROW(activemap(UINT64_MAX - 4095, 2 * 1024 * 1024, 4), std::invalid_argument);
+}
+
+TEST(Activemap, ARangeRunningPastTheEndOfTheAddressSpaceIsClampedToTheDataArea) {
+  activemap am(10 * es, es, 0);
+  // offset + length - 1 wraps to below offset in a naive sum.
+  EXPECT_TRUE(am.mark_sync(3 * es, UINT64_MAX));
+  EXPECT_EQ(am.sync_extents(), 7u);
+  EXPECT_FALSE(am.needs_sync(2));
+  EXPECT_TRUE(am.needs_sync(9));
+  EXPECT_TRUE(am.write_start(es, UINT64_MAX - 2));
+  EXPECT_EQ(am.pending(1), 1u);
+  EXPECT_EQ(am.pending(9), 1u);
+  EXPECT_TRUE(am.write_complete(es, UINT64_MAX - 2));
+  EXPECT_EQ(am.pending(1), 0u);
+  EXPECT_EQ(am.pending(9), 0u);
 }
 
 TEST(Activemap, FirstWriteToAnExtentRequiresAnImageWriteBeforeTheData) {

@@ -5,6 +5,17 @@
 
 #include <gtest/gtest.h>
 
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
 namespace hast::control {
 namespace {
 
@@ -29,6 +40,84 @@ TEST(ControlChannel, ARequestIsAJsonObjectWithAStringCommand) {
     ASSERT_FALSE(refused) << bad;
     EXPECT_EQ(refused.error().code(), errc::protocol_error) << bad;
   }
+}
+
+/// A directory of its own for one test's socket, removed afterwards.
+class ControlServer : public ::testing::Test {
+protected:
+  void SetUp() override {
+    std::string pattern = (std::filesystem::temp_directory_path() / "hast-ctl-XXXXXX").string();
+    ASSERT_NE(::mkdtemp(pattern.data()), nullptr);
+    dir_ = pattern;
+  }
+  void TearDown() override {
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+  std::string path(const std::string& name) const { return (dir_ / name).string(); }
+
+  std::filesystem::path dir_;
+};
+
+TEST_F(ControlServer, AReplyCarryingBytesThatAreNotUtf8IsSentWithReplacementCharacters) {
+  // A witness's goodbye text, say, that reaches a status reply as it came.
+  server srv{path("ctl.sock"), [](const nlohmann::json&) {
+               return nlohmann::json{{"goodbye", std::string{"bye \xff\xfe now"}}};
+             }};
+  ASSERT_TRUE(srv.start());
+  auto reply = call(path("ctl.sock"), {{"command", "status"}}, 5);
+  ASSERT_TRUE(reply) << reply.error().message();
+  EXPECT_EQ((*reply)["goodbye"], "bye \xEF\xBF\xBD\xEF\xBF\xBD now");
+  // The server is still there for the next request.
+  EXPECT_TRUE(call(path("ctl.sock"), {{"command", "status"}}, 5));
+}
+
+TEST(ControlChannel, ToTextReplacesInvalidUtf8InOrderedJsonToo) {
+  nlohmann::ordered_json j{{"b", 1}, {"a", std::string{"\xc3"}}};
+  EXPECT_EQ(to_text(j), "{\"b\":1,\"a\":\"\xEF\xBF\xBD\"}");
+}
+
+TEST_F(ControlServer, ARegularFileAtTheSocketPathIsNeverRemoved) {
+  {
+    std::ofstream f{path("ctl.sock")};
+    f << "someone's file\n";
+  }
+  server srv{path("ctl.sock"), [](const nlohmann::json&) { return nlohmann::json::object(); }};
+  auto st = srv.start();
+  ASSERT_FALSE(st);
+  EXPECT_NE(st.message().find("not a socket"), std::string::npos) << st.message();
+  std::ifstream f{path("ctl.sock")};
+  std::string line;
+  std::getline(f, line);
+  EXPECT_EQ(line, "someone's file");
+}
+
+TEST_F(ControlServer, ADirectoryAtTheSocketPathIsNeverRemoved) {
+  std::filesystem::create_directories(path("ctl.sock") + "/inside");
+  server srv{path("ctl.sock"), [](const nlohmann::json&) { return nlohmann::json::object(); }};
+  auto st = srv.start();
+  ASSERT_FALSE(st);
+  EXPECT_NE(st.message().find("not a socket"), std::string::npos) << st.message();
+  EXPECT_TRUE(std::filesystem::is_directory(path("ctl.sock") + "/inside"));
+}
+
+TEST_F(ControlServer, AStaleSocketLeftByACrashedDaemonIsReplaced) {
+  {
+    server first{path("ctl.sock"), [](const nlohmann::json&) { return nlohmann::json::object(); }};
+    ASSERT_TRUE(first.start());
+  }
+  // stop() removed it; leave a socket file nobody listens on.
+  int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path("ctl.sock").c_str(), sizeof addr.sun_path - 1);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ::close(fd);
+  server srv{path("ctl.sock"), [](const nlohmann::json&) { return nlohmann::json{{"ok", true}}; }};
+  ASSERT_TRUE(srv.start());
+  auto reply = call(path("ctl.sock"), {{"command", "status"}}, 5);
+  ASSERT_TRUE(reply) << reply.error().message();
+  EXPECT_EQ((*reply)["ok"], true);
 }
 
 } // namespace

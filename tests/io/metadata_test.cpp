@@ -621,6 +621,50 @@ TEST_F(Metadata, AProviderShrunkBelowItsMetadataIsRefused) {
   EXPECT_NE(r.error().message().find("shrunk"), std::string::npos);
 }
 
+// A header whose data size is near 2^64: with 2 MiB extents its extent
+// count wraps to 0 in a naive sum, so it claims an empty bitmap and slots of
+// one block, and data_offset + datasize wraps to a small number.
+metadata wrapping_metadata(uint64_t sequence) {
+  metadata md;
+  md.resource = "shared";
+  md.datasize = UINT64_MAX - 4095; // a multiple of 4096
+  md.extent_size = 2 * MiB;
+  md.keepdirty = 64;
+  md.data_offset = 2 * 4096;
+  md.resuid = 1;
+  md.sequence = sequence;
+  return md;
+}
+
+TEST(Slot, ADataSizeNear2To64IsRefusedNotWrapped) {
+  auto bytes = encode_slot(wrapping_metadata(0));
+  auto r = decode_slot(bytes_of(bytes));
+  ASSERT_FALSE(r) << "accepted a data size of " << r->datasize;
+  EXPECT_EQ(r.error().code(), errc::bad_metadata);
+  EXPECT_NE(r.error().message().find("does not fit a data size"), std::string::npos)
+      << r.error().message();
+}
+
+TEST_F(Metadata, AProviderWhoseSlotsClaimADataSizeNear2To64IsRefused) {
+  auto p = make("disk", 64 * MiB);
+  auto a = encode_slot(wrapping_metadata(0));
+  auto b = encode_slot(wrapping_metadata(1));
+  raw_write("disk", 0, a.data(), a.size());
+  raw_write("disk", 4096, b.data(), b.size());
+  auto r = read_metadata(p, "shared");
+  ASSERT_FALSE(r) << "accepted a data size of " << r->datasize;
+  EXPECT_EQ(r.error().code(), errc::bad_metadata);
+}
+
+TEST(Slot, ADataSizeThatIsNotWholeBlocksIsRefused) {
+  auto md = sample();
+  md.datasize -= 1;
+  auto r = decode_slot(bytes_of(encode_slot(md)));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), errc::bad_metadata);
+  EXPECT_NE(r.error().message().find("multiple of 4096"), std::string::npos);
+}
+
 TEST(Render, PrintsHastsDumpLinesAndOurs) {
   auto md = sample();
   auto text = render_metadata(md);

@@ -13,6 +13,7 @@
 #include <spdlog/spdlog.h>
 
 #include <arpa/inet.h>
+#include <ifaddrs.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -732,6 +733,136 @@ TEST_F(NbdServer, ServesOverTcpOnLoopback) {
   std::vector<uint8_t> out;
   ASSERT_EQ(client.read(4096, 8192, out), 0u);
   EXPECT_EQ(out, data);
+}
+
+// --- Who may connect, and how many ------------------------------------------------
+
+/// This host's first IPv4 address that is not loopback ("" if none).
+std::string non_loopback_ipv4() {
+  ifaddrs* all = nullptr;
+  if (::getifaddrs(&all) != 0)
+    return "";
+  std::string found;
+  for (auto* i = all; i != nullptr && found.empty(); i = i->ifa_next) {
+    if (i->ifa_addr == nullptr || i->ifa_addr->sa_family != AF_INET)
+      continue;
+    auto* in = reinterpret_cast<sockaddr_in*>(i->ifa_addr);
+    if ((ntohl(in->sin_addr.s_addr) >> 24) == 127)
+      continue;
+    char text[INET_ADDRSTRLEN];
+    if (::inet_ntop(AF_INET, &in->sin_addr, text, sizeof text) != nullptr)
+      found = text;
+  }
+  ::freeifaddrs(all);
+  return found;
+}
+
+/// A TCP connection to `address`:`port`, from `address` too (a local
+/// address connects from itself); -1 if it cannot be made.
+int connect_tcp(const std::string& address, uint16_t port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  ::inet_pton(AF_INET, address.c_str(), &addr.sin_addr);
+  timeval tv{5, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+/// "served" if the server greets the connection (the 8-byte NBDMAGIC),
+/// "closed" if it closes it first.
+std::string greeting(int fd) {
+  uint8_t magic[8];
+  size_t got = 0;
+  while (got < sizeof magic) {
+    auto n = ::recv(fd, magic + got, sizeof magic - got, 0);
+    if (n <= 0)
+      return n == 0 || errno == ECONNRESET ? "closed" : "timed out";
+    got += static_cast<size_t>(n);
+  }
+  return std::memcmp(magic, "NBDMAGIC", 8) == 0 ? "served" : "garbage";
+}
+
+/// Connects to `address`:`port` and says what the server did.
+std::string try_connect(const std::string& address, uint16_t port) {
+  int fd = connect_tcp(address, port);
+  if (fd < 0)
+    return "no connection";
+  auto what = greeting(fd);
+  ::close(fd);
+  return what;
+}
+
+TEST(NbdAccess, AnAllowListMatchesAddressesAndPrefixesOfTheirOwnFamily) {
+  const std::vector<std::string> allow{"10.0.0.5", "192.168.4.0/22", "fd00::/8", "::1"};
+  EXPECT_TRUE(allowed("10.0.0.5", allow));
+  EXPECT_FALSE(allowed("10.0.0.6", allow));
+  EXPECT_TRUE(allowed("192.168.7.255", allow));
+  EXPECT_FALSE(allowed("192.168.8.0", allow));
+  EXPECT_TRUE(allowed("fd12:3456::1", allow));
+  EXPECT_FALSE(allowed("fe80::1", allow));
+  EXPECT_TRUE(allowed("::1", allow));
+  // An IPv4 client on a dual-stack socket is seen as ::ffff:a.b.c.d.
+  EXPECT_TRUE(allowed("::ffff:10.0.0.5", allow));
+  EXPECT_FALSE(allowed("::ffff:10.0.0.7", allow));
+  EXPECT_FALSE(allowed("127.0.0.1", allow));
+  EXPECT_FALSE(allowed("10.0.0.5", {}));
+  EXPECT_FALSE(allowed("10.0.0.5", {"not-an-address", "10.0.0.5/40"}));
+  EXPECT_TRUE(allowed("10.1.2.3", {"0.0.0.0/0"}));
+}
+
+TEST_F(NbdServer, WithoutAnAllowListATcpExportServesLoopbackClientsOnly) {
+  const auto outside = non_loopback_ipv4();
+  if (outside.empty())
+    GTEST_SKIP() << "this host has no IPv4 address besides loopback";
+  const uint16_t port = free_loopback_port();
+  start_server("open-export", "tcp://0.0.0.0:" + std::to_string(port));
+  EXPECT_EQ(try_connect(outside, port), "closed") << "a client from " << outside << " was served";
+  EXPECT_EQ(try_connect("127.0.0.1", port), "served");
+}
+
+TEST_F(NbdServer, AnAllowListAdmitsTheAddressesItNamesAndNoOther) {
+  const auto outside = non_loopback_ipv4();
+  if (outside.empty())
+    GTEST_SKIP() << "this host has no IPv4 address besides loopback";
+  set_access("listed-export", {{outside + "/32"}, max_connections_per_export});
+  const uint16_t port = free_loopback_port();
+  start_server("listed-export", "tcp://0.0.0.0:" + std::to_string(port));
+  EXPECT_EQ(try_connect(outside, port), "served");
+  EXPECT_EQ(try_connect("127.0.0.1", port), "closed") << "loopback is not in the list";
+  // A change applies from the next connection.
+  set_access("listed-export", {{"127.0.0.0/8"}, max_connections_per_export});
+  EXPECT_EQ(try_connect("127.0.0.1", port), "served");
+  EXPECT_EQ(try_connect(outside, port), "closed");
+}
+
+TEST_F(NbdServer, AConnectionOverTheCapIsClosedAndTheExportKeepsServing) {
+  set_access("capped-export", {{}, 2});
+  const uint16_t port = free_loopback_port();
+  auto& s = start_server("capped-export", "tcp://127.0.0.1:" + std::to_string(port));
+  int first = connect_tcp("127.0.0.1", port);
+  int second = connect_tcp("127.0.0.1", port);
+  ASSERT_GE(first, 0);
+  ASSERT_GE(second, 0);
+  EXPECT_EQ(greeting(first), "served");
+  EXPECT_EQ(greeting(second), "served");
+  EXPECT_EQ(try_connect("127.0.0.1", port), "closed") << "a third connection was served";
+  EXPECT_EQ(s.connections(), 2u);
+  ::close(first);
+  // Once one goes, there is room again.
+  bool served = false;
+  for (int i = 0; i < 100 && !served; ++i) {
+    served = s.connections() < 2 && try_connect("127.0.0.1", port) == "served";
+    if (!served)
+      std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_TRUE(served);
+  ::close(second);
 }
 
 TEST_F(NbdServer, AHostNameIsResolvedWithoutBlockingTheCaller) {

@@ -65,11 +65,16 @@ write_failover_config() {
   ab=$(relay_port A-B) ba=$(relay_port B-A) aw=$(relay_port A-W) bw=$(relay_port B-W)
   head -c 32 /dev/urandom | base64 >"$T/key"
   chmod 600 "$T/key"
-  cat >"$T/events.sh" <<HOOK
+  # One hook per data node, naming it: hooks get a clean environment, not
+  # the one hastd was started with.
+  local node
+  for node in nodeA nodeB; do
+    cat >"$T/events-$node.sh" <<HOOK
 #!/bin/sh
-echo "\$(date +%s.%N) \$HAST_TEST_NODE \$*" >>"$T/events.log"
+echo "\$(date +%s.%N) $node \$*" >>"$T/events.log"
 HOOK
-  chmod +x "$T/events.sh"
+    chmod +x "$T/events-$node.sh"
+  done
   cat >"$T/hast.conf" <<CONF
 on nodeA {
   control uds://$T/a/ctl.sock
@@ -91,15 +96,16 @@ resource $res {
   timeout $timeout
   failover auto
   secret $T/key
-  exec $T/events.sh
   device off
   on nodeA {
+    exec $T/events-nodeA.sh
     local $T/a/$res.img
     remote tcp://127.0.0.1:$ab
     witness tcp://127.0.0.1:$aw
     nbd uds://$T/a/$res.nbd
   }
   on nodeB {
+    exec $T/events-nodeB.sh
     local $T/b/$res.img
     remote tcp://127.0.0.1:$ba
     witness tcp://127.0.0.1:$bw
@@ -130,8 +136,8 @@ start_failover_cluster() {
   wait_role nodeB "$res" secondary 15
 }
 
-# start_data_node NODE: as start_node, with the node's name for the hook.
-start_data_node() { HAST_TEST_NODE=$1 start_node "$1"; }
+# start_data_node NODE: as start_node (its hook, events-NODE.sh, names it).
+start_data_node() { start_node "$1"; }
 
 # role_of NODE RES: primary, secondary, init (or "?" when it does not answer).
 role_of() {
