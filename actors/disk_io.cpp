@@ -4,17 +4,20 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+
 namespace hast {
 
 disk_io_actor::behavior_type disk_io(disk_io_actor::stateful_pointer<disk_io_state> self,
                                      std::shared_ptr<const provider> local, uint64_t data_offset,
-                                     disk_engine_kind kind, resource_actor owner,
-                                     disk_home home) {
+                                     uint64_t datasize, disk_engine_kind kind,
+                                     resource_actor owner, disk_home home) {
   auto& s = self->state;
   s.data_offset = data_offset;
-  // The data area as far as the provider reaches: the metadata's datasize
-  // ends within it (read_metadata checks), a few blocks of slack may follow.
-  const uint64_t area = local->size() > data_offset ? local->size() - data_offset : 0;
+  // The data area: the metadata's datasize, and never past the provider's
+  // end (read_metadata checks that it fits; the slack after it is no one's).
+  const uint64_t area =
+    std::min(datasize, local->size() > data_offset ? local->size() - data_offset : 0);
   std::string why;
   auto weak = caf::actor_cast<caf::weak_actor_ptr>(owner);
   s.engine = disk_engine::make(

@@ -36,7 +36,7 @@ struct disk_io_state {
 /// its own completion thread.
 disk_io_actor::behavior_type disk_io(disk_io_actor::stateful_pointer<disk_io_state> self,
                                      std::shared_ptr<const provider> local, uint64_t data_offset,
-                                     disk_engine_kind kind, resource_actor owner,
-                                     disk_home home);
+                                     uint64_t datasize, disk_engine_kind kind,
+                                     resource_actor owner, disk_home home);
 
 } // namespace hast

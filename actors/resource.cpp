@@ -359,7 +359,8 @@ caf::error open_local(self_ptr self) {
   // Lazy, so that it is pinned before its first activation: its ring is
   // made on, and belongs to, the data thread.
   s.disk = self->spawn<caf::linked + caf::lazy_init>(
-    disk_io, s.local, s.plane->md().data_offset, s.io.disk, caf::actor_cast<resource_actor>(self),
+    disk_io, s.local, s.plane->md().data_offset, s.plane->md().datasize, s.io.disk,
+    caf::actor_cast<resource_actor>(self),
     disk_home{s.home != nullptr ? &s.home->io() : nullptr});
   if (s.home != nullptr)
     pin(caf::actor_cast<caf::abstract_actor*>(s.disk), *s.home);

@@ -22,6 +22,8 @@ namespace {
 
 constexpr uint64_t provider_size = 1u << 20;
 constexpr uint64_t data_offset = 8192;
+// What the metadata says; the provider has 8 KiB of slack after it.
+constexpr uint64_t datasize = provider_size - data_offset - 8192;
 
 class disk_bounds : public deterministic_actors {
 protected:
@@ -35,7 +37,7 @@ protected:
           errors[c.tag] = c.error;
       }};
     });
-    disk = sys.spawn(disk_io, local, data_offset, disk_engine_kind::threads,
+    disk = sys.spawn(disk_io, local, data_offset, datasize, disk_engine_kind::threads,
                      caf::actor_cast<resource_actor>(owner), disk_home{});
   }
 
@@ -86,7 +88,7 @@ TEST_F(disk_bounds, an_offset_that_wraps_onto_the_metadata_is_refused_and_never_
 }
 
 TEST_F(disk_bounds, a_range_past_the_data_area_is_refused_and_one_inside_it_is_written) {
-  const uint64_t area = provider_size - data_offset;
+  const uint64_t area = datasize;
   disk_batch ops;
   ops.push_back(write_of(area - 4096, 0x11, 1));  // the last block: fine
   ops.push_back(write_of(area - 2048, 0x22, 2));  // half past the end
@@ -102,7 +104,15 @@ TEST_F(disk_bounds, a_range_past_the_data_area_is_refused_and_one_inside_it_is_w
   EXPECT_EQ(errors[2], EINVAL);
   EXPECT_EQ(errors[3], EINVAL);
   EXPECT_EQ(errors[4], EINVAL);
-  EXPECT_EQ(at(provider_size - 4096, 4096), std::vector<uint8_t>(4096, 0x11));
+  EXPECT_EQ(at(data_offset + area - 4096, 4096), std::vector<uint8_t>(4096, 0x11));
+}
+
+TEST_F(disk_bounds, the_slack_after_datasize_is_not_the_peers_to_write) {
+  disk_batch ops;
+  ops.push_back(write_of(datasize, 0x44, 1));  // inside the provider, past datasize
+  submit(std::move(ops));
+  EXPECT_EQ(errors[1], EINVAL);
+  EXPECT_EQ(at(data_offset + datasize, 4096), std::vector<uint8_t>(4096, 0));
 }
 
 } // namespace
