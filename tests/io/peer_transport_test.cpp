@@ -14,6 +14,7 @@
 #include <cstring>
 #include <future>
 #include <mutex>
+#include <new>
 #include <optional>
 #include <string>
 #include <thread>
@@ -1116,6 +1117,29 @@ TEST_F(PeerTransport, PendingConnectionsAreCappedPerAddressAndFreedByClosing) {
       break;
     ASSERT_LT(attempt, 20) << "the slot of a closed connection was never freed";
   }
+}
+
+TEST_F(PeerTransport, AnExceptionInAHandlerCostsTheConnectionNotTheIoThread) {
+  test_listener server(io);
+  ASSERT_TRUE(server.server.start());
+  auto [s, client] = connect_to(io, server.address());
+  ASSERT_TRUE(s) << s.message();
+  client->send(frame_header(msg_type::hello, 0), nullptr);
+  auto hello = server.next_hello();
+  ASSERT_TRUE(hello);
+  auto closes = std::make_shared<inbox>();
+  // A frames handler that runs out of memory, as a payload allocation might.
+  hello->conn->start([](std::vector<frame>) { throw std::bad_alloc(); }, closes->on_close(), 5s,
+                     30s);
+  client->send(frame_header(msg_type::write, 1), payload_for(1));
+  auto reason = closes->wait_close();
+  ASSERT_TRUE(reason);
+  EXPECT_NE(reason->find("internal error"), std::string::npos) << *reason;
+  // The same io threads go on serving other connections.
+  auto [s2, other] = connect_to(io, server.address());
+  ASSERT_TRUE(s2) << s2.message();
+  other->send(frame_header(msg_type::hello, 0), nullptr);
+  EXPECT_TRUE(server.next_hello());
 }
 
 } // namespace
