@@ -21,6 +21,7 @@
 #include <list>
 #include <mutex>
 #include <pthread.h>
+#include <set>
 #include <thread>
 #include <unistd.h>
 
@@ -134,26 +135,40 @@ nlohmann::json handle_control(caf::actor_system& sys, const supervisor_actor& su
   return reply;
 }
 
-/// Routes a connection the peer listener accepted: the secondary takes it
-/// only from an address its `remote` names (IP compared, port ignored, as in
-/// HAST), then hands it to the resource through the supervisor.
+/// Routes a connection the peer listener accepted. The listener asks
+/// allows() at accept, before reading anything: only addresses that some
+/// resource's `remote` names get in, or any address on a witness node (the
+/// key is required there). With a `secret`, the first frame is
+/// session_open and the router runs the session handshake with the
+/// resource's key (io/peer_transport.hpp accept_session) before it reads
+/// the hello; the secondary then takes the link only from an address its
+/// `remote` names (IP compared, port ignored, as in HAST) and hands it to
+/// the resource through the supervisor.
 class peer_router : public std::enable_shared_from_this<peer_router> {
 public:
   peer_router(asio::io_context& io, supervisor_actor sup, node_config config,
               std::shared_ptr<data_threads> data)
     : io_(io), sup_(std::move(sup)), config_(std::move(config)), data_(std::move(data)) {}
 
+  /// Call once after construction (it needs shared_from_this).
   void update(node_config config) {
     std::lock_guard lock{mutex_};
     config_ = std::move(config);
+    refresh_addresses();
+  }
+
+  /// Whether a connection from `ip` may send anything at all.
+  bool allows(const std::string& ip) {
+    std::lock_guard lock{mutex_};
+    return any_address_ || allowed_.count(ip) > 0;
   }
 
   void route(std::shared_ptr<peer::connection> conn, const peer::header& h, buffer_ptr payload) {
     auto who = conn->remote_address();
-    if (h.type == peer::msg_type::witness_hello)
-      return route_witness(std::move(conn), std::move(payload));
+    if (h.type == peer::msg_type::session_open)
+      return route_session(std::move(conn), std::move(payload));
     if (h.type != peer::msg_type::hello) {
-      spdlog::warn("peer {}: first message is {}, not hello; closing", who,
+      spdlog::warn("peer {}: first message is {}, not hello or session_open; closing", who,
                    peer::to_string(h.type));
       conn->close("expected hello");
       return;
@@ -176,6 +191,126 @@ public:
       }
       res = *found;
     }
+    // Fail closed: a resource with a `secret` takes only authenticated links.
+    if (!res.secret.empty()) {
+      spdlog::warn("{}: peer {} refused: it did not authenticate, and this node has a `secret` for "
+                   "the resource (configure the same key on both nodes)",
+                   res.name, who);
+      conn->close("authentication required");
+      return;
+    }
+    resolve_and_admit(std::move(conn), std::move(*hello), std::move(res));
+  }
+
+private:
+  /// The session handshake, for the peer and the witness link alike.
+  void route_session(std::shared_ptr<peer::connection> conn, buffer_ptr payload) {
+    auto who = conn->remote_address();
+    auto open = peer::decode_session_open(payload);
+    if (!open) {
+      spdlog::warn("peer {}: bad session_open: {}; closing", who, open.error().message());
+      conn->close("bad session_open");
+      return;
+    }
+    resource_config res;
+    std::string node;
+    {
+      std::lock_guard lock{mutex_};
+      auto found = config_.find(open->resource);
+      node = config_.node;
+      if (found == nullptr) {
+        spdlog::warn("peer {} asked for resource '{}', which is not configured; closing", who,
+                     open->resource);
+        conn->close("resource not configured");
+        return;
+      }
+      res = *found;
+    }
+    const bool witness = open->link == "witness";
+    std::string refusal;
+    if (witness && !res.is_witness)
+      refusal = "this node is not the witness of the resource";
+    else if (!witness && (res.is_witness || res.standalone()))
+      refusal = "the resource has no remote";
+    else if (res.secret_key.empty())
+      refusal = "no `secret` is configured here for the resource, but the other node has one";
+    if (!refusal.empty()) {
+      spdlog::warn("{}: {} refused: {}", res.name, who, refusal);
+      conn->close(refusal);
+      return;
+    }
+    peer::session_params mine{{res.secret_key.begin(), res.secret_key.end()},
+                              res.name,
+                              node,
+                              open->link,
+                              res.encryption,
+                              peer::preferred_cipher()};
+    conn->accept_session(
+      std::move(mine), std::move(payload),
+      [self = shared_from_this(), conn, res = std::move(res), witness, who,
+       claimed = open->node](status st, const peer::header& h, buffer_ptr first) mutable {
+        if (!st) {
+          spdlog::warn("{}: {} at {} did not authenticate: {}", res.name, claimed, who,
+                       st.message());
+          return;
+        }
+        spdlog::info("{}: {} at {} authenticated ({} link)", res.name, claimed, who,
+                     witness ? "witness" : "peer");
+        const auto expected = witness ? peer::msg_type::witness_hello : peer::msg_type::hello;
+        auto hello = h.type == expected ? peer::decode_hello(first)
+                                        : result<peer::hello_message>(status{
+                                            errc::protocol_error,
+                                            "first sealed frame is " + std::string(peer::to_string(h.type))});
+        if (hello && hello->resource != res.name)
+          hello = status{errc::protocol_error, "the hello names another resource"};
+        if (!hello) {
+          spdlog::warn("{}: {}: {}; closing", res.name, who, hello.error().message());
+          conn->close("bad hello");
+          return;
+        }
+        if (witness)
+          return self->hand_to_witness(std::move(conn), std::move(*hello), res);
+        self->resolve_and_admit(std::move(conn), std::move(*hello), std::move(res));
+      });
+  }
+
+  /// Keeps allowed_ in step with config_ (under mutex_): the IP literals of
+  /// every `remote`, plus what host names resolve to, when it arrives.
+  void refresh_addresses() {
+    allowed_.clear();
+    any_address_ = false;
+    ++generation_;
+    for (const auto& r : config_.resources) {
+      any_address_ = any_address_ || r.is_witness;
+      std::string host;
+      uint16_t port = 0;
+      if (r.is_witness || r.standalone() || !split_tcp_address(r.remote, host, port))
+        continue;
+      std::error_code ec;
+      const auto literal = asio::ip::make_address(host, ec);
+      if (!ec) {
+        allowed_.insert(literal.to_string());
+        continue;
+      }
+      auto resolver = std::make_shared<asio::ip::tcp::resolver>(io_);
+      resolver->async_resolve(host, "",
+                              [weak = weak_from_this(), resolver, generation = generation_](
+                                std::error_code ec, asio::ip::tcp::resolver::results_type results) {
+                                auto self = weak.lock();
+                                if (!self || ec)
+                                  return;
+                                std::lock_guard lock{self->mutex_};
+                                if (generation != self->generation_)
+                                  return;
+                                for (const auto& entry : results)
+                                  self->allowed_.insert(entry.endpoint().address().to_string());
+                              });
+    }
+  }
+
+  void resolve_and_admit(std::shared_ptr<peer::connection> conn, peer::hello_message hello,
+                         resource_config res) {
+    auto who = conn->remote_address();
     std::string host;
     uint16_t port = 0;
     if (res.standalone() || !split_tcp_address(res.remote, host, port)) {
@@ -188,40 +323,21 @@ public:
     auto resolver = std::make_shared<asio::ip::tcp::resolver>(io_);
     resolver->async_resolve(
       host, "",
-      [self = shared_from_this(), resolver, conn = std::move(conn), hello = std::move(*hello),
+      [self = shared_from_this(), resolver, conn = std::move(conn), hello = std::move(hello),
        res = std::move(res)](std::error_code ec,
                              asio::ip::tcp::resolver::results_type results) mutable {
         self->admit(std::move(conn), std::move(hello), res, ec, results);
       });
   }
 
-private:
-  /// A data node's link to the witness: it proves the shared key to the
-  /// witness actor (no address check: the key is required).
-  void route_witness(std::shared_ptr<peer::connection> conn, buffer_ptr payload) {
-    auto who = conn->remote_address();
-    auto hello = peer::decode_hello(payload);
-    if (!hello) {
-      spdlog::warn("witness {}: bad hello: {}; closing", who, hello.error().message());
-      conn->close("bad hello");
-      return;
-    }
-    std::chrono::milliseconds timeout{};
-    {
-      std::lock_guard lock{mutex_};
-      auto found = config_.find(hello->resource);
-      if (found == nullptr || !found->is_witness) {
-        spdlog::warn("witness {}: asked for resource '{}', which this node does not witness; "
-                     "closing",
-                     who, hello->resource);
-        conn->close("not the witness of the resource");
-        return;
-      }
-      timeout = std::chrono::seconds(found->timeout);
-    }
+  /// A data node's link to the witness, authenticated (no address check:
+  /// the key is required).
+  void hand_to_witness(std::shared_ptr<peer::connection> conn, peer::hello_message hello,
+                       const resource_config& res) {
+    auto timeout = std::chrono::milliseconds(std::chrono::seconds(res.timeout));
     caf::anon_send(sup_, atom::witness_accept_v,
                    accepted_link{make_tcp_link(std::move(conn), timeout / 4, timeout),
-                                 std::move(*hello)});
+                                 std::move(hello)});
   }
 
   /// Hands the connection to the resource if it comes from an address that
@@ -254,6 +370,9 @@ private:
   supervisor_actor sup_;
   std::mutex mutex_;
   node_config config_;
+  std::set<std::string> allowed_;  // source IPs that may connect (mutex_)
+  bool any_address_ = false;       // a witness node: every address, the key decides
+  uint64_t generation_ = 0;        // of allowed_, so a late resolution of an old config is dropped
   std::shared_ptr<data_threads> data_;  // null: links stay on io_
 };
 
@@ -373,7 +492,9 @@ private:
       auto listener = std::make_unique<peer::listener>(
         io_, addresses,
         [router = router_](std::shared_ptr<peer::connection> conn, const peer::header& h,
-                           buffer_ptr payload) { router->route(std::move(conn), h, payload); });
+                           buffer_ptr payload) { router->route(std::move(conn), h, payload); },
+        peer::authentication_timeout,
+        peer::admission{[router = router_](const std::string& ip) { return router->allows(ip); }});
       auto st = listener->start();
       if (st) {
         groups_.push_back({addresses, std::move(listener)});
@@ -465,6 +586,7 @@ int serve(caf::actor_system& sys, asio::io_context& io, std::shared_ptr<data_thr
     [&](const nlohmann::json& req, int fd) { handle_stream(hub, req, fd); }};
   metrics_server metrics{[&] { return render_scrape(sys, sup); }};
   auto router = std::make_shared<peer_router>(io, sup, config, data);
+  router->update(config);
   peer_listeners listeners{io, router};
   std::string pidfile = options.pidfile;  // the pid file in use, if it follows the configuration
   status started = ctl.start();
@@ -577,7 +699,9 @@ int run_daemon(node_config config, const daemon_options& options) {
   std::atomic<unsigned> io_running{worker_threads()};
   for (unsigned i = 0; i < worker_threads(); ++i)
     io_threads.emplace_back([&io, &io_running] {
-      io.run();
+      run_catching(io, [](std::string_view what) {
+        spdlog::error("an I/O handler failed: {}; the I/O thread goes on", what);
+      });
       --io_running;
     });
   // Each resource's data path runs on a thread of its own (docs/DESIGN.md,

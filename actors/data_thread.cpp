@@ -9,6 +9,8 @@
 #include <caf/policy/work_stealing.hpp>
 #include <caf/scheduler/coordinator.hpp>
 
+#include <spdlog/spdlog.h>
+
 #include <pthread.h>
 
 #include <future>
@@ -109,7 +111,9 @@ data_thread::data_thread(std::string name) : impl_(std::make_unique<impl>()) {
   impl_->thread = std::thread{[this, name = std::move(name)] {
     auto shown = name.substr(0, 15);
     pthread_setname_np(pthread_self(), shown.c_str());
-    impl_->io.run();
+    run_catching(impl_->io, [&name](std::string_view what) {
+      spdlog::error("{}: a data-thread handler failed: {}; the thread goes on", name, what);
+    });
     impl_->running = false;
   }};
   impl_->id = impl_->thread.get_id();

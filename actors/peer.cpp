@@ -29,12 +29,6 @@ void send_raw(self_ptr self, header h, buffer_ptr payload = nullptr) {
   self->state.link->send(h, std::move(payload));
 }
 
-/// The answer to a challenge (io/peer_protocol.hpp).
-std::array<uint8_t, 32> proof(const std::vector<uint8_t>& key, const std::array<uint8_t, 32>& nonce,
-                              const std::string& resource, std::string_view answering_role) {
-  return peer::auth_proof(key, nonce, resource, answering_role);
-}
-
 void flush_acks(self_ptr self);
 
 /// Drops the link (if `epoch` is current), fails what waited on it and tells
@@ -92,7 +86,6 @@ void attach(self_ptr self, peer_link_ptr link) {
   s.link = link;
   s.replies.reset();
   s.established = false;
-  s.challenged = s.peer_proved = s.we_proved = false;
   auto hdl = caf::actor_cast<peer_actor>(self);
   // The secondary answers "received" on the Asio thread that read the frame:
   // a memsync primary waits for nothing else, so no actor hop is paid for it.
@@ -110,13 +103,6 @@ void attach(self_ptr self, peer_link_ptr link) {
     [hdl, epoch](const std::string& reason) {
       caf::anon_send(hdl, atom::peer_closed_v, epoch, reason);
     });
-}
-
-void send_challenge(self_ptr self) {
-  auto& s = self->state;
-  s.my_nonce = random_nonce();
-  s.challenged = true;
-  send_raw(self, make_header(msg_type::auth_challenge), peer::encode_nonce(s.my_nonce));
 }
 
 // --- secondary side ----------------------------------------------------------------------------
@@ -144,14 +130,6 @@ void answer_hello(self_ptr self) {
         self->send(s.owner, atom::peer_up_v, peer_session{s.hello, s.link->remote_address()});
       },
       [=](caf::error& err) { drop_link(self, epoch, self->system().render(err)); });
-}
-
-void maybe_answer_hello(self_ptr self) {
-  auto& s = self->state;
-  // Authentication is required whenever a `secret` is configured, whatever
-  // became of its key.
-  if (s.config.secret.empty() || (s.peer_proved && s.we_proved))
-    answer_hello(self);
 }
 
 uint32_t to_errc(uint32_t nbd_error) {
@@ -277,26 +255,6 @@ void on_secondary_frame(self_ptr self, peer::frame& frame) {
   auto& s = self->state;
   auto& h = frame.h;
   switch (h.type) {
-    case msg_type::auth_challenge: {
-      if (s.key.empty())
-        return fail(self, "the primary wants to authenticate but no secret is configured here");
-      auto nonce = peer::decode_nonce(frame.payload);
-      if (!nonce)
-        return fail(self, nonce.error().message());
-      send_raw(self, make_header(msg_type::auth_response),
-               peer::encode_nonce(proof(s.key, *nonce, s.config.name, "secondary")));
-      s.we_proved = true;
-      return maybe_answer_hello(self);
-    }
-    case msg_type::auth_response: {
-      auto mac = peer::decode_nonce(frame.payload);
-      auto expected = proof(s.key, s.my_nonce, s.config.name, "primary");
-      if (s.key.empty() || !s.challenged || !mac || !constant_time_equal(*mac, expected))
-        return fail(self, "authentication failed: the primary does not know the shared secret");
-      s.peer_proved = true;
-      spdlog::info("{}: primary {} authenticated", s.config.name, s.link->remote_address());
-      return maybe_answer_hello(self);
-    }
     case msg_type::write:
     case msg_type::trim:
     case msg_type::write_zeroes:
@@ -346,27 +304,6 @@ void on_primary_frame(self_ptr self, peer::frame& frame) {
   auto& s = self->state;
   auto& h = frame.h;
   switch (h.type) {
-    case msg_type::auth_challenge: {
-      if (s.key.empty())
-        return fail(self, "the secondary requires authentication; configure the same `secret` here");
-      auto nonce = peer::decode_nonce(frame.payload);
-      if (!nonce)
-        return fail(self, nonce.error().message());
-      send_raw(self, make_header(msg_type::auth_response),
-               peer::encode_nonce(proof(s.key, *nonce, s.config.name, "primary")));
-      s.we_proved = true;
-      if (!s.challenged)
-        send_challenge(self);
-      return;
-    }
-    case msg_type::auth_response: {
-      auto mac = peer::decode_nonce(frame.payload);
-      auto expected = proof(s.key, s.my_nonce, s.config.name, "secondary");
-      if (s.key.empty() || !s.challenged || !mac || !constant_time_equal(*mac, expected))
-        return fail(self, "authentication failed: the secondary does not know the shared secret");
-      s.peer_proved = true;
-      return;
-    }
     case msg_type::hello_reply: {
       auto reply = peer::decode_hello(frame.payload);
       if (!reply)
@@ -376,8 +313,6 @@ void on_primary_frame(self_ptr self, peer::frame& frame) {
           self->send(s.owner, atom::split_brain_v);
         return fail(self, "refused by the secondary: " + reply->refusal);
       }
-      if (!s.config.secret.empty() && !s.peer_proved)
-        return fail(self, "the secondary did not authenticate although a secret is configured");
       if (reply->datasize != s.hello.datasize)
         return fail(self, "data size differs between nodes (here " + std::to_string(s.hello.datasize)
                             + ", peer " + std::to_string(reply->datasize) + ")");
@@ -464,6 +399,11 @@ peer_actor::behavior_type replication_peer(peer_actor::stateful_pointer<peer_sta
   s.key.assign(s.config.secret_key.begin(), s.config.secret_key.end());
   if (s.config.secret.empty() != s.key.empty())
     s.last_error = "the key file " + s.config.secret + " was not read; refusing every peer";
+  // The primary's links prove the key before this actor sees them.
+  s.connect = with_session(std::move(s.connect),
+                           {s.key, s.config.name, s.node, "peer", s.config.encryption,
+                            peer::preferred_cipher()},
+                           peer::proof_timeout(std::chrono::seconds(s.config.timeout)));
   self->set_exit_handler([=](const caf::exit_msg& msg) {
     if (self->state.link)
       self->state.link->close("resource stopped");
@@ -503,6 +443,12 @@ peer_actor::behavior_type replication_peer(peer_actor::stateful_pointer<peer_sta
     },
     [=](atom::peer_accept, accepted_link& accepted) {
       auto& s = self->state;
+      if (!s.key.empty() && !accepted.link->authenticated()) {
+        spdlog::error("{}: refusing an unauthenticated link from {}", s.config.name,
+                      accepted.link->remote_address());
+        accepted.link->close("not authenticated");
+        return;
+      }
       if (s.link) {
         spdlog::info("{}: a new connection from {} replaces the current one", s.config.name,
                      accepted.link->remote_address());
@@ -514,11 +460,11 @@ peer_actor::behavior_type replication_peer(peer_actor::stateful_pointer<peer_sta
         accepted.link->close(s.last_error);
         return;
       }
+      // With a key, the daemon hands over only links that completed the
+      // session handshake: a stranger cannot replace the current link.
       attach(self, accepted.link);
       s.hello = std::move(accepted.hello);
-      if (!s.key.empty())
-        send_challenge(self);
-      maybe_answer_hello(self);
+      answer_hello(self);
     },
     [=](atom::peer_frame, peer_frames& batch) {
       auto& s = self->state;

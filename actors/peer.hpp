@@ -34,12 +34,11 @@ struct peer_state {
   bool established = false;    // handshake complete
   std::string last_error;
 
-  // Authentication (both sides, when `key` is set).
-  std::array<uint8_t, 32> my_nonce{};
-  bool challenged = false;     // we sent our challenge
-  bool peer_proved = false;    // the other side answered it correctly
-  bool we_proved = false;      // we answered the other side's challenge
-  peer::hello_message hello;   // secondary: the primary's hello, kept until auth is done
+  // With a `key`, a link reaches this actor only after the session
+  // handshake proved the key both ways (io/peer_link.hpp with_session on the
+  // primary, the daemon's peer router on the secondary); every frame on it
+  // is sealed by the transport.
+  peer::hello_message hello;   // secondary: the primary's hello; primary: ours
 
   // Primary: the sync queue, requests awaiting the secondary's "done".
   std::map<uint64_t, uint64_t> in_flight;  // id -> payload bytes

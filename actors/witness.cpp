@@ -180,33 +180,8 @@ void on_request(self_ptr self, uint64_t id, member_link& m, peer::frame& f) {
 
 void on_frame(self_ptr self, uint64_t id, peer::frame& f) {
   auto& m = self->state.links.at(id);
-  auto& w = self->state.resources.at(m.resource);
   switch (f.h.type) {
-    case msg_type::auth_challenge: {
-      auto nonce = peer::decode_nonce(f.payload);
-      if (!nonce)
-        return close_link(self, id, nonce.error().message());
-      auto key = std::vector<uint8_t>(w.config.secret_key.begin(), w.config.secret_key.end());
-      send_frame(m.link, msg_type::auth_response, 0,
-                 peer::encode_nonce(peer::auth_proof(key, *nonce, m.resource, "witness")));
-      return;
-    }
-    case msg_type::auth_response: {
-      auto key = std::vector<uint8_t>(w.config.secret_key.begin(), w.config.secret_key.end());
-      auto mac = peer::decode_nonce(f.payload);
-      if (!mac || !constant_time_equal(*mac, peer::auth_proof(key, m.my_nonce, m.resource, "member"))) {
-        spdlog::warn("{}: {} at {} does not know the shared secret; closing", m.resource, m.node,
-                     m.link->remote_address());
-        return close_link(self, id, "authentication failed");
-      }
-      m.proved = true;
-      spdlog::info("{}: {} connected to the witness from {}", m.resource, m.node,
-                   m.link->remote_address());
-      return;
-    }
     case msg_type::lease_request:
-      if (!m.proved)
-        return close_link(self, id, "protocol error: lease_request before authentication");
       return on_request(self, id, m, f);
     case msg_type::goodbye:
       return close_link(self, id, "goodbye");
@@ -242,12 +217,16 @@ witness_actor::behavior_type witness(self_ptr self, node_config config) {
         refusal = "node '" + hello.node + "' is not a data node of resource '" + hello.resource + "'";
       else if (it->second.config.secret_key.empty())
         refusal = "no shared key was read for the resource; refusing every node";
+      else if (!accepted.link->authenticated())
+        refusal = "the link is not authenticated";
       if (!refusal.empty()) {
         spdlog::warn("witness: {} refused: {}", who, refusal);
         accepted.link->close(refusal);
         return;
       }
-      // One link per node and resource: a new one replaces the old.
+      // One link per node and resource: a new one replaces the old. Only a
+      // link that proved the key gets here, so a stranger naming the
+      // primary cannot close the primary's link.
       for (auto& [id, m] : s.links)
         if (m.resource == hello.resource && m.node == hello.node) {
           close_link(self, id, "replaced by a new connection");
@@ -258,14 +237,13 @@ witness_actor::behavior_type witness(self_ptr self, node_config config) {
       m.link = accepted.link;
       m.resource = hello.resource;
       m.node = hello.node;
-      m.my_nonce = random_nonce();
+      spdlog::info("{}: {} connected to the witness from {}", m.resource, m.node, who);
       auto hdl = caf::actor_cast<witness_actor>(self);
       m.link->start(
         [hdl, id](std::vector<peer::frame> frames) {
           caf::anon_send(hdl, atom::peer_frame_v, peer_frames{id, std::move(frames)});
         },
         [hdl, id](const std::string& reason) { caf::anon_send(hdl, atom::peer_closed_v, id, reason); });
-      send_frame(m.link, msg_type::auth_challenge, 0, peer::encode_nonce(m.my_nonce));
     },
     [=](atom::peer_frame, peer_frames& batch) {
       for (auto& f : batch.frames) {
@@ -299,7 +277,7 @@ witness_actor::behavior_type witness(self_ptr self, node_config config) {
                          : std::string{"the holder reports its secondary "}
                              + (r.in_sync ? "in sync" : "missing writes");
       for (auto& [id, m] : self->state.links)
-        if (m.resource == name && m.proved)
+        if (m.resource == name)
           st.members_connected.push_back(m.node);
       std::sort(st.members_connected.begin(), st.members_connected.end());
       return st;

@@ -26,8 +26,8 @@ struct member_link {
   peer_link_ptr link;
   std::string resource;
   std::string node;
-  std::array<uint8_t, 32> my_nonce{};
-  bool proved = false;  // the data node answered our challenge
+  // Every member link proved the resource's key (the daemon's router ran
+  // the session handshake before handing it over).
 };
 
 struct witness_state {

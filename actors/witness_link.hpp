@@ -24,10 +24,7 @@ struct witness_link_state {
   peer_link_ptr link;
   uint64_t epoch = 0;
   bool connecting = false;
-  bool up = false;                      // both sides proved the key
-  bool we_proved = false;
-  bool peer_proved = false;
-  std::array<uint8_t, 32> my_nonce{};
+  bool up = false;                      // a session with the witness is up (both sides proved the key)
   std::string last_error;
   uint64_t next_seq = 1;
   std::map<uint64_t, caf::typed_response_promise<peer::lease_reply>> waiting;

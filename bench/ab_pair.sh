@@ -8,6 +8,10 @@
 # alone). Read ratios, not figures (the machine's noise moves single runs
 # by ±10 %).
 #   [SHAPE=standalone] [RUNTIME=8] [SIZE=200M] bench/ab_pair.sh OLD_BUILD_DIR NEW_BUILD_DIR [ROUNDS]
+# With VARIANTS, NEW_BUILD_DIR runs once per variant in each round instead
+# (OLD_BUILD_DIR is ignored): "label=line|line;label=..." gives each variant
+# the resource lines it adds, KEY standing for a key file made here, e.g.
+#   VARIANTS='none=;on=secret KEY;off=secret KEY|encryption off' bench/ab_pair.sh - build 3
 # e.g. git worktree add /var/tmp/old <commit> && cmake -S /var/tmp/old -B /var/tmp/old/build &&
 #      cmake --build /var/tmp/old/build --target hastd hastctl && bench/ab_pair.sh /var/tmp/old/build build
 set -u
@@ -37,7 +41,7 @@ counters() {
 }
 
 run() {
-  local B=$1 label=$2 pa pb="" nodes=A
+  local B=$1 label=$2 extra=${3:-} pa pb="" nodes=A
   rm -rf "$T/a" "$T/b"; mkdir -p "$T/a" "$T/b"
   local PA PB; PA=$(free_port); PB=$(free_port)
   if [ "$SHAPE" = standalone ]; then
@@ -68,6 +72,7 @@ on nodeB {
 }
 resource ab {
   device off
+$(printf '%s' "$extra" | tr '|' '\n' | sed "s|KEY|$T/key|; s|^|  |")
   on nodeA {
     local $T/a/ab.img
     remote tcp://127.0.0.1:$PB
@@ -118,7 +123,16 @@ PY
   done
   kill $pa $pb; wait $pa $pb 2>/dev/null
 }
+head -c 32 /dev/urandom | base64 > "$T/key"
+chmod 600 "$T/key"
 for _ in $(seq "$ROUNDS"); do
-  run "$OLD" old
-  run "$NEW" new
+  if [ -n "${VARIANTS:-}" ]; then
+    IFS=';' read -r -a variants <<< "$VARIANTS"
+    for v in "${variants[@]}"; do
+      run "$NEW" "${v%%=*}" "${v#*=}"
+    done
+  else
+    run "$OLD" old
+    run "$NEW" new
+  fi
 done

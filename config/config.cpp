@@ -415,6 +415,8 @@ const std::vector<option_rule>& option_rules() {
        }},
       {"metaflush", inherited_levels,
        [](const std::string& v) { return expect(v == "on" || v == "off", "on or off", v); }},
+      {"encryption", inherited_levels,
+       [](const std::string& v) { return expect(v == "on" || v == "off", "on or off", v); }},
       {"device", inherited_levels,
        [](const std::string& v) { return expect(v == "on" || v == "off", "on or off", v); }},
       {"nbd", inherited_levels,
@@ -609,6 +611,8 @@ resource_config resolve_witness(const raw_resource& res, const raw_node_section&
   out.secret = value_or(in_force, "secret", "");
   if (const auto it = in_force.find("secret"); it != in_force.end())
     out.secret_where = it->second->where;
+  if (const auto* v = value_of(in_force, "encryption"))
+    out.encryption = *v == "on";
   if (out.secret.empty())
     throw config_error(where, "role",
                        "resource " + res.name + ": the witness needs 'secret': only nodes that know "
@@ -678,6 +682,8 @@ resource_config resolve_resource(const raw_resource& res, const settings& inheri
   out.secret = value_or(in_force, "secret", "");
   if (const auto it = in_force.find("secret"); it != in_force.end())
     out.secret_where = it->second->where;
+  if (const auto* v = value_of(in_force, "encryption"))
+    out.encryption = *v == "on";
   if (const auto* v = value_of(in_force, "lease-lost"))
     out.lease_lost = *parse_lease_loss(*v);
   out.witness = value_or(in_force, "witness", "");
@@ -992,6 +998,7 @@ std::string link_changes(const resource_config& a, const resource_config& b) {
   if (a.compression != b.compression) out.push_back("compression");
   if (a.timeout != b.timeout) out.push_back("timeout");
   if (a.secret != b.secret || a.secret_key != b.secret_key) out.push_back("secret");
+  if (a.encryption != b.encryption) out.push_back("encryption");
   std::string text;
   for (auto& x : out)
     text += (text.empty() ? "" : ", ") + x;

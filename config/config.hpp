@@ -88,6 +88,7 @@ struct resource_config {
   std::string secret;         // path of the shared-key file, may be empty
   source_location secret_where;  // the `secret` line, when there is one
   std::string secret_key;     // the key itself, filled by read_secrets()
+  bool encryption = true;     // `encryption on|off`: with a secret, encrypt frames (off: integrity only)
   source_location where;      // the `resource` line
   failover_mode failover = failover_mode::manual;   // `failover manual|auto`
   std::string witness;                              // `witness tcp://host[:port]` (data nodes); empty if unset

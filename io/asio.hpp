@@ -34,6 +34,8 @@
 #pragma GCC diagnostic pop
 #endif
 
+#include <exception>
+#include <string_view>
 #include <system_error>
 
 namespace hast {
@@ -45,6 +47,24 @@ namespace hast {
 /// peer link to a tenth of loopback's speed.
 inline std::size_t whole_buffers(const std::error_code& ec, std::size_t) {
   return ec ? 0 : std::size_t{64} << 20;
+}
+
+/// io.run() until the context stops, for an I/O thread: an exception that
+/// escapes a handler (the connections catch their own and close, see
+/// io/peer_transport.cpp) is reported through `log` and the thread goes on
+/// running the context: it costs that handler's work, never the daemon.
+template <class Log>
+void run_catching(asio::io_context& io, Log&& log) {
+  for (;;) {
+    try {
+      io.run();
+      return;
+    } catch (const std::exception& e) {
+      log(std::string_view(e.what()));
+    } catch (...) {
+      log(std::string_view("unknown exception"));
+    }
+  }
 }
 
 } // namespace hast

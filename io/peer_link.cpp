@@ -18,7 +18,12 @@ public:
     conn_->send(h, std::move(payload));
   }
   void close(const std::string& reason) override { conn_->close(reason); }
+  void open_session(peer::session_params params, std::chrono::milliseconds timeout,
+                    std::function<void(status)> done) override {
+    conn_->open_session(std::move(params), timeout, std::move(done));
+  }
   uint64_t queued_bytes() const override { return conn_->queued_bytes(); }
+  bool authenticated() const override { return conn_->authenticated(); }
   std::string remote_address() const override { return conn_->remote_address(); }
 
 private:
@@ -28,6 +33,33 @@ private:
 };
 
 } // namespace
+
+void peer_link::open_session(peer::session_params, std::chrono::milliseconds,
+                             std::function<void(status)> done) {
+  done({errc::invalid_argument, "this link cannot authenticate"});
+}
+
+link_connector with_session(link_connector base, peer::session_params params,
+                            std::chrono::milliseconds timeout) {
+  if (params.key.empty() || !base)
+    return base;
+  return [base = std::move(base), params = std::move(params),
+          timeout](std::function<void(status, peer_link_ptr)> done) {
+    base([params, timeout, done = std::move(done)](status st, peer_link_ptr link) {
+      if (!st || !link)
+        return done(std::move(st), nullptr);
+      link->open_session(params, timeout, [link, done](status st) {
+        if (!st) {
+          link->close(st.message());
+          return done({st.code(), "cannot authenticate with " + link->remote_address() + ": "
+                                    + st.message()},
+                      nullptr);
+        }
+        done(status::ok(), link);
+      });
+    });
+  };
+}
 
 peer_link_ptr make_tcp_link(std::shared_ptr<peer::connection> conn,
                             std::chrono::milliseconds keepalive, std::chrono::milliseconds timeout) {

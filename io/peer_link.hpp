@@ -30,8 +30,27 @@ public:
   virtual void close(const std::string& reason) = 0;
   virtual uint64_t queued_bytes() const = 0;
   virtual std::string remote_address() const = 0;
+  /// Before start(): proves the shared key to the other side and checks
+  /// its proof (docs/PROTOCOL.md, "Session"); `done` runs once, on any
+  /// thread. A link that cannot authenticate answers with an error.
+  virtual void open_session(peer::session_params params, std::chrono::milliseconds timeout,
+                            std::function<void(status)> done);
+  /// The other side proved the shared key (a session is up).
+  virtual bool authenticated() const { return false; }
 };
 using peer_link_ptr = std::shared_ptr<peer_link>;
+
+/// Opens a link (the primary's to its secondary, a data node's to the witness).
+using link_connector = std::function<void(std::function<void(status, peer_link_ptr)> done)>;
+
+/// The one place where an outgoing link authenticates: a connector whose
+/// links have completed the session handshake with `params` before they
+/// are handed over, so that nothing the other side says reaches the caller
+/// before the other side proved the key. A link that fails to authenticate
+/// is closed and reported as the connector's error. With an empty key,
+/// `base` itself (the unauthenticated link of a resource without `secret`).
+link_connector with_session(link_connector base, peer::session_params params,
+                            std::chrono::milliseconds timeout);
 
 /// Wraps a TCP connection from io/peer_transport as a peer_link.
 peer_link_ptr make_tcp_link(std::shared_ptr<peer::connection> conn,

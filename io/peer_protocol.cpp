@@ -49,8 +49,9 @@ bool known_type(uint8_t t) {
   switch (static_cast<msg_type>(t)) {
     case msg_type::hello:
     case msg_type::hello_reply:
-    case msg_type::auth_challenge:
-    case msg_type::auth_response:
+    case msg_type::session_open:
+    case msg_type::session_accept:
+    case msg_type::session_proof:
     case msg_type::write:
     case msg_type::trim:
     case msg_type::write_zeroes:
@@ -131,9 +132,9 @@ result<header> decode_header(std::span<const uint8_t, header_size> bytes) {
   h.length = get_le<uint64_t>(p + length_offset);
   h.payload_length = get_le<uint32_t>(p + payload_length_offset);
   h.error = get_le<uint32_t>(p + error_offset);
-  if (h.payload_length > max_payload)
+  if (h.payload_length > max_wire_payload)
     return refused(fmt::format("{} payload of {} bytes exceeds the limit of {}", to_string(h.type),
-                               h.payload_length, max_payload));
+                               h.payload_length, max_wire_payload));
   if (p[checksum_offset] > static_cast<uint8_t>(checksum_kind::sha256))
     return refused(fmt::format("unknown checksum kind {}", p[checksum_offset]));
   if (p[compression_offset] > static_cast<uint8_t>(compression_kind::lz4))
@@ -368,14 +369,6 @@ result<lease_reply> decode_lease_reply(const buffer_ptr& payload) {
   return m;
 }
 
-std::array<uint8_t, 32> auth_proof(std::span<const uint8_t> key, const std::array<uint8_t, 32>& nonce,
-                                   const std::string& resource, std::string_view answering_role) {
-  std::vector<uint8_t> data(nonce.begin(), nonce.end());
-  data.insert(data.end(), resource.begin(), resource.end());
-  data.insert(data.end(), answering_role.begin(), answering_role.end());
-  return hmac_sha256(key, data);
-}
-
 buffer_ptr encode_nonce(const std::array<uint8_t, 32>& nonce) {
   auto out = make_buffer(nonce.size());
   std::memcpy(out->data(), nonce.data(), nonce.size());
@@ -397,8 +390,9 @@ std::string_view to_string(msg_type type) {
   switch (type) {
     case msg_type::hello: return "hello";
     case msg_type::hello_reply: return "hello_reply";
-    case msg_type::auth_challenge: return "auth_challenge";
-    case msg_type::auth_response: return "auth_response";
+    case msg_type::session_open: return "session_open";
+    case msg_type::session_accept: return "session_accept";
+    case msg_type::session_proof: return "session_proof";
     case msg_type::write: return "write";
     case msg_type::trim: return "trim";
     case msg_type::write_zeroes: return "write_zeroes";

@@ -22,18 +22,23 @@ namespace hast::peer {
 
 /// "HAST" read as a little-endian u32: the first four bytes of every frame.
 inline constexpr uint32_t magic = 0x54534148;
-/// The one protocol version this build speaks.
-inline constexpr uint8_t protocol_version = 1;
+/// The one protocol version this build speaks. 2: the session layer
+/// (io/secure_frames.hpp) replaced the HMAC challenge of version 1.
+inline constexpr uint8_t protocol_version = 2;
 inline constexpr std::size_t header_size = 80;
 /// Largest payload of one frame; larger requests are split by the sender.
 inline constexpr uint32_t max_payload = 64u << 20;
+/// Largest payload_length on the wire: a sealed frame carries its 16-byte
+/// authentication tag behind the payload.
+inline constexpr uint32_t max_wire_payload = max_payload + 16;
 inline constexpr std::chrono::seconds default_keepalive{5};
 
 enum class msg_type : uint8_t {
   hello = 1,           // primary → secondary: who I am, my generation counters
   hello_reply = 2,     // secondary → primary: accepted (sync direction, maps) or refused
-  auth_challenge = 3,  // both ways when a secret is configured: a fresh nonce
-  auth_response = 4,   // both ways: HMAC-SHA256 over the other side's nonce
+  session_open = 5,    // client → server, with a secret: who, a nonce, ciphers (io/secure_frames.hpp)
+  session_accept = 6,  // server → client: its nonce, the cipher, the server's proof of the key
+  session_proof = 7,   // client → server: the client's proof; every later frame is sealed
   write = 10,          // primary → secondary: data at offset
   trim = 11,           // primary → secondary: discard a range (no payload)
   write_zeroes = 12,   // primary → secondary: zero a range (no payload)
@@ -77,12 +82,13 @@ struct header {
 /// Little-endian: magic u32, version u8, type u8, flags u16, seq u64,
 /// offset u64, length u64, payload_length u32, error u32, checksum u8,
 /// compression u8, reserved u16 (0), digest 32 bytes, header_crc u32 =
-/// crc32c of the preceding 76 bytes.
+/// crc32c of the preceding 76 bytes. In a session (io/secure_frames.hpp)
+/// payload_length counts the 16-byte tag behind the payload as well.
 std::array<uint8_t, header_size> encode_header(const header& h);
 
 /// Checks and decodes a header. errc::protocol_error, with the reason, for
 /// a bad magic, a version we do not speak, a bad header checksum, an
-/// unknown type, payload_length > max_payload, an unknown checksum or
+/// unknown type, payload_length > max_wire_payload, an unknown checksum or
 /// compression value, or nonzero reserved bytes.
 result<header> decode_header(std::span<const uint8_t, header_size> bytes);
 
@@ -127,10 +133,9 @@ buffer_ptr encode_hello(const hello_message& m);
 /// field of the wrong type is errc::protocol_error.
 result<hello_message> decode_hello(const buffer_ptr& payload);
 
-/// The payload of auth_challenge: the 32-byte nonce.
+/// A 32-byte value (a nonce or a MAC) as a payload.
 buffer_ptr encode_nonce(const std::array<uint8_t, 32>& nonce);
-/// Exactly 32 bytes, else errc::protocol_error. Also used for the 32-byte
-/// MAC of auth_response.
+/// Exactly 32 bytes, else errc::protocol_error.
 result<std::array<uint8_t, 32>> decode_nonce(const buffer_ptr& payload);
 
 /// What a data node asks the witness (docs/FAILOVER.md). JSON payload.
@@ -163,13 +168,6 @@ buffer_ptr encode_lease_request(const lease_request& m);
 result<lease_request> decode_lease_request(const buffer_ptr& payload);
 buffer_ptr encode_lease_reply(const lease_reply& m);
 result<lease_reply> decode_lease_reply(const buffer_ptr& payload);
-
-/// The answer to an authentication challenge: HMAC-SHA256 with the shared
-/// key over the challenger's nonce, the resource and the answering side's
-/// role ("primary"/"secondary" on the peer link, "member"/"witness" on the
-/// witness link), so that an answer cannot be replayed by the other side.
-std::array<uint8_t, 32> auth_proof(std::span<const uint8_t> key, const std::array<uint8_t, 32>& nonce,
-                                   const std::string& resource, std::string_view answering_role);
 
 /// "write", "done", ...
 std::string_view to_string(msg_type type);

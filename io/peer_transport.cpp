@@ -2,6 +2,7 @@
 
 #include "config/config.hpp"
 #include "io/asio.hpp"
+#include "io/secure_frames.hpp"
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -17,6 +18,7 @@
 #include <cstring>
 #include <deque>
 #include <list>
+#include <map>
 #include <mutex>
 #include <optional>
 
@@ -32,14 +34,25 @@ using timer_type = asio::basic_waitable_timer<std::chrono::steady_clock,
                                               asio::wait_traits<std::chrono::steady_clock>, strand_type>;
 using clock = std::chrono::steady_clock;
 
-/// Frames gathered into one sendmsg, two iovecs each (header, payload).
-/// Asio's own gathered writes stop at 64 buffers per syscall, which is why
-/// the connection calls sendmsg itself; the kernel takes up to IOV_MAX.
-constexpr std::size_t max_frames_per_write = 512;
-static_assert(2 * max_frames_per_write <= IOV_MAX);
+/// Frames gathered into one sendmsg, up to three iovecs each (header,
+/// payload, tag). Asio's own gathered writes stop at 64 buffers per
+/// syscall, which is why the connection calls sendmsg itself; the kernel
+/// takes up to IOV_MAX.
+constexpr std::size_t max_frames_per_write = 341;
+static_assert(3 * max_frames_per_write <= IOV_MAX);
 /// Each read_some fills (part of) this buffer, and every complete frame in
-/// it is delivered in one batch.
+/// it is delivered in one batch. A connection gets it once the other side
+/// is authenticated (or, without a `secret`, once it is started); before,
+/// it reads into a buffer of unauthenticated_receive_size, which holds one
+/// frame of the largest size allowed then.
 constexpr std::size_t receive_buffer_size = 256u << 10;
+constexpr std::size_t unauthenticated_receive_size = 8u << 10;
+static_assert(header_size + unauthenticated_frame_limit < unauthenticated_receive_size);
+/// Encrypted payloads of one gathered write go through a per-connection
+/// scratch buffer (the caller's payload is shared and must not change).
+/// A write takes frames up to this many payload bytes (at least one frame),
+/// so the scratch stays this size unless a single frame is larger.
+constexpr std::size_t seal_batch_bytes = 4u << 20;
 /// A frame cut off by the end of a read whose payload is at most this large
 /// stays in the receive buffer (moved to its front) until the next read
 /// completes it: one memmove of a few KiB, and the frame can share a batch
@@ -108,8 +121,33 @@ bool split_address(const std::string& address, std::string& host, uint16_t& port
 struct outgoing {
   std::array<uint8_t, header_size> head;
   buffer_ptr payload;
-  std::size_t wire_size() const { return header_size + size_of(payload); }
+  bool sealed = false;  // in a session: sealed when written, a tag follows the payload
+  std::array<uint8_t, tag_size> tag{};
+  std::size_t wire_size() const { return header_size + size_of(payload) + (sealed ? tag_size : 0); }
 };
+
+/// Connections a listener accepted that have not yet proved anything
+/// (docs/SECURITY.md, "Peer and witness links"). A connection holds a
+/// slot from accept until it is authenticated (or, without a `secret`,
+/// started) or closed.
+struct pending_counts {
+  std::mutex mutex;
+  std::size_t total = 0;
+  std::map<std::string, std::size_t> by_address;
+};
+
+/// Runs `fn` on an I/O thread; an exception (std::bad_alloc from a payload
+/// buffer, say) ends `conn`'s connection with the reason, not the daemon.
+template <class Conn, class Fn>
+void guarded(Conn& conn, Fn&& fn) {
+  try {
+    fn();
+  } catch (const std::exception& e) {
+    conn.fail(fmt::format("internal error on the connection: {}", e.what()));
+  } catch (...) {
+    conn.fail("internal error on the connection");
+  }
+}
 
 /// Result of reading the first frame of an accepted connection.
 using first_frame_handler = std::function<void(const std::string& error, const header&, buffer_ptr)>;
@@ -121,7 +159,8 @@ using first_frame_handler = std::function<void(const std::string& error, const h
 struct connection::impl : std::enable_shared_from_this<connection::impl> {
   explicit impl(socket_type socket)
       : strand(socket.get_executor()), socket(std::move(socket)), tick_timer(strand),
-        grace_timer(strand), in(std::make_unique<uint8_t[]>(receive_buffer_size)) {
+        grace_timer(strand), in(std::make_unique<uint8_t[]>(unauthenticated_receive_size)),
+        in_capacity(unauthenticated_receive_size) {
     std::error_code ec;
     const auto ep = this->socket.remote_endpoint(ec);
     if (!ec) {
@@ -149,6 +188,9 @@ struct connection::impl : std::enable_shared_from_this<connection::impl> {
           close_cb(self->close_reason);
         return;
       }
+      // Started: the owner accepted the link (authenticated, or without a
+      // `secret` as the configuration allows): full-size frames from here.
+      self->lift_limits();
       self->on_frames = std::move(frames_cb);
       self->on_close = std::move(close_cb);
       // The peer drops a link it has not heard from for `timeout`: an idle
@@ -163,7 +205,7 @@ struct connection::impl : std::enable_shared_from_this<connection::impl> {
       // Bytes read_first() took in behind the first frame are parsed
       // before anything new is read.
       if (!self->reading)
-        self->parse();
+        guarded(*self, [&] { self->parse(); });
     });
   }
 
@@ -177,8 +219,11 @@ struct connection::impl : std::enable_shared_from_this<connection::impl> {
             false);
       return;
     }
-    h.payload_length = static_cast<uint32_t>(n);
-    outgoing f{encode_header(h), std::move(payload)};
+    // Whether a session is up is settled before anyone but the handshake
+    // (on the strand) can send: the link is handed out afterwards.
+    const bool sealed = seal_sends.load(std::memory_order_acquire);
+    h.payload_length = static_cast<uint32_t>(n + (sealed ? tag_size : 0));
+    outgoing f{encode_header(h), std::move(payload), sealed};
     bool kick = false;
     {
       std::lock_guard lock(queue_mutex);
@@ -194,7 +239,7 @@ struct connection::impl : std::enable_shared_from_this<connection::impl> {
     // Sends made before the posted write_some() runs go out with it, in one
     // sendmsg.
     if (kick)
-      asio::post(strand, [self = shared_from_this()] { self->write_some(); });
+      asio::post(strand, [self = shared_from_this()] { guarded(*self, [&] { self->write_some(); }); });
   }
 
   /// Posted, never run inline: on_close must not run inside the caller's
@@ -212,16 +257,140 @@ struct connection::impl : std::enable_shared_from_this<connection::impl> {
   /// receive buffer for start().
   void read_first(std::chrono::milliseconds limit, first_frame_handler done) {
     asio::dispatch(strand, [self = shared_from_this(), limit, done = std::move(done)]() mutable {
-      if (self->closed)
-        return done(self->close_reason, header{}, nullptr);
-      self->first_frame = std::move(done);
-      self->grace_timer.expires_after(limit);
-      self->grace_timer.async_wait([self, limit](std::error_code ec) {
-        if (ec || !self->first_frame)
-          return;
-        self->fail_first(fmt::format("no first frame within {} s", format_seconds(limit)));
+      self->deadline = clock::now() + limit;
+      self->deadline_text = fmt::format("no first frame within {} s", format_seconds(limit));
+      self->await_frame(std::move(done));
+    });
+  }
+
+  /// Strand: reads one more frame (before start()) within `deadline`.
+  void await_frame(first_frame_handler done) {
+    if (closed)
+      return done(close_reason, header{}, nullptr);
+    first_frame = std::move(done);
+    grace_timer.expires_at(deadline);
+    grace_timer.async_wait([self = shared_from_this()](std::error_code ec) {
+      if (ec || !self->first_frame)
+        return;
+      self->fail_first(self->deadline_text);
+    });
+    guarded(*this, [&] { parse(); });
+  }
+
+  /// Full-size frames and receive buffer: the other side is authenticated,
+  /// or (without a `secret`) its link was accepted by the resource.
+  void lift_limits() {
+    pending_slot.reset();
+    if (frame_limit == max_wire_payload)
+      return;
+    frame_limit = max_wire_payload;
+    auto bigger = std::make_unique<uint8_t[]>(receive_buffer_size);
+    std::memcpy(bigger.get(), in.get() + in_begin, in_end - in_begin);
+    in_end -= in_begin;
+    in_begin = 0;
+    in = std::move(bigger);
+    in_capacity = receive_buffer_size;
+  }
+
+  /// Strand: from now on every frame is sealed both ways.
+  void activate(session_ciphers c) {
+    spdlog::info("peer {}: the other side proved the shared key; frames are sealed with {} ({})",
+                 address, to_string(c.cipher), c.encrypt ? "encrypted" : "integrity only");
+    session = std::move(c);
+    seal_sends.store(true, std::memory_order_release);
+    lift_limits();
+  }
+
+  /// Client side of the session handshake (docs/PROTOCOL.md, "Session").
+  void open_session(session_params params, std::chrono::milliseconds limit,
+                    std::function<void(status)> done) {
+    asio::dispatch(strand, [self = shared_from_this(), params = std::move(params), limit,
+                            done = std::move(done)]() mutable {
+      std::shared_ptr<client_handshake> hs;
+      try {
+        hs = std::make_shared<client_handshake>(std::move(params));
+      } catch (const std::exception& e) {
+        self->begin_close(e.what(), false);
+        return done({errc::io_error, e.what()});
+      }
+      header h;
+      h.type = msg_type::session_open;
+      self->send(h, hs->open_payload());
+      self->deadline = clock::now() + limit;
+      self->deadline_text =
+        fmt::format("the other side did not authenticate within {} s", format_seconds(limit));
+      self->await_frame([self, hs, done = std::move(done)](const std::string& error,
+                                                           const header& h, buffer_ptr payload) {
+        if (!error.empty())
+          return done({errc::disconnected, "closed during authentication: " + error});
+        auto refuse = [&](const std::string& why) {
+          self->begin_close(why, false);
+          done({errc::protocol_error, why});
+        };
+        if (h.type != msg_type::session_accept)
+          return refuse(fmt::format("expected session_accept, got {}", to_string(h.type)));
+        session_ciphers c;
+        auto proof = hs->on_accept(payload, c);
+        if (!proof)
+          return refuse(proof.error().detail());
+        header p;
+        p.type = msg_type::session_proof;
+        self->send(p, std::move(*proof));
+        self->activate(std::move(c));
+        done(status::ok());
       });
-      self->parse();
+    });
+  }
+
+  /// Server side: answers the session_open already read, checks the
+  /// client's proof, then reads the first sealed frame and hands it to `done`.
+  void accept_session(session_params params, buffer_ptr open,
+                      std::function<void(status, const header&, buffer_ptr)> done) {
+    asio::dispatch(strand, [self = shared_from_this(), params = std::move(params),
+                            open = std::move(open), done = std::move(done)]() mutable {
+      auto fail_with = [&](status st) {
+        self->begin_close(st.detail(), false);
+        done(std::move(st), header{}, nullptr);
+      };
+      auto hs = std::make_shared<server_handshake>(std::move(params), std::move(open));
+      result<buffer_ptr> accept = status{errc::io_error, "no accept"};
+      try {
+        accept = hs->accept_payload();
+      } catch (const std::exception& e) {
+        return fail_with({errc::io_error, e.what()});
+      }
+      if (!accept)
+        return fail_with(accept.error());
+      header h;
+      h.type = msg_type::session_accept;
+      self->send(h, std::move(*accept));
+      self->deadline_text = "the other side did not authenticate in time";
+      self->await_frame([self, hs, done = std::move(done)](const std::string& error,
+                                                           const header& h, buffer_ptr payload) mutable {
+        if (!error.empty())
+          return done({errc::disconnected, "closed during authentication: " + error}, header{},
+                      nullptr);
+        auto refuse = [&](const std::string& why) {
+          self->begin_close(why, false);
+          done({errc::protocol_error, why}, header{}, nullptr);
+        };
+        if (h.type != msg_type::session_proof)
+          return refuse(fmt::format("expected session_proof, got {}", to_string(h.type)));
+        session_ciphers c;
+        if (auto st = hs->on_proof(payload, c); !st)
+          return refuse(st.detail());
+        self->activate(std::move(c));
+        // The first sealed frame (hello or witness_hello) follows; the
+        // authenticated side gets the same deadline as the whole handshake.
+        asio::post(self->strand, [self, done = std::move(done)]() mutable {
+          self->await_frame([done = std::move(done)](const std::string& error, const header& h,
+                                                     buffer_ptr payload) {
+            if (!error.empty())
+              return done({errc::disconnected, error}, header{}, nullptr);
+            done(status::ok(), h, std::move(payload));
+          });
+        });
+      });
     });
   }
 
@@ -249,12 +418,38 @@ struct connection::impl : std::enable_shared_from_this<connection::impl> {
         deliver_batch();
         return fail(decoded.error().detail());
       }
-      const header& h = *decoded;
+      header h = *decoded;
       const std::size_t body = h.payload_length;
+      if (body > frame_limit) {
+        deliver_batch();
+        return fail(fmt::format("{} frame of {} bytes before authentication (limit {})",
+                                to_string(h.type), body, frame_limit));
+      }
+      if (session.opener && body < tag_size) {
+        deliver_batch();
+        return fail(fmt::format("{} frame of {} bytes is shorter than its tag", to_string(h.type),
+                                body));
+      }
       const std::size_t present = available - header_size;
       if (present >= body) {
         buffer_ptr payload;
-        if (body > 0) {
+        if (session.opener) {
+          const std::size_t n = body - tag_size;
+          if (n > 0)
+            payload = make_buffer(n);
+          uint8_t* out = payload ? payload->data() : nullptr;
+          const uint8_t* text = at + header_size;
+          // Integrity only: the payload is associated data, copied as before.
+          if (!session.encrypt && n > 0)
+            std::memcpy(out, text, n);
+          if (!session.opener->open(std::span<const uint8_t>(at, header_size),
+                                    session.encrypt ? text : out, out, n,
+                                    std::span<const uint8_t, tag_size>(text + n, tag_size))) {
+            deliver_batch();
+            return fail(rejected(h));
+          }
+          h.payload_length = static_cast<uint32_t>(n);
+        } else if (body > 0) {
           payload = make_buffer(body);
           std::memcpy(payload->data(), at + header_size, body);
         }
@@ -263,9 +458,10 @@ struct connection::impl : std::enable_shared_from_this<connection::impl> {
           return;
         continue;
       }
-      if (body <= small_payload)
+      if (body <= small_payload && header_size + body < in_capacity)
         break;
       large_header = h;
+      std::memcpy(large_head.data(), at, header_size);
       large = make_buffer(body);
       std::memcpy(large->data(), at + header_size, present);
       large_done = present;
@@ -306,6 +502,13 @@ struct connection::impl : std::enable_shared_from_this<connection::impl> {
       on_frames(std::move(frames));
   }
 
+  /// Why a sealed frame was refused; the link ends with this reason.
+  std::string rejected(const header& h) const {
+    return fmt::format("frame {} of the session ({}) fails authentication: altered, injected, "
+                       "replayed, reordered or dropped on the way; nothing of it was used",
+                       session.opener->sequence(), to_string(h.type));
+  }
+
   void read_more() {
     if (closed)
       return;
@@ -316,12 +519,12 @@ struct connection::impl : std::enable_shared_from_this<connection::impl> {
       in_end -= in_begin;
       in_begin = 0;
     }
-    socket.async_read_some(asio::buffer(in.get() + in_end, receive_buffer_size - in_end),
+    socket.async_read_some(asio::buffer(in.get() + in_end, in_capacity - in_end),
                            [self = shared_from_this()](std::error_code ec, std::size_t n) {
                              if (!self->received(ec, n))
                                return;
                              self->in_end += n;
-                             self->parse();
+                             guarded(*self, [&] { self->parse(); });
                            });
   }
 
@@ -347,12 +550,27 @@ struct connection::impl : std::enable_shared_from_this<connection::impl> {
                        self->large_done += n;
                        if (self->large_done < self->large->size())
                          return self->read_large();
-                       // A batch of one unless it is the first frame: the
-                       // receive buffer is empty, and the frame does not
-                       // wait for company.
-                       if (self->take(self->large_header, std::move(self->large)))
-                         self->parse();
+                       guarded(*self, [&] { self->large_complete(); });
                      });
+  }
+
+  /// The payload of `large_header` is all in `large`.
+  void large_complete() {
+    if (session.opener) {
+      const std::size_t n = large->size() - tag_size;
+      uint8_t* data = large->data();
+      if (!session.opener->open(large_head, data, data, n,
+                                std::span<const uint8_t, tag_size>(data + n, tag_size)))
+        return fail(rejected(large_header));
+      large->truncate(n);
+      large_header.payload_length = static_cast<uint32_t>(n);
+      if (n == 0)
+        large = nullptr;
+    }
+    // A batch of one unless it is the first frame: the receive buffer is
+    // empty, and the frame does not wait for company.
+    if (take(large_header, std::move(large)))
+      parse();
   }
 
   void read_failed(std::error_code ec) {
@@ -391,8 +609,15 @@ struct connection::impl : std::enable_shared_from_this<connection::impl> {
         if (!closing)
           return;
       } else {
-        const std::size_t count = std::min(queue.size(), max_frames_per_write);
-        for (std::size_t i = 0; i < count; ++i) {
+        // Encrypted payloads go through the scratch buffer: take no more
+        // than seal_batch_bytes of them (but always one frame).
+        const bool scratch = session.sealer && session.encrypt;
+        std::size_t scratch_bytes = 0;
+        while (!queue.empty() && inflight.size() < max_frames_per_write) {
+          const std::size_t n = queue.front().sealed ? size_of(queue.front().payload) : 0;
+          if (scratch && !inflight.empty() && scratch_bytes + n > seal_batch_bytes)
+            break;
+          scratch_bytes += n;
           inflight.push_back(std::move(queue.front()));
           queue.pop_front();
         }
@@ -403,10 +628,38 @@ struct connection::impl : std::enable_shared_from_this<connection::impl> {
     out_iov.clear();
     out_next = 0;
     inflight_bytes = 0;
+    std::size_t scratch_needed = 0;
+    if (session.sealer && session.encrypt)
+      for (auto& f : inflight)
+        if (f.sealed)
+          scratch_needed += size_of(f.payload);
+    if (scratch_needed > scratch_capacity) {
+      scratch = std::make_unique_for_overwrite<uint8_t[]>(scratch_needed);
+      scratch_capacity = scratch_needed;
+    }
+    std::size_t scratch_used = 0;
     for (auto& f : inflight) {
       out_iov.push_back(iovec{f.head.data(), f.head.size()});
-      if (f.payload)
-        out_iov.push_back(iovec{f.payload->data(), f.payload->size()});
+      const std::size_t n = size_of(f.payload);
+      const uint8_t* text = n > 0 ? f.payload->data() : nullptr;
+      if (f.sealed) {
+        if (!session.sealer)
+          return write_failed(std::make_error_code(std::errc::protocol_error));
+        uint8_t* out = session.encrypt && n > 0 ? scratch.get() + scratch_used : nullptr;
+        if (!session.sealer->seal(f.head, text, out, n, f.tag)) {
+          spdlog::error("peer {}: cannot seal a {} frame", address,
+                        to_string(static_cast<msg_type>(f.head[5])));
+          return write_failed(std::make_error_code(std::errc::protocol_error));
+        }
+        if (out != nullptr) {
+          text = out;
+          scratch_used += n;
+        }
+      }
+      if (n > 0)
+        out_iov.push_back(iovec{const_cast<uint8_t*>(text), n});
+      if (f.sealed)
+        out_iov.push_back(iovec{f.tag.data(), f.tag.size()});
       inflight_bytes += f.wire_size();
     }
     send_inflight();
@@ -466,6 +719,11 @@ struct connection::impl : std::enable_shared_from_this<connection::impl> {
   void release_inflight() {
     queued_bytes.fetch_sub(inflight_bytes, std::memory_order_relaxed);
     inflight.clear();
+    // One frame larger than a batch made the scratch buffer grow: give it back.
+    if (scratch_capacity > seal_batch_bytes) {
+      scratch.reset();
+      scratch_capacity = 0;
+    }
     out_iov.clear();
     out_next = 0;
     inflight_bytes = 0;
@@ -566,6 +824,7 @@ struct connection::impl : std::enable_shared_from_this<connection::impl> {
     if (socket_shut)
       return;
     socket_shut = true;
+    pending_slot.reset();
     grace_timer.cancel();
     tick_timer.cancel();
     std::error_code ignored;
@@ -615,8 +874,13 @@ struct connection::impl : std::enable_shared_from_this<connection::impl> {
     fresh->address = address;
     fresh->ip = ip;
     std::swap(fresh->in, in);
+    std::swap(fresh->in_capacity, in_capacity);
     fresh->in_begin = in_begin;
     fresh->in_end = in_end;
+    fresh->frame_limit = frame_limit;
+    fresh->session = std::move(session);
+    fresh->seal_sends.store(seal_sends.load());
+    fresh->pending_slot = std::move(pending_slot);
     fresh->bytes_received.store(bytes_received.load());
     in_begin = in_end = 0;
     closed = socket_shut = true;
@@ -625,6 +889,7 @@ struct connection::impl : std::enable_shared_from_this<connection::impl> {
   }
 
   std::atomic<bool> close_requested{false};
+  std::atomic<bool> seal_sends{false};  // send() marks frames to be sealed
   std::atomic<uint64_t> queued_bytes{0};
   std::atomic<uint64_t> bytes_sent{0};
   std::atomic<uint64_t> bytes_received{0};
@@ -642,7 +907,19 @@ struct connection::impl : std::enable_shared_from_this<connection::impl> {
   std::vector<asio::const_buffer> out_bufs;  // the rest of out_iov while Asio writes it
   std::size_t out_next = 0;
   uint64_t inflight_bytes = 0;
-  std::unique_ptr<uint8_t[]> in;  // receive buffer, receive_buffer_size bytes
+  std::unique_ptr<uint8_t[]> in;  // receive buffer, in_capacity bytes
+  std::size_t in_capacity = 0;
+  /// Largest payload_length accepted: unauthenticated_frame_limit until
+  /// lift_limits(), then max_wire_payload.
+  std::size_t frame_limit = unauthenticated_frame_limit;
+  /// Once the handshake proved the key: seals what is sent, opens what is read.
+  session_ciphers session;
+  std::unique_ptr<uint8_t[]> scratch;  // ciphertext of the frames being written
+  std::size_t scratch_capacity = 0;
+  std::shared_ptr<void> pending_slot;  // the listener's count of unauthenticated connections
+  clock::time_point deadline;          // of the frame awaited before start()
+  std::string deadline_text;
+  std::array<uint8_t, header_size> large_head{};  // the wire bytes of large_header
   std::size_t in_begin = 0;
   std::size_t in_end = 0;
   std::vector<frame> batch;
@@ -681,6 +958,20 @@ void connection::send(const header& h, buffer_ptr payload) {
 
 void connection::close(const std::string& reason) {
   impl_->close(reason, true);
+}
+
+void connection::open_session(session_params params, std::chrono::milliseconds timeout,
+                              std::function<void(status)> done) {
+  impl_->open_session(std::move(params), timeout, std::move(done));
+}
+
+void connection::accept_session(session_params params, buffer_ptr open,
+                                std::function<void(status, const header&, buffer_ptr)> done) {
+  impl_->accept_session(std::move(params), std::move(open), std::move(done));
+}
+
+bool connection::authenticated() const {
+  return impl_->seal_sends.load(std::memory_order_acquire);
 }
 
 std::shared_ptr<connection> connection::rehome(asio::io_context& io) {
@@ -860,9 +1151,13 @@ struct listener::impl : std::enable_shared_from_this<listener::impl> {
   using acceptor_type = asio::basic_socket_acceptor<tcp, strand_type>;
 
   impl(asio::io_context& io, std::vector<std::string> addresses, hello_handler on_hello,
-       std::chrono::milliseconds first_frame_timeout)
+       std::chrono::milliseconds first_frame_timeout, admission rules)
       : io(io), strand(asio::make_strand(io)), addresses(std::move(addresses)),
-        on_hello(std::move(on_hello)), first_frame_timeout(first_frame_timeout) {}
+        on_hello(std::move(on_hello)), first_frame_timeout(first_frame_timeout),
+        rules(std::move(rules)) {}
+
+  /// A pending slot for a connection from `ip`, or null when a cap is full.
+  std::shared_ptr<void> take_slot(const std::string& ip);
 
   status start();
   status bind_one(const std::string& address, std::error_code& family_error);
@@ -875,6 +1170,11 @@ struct listener::impl : std::enable_shared_from_this<listener::impl> {
   const std::vector<std::string> addresses;
   const hello_handler on_hello;
   const std::chrono::milliseconds first_frame_timeout;
+  const admission rules;
+  const std::shared_ptr<pending_counts> counts = std::make_shared<pending_counts>();
+  /// Refused connections since the last log line about them (strand).
+  uint64_t refused_quietly = 0;
+  clock::time_point last_refusal_log;
 
   // Strand only (and start(), before any handler runs).
   std::list<acceptor_type> acceptors;
@@ -1011,7 +1311,35 @@ void listener::impl::on_accept(acceptor_type& acceptor, std::error_code ec, sock
   }
   std::error_code ignored;
   socket.set_option(tcp::no_delay(true), ignored);
+  // Nothing is read from an address nobody configured, nor beyond the caps.
+  std::string ip;
+  if (const auto ep = socket.remote_endpoint(ignored); !ignored)
+    ip = ep.address().to_string();
+  std::string refusal;
+  std::shared_ptr<void> slot;
+  if (ip.empty())
+    refusal = "no remote address";
+  else if (rules.allowed && !rules.allowed(ip))
+    refusal = "not an address of any configured remote";
+  else if (!(slot = take_slot(ip)))
+    refusal = "too many connections waiting to authenticate";
+  if (!refusal.empty()) {
+    socket.close(ignored);
+    // A flood must not flood the log: one line a second at most.
+    ++refused_quietly;
+    const auto now = clock::now();
+    if (now - last_refusal_log >= std::chrono::seconds(1)) {
+      spdlog::warn("peer: connection from {} refused: {}{}", ip.empty() ? "?" : ip, refusal,
+                   refused_quietly > 1
+                     ? fmt::format(" ({} refused since the last such line)", refused_quietly)
+                     : std::string{});
+      refused_quietly = 0;
+      last_refusal_log = now;
+    }
+    return accept(acceptor);
+  }
   auto conn = std::make_shared<connection::impl>(std::move(socket));
+  conn->pending_slot = std::move(slot);
   spdlog::debug("peer: connection from {}", conn->address);
   pending.remove_if([](const auto& weak) { return weak.expired(); });
   pending.push_back(conn);
@@ -1044,6 +1372,33 @@ void listener::impl::on_accept(acceptor_type& acceptor, std::error_code ec, sock
   accept(acceptor);
 }
 
+std::shared_ptr<void> listener::impl::take_slot(const std::string& ip) {
+  std::lock_guard lock(counts->mutex);
+  auto& mine = counts->by_address[ip];
+  if (counts->total >= rules.max_pending || mine >= rules.max_pending_per_address) {
+    if (mine == 0)
+      counts->by_address.erase(ip);
+    return nullptr;
+  }
+  ++counts->total;
+  ++mine;
+  // The slot frees itself when the connection authenticates or goes.
+  struct slot {
+    slot(std::shared_ptr<pending_counts> c, std::string a) : counts(std::move(c)), ip(std::move(a)) {}
+    slot(const slot&) = delete;
+    slot& operator=(const slot&) = delete;
+    std::shared_ptr<pending_counts> counts;
+    std::string ip;
+    ~slot() {
+      std::lock_guard lock(counts->mutex);
+      --counts->total;
+      if (auto it = counts->by_address.find(ip); it != counts->by_address.end() && --it->second == 0)
+        counts->by_address.erase(it);
+    }
+  };
+  return std::make_shared<slot>(counts, ip);
+}
+
 void listener::impl::stop() {
   asio::dispatch(strand, [self = shared_from_this()] {
     if (self->stopped)
@@ -1062,9 +1417,9 @@ void listener::impl::stop() {
 }
 
 listener::listener(asio::io_context& io, std::vector<std::string> addresses, hello_handler on_hello,
-                   std::chrono::milliseconds first_frame_timeout)
+                   std::chrono::milliseconds first_frame_timeout, admission rules)
     : impl_(std::make_shared<impl>(io, std::move(addresses), std::move(on_hello),
-                                   first_frame_timeout)) {}
+                                   first_frame_timeout, std::move(rules))) {}
 
 listener::~listener() {
   stop();

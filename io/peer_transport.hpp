@@ -13,8 +13,10 @@
 
 #include "io/buffer.hpp"
 #include "io/peer_protocol.hpp"
+#include "io/secure_frames.hpp"
 #include "messages/errc.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -82,6 +84,23 @@ public:
   /// once close() has returned, on_frames is not called any more.
   void close(const std::string& reason);
 
+  /// Client side of a session (docs/PROTOCOL.md, "Session"), before
+  /// start(): sends session_open, checks the server's proof of the key,
+  /// sends ours; from then on every frame is sealed both ways. `done` runs
+  /// once on an io thread: ok, or why not (the connection is then closed).
+  /// Nothing the other side says is used before its proof checked out.
+  void open_session(session_params params, std::chrono::milliseconds timeout,
+                    std::function<void(status)> done);
+  /// Server side, on an accepted connection whose first frame was
+  /// session_open (`open`, its payload): answers it, checks the client's
+  /// proof, then reads the first sealed frame and hands it to `done`
+  /// (before start(), as the listener hands over the first frame). The
+  /// listener's deadline for the first frame covers the whole handshake.
+  void accept_session(session_params params, buffer_ptr open,
+                      std::function<void(status, const header&, buffer_ptr)> done);
+  /// A session is up: the other side proved the key.
+  bool authenticated() const;
+
   /// The same connection, served from now on by `io` (a resource's data
   /// thread) instead of the context that accepted it. Only for an accepted
   /// connection whose first frame was handed over and that was not started;
@@ -112,21 +131,46 @@ void connect(asio::io_context& io, const std::string& remote, const std::string&
              std::chrono::milliseconds timeout,
              std::function<void(status, std::shared_ptr<connection>)> done);
 
+/// How long a connection has to authenticate: from accept to the first
+/// sealed frame on the listening side (two round trips).
+inline constexpr std::chrono::milliseconds authentication_timeout = std::chrono::seconds(10);
+
+/// The connecting side's wait for the server's proof (one round trip):
+/// twice the link's `timeout` (a link that says nothing for `timeout` is
+/// dead anyway), at most authentication_timeout.
+inline std::chrono::milliseconds proof_timeout(std::chrono::milliseconds link_timeout) {
+  return std::min<std::chrono::milliseconds>(authentication_timeout, 2 * link_timeout);
+}
+
+/// What a listener lets in before anyone proved anything (docs/SECURITY.md).
+struct admission {
+  /// Whether a connection from this IP address may send its first frame;
+  /// asked at accept, before anything is read. Empty: every address.
+  std::function<bool(const std::string& ip)> allowed;
+  /// Accepted connections not yet authenticated (or, without a `secret`,
+  /// not yet started), in all and from one IP address; more are closed at accept.
+  std::size_t max_pending = 64;
+  std::size_t max_pending_per_address = 8;
+};
+
 /// Accepts peer connections on each address ("tcp://0.0.0.0:8457",
 /// "tcp4://…", "tcp6://[::]:8457", bare host:port; port 0 for tests).
-/// Reads the first frame of each new connection within
-/// `first_frame_timeout` (a malformed first frame or a timeout closes it,
-/// with a log line) and then calls on_hello(conn, header, raw payload)
-/// without starting the connection: the callee calls conn->start(...) or
-/// drops/closes it. Bytes that arrived in the same read as the first frame
-/// are kept in the connection and parsed by start(); later ones wait in the
-/// kernel until then.
+/// Checks the source address and the pending caps of `rules` at accept,
+/// then reads the first frame of each new connection within
+/// `first_frame_timeout` (a frame over unauthenticated_frame_limit, a
+/// malformed first frame or a timeout closes it, with a log line) and then
+/// calls on_hello(conn, header, raw payload) without starting the
+/// connection: the callee calls conn->start(...) or accept_session(), or
+/// drops/closes it. The same deadline covers accept_session(). Bytes that
+/// arrived in the same read as the first frame are kept in the connection
+/// and parsed by start(); later ones wait in the kernel until then.
 class listener {
 public:
   using hello_handler = std::function<void(std::shared_ptr<connection>, const header&, buffer_ptr)>;
 
   listener(asio::io_context& io, std::vector<std::string> addresses, hello_handler on_hello,
-           std::chrono::milliseconds first_frame_timeout = std::chrono::seconds(10));
+           std::chrono::milliseconds first_frame_timeout = authentication_timeout,
+           admission rules = {});
   listener(const listener&) = delete;
   listener& operator=(const listener&) = delete;
   /// Stops (as stop()) if still running.

@@ -11,8 +11,10 @@
 #include "io/metadata.hpp"
 #include "io/nbd_protocol.hpp"
 #include "io/peer_protocol.hpp"
+#include "io/secure_frames.hpp"
 
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -200,9 +202,24 @@ void peer_frames() {
     reply.bitmap = {0x01, 0x80, 0xff, 0};
     h.type = peer::msg_type::hello_reply;
     put(in, frame(h, peer::encode_hello(reply)));
-    h.type = peer::msg_type::auth_challenge;
-    put(in, frame(h, peer::encode_nonce({1, 2, 3})));
-    h.type = peer::msg_type::auth_response;
+    peer::session_open_message open;
+    open.version = 2;
+    open.resource = "shared";
+    open.node = "h1";
+    open.link = "peer";
+    open.nonce = {1, 2, 3};
+    open.ciphers = {peer::aead_cipher::aes_256_gcm, peer::aead_cipher::chacha20_poly1305};
+    h.type = peer::msg_type::session_open;
+    put(in, frame(h, peer::encode_session_open(open)));
+    peer::session_accept_message accept;
+    accept.nonce = {7, 8, 9};
+    auto body = peer::encode_session_accept_body(accept);
+    body.resize(body.size() + 32, 0x11);  // the proof
+    auto accept_payload = make_buffer(body.size());
+    std::memcpy(accept_payload->data(), body.data(), body.size());
+    h.type = peer::msg_type::session_accept;
+    put(in, frame(h, accept_payload));
+    h.type = peer::msg_type::session_proof;
     put(in, frame(h, peer::encode_nonce({4, 5, 6})));
     write("peer_frame", "handshake", in);
   }

@@ -1,7 +1,7 @@
 // Frames from a peer as io/peer_transport.cpp and the peer actor take them:
 // an 80-byte header (decode_header), its payload_length bytes, then the
 // payload opened (open_payload: checksum, hole, lz4) and, for the handshake
-// messages and a verify's reply, decoded (decode_hello, decode_nonce,
+// messages and a verify's reply, decoded (decode_hello, decode_session_open, decode_nonce,
 // decode_block_hashes). Frames follow each other
 // until one is malformed or the input ends.
 //
@@ -14,6 +14,7 @@
 #include "io/checksum.hpp"
 #include "io/crc32c.hpp"
 #include "io/peer_protocol.hpp"
+#include "io/secure_frames.hpp"
 #include "tests/fuzz/fuzz_bytes.hpp"
 
 #include <cstring>
@@ -66,7 +67,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size) {
     if (!decoded)
       return 0; // the transport fails the connection
     const header& h = *decoded;
-    check(h.payload_length <= max_payload);
+    check(h.payload_length <= max_wire_payload);
     check(encode_header(h) == std::to_array(bytes));
     (void)describe(h);
     if (wire_bytes->size() < h.payload_length)
@@ -85,8 +86,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size) {
         check(again && *again == *hello);
       }
       break;
-    case msg_type::auth_challenge:
-    case msg_type::auth_response:
+    case msg_type::session_open:
+      if (auto open = decode_session_open(payload)) {
+        const auto again = decode_session_open(encode_session_open(*open));
+        check(again && again->resource == open->resource && again->nonce == open->nonce);
+      }
+      break;
+    case msg_type::session_accept:
+      if (payload && payload->size() > 32)
+        (void)decode_session_accept_body({payload->data(), payload->size() - 32});
+      break;
+    case msg_type::session_proof:
       (void)decode_nonce(payload);
       break;
     case msg_type::verify_reply:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The peer link beyond the happy path: shared-secret authentication (right
-# key connects, wrong key is refused and logged), a frozen secondary is
+# key connects, a wrong key or a key on one side only never completes a
+# handshake, and is logged), a frozen secondary is
 # dropped after `timeout` and the primary keeps serving (degraded) and
 # reconnects by itself.
 BUILD=$1
@@ -36,12 +37,20 @@ text = open(path).read()
 text = text.replace("  on nodeA {\n    local", "  on nodeA {\n    secret %s\n    local" % bad, 1)
 open(path, "w").write(text)
 PY
+authenticated_before=$(grep -c "nodeA at .* authenticated" "$T/nodeB.log")
 start_node nodeA
 start_node nodeB
 ctl_on nodeB role secondary "$res"
 ctl_on nodeA role primary "$res"
-for _ in $(seq 100); do grep -q "authentication failed" "$T/nodeB.log" && break; sleep 0.1; done
-grep -q "authentication failed" "$T/nodeB.log" || fail "a wrong key was not refused"
+# The secondary proves its key first; the primary, holding another key,
+# finds the proof wrong and stops; the secondary logs that the primary
+# never authenticated.
+for _ in $(seq 100); do grep -q "authentication failed" "$T/nodeA.log" && break; sleep 0.1; done
+grep -q "authentication failed" "$T/nodeA.log" || fail "a wrong key was not refused by the primary"
+for _ in $(seq 100); do grep -q "did not authenticate" "$T/nodeB.log" && break; sleep 0.1; done
+grep -q "did not authenticate" "$T/nodeB.log" || fail "the secondary did not log the failed handshake"
+[[ $(grep -c "nodeA at .* authenticated" "$T/nodeB.log") -eq $authenticated_before ]] \
+  || fail "a wrong key completed a handshake"
 sleep 1
 ctl_on nodeA status "$res" | grep -q degraded || fail "the primary with a wrong key is not degraded"
 ctl_on nodeA list --json "$res" > "$T/l.json"
@@ -51,6 +60,46 @@ json_get "$T/l.json" "j['resources'][0]['last_error']" | grep -qi "authenticat\|
 pass "a wrong secret is refused, logged, and shown in list"
 stop_node nodeA
 stop_node nodeB
+
+# A key on one side only never completes a handshake, whichever side lacks
+# it: the side without a `secret` is refused by the side with one.
+cp "$T/hast.conf" "$T/hast.conf.wrong"
+for missing in nodeA nodeB; do
+  python3 - "$T/hast.conf.wrong" "$T/hast.conf" "$missing" "$T/key-bad" "$T/key-good" <<'PY'
+import sys
+src, dst, missing, bad, good = sys.argv[1:6]
+text = open(src).read().replace("    secret %s\n" % bad, "")
+if missing == "nodeB":
+    # the resource-wide secret goes; nodeA keeps it in its own section
+    text = text.replace("  secret %s\n" % good, "")
+    text = text.replace("  on nodeA {\n    local", "  on nodeA {\n    secret %s\n    local" % good, 1)
+else:
+    text = text.replace("  secret %s\n" % good, "")
+    text = text.replace("  on nodeB {\n    local", "  on nodeB {\n    secret %s\n    local" % good, 1)
+open(dst, "w").write(text)
+PY
+  grep -q "secret" "$T/hast.conf" || fail "the one-sided configuration has no secret at all"
+  : > "$T/nodeA.log"
+  : > "$T/nodeB.log"
+  start_node nodeA
+  start_node nodeB
+  ctl_on nodeB role secondary "$res"
+  ctl_on nodeA role primary "$res"
+  if [[ $missing == nodeA ]]; then
+    want="did not authenticate, and this node has a .secret."
+  else
+    want="no .secret. is configured here for the resource"
+  fi
+  for _ in $(seq 100); do grep -q "$want" "$T/nodeB.log" && break; sleep 0.1; done
+  grep -q "$want" "$T/nodeB.log" || fail "no secret on $missing: the secondary did not refuse the link"
+  sleep 1
+  [[ $(ctl_on nodeA list --json "$res" | python3 -c 'import json,sys; print(json.load(sys.stdin)["resources"][0]["connected"])') == False ]] \
+    || fail "connected with a secret on one side only ($missing has none)"
+  pass "no secret on $missing: the handshake never completes"
+  stop_node nodeA
+  stop_node nodeB
+done
+cp "$T/hast.conf.wrong" "$T/hast.conf"
 
 # A `secret` whose key cannot be had never means "no authentication": the
 # configuration is refused, naming the file, the `secret` line and why.

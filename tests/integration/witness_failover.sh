@@ -46,7 +46,8 @@ client() { python3 "$LIB/witness_client.py" "$PORT_W" "$@"; }
 out=$(client "$RES" nodeB "$T/key" claim)
 [[ $out == *'"granted":false'*'"holder":"nodeA"'*witness-proved* ]] \
   || fail "a claim by hand against a live holder: $out"
-grep -q "nodeB at .* does not know the shared secret" "$T/nodeW.log" || fail "the wrong key is not logged"
+grep -q "nodeB at .* did not authenticate: authentication failed" "$T/nodeW.log" \
+  || fail "the wrong key is not logged"
 [[ $(role_of nodeA "$RES") == primary ]] || fail "a refused claim changed the primary"
 ctl_on nodeW status "$RES" | grep -q witness || fail "the witness stopped answering"
 pass "the witness refuses a wrong key, a stranger and an unknown resource, and names the holder"

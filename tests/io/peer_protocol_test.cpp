@@ -119,9 +119,9 @@ TEST(PeerProtocol, DecodeRefusesABadMagic) {
 
 TEST(PeerProtocol, DecodeRefusesAVersionItDoesNotSpeak) {
   auto bytes = encode_header(sample_header());
-  bytes[4] = 2;
+  bytes[4] = 1;  // the version before sealed frames
   reseal(bytes);
-  EXPECT_NE(refusal_of(bytes).find("protocol version 2 is not supported (this node speaks 1)"),
+  EXPECT_NE(refusal_of(bytes).find("protocol version 1 is not supported (this node speaks 2)"),
             std::string::npos);
 }
 
@@ -140,9 +140,10 @@ TEST(PeerProtocol, DecodeRefusesAnUnknownType) {
 
 TEST(PeerProtocol, DecodeRefusesAPayloadLargerThanTheLimit) {
   header h = sample_header();
-  h.payload_length = max_payload + 1;
+  // A sealed frame's payload carries its 16-byte tag as well.
+  h.payload_length = max_wire_payload + 1;
   EXPECT_NE(refusal_of(encode_header(h)).find("exceeds the limit"), std::string::npos);
-  h.payload_length = max_payload;
+  h.payload_length = max_wire_payload;
   EXPECT_TRUE(decode_header(encode_header(h)));
 }
 

@@ -14,6 +14,7 @@
 #include <cstring>
 #include <future>
 #include <mutex>
+#include <new>
 #include <optional>
 #include <string>
 #include <thread>
@@ -100,14 +101,15 @@ struct test_listener {
     buffer_ptr payload;
   };
 
-  test_listener(asio::io_context& io, std::chrono::milliseconds first_frame_timeout = 10s)
+  test_listener(asio::io_context& io, std::chrono::milliseconds first_frame_timeout = 10s,
+                admission rules = {})
       : server(io, {"tcp://127.0.0.1:0"},
                [this](std::shared_ptr<connection> conn, const header& h, buffer_ptr payload) {
                  std::lock_guard lock(mutex);
                  hellos.push_back({std::move(conn), h, std::move(payload)});
                  cv.notify_all();
                },
-               first_frame_timeout) {}
+               first_frame_timeout, std::move(rules)) {}
 
   std::string address() const { return server.local_addresses().at(0); }
   uint16_t port() const { return static_cast<uint16_t>(std::stoi(address().substr(address().rfind(':') + 1))); }
@@ -879,6 +881,265 @@ TEST_F(PeerTransport, ARehomedConnectionIsServedByTheOtherContextFromTheFrameBeh
   std::lock_guard lock(threads->mutex);
   ASSERT_EQ(threads->closes.size(), 1u);
   EXPECT_EQ(threads->closes[0], home.thread.get_id());
+}
+
+// --- Sessions and what a stranger gets before proving anything ----------------------------
+
+session_params session_of(const std::string& key) {
+  return {std::vector<uint8_t>(key.begin(), key.end()), "r0", "node", "peer", true,
+          aead_cipher::aes_256_gcm};
+}
+
+/// Reads whether the other end closed `raw` within `limit` (EOF or reset).
+bool closed_by_peer(tcp::socket& raw) {
+  std::array<uint8_t, 4096> sink{};
+  std::error_code ec;
+  for (;;) {
+    raw.read_some(asio::buffer(sink), ec);
+    if (ec)
+      return ec == asio::error::eof || ec == asio::error::connection_reset;
+  }
+}
+
+TEST_F(PeerTransport, ASessionSealsFramesBothWaysAfterBothSidesProvedTheKey) {
+  test_listener server(io);
+  ASSERT_TRUE(server.server.start());
+  auto [s, client] = connect_to(io, server.address());
+  ASSERT_TRUE(s) << s.message();
+  std::promise<status> client_done;
+  client->open_session(session_of("the shared key!!"), 5s,
+                       [&](status st) { client_done.set_value(std::move(st)); });
+  auto hello = server.next_hello();
+  ASSERT_TRUE(hello);
+  ASSERT_EQ(hello->first.type, msg_type::session_open);
+  std::promise<std::tuple<status, header, buffer_ptr>> server_done;
+  hello->conn->accept_session(session_of("the shared key!!"), hello->payload,
+                              [&](status st, const header& h, buffer_ptr p) {
+                                server_done.set_value({std::move(st), h, std::move(p)});
+                              });
+  auto client_future = client_done.get_future();
+  ASSERT_EQ(client_future.wait_for(patience), std::future_status::ready);
+  const auto cs = client_future.get();
+  ASSERT_TRUE(cs) << cs.message();
+  EXPECT_TRUE(client->authenticated());
+  // The first sealed frame reaches accept_session's callback.
+  client->send(frame_header(msg_type::hello, 0), payload_for(5));
+  auto server_future = server_done.get_future();
+  ASSERT_EQ(server_future.wait_for(patience), std::future_status::ready);
+  auto [ss, first, first_payload] = server_future.get();
+  ASSERT_TRUE(ss) << ss.message();
+  EXPECT_EQ(first.type, msg_type::hello);
+  EXPECT_EQ(first.payload_length, payload_for(5)->size());  // the tag is not the caller's
+  EXPECT_TRUE(matches(first_payload, 5));
+  EXPECT_TRUE(hello->conn->authenticated());
+
+  auto at_server = std::make_shared<inbox>();
+  auto at_client = std::make_shared<inbox>();
+  hello->conn->start(at_server->on_frames(), at_server->on_close(), 5s, 30s);
+  client->start(at_client->on_frames(), at_client->on_close(), 5s, 30s);
+  for (uint64_t seq = 1; seq <= 200; ++seq)
+    client->send(frame_header(msg_type::write, seq), payload_for(seq));
+  // One frame of a mebibyte and more: read into its own buffer, opened in place.
+  client->send(frame_header(msg_type::write, 201), patterned(3u << 20, 201));
+  for (uint64_t seq = 1; seq <= 50; ++seq)
+    hello->conn->send(frame_header(msg_type::done, seq), payload_for(seq));
+  ASSERT_TRUE(at_server->wait_frames(201));
+  ASSERT_TRUE(at_client->wait_frames(50));
+  for (uint64_t seq = 1; seq <= 200; ++seq) {
+    EXPECT_EQ(at_server->frames[seq - 1].h.seq, seq);
+    EXPECT_TRUE(matches(at_server->frames[seq - 1].payload, seq)) << seq;
+  }
+  EXPECT_TRUE(same_bytes(at_server->frames[200].payload, patterned(3u << 20, 201)));
+  for (uint64_t seq = 1; seq <= 50; ++seq)
+    EXPECT_TRUE(matches(at_client->frames[seq - 1].payload, seq)) << seq;
+  EXPECT_EQ(at_server->close_count(), 0u);
+}
+
+TEST_F(PeerTransport, AWrongKeyNeverCompletesTheHandshakeOnEitherSide) {
+  test_listener server(io);
+  ASSERT_TRUE(server.server.start());
+  auto [s, client] = connect_to(io, server.address());
+  ASSERT_TRUE(s) << s.message();
+  std::promise<status> client_done;
+  client->open_session(session_of("the shared key!!"), 5s,
+                       [&](status st) { client_done.set_value(std::move(st)); });
+  auto hello = server.next_hello();
+  ASSERT_TRUE(hello);
+  std::promise<status> server_done;
+  hello->conn->accept_session(session_of("another key....."), hello->payload,
+                              [&](status st, const header&, buffer_ptr) {
+                                server_done.set_value(std::move(st));
+                              });
+  auto c = client_done.get_future();
+  auto v = server_done.get_future();
+  ASSERT_EQ(c.wait_for(patience), std::future_status::ready);
+  ASSERT_EQ(v.wait_for(patience), std::future_status::ready);
+  const auto cs = c.get();
+  EXPECT_FALSE(cs);
+  EXPECT_NE(cs.message().find("does not know the shared key"), std::string::npos) << cs.message();
+  EXPECT_FALSE(v.get());
+  EXPECT_FALSE(client->authenticated());
+  EXPECT_FALSE(hello->conn->authenticated());
+}
+
+/// The client side of a session over a raw socket, so that a test can send
+/// exactly the sealed bytes it wants.
+struct raw_session {
+  /// Connects and sends session_open.
+  raw_session(asio::io_context& io, uint16_t port, const std::string& key)
+      : raw(io), hs(session_of(key)) {
+    raw.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port));
+    std::vector<uint8_t> out;
+    append_wire(out, frame_header(msg_type::session_open, 0), hs.open_payload());
+    asio::write(raw, asio::buffer(out));
+  }
+
+  /// Reads session_accept, sends the proof.
+  void finish() {
+    std::vector<uint8_t> out;
+    std::array<uint8_t, header_size> head{};
+    asio::read(raw, asio::buffer(head));
+    auto h = decode_header(head);
+    EXPECT_TRUE(h);
+    auto accept = make_buffer(h->payload_length);
+    asio::read(raw, asio::buffer(accept->data(), accept->size()));
+    auto proof = hs.on_accept(accept, ciphers);
+    EXPECT_TRUE(proof);
+    out.clear();
+    append_wire(out, frame_header(msg_type::session_proof, 0), *proof);
+    asio::write(raw, asio::buffer(out));
+  }
+
+  /// One sealed frame's wire bytes; `flip` >= 0 flips that payload byte after sealing.
+  std::vector<uint8_t> sealed(header h, const buffer_ptr& payload, int flip = -1) {
+    const std::size_t n = payload ? payload->size() : 0;
+    h.payload_length = static_cast<uint32_t>(n + tag_size);
+    const auto head = encode_header(h);
+    std::vector<uint8_t> out(head.begin(), head.end());
+    out.resize(header_size + n + tag_size);
+    std::array<uint8_t, tag_size> tag{};
+    EXPECT_TRUE(ciphers.sealer->seal(head, payload ? payload->data() : nullptr,
+                                     out.data() + header_size, n, tag));
+    std::memcpy(out.data() + header_size + n, tag.data(), tag_size);
+    if (flip >= 0)
+      out[header_size + static_cast<std::size_t>(flip)] ^= 1;
+    return out;
+  }
+
+  tcp::socket raw;
+  client_handshake hs;
+  session_ciphers ciphers;
+};
+
+TEST_F(PeerTransport, AnAlteredSealedFrameEndsTheLinkAndIsNeverDelivered) {
+  test_listener server(io);
+  ASSERT_TRUE(server.server.start());
+  raw_session r(io, server.port(), "the shared key!!");
+  auto hello = server.next_hello();
+  ASSERT_TRUE(hello);
+  std::promise<status> server_done;
+  hello->conn->accept_session(session_of("the shared key!!"), hello->payload,
+                              [&](status st, const header&, buffer_ptr) {
+                                server_done.set_value(std::move(st));
+                              });
+  r.finish();
+  std::vector<uint8_t> bytes = r.sealed(frame_header(msg_type::hello, 0), payload_for(3));
+  auto good = r.sealed(frame_header(msg_type::write, 1), payload_for(1));
+  auto bad = r.sealed(frame_header(msg_type::write, 2), payload_for(2), 100);
+  auto after = r.sealed(frame_header(msg_type::write, 3), payload_for(3));
+  bytes.insert(bytes.end(), good.begin(), good.end());
+  bytes.insert(bytes.end(), bad.begin(), bad.end());
+  bytes.insert(bytes.end(), after.begin(), after.end());
+  asio::write(r.raw, asio::buffer(bytes));
+  auto v = server_done.get_future();
+  ASSERT_EQ(v.wait_for(patience), std::future_status::ready);
+  ASSERT_TRUE(v.get());
+  auto at_server = std::make_shared<inbox>();
+  hello->conn->start(at_server->on_frames(), at_server->on_close(), 5s, 30s);
+  auto reason = at_server->wait_close();
+  ASSERT_TRUE(reason);
+  EXPECT_NE(reason->find("fails authentication"), std::string::npos) << *reason;
+  // The frame before it arrived; neither the altered one nor any after it.
+  ASSERT_EQ(at_server->frames_at_first_close, 1u);
+  EXPECT_EQ(at_server->frames[0].h.seq, 1u);
+  EXPECT_TRUE(matches(at_server->frames[0].payload, 1));
+}
+
+TEST_F(PeerTransport, AFirstFrameClaimingMoreThanTheUnauthenticatedLimitIsClosedAtItsHeader) {
+  test_listener server(io);
+  ASSERT_TRUE(server.server.start());
+  tcp::socket raw(io);
+  raw.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), server.port()));
+  header h = frame_header(msg_type::session_open, 0);
+  h.payload_length = 64u << 20;
+  const auto head = encode_header(h);
+  asio::write(raw, asio::buffer(head));
+  EXPECT_TRUE(closed_by_peer(raw));
+  EXPECT_TRUE(server.hellos.empty());
+}
+
+TEST_F(PeerTransport, TheListenerReadsNothingFromAnAddressItsRulesRefuse) {
+  admission rules;
+  rules.allowed = [](const std::string& ip) { return ip != "127.0.0.1"; };
+  test_listener server(io, 10s, rules);
+  ASSERT_TRUE(server.server.start());
+  tcp::socket raw(io);
+  raw.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), server.port()));
+  std::vector<uint8_t> out;
+  append_wire(out, frame_header(msg_type::hello, 0), payload_for(3));
+  std::error_code ignored;
+  asio::write(raw, asio::buffer(out), ignored);
+  EXPECT_TRUE(closed_by_peer(raw));
+  EXPECT_TRUE(server.hellos.empty());
+}
+
+TEST_F(PeerTransport, PendingConnectionsAreCappedPerAddressAndFreedByClosing) {
+  admission rules;
+  rules.max_pending_per_address = 2;
+  test_listener server(io, 10s, rules);
+  ASSERT_TRUE(server.server.start());
+  std::vector<tcp::socket> idle;
+  for (int i = 0; i < 2; ++i) {
+    idle.emplace_back(io);
+    idle.back().connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), server.port()));
+  }
+  // The third is over the cap: closed at once, without reading.
+  tcp::socket third(io);
+  third.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), server.port()));
+  EXPECT_TRUE(closed_by_peer(third));
+  // One pending connection goes: its slot is free again.
+  idle.front().close();
+  for (int attempt = 0;; ++attempt) {
+    auto [s, client] = connect_to(io, server.address());
+    ASSERT_TRUE(s) << s.message();
+    client->send(frame_header(msg_type::hello, 0), nullptr);
+    if (server.next_hello())
+      break;
+    ASSERT_LT(attempt, 20) << "the slot of a closed connection was never freed";
+  }
+}
+
+TEST_F(PeerTransport, AnExceptionInAHandlerCostsTheConnectionNotTheIoThread) {
+  test_listener server(io);
+  ASSERT_TRUE(server.server.start());
+  auto [s, client] = connect_to(io, server.address());
+  ASSERT_TRUE(s) << s.message();
+  client->send(frame_header(msg_type::hello, 0), nullptr);
+  auto hello = server.next_hello();
+  ASSERT_TRUE(hello);
+  auto closes = std::make_shared<inbox>();
+  // A frames handler that runs out of memory, as a payload allocation might.
+  hello->conn->start([](std::vector<frame>) { throw std::bad_alloc(); }, closes->on_close(), 5s,
+                     30s);
+  client->send(frame_header(msg_type::write, 1), payload_for(1));
+  auto reason = closes->wait_close();
+  ASSERT_TRUE(reason);
+  EXPECT_NE(reason->find("internal error"), std::string::npos) << *reason;
+  // The same io threads go on serving other connections.
+  auto [s2, other] = connect_to(io, server.address());
+  ASSERT_TRUE(s2) << s2.message();
+  other->send(frame_header(msg_type::hello, 0), nullptr);
+  EXPECT_TRUE(server.next_hello());
 }
 
 } // namespace

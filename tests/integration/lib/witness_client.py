@@ -1,92 +1,48 @@
 #!/usr/bin/env python3
 """A scripted data node talking to a witness hastd, for tests of what the
-witness refuses (docs/FAILOVER.md, docs/PROTOCOL.md types 40-42).
+witness refuses (docs/FAILOVER.md, docs/PROTOCOL.md "Session" and types 40-42).
 
   witness_client.py PORT RESOURCE NODE KEYFILE [claim|renew]
 
-Connects to 127.0.0.1:PORT, sends witness_hello, answers the witness's
-auth_challenge with HMAC-SHA256(key from KEYFILE, nonce + RESOURCE +
-"member"), checks the witness's answer to our own challenge, then sends one
-lease_request. Prints "reply {json}" with the witness's lease_reply, or
-"closed" when the witness closed the connection instead. Exit 0 either way,
-2 on a local error.
+Connects to 127.0.0.1:PORT and runs the session handshake with the key from
+KEYFILE (hast_wire.Session: it notes whether the witness proved the key,
+and goes on either way so that a test sees the witness refuse a wrong key),
+then sends witness_hello and one lease_request, sealed. Prints
+"reply {json} witness-proved|witness-unproved" with the witness's
+lease_reply, or "closed" when the witness closed the connection instead.
+Exit 0 either way, 2 on a local error.
 """
-import hashlib
-import hmac
 import json
 import os
 import socket
-import struct
 import sys
 
-MAGIC = 0x54534148
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import hast_wire as wire  # noqa: E402
 
-
-def crc32c(data):
-    crc = 0xFFFFFFFF
-    for b in data:
-        crc ^= b
-        for _ in range(8):
-            crc = (crc >> 1) ^ (0x82F63B78 & -(crc & 1))
-    return crc ^ 0xFFFFFFFF
-
-
-def frame(kind, payload=b"", seq=0):
-    head = struct.pack("<IBBHQQQIIBBH32s", MAGIC, 1, kind, 0, seq, 0, 0, len(payload), 0, 0, 0, 0,
-                       b"\0" * 32)
-    return head + struct.pack("<I", crc32c(head)) + payload
-
-
-def read_exact(s, n):
-    out = b""
-    while len(out) < n:
-        chunk = s.recv(n - len(out))
-        if not chunk:
-            raise EOFError
-        out += chunk
-    return out
-
-
-def read_frame(s):
-    while True:
-        head = read_exact(s, 80)
-        kind = head[5]
-        seq = struct.unpack_from("<Q", head, 8)[0]
-        length = struct.unpack_from("<I", head, 32)[0]
-        payload = read_exact(s, length) if length else b""
-        if kind != 15:  # keepalive
-            return kind, seq, payload
+from cryptography.exceptions import InvalidTag  # noqa: E402
 
 
 def main():
     port, resource, node, keyfile = sys.argv[1:5]
     kind = sys.argv[5] if len(sys.argv) > 5 else "claim"
     key = open(keyfile, "rb").read().rstrip(b"\r\n")
-    hello = json.dumps({"version": 1, "resource": resource, "node": node, "role": "member"}).encode()
     s = socket.create_connection(("127.0.0.1", int(port)), timeout=10)
-    mine = os.urandom(32)
     try:
-        s.sendall(frame(40, struct.pack("<I", len(hello)) + hello) + frame(3, mine))
-        proved = False
-        while True:
-            t, seq, payload = read_frame(s)
-            if t == 3:  # the witness's challenge
-                mac = hmac.new(key, payload + resource.encode() + b"member", hashlib.sha256).digest()
-                s.sendall(frame(4, mac))
-                req = json.dumps({"kind": kind, "node": node, "epoch": 0, "resuid": 0,
-                                  "localcnt": 0, "remotecnt": 0, "in_sync": False,
-                                  "manual": True}).encode()
-                s.sendall(frame(41, req, seq=7))
-            elif t == 4:  # its answer to ours
-                want = hmac.new(key, mine + resource.encode() + b"witness", hashlib.sha256).digest()
-                proved = payload == want
-            elif t == 42:
-                print("reply", payload.decode(), "witness-proved" if proved else "witness-unproved")
-                return 0
-            else:
-                print("unexpected frame type", t)
-                return 0
-    except (EOFError, ConnectionResetError, socket.timeout):
+        session = wire.Session(s, key, resource, node, "witness")
+        session.send(wire.WITNESS_HELLO, wire.hello_payload(
+            {"version": 2, "resource": resource, "node": node, "role": "member"}))
+        req = json.dumps({"kind": kind, "node": node, "epoch": 0, "resuid": 0, "localcnt": 0,
+                          "remotecnt": 0, "in_sync": False, "manual": True}).encode()
+        session.send(wire.LEASE_REQUEST, req, seq=7)
+        t, _, payload = session.receive()
+        if t == wire.LEASE_REPLY:
+            print("reply", payload.decode(),
+                  "witness-proved" if session.server_proved else "witness-unproved")
+        else:
+            print("unexpected frame type", t)
+        return 0
+    except (EOFError, ConnectionResetError, BrokenPipeError, socket.timeout, InvalidTag):
         print("closed")
         return 0
 
