@@ -146,7 +146,9 @@ def markdown(b, run, png_name, drawer):
           f"The chart (`{png_name}`, drawn with {drawer}) shows the same figures as the tables.", "",
           "Real applications (SQLite and PostgreSQL on ext4 over `/dev/hast/<name>` against qemu-nbd "
           "through the same block path) are measured by `bench/app.py`; its last report is "
-          "`docs/BENCHMARKS-app.md`.", ""]
+          "`docs/BENCHMARKS-app.md`.", "",
+          "The cost of sealing every peer frame (encryption on, off, no `secret`) is measured with "
+          "`bench/ab_pair.sh` (`VARIANTS`); its last figures are in `docs/BENCHMARKS-security.md`.", ""]
     L += ["## Machine", "",
           "| | |", "|---|---|",
           f"| CPU | {i['cpu']}, {i['cores']} cores |",
