@@ -189,6 +189,11 @@ void send_request(resource_ptr self, peer::lease_request req) {
             ask_supervisor(self, role::primary,
                            "the witness granted the lease (epoch " + std::to_string(reply.epoch)
                              + ")");
+          } else if (reply.granted && s.current == role::primary) {
+            // A claim of the secondary we were a moment ago, answered after
+            // a claim by hand made us primary: the lease is ours either way.
+            // Giving it back would release the lease this primary runs on.
+            granted(self, reply, sent, false, ++l.serial);
           } else if (reply.granted) {
             // Not wanted any more (the primary came back meanwhile): give it back.
             auto back = lease_ask(self, "release");

@@ -238,6 +238,11 @@ private:
 };
 
 reaper& the_reaper() {
+  // The reaper logs until its destructor has waited for the last hook, at
+  // exit: spdlog's registry must be made before it, so that it is
+  // destroyed after it (statics go in the reverse order of their making).
+  static const bool logger_first = (spdlog::default_logger_raw(), true);
+  (void)logger_first;
   static reaper r;
   return r;
 }
