@@ -131,7 +131,7 @@ def metadata(b, run):
     L.append(f"The workloads cover {size} MiB; with the default extent size (2 MiB) and keepdirty (64) only "
              f"the {window} MiB most recently written stay marked dirty. "
              + (f"Here the random writes fall outside that window often: **{f0(md)} of every 1000 writes first "
-                f"wait for an activemap write** (metadata + `fdatasync`, `metaflush on`)."
+                f"wait for an activemap write** (a FUA write of the metadata slot through the ring, `metaflush on`)."
                 if md >= 50 else
                 f"Here the working set fits in it ({f0(md)} activemap writes per 1000 writes), so this run does "
                 "not show the effect; the default (non --quick) run does."))
@@ -160,9 +160,10 @@ def metadata(b, run):
           "second request with at most 4 extents in flight, so each commit's flush (which also flushes the "
           "data written before it from the device cache) sits on the stream's path. FreeBSD HAST has the "
           "same invariant and defaults.", "",
-          "**What would close the rest**: mark the next extent of a sequential stream ahead (one commit per "
-          "several extents); a larger default keepdirty (DRBD's activity log covers gigabytes); document "
-          "`hastctl create -e/-k` (larger extents or keepdirty) for random-write workloads.", ""]
+          "**What would close the rest**: a sequential stream already marks 3 extents ahead (one commit per "
+          "4 extents, docs/METADATA.md); linking the slot write and the data writes waiting for it in one "
+          "submission (IOSQE_IO_LINK); a larger default keepdirty (DRBD's activity log covers gigabytes); "
+          "document `hastctl create -e/-k` (larger extents or keepdirty) for random-write workloads.", ""]
     if nk:
         L.append(f"With the current code, 4k random write QD32 on standalone is {fx(ratio(sa, nk))} nbdkit.")
         L.append("")
