@@ -60,6 +60,9 @@ void drop_link(self_ptr self, uint64_t epoch, const std::string& reason) {
   for (auto& [id, rp] : s.verifies)
     rp.deliver(caf::make_error(errc::disconnected, "the peer disconnected"));
   s.verifies.clear();
+  for (auto& [id, rp] : s.digests)
+    rp.deliver(caf::make_error(errc::disconnected, "the peer disconnected"));
+  s.digests.clear();
   s.replies.reset();
   self->send(s.owner, atom::peer_down_v, reason);
   if (s.side == role::primary)
@@ -225,30 +228,58 @@ void execute(self_ptr self, peer::frame frame) {
   s.pending.resync = resync;
 }
 
-/// Secondary: the block hashes of a range, answered once the resource has
-/// them (it waits for writes to the range that arrived before).
-void answer_verify(self_ptr self, const header& h) {
+/// Secondary: the block hashes of a range (`Hashes`: the verify's, or the
+/// checksum resync's digests), answered once the resource has them (it
+/// waits for writes to the range that arrived before).
+template <class Hashes, class Atom, class Encode>
+void answer_hashes(self_ptr self, const header& h, Atom what, Encode encode) {
   auto& s = self->state;
   flush_requests(self);  // writes that came before it reach the resource first
   auto epoch = s.epoch;
   auto seq = h.seq;
-  self->request(s.owner, caf::infinite, atom::verify_range_v, h.offset,
-                static_cast<uint32_t>(h.length))
+  self->request(s.owner, caf::infinite, what, h.offset, static_cast<uint32_t>(h.length))
     .then(
-      [=](block_hashes& hashes) {
+      [=](Hashes& hashes) {
         if (epoch != self->state.epoch)
           return;
-        send_raw(self, make_header(msg_type::verify_reply, seq), encode_block_hashes(hashes));
+        send_raw(self, make_header(msg_type::verify_reply, seq), encode(hashes));
       },
       [=](caf::error& err) {
         if (epoch != self->state.epoch)
           return;
-        spdlog::warn("{}: cannot hash [{}, +{}) for the primary's verify: {}",
-                     self->state.config.name, h.offset, h.length, self->system().render(err));
+        spdlog::warn("{}: cannot hash [{}, +{}) for the primary: {}", self->state.config.name,
+                     h.offset, h.length, self->system().render(err));
         auto reply = make_header(msg_type::verify_reply, seq);
         reply.error = static_cast<uint32_t>(errc::io_error);
         send_raw(self, reply);
       });
+}
+
+void answer_verify(self_ptr self, const header& h) {
+  if ((h.flags & peer::flag_digest) != 0)
+    return answer_hashes<block_digests>(self, h, atom::range_digests_v, encode_block_digests);
+  answer_hashes<block_hashes>(self, h, atom::verify_range_v, encode_block_hashes);
+}
+
+/// Primary: a verify_reply for the request `h.seq` of `waiting`.
+template <class Promises, class Decode>
+void deliver_hashes(self_ptr self, Promises& waiting, const header& h, const buffer_ptr& payload,
+                    Decode decode) {
+  auto it = waiting.find(h.seq);
+  if (it == waiting.end())
+    return fail(self, "protocol error: verify reply for unknown request " + std::to_string(h.seq));
+  auto rp = it->second;
+  waiting.erase(it);
+  if (h.error != 0) {
+    rp.deliver(caf::make_error(errc::io_error, "the secondary could not read the range"));
+    return;
+  }
+  auto hashes = decode(payload);
+  if (!hashes) {
+    rp.deliver(caf::make_error(errc::protocol_error, hashes.error().message()));
+    return fail(self, hashes.error().message());
+  }
+  rp.deliver(std::move(*hashes));
 }
 
 void on_secondary_frame(self_ptr self, peer::frame& frame) {
@@ -358,24 +389,10 @@ void on_primary_frame(self_ptr self, peer::frame& frame) {
       rp.deliver(std::move(*data));
       return;
     }
-    case msg_type::verify_reply: {
-      auto it = s.verifies.find(h.seq);
-      if (it == s.verifies.end())
-        return fail(self, "protocol error: verify reply for unknown request " + std::to_string(h.seq));
-      auto rp = it->second;
-      s.verifies.erase(it);
-      if (h.error != 0) {
-        rp.deliver(caf::make_error(errc::io_error, "the secondary could not read the range"));
-        return;
-      }
-      auto hashes = decode_block_hashes(frame.payload);
-      if (!hashes) {
-        rp.deliver(caf::make_error(errc::protocol_error, hashes.error().message()));
-        return fail(self, hashes.error().message());
-      }
-      rp.deliver(std::move(*hashes));
-      return;
-    }
+    case msg_type::verify_reply:
+      if (s.digests.count(h.seq) != 0)
+        return deliver_hashes(self, s.digests, h, frame.payload, decode_block_digests);
+      return deliver_hashes(self, s.verifies, h, frame.payload, decode_block_hashes);
     default:
       return fail(self, "protocol error: unexpected " + std::string{peer::to_string(h.type)}
                           + " from the secondary");
@@ -545,6 +562,20 @@ peer_actor::behavior_type replication_peer(peer_actor::stateful_pointer<peer_sta
       send_raw(self, h);
       auto rp = self->make_response_promise<block_hashes>();
       s.verifies.emplace(id, rp);
+      return rp;
+    },
+    [=](atom::range_digests, uint64_t offset, uint32_t length) -> caf::result<block_digests> {
+      auto& s = self->state;
+      if (!s.established)
+        return caf::make_error(errc::disconnected, "the peer is not connected");
+      auto id = s.next_read_id++;
+      auto h = make_header(msg_type::verify, id);
+      h.flags = peer::flag_digest;
+      h.offset = offset;
+      h.length = length;
+      send_raw(self, h);
+      auto rp = self->make_response_promise<block_digests>();
+      s.digests.emplace(id, rp);
       return rp;
     },
     [=](atom::sync_done, uint64_t localcnt, bool complete) {

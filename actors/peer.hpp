@@ -45,6 +45,7 @@ struct peer_state {
   uint64_t in_flight_bytes = 0;            // their sum
   std::map<uint64_t, caf::typed_response_promise<buffer_ptr>> reads;
   std::map<uint64_t, caf::typed_response_promise<block_hashes>> verifies;  // by seq
+  std::map<uint64_t, caf::typed_response_promise<block_digests>> digests;  // by seq (checksum resync)
   nbd_batch pending;  // secondary: requests of the frames being handled, for the resource
   remote_acks acks;                        // gathered from the current batch of frames
   uint64_t next_read_id = 1ull << 62;      // apart from the resource's write ids

@@ -219,7 +219,7 @@ void stop_peer(self_ptr self) {
   s.repair_ranges.clear();
   // Hash requests of a primary that is gone: nobody waits for them.
   for (auto& h : s.hash_waiting)
-    h.promise.deliver(caf::make_error(errc::disconnected, "the peer is gone"));
+    h.refuse(caf::make_error(errc::disconnected, "the peer is gone"));
   s.hash_waiting.clear();
   s.plane->peer_gone();
 }
@@ -888,6 +888,10 @@ resource_actor::behavior_type resource(resource_actor::stateful_pointer<resource
     [=](atom::verify_range, uint64_t offset, uint32_t length) -> caf::result<block_hashes> {
       activation act{self};
       return hash_range(self, offset, length);
+    },
+    [=](atom::range_digests, uint64_t offset, uint32_t length) -> caf::result<block_digests> {
+      activation act{self};
+      return digest_range(self, offset, length);
     },
     [=](atom::verify_tick) {
       activation act{self};

@@ -72,6 +72,12 @@ struct sync_extent {
   uint32_t pending = 0;   // ranges not yet written on the other node
   uint32_t reading = 0;   // ranges still being read here (not yet queued for the peer)
   bool ok = true;         // no range failed
+  uint64_t serial = 0;    // tells this copy's answers from an earlier one's
+  // `resync-checksum on`: both nodes' block digests of the extent, and our
+  // copy of it (read to be digested; the differing blocks go from it).
+  std::optional<block_digests> ours;
+  std::optional<block_digests> theirs;
+  buffer_ptr data;
 };
 
 /// The resync of dirty extents between the nodes.
@@ -85,7 +91,8 @@ struct sync_state {
   uint64_t bytes_in_flight = 0;                 // of those extents
   uint64_t done_bytes = 0;
   uint64_t total_bytes = 0;
-  uint64_t wire_bytes = 0;                      // payload bytes sent, for tests and benchmarks
+  uint64_t wire_bytes = 0;                      // data bytes moved between the nodes
+  uint64_t same_bytes = 0;                      // resync-checksum: found identical, not moved
   std::chrono::steady_clock::time_point started;
   uint64_t since_persist = 0;                   // extents cleared since the map was last written
   uint64_t started_bytes = 0;                   // bytes whose copy has begun (rate limit)
@@ -125,7 +132,8 @@ struct verify_state {
 struct hash_request {
   uint64_t offset = 0;
   uint32_t length = 0;
-  caf::typed_response_promise<block_hashes> promise;
+  std::function<void()> run;               // reads, hashes and answers
+  std::function<void(caf::error)> refuse;  // answers with an error instead
 };
 
 /// failover auto (actors/failover.cpp, docs/FAILOVER.md): the lease as this
@@ -191,6 +199,7 @@ struct resource_state {
   bool split_brain = false;         // both nodes wrote apart; never resolved silently
   bool discard_local = false;       // hastctl resync --discard-local: give up our changes
   uint64_t synced_total = 0;        // bytes copied by resyncs since start
+  uint64_t sync_serial = 0;         // numbers every extent copy (sync_extent::serial)
   // A failing local disk (md.local_stale): writes it failed completed on the
   // secondary; the stale extents are copied back from there.
   bool local_error_reported = false;  // the `local-error` event fired for this episode
@@ -322,6 +331,8 @@ verify_progress verify_status(resource_ptr self);
 /// Secondary: answers the primary's hash request once no write to the
 /// range is in flight.
 caf::result<block_hashes> hash_range(resource_ptr self, uint64_t offset, uint32_t length);
+/// The same with the checksum resync's digests (SHA-256 per block).
+caf::result<block_digests> digest_range(resource_ptr self, uint64_t offset, uint32_t length);
 /// Secondary: a write finished; hash requests waiting for it may go.
 void serve_hash_requests(resource_ptr self);
 

@@ -20,6 +20,13 @@
 //
 // An online verify with --repair (verify.cpp) hands in the exact ranges
 // that differ; their extent then copies only those ranges.
+//
+// `resync-checksum on` (DRBD's csums-alg): an extent is first compared by
+// block digests (SHA-256 per 4 KiB, io/block_hash.hpp): the primary reads
+// and digests its copy while the secondary digests its own (after the
+// writes to it that came before), and only the runs of differing blocks
+// move. Client writes to the extent wait for the comparison as they wait
+// for a plain copy's read.
 
 #include "actors/resource.hpp"
 
@@ -103,10 +110,14 @@ void finish(resource_ptr self) {
   s.sync.active = false;
   auto seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - s.sync.started).count();
   if (s.sync.done_bytes > 0) {
-    spdlog::info("{}: synchronization complete: {} bytes in {:.1f} s", s.config.name,
-                 s.sync.done_bytes, seconds);
+    spdlog::info("{}: synchronization complete: {} bytes in {:.1f} s ({} bytes moved, {} found "
+                 "identical)",
+                 s.config.name, s.sync.done_bytes, seconds, s.sync.wire_bytes, s.sync.same_bytes);
     event(self, "syncdone", {},
-          {{"bytes", std::to_string(s.sync.done_bytes)}, {"seconds", fmt::format("{:.1f}", seconds)}});
+          {{"bytes", std::to_string(s.sync.done_bytes)},
+           {"seconds", fmt::format("{:.1f}", seconds)},
+           {"moved", std::to_string(s.sync.wire_bytes)},
+           {"identical", std::to_string(s.sync.same_bytes)}});
   } else
     spdlog::info("{}: nodes are in sync", s.config.name);
   if (s.sync.from_secondary) {
@@ -158,16 +169,34 @@ void copy_from_secondary(resource_ptr self, uint64_t extent, uint64_t offset, ui
       });
 }
 
+/// Primary to secondary: `data`, read here at `offset`, goes to the peer
+/// behind every write queued before it.
+void queue_for_secondary(resource_ptr self, uint64_t extent, uint64_t offset, buffer_ptr data) {
+  auto& s = self->state;
+  auto id = s.plane->new_id();
+  s.sync.ids[id] = extent;
+  s.sync.wire_bytes += data->size();
+  replicate_call rc;
+  rc.id = id;
+  rc.type = peer::msg_type::write;
+  rc.flags = peer::flag_sync;
+  rc.offset = offset;
+  rc.length = data->size();
+  rc.data = std::move(data);
+  s.plane->replicate(std::move(rc));
+}
+
 /// Primary to secondary: read one range here, then queue it for the peer.
 void send_range(resource_ptr self, uint64_t extent, uint64_t offset, uint32_t length) {
   disk_op op;
   op.op = disk_op::kind::read;
   op.offset = offset;
   op.length = length;
+  auto serial = self->state.sync.extents.at(extent).serial;
   self->state.plane->submit(std::move(op), [=](disk_completion& c) {
     auto& s = self->state;
     auto it = s.sync.extents.find(extent);
-    if (it == s.sync.extents.end())
+    if (it == s.sync.extents.end() || it->second.serial != serial)
       return;  // the resync stopped meanwhile
     --it->second.reading;
     if (c.error != 0) {
@@ -178,22 +207,110 @@ void send_range(resource_ptr self, uint64_t extent, uint64_t offset, uint32_t le
     }
     if (!s.connected || !s.sync.active)
       return;
-    auto id = s.plane->new_id();
-    s.sync.ids[id] = extent;
-    s.sync.wire_bytes += length;
-    replicate_call rc;
-    rc.id = id;
-    rc.type = peer::msg_type::write;
-    rc.flags = peer::flag_sync;
-    rc.offset = offset;
-    rc.length = length;
-    rc.data = std::move(c.data);
-    self->state.plane->replicate(std::move(rc));
+    queue_for_secondary(self, extent, offset, std::move(c.data));
     // The data is queued ahead of any later client write to the extent:
     // writes that waited for the read may go now.
     if (it->second.reading == 0)
       self->state.plane->release_deferred();
   });
+}
+
+/// `resync-checksum on`: both digests of an extent are in. Only the runs of
+/// blocks that differ move; an extent that holds the same bytes on both
+/// nodes moves nothing and is clean.
+void compared(resource_ptr self, uint64_t extent) {
+  auto& s = self->state;
+  auto it = s.sync.extents.find(extent);
+  if (it == s.sync.extents.end() || !it->second.ours || !it->second.theirs)
+    return;
+  auto& x = it->second;
+  if (x.theirs->block_size != x.ours->block_size
+      || x.theirs->digests.size() != x.ours->digests.size())
+    return sync_stop(self, "the secondary answered digests of another shape");
+  auto base = extent * s.plane->md().extent_size;
+  auto data = std::move(x.data);
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;  // within the extent
+  uint64_t differing = 0;
+  for (auto [first, count] : differing_runs(*x.ours, *x.theirs)) {
+    auto at = first * x.ours->block_size;
+    auto length = std::min<uint64_t>(count * x.ours->block_size, data->size() - at);
+    ranges.emplace_back(at, length);
+    differing += length;
+  }
+  x.ours.reset();
+  x.theirs.reset();
+  s.sync.same_bytes += data->size() - differing;
+  // The comparison itself is one pending step, finished last below.
+  x.pending = static_cast<uint32_t>(ranges.size()) + 1;
+  if (s.sync.from_secondary) {
+    for (auto& [at, length] : ranges)
+      copy_from_secondary(self, extent, base + at, static_cast<uint32_t>(length));
+  } else {
+    for (auto& [at, length] : ranges) {
+      auto piece = make_buffer(length);
+      std::memcpy(piece->data(), data->data() + at, length);
+      queue_for_secondary(self, extent, base + at, std::move(piece));
+    }
+    x.reading = 0;
+    s.plane->release_deferred();  // what differs is queued ahead of them
+  }
+  range_finished(self, extent, true);
+}
+
+/// `resync-checksum on`: reads and digests the extent here while the
+/// secondary digests its copy; `compared` goes on once both are in.
+void compare_extent(resource_ptr self, uint64_t extent) {
+  auto& s = self->state;
+  auto offset = extent * s.plane->md().extent_size;
+  auto length = static_cast<uint32_t>(extent_bytes(self, extent));
+  auto serial = s.sync.extents.at(extent).serial;
+  auto current = [self, extent, serial]() -> sync_extent* {
+    auto& s = self->state;
+    auto it = s.sync.extents.find(extent);
+    return it == s.sync.extents.end() || it->second.serial != serial ? nullptr : &it->second;
+  };
+  disk_op op;
+  op.op = disk_op::kind::read;
+  op.offset = offset;
+  op.length = length;
+  s.plane->submit(std::move(op), [=](disk_completion& c) {
+    auto& s = self->state;
+    auto* x = current();
+    if (x == nullptr)
+      return;  // the resync stopped meanwhile
+    if (c.error != 0) {
+      ++s.plane->counters().read_errors;
+      spdlog::error("{}: cannot read extent {} for the resync: {}", s.config.name, extent,
+                    std::strerror(c.error));
+      if (!s.sync.from_secondary)
+        return sync_stop(self, "local read error");
+      // Copying from the secondary needs no local read: the whole extent
+      // comes over, and the digests' answer is ignored.
+      x->serial = ++s.sync_serial;
+      return copy_from_secondary(self, extent, offset, length);
+    }
+    x->data = std::move(c.data);
+    x->ours = digest_blocks({x->data->data(), x->data->size()});
+    compared(self, extent);
+  });
+  self->request(s.link, caf::infinite, atom::range_digests_v, offset, length)
+    .then(
+      [=](block_digests& theirs) {
+        activation act{self};
+        auto* x = current();
+        if (x == nullptr)
+          return;
+        x->theirs = std::move(theirs);
+        compared(self, extent);
+      },
+      [=](caf::error& err) {
+        activation act{self};
+        if (current() == nullptr)
+          return;
+        spdlog::warn("{}: the secondary cannot digest extent {}: {}", self->state.config.name,
+                     extent, self->system().render(err));
+        sync_stop(self, "remote digest error");
+      });
 }
 
 /// What an extent's copy moves: the ranges a verify found different, or
@@ -211,14 +328,24 @@ std::vector<std::pair<uint64_t, uint64_t>> copy_ranges(resource_ptr self, uint64
 
 void start_extent(resource_ptr self, uint64_t extent) {
   auto& s = self->state;
+  // A verify's exact ranges are known to differ: no comparison for them;
+  // nor with a failing local disk, whose copy is not read.
+  bool compare = s.config.resync_checksum && !s.repair_ranges.count(extent)
+                 && !(s.sync.from_secondary && s.plane->md().local_stale);
   auto ranges = copy_ranges(self, extent);
   auto& x = s.sync.extents[extent];
+  x.serial = ++s.sync_serial;
   x.pending = static_cast<uint32_t>(ranges.size());
   for (auto& [offset, length] : ranges)
     x.bytes += length;
   s.sync.bytes_in_flight += x.bytes;
   s.sync.started_bytes += x.bytes;
   s.sync.cursor = extent + 1;
+  if (compare) {
+    x.pending = 1;
+    x.reading = s.sync.from_secondary ? 0 : 1;
+    return compare_extent(self, extent);
+  }
   if (s.sync.from_secondary)
     return copy_from_secondary(self, extent, ranges[0].first,
                                static_cast<uint32_t>(ranges[0].second));

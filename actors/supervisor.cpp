@@ -134,6 +134,7 @@ bool live_changeable(const resource_config& a, const resource_config& b) {
   x.timeout = b.timeout;
   x.exec = b.exec;
   x.metaflush = b.metaflush;
+  x.resync_checksum = b.resync_checksum;
   x.syncrate = b.syncrate;
   x.secret = b.secret;
   x.secret_where = b.secret_where;

@@ -339,39 +339,56 @@ bool range_busy(resource_ptr self, uint64_t offset, uint32_t length) {
   return false;
 }
 
-void hash_now(resource_ptr self, hash_request req) {
-  disk_op op;
-  op.op = disk_op::kind::read;
-  op.offset = req.offset;
-  op.length = req.length;
-  self->state.plane->submit(std::move(op), [self, req](disk_completion& c) mutable {
-    if (c.error != 0) {
-      ++self->state.plane->counters().read_errors;
-      spdlog::error("{}: cannot read offset {} for the primary's verify: {}",
-                    self->state.config.name, req.offset, std::strerror(c.error));
-      req.promise.deliver(caf::make_error(errc::io_error, std::strerror(c.error)));
-      return;
-    }
-    req.promise.deliver(hash_blocks({c.data->data(), c.data->size()}));
-  });
-}
-
-} // namespace
-
-caf::result<block_hashes> hash_range(resource_ptr self, uint64_t offset, uint32_t length) {
+/// Reads [offset, +length) once no write to it is in flight and answers
+/// `promise` with `hash` of the bytes read.
+template <class Hashes, class Hash>
+caf::result<Hashes> hashes_of(resource_ptr self, uint64_t offset, uint32_t length, Hash hash) {
   auto& s = self->state;
   if (s.current != role::secondary || !s.plane->is_open())
     return caf::make_error(errc::invalid_argument,
                            "the resource is " + to_string(s.current) + ", not secondary");
   if (length == 0 || offset > s.plane->md().datasize || length > s.plane->md().datasize - offset)
-    return caf::make_error(errc::invalid_argument, "verify range outside the data region");
-  hash_request req{offset, length, self->make_response_promise<block_hashes>()};
-  auto promise = req.promise;
+    return caf::make_error(errc::invalid_argument, "hashed range outside the data region");
+  auto promise = self->make_response_promise<Hashes>();
+  hash_request req;
+  req.offset = offset;
+  req.length = length;
+  req.refuse = [promise](caf::error err) mutable { promise.deliver(std::move(err)); };
+  req.run = [self, offset, length, promise, hash]() mutable {
+    disk_op op;
+    op.op = disk_op::kind::read;
+    op.offset = offset;
+    op.length = length;
+    self->state.plane->submit(std::move(op), [=](disk_completion& c) mutable {
+      if (c.error != 0) {
+        ++self->state.plane->counters().read_errors;
+        spdlog::error("{}: cannot read offset {} to hash it for the primary: {}",
+                      self->state.config.name, offset, std::strerror(c.error));
+        promise.deliver(caf::make_error(errc::io_error, std::strerror(c.error)));
+        return;
+      }
+      promise.deliver(hash({c.data->data(), c.data->size()}));
+    });
+  };
   if (range_busy(self, offset, length))
     s.hash_waiting.push_back(std::move(req));
   else
-    hash_now(self, std::move(req));
+    req.run();
   return promise;
+}
+
+} // namespace
+
+caf::result<block_hashes> hash_range(resource_ptr self, uint64_t offset, uint32_t length) {
+  return hashes_of<block_hashes>(self, offset, length, [](std::span<const uint8_t> data) {
+    return hash_blocks(data);
+  });
+}
+
+caf::result<block_digests> digest_range(resource_ptr self, uint64_t offset, uint32_t length) {
+  return hashes_of<block_digests>(self, offset, length, [](std::span<const uint8_t> data) {
+    return digest_blocks(data);
+  });
 }
 
 void serve_hash_requests(resource_ptr self) {
@@ -382,7 +399,7 @@ void serve_hash_requests(resource_ptr self) {
     if (range_busy(self, req.offset, req.length))
       s.hash_waiting.push_back(std::move(req));
     else
-      hash_now(self, std::move(req));
+      req.run();
   }
 }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A user-space TCP relay that adds a one-way delay to every chunk it forwards.
 
-    relay.py --target HOST:PORT [--listen HOST:PORT] [--delay-ms F] [--stats FILE]
+    relay.py --target HOST:PORT [--listen HOST:PORT] [--delay-ms F] [--rate-mib F] [--stats FILE]
 
 Listens (port 0 = pick one; the chosen port is printed as the first line on
 stdout), and for every accepted connection opens one to --target from
@@ -10,6 +10,10 @@ Every chunk read from one side is stamped "now + delay" and written to the
 other side when that time has come, so the delay is added per chunk without
 serialising the stream: a link of latency `delay` in each direction
 (RTT = 2 x delay) and, up to this process's CPU, the loopback's bandwidth.
+With --rate-mib each direction is also a link of that bandwidth (MiB/s): a
+chunk is due no earlier than the previous one of its direction plus its
+size at that rate (serialisation delay), so a burst queues as on a slow
+wire (and, past 16 MiB queued, pushes back on the sender).
 
 One thread and one epoll loop (no hand-offs between Python threads, which
 cost ~100 us each on a small VM). Backpressure: a direction stops reading
@@ -59,11 +63,13 @@ class Direction:
         self.eof = False        # src said EOF: half-close dst once the queue is empty
         self.shut = False       # dst half-closed
         self.want_write = False # dst's send buffer was full
+        self.wire_free = 0.0    # --rate-mib: when the simulated wire is free again
 
 
 class Relay:
-    def __init__(self, listener, target, delay, counters):
+    def __init__(self, listener, target, delay, counters, rate=0.0):
         self.listener, self.target, self.delay, self.counters = listener, target, delay, counters
+        self.rate = rate      # bytes per second of each direction; 0: no limit
         self.ep = select.epoll()
         self.ep.register(listener.fileno(), select.EPOLLIN)
         self.by_fd = {}       # fd -> (connection, "client"|"server")
@@ -141,11 +147,16 @@ class Relay:
         now = time.monotonic()
         if not data:
             d.eof = True
-        else:
-            d.queue.append([now + self.delay, memoryview(data)])
+        due = now + self.delay
+        if data and self.rate > 0:
+            start = max(now, d.wire_free)
+            d.wire_free = start + len(data) / self.rate
+            due = d.wire_free + self.delay
+        if data:
+            d.queue.append([due, memoryview(data)])
             d.queued += len(data)
-        if self.delay > 0:
-            heapq.heappush(self.timers, (now + self.delay, next(self.seq), d))
+        if self.delay > 0 or self.rate > 0:
+            heapq.heappush(self.timers, (due, next(self.seq), d))
         else:
             self.flush(d)
         self.update(d.conn)
@@ -243,6 +254,7 @@ def main():
     ap.add_argument("--listen", default="127.0.0.1:0", type=hostport)
     ap.add_argument("--target", required=True, type=hostport)
     ap.add_argument("--delay-ms", default=0.0, type=float)
+    ap.add_argument("--rate-mib", default=0.0, type=float)
     ap.add_argument("--stats", default=None)
     args = ap.parse_args()
 
@@ -269,7 +281,7 @@ def main():
     listener.listen(16)
     listener.setblocking(False)
     print(listener.getsockname()[1], flush=True)
-    relay = Relay(listener, args.target, args.delay_ms / 1000.0, counters)
+    relay = Relay(listener, args.target, args.delay_ms / 1000.0, counters, args.rate_mib * (1 << 20))
     try:
         relay.loop(write_stats)
     finally:

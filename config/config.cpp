@@ -415,6 +415,8 @@ const std::vector<option_rule>& option_rules() {
        }},
       {"metaflush", inherited_levels,
        [](const std::string& v) { return expect(v == "on" || v == "off", "on or off", v); }},
+      {"resync-checksum", inherited_levels,
+       [](const std::string& v) { return expect(v == "on" || v == "off", "on or off", v); }},
       {"encryption", inherited_levels,
        [](const std::string& v) { return expect(v == "on" || v == "off", "on or off", v); }},
       {"device", inherited_levels,
@@ -672,6 +674,8 @@ resource_config resolve_resource(const raw_resource& res, const settings& inheri
   out.exec = value_or(in_force, "exec", "");
   if (const auto* v = value_of(in_force, "metaflush"))
     out.metaflush = *v == "on";
+  if (const auto* v = value_of(in_force, "resync-checksum"))
+    out.resync_checksum = *v == "on";
   if (const auto* v = value_of(in_force, "syncrate"))
     out.syncrate = *parse_syncrate(*v);
   out.nbd = value_or(in_force, "nbd", "uds:///var/run/hast/" + res.name + ".sock");
@@ -968,6 +972,7 @@ std::string render_effective(const node_config& config) {
     out << "  timeout: " << res.timeout << '\n';
     out << "  exec: " << or_dash(res.exec) << '\n';
     out << "  metaflush: " << (res.metaflush ? "on" : "off") << '\n';
+    out << "  resync-checksum: " << (res.resync_checksum ? "on" : "off") << '\n';
     out << "  syncrate: "
         << (res.syncrate == 0 ? std::string{"unlimited"} : std::to_string(res.syncrate) + " bytes/s")
         << '\n';

@@ -81,6 +81,9 @@ struct resource_config {
   int timeout = default_timeout_seconds;  // seconds, > 0
   std::string exec;           // event hook program, may be empty
   bool metaflush = true;
+  /// `resync-checksum on`: the resync compares SHA-256 block digests with
+  /// the secondary first and copies only the blocks that differ.
+  bool resync_checksum = false;
   uint64_t syncrate = 0;      // resync bytes per second; 0: unlimited
   std::string nbd;            // "uds:///path" or "tcp://addr:port"
   std::vector<std::string> nbd_allow;  // `nbd-allow`: who may connect over TCP; empty: loopback only

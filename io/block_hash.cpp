@@ -2,9 +2,12 @@
 
 #include <fmt/format.h>
 
+#include <openssl/evp.h>
 #include <xxhash.h>
 
+#include <algorithm>
 #include <cstring>
+#include <new>
 
 namespace hast {
 
@@ -34,6 +37,40 @@ uint64_t get_u64(const uint8_t* p) {
   return v;
 }
 
+/// Runs of i in [0, max(na, nb)) where !(i < na && i < nb && same(i)).
+template <class Same>
+std::vector<std::pair<uint64_t, uint64_t>> runs_where_not(size_t na, size_t nb, Same same) {
+  std::vector<std::pair<uint64_t, uint64_t>> runs;
+  auto n = std::max(na, nb);
+  for (uint64_t i = 0; i < n; ++i) {
+    if (i < na && i < nb && same(i))
+      continue;
+    if (!runs.empty() && runs.back().first + runs.back().second == i)
+      ++runs.back().second;
+    else
+      runs.emplace_back(i, 1);
+  }
+  return runs;
+}
+
+/// The header both wire forms share: block size and count, checked
+/// against the payload's size for `width` bytes per hash.
+result<std::pair<uint32_t, uint32_t>> decode_prefix(const buffer_ptr& payload, size_t width) {
+  auto size = payload ? payload->size() : 0;
+  if (size < 8)
+    return status{errc::protocol_error,
+                  fmt::format("verify reply of {} bytes (at least 8 expected)", size)};
+  auto block_size = get_u32(payload->data());
+  auto count = get_u32(payload->data() + 4);
+  if (block_size == 0)
+    return status{errc::protocol_error, "verify reply with block size 0"};
+  if (size != 8 + width * static_cast<uint64_t>(count))
+    return status{errc::protocol_error,
+                  fmt::format("verify reply of {} bytes for {} hashes of {} bytes", size, count,
+                              width)};
+  return std::pair{block_size, count};
+}
+
 } // namespace
 
 block_hashes hash_blocks(std::span<const uint8_t> data, uint32_t block_size) {
@@ -57,38 +94,65 @@ buffer_ptr encode_block_hashes(const block_hashes& h) {
 }
 
 result<block_hashes> decode_block_hashes(const buffer_ptr& payload) {
-  auto size = payload ? payload->size() : 0;
-  if (size < 8)
-    return status{errc::protocol_error,
-                  fmt::format("verify reply of {} bytes (at least 8 expected)", size)};
+  auto prefix = decode_prefix(payload, 8);
+  if (!prefix)
+    return prefix.error();
   block_hashes h;
-  h.block_size = get_u32(payload->data());
-  auto count = get_u32(payload->data() + 4);
-  if (h.block_size == 0)
-    return status{errc::protocol_error, "verify reply with block size 0"};
-  if (size != 8 + 8 * static_cast<uint64_t>(count))
-    return status{errc::protocol_error,
-                  fmt::format("verify reply of {} bytes for {} hashes", size, count)};
-  h.hashes.resize(count);
-  for (uint32_t i = 0; i < count; ++i)
+  h.block_size = prefix->first;
+  h.hashes.resize(prefix->second);
+  for (uint32_t i = 0; i < prefix->second; ++i)
     h.hashes[i] = get_u64(payload->data() + 8 + 8 * static_cast<size_t>(i));
   return h;
 }
 
 std::vector<std::pair<uint64_t, uint64_t>> differing_runs(const block_hashes& a,
                                                           const block_hashes& b) {
-  std::vector<std::pair<uint64_t, uint64_t>> runs;
-  auto n = std::max(a.hashes.size(), b.hashes.size());
-  for (uint64_t i = 0; i < n; ++i) {
-    bool same = i < a.hashes.size() && i < b.hashes.size() && a.hashes[i] == b.hashes[i];
-    if (same)
-      continue;
-    if (!runs.empty() && runs.back().first + runs.back().second == i)
-      ++runs.back().second;
-    else
-      runs.emplace_back(i, 1);
+  return runs_where_not(a.hashes.size(), b.hashes.size(),
+                        [&](size_t i) { return a.hashes[i] == b.hashes[i]; });
+}
+
+block_digests digest_blocks(std::span<const uint8_t> data, uint32_t block_size) {
+  block_digests out;
+  out.block_size = block_size;
+  out.digests.resize((data.size() + block_size - 1) / block_size);
+  size_t i = 0;
+  for (size_t at = 0; at < data.size(); at += block_size, ++i) {
+    auto n = std::min<size_t>(block_size, data.size() - at);
+    unsigned len = 0;
+    // EVP_Digest is OpenSSL's one-shot interface (SHA extensions where the
+    // CPU has them). It fails only without memory.
+    if (EVP_Digest(data.data() + at, n, out.digests[i].data(), &len, EVP_sha256(), nullptr) != 1
+        || len != out.digests[i].size())
+      throw std::bad_alloc();
   }
-  return runs;
+  return out;
+}
+
+buffer_ptr encode_block_digests(const block_digests& d) {
+  auto out = make_buffer(8 + 32 * d.digests.size());
+  put_u32(out->data(), d.block_size);
+  put_u32(out->data() + 4, static_cast<uint32_t>(d.digests.size()));
+  for (size_t i = 0; i < d.digests.size(); ++i)
+    std::memcpy(out->data() + 8 + 32 * i, d.digests[i].data(), 32);
+  return out;
+}
+
+result<block_digests> decode_block_digests(const buffer_ptr& payload) {
+  auto prefix = decode_prefix(payload, 32);
+  if (!prefix)
+    return prefix.error();
+  block_digests d;
+  d.block_size = prefix->first;
+  d.digests.resize(prefix->second);
+  for (uint32_t i = 0; i < prefix->second; ++i)
+    std::memcpy(d.digests[i].data(), payload->data() + 8 + 32 * static_cast<size_t>(i), 32);
+  return d;
+}
+
+std::vector<std::pair<uint64_t, uint64_t>> differing_runs(const block_digests& a,
+                                                          const block_digests& b) {
+  return runs_where_not(a.digests.size(), b.digests.size(),
+                        [&](size_t i) { return a.digests[i] == b.digests[i]; });
 }
 
 } // namespace hast

@@ -1,13 +1,21 @@
 #pragma once
 
-// The hashes an online verify compares: one 64-bit xxh3 per block of a
-// range, so that both nodes can compare a range by sending only hashes. The
-// wire form (the payload of a verify_reply frame) is u32 LE block size, u32
-// LE count, then count u64 LE hashes.
+// Block hashes that let both nodes compare a range by sending only hashes.
+// Two kinds:
+// - the online verify's: one 64-bit xxh3 per block. It finds differences;
+//   a collision would only hide one from a report. Wire form (the payload
+//   of a verify_reply frame): u32 LE block size, u32 LE count, then count
+//   u64 LE hashes.
+// - the checksum resync's (`resync-checksum on`): one SHA-256 per block. A
+//   match means the block is not copied, so a collision would leave the
+//   nodes different while both report `complete`: the hash must resist one
+//   made on purpose (a guest writes both blocks), which xxh3 does not.
+//   Wire form: u32 LE block size, u32 LE count, then count 32-byte digests.
 
 #include "io/buffer.hpp"
 #include "messages/errc.hpp"
 
+#include <array>
 #include <cstdint>
 #include <span>
 #include <vector>
@@ -38,5 +46,28 @@ result<block_hashes> decode_block_hashes(const buffer_ptr& payload);
 /// the shorter list count as differing.
 std::vector<std::pair<uint64_t, uint64_t>> differing_runs(const block_hashes& a,
                                                           const block_hashes& b);
+
+using block_digest = std::array<uint8_t, 32>;
+
+/// The checksum resync's block hashes: one SHA-256 per block.
+struct block_digests {
+  uint32_t block_size = verify_block_size;
+  std::vector<block_digest> digests;  // one per block; the last block may be short
+
+  bool operator==(const block_digests&) const = default;
+};
+
+/// SHA-256 of every `block_size` bytes of `data` (the last block may be
+/// shorter). block_size must be > 0.
+block_digests digest_blocks(std::span<const uint8_t> data, uint32_t block_size = verify_block_size);
+
+buffer_ptr encode_block_digests(const block_digests& d);
+
+/// Strict, as decode_block_hashes.
+result<block_digests> decode_block_digests(const buffer_ptr& payload);
+
+/// As differing_runs of block_hashes.
+std::vector<std::pair<uint64_t, uint64_t>> differing_runs(const block_digests& a,
+                                                          const block_digests& b);
 
 } // namespace hast

@@ -421,11 +421,13 @@ std::string describe(const header& h) {
   if (h.checksum != checksum_kind::none)
     out += fmt::format(" {}", hast::to_string(h.checksum));
   static constexpr std::pair<uint16_t, const char*> names[] = {
-    {flag_memsync, "memsync"}, {flag_fua, "fua"}, {flag_sync, "sync"}, {flag_may_trim, "may_trim"}};
+    {flag_memsync, "memsync"}, {flag_fua, "fua"}, {flag_sync, "sync"}, {flag_may_trim, "may_trim"},
+    {flag_digest, "digest"}};
   for (const auto& [bit, name] : names)
     if ((h.flags & bit) != 0)
       out += fmt::format(" {}", name);
-  if (const uint16_t unknown = h.flags & ~(flag_memsync | flag_fua | flag_sync | flag_may_trim))
+  if (const uint16_t unknown = h.flags
+                                 & ~(flag_memsync | flag_fua | flag_sync | flag_may_trim | flag_digest))
     out += fmt::format(" flags={:#x}", unknown);
   if (h.error != 0) {
     const auto code = static_cast<errc>(h.error);

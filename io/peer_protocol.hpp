@@ -62,6 +62,7 @@ inline constexpr uint16_t flag_memsync = 1;   // answer `received` before the di
 inline constexpr uint16_t flag_fua = 2;       // the write must be durable when `done`
 inline constexpr uint16_t flag_sync = 4;      // resynchronisation data, not an application write
 inline constexpr uint16_t flag_may_trim = 8;  // write_zeroes: the range may be trimmed
+inline constexpr uint16_t flag_digest = 16;   // verify: SHA-256 per block (the checksum resync)
 
 /// One frame header in host form. seq ties a reply to its request.
 struct header {

@@ -177,6 +177,7 @@ CAF_BEGIN_TYPE_ID_BLOCK(hast, caf::first_custom_type_id)
   CAF_ADD_ATOM(hast, hast::atom, verify, "hverify")
   CAF_ADD_ATOM(hast, hast::atom, verify_range, "hvrange")
   CAF_ADD_ATOM(hast, hast::atom, verify_tick, "hvtick")
+  CAF_ADD_ATOM(hast, hast::atom, range_digests, "hrdigests")
   CAF_ADD_ATOM(hast, hast::atom, restart, "hrestart")
   CAF_ADD_ATOM(hast, hast::atom, device, "hdevice")
   CAF_ADD_ATOM(hast, hast::atom, lease, "hlease")
@@ -214,6 +215,7 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hast::peer::hello_message)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hast::remote_stage)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hast::status)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hast::block_hashes)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hast::block_digests)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hast::verify_outcome)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hast::peer::lease_request)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hast::peer::lease_reply)
@@ -293,6 +295,9 @@ using resource_actor = caf::typed_actor<
   // Secondary: the block hashes of a data-region range, read once no write
   // to it is in flight.
   caf::replies_to<atom::verify_range, uint64_t, uint32_t>::with<block_hashes>,
+  // Secondary: the SHA-256 of each block of a range, for the checksum
+  // resync; read once no write to it is in flight.
+  caf::replies_to<atom::range_digests, uint64_t, uint32_t>::with<block_digests>,
   // The rate limit (`syncrate`) allows the next verified extent now.
   caf::reacts_to<atom::verify_tick>,
   // /dev/hast/<name> was made or removed off the actor's threads: (epoch,
@@ -350,6 +355,8 @@ using peer_actor = caf::typed_actor<
   caf::reacts_to<atom::sync_done, uint64_t, bool>,
   // Primary: the secondary's block hashes of a range (online verify).
   caf::replies_to<atom::verify_range, uint64_t, uint32_t>::with<block_hashes>,
+  // Primary: the secondary's block digests of a range (checksum resync).
+  caf::replies_to<atom::range_digests, uint64_t, uint32_t>::with<block_digests>,
   // Reports the link's state.
   caf::replies_to<atom::status>::with<peer_status>>;
 

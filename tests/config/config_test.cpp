@@ -124,6 +124,7 @@ TEST(Config, SeedExampleRendersItsEffectiveSettings) {
             "  timeout: 20\n"
             "  exec: -\n"
             "  metaflush: on\n"
+            "  resync-checksum: off\n"
             "  syncrate: unlimited\n"
             "  nbd: uds:///var/run/hast/shared.sock\n"
             "  nbd-allow: -\n"
@@ -212,6 +213,7 @@ TEST(Config, EveryResourceOptionIsParsed) {
   timeout 7
   exec /usr/local/sbin/hast-hook
   metaflush off
+  resync-checksum on
   nbd tcp://127.0.0.1:10809
   device off
   secret /etc/hast/data.key
@@ -235,6 +237,7 @@ TEST(Config, EveryResourceOptionIsParsed) {
   EXPECT_EQ(res.timeout, 7);
   EXPECT_EQ(res.exec, "/usr/local/sbin/hast-hook");
   EXPECT_FALSE(res.metaflush);
+  EXPECT_TRUE(res.resync_checksum);
   EXPECT_EQ(res.nbd, "tcp://127.0.0.1:10809");
   EXPECT_FALSE(res.device);
   EXPECT_EQ(res.secret, "/etc/hast/data.key");
