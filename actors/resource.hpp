@@ -6,7 +6,8 @@
 // not on the per-request path, one concept per file:
 //   resource.cpp   roles, the drain, the export, /dev/hast, the link, status;
 //                  carrying out what the data plane asks for
-//   resync.cpp     copying dirty extents between the nodes
+//   resync.cpp     copying dirty extents between the nodes (whole, or with
+//                  resync-checksum only the blocks whose digests differ)
 //   verify.cpp     the online verify: comparing both nodes' block hashes
 //   failover.cpp   the lease (failover auto)
 //   handshake.cpp  what the secondary answers a connecting primary

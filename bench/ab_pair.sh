@@ -8,6 +8,9 @@
 # alone). Read ratios, not figures (the machine's noise moves single runs
 # by ±10 %).
 #   [SHAPE=standalone] [RUNTIME=8] [SIZE=200M] bench/ab_pair.sh OLD_BUILD_DIR NEW_BUILD_DIR [ROUNDS]
+# WORKLOADS (default "4k:32 4k:1") lists block size:queue depth pairs; 4k
+# is random writes, any other size sequential writes (e.g. "1M:8"), whose
+# line also gives MiB/s.
 # With VARIANTS, NEW_BUILD_DIR runs once per variant in each round instead
 # (OLD_BUILD_DIR is ignored): "label=line|line;label=..." gives each variant
 # the resource lines it adds, KEY standing for a key file made here, e.g.
@@ -98,14 +101,15 @@ CONF
     "$B/hastctl" -c "$T/hast.conf" -n nodeA status ab | grep -q complete && break
     sleep 0.1
   done
-  for qd in 32 1; do
-    local before_all before_a after_all after_a
+  for wl in ${WORKLOADS:-4k:32 4k:1}; do
+    local before_all before_a after_all after_a bs=${wl%%:*} qd=${wl##*:} rw=randwrite
+    [ "$bs" = 4k ] || rw=write
     before_all=$(counters $pa $pb); before_a=$(counters $pa)
-    fio --name=w --ioengine=nbd --uri="nbd+unix:///ab?socket=$T/a/ab.nbd" --rw=randwrite --bs=4k \
+    fio --name=w --ioengine=nbd --uri="nbd+unix:///ab?socket=$T/a/ab.nbd" --rw=$rw --bs="$bs" \
       --iodepth=$qd --size="$SIZE" --time_based --runtime="$RUNTIME" --output-format=json \
       --output="$T/fio.json" >/dev/null 2>&1
     after_all=$(counters $pa $pb); after_a=$(counters $pa)
-    python3 - "$T/fio.json" "$label" "$qd" "$before_all" "$after_all" "$before_a" "$after_a" "$SHAPE" <<'PY'
+    python3 - "$T/fio.json" "$label" "$qd" "$before_all" "$after_all" "$before_a" "$after_a" "$SHAPE" "$bs" <<'PY'
 import json, os, sys
 t = open(sys.argv[1]).read()
 w = json.loads(t[t.index("{"):])["jobs"][0]["write"]
@@ -117,7 +121,8 @@ sw = (a[1] - b[1]) / ios
 cpu_a = (aa[0] - ba[0]) / hz / ios * 1e6
 sw_a = (aa[1] - ba[1]) / ios
 both = "" if sys.argv[8] == "standalone" else f"  (primary {cpu_a:.0f} us, {sw_a:.1f} sw)"
-print(f"{sys.argv[2]:4} QD{sys.argv[3]:<3} {int(w['iops']):6d} IOPS  p50 {w['clat_ns']['percentile']['50.000000'] / 1000:.0f} us"
+size = "" if sys.argv[9] == "4k" else f" {sys.argv[9]} {w['bw_bytes'] / 2**20:7.1f} MiB/s"
+print(f"{sys.argv[2]:4}{size} QD{sys.argv[3]:<3} {int(w['iops']):6d} IOPS  p50 {w['clat_ns']['percentile']['50.000000'] / 1000:.0f} us"
       f"  hastd {cpu:.0f} us CPU, {sw:.1f} switches per write{both}")
 PY
   done

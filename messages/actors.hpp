@@ -4,10 +4,18 @@
 // interface, and the one place that registers them. Reading this file alone
 // tells a newcomer how the daemon talks.
 //
-//   supervisor ──role/status/reload/stop──▶ resource ──batches of disk ops──▶ disk_io (io_uring)
-//        ▲                                  ▲   ▲  ▲   (data and metadata slot writes)
-//   control thread (Unix socket)            │   │  └── completions, one message per reap
-//                        NBD sessions: batches  peer (replicated requests, acknowledgements)
+//   control socket ──▶ supervisor ──role/status/reload/stop──▶ resource (control plane,
+//   (daemon.cpp)        │    ▲                                   │   steering its data plane)
+//                       │    └── failover requests (lease) ──────┤
+//                       ▼                                        ├──▶ disk_io (io_uring: data and
+//                  event hub ◀── state changes (every actor) ───┤        metadata slot writes)
+//                  (hastctl events)                              ├──▶ peer (the other node:
+//                                                                │        replicated requests,
+//   witness (role witness: grants the lease) ◀── witness_link ◀──┘        acknowledgements)
+//
+// NBD sessions hand the resource batches of requests; the resource, its
+// disk_io and its peer run on the resource's data thread
+// (actors/data_thread.hpp), the rest on CAF's workers.
 //
 // Every data-path message carries a batch: an NBD session hands over every
 // request it decoded from one read, the disk answers with every completion

@@ -1,14 +1,17 @@
 #pragma once
 
 // A replication mode is an acknowledgement protocol: which acknowledgements
-// complete a client's write. The resource actor consults this table; it has
-// no per-mode branches of its own.
+// complete a client's write. The data plane (actors/data_plane.cpp, with the
+// write tracker) consults this table; it has no per-mode branches of its own.
 //
 //   mode      client sees completion after            wire flag      queue
-//   fullsync  local write + secondary's "done"        -              unbounded (writer waits)
-//   memsync   local write + secondary's "received"    memsync        unbounded (writer waits)
-//   async     local write                             -              bounded: overflow marks
-//                                                                     extents dirty instead
+//   fullsync  local write + secondary's "done"        -              the replication window:
+//   memsync   local write + secondary's "received"    memsync        1024 requests / 64 MiB not
+//                                                                     yet written there; further
+//                                                                     writes wait for room
+//   async     local write                             -              bounded bytes in flight:
+//                                                                     overflow marks extents
+//                                                                     dirty instead
 //
 // In every mode the extent leaves the activemap only after the secondary's
 // "done" (or is kept for resync when that never comes).
