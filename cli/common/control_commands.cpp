@@ -198,21 +198,22 @@ void print_status_row(const resource_status& r) {
 }
 
 /// Prints the daemon's answer as `status` or `list`; exits with the first
-/// resource's error number, as FreeBSD's hastctl does (--json too). A name
-/// hastd does not know is one such resource (error 1), not a failure of
-/// the whole request.
+/// resource's error number, as FreeBSD's hastctl does. A name hastd does not
+/// know is one such resource (error 1), not a failure of the whole request.
+/// --json (not FreeBSD's) exits 0 once hastd answered: each entry carries
+/// its own "error", and scripts read the document whole.
 int query(const cli_options& options, const std::vector<std::string>& operands, bool list) {
   auto reply = request_daemon(options, {{"command", "status"}, {"resources", operands}});
   if (!reply)
     return report_failure(reply);
+  if (options.json) {
+    std::cout << reply.body.dump(2) << '\n';
+    return 0;
+  }
   int rc = 0;
   for (auto& entry : reply.body.at("resources"))
     if (auto error = entry.value("error", 0); rc == 0 && error != 0)
       rc = error;
-  if (options.json) {
-    std::cout << reply.body.dump(2) << '\n';
-    return rc;
-  }
   bool header = false;
   // In the daemon's order (its configuration file's), not sorted.
   for (auto& entry : reply.body.at("resources")) {

@@ -65,9 +65,8 @@ diff -u "$T/status.want" "$T/status.out" || fail "status ra nosuch rb (above)"
 [[ ! -s $T/status.err ]] || fail "status printed on stderr: $(cat "$T/status.err")"
 pass "status ra nosuch rb: FreeBSD's rows, ERR1 for nosuch, exit 1"
 
-rc=0
-ctl status --json nosuch ra > "$T/status.json" || rc=$?
-[[ $rc -eq 1 ]] || fail "status --json nosuch ra exited $rc, not 1"
+# --json exits 0 once hastd answered; each entry carries its error.
+ctl status --json nosuch ra > "$T/status.json" || fail "status --json nosuch ra failed"
 python3 - "$T/status.json" <<'PY' || fail "status --json nosuch ra: $(cat "$T/status.json")"
 import json, sys
 rs = json.load(open(sys.argv[1]))["resources"]
@@ -75,7 +74,7 @@ assert [r["name"] for r in rs] == ["nosuch", "ra"], rs
 assert rs[0]["error"] == 1 and "unknown resource 'nosuch'" in rs[0]["last_error"], rs[0]
 assert rs[1]["error"] == 0 and rs[1]["role"] == "init", rs[1]
 PY
-pass "status --json nosuch ra: an error entry for nosuch, ra's status, exit 1"
+pass "status --json nosuch ra: an error entry for nosuch, ra's status"
 
 # --- list ----------------------------------------------------------------------------------
 rc=0
