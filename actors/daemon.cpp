@@ -22,6 +22,7 @@
 #include <mutex>
 #include <pthread.h>
 #include <set>
+#include <sysexits.h>
 #include <thread>
 #include <unistd.h>
 
@@ -91,7 +92,8 @@ nlohmann::json handle_control(caf::actor_system& sys, const supervisor_actor& su
           auto list = nlohmann::json::array();
           for (auto& o : outcomes)
             list.push_back(
-              {{"resource", o.resource}, {"previous", to_string(o.previous)}, {"error", o.error}});
+              {{"resource", o.resource}, {"previous", to_string(o.previous)}, {"error", o.error},
+               {"error_number", o.error_number}});
           reply = {{"results", list}};
         },
         on_error);
@@ -113,7 +115,8 @@ nlohmann::json handle_control(caf::actor_system& sys, const supervisor_actor& su
         [&](std::vector<role_outcome>& outcomes) {
           auto list = nlohmann::json::array();
           for (auto& o : outcomes)
-            list.push_back({{"resource", o.resource}, {"error", o.error}});
+            list.push_back(
+              {{"resource", o.resource}, {"error", o.error}, {"error_number", o.error_number}});
           reply = {{"results", list}};
         },
         on_error);
@@ -124,7 +127,8 @@ nlohmann::json handle_control(caf::actor_system& sys, const supervisor_actor& su
         [&](std::vector<verify_outcome>& outcomes) {
           auto list = nlohmann::json::array();
           for (auto& o : outcomes)
-            list.push_back({{"resource", o.resource}, {"message", o.message}, {"error", o.error}});
+            list.push_back({{"resource", o.resource}, {"message", o.message}, {"error", o.error},
+                            {"error_number", o.error_number}});
           reply = {{"results", list}};
         },
         on_error);
@@ -580,16 +584,23 @@ int serve(caf::actor_system& sys, asio::io_context& io, std::shared_ptr<data_thr
   auto sup = sys.spawn(supervisor, config,
                        io_ref{&io, {}, options.disk_engine, options.env, nullptr, {}, hub, data});
 
-  control::server ctl{
-    unix_socket_path(config.control),
-    [&](const nlohmann::json& req) { return handle_control(sys, sup, req); },
-    [&](const nlohmann::json& req, int fd) { handle_stream(hub, req, fd); }};
+  // The control socket; a reload with a new `control` opens another one
+  // and closes this (FreeBSD moves it the same way).
+  auto control_at = [&](const std::string& path) {
+    return std::make_unique<control::server>(
+      path, [&](const nlohmann::json& req) { return handle_control(sys, sup, req); },
+      [&](const nlohmann::json& req, int fd) { handle_stream(hub, req, fd); });
+  };
+  auto ctl = control_at(unix_socket_path(config.control));
   metrics_server metrics{[&] { return render_scrape(sys, sup); }};
   auto router = std::make_shared<peer_router>(io, sup, config, data);
   router->update(config);
   peer_listeners listeners{io, router};
   std::string pidfile = options.pidfile;  // the pid file in use, if it follows the configuration
-  status started = ctl.start();
+  status started = ctl->start();
+  // As FreeBSD's hastd: another hastd on the control socket is EX_TEMPFAIL,
+  // an address that cannot be listened on EX_OSERR.
+  int start_failure = started ? EX_OSERR : (started.code() == errc::busy ? EX_TEMPFAIL : EX_OSERR);
   if (started)
     started = listeners.open(wanted_listen(config));
   if (started && !config.metrics.empty())
@@ -598,7 +609,7 @@ int serve(caf::actor_system& sys, asio::io_context& io, std::shared_ptr<data_thr
     spdlog::critical("{}", st.message());
     if (options.on_ready)
       options.on_ready(st.message());
-    exit_status = 1;
+    exit_status = start_failure;
   } else {
     spdlog::info("started on node {} with {} resource(s); control socket {}", config.node,
                  config.resources.size(), config.control);
@@ -617,8 +628,16 @@ int serve(caf::actor_system& sys, asio::io_context& io, std::shared_ptr<data_thr
           read_secrets(fresh);
           for (const auto& warning : unauthenticated_links(fresh))
             spdlog::warn("reload: {}", warning);
-          if (unix_socket_path(fresh.control) != unix_socket_path(config.control))
-            spdlog::warn("reload: a new control address takes effect at the next start");
+          // A new control socket opens first: if it cannot, nothing of the
+          // new configuration applies (as in FreeBSD's hastd_reload()).
+          std::unique_ptr<control::server> moved_ctl;
+          if (unix_socket_path(fresh.control) != unix_socket_path(config.control)) {
+            moved_ctl = control_at(unix_socket_path(fresh.control));
+            if (auto st = moved_ctl->start(); !st)
+              throw config_error({config.path, 0}, "control",
+                                 "cannot serve the new control address " + fresh.control + ": "
+                                   + st.message());
+          }
           if (fresh.metrics != config.metrics)
             spdlog::warn("reload: a new metrics address takes effect at the next start");
           caf::scoped_actor self{sys, true};
@@ -641,6 +660,13 @@ int serve(caf::actor_system& sys, asio::io_context& io, std::shared_ptr<data_thr
               spdlog::error("reload: the pid file stays {}: {}", pidfile, err);
             }
           }
+          if (moved_ctl) {
+            // Waits for a request the old socket is serving to be answered.
+            ctl->stop();
+            ctl = std::move(moved_ctl);
+            applied += (applied.empty() ? "" : "; ")
+                       + ("control " + config.control + " -> " + fresh.control);
+          }
           spdlog::info("reload: {}", applied.empty() ? "listen and pidfile unchanged" : applied);
           config = std::move(fresh);
         } catch (const config_error& e) {
@@ -658,7 +684,7 @@ int serve(caf::actor_system& sys, asio::io_context& io, std::shared_ptr<data_thr
   }
   // Ordered shutdown: no new commands, then resources stop serving and
   // flush, then the actors go, then Asio.
-  ctl.stop();
+  ctl->stop();
   metrics.stop();
   listeners.stop();
   {
@@ -667,7 +693,7 @@ int serve(caf::actor_system& sys, asio::io_context& io, std::shared_ptr<data_thr
       .receive([](bool) {},
                [&](caf::error& err) {
                  spdlog::error("shutdown: {}", render_error(sys, err));
-                 exit_status = 1;
+                 exit_status = EX_SOFTWARE;
                });
   }
   caf::anon_send_exit(sup, caf::exit_reason::user_shutdown);

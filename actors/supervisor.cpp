@@ -64,34 +64,72 @@ caf::error no_role_here(const std::string& name) {
                          "this node is the witness of " + name + "; it holds no data and has no role");
 }
 
+/// One name of a request: a resource to act on, or the error to answer for
+/// that name alone (the others go ahead, as in FreeBSD's control_handle()).
+struct named {
+  std::string name;
+  caf::error refusal;
+};
+
 /// The resources a request names: "all" or nothing means every one, in the
 /// order of the configuration file (as FreeBSD's hastctl lists them).
 /// Resources this node witnesses are named only `with_witnessed` (status).
-caf::expected<std::vector<std::string>> select(self_ptr self, const std::vector<std::string>& names,
-                                               bool with_witnessed = false) {
-  std::vector<std::string> out;
+/// A name that is not configured here, or a witnessed one without
+/// `with_witnessed`, comes back with its refusal.
+std::vector<named> select(self_ptr self, const std::vector<std::string>& names,
+                          bool with_witnessed = false) {
+  std::vector<named> out;
   auto all = names.empty() || (names.size() == 1 && names[0] == "all");
   if (all) {
     for (auto& rc : self->state.config.resources)
       if (self->state.resources.count(rc.name) || (with_witnessed && witnessed(self, rc.name)))
-        out.push_back(rc.name);
+        out.push_back({rc.name, {}});
     for (auto& [name, _] : self->state.resources)
-      if (std::find(out.begin(), out.end(), name) == out.end())
-        out.push_back(name);
+      if (std::none_of(out.begin(), out.end(), [&](const named& n) { return n.name == name; }))
+        out.push_back({name, {}});
     return out;
   }
   for (auto& name : names) {
-    if (witnessed(self, name)) {
-      if (!with_witnessed)
-        return no_role_here(name);
-      out.push_back(name);
-      continue;
-    }
-    if (!self->state.resources.count(name))
-      return caf::make_error(errc::no_such_resource, "unknown resource '" + name + "'");
-    out.push_back(name);
+    if (witnessed(self, name))
+      out.push_back({name, with_witnessed ? caf::error{} : no_role_here(name)});
+    else if (!self->state.resources.count(name))
+      out.push_back({name, caf::make_error(errc::no_such_resource, "unknown resource '" + name + "'")});
+    else
+      out.push_back({name, {}});
   }
   return out;
+}
+
+/// The number hastctl exits with for a resource's error (FreeBSD's hastctl
+/// exits with the first resource's error number).
+int error_number(const caf::error& err) {
+  if (err.category() != caf::atom("hast"))
+    return err == caf::sec::request_timeout ? ETIMEDOUT : EIO;
+  switch (static_cast<errc>(err.code())) {
+  case errc::none:
+    return 0;
+  case errc::no_such_resource:
+    return ehast_noentry;
+  case errc::invalid_argument:
+    return ehast_invalid;
+  case errc::busy:
+    return EBUSY;
+  case errc::timeout:
+    return ETIMEDOUT;
+  case errc::disconnected:
+    return ENOTCONN;
+  case errc::shutting_down:
+    return ESHUTDOWN;
+  case errc::io_error:
+  case errc::protocol_error:
+    return EIO;
+  case errc::not_created:
+  case errc::bad_metadata:
+  case errc::wrong_resource:
+  case errc::not_primary:
+    return EINVAL;
+  }
+  return EIO;
 }
 
 /// The event stream hears of a resource's failure and restart (the
@@ -142,6 +180,56 @@ bool live_changeable(const resource_config& a, const resource_config& b) {
   x.nbd_allow = b.nbd_allow;
   x.where = b.where;
   return x == b;
+}
+
+/// Puts a freshly started resource back in the role it is wanted in. Its
+/// provider may for a moment still be locked by the actors of the resource
+/// it replaces (they close it as they exit): a `busy` answer is tried again
+/// after role_busy_retry, role_attempts_left times.
+void return_to_role(self_ptr self, const std::string& name) {
+  auto it = self->state.resources.find(name);
+  if (it == self->state.resources.end() || !it->second.handle || it->second.wanted == role::init)
+    return;
+  auto handle = it->second.handle;
+  auto wanted = it->second.wanted;
+  self->request(handle, std::chrono::seconds(120), atom::role_v, wanted, false)
+    .then(
+      [=](role) { spdlog::info("resource {} is {} again", name, to_string(wanted)); },
+      [=](caf::error& err) {
+        auto& s = self->state;
+        auto e = s.resources.find(name);
+        if (e == s.resources.end() || e->second.handle != handle)
+          return;  // replaced meanwhile
+        if (err == errc::busy && e->second.role_attempts_left > 0) {
+          --e->second.role_attempts_left;
+          e->second.role_retry_due = true;
+          self->delayed_send(self, role_busy_retry, atom::restart_v, name);
+          return;
+        }
+        spdlog::error("resource {} could not return to role {}: {}", name, to_string(wanted),
+                      self->system().render(err));
+      });
+}
+
+/// SIGHUP changed settings that need a restart of a resource that is not
+/// primary and went to init: `old` stops, a resource with `config` starts
+/// and returns to `previous`.
+void restart_with(self_ptr self, const resource_actor& old, const resource_config& config,
+                  role previous) {
+  auto& s = self->state;
+  auto it = s.resources.find(config.name);
+  if (s.stopping || it == s.resources.end() || it->second.handle != old)
+    return;  // removed, failed or replaced meanwhile: the newer change rules
+  self->demonitor(old.address());
+  self->send_exit(old, caf::exit_reason::user_shutdown);
+  s.resources.erase(it);
+  spawn_resource(self, config);
+  auto& entry = s.resources[config.name];
+  entry.wanted = previous;
+  entry.role_attempts_left = role_busy_attempts;
+  spdlog::info("reload: resource {} restarted with its new settings; returning to role {}",
+               config.name, to_string(previous));
+  return_to_role(self, config.name);
 }
 
 } // namespace
@@ -198,21 +286,29 @@ supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<su
   return {
     [=](atom::role, role_request& req) -> caf::result<std::vector<role_outcome>> {
       auto names = select(self, req.resources);
-      if (!names)
-        return names.error();
-      // Checked before the promise exists: a promise made takes over the
-      // answer, and a value returned after it would reach nobody.
-      if (names->empty())
-        return std::vector<role_outcome>{};
+      std::vector<role_outcome> refused;
+      for (auto& n : names)
+        if (n.refusal)
+          refused.push_back({n.name, role::init, self->system().render(n.refusal),
+                             error_number(n.refusal)});
+      // Answered here when nothing is left to act on: a promise made takes
+      // over the answer, and a value returned after it would reach nobody.
+      if (refused.size() == names.size())
+        return refused;
       auto g = std::make_shared<gather<role_outcome>>();
       g->promise = self->make_response_promise<std::vector<role_outcome>>();
-      g->answers.resize(names->size());
-      g->outstanding = names->size();
-      for (size_t i = 0; i < names->size(); ++i) {
-        auto name = (*names)[i];
+      g->answers.resize(names.size());
+      g->outstanding = names.size();
+      for (size_t i = 0; i < names.size(); ++i) {
+        auto name = names[i].name;
+        if (names[i].refusal) {
+          g->add(i, {name, role::init, self->system().render(names[i].refusal),
+                     error_number(names[i].refusal)});
+          continue;
+        }
         auto& entry = self->state.resources[name];
         if (!entry.handle) {
-          g->add(i, {name, role::init, self->system().render(restarting(entry))});
+          g->add(i, {name, role::init, self->system().render(restarting(entry)), EAGAIN});
           continue;
         }
         auto target = req.target;
@@ -220,10 +316,10 @@ supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<su
           .then([=](role previous) {
                   if (auto it = self->state.resources.find(name); it != self->state.resources.end())
                     it->second.wanted = target;
-                  g->add(i, {name, previous, ""});
+                  g->add(i, {name, previous, "", 0});
                 },
                 [=](caf::error& err) {
-                  g->add(i, {name, role::init, self->system().render(err)});
+                  g->add(i, {name, role::init, self->system().render(err), error_number(err)});
                 });
       }
       return g->promise;
@@ -231,16 +327,31 @@ supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<su
     [=](atom::status, std::vector<std::string>& wanted)
       -> caf::result<std::vector<resource_status>> {
       auto names = select(self, wanted, true);
-      if (!names)
-        return names.error();
-      if (names->empty())
-        return std::vector<resource_status>{};
+      // An unknown name gets FreeBSD's row: the name and an error number.
+      auto refused = [&](const named& n) {
+        resource_status st;
+        st.name = n.name;
+        st.status = "-";
+        st.last_error = self->system().render(n.refusal);
+        st.error = error_number(n.refusal);
+        return st;
+      };
+      if (std::all_of(names.begin(), names.end(), [](const named& n) { return static_cast<bool>(n.refusal); })) {
+        std::vector<resource_status> rows;
+        for (auto& n : names)
+          rows.push_back(refused(n));
+        return rows;
+      }
       auto g = std::make_shared<gather<resource_status>>();
       g->promise = self->make_response_promise<std::vector<resource_status>>();
-      g->answers.resize(names->size());
-      g->outstanding = names->size();
-      for (size_t i = 0; i < names->size(); ++i) {
-        auto name = (*names)[i];
+      g->answers.resize(names.size());
+      g->outstanding = names.size();
+      for (size_t i = 0; i < names.size(); ++i) {
+        auto name = names[i].name;
+        if (names[i].refusal) {
+          g->add(i, refused(names[i]));
+          continue;
+        }
         auto failed = [=](const caf::error& err, int code) {
           resource_status st;
           st.name = name;
@@ -314,26 +425,30 @@ supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<su
                           + (link.empty() ? "" : " (reconnecting: " + link + ")"));
           continue;
         }
-        // name, local or nbd changed: needs a restart, which is refused while
-        // the resource serves I/O. In other roles it restarts in init.
+        // name, local, nbd or device changed: the resource restarts with the
+        // new settings, as in FreeBSD's hastd_reload(): to init (its
+        // provider closed, the role hook run), then started again and back
+        // in the role it had. Refused while it is primary (its clients and
+        // /dev/hast/<name> would go; docs/CONFIG.md).
         auto handle = it->second.handle;
         auto name = rc.name;
         notes.push_back("restarting " + rc.name + " if not primary");
         self->request(handle, std::chrono::seconds(10), atom::status_v)
           .then([=](resource_status& st) {
-            auto& s = self->state;
             if (st.current_role == role::primary) {
-              spdlog::warn("reload: resource {} is primary; changes to name, local or nbd need "
-                           "'hastctl role init {}' first; keeping the old settings",
+              spdlog::warn("reload: resource {} is primary; changes to name, local, nbd or device "
+                           "need 'hastctl role init {}' first; keeping the old settings",
                            name, name);
               return;
             }
-            self->demonitor(handle.address());
-            self->send_exit(handle, caf::exit_reason::user_shutdown);
-            s.resources.erase(name);
-            spawn_resource(self, rc);
-            s.resources[name].wanted = role::init;
-            spdlog::info("reload: resource {} restarted with its new settings in role init", name);
+            auto previous = st.current_role;
+            self->request(handle, std::chrono::seconds(60), atom::role_v, role::init, false)
+              .then([=](role) { restart_with(self, handle, rc, previous); },
+                    [=](caf::error& err) {
+                      spdlog::warn("reload: resource {} could not go to role init ({}); keeping "
+                                   "its old settings",
+                                   name, self->system().render(err));
+                    });
           },
           [=](caf::error& err) {
             // A resource that does not answer keeps its settings; the
@@ -352,25 +467,33 @@ supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<su
     [=](atom::resync, std::vector<std::string>& wanted)
       -> caf::result<std::vector<role_outcome>> {
       auto names = select(self, wanted);
-      if (!names)
-        return names.error();
-      if (names->empty())
-        return std::vector<role_outcome>{};
+      if (std::all_of(names.begin(), names.end(), [](const named& n) { return static_cast<bool>(n.refusal); })) {
+        std::vector<role_outcome> refused;
+        for (auto& n : names)
+          refused.push_back({n.name, role::init, self->system().render(n.refusal),
+                             error_number(n.refusal)});
+        return refused;
+      }
       auto g = std::make_shared<gather<role_outcome>>();
       g->promise = self->make_response_promise<std::vector<role_outcome>>();
-      g->answers.resize(names->size());
-      g->outstanding = names->size();
-      for (size_t i = 0; i < names->size(); ++i) {
-        auto name = (*names)[i];
+      g->answers.resize(names.size());
+      g->outstanding = names.size();
+      for (size_t i = 0; i < names.size(); ++i) {
+        auto name = names[i].name;
+        if (names[i].refusal) {
+          g->add(i, {name, role::init, self->system().render(names[i].refusal),
+                     error_number(names[i].refusal)});
+          continue;
+        }
         auto& entry = self->state.resources[name];
         if (!entry.handle) {
-          g->add(i, {name, role::init, self->system().render(restarting(entry))});
+          g->add(i, {name, role::init, self->system().render(restarting(entry)), EAGAIN});
           continue;
         }
         self->request(entry.handle, std::chrono::seconds(10), atom::resync_v)
-          .then([g, i, name](bool) { g->add(i, {name, role::secondary, ""}); },
+          .then([g, i, name](bool) { g->add(i, {name, role::secondary, "", 0}); },
                 [=](caf::error& err) {
-                  g->add(i, {name, role::init, self->system().render(err)});
+                  g->add(i, {name, role::init, self->system().render(err), error_number(err)});
                 });
       }
       return g->promise;
@@ -378,34 +501,41 @@ supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<su
     [=](atom::verify, std::vector<std::string>& wanted, bool repair, bool stop)
       -> caf::result<std::vector<verify_outcome>> {
       auto names = select(self, wanted);
-      if (!names)
-        return names.error();
-      if (names->empty())
-        return std::vector<verify_outcome>{};
+      if (std::all_of(names.begin(), names.end(), [](const named& n) { return static_cast<bool>(n.refusal); })) {
+        std::vector<verify_outcome> refused;
+        for (auto& n : names)
+          refused.push_back({n.name, "", self->system().render(n.refusal), error_number(n.refusal)});
+        return refused;
+      }
       // `verify all` (a cron job on both nodes) verifies what is primary
       // here and passes over the rest; a named resource must be primary.
       auto every = wanted.empty() || (wanted.size() == 1 && wanted[0] == "all");
       auto g = std::make_shared<gather<verify_outcome>>();
       g->promise = self->make_response_promise<std::vector<verify_outcome>>();
-      g->answers.resize(names->size());
-      g->outstanding = names->size();
-      for (size_t i = 0; i < names->size(); ++i) {
-        auto name = (*names)[i];
+      g->answers.resize(names.size());
+      g->outstanding = names.size();
+      for (size_t i = 0; i < names.size(); ++i) {
+        auto name = names[i].name;
+        if (names[i].refusal) {
+          g->add(i, {name, "", self->system().render(names[i].refusal),
+                     error_number(names[i].refusal)});
+          continue;
+        }
         auto& entry = self->state.resources[name];
         if (!entry.handle) {
-          g->add(i, {name, "", self->system().render(restarting(entry))});
+          g->add(i, {name, "", self->system().render(restarting(entry)), EAGAIN});
           continue;
         }
         self->request(entry.handle, std::chrono::seconds(10), atom::verify_v,
                       repair, stop)
-          .then([g, i, name](std::string& message) { g->add(i, {name, message, ""}); },
+          .then([g, i, name](std::string& message) { g->add(i, {name, message, "", 0}); },
                 [=](caf::error& err) {
                   if (every && err == errc::not_primary && !stop)
-                    g->add(i, {name, "not primary here; passed over", ""});
+                    g->add(i, {name, "not primary here; passed over", "", 0});
                   else if (every && stop && err == errc::invalid_argument)
-                    g->add(i, {name, "no verify running", ""});
+                    g->add(i, {name, "no verify running", "", 0});
                   else
-                    g->add(i, {name, "", self->system().render(err)});
+                    g->add(i, {name, "", self->system().render(err), error_number(err)});
                 });
       }
       return g->promise;
@@ -477,8 +607,16 @@ supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<su
     [=](atom::restart, std::string& name) {
       auto& s = self->state;
       auto it = s.resources.find(name);
-      if (s.stopping || it == s.resources.end() || it->second.handle)
+      if (s.stopping || it == s.resources.end())
         return;  // removed by a reload meanwhile, or shutting down
+      if (it->second.handle) {
+        // Running: a return to its role may be due again (return_to_role).
+        if (it->second.role_retry_due) {
+          it->second.role_retry_due = false;
+          return_to_role(self, name);
+        }
+        return;
+      }
       auto entry = it->second;
       spawn_resource(self, entry.config);
       auto& fresh = s.resources[name];
@@ -487,16 +625,8 @@ supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<su
       fresh.failure = entry.failure;
       spdlog::info("resource {} restarted", name);
       tell_events(self, "restarted", name, {{"role", to_string(entry.wanted)}});
-      if (entry.wanted == role::init)
-        return;
-      auto wanted = entry.wanted;
-      self->request(fresh.handle, std::chrono::seconds(120), atom::role_v, wanted, false)
-        .then(
-          [=](role) { spdlog::info("resource {} is {} again", name, to_string(wanted)); },
-          [=](caf::error& err) {
-            spdlog::error("resource {} could not return to role {}: {}", name, to_string(wanted),
-                          self->system().render(err));
-          });
+      fresh.role_attempts_left = role_busy_attempts;
+      return_to_role(self, name);
     },
   };
 }

@@ -19,6 +19,10 @@ struct supervised_resource {
   std::chrono::steady_clock::time_point started;
   std::chrono::milliseconds backoff{0};  // before the next restart after a failure
   std::string failure;          // why it was last restarted
+  /// Returning to `wanted` after a start is tried again while the answer is
+  /// `busy` (the provider still locked by the actors being replaced).
+  int role_attempts_left = 0;
+  bool role_retry_due = false;  // an atom::restart retries it
 };
 
 /// A resource actor that fails is started again after `restart_backoff_min`
@@ -28,6 +32,11 @@ struct supervised_resource {
 inline constexpr std::chrono::milliseconds restart_backoff_min{1000};
 inline constexpr std::chrono::milliseconds restart_backoff_max{30000};
 inline constexpr std::chrono::seconds restart_stable{60};
+
+/// How often, and how many times, a started resource asks again for its
+/// role while its provider is still locked by the actors it replaces.
+inline constexpr std::chrono::milliseconds role_busy_retry{100};
+inline constexpr int role_busy_attempts = 100;
 
 /// What the supervisor owns: the configuration and one actor per resource.
 struct supervisor_state {

@@ -4,6 +4,8 @@
 
 #include "cli/common/args.hpp"
 #include "cli/common/commands.hpp"
+#include "cli/exit_status.hpp"
+#include "config/config.hpp"
 
 #include <exception>
 #include <iostream>
@@ -32,7 +34,7 @@ int main(int argc, char **argv) {
   auto parsed = hast::cli::parse_command_line(argc, argv, error);
   if (!parsed) {
     std::cerr << "hastctl: " << error << " (see 'hastctl -h')\n";
-    return 1;
+    return EX_USAGE;
   }
   if (parsed->options.help) {
     std::cout << hast::cli::usage();
@@ -40,19 +42,22 @@ int main(int argc, char **argv) {
   }
   if (parsed->command.empty()) {
     std::cerr << "hastctl: no command given (see 'hastctl -h')\n";
-    return 1;
+    return EX_USAGE;
   }
   for (const auto &entry : commands) {
     if (entry.name != parsed->command)
       continue;
     try {
       return entry.run(parsed->options, parsed->args);
-    } catch (const std::exception &e) {
-      // Configuration errors (file, line, option, why) and the like.
+    } catch (const hast::config_error &e) {
+      // file, line, option, why; EX_OSFILE when the file cannot be read.
       std::cerr << "hastctl: " << e.what() << '\n';
-      return 1;
+      return hast::cli::config_failure_status(parsed->options.config_path);
+    } catch (const std::exception &e) {
+      std::cerr << "hastctl: " << e.what() << '\n';
+      return EX_SOFTWARE;
     }
   }
   std::cerr << "hastctl: unknown command '" << parsed->command << "' (see 'hastctl -h')\n";
-  return 1;
+  return EX_USAGE;
 }

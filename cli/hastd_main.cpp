@@ -10,6 +10,7 @@
 #include "cli/hastd_main.hpp"
 
 #include "actors/daemon.hpp"
+#include "cli/exit_status.hpp"
 #include "config/config.hpp"
 
 #include <spdlog/sinks/stdout_color_sinks.h>
@@ -19,12 +20,15 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <climits>
+#include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
 #include <iostream>
 #include <string>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
@@ -61,10 +65,28 @@ std::string serving(const hast::node_config& config) {
                      + config.node);
 }
 
-int fail(const std::string& message) {
+/// Says why hastd stops on stderr (and to the service manager); returns
+/// `exit_status`, one of FreeBSD's sysexits values (cli/exit_status.hpp).
+int fail(int exit_status, const std::string& message) {
   std::cerr << "hastd: " << message << '\n';
   notify(status_line(message));
-  return 1;
+  return exit_status;
+}
+
+/// The configuration file's full path: a daemon changes directory to `/`,
+/// and SIGHUP must read the file named at the start (FreeBSD's hastd calls
+/// realpath(3) for a relative -c as well).
+bool resolve_config_path(std::string& path, std::string& error) {
+  if (path.empty() || path[0] == '/')
+    return true;
+  char* full = ::realpath(path.c_str(), nullptr);
+  if (full == nullptr) {
+    error = "cannot obtain the full path of " + path + ": " + std::strerror(errno);
+    return false;
+  }
+  path = full;
+  std::free(full);
+  return true;
 }
 
 bool parse(int argc, char** argv, options& out, std::string& error) {
@@ -121,11 +143,15 @@ bool parse(int argc, char** argv, options& out, std::string& error) {
 /// An exclusively locked pid file; another hastd holding it is an error.
 class pid_file {
 public:
+  /// Empty, or why not; exit_status() then says which failure it was.
   std::string open(const std::string& path) {
     fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fd_ < 0)
+    if (fd_ < 0) {
+      exit_status_ = EX_CANTCREAT;
       return "cannot open pid file " + path + ": " + std::strerror(errno);
+    }
     if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      exit_status_ = EX_TEMPFAIL;  // FreeBSD: "Another hastd is already running"
       char buf[32] = {};
       [[maybe_unused]] auto n = ::pread(fd_, buf, sizeof buf - 1, 0);
       return "another hastd is already running (pid " + std::string{buf, std::strcspn(buf, "\n")}
@@ -153,6 +179,9 @@ public:
     std::swap(path_, fresh.path_);
     return "";  // `fresh` now holds the old file: it is removed and closed here
   }
+  /// Of the last failed open(): EX_TEMPFAIL when another hastd holds the
+  /// file, EX_CANTCREAT when it cannot be opened.
+  int exit_status() const { return exit_status_; }
   /// In the parent of a daemonizing fork: the child keeps the lock and the file.
   void release() {
     if (fd_ >= 0)
@@ -170,6 +199,7 @@ public:
 private:
   int fd_ = -1;
   std::string path_;
+  int exit_status_ = 0;
 };
 
 void setup_logging(bool foreground, int debug) {
@@ -198,14 +228,16 @@ int hastd_main(int argc, char** argv, std::shared_ptr<const io_env> env) {
       return 0;
     }
     std::cerr << usage_text;
-    return fail(error);
+    return fail(EX_USAGE, error);
   }
+  if (!resolve_config_path(opt.config_path, error))
+    return fail(EX_CONFIG, error);
   hast::node_config config;
   try {
     config = hast::load_config(opt.config_path, hast::select_node(opt.node));
     hast::read_secrets(config);
   } catch (const hast::config_error& e) {
-    return fail(e.what());
+    return fail(hast::cli::config_failure_status(opt.config_path), e.what());
   }
   if (opt.check_config) {
     std::cout << hast::render_effective(config);
@@ -218,7 +250,7 @@ int hastd_main(int argc, char** argv, std::shared_ptr<const io_env> env) {
   pid_file pid;
   if (!pid_path.empty())
     if (auto err = pid.open(pid_path); !err.empty())
-      return fail(err);
+      return fail(pid.exit_status(), err);
 
   hast::daemon_options dopt;
   dopt.disk_engine = opt.disk_engine;
@@ -229,10 +261,10 @@ int hastd_main(int argc, char** argv, std::shared_ptr<const io_env> env) {
     // a start-up error reaches the user's terminal and the exit status.
     int ready[2];
     if (::pipe(ready) != 0)
-      return fail(std::string{"pipe: "} + std::strerror(errno));
+      return fail(EX_OSERR, std::string{"pipe: "} + std::strerror(errno));
     auto child = ::fork();
     if (child < 0)
-      return fail(std::string{"fork: "} + std::strerror(errno));
+      return fail(EX_OSERR, std::string{"fork: "} + std::strerror(errno));
     if (child > 0) {
       pid.release();
       ::close(ready[1]);
@@ -241,14 +273,19 @@ int hastd_main(int argc, char** argv, std::shared_ptr<const io_env> env) {
       ssize_t n;
       while ((n = ::read(ready[0], buf, sizeof buf)) > 0)
         message.append(buf, static_cast<size_t>(n));
-      if (message != "ok")
-        return fail(message.empty() ? "the daemon exited during start-up" : message);
-      return 0;
+      if (message == "ok")
+        return 0;
+      // The child failed to start: its exit status is the one to give.
+      int wstatus = 0;
+      int code = EX_SOFTWARE;
+      if (::waitpid(child, &wstatus, 0) == child && WIFEXITED(wstatus) && WEXITSTATUS(wstatus) != 0)
+        code = WEXITSTATUS(wstatus);
+      return fail(code, message.empty() ? "the daemon exited during start-up" : message);
     }
     ::close(ready[0]);
     ::setsid();
     if (::chdir("/") != 0)
-      return 1;
+      return EX_OSERR;
     int null = ::open("/dev/null", O_RDWR);
     if (null >= 0) {
       ::dup2(null, 0);

@@ -69,18 +69,28 @@ struct nbd_open_call {
   std::function<void(nbd::open_result)> done;
 };
 
+/// The error numbers hastd answers for one resource of a request that names
+/// several (hastctl exits with the first, as FreeBSD's does): FreeBSD's
+/// EHAST_NOENTRY for a name that is not configured, EHAST_INVALID for a
+/// request that does not apply to the resource; other failures carry an
+/// errno value (resource_status::error likewise).
+inline constexpr int ehast_noentry = 1;
+inline constexpr int ehast_invalid = 2;
+
 /// The outcome of a role change for one resource.
 struct role_outcome {
   std::string resource;
   role previous = role::init;
-  std::string error;  // empty on success
+  std::string error;      // empty on success
+  int error_number = 0;   // with `error`: see ehast_noentry
 };
 
 /// What hastctl verify started or stopped on one resource.
 struct verify_outcome {
   std::string resource;
-  std::string message;  // on success: what happened, one line
-  std::string error;    // empty on success
+  std::string message;    // on success: what happened, one line
+  std::string error;      // empty on success
+  int error_number = 0;   // with `error`: see ehast_noentry
 };
 
 /// A role change request as hastctl sends it.

@@ -6,17 +6,24 @@
 
 #include "cli/common/commands.hpp"
 #include "cli/common/control_client.hpp"
+#include "cli/exit_status.hpp"
 #include "io/block_device.hpp"
 
 #include <iostream>
+#include <optional>
 
 namespace hast::cli {
 
 namespace {
 
-int fail(const std::string& message) {
+/// Prints "hastctl: <message>" and returns `exit_status`: EX_USAGE for the
+/// command line, EX_DATAERR for a name not configured, EX_UNAVAILABLE when
+/// the resource is not in a state for it (not primary, (not) attached,
+/// mounted, hastd's own device), EX_OSERR when making or removing the
+/// device failed.
+int fail(int exit_status, const std::string& message) {
   std::cerr << "hastctl: " << message << '\n';
-  return 1;
+  return exit_status;
 }
 
 /// The device name of a resource on this node: its `name` option.
@@ -34,23 +41,21 @@ int run_attach(const cli_options& options, const std::vector<std::string>& args)
   std::string error;
   auto parsed = parse_command_args(args, "", {}, error);
   if (!parsed)
-    return fail("attach: " + error);
+    return fail(EX_USAGE, "attach: " + error);
   if (parsed->operands.size() != 1)
-    return fail("attach: expected exactly one resource name");
+    return fail(EX_USAGE, "attach: expected exactly one resource name");
   auto name = parsed->operands[0];
   auto config = load(options);
-  if (!config)
-    return fail(config.error().message());
-  auto res = config->find(name);
+  auto res = config.find(name);
   if (res == nullptr)
-    return fail("attach: unknown resource '" + name + "'");
+    return fail(EX_DATAERR, "attach: unknown resource '" + name + "'");
   auto reply = request_daemon(options, {{"command", "status"}, {"resources", {name}}});
   if (!reply)
-    return fail(reply.error().message());
-  auto row = reply->at("resources").at(0);
+    return report_failure(reply);
+  auto row = reply.body.at("resources").at(0);
   auto role = row.value("role", "init");
   if (role != "primary")
-    return fail("attach: resource " + name + " is " + role + ", not primary");
+    return fail(EX_UNAVAILABLE, "attach: resource " + name + " is " + role + ", not primary");
   auto link_name = link_name_of(*res);
   auto existing = find_device(link_name);
   if (res->device) {
@@ -62,17 +67,18 @@ int run_attach(const cli_options& options, const std::vector<std::string>& args)
     }
     auto why = row.value("device_error", "");
     if (!why.empty())
-      return fail("attach: hastd could not make " + std::string{device_link_root} + "/" + link_name
+      return fail(EX_UNAVAILABLE, "attach: hastd could not make " + std::string{device_link_root} + "/" + link_name
                   + ": " + why);
-    return fail("attach: resource " + name + " has 'device on': hastd makes "
+    return fail(EX_UNAVAILABLE, "attach: resource " + name + " has 'device on': hastd makes "
                 + std::string{device_link_root} + "/" + link_name + " itself, and it is not there yet");
   }
   if (existing)
-    return fail("attach: " + name + " is already attached (" + describe(*existing)
+    return fail(EX_UNAVAILABLE, "attach: " + name + " is already attached (" + describe(*existing)
                 + "); run 'hastctl detach " + name + "' first");
   auto made = make_device(link_name, res->name, res->nbd);
   if (!made)
-    return fail("attach: " + made.error().message());
+    return fail(made.error().code() == errc::busy ? EX_UNAVAILABLE : EX_OSERR,
+                "attach: " + made.error().message());
   std::cout << describe(*made) << '\n';
   return 0;
 }
@@ -81,32 +87,38 @@ int run_detach(const cli_options& options, const std::vector<std::string>& args)
   std::string error;
   auto parsed = parse_command_args(args, "f", {}, error);
   if (!parsed)
-    return fail("detach: " + error);
+    return fail(EX_USAGE, "detach: " + error);
   if (parsed->operands.size() != 1)
-    return fail("detach: expected exactly one resource name");
+    return fail(EX_USAGE, "detach: expected exactly one resource name");
   bool force = !parsed->options.empty();
   auto name = parsed->operands[0];
   // The resource's `name` when the configuration knows it; otherwise the
   // operand itself, so that a device outlives a configuration change
   // without becoming impossible to remove.
   auto link_name = name;
-  if (auto config = load(options)) {
+  std::optional<node_config> config;
+  try {
+    config = load(options);
+  } catch (const config_error&) {
+  }
+  if (config) {
     if (auto res = config->find(name)) {
       link_name = link_name_of(*res);
       if (res->device && device_recorded(link_name)) {
         auto reply = request_daemon(options, {{"command", "status"}, {"resources", {name}}});
-        if (reply && reply->at("resources").at(0).value("role", "init") == "primary")
-          return fail("detach: " + std::string{device_link_root} + "/" + link_name
+        if (reply && reply.body.at("resources").at(0).value("role", "init") == "primary")
+          return fail(EX_UNAVAILABLE, "detach: " + std::string{device_link_root} + "/" + link_name
                       + " belongs to hastd (resource " + name + " has 'device on'); 'hastctl role "
                       + "init " + name + "' removes it");
       }
     }
   }
   if (!device_recorded(link_name))
-    return fail("detach: " + name + " is not attached");
+    return fail(EX_UNAVAILABLE, "detach: " + name + " is not attached");
   auto removed = remove_device(link_name, force);
   if (!removed)
-    return fail("detach: " + removed.message());
+    return fail(removed.code() == errc::busy ? EX_UNAVAILABLE : EX_OSERR,
+                "detach: " + removed.message());
   if (!removed.detail().empty())
     std::cerr << "hastctl: detach: " << removed.detail() << '\n';
   return 0;

@@ -2,7 +2,9 @@
 
 // hastctl's commands. Each takes the global options and the arguments after
 // the command word, prints its output on stdout, one line per error on stderr
-// ("hastctl: <what>: <why>"), and returns the exit status (0 or 1).
+// ("hastctl: <what>: <why>"), and returns the exit status: 0, one of
+// FreeBSD's sysexits values, or the first resource's error number
+// (cli/exit_status.hpp; hastctl(8), EXIT STATUS).
 // cli/hastctl.cpp maps command words to these in one table.
 
 #include "cli/common/args.hpp"

@@ -3,6 +3,7 @@
 
 #include "cli/common/commands.hpp"
 #include "cli/common/control_client.hpp"
+#include "cli/exit_status.hpp"
 #include "io/size.hpp"
 #include "messages/status.hpp"
 
@@ -13,9 +14,10 @@ namespace hast::cli {
 
 namespace {
 
-int fail(const std::string& message) {
+/// A command line hastctl cannot act on: EX_USAGE, as FreeBSD's usage().
+int usage_error(const std::string& message) {
   std::cerr << "hastctl: " << message << '\n';
-  return 1;
+  return EX_USAGE;
 }
 
 std::string clock(uint64_t seconds) {
@@ -196,22 +198,26 @@ void print_status_row(const resource_status& r) {
 }
 
 /// Prints the daemon's answer as `status` or `list`; exits with the first
-/// resource's error number, as FreeBSD's hastctl does.
+/// resource's error number, as FreeBSD's hastctl does. A name hastd does not
+/// know is one such resource (error 1), not a failure of the whole request.
+/// --json (not FreeBSD's) exits 0 once hastd answered: each entry carries
+/// its own "error", and scripts read the document whole.
 int query(const cli_options& options, const std::vector<std::string>& operands, bool list) {
   auto reply = request_daemon(options, {{"command", "status"}, {"resources", operands}});
   if (!reply)
-    return fail(reply.error().message());
+    return report_failure(reply);
   if (options.json) {
-    std::cout << reply->dump(2) << '\n';
+    std::cout << reply.body.dump(2) << '\n';
     return 0;
   }
   int rc = 0;
+  for (auto& entry : reply.body.at("resources"))
+    if (auto error = entry.value("error", 0); rc == 0 && error != 0)
+      rc = error;
   bool header = false;
   // In the daemon's order (its configuration file's), not sorted.
-  for (auto& entry : reply->at("resources")) {
+  for (auto& entry : reply.body.at("resources")) {
     auto r = status_from_json(entry);
-    if (rc == 0 && r.error != 0)
-      rc = r.error;
     if (list) {
       print_list(r);
       continue;
@@ -232,7 +238,7 @@ int run_status(const cli_options& options, const std::vector<std::string>& args)
   std::string error;
   auto parsed = parse_command_args(args, "", {"--json"}, error);
   if (!parsed)
-    return fail("status: " + error);
+    return usage_error("status: " + error);
   auto opts = options;
   opts.json = opts.json || !parsed->flags.empty();
   return query(opts, parsed->operands, false);
@@ -242,7 +248,7 @@ int run_list(const cli_options& options, const std::vector<std::string>& args) {
   std::string error;
   auto parsed = parse_command_args(args, "", {"--json"}, error);
   if (!parsed)
-    return fail("list: " + error);
+    return usage_error("list: " + error);
   auto opts = options;
   opts.json = opts.json || !parsed->flags.empty();
   return query(opts, parsed->operands, true);
@@ -252,19 +258,19 @@ int run_role(const cli_options& options, const std::vector<std::string>& args) {
   std::string error;
   auto parsed = parse_command_args(args, "f", {"--force"}, error);
   if (!parsed)
-    return fail("role: " + error);
+    return usage_error("role: " + error);
   auto& ops = parsed->operands;
   if (ops.size() < 2)
-    return fail("role: expected 'role init|primary|secondary all|<resource>...'");
+    return usage_error("role: expected 'role init|primary|secondary all|<resource>...'");
   if (!parse_role(ops[0]))
-    return fail("role: unknown role '" + ops[0] + "' (expected init, primary or secondary)");
+    return usage_error("role: unknown role '" + ops[0] + "' (expected init, primary or secondary)");
   bool force = !parsed->options.empty() || !parsed->flags.empty();
   std::vector<std::string> names(ops.begin() + 1, ops.end());
   auto reply = request_daemon(
     options, {{"command", "role"}, {"role", ops[0]}, {"resources", names}, {"force", force}});
   if (!reply)
-    return fail(reply.error().message());
-  return report_results(*reply, [&](const nlohmann::json& r) {
+    return report_failure(reply);
+  return report_results(reply.body, [&](const nlohmann::json& r) {
     if (options.debug > 0)
       std::cout << r.value("resource", "") << ": " << r.value("previous", "") << " -> " << ops[0]
                 << '\n';

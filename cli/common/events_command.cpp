@@ -5,6 +5,7 @@
 
 #include "cli/common/commands.hpp"
 #include "cli/common/control_client.hpp"
+#include "cli/exit_status.hpp"
 #include "io/control_channel.hpp"
 #include "messages/events.hpp"
 #include "messages/status.hpp"
@@ -18,9 +19,9 @@ namespace hast::cli {
 
 namespace {
 
-int fail(const std::string& message) {
+int fail(int exit_status, const std::string& message) {
   std::cerr << "hastctl: " << message << '\n';
-  return 1;
+  return exit_status;
 }
 
 void print(const event_record& e, bool json) {
@@ -57,7 +58,7 @@ int run_events(const cli_options& options, const std::vector<std::string>& args)
   std::string error;
   auto parsed = parse_command_args(args, "", {"--json", "--now"}, error);
   if (!parsed)
-    return fail("events: " + error);
+    return fail(EX_USAGE, "events: " + error);
   bool json = options.json;
   bool now_only = false;
   for (auto& f : parsed->flags) {
@@ -66,28 +67,29 @@ int run_events(const cli_options& options, const std::vector<std::string>& args)
   }
   auto names = parsed->operands;
   auto config = load(options);
-  if (!config)
-    return fail(config.error().message());
   for (auto& name : names)
-    if (name != "all" && !config->find(name))
-      return fail("events: unknown resource '" + name + "'");
-  auto path = unix_socket_path(config->control);
+    if (name != "all" && !config.find(name))
+      return fail(EX_DATAERR, "events: unknown resource '" + name + "'");
+  auto path = unix_socket_path(config.control);
 
   // Subscribe first, then read the state: no change falls between the two.
   int fd = -1;
   if (!now_only) {
     auto stream = control::open_stream(path, {{"command", "events"}, {"resources", names}}, 30);
-    if (!stream)
-      return fail(stream.error().message());
+    if (!stream) {
+      // As request_daemon(): unreachable is EX_OSERR, the rest EX_UNAVAILABLE.
+      auto text = stream.error().message();
+      return fail(text.rfind("hastd is not running", 0) == 0 ? EX_OSERR : EX_UNAVAILABLE, text);
+    }
     fd = *stream;
   }
   auto state = request_daemon(options, {{"command", "status"}, {"resources", names}});
   if (!state) {
     if (fd >= 0)
       ::close(fd);
-    return fail(state.error().message());
+    return report_failure(state);
   }
-  for (auto& entry : state->at("resources"))
+  for (auto& entry : state.body.at("resources"))
     print(exists(status_from_json(entry)), json);
   print(event_record{"exists", "-", event_clock_ms(), {}}, json);
   if (now_only)
@@ -98,13 +100,13 @@ int run_events(const cli_options& options, const std::vector<std::string>& args)
     auto frame = control::read_frame(fd);
     if (!frame) {
       ::close(fd);
-      return fail("events: the stream ended: " + frame.error().message()
+      return fail(EX_UNAVAILABLE, "events: the stream ended: " + frame.error().message()
                   + " (hastd stopped or dropped this reader)");
     }
     auto j = nlohmann::ordered_json::parse(*frame, nullptr, false);
     if (!j.is_object()) {
       ::close(fd);
-      return fail("events: hastd sent a malformed event");
+      return fail(EX_UNAVAILABLE, "events: hastd sent a malformed event");
     }
     print(event_from_json(j), json);
     if (std::ferror(stdout)) {  // the reader of our output went away

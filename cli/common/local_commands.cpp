@@ -1,6 +1,7 @@
 #include "cli/common/local_commands.hpp"
 
 #include "cli/common/commands.hpp"
+#include "cli/exit_status.hpp"
 #include "io/provider.hpp"
 #include "io/size.hpp"
 
@@ -19,13 +20,10 @@ namespace hast::cli {
 
 namespace {
 
-int fail(const std::string &what, const std::string &why) {
+/// Prints "hastctl: <what>: <why>" and returns `exit_status`.
+int fail(int exit_status, const std::string &what, const std::string &why) {
   std::cerr << "hastctl: " << what << ": " << why << '\n';
-  return 1;
-}
-
-node_config load(const cli_options &options) {
-  return load_config(options.config_path, select_node(options.node));
+  return exit_status;
 }
 
 bool valid_extent_size(uint64_t bytes) {
@@ -49,27 +47,9 @@ result<provider> open_for_create(const std::string &path, std::optional<uint64_t
   return provider::open(path, true);
 }
 
-} // namespace
-
-result<std::vector<const resource_config *>>
-select_resources(const node_config &config, const std::vector<std::string> &operands) {
-  std::vector<const resource_config *> out;
-  if (operands.empty() || (operands.size() == 1 && operands[0] == "all")) {
-    for (const auto &res : config.resources)
-      out.push_back(&res);
-    return out;
-  }
-  for (const auto &name : operands) {
-    const auto *res = config.find(name);
-    if (res == nullptr)
-      return status{errc::no_such_resource,
-                    fmt::format("no resource '{}' in {}", name, config.path)};
-    out.push_back(res);
-  }
-  return out;
+local_outcome failed(int exit_status, status why) {
+  return {std::move(why), exit_status};
 }
-
-namespace {
 
 status witness_has_no_data(const resource_config &res) {
   return status{errc::invalid_argument,
@@ -78,54 +58,81 @@ status witness_has_no_data(const resource_config &res) {
 
 } // namespace
 
-result<metadata> create_resource(const resource_config &res, const create_options &options) {
-  if (res.is_witness)
-    return witness_has_no_data(res);
-  if (res.local.empty())
-    return status{errc::invalid_argument, "no local provider configured ('local')"};
-  auto prov = open_for_create(res.local, options.mediasize);
-  if (!prov)
-    return prov.error();
-  // hastd holds this lock while it runs the resource as primary or secondary.
-  if (auto st = prov->lock(); !st)
-    return st;
-  auto mediasize = options.mediasize.value_or(prov->size());
-  if (mediasize > prov->size())
-    return status{errc::invalid_argument,
-                  fmt::format("{}: media size {} ({}) is larger than the provider ({})", res.local,
-                              mediasize, humanize(mediasize), humanize(prov->size()))};
-  return create_metadata(*prov, res.name, options.extent_size, options.keepdirty, mediasize);
+std::vector<std::pair<std::string, const resource_config *>>
+select_resources(const node_config &config, const std::vector<std::string> &operands) {
+  std::vector<std::pair<std::string, const resource_config *>> out;
+  if (operands.empty() || (operands.size() == 1 && operands[0] == "all")) {
+    for (const auto &res : config.resources)
+      out.emplace_back(res.name, &res);
+    return out;
+  }
+  for (const auto &name : operands)
+    out.emplace_back(name, config.find(name));
+  return out;
 }
 
-result<metadata> dump_resource(const resource_config &res) {
+local_outcome create_resource(const resource_config &res, const create_options &options) {
   if (res.is_witness)
-    return witness_has_no_data(res);
+    return failed(EX_DATAERR, witness_has_no_data(res));
   if (res.local.empty())
-    return status{errc::invalid_argument, "no local provider configured ('local')"};
+    return failed(EX_DATAERR, status{errc::invalid_argument, "no local provider configured ('local')"});
+  auto prov = open_for_create(res.local, options.mediasize);
+  if (!prov)
+    return failed(EX_NOINPUT, prov.error());
+  // hastd holds this lock while it runs the resource as primary or secondary.
+  if (auto st = prov->lock(); !st)
+    return failed(st.code() == errc::busy ? EX_TEMPFAIL : EX_NOINPUT, st);
+  auto mediasize = options.mediasize.value_or(prov->size());
+  if (mediasize > prov->size())
+    return failed(EX_DATAERR,
+                  status{errc::invalid_argument,
+                         fmt::format("{}: media size {} ({}) is larger than the provider ({})",
+                                     res.local, mediasize, humanize(mediasize),
+                                     humanize(prov->size()))});
+  auto md = create_metadata(*prov, res.name, options.extent_size, options.keepdirty, mediasize);
+  if (!md)
+    return failed(md.error().code() == errc::invalid_argument ? EX_DATAERR : EX_IOERR, md.error());
+  return {std::move(md), 0};
+}
+
+local_outcome dump_resource(const resource_config &res) {
+  if (res.is_witness)
+    return failed(EX_DATAERR, witness_has_no_data(res));
+  if (res.local.empty())
+    return failed(EX_DATAERR, status{errc::invalid_argument, "no local provider configured ('local')"});
   auto prov = provider::open(res.local, false);
   if (!prov)
-    return prov.error();
+    return failed(EX_NOINPUT, prov.error());
   auto md = read_metadata(*prov, res.name);
-  if (!md && md.error().code() == errc::not_created)
-    return status{errc::not_created,
-                  fmt::format("{} (run 'hastctl create {}')", md.error().message(), res.name)};
-  return md;
+  if (md)
+    return {std::move(md), 0};
+  if (md.error().code() == errc::io_error)
+    return failed(EX_IOERR, md.error());
+  if (md.error().code() == errc::not_created)
+    return failed(EX_DATAERR,
+                  status{errc::not_created, fmt::format("{} (run 'hastctl create {}')",
+                                                        md.error().message(), res.name)});
+  return failed(EX_DATAERR, md.error());
 }
 
 int run_create(const cli_options &options, const std::vector<std::string> &args) {
   std::string error;
   auto parsed = parse_command_args(args, "e:k:m:", {}, error);
   if (!parsed)
-    return fail("create", error);
+    return fail(EX_USAGE, "create", error);
   create_options co;
   for (const auto &[letter, value] : parsed->options) {
     switch (letter) {
     case 'e': {
+      // A value that is no size is a usage error, a size that cannot be
+      // an extent a data error (FreeBSD: "Invalid extentsize", EX_USAGE;
+      // "Extent size ... is not multiple of sector size", EX_DATAERR).
       auto bytes = parse_size(value);
       if (!bytes || !valid_extent_size(*bytes))
-        return fail("create", fmt::format("invalid extent size '{}': must be a power-of-two "
-                                          "multiple of 4096 bytes, e.g. 2M",
-                                          value));
+        return fail(bytes ? EX_DATAERR : EX_USAGE, "create",
+                    fmt::format("invalid extent size '{}': must be a power-of-two "
+                                "multiple of 4096 bytes, e.g. 2M",
+                                value));
       co.extent_size = static_cast<uint32_t>(*bytes);
       break;
     }
@@ -133,18 +140,19 @@ int run_create(const cli_options &options, const std::vector<std::string> &args)
       uint32_t n = 0;
       auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
       if (ec != std::errc{} || end != value.data() + value.size() || n == 0)
-        return fail("create", fmt::format("invalid keepdirty '{}': must be a positive number "
-                                          "of extents",
-                                          value));
+        return fail(EX_USAGE, "create",
+                    fmt::format("invalid keepdirty '{}': must be a positive number of extents",
+                                value));
       co.keepdirty = n;
       break;
     }
     case 'm': {
       auto bytes = parse_size(value);
       if (!bytes || *bytes == 0)
-        return fail("create", fmt::format("invalid media size '{}': expected bytes or a "
-                                          "K/M/G/T suffix, e.g. 64M",
-                                          value));
+        return fail(EX_USAGE, "create",
+                    fmt::format("invalid media size '{}': expected bytes or a "
+                                "K/M/G/T suffix, e.g. 64M",
+                                value));
       co.mediasize = *bytes;
       break;
     }
@@ -153,52 +161,61 @@ int run_create(const cli_options &options, const std::vector<std::string> &args)
     }
   }
   if (parsed->operands.empty())
-    return fail("create", "no resource given (name resources or 'all')");
-  auto config = load(options);
-  auto selected = select_resources(config, parsed->operands);
-  if (!selected)
-    return fail("create", selected.error().message());
-  for (const auto *res : *selected) {
-    auto md = create_resource(*res, co);
-    if (!md)
-      return fail("create " + res->name, md.error().message());
-    if (options.debug > 0)
-      std::cerr << "hastctl: create " << res->name << ": metadata written to " << res->local << "\n"
-                << render_metadata(*md);
+    return fail(EX_USAGE, "create", "no resource given (name resources or 'all')");
+  auto config = load_config(options.config_path, select_node(options.node));
+  // Every named resource is tried; the exit status is the first failure's.
+  int rc = 0;
+  for (const auto &[name, res] : select_resources(config, parsed->operands)) {
+    int failure = 0;
+    if (res == nullptr) {
+      failure = fail(EX_DATAERR, "create", fmt::format("no resource '{}' in {}", name, config.path));
+    } else if (auto out = create_resource(*res, co); !out.md) {
+      failure = fail(out.exit_status, "create " + name, out.md.error().message());
+    } else if (options.debug > 0) {
+      std::cerr << "hastctl: create " << name << ": metadata written to " << res->local << "\n"
+                << render_metadata(*out.md);
+    }
+    if (rc == 0)
+      rc = failure;
   }
-  return 0;
+  return rc;
 }
 
 int run_dump(const cli_options &options, const std::vector<std::string> &args) {
   std::string error;
   auto parsed = parse_command_args(args, "", {"--json"}, error);
   if (!parsed)
-    return fail("dump", error);
+    return fail(EX_USAGE, "dump", error);
   bool json = options.json || !parsed->flags.empty();
-  auto config = load(options);
-  auto selected = select_resources(config, parsed->operands);
-  if (!selected)
-    return fail("dump", selected.error().message());
+  auto config = load_config(options.config_path, select_node(options.node));
   int rc = 0;
   auto list = nlohmann::json::array();
   bool first = true;
-  for (const auto *res : *selected) {
-    auto md = dump_resource(*res);
-    if (!md) {
-      rc = fail("dump " + res->name, md.error().message());
+  for (const auto &[name, res] : select_resources(config, parsed->operands)) {
+    if (res == nullptr) {
+      auto why = fmt::format("no resource '{}' in {}", name, config.path);
+      auto failure = fail(EX_DATAERR, "dump", why);
+      rc = rc == 0 ? failure : rc;
       if (json)
-        list.push_back(
-            {{"name", res->name}, {"local", res->local}, {"error", md.error().message()}});
+        list.push_back({{"name", name}, {"error", why}});
+      continue;
+    }
+    auto out = dump_resource(*res);
+    if (!out.md) {
+      auto failure = fail(out.exit_status, "dump " + name, out.md.error().message());
+      rc = rc == 0 ? failure : rc;
+      if (json)
+        list.push_back({{"name", name}, {"local", res->local}, {"error", out.md.error().message()}});
       continue;
     }
     if (json) {
-      auto entry = metadata_json(*md);
+      auto entry = metadata_json(*out.md);
       entry["local"] = res->local;
       list.push_back(std::move(entry));
     } else {
       if (!first)
         std::cout << '\n';
-      std::cout << render_metadata(*md);
+      std::cout << render_metadata(*out.md);
       first = false;
     }
   }

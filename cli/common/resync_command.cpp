@@ -7,6 +7,7 @@
 
 #include "cli/common/commands.hpp"
 #include "cli/common/control_client.hpp"
+#include "cli/exit_status.hpp"
 
 #include <algorithm>
 #include <iostream>
@@ -18,25 +19,23 @@ int run_resync(const cli_options& options, const std::vector<std::string>& args)
   auto parsed = parse_command_args(args, "", {"--discard-local"}, error);
   if (!parsed) {
     std::cerr << "hastctl: resync: " << error << '\n';
-    return 1;
+    return EX_USAGE;
   }
   if (parsed->flags.empty()) {
     std::cerr << "hastctl: resync: --discard-local is required: this node gives up its own "
                  "changes and takes the peer's\n";
-    return 1;
+    return EX_USAGE;
   }
   if (parsed->operands.empty()) {
     std::cerr << "hastctl: resync: expected 'resync --discard-local all|<resource>...'\n";
-    return 1;
+    return EX_USAGE;
   }
   auto reply = request_daemon(options, {{"command", "resync"},
                                         {"discard_local", true},
                                         {"resources", parsed->operands}});
-  if (!reply) {
-    std::cerr << "hastctl: " << reply.error().message() << '\n';
-    return 1;
-  }
-  return report_results(*reply, [](const nlohmann::json& r) {
+  if (!reply)
+    return report_failure(reply);
+  return report_results(reply.body, [](const nlohmann::json& r) {
     std::cout << r.value("resource", "")
               << ": local changes will be discarded when the primary connects\n";
   });
@@ -47,7 +46,7 @@ int run_verify(const cli_options& options, const std::vector<std::string>& args)
   auto parsed = parse_command_args(args, "", {"--repair", "--stop"}, error);
   if (!parsed) {
     std::cerr << "hastctl: verify: " << error << '\n';
-    return 1;
+    return EX_USAGE;
   }
   auto has = [&](const char* flag) {
     return std::find(parsed->flags.begin(), parsed->flags.end(), flag) != parsed->flags.end();
@@ -56,21 +55,19 @@ int run_verify(const cli_options& options, const std::vector<std::string>& args)
   auto stop = has("--stop");
   if (repair && stop) {
     std::cerr << "hastctl: verify: --repair and --stop exclude each other\n";
-    return 1;
+    return EX_USAGE;
   }
   if (parsed->operands.empty()) {
     std::cerr << "hastctl: verify: expected 'verify [--repair | --stop] all|<resource>...'\n";
-    return 1;
+    return EX_USAGE;
   }
   auto reply = request_daemon(options, {{"command", "verify"},
                                         {"repair", repair},
                                         {"stop", stop},
                                         {"resources", parsed->operands}});
-  if (!reply) {
-    std::cerr << "hastctl: " << reply.error().message() << '\n';
-    return 1;
-  }
-  return report_results(*reply, [](const nlohmann::json& r) {
+  if (!reply)
+    return report_failure(reply);
+  return report_results(reply.body, [](const nlohmann::json& r) {
     std::cout << r.value("resource", "") << ": " << r.value("message", "") << '\n';
   });
 }

@@ -1,7 +1,8 @@
 // The supervisor's answers when there is nothing to ask or nobody answers:
-// a request that names no resource is answered at once, and a resource that
-// does not answer during a reload costs neither the supervisor nor the other
-// resources. Driven by CAF's deterministic test scheduler.
+// a request that names no resource is answered at once, a name that is not
+// configured is answered alone (error 1) while the others are acted on, and
+// a resource that does not answer during a reload costs neither the
+// supervisor nor the other resources. Driven by CAF's deterministic test scheduler.
 
 #include "actors/supervisor.hpp"
 #include "io/asio.hpp"
@@ -110,6 +111,41 @@ TEST_F(supervision, role_all_on_a_node_without_resources_answers_an_empty_list) 
   auto answer = ask<std::vector<role_outcome>>(atom::role_v, req);
   ASSERT_TRUE(answer.has_value()) << "no answer to `role init all` without resources";
   EXPECT_TRUE(answer->empty());
+}
+
+TEST_F(supervision, a_request_naming_an_unknown_resource_acts_on_the_others) {
+  node_config config;
+  config.resources.push_back(make_resource("r1"));
+  start(config);
+  role_request req;
+  req.target = role::primary;
+  req.resources = {"nosuch", "r1"};
+  auto changed = ask<std::vector<role_outcome>>(atom::role_v, req);
+  ASSERT_TRUE(changed.has_value()) << "the request failed as a whole";
+  ASSERT_EQ(changed->size(), 2u);
+  EXPECT_EQ((*changed)[0].resource, "nosuch");
+  EXPECT_EQ((*changed)[0].error_number, ehast_noentry);
+  EXPECT_NE((*changed)[0].error.find("unknown resource 'nosuch'"), std::string::npos)
+    << (*changed)[0].error;
+  EXPECT_EQ((*changed)[1].resource, "r1");
+  EXPECT_EQ((*changed)[1].error, "");
+  EXPECT_EQ((*changed)[1].error_number, 0);
+
+  auto st = ask<std::vector<resource_status>>(atom::status_v,
+                                              std::vector<std::string>{"r1", "nosuch"});
+  ASSERT_TRUE(st.has_value()) << "status failed as a whole";
+  ASSERT_EQ(st->size(), 2u);
+  EXPECT_EQ((*st)[0].name, "r1");
+  EXPECT_EQ((*st)[0].error, 0);
+  EXPECT_EQ((*st)[0].current_role, role::primary) << "r1 was not made primary";
+  EXPECT_EQ((*st)[1].name, "nosuch");
+  EXPECT_EQ((*st)[1].error, ehast_noentry);
+
+  // Only unknown names: each answered, nothing else asked.
+  auto none = ask<std::vector<resource_status>>(atom::status_v, std::vector<std::string>{"x", "y"});
+  ASSERT_TRUE(none.has_value());
+  ASSERT_EQ(none->size(), 2u);
+  EXPECT_EQ((*none)[1].error, ehast_noentry);
 }
 
 TEST_F(supervision, a_resource_that_does_not_answer_during_a_reload_keeps_its_settings) {

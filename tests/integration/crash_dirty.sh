@@ -69,7 +69,7 @@ crash_during_writes 3000
 # The dead daemon's control socket is still there; nobody answers on it.
 rc=0
 ctl status > /dev/null 2> "$T/status.err" || rc=$?
-[[ $rc -eq 1 ]] && grep -q "hastd is not running" "$T/status.err" \
+[[ $rc -eq 71 ]] && grep -q "hastd is not running" "$T/status.err" \
   || fail "status after kill -9 (rc $rc): $(cat "$T/status.err")"
 metadata_valid "after kill -9"
 dirty_extents=$(json_get "$T/dump.json" "j['resources'][0]['dirty_extents']")

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # hastctl create and dump on real files (and a loop device when we may make
 # one): the happy path, the JSON document, and every error a user can hit,
-# each of which must exit 1 with one clear line on stderr.
+# each of which must exit with FreeBSD's sysexits status for it (64 usage,
+# 65 data, 66 provider, 75 in use) and one clear line on stderr.
 # Usage: create_dump.sh <build-dir>
 set -euo pipefail
 
@@ -46,14 +47,14 @@ CONF
 
 ctl() { "$hastctl" -c "$cfg" -n nodeA "$@"; }
 
-# Runs a command that must fail: exit status 1, exactly one stderr line
-# starting "hastctl: " and containing $1.
+# expect_error RC WANT CMD...: CMD must fail with exit status RC and exactly
+# one stderr line starting "hastctl: " and containing WANT.
 expect_error() {
-  local want=$1; shift
+  local want_rc=$1 want=$2; shift 2
   local out err rc=0
   out=$("$@" 2>"$dir/stderr") || rc=$?
   err=$(cat "$dir/stderr")
-  [[ $rc -eq 1 ]] || fail "'$*' exited $rc, expected 1 (stderr: $err)"
+  [[ $rc -eq $want_rc ]] || fail "'$*' exited $rc, expected $want_rc (stderr: $err)"
   [[ $(printf '%s\n' "$err" | wc -l) -eq 1 ]] || fail "'$*' printed more than one error line: $err"
   [[ $err == hastctl:* ]] || fail "'$*' error does not start with 'hastctl:': $err"
   [[ $err == *"$want"* ]] || fail "'$*' error lacks '$want': $err"
@@ -104,30 +105,45 @@ PY
 echo "ok: re-create changes resuid and extent size"
 
 # --- errors ------------------------------------------------------------------
-expect_error "provider does not exist" ctl create missing
+expect_error 66 "provider does not exist" ctl create missing
 [[ ! -e $dir/missing.img ]] || fail "create without -m created the provider"
-expect_error "invalid extent size '3000'" ctl create -e 3000 -m 64M fresh
-expect_error "invalid extent size '12K'" ctl create -e 12K -m 64M fresh
-expect_error "invalid media size" ctl create -m 12Q fresh
-expect_error "invalid keepdirty" ctl create -k none -m 64M fresh
-expect_error "no resource 'nosuch'" ctl create -m 64M nosuch
-expect_error "no resource 'nosuch'" ctl dump nosuch
-expect_error "too small" ctl create -m 1M fresh
-expect_error "no resource given" ctl create -m 64M
-expect_error "unknown command 'frobnicate'" ctl frobnicate
-expect_error "unknown option -z" ctl create -z res
+expect_error 65 "invalid extent size '3000'" ctl create -e 3000 -m 64M fresh
+expect_error 65 "invalid extent size '12K'" ctl create -e 12K -m 64M fresh
+expect_error 64 "invalid extent size 'big'" ctl create -e big -m 64M fresh
+expect_error 64 "invalid media size" ctl create -m 12Q fresh
+expect_error 64 "invalid keepdirty" ctl create -k none -m 64M fresh
+expect_error 65 "no resource 'nosuch'" ctl create -m 64M nosuch
+expect_error 65 "no resource 'nosuch'" ctl dump nosuch
+expect_error 65 "too small" ctl create -m 1M fresh
+expect_error 64 "no resource given" ctl create -m 64M
+expect_error 64 "unknown command 'frobnicate'" ctl frobnicate
+expect_error 64 "unknown option -z" ctl create -z res
+
+# As FreeBSD's: a name that is not configured fails alone; the others are
+# created (or dumped), and the exit status is the first failure's.
+rm -f "$dir/fresh.img"
+rc=0
+ctl create -m 64M nosuch fresh 2>"$dir/partial.err" || rc=$?
+[[ $rc -eq 65 ]] || fail "create nosuch fresh exited $rc, not 65: $(cat "$dir/partial.err")"
+grep -q "no resource 'nosuch'" "$dir/partial.err" || fail "create nosuch fresh: $(cat "$dir/partial.err")"
+rc=0
+ctl dump fresh nosuch >"$dir/partial.out" 2>"$dir/partial.err" || rc=$?
+[[ $rc -eq 65 ]] || fail "dump fresh nosuch exited $rc, not 65"
+grep -q '^resource: fresh$' "$dir/partial.out" || fail "create nosuch fresh did not create fresh"
+rm -f "$dir/fresh.img"
+echo "ok: an unknown name among others: the others are created and dumped, exit 65"
 
 # A never-created provider: a clear "not created", read-only (file untouched).
 truncate -s 64M "$dir/fresh.img"
 before=$(md5sum <"$dir/fresh.img")
-expect_error "not created" ctl dump fresh
+expect_error 65 "not created" ctl dump fresh
 [[ $(md5sum <"$dir/fresh.img") == "$before" ]] || fail "dump modified the provider"
 
 # Corrupt both slots: "corrupt metadata", naming each slot.
 ctl create -m 64M fresh
 printf 'XX' | dd of="$dir/fresh.img" bs=1 seek=40 conv=notrunc status=none
 printf 'XX' | dd of="$dir/fresh.img" bs=1 seek=$((8192 + 40)) conv=notrunc status=none
-expect_error "slot A: checksum mismatch" ctl dump fresh
+expect_error 65 "slot A: checksum mismatch" ctl dump fresh
 
 # One slot corrupt: still readable.
 ctl create -m 64M fresh
@@ -142,12 +158,12 @@ resource impostor {
   on nodeA { remote none }
 }
 CONF
-expect_error "belongs to resource 'res'" "$hastctl" -c "$dir/other.conf" -n nodeA dump impostor
+expect_error 65 "belongs to resource 'res'" "$hastctl" -c "$dir/other.conf" -n nodeA dump impostor
 
-# dump all: blank line between resources; exit 1 because 'missing' has no provider.
+# dump all: blank line between resources; exit 66 because 'missing' has no provider.
 rc=0
 ctl dump >"$dir/all.txt" 2>"$dir/all.err" || rc=$?
-[[ $rc -eq 1 ]] || fail "dump all with a missing provider exited $rc"
+[[ $rc -eq 66 ]] || fail "dump all with a missing provider exited $rc, not 66"
 [[ $(grep -c '^resource: ' "$dir/all.txt") -eq 2 ]] || fail "dump all did not print both resources"
 [[ $(grep -c '^$' "$dir/all.txt") -eq 1 ]] || fail "dump all: no single blank line between"
 grep -q 'hastctl: dump missing: ' "$dir/all.err" || fail "dump all: no error for 'missing'"
@@ -158,7 +174,7 @@ if command -v flock >/dev/null; then
   flock -n "$dir/res.img" sleep 5 &
   locker=$!
   sleep 0.5
-  expect_error "in use" ctl create res
+  expect_error 75 "in use" ctl create res
   kill "$locker" 2>/dev/null || true
   wait "$locker" 2>/dev/null || true
 fi
@@ -174,7 +190,7 @@ resource blk {
 }
 CONF
   blk() { "$hastctl" -c "$dir/blk.conf" -n nodeA "$@"; }
-  expect_error "larger than the provider" blk create -m 64M blk
+  expect_error 65 "larger than the provider" blk create -m 64M blk
   blk create -m 16M -e 64K blk || fail "create on a block device with -m"
   blk create blk || fail "create on a block device"
   blk dump --json blk >"$dir/blk.json"

@@ -33,16 +33,16 @@ resource $res {
 CONF
 rc=0
 "$HASTD" -c "$T/broken.conf" -n nodeA --check-config > "$T/check.out" 2> "$T/check.err" || rc=$?
-[[ $rc -eq 1 ]] || fail "--check-config on a broken file exited $rc"
+[[ $rc -eq 78 ]] || fail "--check-config on a broken file exited $rc, not 78 (EX_CONFIG)"
 grep -q "^hastd: $T/broken.conf:4: replication" "$T/check.err" \
   || fail "--check-config does not name file:line: $(cat "$T/check.err")"
 [[ $(wc -l < "$T/check.err") -eq 1 ]] || fail "--check-config error is not one line: $(cat "$T/check.err")"
-pass "--check-config: effective settings, exit 0; broken file: $(cat "$T/check.err"), exit 1"
+pass "--check-config: effective settings, exit 0; broken file: $(cat "$T/check.err"), exit 78"
 
 # --- --io-engine: the disk engine asked for ----------------------------------------------------
-expect_fail "--io-engine takes 'uring' or 'threads', not 'aio'" \
+expect_exit 64 "--io-engine takes 'uring' or 'threads', not 'aio'" \
   "$HASTD" -F -c "$T/hast.conf" -n nodeA --io-engine aio
-expect_fail "option --io-engine needs a value" "$HASTD" -F -c "$T/hast.conf" -n nodeA --io-engine
+expect_exit 64 "option --io-engine needs a value" "$HASTD" -F -c "$T/hast.conf" -n nodeA --io-engine
 
 # --- SIGTERM while a client writes -----------------------------------------------------
 start_hastd
@@ -79,9 +79,9 @@ ctl role primary "$res" || fail "role primary against the daemon"
 nbdinfo --size "$(nbd_uri "$res")" > /dev/null || fail "nbdinfo against the daemon"
 pass "daemon mode: pid file holds $DAEMON_PID, hastctl and NBD work"
 
-expect_fail "already running" "$HASTD" -c "$T/hast.conf" -n nodeA
+expect_exit 75 "already running" "$HASTD" -c "$T/hast.conf" -n nodeA
 [[ $ERR == *"$DAEMON_PID"* ]] || fail "the refusal does not name the running pid: $ERR"
-expect_fail "already running" "$HASTD" -F -c "$T/hast.conf" -n nodeA -P "$T/hastd.pid"
+expect_exit 75 "already running" "$HASTD" -F -c "$T/hast.conf" -n nodeA -P "$T/hastd.pid"
 [[ $(cat "$T/hastd.pid") == "$DAEMON_PID" ]] || fail "the refused start changed the pid file"
 kill -0 "$DAEMON_PID" 2>/dev/null || fail "the running daemon died from the refused starts"
 ctl status "$res" | grep -q "^$res[[:space:]]*complete[[:space:]]*primary" || fail "status after the refused starts"
@@ -94,7 +94,7 @@ DAEMON_PID=""
 ctl dump --json "$res" > /dev/null || fail "metadata not valid after the daemon stopped"
 rc=0
 ctl status > /dev/null 2> "$T/status.err" || rc=$?
-[[ $rc -eq 1 ]] && grep -q "hastd is not running" "$T/status.err" || fail "status after stop: $(cat "$T/status.err")"
+[[ $rc -eq 71 ]] && grep -q "hastd is not running" "$T/status.err" || fail "status after stop (exit $rc): $(cat "$T/status.err")"
 pass "daemon stopped by the pid from its pid file; pid file removed"
 
 # --- SIGHUP ------------------------------------------------------------------------------
@@ -141,7 +141,7 @@ stop_hastd
 # it must refuse, and leave the first one's sockets alone.
 start_hastd
 ctl role primary "$res"
-expect_fail "another hastd is serving the control socket" "$HASTD" -F -c "$T/hast.conf" -n nodeA
+expect_exit 75 "another hastd is serving the control socket" "$HASTD" -F -c "$T/hast.conf" -n nodeA
 daemon_alive
 [[ -S $T/ctl.sock ]] || soft_fail "the refused second hastd removed the first one's control socket"
 [[ -S $T/$res.nbd ]] || soft_fail "the refused second hastd removed the first one's NBD socket"

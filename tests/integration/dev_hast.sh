@@ -3,7 +3,7 @@
 # the default), as FreeBSD's hastd does, with no `hastctl attach`:
 #  - role primary makes /dev/hast/<name> (the `name` option, not the
 #    resource name); mkfs.ext4, mount, write a file;
-#  - role secondary is refused (exit 1, naming the mount point) while it is
+#  - role secondary is refused (exit 16, EBUSY, naming the mount point) while it is
 #    mounted; after umount, role init removes device, loop device, FUSE
 #    mount and nbdfuse;
 #  - role -f init while mounted proceeds: the link goes at once, the mount
@@ -102,7 +102,7 @@ echo "written through $link" > "$T/mnt/file"
 sync -f "$T/mnt/file"
 
 # --- leaving primary while mounted -----------------------------------------------------------
-expect_fail "$T/mnt" ctl role secondary "$res"
+expect_exit 16 "$T/mnt" ctl role secondary "$res"
 [[ $(wc -l < "$T/expect.err") -eq 1 ]] || fail "the refusal is more than one line: $ERR"
 ctl status "$res" | grep -q primary || fail "the refused demotion changed the role"
 [[ -b $link ]] && mountpoint -q "$T/mnt" || fail "the refused demotion touched the device"

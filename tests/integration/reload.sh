@@ -6,7 +6,9 @@
 # listen address that cannot be opened (nodeA's own port) is refused, logged,
 # and the running set stays. The pid file: a daemonized hastd moves it to a
 # changed `pidfile` (new file with its pid, old one gone); a -F -P hastd keeps
-# its -P file. A changed `control` is logged as applying at the next start.
+# its -P file. The control socket: a changed `control` moves it at once (the
+# new socket answers, the old one is gone), as FreeBSD's hastd does; a new
+# address another hastd serves refuses the whole reload, the old socket stays.
 # Usage: reload.sh <build-dir>
 BUILD=$1
 source "$(dirname "$0")/lib/common.bash"
@@ -82,17 +84,33 @@ unchanged_reloads 1 || fail "the refused listen change is not logged as 'unchang
 pass "SIGHUP with a listen address that cannot be opened: logged, the old set stays"
 sed -i "s|listen tcp://127.0.0.1:$PORT_A\$|listen tcp://127.0.0.1:$NEW_B|" "$T/hast.conf"
 
-# A changed control address is not applied while running, and says so.
-sed -i "s|control uds://$T/b/ctl.sock|control uds://$T/b/ctl2.sock|" "$T/hast.conf"
+# control_b PATH: nodeB's `control` line in the file names uds://PATH.
+control_b() { sed -i "/^on nodeB {/,/^}/ s|^  control .*|  control uds://$1|" "$T/hast.conf"; }
+
+# A changed control address moves the control socket while running.
+control_b "$T/b/ctl2.sock"
 kill -HUP "${NODE_PID[nodeB]}"
-wait_until 20 "nodeB to log that the control address waits for a restart" \
-  log_has "a new control address takes effect at the next start" "$T/nodeB.log"
-wait_until 20 "nodeB to log that reload" unchanged_reloads 2
-"$HASTCTL" -c "$T/hast.conf" -n nodeB status "$res" > /dev/null 2>&1 \
-  && fail "the new control socket answers: the change was applied while running"
-sed -i "s|control uds://$T/b/ctl2.sock|control uds://$T/b/ctl.sock|" "$T/hast.conf"
-ctl_on nodeB status "$res" > /dev/null || fail "the old control socket stopped answering"
-pass "SIGHUP with a new control address: logged, the old socket keeps serving"
+wait_until 20 "nodeB to log the moved control socket" \
+  log_has "reload: control uds://$T/b/ctl\.sock -> uds://$T/b/ctl2\.sock\$" "$T/nodeB.log"
+ctl_on nodeB status "$res" > /dev/null || fail "the new control socket does not answer after SIGHUP"
+[[ ! -e $T/b/ctl.sock ]] || fail "the old control socket $T/b/ctl.sock is left behind"
+control_b "$T/b/ctl.sock"
+expect_exit 71 "hastd is not running" ctl_on nodeB status "$res"
+pass "SIGHUP with a new control address: the socket moves (new one answers, old one gone)"
+
+# A new control address that another hastd serves (nodeA's): the reload is
+# refused as a whole, the control socket stays where it is.
+control_b "$T/a/ctl.sock"
+kill -HUP "${NODE_PID[nodeB]}"
+wait_until 20 "nodeB to refuse the reload" \
+  log_has "reload refused, keeping the running configuration: .*another hastd is serving the control socket $T/a/ctl\.sock" "$T/nodeB.log"
+ctl_on nodeA status "$res" > "$T/a-status.out" \
+  || fail "nodeA's control socket stopped answering after nodeB's refused reload"
+grep -q "^$res[[:space:]]*complete primary" "$T/a-status.out" \
+  || fail "nodeA's socket answers for someone else: $(cat "$T/a-status.out")"
+control_b "$T/b/ctl2.sock"
+ctl_on nodeB status "$res" > /dev/null || fail "nodeB's control socket stopped answering after the refused reload"
+pass "SIGHUP with a control address another hastd serves: refused as a whole, the socket stays"
 stop_node nodeA
 stop_node nodeB
 

@@ -90,7 +90,7 @@ pass "primary: status, status --json, list, list --json agree; the export accept
 nbd_session_start s1 rr
 held=$SESSION_PID
 wait_until 10 "the daemon to count the client" nbd_clients_are rr 1
-expect_fail "client" ctl role secondary rr
+expect_exit 16 "client" ctl role secondary rr
 [[ $ERR == *"-f"* ]] || fail "the refusal does not mention -f: $ERR"
 [[ $(wc -l < "$T/expect.err") -eq 1 ]] || fail "the refusal is more than one line: $ERR"
 [[ $ERR == "hastctl: rr: "* ]] || fail "the refusal does not start with 'hastctl: rr: ': $ERR"
@@ -111,7 +111,7 @@ out=$(python3 "$NBD_RAW" "$T/rr.nbd" rr go)
 pass "role -f secondary: accepted, the held client was disconnected, the export refuses"
 
 # --- an uncreated provider cannot become primary -------------------------------------------
-expect_fail "not created" ctl role primary uncreated
+expect_exit 22 "not created" ctl role primary uncreated
 [[ $(wc -l < "$T/expect.err") -eq 1 ]] || fail "more than one error line: $ERR"
 [[ $ERR == "hastctl: uncreated: "* ]] || fail "the error does not start with 'hastctl: uncreated: ': $ERR"
 [[ $ERR == *"$T/uncreated.img"* ]] || fail "the error does not name the provider: $ERR"
@@ -139,7 +139,7 @@ pass "role init all: every resource in init"
 stop_hastd
 rc=0
 ctl status > "$T/nod.out" 2> "$T/nod.err" || rc=$?
-[[ $rc -eq 1 ]] || fail "status without a daemon exited $rc"
+[[ $rc -eq 71 ]] || fail "status without a daemon exited $rc, not 71 (EX_OSERR)"
 [[ $(wc -l < "$T/nod.err") -eq 1 ]] || fail "status without a daemon: not one line: $(cat "$T/nod.err")"
 grep -q "hastd is not running" "$T/nod.err" || fail "status without a daemon: $(cat "$T/nod.err")"
 [[ ! -s $T/nod.out ]] || fail "status without a daemon printed to stdout: $(cat "$T/nod.out")"

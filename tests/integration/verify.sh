@@ -28,9 +28,10 @@
 #      --repair under the same load repairs exactly 4096 bytes; after the
 #      writer stops, the data regions are byte-identical.
 #   6. Failure modes and interruption: verify on the secondary (error names
-#      the primary, exit 1; `verify all` there passes over both resources,
-#      exit 0), on an unknown resource (exit 1), --stop with nothing running
-#      (exit 1), a second verify while one runs (exit 1);
+#      the primary, exit 22; `verify all` there passes over both resources,
+#      exit 0), on an unknown resource (exit 1, FreeBSD's EHAST_NOENTRY),
+#      --stop with nothing running (exit 2), a second verify while one runs
+#      (exit 16, EBUSY);
 #      --stop of the throttled vs: `vs: verify stopped`, outcome stopped with
 #      done_bytes < total, hook `verify vs 0 stopped`; a verify started
 #      while a (throttled) resync of dirty extents runs skips what still
@@ -38,7 +39,7 @@
 #      in the middle of a verify of vs: restarted and `role primary`, both
 #      resources come back complete with verify outcome none, and
 #      `verify all` completes with 0 differences on both; with nodeB
-#      stopped, verify fails with exit 1 (not connected).
+#      stopped, verify fails with exit 107 (ENOTCONN: not connected).
 BUILD=$1
 source "$(dirname "$0")/lib/common.bash"
 source "$(dirname "$0")/lib/checks.bash"
@@ -409,7 +410,7 @@ same_regions vf
 pass "5b. under load: exactly the planted block at $P reported, --repair copied $BLOCK bytes, data regions identical"
 
 # ---- 6. failure modes, --stop, skipped extents, kill -9 ----------------------------------
-expect_fail "primary" ctl_on nodeB verify vf
+expect_exit 22 "primary" ctl_on nodeB verify vf
 # `verify all` (a cron line run on both nodes) passes over what is not
 # primary here instead of failing.
 out=$(ctl_on nodeB verify all) || fail "verify all on the secondary failed: $out"
@@ -417,15 +418,15 @@ for r in vf vs; do
   grep -qx "$r: not primary here; passed over" <<<"$out" \
     || fail "verify all on the secondary: expected '$r: not primary here; passed over', got: $out"
 done
-expect_fail "unknown resource" ctl_on nodeA verify nosuch
-expect_fail "" ctl_on nodeA verify --stop vf
+expect_exit 1 "unknown resource" ctl_on nodeA verify nosuch
+expect_exit 2 "" ctl_on nodeA verify --stop vf
 [[ -n $ERR ]] || fail "verify --stop with nothing running failed without a message"
 plain_message "$ERR"
 
 # --stop of a running (throttled: ~12 s) verify.
 hs=$(hook_count "verify vs 0 stopped")
 start_verify vs
-expect_fail "already running" ctl_on nodeA verify vs
+expect_exit 16 "already running" ctl_on nodeA verify vs
 [[ $(vfield vs "v['active'], v['outcome']") == "True running" ]] \
   || fail "a running verify shows active, outcome: $(vfield vs "v['active'], v['outcome']")"
 out=$(ctl_on nodeA verify --stop vs 2>&1) || fail "verify --stop vs failed: $out"
@@ -435,7 +436,7 @@ check_verify vs stopped ""
 done_vs=$(vfield vs "v['done_bytes']")
 [[ $done_vs -lt $DATASIZE_VS ]] || fail "the stopped verify shows $done_vs of $DATASIZE_VS bytes done"
 expect_hook "verify vs 0 stopped" "$hs"
-pass "6a. errors (secondary, unknown resource, nothing to stop, already running) exit 1; --stop after $done_vs bytes: outcome stopped, hook 'verify vs 0 stopped'"
+pass "6a. errors (secondary, unknown resource, nothing to stop, already running) exit 22, 1, 2, 16; --stop after $done_vs bytes: outcome stopped, hook 'verify vs 0 stopped'"
 
 # Extents that wait for a resync are skipped. nodeB stops, 4 MiB are written
 # on nodeA, nodeB comes back: the resync (syncrate 1M) needs ~4 s, and a
@@ -500,7 +501,7 @@ pass "6c. kill -9 of nodeA mid-verify: restarted complete with verify outcome no
 
 stop_node nodeB
 wait_status nodeA vf degraded 30
-expect_fail "connected" ctl_on nodeA verify vf
+expect_exit 107 "connected" ctl_on nodeA verify vf
 plain_message "$ERR"
 stop_node nodeA
 finish_test "hastctl verify"

@@ -1,8 +1,10 @@
 # More helpers for the integration tests; source after common.bash.
 #   wait_until SECS DESCRIPTION CMD...   poll CMD (every 0.1 s) until it
 #                                        succeeds; fail after SECS seconds
-#   expect_fail WANT CMD...              CMD exits 1, its stderr has WANT;
+#   expect_fail WANT CMD...              CMD fails (exit 1..125, not a
+#                                        crash), its stderr has WANT;
 #                                        the stderr is left in $ERR
+#   expect_exit RC WANT CMD...           the same with exit status RC
 #   daemon_alive                         hastd ($HASTD_PID) still runs
 #   wait_pid_gone PID [SECS]             a pid that is not our child exits
 #   log_has PATTERN [FILE]               grep -E in the daemon log
@@ -29,14 +31,27 @@ wait_until() {
   fail "timed out after ${secs}s waiting for: $what"
 }
 
+# The exit statuses are FreeBSD's (sysexits, or a resource's error
+# number; hastctl(8) and hastd(8), EXIT STATUS): expect_exit checks one,
+# expect_fail any failure that is not a crash or a signal.
 expect_fail() {
   local want=$1; shift
   local rc=0
   "$@" >"$T/expect.out" 2>"$T/expect.err" || rc=$?
   ERR=$(cat "$T/expect.err")
-  [[ $rc -eq 1 ]] || fail "'$*' exited $rc, expected 1 (stderr: $ERR)"
+  [[ $rc -ge 1 && $rc -le 125 ]] || fail "'$*' exited $rc, expected a failure (stderr: $ERR)"
   [[ $ERR == *"$want"* ]] || fail "'$*': stderr lacks '$want': $ERR"
-  echo "ok: '$*' failed as expected: $ERR"
+  echo "ok: '$*' failed as expected (exit $rc): $ERR"
+}
+
+expect_exit() {
+  local want_rc=$1 want=$2; shift 2
+  local rc=0
+  "$@" >"$T/expect.out" 2>"$T/expect.err" || rc=$?
+  ERR=$(cat "$T/expect.err")
+  [[ $rc -eq $want_rc ]] || fail "'$*' exited $rc, expected $want_rc (stderr: $ERR)"
+  [[ $ERR == *"$want"* ]] || fail "'$*': stderr lacks '$want': $ERR"
+  echo "ok: '$*' exited $rc as expected: $ERR"
 }
 
 daemon_alive() {
