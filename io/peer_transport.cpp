@@ -796,6 +796,14 @@ struct connection::impl : std::enable_shared_from_this<connection::impl> {
     }
     closed = true;
     close_reason = reason;
+    // A handshake waiting for its frame hears of the close now: once the
+    // socket is shut, neither the read (it stops at `closed`) nor the
+    // deadline (its timer is cancelled) would ever answer it.
+    if (first_frame) {
+      auto done = std::move(first_frame);
+      first_frame = nullptr;
+      asio::post(strand, [done = std::move(done), reason] { done(reason, header{}, nullptr); });
+    }
     bool idle = false;
     {
       std::lock_guard lock(queue_mutex);

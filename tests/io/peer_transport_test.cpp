@@ -982,6 +982,27 @@ TEST_F(PeerTransport, AWrongKeyNeverCompletesTheHandshakeOnEitherSide) {
   EXPECT_FALSE(hello->conn->authenticated());
 }
 
+TEST_F(PeerTransport, AHandshakeWhoseFirstWriteFailsStillAnswers) {
+  // The other end resets the connection before session_open is written
+  // (a relay that cuts every new connection): the write fails first, and
+  // the handshake must still report it rather than wait for ever (the
+  // link's owner would never dial again).
+  raw_peer peer(io);
+  ASSERT_TRUE(peer.connected) << peer.connected.message();
+  peer.raw.set_option(asio::socket_base::linger(true, 0));
+  peer.raw.close();
+  std::promise<status> done;
+  peer.conn->open_session(session_of("the shared key!!"), 30s,
+                          [&](status st) { done.set_value(std::move(st)); });
+  auto answer = done.get_future();
+  ASSERT_EQ(answer.wait_for(patience), std::future_status::ready)
+    << "the handshake never answered after its connection was reset";
+  const auto st = answer.get();
+  EXPECT_FALSE(st);
+  EXPECT_NE(st.message().find("closed during authentication"), std::string::npos) << st.message();
+  EXPECT_FALSE(peer.conn->authenticated());
+}
+
 /// The client side of a session over a raw socket, so that a test can send
 /// exactly the sealed bytes it wants.
 struct raw_session {
