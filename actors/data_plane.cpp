@@ -354,6 +354,15 @@ void data_plane::cover_local_failure(uint64_t id, uint32_t error) {
   });
 }
 
+bool data_plane::behind_there(uint64_t offset, uint64_t length) const {
+  if (md_.local_stale || !map_)
+    return false;  // what is to be copied is stale here, not there
+  for (auto e = first_extent(offset); e <= last_extent(offset, length); ++e)
+    if (map_->needs_sync(e))
+      return true;
+  return false;
+}
+
 bool data_plane::stale_here(uint64_t offset, uint64_t length) const {
   if (!md_.local_stale || !map_)
     return false;
@@ -638,9 +647,10 @@ void data_plane::client_read(nbd::request r, nbd::reply_sink_ptr sink) {
     // have been promoted and written since, so this copy may be old. The
     // connected secondary still is ours if it answers (a node leaves
     // secondary only by dropping this link), and it reads after every
-    // write sent before; without it the read waits for the lease, or
-    // fails as writes do (lease-lost, docs/FAILOVER.md).
-    if (control_.connected())
+    // write sent before, unless it lacks some (extents to copy to it);
+    // otherwise the read waits for the lease, or fails as writes do
+    // (lease-lost, docs/FAILOVER.md).
+    if (control_.connected() && !behind_there(r.offset, r.length))
       return control_.read_remote(std::move(r), std::move(sink));
     return control_.wait_for_lease_to_read(std::move(r), std::move(sink));
   }
@@ -660,11 +670,15 @@ void data_plane::client_read(nbd::request r, nbd::reply_sink_ptr sink) {
       return control_.local_disk_ok();
     }
     ++counters_.read_errors;
-    spdlog::error("{}: local read failed ({}); trying the peer", name_, std::strerror(c.error));
-    if (!control_.connected()) {
+    // An extent still to be copied to the secondary holds older data
+    // there than what the client wrote: the error, not old data.
+    if (!control_.connected() || behind_there(r.offset, r.length)) {
+      spdlog::error("{}: local read failed ({}); the secondary {}", name_, std::strerror(c.error),
+                    control_.connected() ? "lacks the newest data of the range" : "is not connected");
       answer(sink, nbd::make_reply(r, nbd_error(c.error)));
       return io_done();
     }
+    spdlog::error("{}: local read failed ({}); trying the peer", name_, std::strerror(c.error));
     // HAST's first advantage: a bad local block is read from the peer.
     control_.read_remote(r, sink);
   });

@@ -225,6 +225,9 @@ public:
   /// The local disk failed writes the secondary took: does the range
   /// touch an extent whose data here is stale?
   bool stale_here(uint64_t offset, uint64_t length) const;
+  /// Does the range touch an extent still to be copied to the secondary
+  /// (its copy there is older than this node's)?
+  bool behind_there(uint64_t offset, uint64_t length) const;
   resource_counters& counters() { return counters_; }
   const std::array<latency_histogram, io_op_count>& client_latency() const {
     return client_latency_;

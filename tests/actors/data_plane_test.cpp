@@ -534,5 +534,32 @@ TEST_F(data_plane_test, without_the_lease_a_connected_primary_reads_from_its_sec
   EXPECT_TRUE(control.lease_reads.empty());
 }
 
+TEST_F(data_plane_test, without_the_lease_a_read_the_secondary_lacks_waits_for_it) {
+  auto md = created();
+  md.bitmap[0] = 0x01;  // extent 0 is still to be copied to the secondary
+  make(replication_mode::memsync, false, md);
+  control.read_allowed = false;
+  control.link_up = true;
+  auto out = turn({read_at(0)});
+  EXPECT_TRUE(out.disk.empty());
+  EXPECT_TRUE(control.remote_reads.empty()) << "the secondary's copy is older";
+  EXPECT_EQ(control.lease_reads.size(), 1u);
+}
+
+TEST_F(data_plane_test, a_failed_local_read_of_an_extent_the_secondary_lacks_fails) {
+  auto md = created();
+  md.bitmap[0] = 0x01;  // extent 0 is still to be copied to the secondary
+  make(replication_mode::memsync, false, md);
+  control.link_up = true;
+  auto out = turn({read_at(0), read_at(2 * mib)});
+  ASSERT_EQ(out.disk.size(), 2u);
+  complete(out.disk, EIO);
+  ASSERT_EQ(control.remote_reads.size(), 1u) << "only the extent the secondary holds goes there";
+  EXPECT_EQ(control.remote_reads[0].offset, 2 * mib);
+  ASSERT_EQ(sink->replies.size(), 1u);
+  EXPECT_EQ(sink->replies[0].cookie, read_at(0).cookie);
+  EXPECT_EQ(sink->replies[0].error, nbd::eio) << "the secondary's copy is older";
+}
+
 } // namespace
 } // namespace hast
