@@ -96,6 +96,7 @@ PY
 # issued after TIME (a read issued before may legitimately return the old
 # block: it was concurrent with the write).
 answers_after() {
+  [[ -f $1 ]] || return 0
   awk -v t="$2" '$1 == "issued" { at = $2 } $1 == "answered" && at > t { print $3, $4 }' "$1"
 }
 
