@@ -2,7 +2,8 @@
 # A read the secondary serves sees every write the client completed before it
 # (docs/DESIGN.md, "Reads"). nodeA (hastd_faults) is a memsync primary whose
 # local reads of the data region fail, so every client read goes to nodeB.
-# memsync answers a write once nodeB has *received* it; nodeB may still be
+# memsync answers a plain write (qemu-io -t writeback: no FUA, no flush)
+# once nodeB has *received* it; nodeB may still be
 # writing it (keepdirty 1: each write into another extent first waits there
 # for a metadata round). The client writes a block and at once reads it back,
 # a few hundred times over 64 extents, while a second client keeps writing
@@ -70,7 +71,7 @@ for e in $(seq 0 $((EXTENTS - 1))); do
 done
 (
   while [[ ! -e $T/stop ]]; do
-    qemu-io -f raw "${other[@]}" "$(uri)" >> "$T/other.out" 2>&1 || echo "qemu-io failed" >> "$T/other.out"
+    qemu-io -f raw -t writeback "${other[@]}" "$(uri)" >> "$T/other.out" 2>&1 || echo "qemu-io failed" >> "$T/other.out"
   done
 ) &
 other_pid=$!
@@ -87,7 +88,7 @@ for pass_no in $(seq 1 "$PASSES"); do
     cmds+=(-c "write -P $pattern $off 4096" -c "read -P $pattern $off 4096")
     pairs=$((pairs + 1))
   done
-  qemu-io -f raw "${cmds[@]}" "$(uri)" > "$T/pass.out" 2>&1 || true
+  qemu-io -f raw -t writeback "${cmds[@]}" "$(uri)" > "$T/pass.out" 2>&1 || true
   if grep -iE "error|failed" "$T/pass.out" | grep -vq "Pattern verification failed"; then
     fail "pass $pass_no: a client request failed: $(head -5 "$T/pass.out")"
   fi
