@@ -674,7 +674,8 @@ void data_plane::client_read(nbd::request r, nbd::reply_sink_ptr sink) {
     // there than what the client wrote: the error, not old data.
     if (!control_.connected() || behind_there(r.offset, r.length)) {
       spdlog::error("{}: local read failed ({}); the secondary {}", name_, std::strerror(c.error),
-                    control_.connected() ? "lacks the newest data of the range" : "is not connected");
+                    control_.connected() ? "lacks the newest data of the range"
+                                         : "is not connected");
       answer(sink, nbd::make_reply(r, nbd_error(c.error)));
       return io_done();
     }

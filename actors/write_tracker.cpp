@@ -68,7 +68,8 @@ std::vector<uint64_t> write_tracker::release(uint64_t id) {
   // order among overlapping requests, except between reads.
   std::deque<waiting> still;
   for (auto& w : held_) {
-    bool blocked = overlaps_running(w.begin, w.end) || (!w.read && overlaps_reading(w.begin, w.end));
+    bool blocked =
+      overlaps_running(w.begin, w.end) || (!w.read && overlaps_reading(w.begin, w.end));
     for (auto& earlier : still)
       blocked = blocked
                 || ((!w.read || !earlier.read)
