@@ -354,6 +354,15 @@ void data_plane::cover_local_failure(uint64_t id, uint32_t error) {
   });
 }
 
+bool data_plane::behind_there(uint64_t offset, uint64_t length) const {
+  if (md_.local_stale || !map_)
+    return false;  // what is to be copied is stale here, not there
+  for (auto e = first_extent(offset); e <= last_extent(offset, length); ++e)
+    if (map_->needs_sync(e))
+      return true;
+  return false;
+}
+
 bool data_plane::stale_here(uint64_t offset, uint64_t length) const {
   if (!md_.local_stale || !map_)
     return false;
@@ -429,6 +438,8 @@ void data_plane::refuse(uint64_t id) {
 /// Write `id` may run (nothing overlapping runs before it): count it, mark
 /// its extents, and issue it once the activemap on disk covers them.
 void data_plane::admit(uint64_t id) {
+  if (peer_reads_.count(id) != 0)
+    return start_read_for_primary(id);  // a read held behind writes
   auto& w = calls_.at(id);
   const auto& r = w.req;
   ++in_flight_;
@@ -587,15 +598,62 @@ void data_plane::remote_read_done(const nbd::request& r, const nbd::reply_sink_p
 void data_plane::read(nbd::request r, nbd::reply_sink_ptr sink, bool from_peer) {
   ++counters_.reads;
   counters_.read_bytes += r.length;
-  if (from_peer) {
-    submit(to_disk_op(r), [this, r, sink](disk_completion& c) {
-      if (c.error != 0)
-        ++counters_.read_errors;
-      answer(sink, nbd::make_reply(r, nbd_error(c.error), std::move(c.data)));
-    });
-    return;
-  }
+  if (from_peer)
+    return read_for_primary(std::move(r), std::move(sink));
   ++in_flight_;
+  client_read(std::move(r), std::move(sink));
+}
+
+/// Secondary: a read for the primary (its local disk fails, or it catches
+/// up from here) sees every write the primary sent before it: it waits in
+/// the write tracker, in arrival order, for earlier overlapping writes,
+/// however far they are (held, waiting for the activemap, on the disk).
+void data_plane::read_for_primary(nbd::request r, nbd::reply_sink_ptr sink) {
+  auto id = next_id_++;
+  auto begin = r.offset, end = r.offset + std::max<uint32_t>(r.length, 1);
+  peer_reads_.emplace(id, std::make_pair(std::move(r), std::move(sink)));
+  if (writes_.arrive_read(id, begin, end))
+    start_read_for_primary(id);
+}
+
+void data_plane::start_read_for_primary(uint64_t id) {
+  auto it = peer_reads_.find(id);
+  auto r = std::move(it->second.first);
+  auto sink = std::move(it->second.second);
+  peer_reads_.erase(it);
+  submit(to_disk_op(r), [this, id, r, sink](disk_completion& c) {
+    // Writes that arrived after the read and overlap it wait for it.
+    for (auto ready : writes_.release(id))
+      admit(ready);
+    if (c.error != 0)
+      ++counters_.read_errors;
+    answer(sink, nbd::make_reply(r, nbd_error(c.error), std::move(c.data)));
+  });
+}
+
+void data_plane::read_after_lease(nbd::request r, nbd::reply_sink_ptr sink) {
+  client_read(std::move(r), std::move(sink));
+}
+
+void data_plane::refuse_read(const nbd::request& r, const nbd::reply_sink_ptr& sink) {
+  answer(sink, nbd::make_reply(r, nbd::eio));
+  io_done();
+}
+
+/// A client's read (counted in flight).
+void data_plane::client_read(nbd::request r, nbd::reply_sink_ptr sink) {
+  if (!control_.may_read_here()) {
+    // failover auto, and the lease may have run out: the other node may
+    // have been promoted and written since, so this copy may be old. The
+    // connected secondary still is ours if it answers (a node leaves
+    // secondary only by dropping this link), and it reads after every
+    // write sent before, unless it lacks some (extents to copy to it);
+    // otherwise the read waits for the lease, or fails as writes do
+    // (lease-lost, docs/FAILOVER.md).
+    if (control_.connected() && !behind_there(r.offset, r.length))
+      return control_.read_remote(std::move(r), std::move(sink));
+    return control_.wait_for_lease_to_read(std::move(r), std::move(sink));
+  }
   if (control_.read_from_secondary(r.offset, r.length))
     return control_.read_remote(std::move(r), std::move(sink));
   if (stale_here(r.offset, r.length)) {
@@ -612,11 +670,16 @@ void data_plane::read(nbd::request r, nbd::reply_sink_ptr sink, bool from_peer) 
       return control_.local_disk_ok();
     }
     ++counters_.read_errors;
-    spdlog::error("{}: local read failed ({}); trying the peer", name_, std::strerror(c.error));
-    if (!control_.connected()) {
+    // An extent still to be copied to the secondary holds older data
+    // there than what the client wrote: the error, not old data.
+    if (!control_.connected() || behind_there(r.offset, r.length)) {
+      spdlog::error("{}: local read failed ({}); the secondary {}", name_, std::strerror(c.error),
+                    control_.connected() ? "lacks the newest data of the range"
+                                         : "is not connected");
       answer(sink, nbd::make_reply(r, nbd_error(c.error)));
       return io_done();
     }
+    spdlog::error("{}: local read failed ({}); trying the peer", name_, std::strerror(c.error));
     // HAST's first advantage: a bad local block is read from the peer.
     control_.read_remote(r, sink);
   });

@@ -79,7 +79,9 @@ public:
     /// This primary catches up with the secondary: the read goes there.
     virtual bool read_from_secondary(uint64_t offset, uint64_t length) = 0;
     /// Reads `r` from the secondary; its outcome comes back through
-    /// `remote_read_done`.
+    /// `remote_read_done`. The request follows every replicated write sent
+    /// before it on the same ordered link, and the secondary reads only
+    /// after those writes to the range are on its disk.
     virtual void read_remote(nbd::request r, nbd::reply_sink_ptr sink) = 0;
     /// Marks a range dirty for the resync (whole extents).
     virtual void mark_for_sync(uint64_t offset, uint64_t length) = 0;
@@ -103,6 +105,14 @@ public:
     /// A success given without the secondary's copy waits likewise; the
     /// control plane later calls `answer`.
     virtual void hold_answer(nbd::reply_sink_ptr sink, nbd::reply r) = 0;
+    /// May a client read be answered from this node's copy: no other node
+    /// can have been promoted and written since (failover auto: the lease
+    /// is valid; always true with failover manual)?
+    virtual bool may_read_here() = 0;
+    /// Client read `r` waits for the lease (no lease and no secondary to
+    /// read from); the control plane later calls `read_after_lease` or
+    /// `refuse_read`.
+    virtual void wait_for_lease_to_read(nbd::request r, nbd::reply_sink_ptr sink) = 0;
 
     // --- a failing local disk ---
     /// Does the secondary hold every acknowledged write, so that a write
@@ -176,6 +186,11 @@ public:
   void admit_alone(uint64_t id);
   /// ... or does not happen on either node (EIO).
   void refuse(uint64_t id);
+  /// Client read `r` waited for the lease: it runs now (the gate is asked
+  /// again)...
+  void read_after_lease(nbd::request r, nbd::reply_sink_ptr sink);
+  /// ... or fails with EIO.
+  void refuse_read(const nbd::request& r, const nbd::reply_sink_ptr& sink);
   /// Queues a reply for this turn; a client's request is timed here.
   void answer(const nbd::reply_sink_ptr& sink, nbd::reply r);
 
@@ -210,6 +225,9 @@ public:
   /// The local disk failed writes the secondary took: does the range
   /// touch an extent whose data here is stale?
   bool stale_here(uint64_t offset, uint64_t length) const;
+  /// Does the range touch an extent still to be copied to the secondary
+  /// (its copy there is older than this node's)?
+  bool behind_there(uint64_t offset, uint64_t length) const;
   resource_counters& counters() { return counters_; }
   const std::array<latency_histogram, io_op_count>& client_latency() const {
     return client_latency_;
@@ -258,6 +276,9 @@ private:
   bool window_full() const;
   void pump_window();
   void read(nbd::request r, nbd::reply_sink_ptr sink, bool from_peer);
+  void client_read(nbd::request r, nbd::reply_sink_ptr sink);
+  void read_for_primary(nbd::request r, nbd::reply_sink_ptr sink);
+  void start_read_for_primary(uint64_t id);
   void io_done();
   void start_round();
   void end_round(uint64_t round, bool ok, uint64_t sequence, bool again = true);
@@ -281,6 +302,10 @@ private:
   std::unordered_map<uint64_t, client_write> calls_;  // by id, until finished
   std::unordered_map<uint64_t, uint32_t> busy_;       // extent -> client writes in flight
   std::vector<uint64_t> deferred_;                    // ids waiting for an interlock
+  // Secondary: the primary's reads, by id (the write tracker's id space),
+  // until their disk read is submitted; they wait there for earlier
+  // overlapping writes from the primary.
+  std::unordered_map<uint64_t, std::pair<nbd::request, nbd::reply_sink_ptr>> peer_reads_;
   // The replication window (fullsync, memsync): client writes sent to the
   // secondary and not yet written there, and the writes waiting for room.
   std::unordered_map<uint64_t, uint64_t> remote_open_;  // id -> payload bytes

@@ -39,6 +39,14 @@ void ask_supervisor(resource_ptr self, role target, const std::string& why) {
     self->send(s.io.supervisor, atom::failover_v, s.config.name, target, why);
 }
 
+/// The lease is valid: client reads that waited for it run.
+void release_reads(resource_ptr self) {
+  auto reads = std::move(self->state.lease.reads);
+  self->state.lease.reads.clear();
+  for (auto& [r, sink] : reads)
+    self->state.plane->read_after_lease(std::move(r), std::move(sink));
+}
+
 void release_waiters(resource_ptr self) {
   auto& l = self->state.lease;
   auto waiting = std::move(l.waiting);
@@ -63,6 +71,10 @@ void fail_waiters(resource_ptr self) {
   }
   for (auto id : waiting)
     self->state.plane->refuse(id);
+  auto reads = std::move(l.reads);
+  l.reads.clear();
+  for (auto& [r, sink] : reads)
+    self->state.plane->refuse_read(r, sink);
 }
 
 /// We are primary and cannot hold the lease any longer (it ran out alone,
@@ -201,6 +213,8 @@ void send_request(resource_ptr self, peer::lease_request req) {
             tell_witness(self, back);
           }
         }
+        if (may_read_alone(self))
+          release_reads(self);
         if (may_write_alone(self))
           release_waiters(self);
         if (std::exchange(l.again, false) && s.current == role::primary)
@@ -243,6 +257,20 @@ void wait_for_lease(resource_ptr self, uint64_t id) {
   if (waiting_is_futile(self))
     return self->state.plane->refuse(id);
   self->state.lease.waiting.push_back(id);
+  renew(self);
+}
+
+bool may_read_alone(resource_ptr self) {
+  auto& s = self->state;
+  if (!s.config.automatic())
+    return true;
+  return s.lease.held && clock::now() < s.lease.valid_until;
+}
+
+void wait_for_lease_to_read(resource_ptr self, nbd::request r, nbd::reply_sink_ptr sink) {
+  if (waiting_is_futile(self))
+    return self->state.plane->refuse_read(r, sink);
+  self->state.lease.reads.emplace_back(std::move(r), std::move(sink));
   renew(self);
 }
 

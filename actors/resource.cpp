@@ -119,6 +119,10 @@ public:
   void hold_answer(nbd::reply_sink_ptr sink, nbd::reply r) override {
     hast::hold_answer(self_, std::move(sink), std::move(r));
   }
+  bool may_read_here() override { return hast::may_read_alone(self_); }
+  void wait_for_lease_to_read(nbd::request r, nbd::reply_sink_ptr sink) override {
+    hast::wait_for_lease_to_read(self_, std::move(r), std::move(sink));
+  }
 
   bool secondary_holds_everything() override { return hast::secondary_holds_everything(self_); }
   void local_disk_failed(uint32_t error) override {

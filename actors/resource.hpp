@@ -161,6 +161,7 @@ struct lease_state {
   bool eligible = false;
   std::vector<uint64_t> waiting;           // writes that would run without the secondary
   std::vector<std::pair<nbd::reply_sink_ptr, nbd::reply>> answers;  // successes held back
+  std::vector<std::pair<nbd::request, nbd::reply_sink_ptr>> reads;  // client reads held back
 };
 
 /// What a resource owns. Only the resource actor touches it.
@@ -348,6 +349,13 @@ bool may_write_alone(resource_ptr self);
 void wait_for_lease(resource_ptr self, uint64_t id);
 /// A successful answer given without the secondary's copy waits likewise.
 void hold_answer(resource_ptr self, nbd::reply_sink_ptr sink, nbd::reply r);
+/// May a client read be answered from the local copy? Always with failover
+/// manual; with auto only while we hold a valid lease (no other node can
+/// have been promoted meanwhile).
+bool may_read_alone(resource_ptr self);
+/// A client read has neither the lease nor a secondary: it waits for
+/// may_read_alone, or fails as the writes waiting for the lease do.
+void wait_for_lease_to_read(resource_ptr self, nbd::request r, nbd::reply_sink_ptr sink);
 void lease_tick(resource_ptr self);
 /// Primary: tell the witness now whether the secondary is in sync (after a
 /// resync completes, rather than at the next renew).

@@ -18,10 +18,17 @@ bool write_tracker::overlaps_running(uint64_t begin, uint64_t end) const {
   return it->second.first > begin;
 }
 
+bool write_tracker::overlaps_reading(uint64_t begin, uint64_t end) const {
+  for (auto& [id, range] : reading_)
+    if (intersect(begin, end, range.first, range.second))
+      return true;
+  return false;
+}
+
 bool write_tracker::arrive(uint64_t id, uint64_t begin, uint64_t end) {
   if (begin == end)
     return true;
-  bool blocked = overlaps_running(begin, end);
+  bool blocked = overlaps_running(begin, end) || overlaps_reading(begin, end);
   for (auto it = held_.begin(); !blocked && it != held_.end(); ++it)
     blocked = intersect(begin, end, it->begin, it->end);
   if (blocked) {
@@ -33,24 +40,45 @@ bool write_tracker::arrive(uint64_t id, uint64_t begin, uint64_t end) {
   return true;
 }
 
+bool write_tracker::arrive_read(uint64_t id, uint64_t begin, uint64_t end) {
+  bool blocked = overlaps_running(begin, end);
+  for (auto it = held_.begin(); !blocked && it != held_.end(); ++it)
+    blocked = !it->read && intersect(begin, end, it->begin, it->end);
+  if (blocked) {
+    held_.push_back({id, begin, end, true});
+    return false;
+  }
+  reading_[id] = {begin, end};
+  return true;
+}
+
 std::vector<uint64_t> write_tracker::release(uint64_t id) {
   std::vector<uint64_t> ready;
-  auto at = running_begin_.find(id);
-  if (at == running_begin_.end())
+  if (auto at = running_begin_.find(id); at != running_begin_.end()) {
+    running_.erase(at->second);
+    running_begin_.erase(at);
+  } else if (!reading_.erase(id)) {
     return ready;
-  running_.erase(at->second);
-  running_begin_.erase(at);
+  }
   if (held_.empty())
     return ready;
-  // A held write starts when it overlaps neither a running write nor a write
-  // held before it (which keeps arrival order among overlapping ones).
+  // A held write starts when it overlaps neither a running write or read
+  // nor a write or read held before it; a held read, when it overlaps
+  // neither a running write nor a write held before it. That keeps arrival
+  // order among overlapping requests, except between reads.
   std::deque<waiting> still;
   for (auto& w : held_) {
-    bool blocked = overlaps_running(w.begin, w.end);
+    bool blocked =
+      overlaps_running(w.begin, w.end) || (!w.read && overlaps_reading(w.begin, w.end));
     for (auto& earlier : still)
-      blocked = blocked || intersect(w.begin, w.end, earlier.begin, earlier.end);
+      blocked = blocked
+                || ((!w.read || !earlier.read)
+                    && intersect(w.begin, w.end, earlier.begin, earlier.end));
     if (blocked) {
       still.push_back(w);
+    } else if (w.read) {
+      reading_[w.id] = {w.begin, w.end};
+      ready.push_back(w.id);
     } else {
       running_[w.begin] = {w.end, w.id};
       running_begin_[w.id] = w.begin;

@@ -10,6 +10,11 @@
 // outcomes; tests drive it directly. "Write" covers every request that
 // changes data or durability: write, trim, write_zeroes and flush (a flush
 // has no range and never waits for other writes).
+//
+// Reads take part in the ordering only (a secondary's reads for the
+// primary, which must see every write that arrived before them on the
+// link): a read waits for earlier overlapping writes, a write for earlier
+// overlapping reads and writes; reads never wait for each other.
 
 #include "messages/replication.hpp"
 
@@ -37,12 +42,18 @@ public:
   /// hands it back when its turn comes.
   bool arrive(uint64_t id, uint64_t begin, uint64_t end);
 
-  /// The local part of `id` is over (or it will not run): its range is free.
-  /// Returns the held writes that may start now, in arrival order; their
-  /// ranges are taken.
+  /// Read `id` arrives for bytes [begin, end) (begin < end). True: it may
+  /// start now (its range is shared with other reads until release()).
+  /// False: it overlaps a running write or an earlier held one; release()
+  /// hands it back when its turn comes. It has no acknowledgement state.
+  bool arrive_read(uint64_t id, uint64_t begin, uint64_t end);
+
+  /// The local part of `id` (a write, or a read: its disk read is over) is
+  /// over (or it will not run): its range is free. Returns the held writes
+  /// and reads that may start now, in arrival order; their ranges are taken.
   std::vector<uint64_t> release(uint64_t id);
 
-  /// Writes held behind overlapping ones.
+  /// Writes and reads held behind overlapping ones.
   size_t held() const { return held_.size(); }
 
   // --- Acknowledgements -----------------------------------------------------------------------
@@ -93,6 +104,7 @@ private:
 
   outcome settle(std::unordered_map<uint64_t, track>::iterator it);
   bool overlaps_running(uint64_t begin, uint64_t end) const;
+  bool overlaps_reading(uint64_t begin, uint64_t end) const;
 
   replication_policy policy_;
   std::unordered_map<uint64_t, track> tracks_;
@@ -101,11 +113,15 @@ private:
   // answers "does [b, e) overlap a running write?".
   std::map<uint64_t, std::pair<uint64_t, uint64_t>> running_;
   std::unordered_map<uint64_t, uint64_t> running_begin_;  // id -> begin
-  // Writes waiting for an overlapping one, in arrival order.
+  // Reads whose disk read runs, id -> [begin, end); they may overlap each
+  // other. Few at a time (reads for the primary are a failure path).
+  std::unordered_map<uint64_t, std::pair<uint64_t, uint64_t>> reading_;
+  // Writes and reads waiting for an overlapping one, in arrival order.
   struct waiting {
     uint64_t id;
     uint64_t begin;
     uint64_t end;
+    bool read = false;
   };
   std::deque<waiting> held_;
 };

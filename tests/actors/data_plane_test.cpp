@@ -26,11 +26,13 @@ struct recorded_steering final : data_plane::steering {
   bool link_up = false;
   bool alone_allowed = true;
   bool holds_everything = false;
+  bool read_allowed = true;  // may_read_here says this
   std::vector<std::pair<uint64_t, uint64_t>> waiting_ranges;  // must_wait says yes here
 
   std::vector<uint64_t> leased;
   std::vector<std::pair<uint64_t, uint64_t>> marked;
   std::vector<nbd::request> remote_reads;
+  std::vector<nbd::request> lease_reads;  // reads waiting for the lease
   int idles = 0;
   int finished = 0;
   int local_failures = 0;
@@ -54,6 +56,10 @@ struct recorded_steering final : data_plane::steering {
   void wait_for_lease(uint64_t id) override { leased.push_back(id); }
   void hold_answer(nbd::reply_sink_ptr sink, nbd::reply r) override {
     sink->deliver({std::move(r)});
+  }
+  bool may_read_here() override { return read_allowed; }
+  void wait_for_lease_to_read(nbd::request r, nbd::reply_sink_ptr) override {
+    lease_reads.push_back(r);
   }
   bool secondary_holds_everything() override { return holds_everything; }
   void local_disk_failed(uint32_t) override { ++local_failures; }
@@ -419,6 +425,140 @@ TEST_F(data_plane_test, a_secondary_writes_replicated_data_behind_its_own_mark) 
   complete(out.disk);
   ASSERT_EQ(sink->replies.size(), 1u);
   EXPECT_EQ(sink->replies[0].error, 0u);
+}
+
+/// What a disk read of `op` returns in these tests: its bytes set to `byte`.
+disk_results read_result(const disk_op& op, uint8_t byte) {
+  auto data = make_buffer(op.length);
+  std::memset(data->data(), byte, op.length);
+  return {{op.tag, 0, data}};
+}
+
+TEST_F(data_plane_test, a_secondary_reads_for_the_primary_only_after_earlier_writes_to_the_range) {
+  make(replication_mode::memsync, false);
+  control.serves_clients = false;
+  control.serves_peer = true;
+  // The primary's write, acknowledged on "received" (memsync), waits here
+  // for the activemap; the primary's next request reads the same block.
+  auto out = turn({write_at(mib)}, /*from_peer=*/true);
+  ASSERT_TRUE(out.disk.empty());
+  out = turn({read_at(mib)}, /*from_peer=*/true);
+  EXPECT_TRUE(out.disk.empty()) << "the read must not overtake the write queued before it";
+  auto write = metadata_done();
+  ASSERT_EQ(write.disk.size(), 1u);
+  EXPECT_EQ(write.disk[0].op, disk_op::kind::write);
+  EXPECT_TRUE(sink->replies.empty());
+
+  // A read of another range goes at once.
+  out = turn({read_at(8 * mib)}, /*from_peer=*/true);
+  ASSERT_EQ(out.disk.size(), 1u);
+  EXPECT_EQ(out.disk[0].offset, 8 * mib);
+  auto other = out.disk;
+
+  // The write is on the disk: now the read goes.
+  out = complete(write.disk);
+  ASSERT_EQ(out.disk.size(), 1u);
+  EXPECT_EQ(out.disk[0].op, disk_op::kind::read);
+  EXPECT_EQ(out.disk[0].offset, mib);
+  auto done = read_result(out.disk[0], 0x5a);
+  plane->disk_done(done);
+  end();
+  complete(other);
+  ASSERT_EQ(sink->replies.size(), 3u);
+  EXPECT_EQ(sink->replies[0].kind, nbd::command::write);
+  EXPECT_EQ(sink->replies[1].kind, nbd::command::read);
+  EXPECT_EQ(sink->replies[1].cookie, read_at(mib).cookie);
+  ASSERT_TRUE(sink->replies[1].data);
+  EXPECT_EQ(sink->replies[1].data->data()[0], 0x5a);
+}
+
+TEST_F(data_plane_test, a_write_from_the_primary_waits_for_an_earlier_read_of_its_range) {
+  make(replication_mode::memsync, false);
+  control.serves_clients = false;
+  control.serves_peer = true;
+  turn({write_at(mib)}, /*from_peer=*/true);
+  complete(metadata_done().disk);  // extent 1 is marked on disk now
+  sink->replies.clear();
+  auto out = turn({read_at(mib), write_at(mib)}, /*from_peer=*/true);
+  ASSERT_EQ(out.disk.size(), 1u) << "the write waits for the read that came first";
+  EXPECT_EQ(out.disk[0].op, disk_op::kind::read);
+  auto after = complete(out.disk);
+  ASSERT_EQ(after.disk.size(), 1u);
+  EXPECT_EQ(after.disk[0].op, disk_op::kind::write);
+  complete(after.disk);
+  EXPECT_EQ(sink->replies.size(), 2u);
+}
+
+TEST_F(data_plane_test, without_the_lease_a_read_waits_for_it_and_runs_when_it_returns) {
+  make(replication_mode::memsync, false);
+  control.read_allowed = false;
+  auto out = turn({read_at(0)});
+  EXPECT_TRUE(out.disk.empty()) << "the other node may have been promoted and written";
+  EXPECT_TRUE(control.remote_reads.empty());
+  ASSERT_EQ(control.lease_reads.size(), 1u);
+  EXPECT_TRUE(sink->replies.empty());
+  EXPECT_EQ(plane->in_flight(), 1u);
+
+  control.read_allowed = true;
+  plane->read_after_lease(control.lease_reads[0], sink);
+  out = end();
+  ASSERT_EQ(out.disk.size(), 1u);
+  EXPECT_EQ(out.disk[0].op, disk_op::kind::read);
+  complete(out.disk);
+  ASSERT_EQ(sink->replies.size(), 1u);
+  EXPECT_EQ(sink->replies[0].error, 0u);
+  EXPECT_EQ(plane->in_flight(), 0u);
+}
+
+TEST_F(data_plane_test, without_the_lease_a_read_fails_when_the_lease_is_lost) {
+  make(replication_mode::memsync, false);
+  control.read_allowed = false;
+  turn({read_at(0)});
+  ASSERT_EQ(control.lease_reads.size(), 1u);
+  plane->refuse_read(control.lease_reads[0], sink);
+  auto out = end();
+  EXPECT_TRUE(out.disk.empty());
+  ASSERT_EQ(sink->replies.size(), 1u);
+  EXPECT_EQ(sink->replies[0].error, nbd::eio);
+  EXPECT_EQ(plane->in_flight(), 0u);
+  EXPECT_EQ(control.idles, 1);
+}
+
+TEST_F(data_plane_test, without_the_lease_a_connected_primary_reads_from_its_secondary) {
+  make(replication_mode::memsync, false);
+  control.read_allowed = false;
+  control.link_up = true;
+  auto out = turn({read_at(0)});
+  EXPECT_TRUE(out.disk.empty()) << "the local copy may be old";
+  ASSERT_EQ(control.remote_reads.size(), 1u);
+  EXPECT_TRUE(control.lease_reads.empty());
+}
+
+TEST_F(data_plane_test, without_the_lease_a_read_the_secondary_lacks_waits_for_it) {
+  auto md = created();
+  md.bitmap[0] = 0x01;  // extent 0 is still to be copied to the secondary
+  make(replication_mode::memsync, false, md);
+  control.read_allowed = false;
+  control.link_up = true;
+  auto out = turn({read_at(0)});
+  EXPECT_TRUE(out.disk.empty());
+  EXPECT_TRUE(control.remote_reads.empty()) << "the secondary's copy is older";
+  EXPECT_EQ(control.lease_reads.size(), 1u);
+}
+
+TEST_F(data_plane_test, a_failed_local_read_of_an_extent_the_secondary_lacks_fails) {
+  auto md = created();
+  md.bitmap[0] = 0x01;  // extent 0 is still to be copied to the secondary
+  make(replication_mode::memsync, false, md);
+  control.link_up = true;
+  auto out = turn({read_at(0), read_at(2 * mib)});
+  ASSERT_EQ(out.disk.size(), 2u);
+  complete(out.disk, EIO);
+  ASSERT_EQ(control.remote_reads.size(), 1u) << "only the extent the secondary holds goes there";
+  EXPECT_EQ(control.remote_reads[0].offset, 2 * mib);
+  ASSERT_EQ(sink->replies.size(), 1u);
+  EXPECT_EQ(sink->replies[0].cookie, read_at(0).cookie);
+  EXPECT_EQ(sink->replies[0].error, nbd::eio) << "the secondary's copy is older";
 }
 
 } // namespace

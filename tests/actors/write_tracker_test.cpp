@@ -164,5 +164,41 @@ TEST(write_tracker, an_answer_without_the_secondarys_copy_says_so) {
   EXPECT_TRUE(b.alone) << "the link went before the secondary had it";
 }
 
+TEST(write_tracker, a_read_waits_for_every_earlier_overlapping_write_running_or_held) {
+  auto t = tracker(replication_mode::memsync);
+  ASSERT_TRUE(t.arrive(1, 0, 4096));
+  ASSERT_FALSE(t.arrive(2, 0, 8192));
+  EXPECT_FALSE(t.arrive_read(3, 4096, 8192)) << "overlaps held write 2 only: still behind it";
+  EXPECT_FALSE(t.arrive_read(4, 0, 512)) << "overlaps running write 1";
+  EXPECT_TRUE(t.arrive_read(5, 65536, 69632)) << "disjoint";
+  EXPECT_EQ(t.release(1), std::vector<uint64_t>{2}) << "reads behind write 2 keep waiting";
+  EXPECT_EQ(t.release(2), (std::vector<uint64_t>{3, 4}));
+  EXPECT_EQ(t.held(), 0u);
+}
+
+TEST(write_tracker, reads_share_a_range_and_a_later_write_waits_for_them) {
+  auto t = tracker(replication_mode::memsync);
+  ASSERT_TRUE(t.arrive_read(1, 0, 4096));
+  ASSERT_TRUE(t.arrive_read(2, 0, 4096)) << "reads never wait for each other";
+  EXPECT_FALSE(t.arrive(3, 2048, 4096)) << "a write waits for the reads before it";
+  EXPECT_FALSE(t.arrive_read(4, 0, 4096)) << "a read waits for the write before it";
+  EXPECT_TRUE(t.release(1).empty()) << "read 2 still runs";
+  EXPECT_EQ(t.release(2), std::vector<uint64_t>{3});
+  EXPECT_EQ(t.release(3), std::vector<uint64_t>{4});
+  EXPECT_TRUE(t.release(4).empty());
+  EXPECT_TRUE(t.arrive(5, 0, 4096)) << "nothing runs any more";
+}
+
+TEST(write_tracker, a_held_read_does_not_hold_a_later_read_back) {
+  auto t = tracker(replication_mode::memsync);
+  ASSERT_TRUE(t.arrive(1, 0, 4096));
+  ASSERT_FALSE(t.arrive_read(2, 0, 8192));
+  EXPECT_TRUE(t.arrive_read(3, 4096, 8192)) << "overlaps only read 2";
+  EXPECT_FALSE(t.arrive(4, 6000, 7000)) << "a write waits for held read 2 and running read 3";
+  EXPECT_EQ(t.release(1), std::vector<uint64_t>{2});
+  EXPECT_TRUE(t.release(3).empty()) << "read 2 still runs";
+  EXPECT_EQ(t.release(2), std::vector<uint64_t>{4});
+}
+
 } // namespace
 } // namespace hast
