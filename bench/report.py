@@ -148,7 +148,10 @@ def markdown(b, run, png_name, drawer):
           "through the same block path) are measured by `bench/app.py`; its last report is "
           "`docs/BENCHMARKS-app.md`.", "",
           "The cost of sealing every peer frame (encryption on, off, no `secret`) is measured with "
-          "`bench/ab_pair.sh` (`VARIANTS`); its last figures are in `docs/BENCHMARKS-security.md`.", ""]
+          "`bench/ab_pair.sh` (`VARIANTS`); its last figures are in `docs/BENCHMARKS-security.md`.", "",
+          "The checksum resync (`resync-checksum on`) against the plain resync, on a direct link and "
+          "on a slow one, is measured by `bench/resync_checksum.py`; its last report is "
+          "`docs/BENCHMARKS-resync.md`.", ""]
     L += ["## Machine", "",
           "| | |", "|---|---|",
           f"| CPU | {i['cpu']}, {i['cores']} cores |",
