@@ -343,7 +343,7 @@ std::vector<std::pair<peer::header, buffer_ptr>> link_frames() {
   out.emplace_back(h, peer::encode_hello(reply));
   // A small compressible write, then one too large for the receive buffer's
   // small-frame rule (read into a buffer of its own).
-  for (std::size_t n : {std::size_t{4096}, std::size_t{40000}}) {
+  for (std::size_t n : {std::size_t{4096}, std::size_t{17000}}) {
     peer::header w;
     w.type = peer::msg_type::write;
     w.seq = n;

@@ -19,8 +19,10 @@ using bytes = std::vector<uint8_t>;
 bytes wire_frame(header h, const bytes& payload) {
   h.payload_length = static_cast<uint32_t>(payload.size());
   const auto head = encode_header(h);
-  bytes out(head.begin(), head.end());
-  out.insert(out.end(), payload.begin(), payload.end());
+  bytes out(header_size + payload.size());
+  std::memcpy(out.data(), head.data(), header_size);
+  if (!payload.empty())
+    std::memcpy(out.data() + header_size, payload.data(), payload.size());
   return out;
 }
 
@@ -87,8 +89,9 @@ TEST(FrameReader, FramesComeOutTheSameWhateverTheReadSizes) {
       const auto& f = out.frames[i++];
       EXPECT_EQ(f.h.seq, size);
       ASSERT_EQ(f.payload ? f.payload->size() : 0, size);
-      if (size > 0)
+      if (size > 0) {
         EXPECT_EQ(std::memcmp(f.payload->data(), pattern(size).data(), size), 0);
+      }
     }
   }
 }
@@ -127,9 +130,11 @@ protected:
     std::array<uint8_t, tag_size> tag{};
     EXPECT_TRUE(sealer.seal(head, payload.empty() ? nullptr : payload.data(),
                             payload.empty() ? nullptr : text.data(), payload.size(), tag));
-    bytes out(head.begin(), head.end());
-    out.insert(out.end(), text.begin(), text.end());
-    out.insert(out.end(), tag.begin(), tag.end());
+    bytes out(header_size + text.size() + tag_size);
+    std::memcpy(out.data(), head.data(), header_size);
+    if (!text.empty())
+      std::memcpy(out.data() + header_size, text.data(), text.size());
+    std::memcpy(out.data() + header_size + text.size(), tag.data(), tag_size);
     return out;
   }
 
