@@ -445,7 +445,7 @@ void frame_reader_inputs() {
     write(target, "listener-hello-then-link", with_mode(0, 0, stream));
     write(target, "listener-hello-then-link-reads", with_mode(0, 50, stream));
   }
-  // A first frame one byte over the cap, then a witness_hello that never comes.
+  // A first frame one byte over the cap, payload and all.
   {
     h = {};
     h.type = peer::msg_type::witness_hello;
@@ -455,7 +455,7 @@ void frame_reader_inputs() {
       raw[32 + i] = static_cast<uint8_t>(over >> (8 * i));
     bytes stream;
     put(stream, raw);
-    put(stream, bytes(64, '{'));
+    put(stream, bytes(over, '{'));
     write(target, "listener-first-frame-over-cap", with_mode(0, 0, stream));
   }
   // The connecting side: a session_accept whose proof does not check out.
