@@ -70,6 +70,8 @@ result<std::string> render_scrape(caf::actor_system& sys, const supervisor_actor
   return out;
 }
 
+} // namespace
+
 /// Turns one control request into a typed message to the supervisor.
 nlohmann::json handle_control(caf::actor_system& sys, const supervisor_actor& sup,
                               const nlohmann::json& request) {
@@ -138,6 +140,8 @@ nlohmann::json handle_control(caf::actor_system& sys, const supervisor_actor& su
   }
   return reply;
 }
+
+namespace {
 
 /// Routes a connection the peer listener accepted. The listener asks
 /// allows() at accept, before reading anything: only addresses that some
@@ -551,6 +555,8 @@ unsigned worker_threads() {
   return std::max(1u, std::thread::hardware_concurrency() / 2);
 }
 
+} // namespace
+
 caf::actor_system_config& configure(caf::actor_system_config& cfg) {
   // Chosen by measurement (docs/DESIGN.md, "Threads"): on a 2-core VM one
   // CAF worker and one Asio thread beat two of each (fewer wake-ups per
@@ -572,6 +578,8 @@ caf::actor_system_config& configure(caf::actor_system_config& cfg) {
                          });
   return cfg;
 }
+
+namespace {
 
 /// Runs the daemon from the first actor to the last: control socket, peer
 /// listener, signal loop, ordered shutdown. Returns the exit status when

@@ -5,8 +5,12 @@
 
 #include "config/config.hpp"
 #include "io/disk_engine.hpp"
-
 #include "io/io_env.hpp"
+#include "messages/actors.hpp"
+
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+#include <nlohmann/json.hpp>
 
 #include <functional>
 #include <memory>
@@ -41,6 +45,17 @@ struct daemon_options {
   std::string pidfile;
   std::function<std::string(const std::string& path)> move_pidfile;
 };
+
+/// The daemon's settings of its actor system (scheduler threads, the error
+/// category that renders hast errors as their sentence).
+caf::actor_system_config& configure(caf::actor_system_config& cfg);
+
+/// Answers one request of the control socket (io/control_channel.hpp) by
+/// asking the supervisor `sup`; runs on the control thread. A malformed
+/// request may throw a std::exception, which the control server turns into
+/// an error reply. Exposed for tests/fuzz/control_handler_fuzz.cpp.
+nlohmann::json handle_control(caf::actor_system& sys, const supervisor_actor& sup,
+                              const nlohmann::json& request);
 
 /// Runs until SIGTERM or SIGINT; SIGHUP reloads the configuration file.
 /// Returns the process exit status.

@@ -40,31 +40,11 @@ using clock = std::chrono::steady_clock;
 /// takes up to IOV_MAX.
 constexpr std::size_t max_frames_per_write = 341;
 static_assert(3 * max_frames_per_write <= IOV_MAX);
-/// Each read_some fills (part of) this buffer, and every complete frame in
-/// it is delivered in one batch. A connection gets it once the other side
-/// is authenticated (or, without a `secret`, once it is started); before,
-/// it reads into a buffer of unauthenticated_receive_size, which holds one
-/// frame of the largest size allowed then.
-constexpr std::size_t receive_buffer_size = 256u << 10;
-constexpr std::size_t unauthenticated_receive_size = 8u << 10;
-static_assert(header_size + unauthenticated_frame_limit < unauthenticated_receive_size);
 /// Encrypted payloads of one gathered write go through a per-connection
 /// scratch buffer (the caller's payload is shared and must not change).
 /// A write takes frames up to this many payload bytes (at least one frame),
 /// so the scratch stays this size unless a single frame is larger.
 constexpr std::size_t seal_batch_bytes = 4u << 20;
-/// A frame cut off by the end of a read whose payload is at most this large
-/// stays in the receive buffer (moved to its front) until the next read
-/// completes it: one memmove of a few KiB, and the frame can share a batch
-/// with the ones behind it. A larger one gets its own block_buffer and the
-/// rest of its payload is read straight into it, so that big payloads are
-/// copied once at most.
-constexpr std::size_t small_payload = 16u << 10;
-static_assert(header_size + small_payload < receive_buffer_size,
-              "a partial small frame plus room to read must fit the receive buffer");
-/// Large payloads are read in chunks of this size so that a large frame on
-/// a slow link still counts as traffic for the receive timeout.
-constexpr std::size_t read_chunk = 1u << 20;
 /// How long close() waits for frames queued before it (a refusing
 /// hello_reply, a goodbye) to be written before the socket is closed.
 constexpr auto close_grace = std::chrono::seconds(1);
@@ -159,8 +139,7 @@ using first_frame_handler = std::function<void(const std::string& error, const h
 struct connection::impl : std::enable_shared_from_this<connection::impl> {
   explicit impl(socket_type socket)
       : strand(socket.get_executor()), socket(std::move(socket)), tick_timer(strand),
-        grace_timer(strand), in(std::make_unique<uint8_t[]>(unauthenticated_receive_size)),
-        in_capacity(unauthenticated_receive_size) {
+        grace_timer(strand) {
     std::error_code ec;
     const auto ep = this->socket.remote_endpoint(ec);
     if (!ec) {
@@ -281,21 +260,14 @@ struct connection::impl : std::enable_shared_from_this<connection::impl> {
   /// or (without a `secret`) its link was accepted by the resource.
   void lift_limits() {
     pending_slot.reset();
-    if (frame_limit == max_wire_payload)
-      return;
-    frame_limit = max_wire_payload;
-    auto bigger = std::make_unique<uint8_t[]>(receive_buffer_size);
-    std::memcpy(bigger.get(), in.get() + in_begin, in_end - in_begin);
-    in_end -= in_begin;
-    in_begin = 0;
-    in = std::move(bigger);
-    in_capacity = receive_buffer_size;
+    reader.lift_limits();
   }
 
   /// Strand: from now on every frame is sealed both ways.
   void activate(session_ciphers c) {
     spdlog::info("peer {}: the other side proved the shared key; frames are sealed with {} ({})",
                  address, to_string(c.cipher), c.encrypt ? "encrypted" : "integrity only");
+    reader.open_with(std::move(c.opener), c.encrypt);
     session = std::move(c);
     seal_sends.store(true, std::memory_order_release);
     lift_limits();
@@ -396,82 +368,34 @@ struct connection::impl : std::enable_shared_from_this<connection::impl> {
 
   // --- Reading (strand) -----------------------------------------------------------------
   //
-  // Unparsed bytes are in[in_begin, in_end). Between reads they are at most
-  // one partial frame: less than a header, or a header whose payload is
-  // small (see small_payload). A larger partial frame has moved out into
-  // `large` and the rest of its payload is read straight into it.
+  // The bytes go through `reader` (io/frame_reader.hpp): it holds what was
+  // read and not yet parsed, checks the headers and the caps and opens
+  // sealed frames; this part only reads the socket and hands frames on.
 
-  /// Decodes every complete frame in the receive buffer into `batch`, hands
-  /// the batch over and reads on. Stops instead when the first frame of an
-  /// accepted connection is complete (the rest waits for start()), when a
-  /// large payload has to be read first, or on a malformed frame.
+  /// Takes every complete frame out of the reader into `batch`, hands the
+  /// batch over and reads on. Stops instead when the first frame of an
+  /// accepted connection is complete (the rest waits for start()), or on a
+  /// malformed frame.
   void parse() {
     reading = true;
     for (;;) {
-      const std::size_t available = in_end - in_begin;
-      if (available < header_size)
-        break;
-      const uint8_t* at = in.get() + in_begin;
-      auto decoded = decode_header(std::span<const uint8_t, header_size>(at, header_size));
-      if (!decoded) {
-        // The frames before the bad one were fine: they still count.
-        deliver_batch();
-        return fail(decoded.error().detail());
-      }
-      header h = *decoded;
-      const std::size_t body = h.payload_length;
-      if (body > frame_limit) {
-        deliver_batch();
-        return fail(fmt::format("{} frame of {} bytes before authentication (limit {})",
-                                to_string(h.type), body, frame_limit));
-      }
-      if (session.opener && body < tag_size) {
-        deliver_batch();
-        return fail(fmt::format("{} frame of {} bytes is shorter than its tag", to_string(h.type),
-                                body));
-      }
-      const std::size_t present = available - header_size;
-      if (present >= body) {
-        buffer_ptr payload;
-        if (session.opener) {
-          const std::size_t n = body - tag_size;
-          if (n > 0)
-            payload = make_buffer(n);
-          uint8_t* out = payload ? payload->data() : nullptr;
-          const uint8_t* text = at + header_size;
-          // Integrity only: the payload is associated data, copied as before.
-          if (!session.encrypt && n > 0)
-            std::memcpy(out, text, n);
-          if (!session.opener->open(std::span<const uint8_t>(at, header_size),
-                                    session.encrypt ? text : out, out, n,
-                                    std::span<const uint8_t, tag_size>(text + n, tag_size))) {
-            deliver_batch();
-            return fail(rejected(h));
-          }
-          h.payload_length = static_cast<uint32_t>(n);
-        } else if (body > 0) {
-          payload = make_buffer(body);
-          std::memcpy(payload->data(), at + header_size, body);
-        }
-        in_begin += header_size + body;
-        if (!take(h, std::move(payload)))
+      frame f;
+      std::string error;
+      switch (reader.next(f, error)) {
+      case frame_reader::step::frame:
+        if (!take(f.h, std::move(f.payload)))
           return;
         continue;
+      case frame_reader::step::failed:
+        // The frames before the bad one were fine: they still count.
+        deliver_batch();
+        return fail(std::move(error));
+      case frame_reader::step::more:
+        // What is complete does not wait for a large payload on a slow link.
+        deliver_batch();
+        return read_more();
       }
-      if (body <= small_payload && header_size + body < in_capacity)
-        break;
-      large_header = h;
-      std::memcpy(large_head.data(), at, header_size);
-      large = make_buffer(body);
-      std::memcpy(large->data(), at + header_size, present);
-      large_done = present;
-      in_begin = in_end = 0;
-      // What is complete does not wait for a large payload on a slow link.
-      deliver_batch();
-      return read_large();
     }
-    deliver_batch();
-    read_more();
   }
 
   /// One complete frame: the first frame of an accepted connection goes to
@@ -502,30 +426,23 @@ struct connection::impl : std::enable_shared_from_this<connection::impl> {
       on_frames(std::move(frames));
   }
 
-  /// Why a sealed frame was refused; the link ends with this reason.
-  std::string rejected(const header& h) const {
-    return fmt::format("frame {} of the session ({}) fails authentication: altered, injected, "
-                       "replayed, reordered or dropped on the way; nothing of it was used",
-                       session.opener->sequence(), to_string(h.type));
-  }
-
+  /// Reads what the reader asks for: whatever the socket has, up to the
+  /// free room of the receive buffer, or a large payload's next chunk whole.
   void read_more() {
     if (closed)
       return;
-    if (in_begin == in_end) {
-      in_begin = in_end = 0;
-    } else if (in_begin > 0) {
-      std::memmove(in.get(), in.get() + in_begin, in_end - in_begin);
-      in_end -= in_begin;
-      in_begin = 0;
-    }
-    socket.async_read_some(asio::buffer(in.get() + in_end, in_capacity - in_end),
-                           [self = shared_from_this()](std::error_code ec, std::size_t n) {
-                             if (!self->received(ec, n))
-                               return;
-                             self->in_end += n;
-                             guarded(*self, [&] { self->parse(); });
-                           });
+    const auto space = reader.space();
+    auto on_read = [self = shared_from_this()](std::error_code ec, std::size_t n) {
+      if (!self->received(ec, n))
+        return;
+      self->reader.filled(n);
+      guarded(*self, [&] { self->parse(); });
+    };
+    if (reader.reading_large())
+      asio::async_read(socket, asio::buffer(space.data(), space.size()), whole_buffers,
+                       std::move(on_read));
+    else
+      socket.async_read_some(asio::buffer(space.data(), space.size()), std::move(on_read));
   }
 
   /// Counts `n` bytes read; false when reading stops (closed, or `ec`).
@@ -539,38 +456,6 @@ struct connection::impl : std::enable_shared_from_this<connection::impl> {
     }
     last_received = clock::now();
     return true;
-  }
-
-  void read_large() {
-    const std::size_t chunk = std::min(read_chunk, large->size() - large_done);
-    asio::async_read(socket, asio::buffer(large->data() + large_done, chunk), whole_buffers,
-                     [self = shared_from_this()](std::error_code ec, std::size_t n) {
-                       if (!self->received(ec, n))
-                         return;
-                       self->large_done += n;
-                       if (self->large_done < self->large->size())
-                         return self->read_large();
-                       guarded(*self, [&] { self->large_complete(); });
-                     });
-  }
-
-  /// The payload of `large_header` is all in `large`.
-  void large_complete() {
-    if (session.opener) {
-      const std::size_t n = large->size() - tag_size;
-      uint8_t* data = large->data();
-      if (!session.opener->open(large_head, data, data, n,
-                                std::span<const uint8_t, tag_size>(data + n, tag_size)))
-        return fail(rejected(large_header));
-      large->truncate(n);
-      large_header.payload_length = static_cast<uint32_t>(n);
-      if (n == 0)
-        large = nullptr;
-    }
-    // A batch of one unless it is the first frame: the receive buffer is
-    // empty, and the frame does not wait for company.
-    if (take(large_header, std::move(large)))
-      parse();
   }
 
   void read_failed(std::error_code ec) {
@@ -881,16 +766,12 @@ struct connection::impl : std::enable_shared_from_this<connection::impl> {
     auto fresh = std::make_shared<impl>(std::move(moved));
     fresh->address = address;
     fresh->ip = ip;
-    std::swap(fresh->in, in);
-    std::swap(fresh->in_capacity, in_capacity);
-    fresh->in_begin = in_begin;
-    fresh->in_end = in_end;
-    fresh->frame_limit = frame_limit;
+    fresh->reader = std::move(reader);
+    reader = frame_reader{};
     fresh->session = std::move(session);
     fresh->seal_sends.store(seal_sends.load());
     fresh->pending_slot = std::move(pending_slot);
     fresh->bytes_received.store(bytes_received.load());
-    in_begin = in_end = 0;
     closed = socket_shut = true;
     close_reason = "moved to the resource's data thread";
     return fresh;
@@ -915,25 +796,18 @@ struct connection::impl : std::enable_shared_from_this<connection::impl> {
   std::vector<asio::const_buffer> out_bufs;  // the rest of out_iov while Asio writes it
   std::size_t out_next = 0;
   uint64_t inflight_bytes = 0;
-  std::unique_ptr<uint8_t[]> in;  // receive buffer, in_capacity bytes
-  std::size_t in_capacity = 0;
-  /// Largest payload_length accepted: unauthenticated_frame_limit until
-  /// lift_limits(), then max_wire_payload.
-  std::size_t frame_limit = unauthenticated_frame_limit;
-  /// Once the handshake proved the key: seals what is sent, opens what is read.
+  /// What was read and not yet handed on; its payload cap is
+  /// unauthenticated_frame_limit until lift_limits(), then max_wire_payload.
+  frame_reader reader;
+  /// Once the handshake proved the key: seals what is sent (the opener
+  /// went to `reader`).
   session_ciphers session;
   std::unique_ptr<uint8_t[]> scratch;  // ciphertext of the frames being written
   std::size_t scratch_capacity = 0;
   std::shared_ptr<void> pending_slot;  // the listener's count of unauthenticated connections
   clock::time_point deadline;          // of the frame awaited before start()
   std::string deadline_text;
-  std::array<uint8_t, header_size> large_head{};  // the wire bytes of large_header
-  std::size_t in_begin = 0;
-  std::size_t in_end = 0;
   std::vector<frame> batch;
-  header large_header;  // a frame whose payload is being read into `large`
-  buffer_ptr large;
-  std::size_t large_done = 0;
   bool reading = false;  // parse() has run and not handed over a first frame
   bool started = false;
   bool closed = false;

@@ -7,11 +7,14 @@
 // payloads not copied). Reads fill a receive buffer, and every complete
 // frame of one read reaches the handler in one call, so that a burst of
 // small frames (acknowledgements) costs one hand-off, not one per frame.
-// Keepalives are handled here and never reach the frames handler.
+// The bytes become frames in io/frame_reader.hpp (header checks, caps,
+// opening sealed frames). Keepalives are handled here and never reach the
+// frames handler.
 //
 // Asio stays out of this header (pimpl).
 
 #include "io/buffer.hpp"
+#include "io/frame_reader.hpp"
 #include "io/peer_protocol.hpp"
 #include "io/secure_frames.hpp"
 #include "messages/errc.hpp"
@@ -29,14 +32,6 @@ class io_context;
 } // namespace asio
 
 namespace hast::peer {
-
-/// One received frame. `payload` is the raw wire payload in a block_buffer
-/// of its own (nullptr when h.payload_length is 0); pass it to
-/// open_payload() for data messages.
-struct frame {
-  header h;
-  buffer_ptr payload;
-};
 
 /// Called on an io thread once per read, with every complete frame but
 /// keepalives, in arrival order (never empty). A frame whose payload needs

@@ -21,7 +21,8 @@ seconds=${1:-60}
 shift || true
 build=${BUILD_DIR:-$here/build-fuzz}
 jobs=${JOBS:-2}
-all_targets=(nbd_options nbd_requests peer_frame control_request metadata activemap hastconf toml)
+all_targets=(nbd_options nbd_requests peer_frame frame_reader control_request control_handler metadata
+  activemap hastconf toml)
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=("${all_targets[@]}")
 

@@ -12,6 +12,7 @@
 #include "io/nbd_protocol.hpp"
 #include "io/peer_protocol.hpp"
 #include "io/secure_frames.hpp"
+#include "tests/fuzz/fixed_session.hpp"
 
 #include <cstdio>
 #include <cstring>
@@ -298,6 +299,217 @@ void peer_frames() {
   }
 }
 
+// --- The frame reader (a connection's byte stream) --------------------------------------
+
+buffer_ptr buffer_of(std::string_view text) {
+  auto b = make_buffer(text.size());
+  std::memcpy(b->data(), text.data(), text.size());
+  return b;
+}
+
+buffer_ptr pattern(std::size_t n, uint8_t seed) {
+  auto b = make_buffer(n);
+  uint32_t x = seed;
+  for (std::size_t i = 0; i < n; ++i) {
+    x = x * 1103515245u + 12345u;
+    b->data()[i] = static_cast<uint8_t>(x >> 16);  // incompressible
+  }
+  return b;
+}
+
+peer::hello_message sample_hello() {
+  peer::hello_message hello;
+  hello.resource = "shared";
+  hello.node = "h1";
+  hello.role = "primary";
+  hello.datasize = 1u << 30;
+  hello.extent_size = 2u << 20;
+  hello.resuid = 0x1234;
+  hello.localcnt = 3;
+  hello.remotecnt = 2;
+  return hello;
+}
+
+/// The frames of an established link, in a typical order, as (header, payload).
+std::vector<std::pair<peer::header, buffer_ptr>> link_frames() {
+  std::vector<std::pair<peer::header, buffer_ptr>> out;
+  peer::header h;
+  auto reply = sample_hello();
+  reply.node = "h2";
+  reply.role = "secondary";
+  reply.sync_source = "primary";
+  reply.bitmap = {0x01, 0x80};
+  h.type = peer::msg_type::hello_reply;
+  out.emplace_back(h, peer::encode_hello(reply));
+  // A small compressible write, then one too large for the receive buffer's
+  // small-frame rule (read into a buffer of its own).
+  for (std::size_t n : {std::size_t{4096}, std::size_t{17000}}) {
+    peer::header w;
+    w.type = peer::msg_type::write;
+    w.seq = n;
+    w.offset = 8192;
+    buffer_ptr data = n == 4096 ? buffer_of(std::string(4096, 'h')) : pattern(n, 7);
+    if (!peer::seal_payload(w, data, compression_kind::lz4, checksum_kind::crc32c))
+      std::abort();
+    out.emplace_back(w, data);
+  }
+  h = {};
+  h.type = peer::msg_type::keepalive;
+  out.emplace_back(h, nullptr);
+  h.type = peer::msg_type::done;
+  h.seq = 4096;
+  out.emplace_back(h, nullptr);
+  block_hashes hashes;
+  hashes.hashes = {1, 2, 3};
+  h.type = peer::msg_type::verify_reply;
+  out.emplace_back(h, encode_block_hashes(hashes));
+  peer::lease_request lease;
+  lease.kind = "claim";
+  lease.node = "h1";
+  lease.epoch = 4;
+  lease.manual = true;
+  h.type = peer::msg_type::lease_request;
+  out.emplace_back(h, peer::encode_lease_request(lease));
+  peer::lease_reply granted;
+  granted.granted = true;
+  granted.epoch = 5;
+  granted.holder = "h1";
+  granted.lease_ms = 3000;
+  h.type = peer::msg_type::lease_reply;
+  out.emplace_back(h, peer::encode_lease_reply(granted));
+  h.type = peer::msg_type::goodbye;
+  out.emplace_back(h, buffer_of("shutting down \xff\xfe"));
+  return out;
+}
+
+/// The frames sealed in order with the fixed session, as the other side's
+/// connection writes them.
+bytes sealed_stream(const std::vector<std::pair<peer::header, buffer_ptr>>& frames,
+                    peer::aead_cipher cipher, bool encrypt) {
+  auto sealer = fuzz::fixed_cipher(peer::frame_cipher::direction::seal, cipher, encrypt);
+  bytes out;
+  for (auto [h, payload] : frames) {
+    const std::size_t n = payload ? payload->size() : 0;
+    h.payload_length = static_cast<uint32_t>(n + peer::tag_size);
+    const auto head = peer::encode_header(h);
+    bytes text(n);
+    std::array<uint8_t, peer::tag_size> tag{};
+    const uint8_t* in = n > 0 ? payload->data() : nullptr;
+    uint8_t* sealed = encrypt && n > 0 ? text.data() : nullptr;
+    if (!sealer->seal(head, in, sealed, n, tag))
+      std::abort();
+    put(out, head);
+    if (n > 0)
+      put(out, std::span<const uint8_t>(sealed ? sealed : in, n));
+    put(out, tag);
+  }
+  return out;
+}
+
+bytes plain_stream(const std::vector<std::pair<peer::header, buffer_ptr>>& frames) {
+  bytes out;
+  for (const auto& [h, payload] : frames)
+    put(out, frame(h, payload));
+  return out;
+}
+
+void frame_reader_inputs() {
+  const auto target = "frame_reader";
+  auto with_mode = [](uint8_t mode, uint8_t reads, const bytes& stream) {
+    bytes in{mode, reads};
+    put(in, stream);
+    return in;
+  };
+  peer::session_open_message open;
+  open.version = 2;
+  open.resource = fuzz::fixed_resource;
+  open.node = "h1";
+  open.link = "peer";
+  open.nonce = {1, 2, 3};
+  open.ciphers = {peer::aead_cipher::aes_256_gcm, peer::aead_cipher::chacha20_poly1305};
+  peer::header h;
+  h.type = peer::msg_type::session_open;
+  bytes handshake = frame(h, peer::encode_session_open(open));
+  h.type = peer::msg_type::session_proof;
+  put(handshake, frame(h, peer::encode_nonce({9, 9, 9})));
+  // The listener's side: session_open (accepted: the resource and key
+  // match), then a proof that does not check out.
+  write(target, "listener-session", with_mode(0, 0, handshake));
+  write(target, "listener-session-small-reads", with_mode(0, 1, handshake));
+  // Without a secret: a hello, then the link is started (full-size frames).
+  {
+    h = {};
+    h.type = peer::msg_type::hello;
+    bytes stream = frame(h, peer::encode_hello(sample_hello()));
+    put(stream, plain_stream(link_frames()));
+    write(target, "listener-hello-then-link", with_mode(0, 0, stream));
+    write(target, "listener-hello-then-link-reads", with_mode(0, 50, stream));
+  }
+  // A first frame one byte over the cap, payload and all.
+  {
+    h = {};
+    h.type = peer::msg_type::witness_hello;
+    auto raw = peer::encode_header(h);
+    const uint32_t over = peer::unauthenticated_frame_limit + 1;
+    for (std::size_t i = 0; i < 4; ++i)
+      raw[32 + i] = static_cast<uint8_t>(over >> (8 * i));
+    bytes stream;
+    put(stream, raw);
+    put(stream, bytes(over, '{'));
+    write(target, "listener-first-frame-over-cap", with_mode(0, 0, stream));
+  }
+  // The connecting side: a session_accept whose proof does not check out.
+  {
+    peer::session_accept_message accept;
+    accept.nonce = {7, 8, 9};
+    auto body = peer::encode_session_accept_body(accept);
+    body.resize(body.size() + 32, 0x11);
+    auto payload = make_buffer(body.size());
+    std::memcpy(payload->data(), body.data(), body.size());
+    h = {};
+    h.type = peer::msg_type::session_accept;
+    write(target, "client-accept", with_mode(1, 0, frame(h, payload)));
+  }
+  // An established session, every cipher and mode.
+  const auto frames = link_frames();
+  write(target, "sealed-aes", with_mode(2, 0, sealed_stream(frames, peer::aead_cipher::aes_256_gcm, true)));
+  write(target, "sealed-aes-reads",
+        with_mode(2, 9, sealed_stream(frames, peer::aead_cipher::aes_256_gcm, true)));
+  write(target, "sealed-chacha",
+        with_mode(4 | 2, 0, sealed_stream(frames, peer::aead_cipher::chacha20_poly1305, true)));
+  write(target, "sealed-integrity",
+        with_mode(8 | 2, 0, sealed_stream(frames, peer::aead_cipher::aes_256_gcm, false)));
+  write(target, "sessionless-link", with_mode(32 | 2, 0, plain_stream(frames)));
+  {
+    // One bit flipped in the second frame's payload; the first frame replayed.
+    auto stream = sealed_stream(frames, peer::aead_cipher::aes_256_gcm, true);
+    auto flipped = stream;
+    const std::size_t first = peer::header_size + frames[0].second->size() + peer::tag_size;
+    flipped[first + peer::header_size + 5] ^= 0x20;
+    write(target, "sealed-bit-flipped", with_mode(2, 0, flipped));
+    bytes replayed(stream.begin(), stream.begin() + static_cast<std::ptrdiff_t>(first));
+    put(replayed, std::span<const uint8_t>(stream.data(), first));
+    write(target, "sealed-replayed", with_mode(2, 0, replayed));
+  }
+  // Trusted: plaintext frames the target seals itself.
+  write(target, "trusted-aes", with_mode(3, 0, plain_stream(frames)));
+  write(target, "trusted-chacha-integrity", with_mode(3 | 4 | 8, 0, plain_stream(frames)));
+  {
+    peer::hello_message refusing = sample_hello();
+    refusing.refusal = "split-brain d\xc3\xa9tect\xc3\xa9";
+    h = {};
+    h.type = peer::msg_type::hello_reply;
+    bytes stream = frame(h, peer::encode_hello(refusing));
+    h.type = peer::msg_type::witness_hello;
+    put(stream, frame(h, peer::encode_hello(sample_hello())));
+    peer::lease_reply refused;
+    refused.reason = "not eligible";
+    h.type = peer::msg_type::lease_reply;
+    put(stream, frame(h, peer::encode_lease_reply(refused)));
+    write(target, "trusted-refusals", with_mode(3, 0, stream));
+  }
+}
+
 // --- Control socket ----------------------------------------------------------------------
 
 bytes control_frame(std::string_view body) {
@@ -323,6 +535,34 @@ void control_requests() {
   put_le<uint32_t>(huge, 0xffffffffu);
   put(huge, std::string_view{"{}"});
   write("control_request", "length-4gib", huge);
+}
+
+/// Request bodies for the daemon's handler (two resources, r0 and r1).
+void control_handler_inputs() {
+  const auto target = "control_handler";
+  auto body = [&](const std::string& name, std::string_view text) {
+    write(target, name, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
+  };
+  body("status-all", R"({"command":"status","resources":[]})");
+  body("status-r0-unknown", R"({"command":"status","resources":["r0","nosuch"]})");
+  body("role-primary-r0", R"({"command":"role","role":"primary","resources":["r0"]})");
+  body("role-init-all", R"({"command":"role","role":"init","resources":["all"]})");
+  body("role-secondary-force", R"({"command":"role","role":"secondary","resources":["r1"],"force":true})");
+  body("role-unknown", R"({"command":"role","role":"witness","resources":["r0"]})");
+  body("role-missing", R"({"command":"role","resources":["r0"]})");
+  body("role-not-string", R"({"command":"role","role":1,"resources":["r0"]})");
+  body("force-not-bool", R"({"command":"role","role":"init","resources":["r0"],"force":"yes"})");
+  body("resync-without-discard", R"({"command":"resync","resources":["r0"]})");
+  body("resync-discard", R"({"command":"resync","resources":["r1"],"discard_local":true})");
+  body("verify", R"({"command":"verify","resources":["r0"]})");
+  body("verify-repair-stop", R"({"command":"verify","resources":["all"],"repair":true,"stop":true})");
+  body("resources-not-array", R"({"command":"status","resources":"r0"})");
+  body("resources-numbers", R"({"command":"status","resources":[1,2]})");
+  body("unknown-command", R"({"command":"stätus"})");
+  body("name-invalid-utf8", "{\"command\":\"role\",\"role\":\"init\",\"resources\":[\"r\xff\xfe\"]}");
+  body("role-invalid-utf8", "{\"command\":\"role\",\"role\":\"pr\xc3\x28\",\"resources\":[\"r0\"]}");
+  body("events", R"({"command":"events","resources":["all"]})");
+  body("not-json", "{\"command\":");
 }
 
 // --- Metadata and activemap ----------------------------------------------------------------
@@ -417,7 +657,9 @@ int main(int argc, char** argv) {
   nbd_options();
   nbd_requests();
   peer_frames();
+  frame_reader_inputs();
   control_requests();
+  control_handler_inputs();
   metadata_images();
   activemap_inputs();
   return 0;
