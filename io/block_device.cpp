@@ -627,12 +627,12 @@ result<std::string> start_nbdfuse(const std::string& link_name, const export_add
     return status{errc::io_error, "cannot create " + mountpoint.string() + ": " + ec.message()};
 
   auto log_path = dir / "nbdfuse.log";
-  int log = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (log < 0)
+  int log_fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (log_fd < 0)
     return status{errc::io_error, "cannot create " + log_path.string() + ": " + std::strerror(errno)};
   spawn_options options;
-  options.stdout_fd = log;
-  options.stderr_fd = log;
+  options.stdout_fd = log_fd;
+  options.stderr_fd = log_fd;
   options.search_path = true;
   options.new_session = true;
   options.ends_with_starter = lifetime == helper_lifetime::ends_with_caller;
@@ -640,7 +640,7 @@ result<std::string> start_nbdfuse(const std::string& link_name, const export_add
   // told apart from this device's.
   auto child = spawn_program(
     {"nbdfuse", "-C", "1", "-P", pidfile.string(), file.string(), addr.uri}, options);
-  ::close(log);
+  ::close(log_fd);
   if (!child)
     return status{errc::io_error, std::string{"cannot start nbdfuse: "}
                                     + std::strerror(child.error) + fuse_hint};

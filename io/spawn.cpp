@@ -58,7 +58,7 @@ void close_from(int from, int keep) {
 /// were). Reports why it could not exec through `report` and exits.
 [[noreturn]] void become(const char* path, char* const* argv, char* const* envp,
                          const spawn_options& options, int report, pid_t starter) {
-  auto fail = [report](int error) {
+  auto fail = [&report](int error) {
     while (::write(report, &error, sizeof error) < 0 && errno == EINTR) {
     }
     ::_exit(127);
