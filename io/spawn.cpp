@@ -53,16 +53,20 @@ void close_from(int from, int keep) {
       ::close(fd);
 }
 
+/// The child's end when it cannot exec: the reason for the starter, then
+/// exit status 127 (as a shell's "command not found").
+[[noreturn]] void report_and_exit(int report, int error) {
+  while (::write(report, &error, sizeof error) < 0 && errno == EINTR) {
+  }
+  ::_exit(127);
+}
+
 /// The child between fork and exec: only async-signal-safe calls from
 /// here on (the starter has other threads, whose locks fork copied as they
 /// were). Reports why it could not exec through `report` and exits.
 [[noreturn]] void become(const char* path, char* const* argv, char* const* envp,
                          const spawn_options& options, int report, pid_t starter) {
-  auto fail = [&report](int error) {
-    while (::write(report, &error, sizeof error) < 0 && errno == EINTR) {
-    }
-    ::_exit(127);
-  };
+  auto fail = [&report](int error) { report_and_exit(report, error); };
   // Every signal back to its default action while all are still blocked
   // (the starter's handlers must never run here), then the empty mask.
   struct sigaction default_action {};
@@ -109,7 +113,7 @@ void close_from(int from, int keep) {
   sigemptyset(&none);
   ::sigprocmask(SIG_SETMASK, &none, nullptr);
   ::execve(path, argv, envp);
-  fail(errno);
+  report_and_exit(report, errno);
 }
 
 } // namespace
