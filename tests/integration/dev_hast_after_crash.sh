@@ -48,16 +48,35 @@ ctl create -m 64M "$res"
 
 OWN_DIRS=()
 for d in /run/hast/attach /run/hast /dev/hast; do [[ -e $d ]] || OWN_DIRS+=("$d"); done
-LOOP="" FUSE_MP="" FUSE_PID=""
+LOOP="" BACKING="" FUSE_MP="" FUSE_PID=""
+# loop_bound_to LOOP DEV:INO: the loop device is bound to that file, by
+# device and inode as hastd checks (once the FUSE mount is detached its path
+# no longer says whose file it is); a binding the kernel cannot describe
+# (ENOTCONN: the file is on a dead FUSE mount) counts as bound, as in hastd.
+loop_bound_to() {
+  [[ -n $1 && -n $2 ]] || return 1
+  python3 - "$1" "$2" <<'PY'
+import fcntl, os, struct, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+info = bytearray(232)  # struct loop_info64
+try:
+    fcntl.ioctl(fd, 0x4C05, info)  # LOOP_GET_STATUS64
+except OSError as e:
+    sys.exit(1 if e.errno == 6 else 0)  # ENXIO: not bound
+dev, ino = struct.unpack_from("QQ", info)
+sys.exit(0 if f"{dev}:{ino}" == sys.argv[2] else 1)
+PY
+}
 # Whatever is left, by the record or by what device_made saw.
 undo_all() {
-  local loop=$LOOP mp=$FUSE_MP pid=$FUSE_PID
+  local loop=$LOOP backing=$BACKING mp=$FUSE_MP pid=$FUSE_PID
   if [[ -f $state ]]; then
     loop=$(json_get "$state" "j.get('device','')")
+    backing=$(json_get "$state" "'%s:%s' % (j.get('backing_dev',''), j.get('backing_ino',''))")
     mp=$(json_get "$state" "j.get('mountpoint','')")
     pid=$(json_get "$state" "j.get('pid',-1)")
   fi
-  [[ -n $loop && $(losetup -n -O BACK-FILE "$loop" 2>/dev/null) == "$mp"/* ]] && losetup -d "$loop"
+  loop_bound_to "$loop" "$backing" && losetup -d "$loop"
   [[ -n $pid && $pid -gt 0 ]] && grep -q nbdfuse "/proc/$pid/cmdline" 2>/dev/null && kill "$pid"
   [[ -n $mp ]] && grep -q " $mp " /proc/mounts && { fusermount3 -u "$mp" || fusermount3 -u -z "$mp"; }
   rm -f "${state%/*}"/{state.json,nbdfuse.pid,nbdfuse.log}
@@ -75,6 +94,8 @@ device_made() {
   LOOP=$(json_get "$state" "j['device']")
   FUSE_MP=$(json_get "$state" "j['mountpoint']")
   FUSE_PID=$(json_get "$state" "j['pid']")
+  BACKING=$(json_get "$state" "'%s:%s' % (j['backing_dev'], j['backing_ino'])")
+  loop_bound_to "$LOOP" "$BACKING" || fail "$LOOP is not bound to nbdfuse's file ($BACKING)"
   [[ $(readlink "$link") == "$LOOP" ]] || fail "$link points to $(readlink "$link"), not $LOOP"
   grep -q nbdfuse "/proc/$FUSE_PID/cmdline" || fail "pid $FUSE_PID is not nbdfuse"
 }
@@ -87,7 +108,7 @@ device_works() {
   cmp -s "$T/in" "$T/out" || fail "$link returned other data"
 }
 
-loop_free() { [[ $(losetup -n -O BACK-FILE "$1" 2>/dev/null) != "$FUSE_MP"/* ]]; }
+loop_free() { ! loop_bound_to "$LOOP" "$BACKING"; }
 fuse_unmounted() { ! grep -q " $FUSE_MP " /proc/mounts; }
 
 kill9_hastd() {
@@ -99,7 +120,7 @@ kill9_hastd() {
 cleared_at_start() {
   wait_until 30 "the new hastd to remove $link" test ! -e "$link" -a ! -L "$link"
   wait_until 10 "the record to go" test ! -e "$state"
-  wait_until 10 "$LOOP to be unbound" loop_free "$LOOP"
+  wait_until 10 "$LOOP to be unbound" loop_free
   wait_until 10 "the FUSE mount $FUSE_MP to go" fuse_unmounted
   [[ $(ctl status "$res") == *init* ]] || fail "the clean-up changed the role: $(ctl status "$res")"
 }
@@ -113,7 +134,9 @@ pass "role primary made $link -> $LOOP (nbdfuse pid $FUSE_PID)"
 kill9_hastd
 wait_pid_gone "$FUSE_PID" 20
 pass "kill -9 hastd: nbdfuse (pid $FUSE_PID) ended with it"
-[[ -L $link || -f $state ]] || fail "nothing was left to clear: the test would not test the start-up clean-up"
+# Left for the start-up clean-up: the link, the record and the loop device.
+[[ -L $link && -f $state ]] && loop_bound_to "$LOOP" "$BACKING" \
+  || fail "the link, the record or $LOOP's binding is gone: the start-up clean-up would not be tested"
 
 start_hastd
 cleared_at_start
@@ -127,8 +150,9 @@ pass "role primary made $link again, and it works"
 # --- kill -9 nbdfuse and hastd: a stale FUSE mount too -----------------------------------------
 old_pid=$FUSE_PID
 kill -KILL "$FUSE_PID"
-wait_pid_gone "$FUSE_PID" 10
+# nbdfuse is hastd's child: it is a zombie until hastd is gone too.
 kill9_hastd
+wait_pid_gone "$FUSE_PID" 10
 grep -q " $FUSE_MP " /proc/mounts || fail "killing nbdfuse -9 left no stale FUSE mount to clear"
 start_hastd
 cleared_at_start
