@@ -47,8 +47,12 @@ if ((${#missing[@]})); then
   apt-get install -y -qq "${missing[@]}"
 fi
 
+# The programs alone build as Release (-O3, no debug information: about a
+# third less compile time than -O2 -g); everything builds RelWithDebInfo,
+# so that a failing test's backtrace has lines. BUILD_TYPE overrides both.
+build_type=${BUILD_TYPE:-$( ((all)) && echo RelWithDebInfo || echo Release)}
 # HAST_WERROR=ON (warnings are errors) is for developers and CI; .ci/run sets it.
-cmake -S . -B build -DCMAKE_BUILD_TYPE="${BUILD_TYPE:-RelWithDebInfo}" \
+cmake -S . -B build -DCMAKE_BUILD_TYPE="$build_type" \
   -DHAST_WERROR="${HAST_WERROR:-OFF}" -DHAST_BUILD_TESTS="$( ((all)) && echo ON || echo OFF)"
 if ((all)); then
   cmake --build build -j"$(nproc)"
