@@ -156,21 +156,7 @@ std::string why(const run_result& r) {
 }
 
 bool in_path(const std::string& program) {
-  const char* path = std::getenv("PATH");
-  std::string dirs = path ? path : "/usr/bin:/bin";
-  size_t start = 0;
-  while (start <= dirs.size()) {
-    auto end = dirs.find(':', start);
-    if (end == std::string::npos)
-      end = dirs.size();
-    auto dir = dirs.substr(start, end - start);
-    if (dir.empty())
-      dir = ".";
-    if (::access((dir + "/" + program).c_str(), X_OK) == 0)
-      return true;
-    start = end + 1;
-  }
-  return false;
+  return !find_in_path(program).empty();
 }
 
 /// True while `pid` runs. Reaps it if it is our child that has exited, so a

@@ -16,24 +16,6 @@ namespace hast {
 
 namespace {
 
-/// argv[0] looked up in PATH, as execvp does; "" if no directory has it.
-std::string find_in_path(const std::string& program) {
-  const char* path = std::getenv("PATH");
-  std::string dirs = path ? path : "/usr/bin:/bin";
-  size_t start = 0;
-  while (start <= dirs.size()) {
-    auto end = dirs.find(':', start);
-    if (end == std::string::npos)
-      end = dirs.size();
-    auto dir = dirs.substr(start, end - start);
-    auto candidate = (dir.empty() ? std::string{"."} : dir) + "/" + program;
-    if (::access(candidate.c_str(), X_OK) == 0)
-      return candidate;
-    start = end + 1;
-  }
-  return "";
-}
-
 /// Closes every descriptor from `from` up, but `keep`.
 void close_from(int from, int keep) {
   if (keep >= from) {
@@ -117,6 +99,23 @@ void close_from(int from, int keep) {
 }
 
 } // namespace
+
+std::string find_in_path(const std::string& program) {
+  const char* path = std::getenv("PATH");
+  std::string dirs = path ? path : "/usr/bin:/bin";
+  size_t start = 0;
+  while (start <= dirs.size()) {
+    auto end = dirs.find(':', start);
+    if (end == std::string::npos)
+      end = dirs.size();
+    auto dir = dirs.substr(start, end - start);
+    auto candidate = (dir.empty() ? std::string{"."} : dir) + "/" + program;
+    if (::access(candidate.c_str(), X_OK) == 0)
+      return candidate;
+    start = end + 1;
+  }
+  return "";
+}
 
 spawned spawn_program(const std::vector<std::string>& argv, const spawn_options& options) {
   if (argv.empty())

@@ -58,6 +58,10 @@ struct spawned {
   explicit operator bool() const { return pid > 0; }
 };
 
+/// `program` looked up in PATH as execvp does (an empty entry is the current
+/// directory): the first executable file's path, or "" if none is.
+std::string find_in_path(const std::string& program);
+
 /// Starts argv (argv[0] is the program) as described above; returns once
 /// the program runs (exec succeeded) or could not start. The caller waits
 /// for the child (waitpid). Safe to call from any thread.
