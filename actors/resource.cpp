@@ -14,6 +14,7 @@
 #include <spdlog/spdlog.h>
 
 #include <cstring>
+#include <filesystem>
 #include <unistd.h>
 
 namespace hast {
@@ -474,13 +475,37 @@ void make_block_device(self_ptr self) {
   auto me = caf::actor_cast<resource_actor>(self);
   auto link = s.config.provider_name, name = s.config.name, nbd = s.config.nbd;
   post_device_job(self, [me, link, name, nbd](uint64_t epoch) {
-    auto made = make_device(link, name, nbd);
+    // nbdfuse ends with this resource's device thread, hastd's death included.
+    auto made = make_device(link, name, nbd, helper_lifetime::ends_with_caller);
     if (made)
       caf::anon_send(me, atom::device_v, epoch, std::string{"made"},
                      made->link + " -> " + made->device, std::to_string(made->connections));
     else
       caf::anon_send(me, atom::device_v, epoch, std::string{"failed"}, std::string{},
                      made.error().message());
+  });
+}
+
+/// At start: what an earlier hastd left under this resource's device name
+/// (killed -9: a dangling link, a loop device on a dead FUSE mount) is taken
+/// apart on the device thread, before any device is made there. One in use,
+/// or another export's live device, is left and logged.
+void clear_stale_block_device(self_ptr self) {
+  auto& s = self->state;
+  auto link = s.config.provider_name, name = s.config.name, nbd = s.config.nbd;
+  std::error_code ec;
+  auto link_path = std::filesystem::path{device_link_root} / link;
+  if (link.empty() || nbd.empty()
+      || (!device_recorded(link) && !std::filesystem::is_symlink(link_path, ec)))
+    return;
+  if (!s.devices)
+    s.devices = std::make_shared<device_worker>();
+  s.devices->post([link, name, nbd] {
+    auto st = clear_stale_device(link, name, nbd);
+    if (!st)
+      spdlog::warn("{}: {}/{} from an earlier run: {}", name, device_link_root, link, st.message());
+    else if (!st.detail().empty())
+      spdlog::info("{}: {}/{}: {}", name, device_link_root, link, st.detail());
   });
 }
 
@@ -697,6 +722,7 @@ resource_actor::behavior_type resource(resource_actor::stateful_pointer<resource
   });
   self->attach_functor([server = s.server] { server->stop(); });
   lease_start(self);
+  clear_stale_block_device(self);
   // Children we stopped ourselves (disk actors, the peer) exit quietly; any
   // other exit, a crashing child or the supervisor's shutdown, ends us too.
   self->set_exit_handler([=](const caf::exit_msg& msg) {

@@ -962,14 +962,14 @@ def main():
         found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pgbench"),
                        key=lambda p: int(re.search(r"/(\d+)/bin", p).group(1)))
         if not found:
-            print("app.py: PostgreSQL is not installed (apt-get install postgresql; scripts/bootstrap.sh)",
+            print("app.py: PostgreSQL is not installed (apt-get install postgresql; scripts/bootstrap.sh --all)",
                   file=sys.stderr)
             return 1
         args.pg_bin = os.path.dirname(found[-1])
     args.pg_bin = args.pg_bin or "/usr/lib/postgresql/15/bin"
     for tool in ("qemu-nbd", "nbdfuse", "fusermount3", "losetup", "mkfs.ext4"):
         if not shutil.which(tool):
-            print(f"app.py: {tool} is not installed (scripts/bootstrap.sh installs it)", file=sys.stderr)
+            print(f"app.py: {tool} is not installed (scripts/bootstrap.sh --all installs it)", file=sys.stderr)
             return 1
     if any(c.startswith("hast") for c in args.contenders):
         for prog in ("hastd", "hastctl"):

@@ -1395,7 +1395,7 @@ def main():
     args = ap.parse_args()
     for tool in ("fio", "nbdkit", "qemu-nbd"):
         if not shutil.which(tool):
-            print(f"run.py: {tool} is not installed (scripts/bootstrap.sh installs it)", file=sys.stderr)
+            print(f"run.py: {tool} is not installed (scripts/bootstrap.sh --all installs it)", file=sys.stderr)
             return 1
     for prog in ("hastd", "hastctl"):
         if not os.access(os.path.join(args.build, prog), os.X_OK):

@@ -1,6 +1,7 @@
 #include "io/block_device.hpp"
 
 #include "config/config.hpp"
+#include "io/spawn.hpp"
 
 #include <nlohmann/json.hpp>
 
@@ -17,7 +18,6 @@
 #include <linux/loop.h>
 #include <poll.h>
 #include <sstream>
-#include <spawn.h>
 #include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
@@ -26,8 +26,6 @@
 #include <thread>
 #include <unistd.h>
 #include <vector>
-
-extern char** environ;
 
 namespace hast {
 
@@ -64,50 +62,6 @@ std::string last_line(const std::string& text) {
 
 // ---- child processes ------------------------------------------------------------------------
 
-/// posix_spawn attributes for a helper program: a clean signal mask and
-/// default SIGPIPE (the daemon blocks and ignores some), and no descriptor
-/// of ours beyond 0-2. The daemon's sockets are not close-on-exec; a
-/// long-lived nbdfuse holding a peer connection or a listening socket would
-/// keep it open after the daemon closed it.
-struct spawn_setup {
-  posix_spawn_file_actions_t actions;
-  posix_spawnattr_t attr;
-
-  explicit spawn_setup(bool new_session) {
-    posix_spawn_file_actions_init(&actions);
-    posix_spawnattr_init(&attr);
-    sigset_t none;
-    sigemptyset(&none);
-    posix_spawnattr_setsigmask(&attr, &none);
-    sigset_t defaults;
-    sigemptyset(&defaults);
-    sigaddset(&defaults, SIGPIPE);
-    posix_spawnattr_setsigdefault(&attr, &defaults);
-    short flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF;
-    if (new_session)
-      flags |= POSIX_SPAWN_SETSID;
-    posix_spawnattr_setflags(&attr, flags);
-  }
-  ~spawn_setup() {
-    posix_spawn_file_actions_destroy(&actions);
-    posix_spawnattr_destroy(&attr);
-  }
-  spawn_setup(const spawn_setup&) = delete;
-  spawn_setup& operator=(const spawn_setup&) = delete;
-
-  /// Spawns argv[0] (looked up in PATH); -1 with errno-style code in `error`.
-  pid_t spawn(const std::vector<std::string>& argv, int& error) {
-    posix_spawn_file_actions_addclosefrom_np(&actions, 3);
-    std::vector<char*> args;
-    for (auto& a : argv)
-      args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    pid_t pid = -1;
-    error = posix_spawnp(&pid, args[0], &actions, &attr, args.data(), environ);
-    return error == 0 ? pid : -1;
-  }
-};
-
 struct run_result {
   int exit_code = -1;  // -1: did not run, killed, or timed out
   std::string out;
@@ -130,18 +84,20 @@ run_result run(const std::vector<std::string>& argv,
     ::close(out_pipe[1]);
     return r;
   }
-  spawn_setup setup{false};
-  posix_spawn_file_actions_addopen(&setup.actions, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_adddup2(&setup.actions, out_pipe[1], 1);
-  posix_spawn_file_actions_adddup2(&setup.actions, err_pipe[1], 2);
-  int error = 0;
-  auto pid = setup.spawn(argv, error);
+  spawn_options options;
+  options.stdout_fd = out_pipe[1];
+  options.stderr_fd = err_pipe[1];
+  options.search_path = true;
+  // Nobody would read its output or wait for it once the caller is gone.
+  options.ends_with_starter = true;
+  auto child = spawn_program(argv, options);
+  auto pid = child.pid;
   ::close(out_pipe[1]);
   ::close(err_pipe[1]);
-  if (pid < 0) {
+  if (!child) {
     ::close(out_pipe[0]);
     ::close(err_pipe[0]);
-    r.err = argv[0] + ": " + std::strerror(error);
+    r.err = argv[0] + ": " + std::strerror(child.error);
     return r;
   }
   auto deadline = std::chrono::steady_clock::now() + limit;
@@ -200,21 +156,7 @@ std::string why(const run_result& r) {
 }
 
 bool in_path(const std::string& program) {
-  const char* path = std::getenv("PATH");
-  std::string dirs = path ? path : "/usr/bin:/bin";
-  size_t start = 0;
-  while (start <= dirs.size()) {
-    auto end = dirs.find(':', start);
-    if (end == std::string::npos)
-      end = dirs.size();
-    auto dir = dirs.substr(start, end - start);
-    if (dir.empty())
-      dir = ".";
-    if (::access((dir + "/" + program).c_str(), X_OK) == 0)
-      return true;
-    start = end + 1;
-  }
-  return false;
+  return !find_in_path(program).empty();
 }
 
 /// True while `pid` runs. Reaps it if it is our child that has exited, so a
@@ -653,7 +595,7 @@ result<std::string> start_nbd_client(const std::string& link_name, const export_
 }
 
 result<std::string> start_nbdfuse(const std::string& link_name, const export_address& addr,
-                                  nlohmann::json& state) {
+                                  helper_lifetime lifetime, nlohmann::json& state) {
   for (auto program : {"nbdfuse", "fusermount3"})
     if (!in_path(program))
       return status{errc::io_error, std::string{program} + " is not in PATH" + fuse_hint};
@@ -670,19 +612,25 @@ result<std::string> start_nbdfuse(const std::string& link_name, const export_add
   if (ec)
     return status{errc::io_error, "cannot create " + mountpoint.string() + ": " + ec.message()};
 
-  spawn_setup setup{true};
-  posix_spawn_file_actions_addopen(&setup.actions, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&setup.actions, 1, (dir / "nbdfuse.log").c_str(),
-                                   O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  posix_spawn_file_actions_adddup2(&setup.actions, 1, 2);
+  auto log_path = dir / "nbdfuse.log";
+  int log_fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (log_fd < 0)
+    return status{errc::io_error, "cannot create " + log_path.string() + ": " + std::strerror(errno)};
+  spawn_options options;
+  options.stdout_fd = log_fd;
+  options.stderr_fd = log_fd;
+  options.search_path = true;
+  options.new_session = true;
+  options.ends_with_starter = lifetime == helper_lifetime::ends_with_caller;
   // One connection (no multi-conn): the export's other clients can then be
   // told apart from this device's.
-  int error = 0;
-  auto pid = setup.spawn({"nbdfuse", "-C", "1", "-P", pidfile.string(), file.string(), addr.uri},
-                         error);
-  if (pid < 0)
-    return status{errc::io_error, std::string{"cannot start nbdfuse: "} + std::strerror(error)
-                                    + fuse_hint};
+  auto child = spawn_program(
+    {"nbdfuse", "-C", "1", "-P", pidfile.string(), file.string(), addr.uri}, options);
+  ::close(log_fd);
+  if (!child)
+    return status{errc::io_error, std::string{"cannot start nbdfuse: "}
+                                    + std::strerror(child.error) + fuse_hint};
+  auto pid = child.pid;
   state = {{"method", "nbdfuse"}, {"uri", addr.uri}, {"pid", pid},
            {"mountpoint", mountpoint.string()}, {"connections", 1}};
   if (auto st = write_state(link_name, state); !st)
@@ -726,7 +674,7 @@ bool valid_link_name(const std::string& name) {
 } // namespace
 
 result<made_device> make_device(const std::string& link_name, const std::string& export_name,
-                                const std::string& nbd_address) {
+                                const std::string& nbd_address, helper_lifetime lifetime) {
   auto link = link_path(link_name);
   auto fail = [&](const status& st) {
     return status{st.code(), "cannot make " + link.string() + ": " + st.detail()};
@@ -750,7 +698,7 @@ result<made_device> make_device(const std::string& link_name, const std::string&
   bool kernel_nbd = fs::exists("/sys/block/nbd0") && in_path("nbd-client");
   auto state = nlohmann::json::object();
   auto device = kernel_nbd ? start_nbd_client(link_name, *addr, export_name)
-                           : start_nbdfuse(link_name, *addr, state);
+                           : start_nbdfuse(link_name, *addr, lifetime, state);
   // From here on, a failure takes apart whatever the record says was made.
   auto undo = [&](const status& st) {
     std::string ignored;
@@ -772,6 +720,46 @@ result<made_device> make_device(const std::string& link_name, const std::string&
   }
   auto record = read_state(link_name);
   return device_of(link_name, record ? *record : nlohmann::json::object());
+}
+
+status clear_stale_device(const std::string& link_name, const std::string& export_name,
+                          const std::string& nbd_address) {
+  if (!valid_link_name(link_name))
+    return {errc::invalid_argument, "'" + link_name + "' cannot name a device in "
+                                      + std::string{device_link_root}};
+  auto addr = address_of(export_name, nbd_address);
+  if (!addr)
+    return {errc::invalid_argument, "cannot use NBD address " + nbd_address};
+  state_lock lock;
+  auto link = link_path(link_name);
+  std::error_code ec;
+  auto link_status = fs::symlink_status(link, ec);
+  bool link_left = fs::is_symlink(link_status);
+  bool record_left = fs::exists(state_dir(link_name), ec);
+  if (!link_left && !record_left)
+    return status::ok();
+  std::vector<std::string> what;
+  if (link_left)
+    what.push_back(link.string() + " -> " + fs::read_symlink(link, ec).string());
+  if (auto state = read_state(link_name)) {
+    if (state->value("uri", addr->uri) != addr->uri && in_place(*state))
+      return {errc::busy, link.string() + " is a live device of " + state->value("uri", "")
+                            + ", not of this export; left as it is"};
+    if (auto device = state->value("device", ""); !device.empty() && bound(*state))
+      what.push_back(device);
+    if (auto mp = state->value("mountpoint", ""); is_mounted_at(mp))
+      what.push_back("the FUSE mount " + mp);
+    if (is_nbdfuse_of(state->value("pid", -1), state->value("mountpoint", "")))
+      what.push_back("nbdfuse (pid " + std::to_string(state->value("pid", -1)) + ")");
+  }
+  if (record_left)
+    what.push_back("the record in " + state_dir(link_name).string());
+  if (auto st = clear_leftovers(link_name, addr->uri); !st)
+    return st;
+  std::string text = "took apart what an earlier run left:";
+  for (size_t i = 0; i < what.size(); ++i)
+    text += (i ? ", " : " ") + what[i];
+  return {errc::none, text};
 }
 
 status remove_device(const std::string& link_name, bool force) {

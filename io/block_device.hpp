@@ -46,6 +46,12 @@ struct made_device {
   int connections = 1;
 };
 
+/// Whether the processes a device needs (nbdfuse) end with the thread that
+/// made the device. hastd's devices end with it (kill -9 included: the
+/// kernel sends SIGTERM, io/spawn.hpp), as FreeBSD's hastd destroys a dead
+/// worker's device; `hastctl attach` returns while its device stays.
+enum class helper_lifetime { outlives_caller, ends_with_caller };
+
 /// Makes /dev/hast/<link_name> backed by the export `export_name` served at
 /// `nbd_address` ("uds:///path", "unix:///path", "/path" or "tcp://host:port").
 /// Left-overs of an earlier device under this name (a record, a dead or
@@ -54,7 +60,18 @@ struct made_device {
 /// (a mounted file system): then it fails naming the mount point. On failure
 /// the one-sentence error says why, and nothing new is left behind.
 result<made_device> make_device(const std::string& link_name, const std::string& export_name,
-                                const std::string& nbd_address);
+                                const std::string& nbd_address,
+                                helper_lifetime lifetime = helper_lifetime::outlives_caller);
+
+/// For hastd's start, once per configured resource: takes apart what an
+/// earlier run left under `link_name` for this export: a record, an nbdfuse
+/// still connected to the old daemon, a stale FUSE mount, a loop device
+/// bound to a file of a dead mount, a dangling /dev/hast/<link_name>. A live
+/// device of another export (another node on this machine) and one in use
+/// (mounted) are left, with errc::busy and a sentence saying why. ok with an
+/// empty detail: nothing was there; ok with a detail: what was taken apart.
+status clear_stale_device(const std::string& link_name, const std::string& export_name,
+                          const std::string& nbd_address);
 
 /// Undoes make_device(). A device in use (mounted, or open exclusively) is
 /// refused with errc::busy and a sentence naming the mount point, unless

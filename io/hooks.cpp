@@ -1,16 +1,15 @@
 #include "io/hooks.hpp"
 
+#include "io/spawn.hpp"
+
 #include <spdlog/spdlog.h>
 
 #include <condition_variable>
-#include <csignal>
 #include <cstdlib>
 #include <deque>
 #include <cstring>
-#include <fcntl.h>
 #include <list>
 #include <mutex>
-#include <spawn.h>
 #include <sys/wait.h>
 #include <thread>
 
@@ -51,48 +50,22 @@ const std::vector<std::string>& hook_environment() {
   return env;
 }
 
-/// Starts the hook; the pid, or -1 with the reason logged.
+/// Starts the hook; the pid, or -1 with the reason logged. A hook may
+/// outlive hastd (HAST's hooks do): it is not tied to the starting thread.
 pid_t spawn(const std::string& program, const std::vector<std::string>& args,
             const std::string& text) {
-  std::vector<char*> argv;
-  argv.push_back(const_cast<char*>(program.c_str()));
-  for (auto& a : args)
-    argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
-  posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
-  // A hook may outlive hastd: it must not keep hastd's sockets (the peer
-  // port, an NBD export) or provider files open.
-  posix_spawn_file_actions_addclosefrom_np(&actions, 3);
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  // The daemon blocks its signals and ignores SIGPIPE; the hook starts with
-  // a clean mask and every signal at its default action.
-  sigset_t none;
-  sigemptyset(&none);
-  posix_spawnattr_setsigmask(&attr, &none);
-  sigset_t all;
-  sigfillset(&all);
-  posix_spawnattr_setsigdefault(&attr, &all);
-  posix_spawnattr_setflags(&attr,
-                           POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSID);
-  std::vector<char*> envp;
-  for (auto& e : hook_environment())
-    envp.push_back(const_cast<char*>(e.c_str()));
-  envp.push_back(nullptr);
-  pid_t pid = -1;
-  auto rc = posix_spawn(&pid, program.c_str(), &actions, &attr, argv.data(), envp.data());
-  posix_spawn_file_actions_destroy(&actions);
-  posix_spawnattr_destroy(&attr);
-  if (rc != 0) {
-    spdlog::error("hook {}: cannot run: {}", text, std::strerror(rc));
+  std::vector<std::string> argv{program};
+  argv.insert(argv.end(), args.begin(), args.end());
+  spawn_options options;
+  options.new_session = true;
+  options.environment = hook_environment();
+  auto child = spawn_program(argv, options);
+  if (!child) {
+    spdlog::error("hook {}: cannot run: {}", text, std::strerror(child.error));
     return -1;
   }
-  spdlog::debug("hook {}: started, pid {}", text, pid);
-  return pid;
+  spdlog::debug("hook {}: started, pid {}", text, child.pid);
+  return child.pid;
 }
 
 void log_exit(const running_hook& h, int wstatus) {

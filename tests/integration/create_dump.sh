@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# hastctl create and dump on real files (and a loop device when we may make
-# one): the happy path, the JSON document, and every error a user can hit,
-# each of which must exit with FreeBSD's sysexits status for it (64 usage,
-# 65 data, 66 provider, 75 in use) and one clear line on stderr.
+# hastctl create and dump on real files: the happy path, the JSON document,
+# and every error a user can hit, each of which must exit with FreeBSD's
+# sysexits status for it (64 usage, 65 data, 66 provider, 75 in use) and one
+# clear line on stderr. The same on a block device: create_dump_block_device.sh.
 # Usage: create_dump.sh <build-dir>
 set -euo pipefail
 
@@ -11,9 +11,7 @@ hastctl="$build/hastctl"
 [[ -x $hastctl ]] || { echo "FAIL: $hastctl not built" >&2; exit 1; }
 
 dir=$(mktemp -d)
-loopdev=""
 cleanup() {
-  if [[ -n $loopdev ]]; then losetup -d "$loopdev" 2>/dev/null || true; fi
   rm -rf "$dir"
 }
 trap cleanup EXIT
@@ -177,29 +175,6 @@ if command -v flock >/dev/null; then
   expect_error 75 "in use" ctl create res
   kill "$locker" 2>/dev/null || true
   wait "$locker" 2>/dev/null || true
-fi
-
-# --- a block device, when we may make a loop device ---------------------------
-truncate -s 32M "$dir/loop.img"
-if loopdev=$(losetup -f --show "$dir/loop.img" 2>/dev/null); then
-  cat >"$dir/blk.conf" <<CONF
-resource blk {
-  device off
-  local $loopdev
-  on nodeA { remote none }
-}
-CONF
-  blk() { "$hastctl" -c "$dir/blk.conf" -n nodeA "$@"; }
-  expect_error 65 "larger than the provider" blk create -m 64M blk
-  blk create -m 16M -e 64K blk || fail "create on a block device with -m"
-  blk create blk || fail "create on a block device"
-  blk dump --json blk >"$dir/blk.json"
-  python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["resources"][0]; assert r["datasize"]==32*2**20-16384, r' \
-    "$dir/blk.json" || fail "block device datasize"
-  echo "ok: block device $loopdev"
-else
-  echo "skip: no loop device available"
-  loopdev=""
 fi
 
 echo "PASS: create_dump"

@@ -31,6 +31,11 @@ done
   || fail "the package holds test, bench or fuzz programs: $(grep -E 'test|bench|fuzz' "$T/contents")"
 pass "contents: programs, unit, manual pages, completion, /etc/hast.conf, copyright, changelog"
 
+dpkg-deb --fsys-tarfile "$deb" | tar -xO ./usr/share/doc/hast/copyright > "$T/copyright"
+grep -qx "License: BSD-2-Clause" "$T/copyright" && grep -q "The hast authors" "$T/copyright" \
+  || fail "the copyright file does not name BSD-2-Clause and The hast authors: $(cat "$T/copyright")"
+pass "copyright: BSD-2-Clause, The hast authors (as LICENSE)"
+
 dpkg-deb -I "$deb" > "$T/info"
 depends=$(sed -n 's/^ Depends: //p' "$T/info")
 for lib in libcaf-core libsystemd0 libc6 libstdc++6; do

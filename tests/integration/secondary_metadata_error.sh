@@ -7,7 +7,7 @@
 BUILD=$1
 source "$(dirname "$0")/lib/common.bash"
 for tool in nbdkit nbdfuse fusermount3; do
-  command -v "$tool" >/dev/null || fail "$tool is not installed (scripts/bootstrap.sh installs it)"
+  command -v "$tool" >/dev/null || fail "$tool is not installed (scripts/bootstrap.sh --all installs it)"
 done
 
 res=me
