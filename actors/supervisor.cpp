@@ -84,9 +84,13 @@ std::vector<named> select(self_ptr self, const std::vector<std::string>& names,
     for (auto& rc : self->state.config.resources)
       if (self->state.resources.count(rc.name) || (with_witnessed && witnessed(self, rc.name)))
         out.push_back({rc.name, {}});
-    for (auto& [name, _] : self->state.resources)
+    for (auto& entry : self->state.resources) {
+      // A named variable, not a structured binding: clang before 16 does
+      // not let a lambda capture a binding.
+      const auto& name = entry.first;
       if (std::none_of(out.begin(), out.end(), [&](const named& n) { return n.name == name; }))
         out.push_back({name, {}});
+    }
     return out;
   }
   for (auto& name : names) {
