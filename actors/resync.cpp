@@ -246,10 +246,15 @@ void compared(resource_ptr self, uint64_t extent) {
     for (auto& [at, length] : ranges)
       copy_from_secondary(self, extent, base + at, static_cast<uint32_t>(length));
   } else {
-    for (auto& [at, length] : ranges) {
-      auto piece = make_buffer(length);
-      std::memcpy(piece->data(), data->data() + at, length);
-      queue_for_secondary(self, extent, base + at, std::move(piece));
+    if (ranges.size() == 1 && ranges[0].second == data->size()) {
+      // Every block differs: the buffer read goes as it is.
+      queue_for_secondary(self, extent, base, std::move(data));
+    } else {
+      for (auto& [at, length] : ranges) {
+        auto piece = make_buffer(length);
+        std::memcpy(piece->data(), data->data() + at, length);
+        queue_for_secondary(self, extent, base + at, std::move(piece));
+      }
     }
     x.reading = 0;
     s.plane->release_deferred();  // what differs is queued ahead of them

@@ -9,8 +9,8 @@
 # by ±10 %).
 #   [SHAPE=standalone] [RUNTIME=8] [SIZE=200M] bench/ab_pair.sh OLD_BUILD_DIR NEW_BUILD_DIR [ROUNDS]
 # WORKLOADS (default "4k:32 4k:1") lists block size:queue depth pairs; 4k
-# is random writes, any other size sequential writes (e.g. "1M:8"), whose
-# line also gives MiB/s.
+# is random writes, r4k random reads, any other size sequential writes
+# (e.g. "1M:8"), whose line also gives MiB/s.
 # With VARIANTS, NEW_BUILD_DIR runs once per variant in each round instead
 # (OLD_BUILD_DIR is ignored): "label=line|line;label=..." gives each variant
 # the resource lines it adds, KEY standing for a key file made here, e.g.
@@ -103,16 +103,18 @@ CONF
   done
   for wl in ${WORKLOADS:-4k:32 4k:1}; do
     local before_all before_a after_all after_a bs=${wl%%:*} qd=${wl##*:} rw=randwrite
-    [ "$bs" = 4k ] || rw=write
+    local what=$bs
+    case $bs in 4k) ;; r4k) rw=randread bs=4k ;; *) rw=write ;; esac
     before_all=$(counters $pa $pb); before_a=$(counters $pa)
     fio --name=w --ioengine=nbd --uri="nbd+unix:///ab?socket=$T/a/ab.nbd" --rw=$rw --bs="$bs" \
       --iodepth=$qd --size="$SIZE" --time_based --runtime="$RUNTIME" --output-format=json \
       --output="$T/fio.json" >/dev/null 2>&1
     after_all=$(counters $pa $pb); after_a=$(counters $pa)
-    python3 - "$T/fio.json" "$label" "$qd" "$before_all" "$after_all" "$before_a" "$after_a" "$SHAPE" "$bs" <<'PY'
+    python3 - "$T/fio.json" "$label" "$qd" "$before_all" "$after_all" "$before_a" "$after_a" "$SHAPE" "$what" <<'PY'
 import json, os, sys
 t = open(sys.argv[1]).read()
-w = json.loads(t[t.index("{"):])["jobs"][0]["write"]
+job = json.loads(t[t.index("{"):])["jobs"][0]
+w = job["write"] if job["write"]["total_ios"] > 0 else job["read"]
 ios = max(1, w["total_ios"])
 hz = os.sysconf("SC_CLK_TCK")
 b, a, ba, aa = (list(map(int, s.split())) for s in sys.argv[4:8])

@@ -17,6 +17,8 @@
 #      blocks through nodeA during the resync: it ends complete and both
 #      regions are identical once the writer stopped (digests never hide a
 #      concurrent write).
+#   4. Every block different: each extent moves whole (the buffer read for
+#      the digests goes as it is), and the regions are identical.
 # Usage: resync_checksum.sh <build-dir>
 BUILD=$1
 source "$(dirname "$0")/lib/common.bash"
@@ -109,3 +111,11 @@ kill -INT "$writer" 2>/dev/null || true
 wait "$writer" 2>/dev/null || true
 same_regions "$res"
 pass "resync-checksum on under client writes: complete, regions identical"
+
+# --- 4. on, with every block different: each extent goes whole ---------------------------
+head -c "$datasize" /dev/urandom > "$T/data"
+outage
+[[ $(last_sync moved) -eq $datasize && $(last_sync identical) -eq 0 ]] \
+  || fail "every block differs: moved $(last_sync moved), identical $(last_sync identical)"
+same_regions "$res"
+pass "resync-checksum on, every block different: the whole region moved, regions identical"
