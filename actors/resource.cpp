@@ -720,7 +720,14 @@ resource_actor::behavior_type resource(resource_actor::stateful_pointer<resource
     else
       spdlog::info("{}: NBD export listening on {}", name, address);
   });
-  self->attach_functor([server = s.server] { server->stop(); });
+  // The supervisor hears when the listener is closed: a reload restart
+  // starts the replacement, which may listen on the same address, then.
+  self->attach_functor([server = s.server, sup = io.supervisor, me = self->address()] {
+    server->stop([sup, me] {
+      if (sup)
+        caf::anon_send(sup, atom::export_closed_v, me);
+    });
+  });
   lease_start(self);
   clear_stale_block_device(self);
   // Children we stopped ourselves (disk actors, the peer) exit quietly; any

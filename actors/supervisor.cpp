@@ -147,6 +147,8 @@ void tell_events(self_ptr self, const std::string& name, const std::string& reso
 
 /// The answer for a resource that is waiting to be restarted.
 caf::error restarting(const supervised_resource& entry) {
+  if (entry.replacing)
+    return caf::make_error(errc::busy, "the resource is restarting with new settings");
   return caf::make_error(errc::busy, "the resource failed (" + entry.failure
                                        + ") and is being restarted");
 }
@@ -216,8 +218,10 @@ void return_to_role(self_ptr self, const std::string& name) {
 }
 
 /// SIGHUP changed settings that need a restart of a resource that is not
-/// primary and went to init: `old` stops, a resource with `config` starts
-/// and returns to `previous`.
+/// primary and went to init: `old` stops; once its NBD export has stopped
+/// listening (atom::export_closed, from the old actor's last act), a
+/// resource with `config` starts and returns to `previous`. Spawning at
+/// once raced the old listener for an unchanged `nbd` address.
 void restart_with(self_ptr self, const resource_actor& old, const resource_config& config,
                   role previous) {
   auto& s = self->state;
@@ -226,14 +230,25 @@ void restart_with(self_ptr self, const resource_actor& old, const resource_confi
     return;  // removed, failed or replaced meanwhile: the newer change rules
   self->demonitor(old.address());
   self->send_exit(old, caf::exit_reason::user_shutdown);
-  s.resources.erase(it);
-  spawn_resource(self, config);
-  auto& entry = s.resources[config.name];
+  auto& entry = it->second;
+  entry.config = config;
+  entry.handle = nullptr;
   entry.wanted = previous;
-  entry.role_attempts_left = role_busy_attempts;
-  spdlog::info("reload: resource {} restarted with its new settings; returning to role {}",
-               config.name, to_string(previous));
-  return_to_role(self, config.name);
+  entry.replacing = old.address();
+}
+
+/// The replaced actor's export is closed: its replacement starts.
+void start_replacement(self_ptr self, const std::string& name) {
+  auto& s = self->state;
+  auto entry = s.resources[name];
+  spawn_resource(self, entry.config);
+  auto& fresh = s.resources[name];
+  fresh.wanted = entry.wanted;
+  fresh.role_attempts_left = role_busy_attempts;
+  fresh.replacing = nullptr;
+  spdlog::info("reload: resource {} restarted with its new settings; returning to role {}", name,
+               to_string(entry.wanted));
+  return_to_role(self, name);
 }
 
 } // namespace
@@ -613,6 +628,8 @@ supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<su
       auto it = s.resources.find(name);
       if (s.stopping || it == s.resources.end())
         return;  // removed by a reload meanwhile, or shutting down
+      if (it->second.replacing)
+        return;  // a reload restart: atom::export_closed starts it
       if (it->second.handle) {
         // Running: a return to its role may be due again (return_to_role).
         if (it->second.role_retry_due) {
@@ -631,6 +648,14 @@ supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<su
       tell_events(self, "restarted", name, {{"role", to_string(entry.wanted)}});
       fresh.role_attempts_left = role_busy_attempts;
       return_to_role(self, name);
+    },
+    [=](atom::export_closed, caf::actor_addr& gone) {
+      auto& s = self->state;
+      if (s.stopping)
+        return;
+      for (auto& [name, entry] : s.resources)
+        if (!entry.handle && entry.replacing && entry.replacing == gone)
+          return start_replacement(self, name);
     },
   };
 }

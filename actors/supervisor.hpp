@@ -23,6 +23,9 @@ struct supervised_resource {
   /// `busy` (the provider still locked by the actors being replaced).
   int role_attempts_left = 0;
   bool role_retry_due = false;  // an atom::restart retries it
+  /// A reload restart: the replaced actor, whose NBD export must stop
+  /// listening before the replacement listens on the same address.
+  caf::actor_addr replacing;
 };
 
 /// A resource actor that fails is started again after `restart_backoff_min`

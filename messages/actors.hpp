@@ -206,6 +206,7 @@ CAF_BEGIN_TYPE_ID_BLOCK(hast, caf::first_custom_type_id)
   CAF_ADD_ATOM(hast, hast::atom, event, "hevent")
   CAF_ADD_ATOM(hast, hast::atom, subscribe, "hsubscr")
   CAF_ADD_ATOM(hast, hast::atom, events_tick, "hevtick")
+  CAF_ADD_ATOM(hast, hast::atom, export_closed, "hexpclosed")
 CAF_END_TYPE_ID_BLOCK(hast)
 
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hast::buffer_ptr)
@@ -402,6 +403,9 @@ using supervisor_actor = caf::typed_actor<
   // granted it the lease, or it lost it): name, target role, why.
   caf::reacts_to<atom::failover, std::string, role, std::string>,
   // The peer listener accepted a connection for the witness.
-  caf::reacts_to<atom::witness_accept, accepted_link>>;
+  caf::reacts_to<atom::witness_accept, accepted_link>,
+  // The resource actor at this address is gone and its NBD export has
+  // stopped listening: a reload restart may now start its replacement.
+  caf::reacts_to<atom::export_closed, caf::actor_addr>>;
 
 } // namespace hast

@@ -172,7 +172,8 @@ if [[ $method == nbdfuse ]]; then
   (cd "$T/mnt" && sha256sum --quiet -c "$T/sums") || fail "files unreadable after detach -f"
   umount "$T/mnt"
   MOUNTED=()
-  wait_until 10 "$device to clear itself" test -z "$(losetup -n -O BACK-FILE "$device" 2>/dev/null)"
+  loop_cleared() { [[ -z $(losetup -n -O BACK-FILE "$device" 2>/dev/null) ]]; }
+  wait_until 10 "$device to clear itself" loop_cleared
   wait_pid_gone "$new_pid" 10
   ! grep -q " $fuse_mp " /proc/mounts || fail "the FUSE mount outlived the umount"
   pass "detach -f of a mounted device: link gone at once, loop and nbdfuse gone after umount"

@@ -45,6 +45,13 @@ role_on() {
   ctl_on "$1" status --json "$2" > "$T/role.json"
   json_get "$T/role.json" "j['resources'][0]['role']"
 }
+# role_is NODE RES ROLE / local_is NODE RES PATH: a check that wait_until
+# runs again each time (a "$(...)" argument would be read once, at the call).
+role_is() { [[ $(role_on "$1" "$2") == "$3" ]]; }
+local_is() {
+  ctl_on "$1" list --json "$2" > "$T/local.json"
+  [[ $(json_get "$T/local.json" "j['resources'][0]['local']") == "$3" ]]
+}
 # nbd_on NODE RES: the `nbd` address `list --json` reports.
 nbd_on() {
   ctl_on "$1" list --json "$2" > "$T/nbd.json"
@@ -71,11 +78,11 @@ grep -q "nbd uds://$T/b/$res-2.nbd" "$T/hast.conf" || fail "could not change nod
 kill -HUP "$pid_b"
 wait_until 30 "nodeB to log the restart in role secondary" \
   log_has "reload: resource $res restarted with its new settings; returning to role secondary" "$T/nodeB.log"
-wait_until 30 "nodeB's $res to be secondary again" test "$(role_on nodeB "$res")" = secondary
+wait_until 30 "nodeB's $res to be secondary again" role_is nodeB "$res" secondary
 [[ $(nbd_on nodeB "$res") == "uds://$T/b/$res-2.nbd" ]] || fail "nodeB does not use the new nbd: $(nbd_on nodeB "$res")"
 wait_status nodeA "$res" complete 60
-wait_until 20 "the role hooks of the restart" \
-  test "$(hook_lines secondary init)" -gt "$down" -a "$(hook_lines init secondary)" -gt "$up"
+hooks_after() { (($(hook_lines secondary init) > down && $(hook_lines init secondary) > up)); }
+wait_until 20 "the role hooks of the restart" hooks_after
 kill -0 "$pid_b" || fail "nodeB's hastd is gone"
 [[ $(role_on nodeB idle) == init ]] || fail "resource idle left init: $(role_on nodeB idle)"
 pass "SIGHUP with a new nbd on the secondary: restarted, secondary again, pair complete; hooks ran"
@@ -87,9 +94,8 @@ ln -s "$T/b/$res.img" "$T/b/$res-2.img"
 sed -i "/^  on nodeB {/,/^  }/ s|local $T/b/$res.img|local $T/b/$res-2.img|" "$T/hast.conf"
 grep -q "local $T/b/$res-2.img" "$T/hast.conf" || fail "could not change nodeB's local"
 kill -HUP "$pid_b"
-wait_until 30 "nodeB to use the new provider" \
-  test "$(ctl_on nodeB list --json "$res" | python3 -c 'import json,sys; print(json.load(sys.stdin)["resources"][0]["local"])')" = "$T/b/$res-2.img"
-wait_until 30 "nodeB's $res to be secondary on the new provider" test "$(role_on nodeB "$res")" = secondary
+wait_until 30 "nodeB to use the new provider" local_is nodeB "$res" "$T/b/$res-2.img"
+wait_until 30 "nodeB's $res to be secondary on the new provider" role_is nodeB "$res" secondary
 wait_status nodeA "$res" complete 60
 ctl_on nodeB list --json "$res" > "$T/b.json"
 [[ $(json_get "$T/b.json" "j['resources'][0]['local']") == "$T/b/$res-2.img" ]] \

@@ -21,6 +21,8 @@
 
 LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
+# The command runs again on every try; a "$(...)" in its arguments is
+# expanded once, at the call, so a changing value needs a function.
 wait_until() {
   local secs=$1 what=$2; shift 2
   local i
