@@ -146,8 +146,8 @@ HASTD_PID=$!
 STARTED_PIDS+=("$HASTD_PID")
 wait_until 10 "hastd to answer" ctl status
 ctl role primary "$res" || fail "role primary failed for want of a device"
-wait_until 20 "list --json to say why there is no device" \
-  test -n "$(list_field "$res" "r.get('device_error','')")"
+says_why() { [[ -n $(list_field "$res" "r.get('device_error','')") ]]; }
+wait_until 20 "list --json to say why there is no device" says_why
 why=$(list_field "$res" "r['device_error']")
 [[ $why == *nbdfuse* ]] || fail "device_error does not name nbdfuse: $why"
 ctl status --json "$res" > "$T/status.json"
