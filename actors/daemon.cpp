@@ -10,7 +10,7 @@
 #include "io/hooks.hpp"
 #include "io/metrics_server.hpp"
 #include "io/peer_transport.hpp"
-#include "messages/metrics.hpp"
+#include "base/metrics.hpp"
 
 #include <spdlog/spdlog.h>
 
@@ -30,7 +30,8 @@ namespace hast {
 
 namespace {
 
-constexpr auto control_timeout = std::chrono::seconds(150);
+// hastctl waits for the slowest thing the supervisor waits for: a role change.
+constexpr auto control_timeout = role_change_timeout + supervisor_margin;
 
 std::string render_error(caf::actor_system& sys, const caf::error& err) {
   return sys.render(err);  // the "hast" renderer (configure below) gives our sentence
@@ -62,7 +63,7 @@ void handle_stream(const event_hub_actor& hub, const nlohmann::json& request, in
 result<std::string> render_scrape(caf::actor_system& sys, const supervisor_actor& sup) {
   caf::scoped_actor self{sys, true};
   result<std::string> out = status{errc::io_error, "no answer"};
-  self->request(sup, std::chrono::seconds(10), atom::status_v, std::vector<std::string>{})
+  self->request(sup, resource_answer_timeout + supervisor_margin, atom::status_v, std::vector<std::string>{})
     .receive([&](std::vector<resource_status>& all) { out = render_metrics(all, HAST_VERSION); },
              [&](caf::error& err) {
                out = status{errc::io_error, "status: " + render_error(sys, err)};
@@ -589,26 +590,39 @@ int serve(caf::actor_system& sys, asio::io_context& io, std::shared_ptr<data_thr
   int exit_status = 0;
   auto hub = sys.spawn(event_hub);
   data->attach(sys);
-  auto sup = sys.spawn(supervisor, config,
-                       io_ref{&io, {}, options.disk_engine, options.env, nullptr, {}, hub, data});
+  // The supervisor, and with it every resource (their providers, NBD
+  // exports, stale /dev/hast clean-up), starts only once this hastd owns
+  // its control socket: a second hastd stops there and touches nothing.
+  supervisor_actor sup;
+  std::atomic<bool> supervising{false};
 
   // The control socket; a reload with a new `control` opens another one
   // and closes this (FreeBSD moves it the same way).
   auto control_at = [&](const std::string& path) {
     return std::make_unique<control::server>(
-      path, [&](const nlohmann::json& req) { return handle_control(sys, sup, req); },
+      path,
+      [&](const nlohmann::json& req) {
+        if (!supervising.load(std::memory_order_acquire))
+          return nlohmann::json{{"error", "hastd is starting"}};
+        return handle_control(sys, sup, req);
+      },
       [&](const nlohmann::json& req, int fd) { handle_stream(hub, req, fd); });
   };
   auto ctl = control_at(unix_socket_path(config.control));
-  metrics_server metrics{[&] { return render_scrape(sys, sup); }};
-  auto router = std::make_shared<peer_router>(io, sup, config, data);
-  router->update(config);
-  peer_listeners listeners{io, router};
   std::string pidfile = options.pidfile;  // the pid file in use, if it follows the configuration
   status started = ctl->start();
   // As FreeBSD's hastd: another hastd on the control socket is EX_TEMPFAIL,
   // an address that cannot be listened on EX_OSERR.
   int start_failure = started ? EX_OSERR : (started.code() == errc::busy ? EX_TEMPFAIL : EX_OSERR);
+  if (started) {
+    sup = sys.spawn(supervisor, config,
+                    io_ref{&io, {}, options.disk_engine, options.env, nullptr, {}, hub, data});
+    supervising.store(true, std::memory_order_release);
+  }
+  metrics_server metrics{[&] { return render_scrape(sys, sup); }};
+  auto router = std::make_shared<peer_router>(io, sup, config, data);
+  router->update(config);
+  peer_listeners listeners{io, router};
   if (started)
     started = listeners.open(wanted_listen(config));
   if (started && !config.metrics.empty())
@@ -695,16 +709,16 @@ int serve(caf::actor_system& sys, asio::io_context& io, std::shared_ptr<data_thr
   ctl->stop();
   metrics.stop();
   listeners.stop();
-  {
+  if (sup) {
     caf::scoped_actor self{sys, true};
-    self->request(sup, std::chrono::seconds(90), atom::stop_v)
+    self->request(sup, resource_stop_timeout + supervisor_margin, atom::stop_v)
       .receive([](bool) {},
                [&](caf::error& err) {
                  spdlog::error("shutdown: {}", render_error(sys, err));
                  exit_status = EX_SOFTWARE;
                });
+    caf::anon_send_exit(sup, caf::exit_reason::user_shutdown);
   }
-  caf::anon_send_exit(sup, caf::exit_reason::user_shutdown);
   caf::anon_send_exit(hub, caf::exit_reason::user_shutdown);  // closes the event streams
   sys.await_all_actors_done();
   data->detach();

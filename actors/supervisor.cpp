@@ -167,6 +167,45 @@ struct gather {
   }
 };
 
+/// A hastctl request's fan-out: one answer per named resource, in the
+/// order named, as FreeBSD's control_handle() answers. `refused(name, why,
+/// number)` is the answer for a name that is not asked (unknown here,
+/// witnessed where that is refused, waiting for a restart); `ask(name,
+/// entry, reply)` asks the others (`entry` null for a resource this node
+/// witnesses) and calls reply(T) once. When nothing is asked the refusals
+/// are answered at once: a promise made takes over the answer, and a value
+/// returned after it would reach nobody.
+template <class T, class Refused, class Ask>
+caf::result<std::vector<T>> fan_out(self_ptr self, const std::vector<named>& names,
+                                    Refused refused, Ask ask) {
+  auto& sys = self->system();
+  if (std::all_of(names.begin(), names.end(), [](const named& n) { return bool{n.refusal}; })) {
+    std::vector<T> answers;
+    for (auto& n : names)
+      answers.push_back(refused(n.name, sys.render(n.refusal), error_number(n.refusal)));
+    return answers;
+  }
+  auto g = std::make_shared<gather<T>>();
+  g->promise = self->template make_response_promise<std::vector<T>>();
+  g->answers.resize(names.size());
+  g->outstanding = names.size();
+  for (size_t i = 0; i < names.size(); ++i) {
+    const auto& name = names[i].name;
+    if (names[i].refusal) {
+      g->add(i, refused(name, sys.render(names[i].refusal), error_number(names[i].refusal)));
+      continue;
+    }
+    auto it = self->state.resources.find(name);
+    const supervised_resource* entry = it == self->state.resources.end() ? nullptr : &it->second;
+    if (entry != nullptr && !entry->handle) {
+      g->add(i, refused(name, sys.render(restarting(*entry)), EAGAIN));
+      continue;
+    }
+    ask(name, entry, [g, i](T answer) { g->add(i, std::move(answer)); });
+  }
+  return g->promise;
+}
+
 /// Options a running primary may change without a restart (as HAST's reload).
 bool live_changeable(const resource_config& a, const resource_config& b) {
   auto x = a;
@@ -198,7 +237,7 @@ void return_to_role(self_ptr self, const std::string& name) {
     return;
   auto handle = it->second.handle;
   auto wanted = it->second.wanted;
-  self->request(handle, std::chrono::seconds(120), atom::role_v, wanted, false)
+  self->request(handle, role_change_timeout, atom::role_v, wanted, false)
     .then(
       [=](role) { spdlog::info("resource {} is {} again", name, to_string(wanted)); },
       [=](caf::error& err) {
@@ -304,97 +343,51 @@ supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<su
   });
   return {
     [=](atom::role, role_request& req) -> caf::result<std::vector<role_outcome>> {
-      auto names = select(self, req.resources);
-      std::vector<role_outcome> refused;
-      for (auto& n : names)
-        if (n.refusal)
-          refused.push_back({n.name, role::init, self->system().render(n.refusal),
-                             error_number(n.refusal)});
-      // Answered here when nothing is left to act on: a promise made takes
-      // over the answer, and a value returned after it would reach nobody.
-      if (refused.size() == names.size())
-        return refused;
-      auto g = std::make_shared<gather<role_outcome>>();
-      g->promise = self->make_response_promise<std::vector<role_outcome>>();
-      g->answers.resize(names.size());
-      g->outstanding = names.size();
-      for (size_t i = 0; i < names.size(); ++i) {
-        auto name = names[i].name;
-        if (names[i].refusal) {
-          g->add(i, {name, role::init, self->system().render(names[i].refusal),
-                     error_number(names[i].refusal)});
-          continue;
-        }
-        auto& entry = self->state.resources[name];
-        if (!entry.handle) {
-          g->add(i, {name, role::init, self->system().render(restarting(entry)), EAGAIN});
-          continue;
-        }
-        auto target = req.target;
-        self->request(entry.handle, std::chrono::seconds(120), atom::role_v, req.target, req.force)
-          .then([=](role previous) {
-                  if (auto it = self->state.resources.find(name); it != self->state.resources.end())
-                    it->second.wanted = target;
-                  g->add(i, {name, previous, "", 0});
-                },
-                [=](caf::error& err) {
-                  g->add(i, {name, role::init, self->system().render(err), error_number(err)});
-                });
-      }
-      return g->promise;
+      auto refused = [](const std::string& name, std::string why, int number) {
+        return role_outcome{name, role::init, std::move(why), number};
+      };
+      auto target = req.target;
+      auto force = req.force;
+      return fan_out<role_outcome>(
+        self, select(self, req.resources), refused,
+        [=](const std::string& name, const supervised_resource* entry, auto reply) {
+          self->request(entry->handle, role_change_timeout, atom::role_v, target, force)
+            .then(
+              [=](role previous) {
+                if (auto it = self->state.resources.find(name); it != self->state.resources.end())
+                  it->second.wanted = target;
+                reply({name, previous, "", 0});
+              },
+              [=](caf::error& err) {
+                reply({name, role::init, self->system().render(err), error_number(err)});
+              });
+        });
     },
     [=](atom::status, std::vector<std::string>& wanted)
       -> caf::result<std::vector<resource_status>> {
-      auto names = select(self, wanted, true);
       // An unknown name gets FreeBSD's row: the name and an error number.
-      auto refused = [&](const named& n) {
+      auto refused = [](const std::string& name, std::string why, int number) {
         resource_status st;
-        st.name = n.name;
+        st.name = name;
         st.status = "-";
-        st.last_error = self->system().render(n.refusal);
-        st.error = error_number(n.refusal);
+        st.last_error = std::move(why);
+        st.error = number;
         return st;
       };
-      if (std::all_of(names.begin(), names.end(), [](const named& n) { return static_cast<bool>(n.refusal); })) {
-        std::vector<resource_status> rows;
-        for (auto& n : names)
-          rows.push_back(refused(n));
-        return rows;
-      }
-      auto g = std::make_shared<gather<resource_status>>();
-      g->promise = self->make_response_promise<std::vector<resource_status>>();
-      g->answers.resize(names.size());
-      g->outstanding = names.size();
-      for (size_t i = 0; i < names.size(); ++i) {
-        auto name = names[i].name;
-        if (names[i].refusal) {
-          g->add(i, refused(names[i]));
-          continue;
-        }
-        auto failed = [=](const caf::error& err, int code) {
-          resource_status st;
-          st.name = name;
-          st.status = "-";
-          st.last_error = self->system().render(err);
-          st.error = code;
-          g->add(i, std::move(st));
-        };
-        if (witnessed(self, name)) {
-          self->request(self->state.witness, std::chrono::seconds(10), atom::status_v, name)
-            .then([g, i](resource_status& st) { g->add(i, std::move(st)); },
-                  [=](caf::error& err) { failed(err, ETIMEDOUT); });
-          continue;
-        }
-        auto& entry = self->state.resources[name];
-        if (!entry.handle) {
-          failed(restarting(entry), EAGAIN);
-          continue;
-        }
-        self->request(entry.handle, std::chrono::seconds(10), atom::status_v)
-          .then([g, i](resource_status& st) { g->add(i, std::move(st)); },
-                [=](caf::error& err) { failed(err, ETIMEDOUT); });
-      }
-      return g->promise;
+      return fan_out<resource_status>(
+        self, select(self, wanted, true), refused,
+        [=](const std::string& name, const supervised_resource* entry, auto reply) {
+          auto failed = [=](caf::error& err) {
+            reply(refused(name, self->system().render(err), ETIMEDOUT));
+          };
+          auto answered = [=](resource_status& st) { reply(std::move(st)); };
+          if (entry == nullptr)  // witnessed here
+            self->request(self->state.witness, resource_answer_timeout, atom::status_v, name)
+              .then(answered, failed);
+          else
+            self->request(entry->handle, resource_answer_timeout, atom::status_v)
+              .then(answered, failed);
+        });
     },
     [=](atom::reload, node_config& fresh) -> std::string {
       auto& s = self->state;
@@ -409,7 +402,7 @@ supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<su
             continue;
           }
           self->demonitor(handle.address());
-          self->request(handle, std::chrono::seconds(60), atom::stop_v)
+          self->request(handle, resource_stop_timeout, atom::stop_v)
             .then([=](bool) { self->send_exit(handle, caf::exit_reason::user_shutdown); },
                   [=](caf::error&) { self->send_exit(handle, caf::exit_reason::user_shutdown); });
           it = s.resources.erase(it);
@@ -452,7 +445,7 @@ supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<su
         auto handle = it->second.handle;
         auto name = rc.name;
         notes.push_back("restarting " + rc.name + " if not primary");
-        self->request(handle, std::chrono::seconds(10), atom::status_v)
+        self->request(handle, resource_answer_timeout, atom::status_v)
           .then([=](resource_status& st) {
             if (st.current_role == role::primary) {
               spdlog::warn("reload: resource {} is primary; changes to name, local, nbd or device "
@@ -461,7 +454,7 @@ supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<su
               return;
             }
             auto previous = st.current_role;
-            self->request(handle, std::chrono::seconds(60), atom::role_v, role::init, false)
+            self->request(handle, resource_stop_timeout, atom::role_v, role::init, false)
               .then([=](role) { restart_with(self, handle, rc, previous); },
                     [=](caf::error& err) {
                       spdlog::warn("reload: resource {} could not go to role init ({}); keeping "
@@ -485,79 +478,41 @@ supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<su
     },
     [=](atom::resync, std::vector<std::string>& wanted)
       -> caf::result<std::vector<role_outcome>> {
-      auto names = select(self, wanted);
-      if (std::all_of(names.begin(), names.end(), [](const named& n) { return static_cast<bool>(n.refusal); })) {
-        std::vector<role_outcome> refused;
-        for (auto& n : names)
-          refused.push_back({n.name, role::init, self->system().render(n.refusal),
-                             error_number(n.refusal)});
-        return refused;
-      }
-      auto g = std::make_shared<gather<role_outcome>>();
-      g->promise = self->make_response_promise<std::vector<role_outcome>>();
-      g->answers.resize(names.size());
-      g->outstanding = names.size();
-      for (size_t i = 0; i < names.size(); ++i) {
-        auto name = names[i].name;
-        if (names[i].refusal) {
-          g->add(i, {name, role::init, self->system().render(names[i].refusal),
-                     error_number(names[i].refusal)});
-          continue;
-        }
-        auto& entry = self->state.resources[name];
-        if (!entry.handle) {
-          g->add(i, {name, role::init, self->system().render(restarting(entry)), EAGAIN});
-          continue;
-        }
-        self->request(entry.handle, std::chrono::seconds(10), atom::resync_v)
-          .then([g, i, name](bool) { g->add(i, {name, role::secondary, "", 0}); },
-                [=](caf::error& err) {
-                  g->add(i, {name, role::init, self->system().render(err), error_number(err)});
-                });
-      }
-      return g->promise;
+      auto refused = [](const std::string& name, std::string why, int number) {
+        return role_outcome{name, role::init, std::move(why), number};
+      };
+      return fan_out<role_outcome>(
+        self, select(self, wanted), refused,
+        [=](const std::string& name, const supervised_resource* entry, auto reply) {
+          self->request(entry->handle, resource_answer_timeout, atom::resync_v)
+            .then([=](bool) { reply({name, role::secondary, "", 0}); },
+                  [=](caf::error& err) {
+                    reply(refused(name, self->system().render(err), error_number(err)));
+                  });
+        });
     },
     [=](atom::verify, std::vector<std::string>& wanted, bool repair, bool stop)
       -> caf::result<std::vector<verify_outcome>> {
-      auto names = select(self, wanted);
-      if (std::all_of(names.begin(), names.end(), [](const named& n) { return static_cast<bool>(n.refusal); })) {
-        std::vector<verify_outcome> refused;
-        for (auto& n : names)
-          refused.push_back({n.name, "", self->system().render(n.refusal), error_number(n.refusal)});
-        return refused;
-      }
+      auto refused = [](const std::string& name, std::string why, int number) {
+        return verify_outcome{name, "", std::move(why), number};
+      };
       // `verify all` (a cron job on both nodes) verifies what is primary
       // here and passes over the rest; a named resource must be primary.
       auto every = wanted.empty() || (wanted.size() == 1 && wanted[0] == "all");
-      auto g = std::make_shared<gather<verify_outcome>>();
-      g->promise = self->make_response_promise<std::vector<verify_outcome>>();
-      g->answers.resize(names.size());
-      g->outstanding = names.size();
-      for (size_t i = 0; i < names.size(); ++i) {
-        auto name = names[i].name;
-        if (names[i].refusal) {
-          g->add(i, {name, "", self->system().render(names[i].refusal),
-                     error_number(names[i].refusal)});
-          continue;
-        }
-        auto& entry = self->state.resources[name];
-        if (!entry.handle) {
-          g->add(i, {name, "", self->system().render(restarting(entry)), EAGAIN});
-          continue;
-        }
-        self->request(entry.handle, std::chrono::seconds(10), atom::verify_v,
-                      repair, stop)
-          .then([g, i, name](std::string& message) { g->add(i, {name, message, "", 0}); },
-                [=](caf::error& err) {
-                  if (every && err == errc::not_primary && !stop)
-                    g->add(i, {name, "not primary here; passed over", "", 0});
-                  else if (every && stop && err == errc::invalid_argument)
-                    g->add(i, {name, "no verify running", "", 0});
-                  else
-                    g->add(i, {name, "", self->system().render(err), error_number(err)});
-                });
-      }
-      return g->promise;
+      return fan_out<verify_outcome>(
+        self, select(self, wanted), refused,
+        [=](const std::string& name, const supervised_resource* entry, auto reply) {
+          self->request(entry->handle, resource_answer_timeout, atom::verify_v, repair, stop)
+            .then([=](std::string& message) { reply({name, message, "", 0}); },
+                  [=](caf::error& err) {
+                    if (every && err == errc::not_primary && !stop)
+                      reply({name, "not primary here; passed over", "", 0});
+                    else if (every && stop && err == errc::invalid_argument)
+                      reply({name, "no verify running", "", 0});
+                    else
+                      reply(refused(name, self->system().render(err), error_number(err)));
+                  });
+        });
     },
     [=](atom::peer_accept, accepted_link& accepted) {
       auto it = self->state.resources.find(accepted.hello.resource);
@@ -592,7 +547,7 @@ supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<su
         (void) name;
         if (!entry.handle)
           continue;
-        self->request(entry.handle, std::chrono::seconds(60), atom::stop_v)
+        self->request(entry.handle, resource_stop_timeout, atom::stop_v)
           .then(finish, [=](caf::error&) mutable { finish(false); });
       }
       return rp;
@@ -604,7 +559,7 @@ supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<su
       spdlog::warn("failover: {} becomes {} ({})", name, to_string(target), why);
       // Forced: a primary that lost its lease must stop serving whatever
       // clients or mounts it has.
-      self->request(it->second.handle, std::chrono::seconds(120), atom::role_v, target, true)
+      self->request(it->second.handle, role_change_timeout, atom::role_v, target, true)
         .then(
           [=](role) {
             if (auto e = self->state.resources.find(name); e != self->state.resources.end())

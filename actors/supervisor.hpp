@@ -36,6 +36,18 @@ inline constexpr std::chrono::milliseconds restart_backoff_min{1000};
 inline constexpr std::chrono::milliseconds restart_backoff_max{30000};
 inline constexpr std::chrono::seconds restart_stable{60};
 
+/// How long the supervisor waits for a resource. A role change drains and
+/// flushes (a peer's `timeout`, several times over); a stop (or the role
+/// init before a reload restart) drains, flushes and persists; the rest
+/// answer from the actor's state.
+inline constexpr std::chrono::seconds role_change_timeout{120};
+inline constexpr std::chrono::seconds resource_stop_timeout{60};
+inline constexpr std::chrono::seconds resource_answer_timeout{10};
+/// What whoever waits on the supervisor (the control socket, the scrape,
+/// the daemon's shutdown) adds to the supervisor's own wait on a resource,
+/// so that the resource's answer, or its timeout, reaches the caller first.
+inline constexpr std::chrono::seconds supervisor_margin{30};
+
 /// How often, and how many times, a started resource asks again for its
 /// role while its provider is still locked by the actors it replaces.
 inline constexpr std::chrono::milliseconds role_busy_retry{100};

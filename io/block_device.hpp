@@ -19,7 +19,7 @@
 // Calls for the same machine are serialised by a lock file in state_root, so
 // hastd and hastctl never take the same device apart at once.
 
-#include "messages/errc.hpp"
+#include "base/errc.hpp"
 
 #include <condition_variable>
 #include <deque>

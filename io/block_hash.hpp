@@ -13,7 +13,7 @@
 //   Wire form: u32 LE block size, u32 LE count, then count 32-byte digests.
 
 #include "io/buffer.hpp"
-#include "messages/errc.hpp"
+#include "base/errc.hpp"
 
 #include <array>
 #include <cstdint>

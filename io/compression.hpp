@@ -6,7 +6,7 @@
 // to the socket without another copy.
 
 #include "io/buffer.hpp"
-#include "messages/errc.hpp"
+#include "base/errc.hpp"
 
 #include <cstddef>
 #include <cstdint>

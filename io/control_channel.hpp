@@ -8,7 +8,7 @@
 // `max_frame` bytes, bad JSON or a request without a "command" closes the
 // connection with a logged reason; the daemon goes on.
 
-#include "messages/errc.hpp"
+#include "base/errc.hpp"
 
 #include <nlohmann/json.hpp>
 

@@ -19,7 +19,7 @@
 #include "config/config.hpp"
 #include "io/buffer.hpp"
 #include "io/provider.hpp"
-#include "messages/errc.hpp"
+#include "base/errc.hpp"
 
 #include <nlohmann/json.hpp>
 

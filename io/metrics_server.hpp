@@ -7,7 +7,7 @@
 // are, no more are accepted (the kernel's listen backlog holds or drops
 // them), so a flood of connections cannot use up hastd's descriptors.
 
-#include "messages/errc.hpp"
+#include "base/errc.hpp"
 
 #include <cstddef>
 #include <functional>

@@ -13,7 +13,7 @@
 // include it compile fast.
 
 #include "io/nbd_backend.hpp"
-#include "messages/errc.hpp"
+#include "base/errc.hpp"
 
 #include <chrono>
 #include <cstddef>

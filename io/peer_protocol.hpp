@@ -8,7 +8,7 @@
 
 #include "config/config.hpp"
 #include "io/buffer.hpp"
-#include "messages/errc.hpp"
+#include "base/errc.hpp"
 
 #include <array>
 #include <chrono>

@@ -17,7 +17,7 @@
 #include "io/frame_reader.hpp"
 #include "io/peer_protocol.hpp"
 #include "io/secure_frames.hpp"
-#include "messages/errc.hpp"
+#include "base/errc.hpp"
 
 #include <algorithm>
 #include <chrono>

@@ -15,7 +15,7 @@
 // consulted before every operation touches the disk, here and in the disk
 // engine; an operation it fails changes nothing on disk.
 
-#include "messages/errc.hpp"
+#include "base/errc.hpp"
 
 #include <array>
 #include <cstddef>

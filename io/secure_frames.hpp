@@ -11,7 +11,7 @@
 // seals/opens frames with this; nothing here touches a socket.
 
 #include "io/buffer.hpp"
-#include "messages/errc.hpp"
+#include "base/errc.hpp"
 
 #include <array>
 #include <cstddef>

@@ -33,9 +33,9 @@
 #include "io/peer_link.hpp"
 #include "io/peer_protocol.hpp"
 #include "messages/replication.hpp"
-#include "messages/errc.hpp"
-#include "messages/events.hpp"
-#include "messages/status.hpp"
+#include "base/errc.hpp"
+#include "base/events.hpp"
+#include "base/status.hpp"
 
 #include <caf/all.hpp>
 

@@ -16,7 +16,7 @@
 // In every mode the extent leaves the activemap only after the secondary's
 // "done" (or is kept for resync when that never comes).
 
-#include "config/config.hpp"
+#include "base/kinds.hpp"
 
 #include <cstdint>
 

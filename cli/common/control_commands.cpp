@@ -5,7 +5,7 @@
 #include "cli/common/control_client.hpp"
 #include "cli/exit_status.hpp"
 #include "io/size.hpp"
-#include "messages/status.hpp"
+#include "base/status.hpp"
 
 #include <cstdio>
 #include <iostream>

@@ -7,8 +7,8 @@
 #include "cli/common/control_client.hpp"
 #include "cli/exit_status.hpp"
 #include "io/control_channel.hpp"
-#include "messages/events.hpp"
-#include "messages/status.hpp"
+#include "base/events.hpp"
+#include "base/status.hpp"
 
 #include <csignal>
 #include <cstdio>

@@ -6,7 +6,7 @@
 
 #include "config/config.hpp"
 #include "io/metadata.hpp"
-#include "messages/errc.hpp"
+#include "base/errc.hpp"
 
 #include <cstdint>
 #include <optional>

@@ -1,8 +1,8 @@
 // The Prometheus text of /metrics and the event records of hastctl events:
 // plain data in, text out.
 
-#include "messages/events.hpp"
-#include "messages/metrics.hpp"
+#include "base/events.hpp"
+#include "base/metrics.hpp"
 
 #include <gtest/gtest.h>
 

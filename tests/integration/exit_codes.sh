@@ -54,10 +54,14 @@ on_exit stop_daemon
 DAEMON_PID=$(cat "$T/hastd.pid")
 expect_exit 75 "already running" "$HASTD" -c "$T/hast.conf" -n nodeA
 expect_exit 75 "another hastd is serving the control socket" "$HASTD" -F -c "$T/hast.conf" -n nodeA
+# It stops before its resources start: no export, provider or /dev/hast of the
+# running hastd's is touched.
+! grep -qE "NBD export|nbd [^ ]+: |role changed|in use by another process" "$T/expect.err" \
+  || fail "the refused hastd started its resources: $ERR"
 expect_exit 75 "another hastd is serving the control socket" \
   "$HASTD" -c "$T/hast.conf" -n nodeA -P "$T/second.pid"
 kill -0 "$DAEMON_PID" || fail "the running hastd died from the refused starts"
-pass "hastd: another hastd (pid file, control socket, daemonized child): 75"
+pass "hastd: another hastd (pid file, control socket, daemonized child): 75, resources untouched"
 
 # --- hastctl -------------------------------------------------------------------------------
 expect_exit 64 "unknown command 'frobnicate'" ctl frobnicate

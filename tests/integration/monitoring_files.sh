@@ -5,7 +5,7 @@
 # that name `hastctl status`, the dashboard is JSON with its data source,
 # resource and instance variables and queries that parse as PromQL, and every
 # hast_* metric the rules and the dashboard use is one hastd serves
-# (messages/metrics.cpp), so renaming a metric fails here.
+# (base/metrics.cpp), so renaming a metric fails here.
 #
 # Usage: monitoring_files.sh <build-dir>   (the build dir is not used)
 BUILD=${1:?usage: monitoring_files.sh <build-dir>}
@@ -15,7 +15,7 @@ SRC=$(cd "$(dirname "$0")/../.." && pwd)
 MON=$SRC/scripts/monitoring
 RULES=$MON/hast-alerts.yml
 DASHBOARD=$MON/grafana-hast.json
-METRICS_SOURCE=$SRC/messages/metrics.cpp
+METRICS_SOURCE=$SRC/base/metrics.cpp
 
 command -v promtool >/dev/null || fail "promtool is not installed (apt-get install prometheus)"
 python3 -c 'import yaml' 2>/dev/null || fail "python3-yaml is not installed (apt-get install python3-yaml)"
@@ -117,5 +117,5 @@ unknown=()
 for name in $used; do
   grep -qF "\"$name\"" "$METRICS_SOURCE" || unknown+=("$name")
 done
-((${#unknown[@]} == 0)) || fail "not served by hastd (messages/metrics.cpp): ${unknown[*]}"
+((${#unknown[@]} == 0)) || fail "not served by hastd (base/metrics.cpp): ${unknown[*]}"
 pass "$(wc -w <<< "$used") metric names, all served by hastd"

@@ -1,4 +1,4 @@
-#include "messages/errc.hpp"
+#include "base/errc.hpp"
 
 namespace hast {
 

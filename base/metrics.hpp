@@ -4,7 +4,7 @@
 // report: the body of hastd's /metrics. Plain data in, text out; the names
 // and their meaning are listed in docs/OPERATIONS.md.
 
-#include "messages/status.hpp"
+#include "base/status.hpp"
 
 #include <string>
 #include <vector>

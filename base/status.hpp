@@ -3,7 +3,7 @@
 // What a resource reports about itself: the data behind `hastctl status`,
 // `list` and their --json form. Plain data, no CAF, so hastctl can share it.
 
-#include "config/config.hpp"
+#include "base/kinds.hpp"
 
 #include <nlohmann/json.hpp>
 

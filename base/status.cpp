@@ -1,4 +1,4 @@
-#include "messages/status.hpp"
+#include "base/status.hpp"
 
 namespace hast {
 

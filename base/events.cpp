@@ -1,4 +1,4 @@
-#include "messages/events.hpp"
+#include "base/events.hpp"
 
 #include <chrono>
 #include <cstdio>
