@@ -165,7 +165,7 @@ done < "$T/plan"
 
 # A last burst with both nodes up, then the final comparison.
 start_writer $((round + 1)) 0
-sleep 1
+sleep 1  # the length of the burst (start_writer already waited for its first ack)
 stop_writer $((round + 1))
 wait_status nodeA "$res" complete 60
 ctl_on nodeA dump --json "$res" > "$T/dumpA.json"
