@@ -16,13 +16,7 @@ chmod 600 "$T/key-good" "$T/key-bad"
 
 # --- authentication -------------------------------------------------------------------------
 write_pair_config "$res" memsync "  secret $T/key-good"
-ctl_on nodeA create -m 64M "$res"
-ctl_on nodeB create -m 64M "$res"
-start_node nodeA
-start_node nodeB
-ctl_on nodeB role secondary "$res"
-ctl_on nodeA role primary "$res"
-wait_status nodeA "$res" complete 30
+start_pair "$res" -m 64M
 grep -q "authenticated" "$T/nodeB.log" || fail "the secondary did not log the authentication"
 pass "peers with the same secret connect"
 stop_node nodeA
@@ -155,13 +149,7 @@ stop_node nodeB
 # --- timeout and reconnect ------------------------------------------------------------------
 res=tm
 write_pair_config "$res" fullsync
-ctl_on nodeA create -m 64M "$res"
-ctl_on nodeB create -m 64M "$res"
-start_node nodeA
-start_node nodeB
-ctl_on nodeB role secondary "$res"
-ctl_on nodeA role primary "$res"
-wait_status nodeA "$res" complete 30
+start_pair "$res" -m 64M
 kill -STOP "${NODE_PID[nodeB]}"
 on_exit "kill -CONT ${NODE_PID[nodeB]} 2>/dev/null"
 # The frozen secondary answers nothing: after `timeout` (5 s here) the

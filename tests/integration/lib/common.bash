@@ -248,12 +248,15 @@ wait_status() {
   fail "$node: $res did not reach '$word' within ${secs}s"
 }
 
-# start_pair RES: metadata on both nodes (64 MiB, 1 MiB extents), both
-# daemons started, nodeB secondary, nodeA primary, until complete.
+# start_pair RES [CREATE ARGS...]: metadata on both nodes (`hastctl create`
+# with CREATE ARGS, by default -m 64M -e 1M), both daemons started, nodeB
+# secondary, nodeA primary, until complete.
 start_pair() {
-  local res=$1
-  ctl_on nodeA create -m 64M -e 1M "$res"
-  ctl_on nodeB create -m 64M -e 1M "$res"
+  local res=$1; shift
+  local args=("$@")
+  [[ ${#args[@]} -gt 0 ]] || args=(-m 64M -e 1M)
+  ctl_on nodeA create "${args[@]}" "$res"
+  ctl_on nodeB create "${args[@]}" "$res"
   start_node nodeA
   start_node nodeB
   ctl_on nodeB role secondary "$res"
