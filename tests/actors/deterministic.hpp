@@ -5,12 +5,13 @@
 // that run the scheduler (firing due timeouts) while the detached disk and
 // metadata actors work on their own threads.
 
+#include "tests/scratch_dir.hpp"
+
 #include <caf/all.hpp>
 
 #include <gtest/gtest.h>
 
 #include <chrono>
-#include <cstdlib>
 #include <filesystem>
 #include <thread>
 
@@ -24,17 +25,10 @@ protected:
   }
 
   deterministic_actors()
-    : dir(make_dir()),
+    : dir(scratch.dir()),
       sys(init(cfg)),
       self(sys, true),
       sched(dynamic_cast<caf::scheduler::test_coordinator&>(sys.scheduler())) {}
-
-  ~deterministic_actors() override { std::filesystem::remove_all(dir); }
-
-  static std::filesystem::path make_dir() {
-    char tmpl[] = "/tmp/hast-actors-XXXXXX";
-    return std::filesystem::path{::mkdtemp(tmpl)};
-  }
 
   /// Runs the scheduler and fires due timeouts for `total`.
   void run_for(std::chrono::milliseconds total) {
@@ -57,6 +51,7 @@ protected:
     return true;
   }
 
+  scratch_dir scratch{"actors"};  // outlives the actor system, which may still write in it
   std::filesystem::path dir;
   caf::actor_system_config cfg;
   caf::actor_system sys;
