@@ -4,6 +4,21 @@
 // scheduler, a scoped actor to talk from, a scratch directory, and loops
 // that run the scheduler (firing due timeouts) while the detached disk and
 // metadata actors work on their own threads.
+//
+// Time: the actors' own timers (delayed sends, request timeouts) never wait
+// on the wall clock here: trigger_timeouts() fires every pending one at once,
+// in simulated time. What the loops below wait for in real time is work done
+// off the test coordinator, whose result comes back as a message at a moment
+// the scheduler cannot know: the disk engine completes on its own thread
+// (io_uring's completion thread or a thread pool, actors/disk_io.cpp), a
+// resource's data plane runs on a data thread with its own Asio io_context
+// (actors/data_thread.cpp), the supervisor tests give the supervisor an Asio
+// io_context. Those cannot run on the test coordinator, so run_until polls
+// for its condition (a limit, not a timed assertion) and run_for, a fixed
+// wait, is left where a test shows that something does not happen (a write
+// not acknowledged, a frame not sent) within a generous time. Moving these
+// to simulated time needs a disk engine and data thread that the test drives
+// step by step; not done.
 
 #include "tests/scratch_dir.hpp"
 
