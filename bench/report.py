@@ -192,7 +192,7 @@ def method(b, run):
          "pool) used where io_uring is refused | the same |",
          "| hast *mode* direct | a hastd pair on 127.0.0.1, the primary connects straight to the secondary | "
          "fio `--ioengine=nbd` on the primary's export |",
-         "| hast *mode* *d* ms | the same pair with `bench/relay.py` between them adding *d* ms to every chunk in "
+         "| hast *mode* *d* ms | the same pair with `tests/integration/lib/relay.py` between them adding *d* ms to every chunk in "
          "each direction (RTT = 2*d*); 0 ms shows the relay's own cost | the same |", "",
          f"* Each contender gets a fresh file (hast: `hastctl create`, both nodes), a sequential 1M QD8 prefill of "
          f"the {size} MiB region through its own path (so no workload reads holes or allocates blocks), then "

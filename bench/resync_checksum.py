@@ -5,7 +5,7 @@
 
 A memsync pair on loopback (nodeA primary, nodeB secondary), one resource
 whose data region is --size-mib (default 1024) in 2 MiB extents, filled with
-random data. For each link (direct; through bench/relay.py limited to
+random data. For each link (direct; through tests/integration/lib/relay.py limited to
 --rate-mib MiB/s each way, default 100, a link slower than the disk), each
 share of differing 4 KiB blocks (1 %, 10 %, 100 %) and each variant (plain,
 checksum), one outage: nodeB stops, the whole data region is written again
@@ -33,6 +33,8 @@ import time
 MiB = 1 << 20
 BLOCK = 4096
 HERE = os.path.dirname(os.path.abspath(__file__))
+# The relay (delay, bandwidth, byte counters) is the one the integration tests use.
+RELAY = os.path.join(HERE, os.pardir, "tests", "integration", "lib", "relay.py")
 
 
 def free_port():
@@ -132,7 +134,7 @@ resource r {{
 
     def start_relay(self, rate_mib):
         stats = os.path.join(self.work, "relay.json")
-        self.relay = subprocess.Popen([sys.executable, os.path.join(HERE, "relay.py"),
+        self.relay = subprocess.Popen([sys.executable, RELAY,
                                        "--target", f"127.0.0.1:{self.pb}",
                                        "--rate-mib", str(rate_mib), "--stats", stats],
                                       stdout=subprocess.PIPE, text=True)

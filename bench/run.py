@@ -14,7 +14,7 @@ Contenders (each on a file in --backing, default a fresh directory under
   hast <mode> <d>  a hastd pair on 127.0.0.1, replication async / memsync /
                    fullsync; d = "direct" (the primary connects straight to
                    the secondary) or 0, 0.5, 5 ms one-way delay added by
-                   bench/relay.py between them
+                   tests/integration/lib/relay.py between them
 
 Workloads: 4k randwrite QD1 and QD32, 4k randread QD32, 1M seqwrite QD8,
 4k randwrite QD1 with fsync every 32 writes. Then the resync test (writes
@@ -54,6 +54,8 @@ import time
 import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# The relay (delay, bandwidth, byte counters) is the one the integration tests use.
+RELAY = os.path.join(HERE, os.pardir, "tests", "integration", "lib", "relay.py")
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import chart  # noqa: E402
@@ -482,7 +484,7 @@ resource {res} {{
 
     def start_relay(self, target_port, delay_ms, d, name):
         stats = os.path.join(d, f"{name}.stats.json")
-        cmd = [sys.executable, os.path.join(HERE, "relay.py"), "--target", f"127.0.0.1:{target_port}",
+        cmd = [sys.executable, RELAY, "--target", f"127.0.0.1:{target_port}",
                "--delay-ms", str(delay_ms), "--stats", stats]
         p = self.procs.start(cmd, log_path=os.path.join(d, f"{name}.log"), stdout=subprocess.PIPE)
         port = int(read_first_line(p))

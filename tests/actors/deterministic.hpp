@@ -4,13 +4,29 @@
 // scheduler, a scoped actor to talk from, a scratch directory, and loops
 // that run the scheduler (firing due timeouts) while the detached disk and
 // metadata actors work on their own threads.
+//
+// Time: the actors' own timers (delayed sends, request timeouts) never wait
+// on the wall clock here: trigger_timeouts() fires every pending one at once,
+// in simulated time. What the loops below wait for in real time is work done
+// off the test coordinator, whose result comes back as a message at a moment
+// the scheduler cannot know: the disk engine completes on its own thread
+// (io_uring's completion thread or a thread pool, actors/disk_io.cpp), a
+// resource's data plane runs on a data thread with its own Asio io_context
+// (actors/data_thread.cpp), the supervisor tests give the supervisor an Asio
+// io_context. Those cannot run on the test coordinator, so run_until polls
+// for its condition (a limit, not a timed assertion) and run_for, a fixed
+// wait, is left where a test shows that something does not happen (a write
+// not acknowledged, a frame not sent) within a generous time. Moving these
+// to simulated time needs a disk engine and data thread that the test drives
+// step by step; not done.
+
+#include "tests/scratch_dir.hpp"
 
 #include <caf/all.hpp>
 
 #include <gtest/gtest.h>
 
 #include <chrono>
-#include <cstdlib>
 #include <filesystem>
 #include <thread>
 
@@ -24,17 +40,10 @@ protected:
   }
 
   deterministic_actors()
-    : dir(make_dir()),
+    : dir(scratch.dir()),
       sys(init(cfg)),
       self(sys, true),
       sched(dynamic_cast<caf::scheduler::test_coordinator&>(sys.scheduler())) {}
-
-  ~deterministic_actors() override { std::filesystem::remove_all(dir); }
-
-  static std::filesystem::path make_dir() {
-    char tmpl[] = "/tmp/hast-actors-XXXXXX";
-    return std::filesystem::path{::mkdtemp(tmpl)};
-  }
 
   /// Runs the scheduler and fires due timeouts for `total`.
   void run_for(std::chrono::milliseconds total) {
@@ -57,6 +66,7 @@ protected:
     return true;
   }
 
+  scratch_dir scratch{"actors"};  // outlives the actor system, which may still write in it
   std::filesystem::path dir;
   caf::actor_system_config cfg;
   caf::actor_system sys;

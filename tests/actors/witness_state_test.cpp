@@ -4,6 +4,7 @@
 // the witness forgot.
 
 #include "actors/witness.hpp"
+#include "tests/scratch_dir.hpp"
 
 #include <gtest/gtest.h>
 
@@ -16,18 +17,8 @@
 namespace hast {
 namespace {
 
-class witness_state_file : public ::testing::Test {
+class witness_state_file : public scratch_test {
 protected:
-  void SetUp() override {
-    std::string pattern = (std::filesystem::temp_directory_path() / "hast-wst-XXXXXX").string();
-    ASSERT_NE(::mkdtemp(pattern.data()), nullptr);
-    dir = pattern;
-  }
-  void TearDown() override {
-    std::error_code ec;
-    std::filesystem::remove_all(dir, ec);
-  }
-  std::string path(const std::string& name) const { return (dir / name).string(); }
 
   static lease_record held_by_a() {
     lease_record r;
@@ -39,7 +30,6 @@ protected:
     return r;
   }
 
-  std::filesystem::path dir;
 };
 
 TEST_F(witness_state_file, a_missing_file_is_an_empty_record) {

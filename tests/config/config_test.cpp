@@ -1,4 +1,5 @@
 #include "config/config.hpp"
+#include "tests/scratch_dir.hpp"
 
 #include <gtest/gtest.h>
 
@@ -1116,17 +1117,8 @@ TEST(ConfigFailoverError, AutoOnADataNodeNeedsWitnessSecretRemoteAndASynchronous
 
 // --- Files ------------------------------------------------------------------
 
-class ConfigFile : public ::testing::Test {
+class ConfigFile : public scratch_test {
 protected:
-  void SetUp() override {
-    std::string pattern = (std::filesystem::temp_directory_path() / "hast-config-XXXXXX").string();
-    ASSERT_NE(::mkdtemp(pattern.data()), nullptr);
-    dir_ = pattern;
-  }
-  void TearDown() override {
-    std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
-  }
   std::string write(const std::string& name, const std::string& text) {
     const auto path = (dir_ / name).string();
     std::ofstream{path} << text;
@@ -1154,7 +1146,6 @@ protected:
     }
     return "";
   }
-  std::filesystem::path dir_;
 };
 
 TEST_F(ConfigFile, LoadConfigReadsBothSyntaxesFromFiles) {

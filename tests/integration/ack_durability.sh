@@ -20,13 +20,7 @@ declare -A LOST_TOTAL ACKED_TOTAL
 one_run() {
   local mode=$1 seed=$2 res="${1}s$2"
   write_pair_config "$res" "$mode"
-  ctl_on nodeA create -m 64M "$res"
-  ctl_on nodeB create -m 64M "$res"
-  start_node nodeA
-  start_node nodeB
-  ctl_on nodeB role secondary "$res"
-  ctl_on nodeA role primary "$res"
-  wait_status nodeA "$res" complete 30
+  start_pair "$res" -m 64M
 
   local ack=$T/$res.ack issued=$T/$res.issued
   python3 "$LIB/acked_writer.py" --socket "$T/a/$res.nbd" --export "$res" --seed "$seed" \

@@ -29,13 +29,7 @@ EXTENT=1M
 KEEPDIRTY=4                               # few hot extents stay dirty on disk
 
 write_pair_config "$res" memsync
-ctl_on nodeA create -m "$MEDIA" -e "$EXTENT" -k "$KEEPDIRTY" "$res"
-ctl_on nodeB create -m "$MEDIA" -e "$EXTENT" -k "$KEEPDIRTY" "$res"
-start_node nodeA
-start_node nodeB
-ctl_on nodeB role secondary "$res"
-ctl_on nodeA role primary "$res"
-wait_status nodeA "$res" complete 30
+start_pair "$res" -m "$MEDIA" -e "$EXTENT" -k "$KEEPDIRTY"
 
 ctl_on nodeA dump --json "$res" > "$T/dump0.json"
 DATASIZE=$(json_get "$T/dump0.json" "j['resources'][0]['datasize']")
@@ -165,7 +159,7 @@ done < "$T/plan"
 
 # A last burst with both nodes up, then the final comparison.
 start_writer $((round + 1)) 0
-sleep 1
+sleep 1  # the length of the burst (start_writer already waited for its first ack)
 stop_writer $((round + 1))
 wait_status nodeA "$res" complete 60
 ctl_on nodeA dump --json "$res" > "$T/dumpA.json"

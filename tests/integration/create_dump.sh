@@ -169,9 +169,11 @@ echo "ok: dump all"
 
 # The provider is locked by another process (hastd): create refuses.
 if command -v flock >/dev/null; then
-  flock -n "$dir/res.img" sleep 5 &
+  # --no-fork: flock becomes the shell, then the sleep, so $locker is what holds the lock.
+  flock --no-fork -n "$dir/res.img" sh -c "touch '$dir/locked'; exec sleep 60" &
   locker=$!
-  sleep 0.5
+  for _ in $(seq 100); do [[ -e $dir/locked ]] && break; kill -0 "$locker" 2>/dev/null || break; sleep 0.1; done
+  [[ -e $dir/locked ]] || fail "flock did not take the lock on the provider"
   expect_error 75 "in use" ctl create res
   kill "$locker" 2>/dev/null || true
   wait "$locker" 2>/dev/null || true

@@ -12,6 +12,7 @@
 # Usage: events.sh <build-dir>
 BUILD=$1
 source "$(dirname "$0")/lib/common.bash"
+source "$(dirname "$0")/lib/checks.bash"
 
 res=ev
 # A slow resync (4 MiB/s for 12 MiB dirty) so that progress lines appear.
@@ -75,7 +76,15 @@ ctl_on nodeB role secondary "$res"
 wait_status nodeA "$res" complete 60
 ctl_on nodeA role secondary "$res"
 ctl_on nodeA role primary other
-sleep 0.5  # the last events reach the subscribers
+# The last events have reached every subscriber.
+last_events_in() {
+  grep -q "role $res old=primary new=secondary" "$T/text.out" \
+    && grep -q "role other old=init new=primary" "$T/text.out" \
+    && grep -q '"event":"role","resource":"'"$res"'".*"new":"secondary"' "$T/json.out" \
+    && grep -q '"event":"role","resource":"other".*"new":"primary"' "$T/json.out" \
+    && grep -q "role other old=init new=primary" "$T/filtered.out"
+}
+wait_until 10 "the last role events in every subscriber's stream" last_events_in
 
 # The events of `ev` in order, without time and snapshot.
 events_of() { awk -v r="$res" '$3 == r && $2 != "exists" { $1 = ""; print substr($0, 2) }' "$1"; }

@@ -75,13 +75,7 @@ checksums() {
   (cd "$1" && find . -type f ! -path './lost+found/*' -print0 | sort -z | xargs -0 sha256sum)
 }
 
-ctl_on nodeA create -m 256M -e 1M -k 8 "$res"
-ctl_on nodeB create -m 256M -e 1M -k 8 "$res"
-start_node nodeA
-start_node nodeB
-ctl_on nodeB role secondary "$res"
-ctl_on nodeA role primary "$res"
-wait_status nodeA "$res" complete 30
+start_pair "$res" -m 256M -e 1M -k 8
 
 # --- on A ------------------------------------------------------------------------------------
 attach_mount nodeA

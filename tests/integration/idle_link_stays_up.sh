@@ -11,13 +11,7 @@ res=idle
 write_pair_config "$res" memsync
 sed -i 's/^  timeout 5$/  timeout 3/' "$T/hast.conf"
 grep -q '^  timeout 3$' "$T/hast.conf" || fail "could not set timeout 3 in the pair config"
-ctl_on nodeA create -m 16M "$res"
-ctl_on nodeB create -m 16M "$res"
-start_node nodeA
-start_node nodeB
-ctl_on nodeB role secondary "$res"
-ctl_on nodeA role primary "$res"
-wait_status nodeA "$res" complete 30
+start_pair "$res" -m 16M
 
 for _ in $(seq 40); do
   ctl_on nodeA status "$res" | grep -q "^$res[[:space:]]*complete" \

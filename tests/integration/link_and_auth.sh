@@ -6,6 +6,7 @@
 # reconnects by itself.
 BUILD=$1
 source "$(dirname "$0")/lib/common.bash"
+source "$(dirname "$0")/lib/checks.bash"
 
 res=lk
 # Key files as hastd wants them: 16 bytes or more, readable by the owner only.
@@ -15,13 +16,7 @@ chmod 600 "$T/key-good" "$T/key-bad"
 
 # --- authentication -------------------------------------------------------------------------
 write_pair_config "$res" memsync "  secret $T/key-good"
-ctl_on nodeA create -m 64M "$res"
-ctl_on nodeB create -m 64M "$res"
-start_node nodeA
-start_node nodeB
-ctl_on nodeB role secondary "$res"
-ctl_on nodeA role primary "$res"
-wait_status nodeA "$res" complete 30
+start_pair "$res" -m 64M
 grep -q "authenticated" "$T/nodeB.log" || fail "the secondary did not log the authentication"
 pass "peers with the same secret connect"
 stop_node nodeA
@@ -51,8 +46,8 @@ for _ in $(seq 100); do grep -q "did not authenticate" "$T/nodeB.log" && break; 
 grep -q "did not authenticate" "$T/nodeB.log" || fail "the secondary did not log the failed handshake"
 [[ $(grep -c "nodeA at .* authenticated" "$T/nodeB.log") -eq $authenticated_before ]] \
   || fail "a wrong key completed a handshake"
-sleep 1
-ctl_on nodeA status "$res" | grep -q degraded || fail "the primary with a wrong key is not degraded"
+primary_degraded() { ctl_on nodeA status "$res" | grep -q degraded; }
+wait_until 10 "the primary with a wrong key shows degraded" primary_degraded
 ctl_on nodeA list --json "$res" > "$T/l.json"
 [[ $(json_get "$T/l.json" "j['resources'][0]['connected']") == False ]] || fail "connected with a wrong key"
 json_get "$T/l.json" "j['resources'][0]['last_error']" | grep -qi "authenticat\|secret\|closed\|refused" \
@@ -92,6 +87,7 @@ PY
   fi
   for _ in $(seq 100); do grep -q "$want" "$T/nodeB.log" && break; sleep 0.1; done
   grep -q "$want" "$T/nodeB.log" || fail "no secret on $missing: the secondary did not refuse the link"
+  # The purpose of this wait: time for a handshake that must never complete.
   sleep 1
   [[ $(ctl_on nodeA list --json "$res" | python3 -c 'import json,sys; print(json.load(sys.stdin)["resources"][0]["connected"])') == False ]] \
     || fail "connected with a secret on one side only ($missing has none)"
@@ -153,13 +149,7 @@ stop_node nodeB
 # --- timeout and reconnect ------------------------------------------------------------------
 res=tm
 write_pair_config "$res" fullsync
-ctl_on nodeA create -m 64M "$res"
-ctl_on nodeB create -m 64M "$res"
-start_node nodeA
-start_node nodeB
-ctl_on nodeB role secondary "$res"
-ctl_on nodeA role primary "$res"
-wait_status nodeA "$res" complete 30
+start_pair "$res" -m 64M
 kill -STOP "${NODE_PID[nodeB]}"
 on_exit "kill -CONT ${NODE_PID[nodeB]} 2>/dev/null"
 # The frozen secondary answers nothing: after `timeout` (5 s here) the

@@ -33,6 +33,9 @@ chmod +x "$T/hook.sh"
 set_faults() {
   printf '%s\n' "$1" > "$T/faults.new"
   mv "$T/faults.new" "$T/faults"
+  # Not a wait for a condition: the fault layer rereads the file on the first
+  # I/O more than 50 ms after its last look, so after 0.3 s the next I/O the
+  # test makes runs under the new rules.
   sleep 0.3
 }
 
@@ -109,6 +112,7 @@ failing_writes() {
 
   # Hooks run asynchronously: wait for the first, then give a second one time.
   for _ in $(seq 50); do [[ $(local_error_events) -ge 1 ]] && break; sleep 0.1; done
+  # The purpose of this wait: time for a second event that must not come.
   sleep 1
   [[ $(local_error_events) -eq 1 ]] \
     || fail "$mode: the local-error event ran $(local_error_events) times, not once: $(tr '\n' ';' < "$T/events" 2>/dev/null)"

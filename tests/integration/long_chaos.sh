@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The chaos suite (ctest label "long"): seeded trials of single faults --
 # kill -9, SIGSTOP/SIGCONT of either node, link cut, black hole and delay
-# through lib/fault_relay.py, the operator's failover -- against a hastd pair
+# through lib/relay.py, the operator's failover -- against a hastd pair
 # under acked_writer.py load. After every trial the final primary returns
 # every acknowledged write (fullsync, memsync; async loss is counted), both
 # data regions are byte-identical and no hastd is wedged. lib/chaos.py has the

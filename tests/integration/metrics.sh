@@ -14,6 +14,7 @@
 # Usage: metrics.sh <build-dir>
 BUILD=$1
 source "$(dirname "$0")/lib/common.bash"
+source "$(dirname "$0")/lib/checks.bash"
 command -v promtool >/dev/null || fail "promtool (Debian package prometheus) is not installed"
 
 res=mx
@@ -45,8 +46,14 @@ fio --name=w --ioengine=nbd --uri="$(nbd_uri_of nodeA "$res")" --rw=randwrite --
     --iodepth=8 --size=32M --time_based --runtime=4 --output="$T/fio.out" >/dev/null 2>&1 &
 FIO_PID=$!
 STARTED_PIDS+=("$FIO_PID")
-sleep 1.5
-scrape "$T/m1"
+# writes_scraped: a scrape (in $T/m1) that counts some of fio's writes.
+writes_scraped() {
+  curl -sf --max-time 10 "$URL" > "$T/m1" || return 1
+  awk -v s="hast_request_duration_seconds_bucket{resource=\"$res\",op=\"write\",le=\"+Inf\"}" \
+    '$1 == s && $2 > 0 { found = 1 } END { exit !found }' "$T/m1"
+}
+wait_until 30 "a scrape that counts writes" writes_scraped
+promtool check metrics < "$T/m1" > "$T/m1.lint" 2>&1 || fail "promtool check metrics: $(cat "$T/m1.lint")"
 wait "$FIO_PID" || fail "fio: $(cat "$T/fio.out")"
 grep -q "^hast_request_duration_seconds_bucket{resource=\"$res\",op=\"write\",le=\"+Inf\"}" "$T/m1" \
   || fail "no write histogram in the scrape during I/O"

@@ -34,13 +34,7 @@ unchanged_reloads() { [[ $(grep -c "reload: listen and pidfile unchanged" "$T/no
 # ---- the peer listen set ------------------------------------------------------------------
 res=rl
 write_pair_config "$res" memsync
-ctl_on nodeA create -m 16M "$res"
-ctl_on nodeB create -m 16M "$res"
-start_node nodeA
-start_node nodeB
-ctl_on nodeB role secondary "$res"
-ctl_on nodeA role primary "$res"
-wait_status nodeA "$res" complete 30
+start_pair "$res" -m 16M
 accepts "$PORT_B" || fail "nodeB does not listen on its port $PORT_B"
 
 OLD_B=$PORT_B

@@ -10,13 +10,7 @@ run_mode() {
   local mode=$1 res=r$1
   write_pair_config "$res" "$mode" "  checksum crc32c
   compression lz4"
-  ctl_on nodeA create -m 96M "$res"
-  ctl_on nodeB create -m 96M "$res"
-  start_node nodeA
-  start_node nodeB
-  ctl_on nodeB role secondary "$res"
-  ctl_on nodeA role primary "$res"
-  wait_status nodeA "$res" complete 30
+  start_pair "$res" -m 96M
   ctl_on nodeA list --json "$res" > "$T/list.json"
   [[ $(json_get "$T/list.json" "j['resources'][0]['connected']") == True ]] || fail "$mode: not connected"
 
@@ -41,13 +35,7 @@ done
 # Writes while the secondary is away are tracked and resynced.
 res=away
 write_pair_config "$res" memsync
-ctl_on nodeA create -m 64M "$res"
-ctl_on nodeB create -m 64M "$res"
-start_node nodeA
-start_node nodeB
-ctl_on nodeB role secondary "$res"
-ctl_on nodeA role primary "$res"
-wait_status nodeA "$res" complete 30
+start_pair "$res" -m 64M
 stop_node nodeB
 head -c 8M /dev/urandom > "$T/rand8"
 nbdcopy "$T/rand8" "nbd+unix:///$res?socket=$T/a/$res.nbd"

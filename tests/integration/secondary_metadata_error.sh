@@ -71,6 +71,7 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 grep -q "cannot write metadata" "$T/nodeB.log" || fail "nodeB never tried (and failed) to write its activemap"
+# The purpose of this wait: time for a data write that must not happen.
 sleep 1
 python3 - "$T/b/backing.img" "$((data_offset + offset))" <<'PY' \
   || fail "nodeB wrote the data although its activemap could not be written"

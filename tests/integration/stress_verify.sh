@@ -61,13 +61,7 @@ PY
 run_stress() {
   local tag=$1 res=s$1
   write_pair_config "$res" memsync
-  ctl_on nodeA create -m 96M "$res"
-  ctl_on nodeB create -m 96M "$res"
-  start_node nodeA
-  start_node nodeB
-  ctl_on nodeB role secondary "$res"
-  ctl_on nodeA role primary "$res"
-  wait_status nodeA "$res" complete 30
+  start_pair "$res" -m 96M
   local uri
   uri=$(nbd_uri_of nodeA "$res")
 

@@ -17,6 +17,7 @@
 BUILD=$1
 source "$(dirname "$0")/lib/common.bash"
 LIB=$(cd "$(dirname "$0")/lib" && pwd)
+source "$LIB/checks.bash"
 source "$LIB/witness.bash"
 
 RES=fo
@@ -57,7 +58,7 @@ start_writer nodeA "$RES" w1a 0
 wait_acks w1a 50
 wait_witness_in_sync "$RES"
 start_follower nodeB "$RES" w1b 2048
-sleep 1
+wait_until 10 "the follower w1b is trying nodeB's export" test -s "$T/w1b.out"
 fault=$(now)
 kill9_node nodeA
 wait_acks w1b 50 30
@@ -87,7 +88,7 @@ start_writer nodeB "$RES" w2b 4096
 wait_acks w2b 50
 wait_witness_in_sync "$RES"
 start_follower nodeA "$RES" w2a 6144
-sleep 1
+wait_until 10 "the follower w2a is trying nodeA's export" test -s "$T/w2a.out"
 isolate nodeB
 fault=$(now)  # once every relay confirmed: the partition is in effect
 wait_role nodeA "$RES" primary 30

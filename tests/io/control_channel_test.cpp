@@ -2,6 +2,7 @@
 // check and the reading of a request body.
 
 #include "io/control_channel.hpp"
+#include "tests/scratch_dir.hpp"
 
 #include <gtest/gtest.h>
 
@@ -43,21 +44,7 @@ TEST(ControlChannel, ARequestIsAJsonObjectWithAStringCommand) {
 }
 
 /// A directory of its own for one test's socket, removed afterwards.
-class ControlServer : public ::testing::Test {
-protected:
-  void SetUp() override {
-    std::string pattern = (std::filesystem::temp_directory_path() / "hast-ctl-XXXXXX").string();
-    ASSERT_NE(::mkdtemp(pattern.data()), nullptr);
-    dir_ = pattern;
-  }
-  void TearDown() override {
-    std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
-  }
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
-
-  std::filesystem::path dir_;
-};
+class ControlServer : public scratch_test {};
 
 TEST_F(ControlServer, AReplyCarryingBytesThatAreNotUtf8IsSentWithReplacementCharacters) {
   // A witness's goodbye text, say, that reaches a status reply as it came.

@@ -6,6 +6,7 @@
 
 #include "io/asio.hpp"
 #include "io/disk_engine.hpp"
+#include "tests/scratch_dir.hpp"
 
 #include <liburing.h>
 
@@ -20,6 +21,7 @@
 #include <future>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <thread>
 #include <vector>
@@ -198,10 +200,12 @@ protected:
   void SetUp() override {
     auto [kind, direct] = GetParam();
     auto base = std::filesystem::path{direct ? "/var/tmp" : "/dev/shm"};
-    auto tmpl = (base / "hast-engine-XXXXXX").string();
-    if (::mkdtemp(tmpl.data()) == nullptr)
-      GTEST_SKIP() << "cannot create a directory in " << base << ": " << std::strerror(errno);
-    dir_ = tmpl;
+    try {
+      scratch_.emplace("engine", base);
+    } catch (const std::system_error& e) {
+      GTEST_SKIP() << "cannot create a directory in " << base << ": " << e.what();
+    }
+    dir_ = scratch_->dir();
     auto opened = provider::create_file((dir_ / "p.img").string(), provider_size);
     ASSERT_TRUE(opened.has_value()) << opened.error().message();
     // tmpfs accepts O_DIRECT since Linux 6.6; there, a buffered provider
@@ -215,8 +219,7 @@ protected:
   void TearDown() override {
     engine_.reset();
     prov_.reset();
-    if (!dir_.empty())
-      std::filesystem::remove_all(dir_);
+    scratch_.reset();
   }
 
   void start() {
@@ -245,6 +248,7 @@ protected:
   }
 
 
+  std::optional<scratch_dir> scratch_;
   std::filesystem::path dir_;
   collector got_; // outlives the engine that calls it
   std::unique_ptr<disk_engine> engine_;
@@ -661,10 +665,12 @@ INSTANTIATE_TEST_SUITE_P(kinds, disk_engine_test,
 class disk_engine_home_test : public testing::Test, protected provider_access {
 protected:
   void SetUp() override {
-    char tmpl[] = "/var/tmp/hast-engine-XXXXXX";
-    if (::mkdtemp(tmpl) == nullptr)
-      GTEST_SKIP() << "cannot create a directory in /var/tmp: " << std::strerror(errno);
-    dir_ = tmpl;
+    try {
+      scratch_.emplace("engine", "/var/tmp");
+    } catch (const std::system_error& e) {
+      GTEST_SKIP() << "cannot create a directory in /var/tmp: " << e.what();
+    }
+    dir_ = scratch_->dir();
     auto opened = provider::create_file((dir_ / "p.img").string(), provider_size);
     ASSERT_TRUE(opened.has_value()) << opened.error().message();
     if (!opened->direct())
@@ -700,8 +706,7 @@ protected:
       home_.join();
     }
     prov_.reset();
-    if (!dir_.empty())
-      std::filesystem::remove_all(dir_);
+    scratch_.reset();
   }
 
   /// Runs `f` on the home thread and waits for it.
@@ -733,6 +738,7 @@ protected:
   }
 
 
+  std::optional<scratch_dir> scratch_;
   std::filesystem::path dir_;
   collector got_; // outlives the engine that calls it
   asio::io_context io_{1};
@@ -883,9 +889,8 @@ TEST(disk_engine, make_gives_an_io_uring_engine_where_the_kernel_allows_io_uring
   if (int r = io_uring_queue_init(8, &ring, 0); r < 0)
     GTEST_SKIP() << "io_uring_queue_init fails here: " << std::strerror(-r);
   io_uring_queue_exit(&ring);
-  char tmpl[] = "/var/tmp/hast-engine-XXXXXX";
-  ASSERT_NE(::mkdtemp(tmpl), nullptr) << std::strerror(errno);
-  std::filesystem::path dir{tmpl};
+  scratch_dir scratch{"engine", "/var/tmp"};
+  const auto& dir = scratch.dir();
   {
     auto opened = provider::create_file((dir / "p.img").string(), 1 << 20);
     ASSERT_TRUE(opened.has_value()) << opened.error().message();
@@ -899,7 +904,6 @@ TEST(disk_engine, make_gives_an_io_uring_engine_where_the_kernel_allows_io_uring
     EXPECT_EQ(threads->kind(), disk_engine_kind::threads);
     EXPECT_EQ(why, "");
   }
-  std::filesystem::remove_all(dir);
 }
 
 TEST(disk_engine, kinds_parse_from_and_print_as_their_names) {

@@ -3,6 +3,7 @@
 // max_running_hooks at once, the rest queued in order. Real processes.
 
 #include "io/hooks.hpp"
+#include "tests/scratch_dir.hpp"
 
 #include <gtest/gtest.h>
 
@@ -23,18 +24,8 @@ namespace {
 
 using namespace std::chrono_literals;
 
-class Hooks : public ::testing::Test {
+class Hooks : public scratch_test {
 protected:
-  void SetUp() override {
-    std::string pattern = (std::filesystem::temp_directory_path() / "hast-hooks-XXXXXX").string();
-    ASSERT_NE(::mkdtemp(pattern.data()), nullptr);
-    dir_ = pattern;
-  }
-  void TearDown() override {
-    std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
-  }
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
 
   /// The lines of `name` once it has `n` of them (empty after 20 s).
   std::vector<std::string> wait_lines(const std::string& name, size_t n) {
@@ -50,7 +41,6 @@ protected:
     return {};
   }
 
-  std::filesystem::path dir_;
 };
 
 TEST_F(Hooks, AHookGetsACleanEnvironmentWithoutTheServiceManagersSocket) {

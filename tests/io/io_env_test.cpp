@@ -4,6 +4,7 @@
 #include "io/io_env.hpp"
 
 #include "io/metadata.hpp"
+#include "tests/scratch_dir.hpp"
 
 #include <gtest/gtest.h>
 
@@ -45,18 +46,13 @@ private:
   std::shared_ptr<const fault_source> faults_;
 };
 
-class io_env_test : public testing::Test {
+class io_env_test : public scratch_test {
 protected:
   void SetUp() override {
-    auto tmpl = (std::filesystem::temp_directory_path() / "hast-env-XXXXXX").string();
-    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
-    dir_ = tmpl;
-    path_ = (dir_ / "p.img").string();
+    path_ = path("p.img");
     ASSERT_TRUE(provider::create_file(path_, 16 << 20));
   }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
 
-  std::filesystem::path dir_;
   std::string path_;
 };
 

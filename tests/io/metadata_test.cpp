@@ -2,6 +2,7 @@
 
 #include "io/crc32c.hpp"
 #include "io/provider.hpp"
+#include "tests/scratch_dir.hpp"
 
 #include <gtest/gtest.h>
 
@@ -43,18 +44,8 @@ private:
   int error_;
 };
 
-class TempDir : public ::testing::Test {
+class TempDir : public scratch_test {
 protected:
-  void SetUp() override {
-    std::string pattern = (std::filesystem::temp_directory_path() / "hast-meta-XXXXXX").string();
-    ASSERT_NE(::mkdtemp(pattern.data()), nullptr);
-    dir_ = pattern;
-  }
-  void TearDown() override {
-    std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
-  }
-  std::string path(const std::string &name) const { return (dir_ / name).string(); }
 
   provider make(const std::string &name, uint64_t size) {
     auto p = provider::create_file(path(name), size);
@@ -83,7 +74,6 @@ protected:
     raw_write(name, off, b.data(), 1);
   }
 
-  std::filesystem::path dir_;
 };
 
 // --- CRC-32C ----------------------------------------------------------------

@@ -7,6 +7,7 @@
 #include "io/asio.hpp"
 #include "io/nbd_protocol.hpp"
 #include "io/nbd_server.hpp"
+#include "tests/scratch_dir.hpp"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -520,14 +521,11 @@ std::string slurp(const fs::path& path) {
 
 // --- The fixture ------------------------------------------------------------------------------
 
-class NbdServer : public ::testing::Test {
+class NbdServer : public scratch_test {
 protected:
   void SetUp() override {
     previous_level_ = spdlog::get_level();
     spdlog::set_level(spdlog::level::warn);
-    char tmpl[] = "/tmp/hast-nbd-test-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
     // The "run" directory does not exist yet: start() creates it.
     socket_path_ = (dir_ / "run" / "nbd.sock").string();
     store_ = std::make_shared<memory_store>(default_size);
@@ -549,8 +547,6 @@ protected:
     io_.stop();
     for (auto& t : threads_)
       t.join();
-    std::error_code ignored;
-    fs::remove_all(dir_, ignored);
     spdlog::set_level(previous_level_);
   }
 
@@ -592,7 +588,6 @@ protected:
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_;
   std::vector<std::thread> threads_;
   completion_thread worker_;
-  fs::path dir_;
   std::string socket_path_;
   std::shared_ptr<memory_store> store_;
   std::vector<std::unique_ptr<server>> servers_;

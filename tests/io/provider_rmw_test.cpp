@@ -4,6 +4,7 @@
 // and write the whole block.
 
 #include "io/provider.hpp"
+#include "tests/scratch_dir.hpp"
 
 #include <gtest/gtest.h>
 
@@ -16,8 +17,9 @@ namespace hast {
 namespace {
 
 TEST(provider_rmw, concurrent_unaligned_writes_to_one_block_all_land) {
-  char tmpl[] = "/var/tmp/hast-rmw-XXXXXX";
-  std::filesystem::path dir{::mkdtemp(tmpl)};
+  // /var/tmp: a disk file system, where the provider is O_DIRECT as in use.
+  scratch_dir scratch{"rmw", "/var/tmp"};
+  const auto& dir = scratch.dir();
   auto prov = provider::create_file((dir / "p.img").string(), 1 << 20);
   ASSERT_TRUE(prov.has_value()) << prov.error().message();
   constexpr int rounds = 300;
@@ -38,7 +40,6 @@ TEST(provider_rmw, concurrent_unaligned_writes_to_one_block_all_land) {
         << "round " << round << ": the write to bytes " << part * 1024 << ".. was lost"
         << (prov->direct() ? " (O_DIRECT read-modify-write)" : "");
   }
-  std::filesystem::remove_all(dir);
 }
 
 /// Fails writes that overlap [begin, end).
@@ -55,8 +56,9 @@ private:
 };
 
 TEST(provider_rmw, a_failed_unaligned_write_leaves_its_bytes_while_its_neighbours_land) {
-  char tmpl[] = "/var/tmp/hast-rmw-XXXXXX";
-  std::filesystem::path dir{::mkdtemp(tmpl)};
+  // /var/tmp: a disk file system, where the provider is O_DIRECT as in use.
+  scratch_dir scratch{"rmw", "/var/tmp"};
+  const auto& dir = scratch.dir();
   auto prov = provider::create_file((dir / "p.img").string(), 1 << 20);
   ASSERT_TRUE(prov.has_value()) << prov.error().message();
   // Of each block's four 1 KiB parts, the third always fails.
@@ -77,7 +79,6 @@ TEST(provider_rmw, a_failed_unaligned_write_leaves_its_bytes_while_its_neighbour
       ASSERT_EQ(back[part * 1024u + 7], part == 2 ? 0 : static_cast<uint8_t>(round + 1))
           << "round " << round << ", part " << part;
   }
-  std::filesystem::remove_all(dir);
 }
 
 } // namespace

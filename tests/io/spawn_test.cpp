@@ -5,6 +5,7 @@
 // it. Real processes.
 
 #include "io/spawn.hpp"
+#include "tests/scratch_dir.hpp"
 
 #include <gtest/gtest.h>
 
@@ -24,18 +25,8 @@
 namespace hast {
 namespace {
 
-class Spawn : public ::testing::Test {
+class Spawn : public scratch_test {
 protected:
-  void SetUp() override {
-    std::string pattern = (std::filesystem::temp_directory_path() / "hast-spawn-XXXXXX").string();
-    ASSERT_NE(::mkdtemp(pattern.data()), nullptr);
-    dir_ = pattern;
-  }
-  void TearDown() override {
-    std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
-  }
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
   std::string read(const std::string& name) const {
     std::ifstream in{path(name)};
     std::stringstream text;
@@ -43,7 +34,6 @@ protected:
     return text.str();
   }
 
-  std::filesystem::path dir_;
 };
 
 /// Waits for `pid` and returns its wait status.

@@ -11,7 +11,7 @@ replay line printed for a failing trial does exactly that).
 
 A trial:
   1. a fresh pair: nodeA primary, nodeB secondary, both on loopback, the peer
-     link through fault_relay.py (two routes, so the link crosses the relay
+     link through relay.py (two routes, so the link crosses the relay
      whichever node is primary), `timeout` TIMEOUT seconds; replication is
      fullsync, memsync or async, from the seed (seed % 8 == 7: async,
      otherwise even seeds fullsync, odd ones memsync); an async trial's
@@ -61,7 +61,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from fault_relay import control as relay_control  # noqa: E402
+from relay import control as relay_control  # noqa: E402
 
 RES = "chaos"
 MEDIA = "64M"
@@ -164,13 +164,13 @@ class Trial:
 
     def write_config(self):
         self.port = {"nodeA": free_port(), "nodeB": free_port()}
-        relay = self.start([sys.executable, os.path.join(HERE, "fault_relay.py"),
+        relay = self.start([sys.executable, os.path.join(HERE, "relay.py"),
                             "--route", "0:%d" % self.port["nodeB"], "--route", "0:%d" % self.port["nodeA"],
                             "--control", self.path("relay.ctl"), "--log", self.path("relay.log")],
                            self.path("relay.log"), stdout=subprocess.PIPE)
         line = relay.stdout.readline().split()
         if len(line) != 2:
-            raise TrialFailure("fault_relay.py did not start")
+            raise TrialFailure("relay.py did not start")
         via = {"nodeA": int(line[0]), "nodeB": int(line[1])}  # the relay port each node connects to
         os.makedirs(self.path("a"))
         os.makedirs(self.path("b"))

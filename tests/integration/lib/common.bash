@@ -34,6 +34,12 @@ sanitizer_reports() {
   return $found
 }
 
+# A test that cannot run here exits SKIP_RC (ctest's SKIP_RETURN_CODE, see
+# tests/CMakeLists.txt): ctest shows it as skipped, and cleanup says so
+# instead of reporting a failure.
+SKIP_RC=77
+skip() { echo "SKIP: $*"; exit "$SKIP_RC"; }
+
 cleanup() {
   local rc=$?
   set +e
@@ -48,9 +54,12 @@ cleanup() {
   done
   if sanitizer_reports; then
     echo "FAIL: a sanitizer reported an error (above)" >&2
-    [[ $rc -ne 0 ]] || rc=1
+    # A pass or a skip with a report is a failure.
+    [[ $rc -ne 0 && $rc -ne $SKIP_RC ]] || rc=1
   fi
-  if [[ $rc -ne 0 ]]; then
+  if [[ $rc -eq $SKIP_RC ]]; then
+    echo "---- test skipped (exit $SKIP_RC, the reason is above)" >&2
+  elif [[ $rc -ne 0 ]]; then
     echo "---- test failed (rc=$rc); daemon logs:" >&2
     for log in "$T"/*.log; do [[ -f $log ]] && { echo "== $log" >&2; tail -n 40 "$log" >&2; }; done
   fi
@@ -239,12 +248,15 @@ wait_status() {
   fail "$node: $res did not reach '$word' within ${secs}s"
 }
 
-# start_pair RES: metadata on both nodes (64 MiB, 1 MiB extents), both
-# daemons started, nodeB secondary, nodeA primary, until complete.
+# start_pair RES [CREATE ARGS...]: metadata on both nodes (`hastctl create`
+# with CREATE ARGS, by default -m 64M -e 1M), both daemons started, nodeB
+# secondary, nodeA primary, until complete.
 start_pair() {
-  local res=$1
-  ctl_on nodeA create -m 64M -e 1M "$res"
-  ctl_on nodeB create -m 64M -e 1M "$res"
+  local res=$1; shift
+  local args=("$@")
+  [[ ${#args[@]} -gt 0 ]] || args=(-m 64M -e 1M)
+  ctl_on nodeA create "${args[@]}" "$res"
+  ctl_on nodeB create "${args[@]}" "$res"
   start_node nodeA
   start_node nodeB
   ctl_on nodeB role secondary "$res"

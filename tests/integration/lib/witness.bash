@@ -1,6 +1,6 @@
 # Three hastd for failover auto (sourced after common.bash): data nodes
 # nodeA and nodeB, and nodeW, the witness. Every link crosses its own
-# fault_relay.py so that a test can cut one node off:
+# relay.py so that a test can cut one node off:
 #   A->B  nodeA's `remote`     B->A  nodeB's `remote`
 #   A->W  nodeA's `witness`    B->W  nodeB's `witness`
 # All on 127.0.0.1. LIB must name tests/integration/lib.
@@ -10,7 +10,7 @@
 # this shell's STARTED_PIDS, which the cleanup kills.
 start_relay() {
   local name=$1 target=$2
-  python3 "$LIB/fault_relay.py" --route "0:$target" --control "$T/relay-$name.ctl" \
+  python3 "$LIB/relay.py" --route "0:$target" --control "$T/relay-$name.ctl" \
     --log "$T/relay-$name.log" >"$T/relay-$name.port" 2>>"$T/relay-$name.log" &
   STARTED_PIDS+=("$!")
   for _ in $(seq 50); do
@@ -22,7 +22,7 @@ relay_port() { head -1 "$T/relay-$1.port"; }
 
 # relay NAME pass|cut|blackhole
 relay() {
-  python3 -c "import sys; sys.path.insert(0, '$LIB'); from fault_relay import control; print(control('$T/relay-$1.ctl', '$2'))" >/dev/null \
+  python3 -c "import sys; sys.path.insert(0, '$LIB'); from relay import control; print(control('$T/relay-$1.ctl', '$2'))" >/dev/null \
     || fail "relay $1: $2 failed"
 }
 
@@ -42,7 +42,7 @@ relays() {
   local mode=$1 r socks=""
   shift
   for r in "$@"; do socks+="'$T/relay-$r.ctl',"; done
-  python3 -c "import sys; sys.path.insert(0, '$LIB'); from fault_relay import control
+  python3 -c "import sys; sys.path.insert(0, '$LIB'); from relay import control
 for s in [$socks]: control(s, '$mode')" || fail "relays $*: $mode failed"
 }
 # shellcheck disable=SC2046  # one word per relay

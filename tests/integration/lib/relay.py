@@ -1,24 +1,36 @@
 #!/usr/bin/env python3
-"""A user-space TCP relay between two hastd peer ports whose faults are
-switched at run time: the network of the chaos suite.
+"""A user-space TCP relay between hastd peer ports: the network of the
+chaos suite (faults switched at run time) and of the benchmarks (a link
+with a one-way delay and a bandwidth, counting bytes).
 
-    fault_relay.py --route LISTEN:TARGET [--route LISTEN:TARGET ...]
-                   --control SOCK [--log FILE]
+    relay.py --route LISTEN:TARGET [--route LISTEN:TARGET ...]
+             [--control SOCK] [--log FILE]
+             [--delay-ms F] [--rate-mib F] [--stats FILE]
+    relay.py --target HOST:PORT [--listen HOST:PORT] [same options]
 
 Each --route listens on 127.0.0.1:LISTEN (0 = pick a port) and forwards every
-accepted connection to 127.0.0.1:TARGET, connecting from 127.0.0.1 (so that a
-hastd secondary whose `remote` is 127.0.0.1 accepts it). The chosen listen
-ports are printed, space separated and in --route order, as the first line on
-stdout. A pair needs two routes: nodeA's `remote` points at the first (which
-forwards to nodeB's listen port), nodeB's at the second, so the link runs
-through the relay whichever node is primary.
+accepted connection to 127.0.0.1:TARGET; --target (with --listen, default
+127.0.0.1:0) is one route to HOST:PORT. Connections to the target are made
+from 127.0.0.1 (so that a hastd secondary whose `remote` is 127.0.0.1 accepts
+them). The chosen listen ports are printed, space separated and in --route
+order (--target last), as the first line on stdout. A pair needs two routes
+for the link to run through the relay whichever node is primary: nodeA's
+`remote` points at the first (which forwards to nodeB's listen port), nodeB's
+at the second.
+
+--delay-ms holds every chunk that long before it is written (per chunk, so
+the stream is not serialised: a link of that one-way latency, RTT = 2 x
+delay, and up to this process's CPU the loopback's bandwidth). With
+--rate-mib each direction is also a link of that bandwidth (MiB/s): a chunk
+is due no earlier than the previous one of its direction plus its size at
+that rate (serialisation delay), so a burst queues as on a slow wire. A chunk
+never overtakes one queued before it, also when the delay changes.
 
 The control socket (a Unix stream socket) takes one command per line and
 answers one line ("ok MODE" or "error: ..."):
 
-  pass         forward everything (the default)
-  delay MS     forward, each chunk held MS milliseconds (per chunk, so the
-               stream is not serialised: a link with MS of one-way latency)
+  pass         forward everything (the default, or "delay" with --delay-ms)
+  delay MS     forward, each chunk held MS milliseconds
   cut          close every relayed connection with a reset (SO_LINGER 0) and
                reset every new one as soon as it is accepted: the peer sees
                ECONNRESET / a refused handshake
@@ -31,16 +43,23 @@ A connection that lost bytes in a black hole stays a black hole after the
 mode changes (its stream has a gap, like a flow whose state a middlebox
 forgot): it is closed only when one of its ends closes it, so each end must
 notice the dead link by its own timeout. Connections opened after the mode
-changed are forwarded normally.
+changed are forwarded normally. --rate-mib holds in every mode.
 
-One thread, one epoll loop, as bench/relay.py. A direction stops reading
-while more than 16 MiB wait to be written. SIGTERM / SIGINT end the relay.
+Counters (bytes forwarded in each direction, connections forwarded, open now)
+are written as JSON to --stats every 50 ms and at exit; `up` is client ->
+target, `down` is target -> client.
+
+One thread and one epoll loop (no hand-offs between Python threads, which
+cost ~100 us each on a small VM). A direction stops reading while more than
+16 MiB wait to be written. SIGTERM / SIGINT end the relay and close every
+connection.
 """
 
 import argparse
 import collections
 import heapq
 import itertools
+import json
 import os
 import select
 import signal
@@ -64,6 +83,7 @@ class Direction:
         self.eof = False        # src said EOF: half-close dst once the queue is empty
         self.shut = False       # dst half-closed
         self.want_write = False  # dst's send buffer was full
+        self.wire_free = 0.0    # --rate-mib: when the simulated wire is free again
 
 
 class Conn:
@@ -77,36 +97,48 @@ class Conn:
 
 
 class Relay:
-    def __init__(self, routes, control, log):
+    def __init__(self, routes, control=None, log=None, delay=0.0, rate=0.0):
+        """routes: [((listen host, port), (target host, port))]; delay in seconds; rate in bytes
+        per second of each direction, 0 for no limit."""
         self.ep = select.epoll()
         self.routes = {}  # listener fd -> (listener, target)
         self.ports = []
         for listen, target in routes:
             ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            ls.bind(("127.0.0.1", listen))
+            ls.bind(listen)
             ls.listen(16)
             ls.setblocking(False)
-            self.routes[ls.fileno()] = (ls, ("127.0.0.1", target))
+            self.routes[ls.fileno()] = (ls, target)
             self.ports.append(ls.getsockname()[1])
             self.ep.register(ls.fileno(), select.EPOLLIN)
-        if os.path.exists(control):
-            os.unlink(control)
-        self.control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.control.bind(control)
-        self.control.listen(4)
-        self.control.setblocking(False)
-        self.ep.register(self.control.fileno(), select.EPOLLIN)
+        self.control = None
+        if control:
+            if os.path.exists(control):
+                os.unlink(control)
+            self.control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.control.bind(control)
+            self.control.listen(4)
+            self.control.setblocking(False)
+            self.ep.register(self.control.fileno(), select.EPOLLIN)
         self.controllers = {}  # fd -> [socket, bytearray]
         self.by_fd = {}  # fd -> (conn, "client"|"server")
         self.conns = set()
         self.timers = []  # (due, seq, direction)
         self.seq = itertools.count()
-        self.mode = "pass"
-        self.delay = 0.0
+        self.mode = "delay" if delay > 0 else "pass"
+        self.delay = delay
+        self.rate = rate
         self.accepted = 0
+        self.forwarded = 0  # connections relayed to their target
         self.dropped = 0
+        self.up = 0         # bytes written to targets
+        self.down = 0       # bytes written back to clients
         self.log = log
+
+    def snapshot(self):
+        return {"up": self.up, "down": self.down, "connections": self.forwarded,
+                "active": sum(1 for c in self.conns if not c.holed), "time": time.time()}
 
     def note(self, text):
         if self.log:
@@ -144,6 +176,7 @@ class Relay:
             return
         for s in (client, server):
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.forwarded += 1
         self.register(Conn(client, server))
 
     def close(self, conn, rst=False):
@@ -223,8 +256,13 @@ class Relay:
         if not data:
             d.eof = True
         else:
+            due = now + self.delay
+            if self.rate > 0:
+                start = max(now, d.wire_free)
+                d.wire_free = start + len(data) / self.rate
+                due = d.wire_free + self.delay
             # Never overtake a chunk queued under a longer delay.
-            due = max(now + self.delay, d.last_due)
+            due = max(due, d.last_due)
             d.last_due = due
             d.queue.append([due, memoryview(data)])
             d.queued += len(data)
@@ -249,6 +287,10 @@ class Relay:
                 self.close(d.conn)
                 return
             d.queued -= n
+            if d.name == "up":
+                self.up += n
+            else:
+                self.down += n
             if n < len(view):
                 d.queue[0][1] = view[n:]
                 d.want_write = True
@@ -320,7 +362,8 @@ class Relay:
             except OSError:
                 pass
 
-    def loop(self):
+    def loop(self, stats=lambda: None):
+        last = 0.0
         while True:
             now = time.monotonic()
             while self.timers and self.timers[0][0] <= now:
@@ -331,12 +374,15 @@ class Relay:
             timeout = 0.05
             if self.timers:
                 timeout = min(timeout, max(0.0, self.timers[0][0] - now))
+            # epoll_wait's timeout is in whole milliseconds (Python rounds
+            # up), too coarse for a 0.5 ms delay: wait on the epoll fd with
+            # select(), whose timeout has microseconds, then collect.
             select.select([self.ep.fileno()], [], [], timeout)
             for fd, ev in self.ep.poll(0):
                 if fd in self.routes:
                     self.accept(fd)
                     continue
-                if fd == self.control.fileno():
+                if self.control and fd == self.control.fileno():
                     try:
                         c, _ = self.control.accept()
                         c.setblocking(False)
@@ -363,6 +409,9 @@ class Relay:
                         and not reading.eof:
                     self.read(reading)
                 self.update(conn)
+            if time.monotonic() - last >= 0.05:
+                stats()
+                last = time.monotonic()
 
 
 def reset(s):
@@ -374,9 +423,25 @@ def reset(s):
     s.close()
 
 
+def less_timer_slack():
+    """The default 50 us timer slack would add to every delayed chunk."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(29, 1, 0, 0, 0)  # PR_SET_TIMERSLACK, 1 ns
+    except (OSError, AttributeError):
+        pass
+
+
 def route(text):
+    """LISTEN:TARGET, two ports on 127.0.0.1."""
     listen, _, target = text.partition(":")
-    return int(listen), int(target)
+    return ("127.0.0.1", int(listen)), ("127.0.0.1", int(target))
+
+
+def hostport(text):
+    host, _, port = text.rpartition(":")
+    return host or "127.0.0.1", int(port)
 
 
 def control(path, line, timeout=5.0):
@@ -399,10 +464,18 @@ def control(path, line, timeout=5.0):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--route", action="append", type=route, required=True)
-    ap.add_argument("--control", required=True)
+    ap.add_argument("--route", action="append", type=route, default=[])
+    ap.add_argument("--target", type=hostport, help="one more route, from --listen to HOST:PORT")
+    ap.add_argument("--listen", type=hostport, default=("127.0.0.1", 0))
+    ap.add_argument("--control")
     ap.add_argument("--log")
+    ap.add_argument("--delay-ms", default=0.0, type=float)
+    ap.add_argument("--rate-mib", default=0.0, type=float)
+    ap.add_argument("--stats")
     args = ap.parse_args()
+    routes = args.route + ([(args.listen, args.target)] if args.target else [])
+    if not routes:
+        ap.error("give at least one --route or --target")
 
     def on_signal(_sig, _frame):
         raise SystemExit(0)
@@ -410,16 +483,28 @@ def main():
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    less_timer_slack()
     log = open(args.log, "a") if args.log else None
-    relay = Relay(args.route, args.control, log)
+    relay = Relay(routes, args.control, log, args.delay_ms / 1000.0, args.rate_mib * (1 << 20))
+
+    def write_stats():
+        if not args.stats:
+            return
+        tmp = args.stats + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(relay.snapshot(), f)
+        os.replace(tmp, args.stats)
+
     print(" ".join(str(p) for p in relay.ports), flush=True)
     try:
-        relay.loop()
+        relay.loop(write_stats)
     finally:
-        try:
-            os.unlink(args.control)
-        except OSError:
-            pass
+        write_stats()
+        if args.control:
+            try:
+                os.unlink(args.control)
+            except OSError:
+                pass
 
 
 if __name__ == "__main__":
