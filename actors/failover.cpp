@@ -296,17 +296,8 @@ void lease_start(resource_ptr self) {
   auto& s = self->state;
   if (!s.config.automatic() || s.lease.link || !s.io.io)
     return;
-  auto io = s.io.io;
-  auto address = s.config.witness, source = s.config.source;
   auto timeout = lease_length(self);
-  auto connect = [io, address, source, timeout](std::function<void(status, peer_link_ptr)> done) {
-    peer::connect(*io, address, source, timeout,
-                  [done, timeout](status st, std::shared_ptr<peer::connection> conn) {
-                    if (!st)
-                      return done(std::move(st), nullptr);
-                    done(status::ok(), make_tcp_link(std::move(conn), timeout / 4, timeout));
-                  });
-  };
+  auto connect = tcp_connector(*s.io.io, s.config.witness, s.config.source, timeout / 4, timeout);
   s.lease.link = self->spawn<caf::linked>(witness_link, s.config, s.node,
                                           caf::actor_cast<resource_actor>(self), connect);
   self->send(self, atom::lease_tick_v);

@@ -23,22 +23,21 @@ header make_header(msg_type type, uint64_t seq = 0) {
 }
 
 void send_raw(self_ptr self, header h, buffer_ptr payload = nullptr) {
-  if (!self->state.link)
+  auto& link = self->state.line.link();
+  if (!link)
     return;
   h.payload_length = payload ? static_cast<uint32_t>(payload->size()) : 0;
-  self->state.link->send(h, std::move(payload));
+  link->send(h, std::move(payload));
 }
 
 void flush_acks(self_ptr self);
 
 /// Drops the link (if `epoch` is current), fails what waited on it and tells
-/// the resource. The primary tries again later.
+/// the resource. The primary tries again later (the line redials).
 void drop_link(self_ptr self, uint64_t epoch, const std::string& reason) {
   auto& s = self->state;
-  if (epoch != s.epoch || !s.link)
+  if (!s.line.drop(self, epoch, reason))
     return;
-  s.link->close(reason);
-  s.link.reset();
   auto was_established = s.established;
   s.established = false;
   s.last_error = reason;
@@ -65,8 +64,6 @@ void drop_link(self_ptr self, uint64_t epoch, const std::string& reason) {
   s.digests.clear();
   s.replies.reset();
   self->send(s.owner, atom::peer_down_v, reason);
-  if (s.side == role::primary)
-    self->delayed_send(self, reconnect_interval, atom::connect_v);
 }
 
 /// Hands the acknowledgements gathered from one batch of frames to the
@@ -80,44 +77,34 @@ void flush_acks(self_ptr self) {
 }
 
 void fail(self_ptr self, const std::string& reason) {
-  drop_link(self, self->state.epoch, reason);
+  drop_link(self, self->state.line.epoch(), reason);
 }
 
-void attach(self_ptr self, peer_link_ptr link) {
+/// The secondary answers "received" on the Asio thread that read the frame:
+/// a memsync primary waits for nothing else, so no actor hop is paid for it.
+void answer_received(peer_link& link, const std::vector<peer::frame>& frames) {
+  for (auto& f : frames)
+    if (f.h.type == msg_type::write && (f.h.flags & peer::flag_memsync))
+      link.send(make_header(msg_type::received, f.h.seq), nullptr);
+}
+
+/// A link was made current (its frames and close reach this actor).
+void attached(self_ptr self) {
   auto& s = self->state;
-  auto epoch = ++s.epoch;
-  s.link = link;
   s.replies.reset();
   s.established = false;
-  auto hdl = caf::actor_cast<peer_actor>(self);
-  // The secondary answers "received" on the Asio thread that read the frame:
-  // a memsync primary waits for nothing else, so no actor hop is paid for it.
-  std::weak_ptr<peer_link> weak = link;
-  auto answers_received = s.side == role::secondary;
-  link->start(
-    [hdl, epoch, weak, answers_received](std::vector<peer::frame> frames) {
-      if (answers_received)
-        if (auto l = weak.lock())
-          for (auto& f : frames)
-            if (f.h.type == msg_type::write && (f.h.flags & peer::flag_memsync))
-              l->send(make_header(msg_type::received, f.h.seq), nullptr);
-      caf::anon_send(hdl, atom::peer_frame_v, peer_frames{epoch, std::move(frames)});
-    },
-    [hdl, epoch](const std::string& reason) {
-      caf::anon_send(hdl, atom::peer_closed_v, epoch, reason);
-    });
 }
 
 // --- secondary side ----------------------------------------------------------------------------
 
 void answer_hello(self_ptr self) {
   auto& s = self->state;
-  auto epoch = s.epoch;
+  auto epoch = s.line.epoch();
   self->request(s.owner, std::chrono::seconds(30), atom::peer_hello_v, s.hello)
     .then(
       [=](peer::hello_message& reply) {
         auto& s = self->state;
-        if (epoch != s.epoch)
+        if (epoch != s.line.epoch())
           return;
         send_raw(self, make_header(msg_type::hello_reply), peer::encode_hello(reply));
         if (!reply.refusal.empty()) {
@@ -129,8 +116,9 @@ void answer_hello(self_ptr self) {
         }
         s.established = true;
         s.last_error.clear();
-        spdlog::info("{}: connected to primary {}", s.config.name, s.link->remote_address());
-        self->send(s.owner, atom::peer_up_v, peer_session{s.hello, s.link->remote_address()});
+        spdlog::info("{}: connected to primary {}", s.config.name, s.line.link()->remote_address());
+        self->send(s.owner, atom::peer_up_v,
+                   peer_session{s.hello, s.line.link()->remote_address()});
       },
       [=](caf::error& err) { drop_link(self, epoch, self->system().render(err)); });
 }
@@ -221,7 +209,8 @@ void execute(self_ptr self, peer::frame frame) {
   if (!s.pending.requests.empty() && s.pending.resync != resync)
     flush_requests(self);
   if (!s.replies)
-    s.replies = std::make_shared<frame_reply_sink>(s.link, s.config.compression, s.config.checksum);
+    s.replies = std::make_shared<frame_reply_sink>(s.line.link(), s.config.compression,
+                                                   s.config.checksum);
   s.pending.requests.push_back(std::move(r));
   s.pending.sink = s.replies;
   s.pending.from_peer = true;
@@ -235,17 +224,17 @@ template <class Hashes, class Atom, class Encode>
 void answer_hashes(self_ptr self, const header& h, Atom what, Encode encode) {
   auto& s = self->state;
   flush_requests(self);  // writes that came before it reach the resource first
-  auto epoch = s.epoch;
+  auto epoch = s.line.epoch();
   auto seq = h.seq;
   self->request(s.owner, caf::infinite, what, h.offset, static_cast<uint32_t>(h.length))
     .then(
       [=](Hashes& hashes) {
-        if (epoch != self->state.epoch)
+        if (epoch != self->state.line.epoch())
           return;
         send_raw(self, make_header(msg_type::verify_reply, seq), encode(hashes));
       },
       [=](caf::error& err) {
-        if (epoch != self->state.epoch)
+        if (epoch != self->state.line.epoch())
           return;
         spdlog::warn("{}: cannot hash [{}, +{}) for the primary: {}", self->state.config.name,
                      h.offset, h.length, self->system().render(err));
@@ -318,12 +307,12 @@ void on_secondary_frame(self_ptr self, peer::frame& frame) {
 
 void send_hello(self_ptr self) {
   auto& s = self->state;
-  auto epoch = s.epoch;
+  auto epoch = s.line.epoch();
   self->request(s.owner, std::chrono::seconds(30), atom::peer_hello_v)
     .then(
       [=](peer::hello_message& mine) {
         auto& s = self->state;
-        if (epoch != s.epoch)
+        if (epoch != s.line.epoch())
           return;
         s.hello = mine;
         send_raw(self, make_header(msg_type::hello), peer::encode_hello(mine));
@@ -353,8 +342,9 @@ void on_primary_frame(self_ptr self, peer::frame& frame) {
                             + std::to_string(reply->extent_size) + ")");
       s.established = true;
       s.last_error.clear();
-      spdlog::info("{}: connected to secondary {}", s.config.name, s.link->remote_address());
-      self->send(s.owner, atom::peer_up_v, peer_session{std::move(*reply), s.link->remote_address()});
+      spdlog::info("{}: connected to secondary {}", s.config.name, s.line.link()->remote_address());
+      self->send(s.owner, atom::peer_up_v,
+                 peer_session{std::move(*reply), s.line.link()->remote_address()});
       return;
     }
     case msg_type::received:
@@ -409,7 +399,6 @@ peer_actor::behavior_type replication_peer(peer_actor::stateful_pointer<peer_sta
   s.node = std::move(node);
   s.side = side;
   s.owner = std::move(owner);
-  s.connect = std::move(connect);
   // The key was read with the configuration (read_secrets); a resource
   // with a `secret` and no key refuses every peer below, it never runs
   // unauthenticated.
@@ -417,13 +406,14 @@ peer_actor::behavior_type replication_peer(peer_actor::stateful_pointer<peer_sta
   if (s.config.secret.empty() != s.key.empty())
     s.last_error = "the key file " + s.config.secret + " was not read; refusing every peer";
   // The primary's links prove the key before this actor sees them.
-  s.connect = with_session(std::move(s.connect),
-                           {s.key, s.config.name, s.node, "peer", s.config.encryption,
-                            peer::preferred_cipher()},
-                           peer::proof_timeout(std::chrono::seconds(s.config.timeout)));
+  if (side == role::primary)
+    s.line = reconnecting_link<peer_actor>(std::move(connect),
+                                           {s.key, s.config.name, s.node, "peer",
+                                            s.config.encryption, peer::preferred_cipher()},
+                                           std::chrono::seconds(s.config.timeout),
+                                           peer_redial_interval);
   self->set_exit_handler([=](const caf::exit_msg& msg) {
-    if (self->state.link)
-      self->state.link->close("resource stopped");
+    self->state.line.close("resource stopped");
     self->quit(msg.reason);
   });
   if (side == role::primary)
@@ -431,31 +421,24 @@ peer_actor::behavior_type replication_peer(peer_actor::stateful_pointer<peer_sta
   return {
     [=](atom::connect) {
       auto& s = self->state;
-      if (s.link || s.connecting)
-        return;
       if (!s.config.secret.empty() && s.key.empty()) {
         s.last_error = "the key file " + s.config.secret + " was not read; not connecting";
         return;
       }
-      s.connecting = true;
-      auto hdl = caf::actor_cast<peer_actor>(self);
-      s.connect([hdl](status st, peer_link_ptr link) {
-        caf::anon_send(hdl, atom::peer_connected_v, uint64_t{0}, std::move(st), std::move(link));
-      });
+      s.line.dial(self);
     },
     [=](atom::peer_connected, uint64_t, status& st, peer_link_ptr& link) {
       auto& s = self->state;
-      s.connecting = false;
-      if (!st) {
-        if (s.last_error != st.message()) {
-          spdlog::warn("{}: cannot connect to {}: {}", s.config.name, s.config.remote, st.message());
-          self->send(s.owner, atom::peer_down_v, st.message());
+      if (auto dialed = s.line.dialed(self, std::move(st), std::move(link)); !dialed) {
+        if (s.last_error != dialed.message()) {
+          spdlog::warn("{}: cannot connect to {}: {}", s.config.name, s.config.remote,
+                       dialed.message());
+          self->send(s.owner, atom::peer_down_v, dialed.message());
         }
-        s.last_error = st.message();
-        self->delayed_send(self, reconnect_interval, atom::connect_v);
+        s.last_error = dialed.message();
         return;
       }
-      attach(self, std::move(link));
+      attached(self);
       send_hello(self);
     },
     [=](atom::peer_accept, accepted_link& accepted) {
@@ -466,10 +449,10 @@ peer_actor::behavior_type replication_peer(peer_actor::stateful_pointer<peer_sta
         accepted.link->close("not authenticated");
         return;
       }
-      if (s.link) {
+      if (s.line.link()) {
         spdlog::info("{}: a new connection from {} replaces the current one", s.config.name,
                      accepted.link->remote_address());
-        drop_link(self, s.epoch, "replaced by a new connection");
+        drop_link(self, s.line.epoch(), "replaced by a new connection");
       }
       if (!s.config.secret.empty() && s.key.empty()) {
         spdlog::error("{}: refusing the primary {}: {}", s.config.name,
@@ -479,7 +462,8 @@ peer_actor::behavior_type replication_peer(peer_actor::stateful_pointer<peer_sta
       }
       // With a key, the daemon hands over only links that completed the
       // session handshake: a stranger cannot replace the current link.
-      attach(self, accepted.link);
+      s.line.attach(self, accepted.link, answer_received);
+      attached(self);
       s.hello = std::move(accepted.hello);
       answer_hello(self);
     },
@@ -487,7 +471,7 @@ peer_actor::behavior_type replication_peer(peer_actor::stateful_pointer<peer_sta
       auto& s = self->state;
       for (auto& frame : batch.frames) {
         // A frame may end the link; the rest of its batch is then stale.
-        if (batch.epoch != s.epoch || !s.link)
+        if (!s.line.is_current(batch.epoch))
           break;
         if (s.side == role::primary)
           on_primary_frame(self, frame);
@@ -533,7 +517,7 @@ peer_actor::behavior_type replication_peer(peer_actor::stateful_pointer<peer_sta
         h.payload_length = payload ? static_cast<uint32_t>(payload->size()) : 0;
         s.in_flight[call.id] = h.payload_length;
         s.in_flight_bytes += h.payload_length;
-        s.link->send(h, std::move(payload));
+        s.line.link()->send(h, std::move(payload));
       }
       if (!refused.empty())
         self->send(s.owner, atom::remote_ack_v, std::move(refused));
@@ -588,9 +572,10 @@ peer_actor::behavior_type replication_peer(peer_actor::stateful_pointer<peer_sta
       auto& s = self->state;
       peer_status st;
       st.connected = s.established;
-      st.remote_address = s.link ? s.link->remote_address() : "";
+      auto& link = s.line.link();
+      st.remote_address = link ? link->remote_address() : "";
       st.last_error = s.last_error;
-      st.queued_bytes = s.link ? s.link->queued_bytes() : 0;
+      st.queued_bytes = link ? link->queued_bytes() : 0;
       st.in_flight = s.in_flight.size();
       return st;
     },

@@ -1,5 +1,6 @@
 #pragma once
 
+#include "actors/reconnecting_link.hpp"
 #include "messages/actors.hpp"
 
 #include <array>
@@ -25,12 +26,11 @@ struct peer_state {
   std::string node;            // this node's name
   role side = role::primary;   // primary connects, secondary accepts
   resource_actor owner;
-  connector connect;           // primary only
   std::vector<uint8_t> key;    // shared secret; empty: no authentication
 
-  peer_link_ptr link;
-  uint64_t epoch = 0;          // bumps with every link; stale frames are dropped
-  bool connecting = false;
+  // The link and its epoch (stale frames are dropped); the primary dials
+  // through it and redials after a failure or a loss.
+  reconnecting_link<peer_actor> line;
   bool established = false;    // handshake complete
   std::string last_error;
 
@@ -57,13 +57,10 @@ struct peer_state {
   static inline const char* name = "hast.peer";
 };
 
-/// `side` primary: connects through `connect` and retries every few
-/// seconds. `side` secondary: waits for accepted links.
+/// `side` primary: connects through `connect` and retries every
+/// peer_redial_interval. `side` secondary: waits for accepted links.
 peer_actor::behavior_type replication_peer(peer_actor::stateful_pointer<peer_state> self,
                                            resource_config config,
                                std::string node, role side, resource_actor owner, connector connect);
-
-/// How often the primary retries a lost connection.
-inline constexpr auto reconnect_interval = std::chrono::seconds(2);
 
 } // namespace hast

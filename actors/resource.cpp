@@ -236,18 +236,9 @@ void start_peer(self_ptr self, role side) {
   connector connect = s.io.connect;
   if (side == role::primary && !connect) {
     auto io = s.home != nullptr ? &s.home->io() : s.io.io;
-    auto remote = s.config.remote;
-    auto source = s.config.source;
     auto timeout = std::chrono::milliseconds(std::chrono::seconds(s.config.timeout));
-    connect = [io, remote, source, timeout](std::function<void(status, peer_link_ptr)> done) {
-      peer::connect(*io, remote, source, timeout,
-                    [done, timeout](status st, std::shared_ptr<peer::connection> conn) {
-                      if (!st)
-                        return done(std::move(st), nullptr);
-                      done(status::ok(), make_tcp_link(std::move(conn), peer::default_keepalive,
-                                                       timeout));
-                    });
-    };
+    connect =
+      tcp_connector(*io, s.config.remote, s.config.source, peer::default_keepalive, timeout);
   }
   s.link = self->spawn<caf::linked>(replication_peer, s.config, s.node, side,
                                     caf::actor_cast<resource_actor>(self), connect);

@@ -12,22 +12,20 @@ using self_ptr = witness_link_actor::stateful_pointer<witness_link_state>;
 using peer::msg_type;
 
 void send_frame(self_ptr self, msg_type type, uint64_t seq, buffer_ptr payload) {
-  auto& s = self->state;
-  if (!s.link)
+  auto& link = self->state.line.link();
+  if (!link)
     return;
   peer::header h;
   h.type = type;
   h.seq = seq;
   h.payload_length = payload ? static_cast<uint32_t>(payload->size()) : 0;
-  s.link->send(h, std::move(payload));
+  link->send(h, std::move(payload));
 }
 
 void drop(self_ptr self, uint64_t epoch, const std::string& reason) {
   auto& s = self->state;
-  if (epoch != s.epoch || !s.link)
+  if (!s.line.drop(self, epoch, reason))
     return;
-  s.link->close(reason);
-  s.link.reset();
   auto was_up = s.up;
   s.up = false;
   if (was_up || s.last_error != reason)
@@ -37,7 +35,6 @@ void drop(self_ptr self, uint64_t epoch, const std::string& reason) {
     rp.deliver(caf::make_error(errc::disconnected, "the witness link went: " + reason));
   s.waiting.clear();
   self->send(s.owner, atom::lease_link_v, false, reason);
-  self->delayed_send(self, witness_reconnect_interval, atom::connect_v);
 }
 
 void on_frame(self_ptr self, peer::frame& f) {
@@ -46,26 +43,26 @@ void on_frame(self_ptr self, peer::frame& f) {
     case msg_type::lease_reply: {
       auto it = s.waiting.find(f.h.seq);
       if (!s.up || it == s.waiting.end())
-        return drop(self, s.epoch, "protocol error: a lease_reply nobody asked for");
+        return drop(self, s.line.epoch(), "protocol error: a lease_reply nobody asked for");
       auto reply = peer::decode_lease_reply(f.payload);
       if (!reply) {
         it->second.deliver(caf::make_error(errc::protocol_error, reply.error().message()));
         s.waiting.erase(it);
-        return drop(self, s.epoch, reply.error().message());
+        return drop(self, s.line.epoch(), reply.error().message());
       }
       it->second.deliver(std::move(*reply));
       s.waiting.erase(it);
       return;
     }
     case msg_type::goodbye:
-      return drop(self, s.epoch,
+      return drop(self, s.line.epoch(),
                   "the witness closed the link"
                     + (f.payload && f.payload->size() > 0
                          ? ": " + std::string(reinterpret_cast<const char*>(f.payload->data()),
                                               f.payload->size())
                          : std::string{}));
     default:
-      return drop(self, s.epoch,
+      return drop(self, s.line.epoch(),
                   "protocol error: unexpected " + std::string{peer::to_string(f.h.type)}
                     + " from the witness");
   }
@@ -80,59 +77,40 @@ witness_link_actor::behavior_type witness_link(self_ptr self, resource_config co
   s.config = std::move(config);
   s.node = std::move(node);
   s.owner = std::move(owner);
-  s.connect = std::move(connect);
   s.key.assign(s.config.secret_key.begin(), s.config.secret_key.end());
-  // The witness proves the key before this actor sends it anything
-  // (io/peer_link.hpp with_session, as the peer link does).
-  s.connect = with_session(std::move(s.connect),
-                           {s.key, s.config.name, s.node, "witness", s.config.encryption,
-                            peer::preferred_cipher()},
-                           peer::proof_timeout(std::chrono::seconds(s.config.timeout)));
+  // The witness proves the key before this actor sends it anything, as
+  // the peer does (actors/reconnecting_link.hpp).
+  s.line = reconnecting_link<witness_link_actor>(std::move(connect),
+                                                 {s.key, s.config.name, s.node, "witness",
+                                                  s.config.encryption, peer::preferred_cipher()},
+                                                 std::chrono::seconds(s.config.timeout),
+                                                 witness_redial_interval);
   self->set_exit_handler([=](const caf::exit_msg& msg) {
-    if (self->state.link)
-      self->state.link->close("resource stopped");
+    self->state.line.close("resource stopped");
     self->quit(msg.reason);
   });
   self->send(self, atom::connect_v);
   return {
     [=](atom::connect) {
       auto& s = self->state;
-      if (s.link || s.connecting || !s.connect)
-        return;
       if (s.key.empty()) {
         s.last_error = "no shared key (secret) was read; not connecting to the witness";
         self->send(s.owner, atom::lease_link_v, false, s.last_error);
         return;
       }
-      s.connecting = true;
-      auto hdl = caf::actor_cast<witness_link_actor>(self);
-      s.connect([hdl](status st, peer_link_ptr link) {
-        caf::anon_send(hdl, atom::peer_connected_v, uint64_t{0}, std::move(st), std::move(link));
-      });
+      s.line.dial(self);
     },
     [=](atom::peer_connected, uint64_t, status& st, peer_link_ptr& link) {
       auto& s = self->state;
-      s.connecting = false;
-      if (!st) {
-        if (s.last_error != st.message()) {
+      if (auto dialed = s.line.dialed(self, std::move(st), std::move(link)); !dialed) {
+        if (s.last_error != dialed.message()) {
           spdlog::warn("{}: cannot connect to the witness {}: {}", s.config.name, s.config.witness,
-                       st.message());
-          self->send(s.owner, atom::lease_link_v, false, st.message());
+                       dialed.message());
+          self->send(s.owner, atom::lease_link_v, false, dialed.message());
         }
-        s.last_error = st.message();
-        self->delayed_send(self, witness_reconnect_interval, atom::connect_v);
+        s.last_error = dialed.message();
         return;
       }
-      auto epoch = ++s.epoch;
-      s.link = link;
-      auto hdl = caf::actor_cast<witness_link_actor>(self);
-      link->start(
-        [hdl, epoch](std::vector<peer::frame> frames) {
-          caf::anon_send(hdl, atom::peer_frame_v, peer_frames{epoch, std::move(frames)});
-        },
-        [hdl, epoch](const std::string& reason) {
-          caf::anon_send(hdl, atom::peer_closed_v, epoch, reason);
-        });
       peer::hello_message hello;
       hello.resource = s.config.name;
       hello.node = s.node;
@@ -145,7 +123,7 @@ witness_link_actor::behavior_type witness_link(self_ptr self, resource_config co
     },
     [=](atom::peer_frame, peer_frames& batch) {
       for (auto& f : batch.frames) {
-        if (batch.epoch != self->state.epoch || !self->state.link)
+        if (!self->state.line.is_current(batch.epoch))
           break;
         on_frame(self, f);
       }

@@ -6,6 +6,7 @@
 // request goes; requests are answered by seq. It reconnects on its own and
 // tells the resource when the link comes and goes.
 
+#include "actors/reconnecting_link.hpp"
 #include "messages/actors.hpp"
 
 #include <array>
@@ -17,13 +18,10 @@ struct witness_link_state {
   resource_config config;
   std::string node;
   resource_actor owner;
-  /// Opens a TCP connection to the witness; `done` gets the link or why not.
-  std::function<void(std::function<void(status, peer_link_ptr)> done)> connect;
   std::vector<uint8_t> key;
 
-  peer_link_ptr link;
-  uint64_t epoch = 0;
-  bool connecting = false;
+  /// Dials the witness (authenticated), redials after a failure or a loss.
+  reconnecting_link<witness_link_actor> line;
   bool up = false;                      // a session with the witness is up (both sides proved the key)
   std::string last_error;
   uint64_t next_seq = 1;
@@ -36,8 +34,5 @@ witness_link_actor::behavior_type witness_link(witness_link_actor::stateful_poin
                                                resource_config config, std::string node,
                                                resource_actor owner,
                                                std::function<void(std::function<void(status, peer_link_ptr)>)> connect);
-
-/// How long the link waits before connecting again.
-inline constexpr auto witness_reconnect_interval = std::chrono::milliseconds(500);
 
 } // namespace hast

@@ -61,6 +61,21 @@ link_connector with_session(link_connector base, peer::session_params params,
   };
 }
 
+link_connector tcp_connector(asio::io_context& io, std::string remote, std::string source,
+                             std::chrono::milliseconds keepalive,
+                             std::chrono::milliseconds timeout) {
+  return [&io, remote = std::move(remote), source = std::move(source), keepalive,
+          timeout](std::function<void(status, peer_link_ptr)> done) {
+    auto made = [done = std::move(done), keepalive,
+                 timeout](status st, std::shared_ptr<peer::connection> conn) {
+      if (!st)
+        return done(std::move(st), nullptr);
+      done(status::ok(), make_tcp_link(std::move(conn), keepalive, timeout));
+    };
+    peer::connect(io, remote, source, timeout, std::move(made));
+  };
+}
+
 peer_link_ptr make_tcp_link(std::shared_ptr<peer::connection> conn,
                             std::chrono::milliseconds keepalive, std::chrono::milliseconds timeout) {
   return std::make_shared<tcp_link>(std::move(conn), keepalive, timeout);

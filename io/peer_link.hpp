@@ -52,6 +52,14 @@ using link_connector = std::function<void(std::function<void(status, peer_link_p
 link_connector with_session(link_connector base, peer::session_params params,
                             std::chrono::milliseconds timeout);
 
+/// The plain TCP connector of both dialing links: connects to `remote`
+/// from `source` within `timeout` (io/peer_transport.hpp connect) and wraps
+/// the connection as a link with `keepalive` and `timeout`. `io` must
+/// outlive the connector.
+link_connector tcp_connector(asio::io_context& io, std::string remote, std::string source,
+                             std::chrono::milliseconds keepalive,
+                             std::chrono::milliseconds timeout);
+
 /// Wraps a TCP connection from io/peer_transport as a peer_link.
 peer_link_ptr make_tcp_link(std::shared_ptr<peer::connection> conn,
                             std::chrono::milliseconds keepalive, std::chrono::milliseconds timeout);

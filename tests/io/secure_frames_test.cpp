@@ -305,6 +305,144 @@ TEST(SessionHandshake, TheServerRefusesAnOpenForAnotherResourceOrLink) {
   EXPECT_FALSE(other_link.accept_payload());
 }
 
+TEST(SessionHandshake, BothSidesDeriveTheSameKeysFromTheSameExchange) {
+  // What each side derives on its own, from the bytes it sent and received,
+  // is the key schedule of the one transcript: the sealing key of one
+  // direction is the opening key of the other, on both sides.
+  client_handshake client(params_of("the shared key!!"));
+  server_handshake server(params_of("the shared key!!"), client.open_payload());
+  auto accept = server.accept_payload();
+  ASSERT_TRUE(accept);
+  auto open = decode_session_open(client.open_payload());
+  ASSERT_TRUE(open);
+  const auto whole = std::span<const uint8_t>((*accept)->data(), (*accept)->size());
+  const auto body = whole.first(whole.size() - 32);
+  auto accept_body = decode_session_accept_body(body);
+  ASSERT_TRUE(accept_body);
+  const auto th = transcript_hash(std::span<const uint8_t>(client.open_payload()->data(),
+                                                           client.open_payload()->size()),
+                                  body);
+  const auto keys = derive_session_keys(key_bytes("the shared key!!"), open->nonce,
+                                        accept_body->nonce, th);
+  // The server's proof is the one this schedule gives.
+  EXPECT_EQ(bytes(proof(keys.server_confirm, "server", th)),
+            std::vector<uint8_t>(whole.end() - 32, whole.end()));
+  session_ciphers client_side, server_side;
+  auto client_proof = client.on_accept(*accept, client_side);
+  ASSERT_TRUE(client_proof);
+  EXPECT_EQ(std::vector<uint8_t>((*client_proof)->data(), (*client_proof)->data() + 32),
+            bytes(proof(keys.client_confirm, "client", th)));
+  ASSERT_TRUE(server.on_proof(*client_proof, server_side));
+  // Frames sealed under the derived keys open on the other side, both ways.
+  frame_cipher to_server(frame_cipher::direction::seal, client_side.cipher, client_side.encrypt,
+                         keys.client_to_server);
+  frame_cipher to_client(frame_cipher::direction::seal, server_side.cipher, server_side.encrypt,
+                         keys.server_to_client);
+  std::vector<uint8_t> data(64, 9), got;
+  ASSERT_TRUE(open_one(*server_side.opener, seal_one(to_server, msg_type::write, 1, data), &got));
+  EXPECT_EQ(got, data);
+  ASSERT_TRUE(open_one(*client_side.opener, seal_one(to_client, msg_type::done, 1, data), &got));
+  EXPECT_EQ(got, data);
+}
+
+TEST(SessionHandshake, AProofRecordedFromAnEarlierSessionIsRefused) {
+  // A complete, honest exchange, recorded on the wire.
+  client_handshake client(params_of("the shared key!!"));
+  server_handshake first(params_of("the shared key!!"), client.open_payload());
+  auto accept = first.accept_payload();
+  ASSERT_TRUE(accept);
+  session_ciphers c;
+  auto recorded_proof = client.on_accept(*accept, c);
+  ASSERT_TRUE(recorded_proof);
+  // Someone without the key replays the client's open and proof to the
+  // server: the server's fresh nonce makes the old proof worthless.
+  server_handshake replayed(params_of("the shared key!!"), client.open_payload());
+  ASSERT_TRUE(replayed.accept_payload());
+  session_ciphers s;
+  auto st = replayed.on_proof(*recorded_proof, s);
+  EXPECT_FALSE(st);
+  EXPECT_NE(st.message().find("does not know the shared key"), std::string::npos) << st.message();
+  EXPECT_FALSE(s.opener);
+  EXPECT_FALSE(s.sealer);
+}
+
+TEST(SessionHandshake, AnAcceptRecordedFromAnEarlierSessionIsRefusedByANewClient) {
+  client_handshake earlier(params_of("the shared key!!"));
+  server_handshake server(params_of("the shared key!!"), earlier.open_payload());
+  auto recorded_accept = server.accept_payload();
+  ASSERT_TRUE(recorded_accept);
+  // A stranger posing as the server answers a new client with the old accept.
+  client_handshake later(params_of("the shared key!!"));
+  session_ciphers c;
+  auto proof_payload = later.on_accept(*recorded_accept, c);
+  EXPECT_FALSE(proof_payload);
+  EXPECT_FALSE(c.opener);
+  EXPECT_FALSE(c.sealer);
+}
+
+TEST(SessionHandshake, ATruncatedGarbledOrOverlongProofIsRefused) {
+  client_handshake client(params_of("the shared key!!"));
+  server_handshake server(params_of("the shared key!!"), client.open_payload());
+  auto accept = server.accept_payload();
+  ASSERT_TRUE(accept);
+  session_ciphers c;
+  auto good = client.on_accept(*accept, c);
+  ASSERT_TRUE(good);
+  const std::vector<uint8_t> honest((*good)->data(), (*good)->data() + (*good)->size());
+  auto as_buffer = [](const std::vector<uint8_t>& v) {
+    auto b = make_buffer(v.size());
+    if (!v.empty())
+      std::memcpy(b->data(), v.data(), v.size());
+    return b;
+  };
+  std::vector<std::pair<std::string, buffer_ptr>> bad;
+  bad.emplace_back("empty", as_buffer({}));
+  bad.emplace_back("none", nullptr);
+  bad.emplace_back("first byte", as_buffer({honest.begin(), honest.begin() + 1}));
+  bad.emplace_back("31 bytes", as_buffer({honest.begin(), honest.end() - 1}));
+  auto longer = honest;
+  longer.push_back(0);
+  bad.emplace_back("33 bytes", as_buffer(longer));
+  for (std::size_t i : {std::size_t{0}, std::size_t{15}, std::size_t{31}}) {
+    auto flipped = honest;
+    flipped[i] ^= 0x80;
+    bad.emplace_back("bit flipped in byte " + std::to_string(i), as_buffer(flipped));
+  }
+  for (auto& [what, payload] : bad) {
+    session_ciphers s;
+    EXPECT_FALSE(server.on_proof(payload, s)) << what;
+    EXPECT_FALSE(s.opener) << what;
+  }
+  // The honest proof still completes the same handshake: a refusal above
+  // changed nothing on the server's side.
+  session_ciphers s;
+  EXPECT_TRUE(server.on_proof(*good, s));
+}
+
+TEST(SessionHandshake, ATruncatedOrGarbledAcceptIsRefusedByTheClient) {
+  client_handshake client(params_of("the shared key!!"));
+  server_handshake server(params_of("the shared key!!"), client.open_payload());
+  auto accept = server.accept_payload();
+  ASSERT_TRUE(accept);
+  const std::vector<uint8_t> honest((*accept)->data(), (*accept)->data() + (*accept)->size());
+  for (std::size_t keep : {std::size_t{0}, std::size_t{1}, std::size_t{32}, honest.size() - 32,
+                           honest.size() - 1}) {
+    auto cut = make_buffer(keep);
+    if (keep > 0)
+      std::memcpy(cut->data(), honest.data(), keep);
+    session_ciphers c;
+    EXPECT_FALSE(client.on_accept(cut, c)) << keep << " of " << honest.size() << " bytes";
+    EXPECT_FALSE(c.opener);
+  }
+  // The last byte of the proof altered.
+  auto garbled = make_buffer(honest.size());
+  std::memcpy(garbled->data(), honest.data(), honest.size());
+  garbled->data()[honest.size() - 1] ^= 1;
+  session_ciphers c;
+  EXPECT_FALSE(client.on_accept(garbled, c));
+  EXPECT_FALSE(c.opener);
+}
+
 TEST(SessionHandshake, AnOversizedOrMalformedOpenIsRefused) {
   auto big = make_buffer(unauthenticated_frame_limit + 1);
   std::memset(big->data(), '{', big->size());
