@@ -84,9 +84,13 @@ caf::result<std::string> grow_command(resource_ptr self, bool assume_clean) {
       auto& s = self->state;
       s.growing = false;
       if (!ok) {
+        // The size stays grown in memory and goes out with the next
+        // metadata write; a restart before that comes back with the old
+        // size, which the secondary's larger one does not prevent.
         rp.deliver(refusal(errc::io_error,
                            "the new size could not be written to the metadata of "
-                             + s.local->path()));
+                             + s.local->path() + " (the secondary has grown; run 'hastctl grow' "
+                             "again once the disk works)"));
         return;
       }
       auto how = standalone ? std::string{"no secondary"}

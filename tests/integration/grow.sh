@@ -21,12 +21,14 @@
 #      back; the pair stays identical.
 #   5. --assume-clean (both files to 96 MiB, sparse zeros on both): no
 #      resync, verify finds 0 differences.
-#   6. kill -9 of the primary, then of the secondary, right after the grow
-#      was sent (to 128 MiB): after the restart the resource has the old or
-#      the new size on each node, the pair reconnects, a second `hastctl
-#      grow` (when needed) completes it, the data is intact, verify finds 0.
-#      (Where the kill lands in the grow is not forced; the test checks the
-#      outcome whatever it was.)
+#   6. kill -9 inside the grow, placed by failing the victim's metadata
+#      slot writes (hastd_faults): the primary after the secondary grew
+#      (grow fails saying the secondary grew; nodeA restarts with the old
+#      size, nodeB has the new one, the pair connects anyway and nodeA logs
+#      the interrupted grow), then the secondary during its own grow (the
+#      primary is refused and unchanged; nodeB restarts with the old size).
+#      Each time a second `hastctl grow` completes the pair, the data is
+#      intact and verify finds 0.
 #   7. Slots too small: the files grow to 40 GiB (sparse), past what the
 #      metadata slots can describe with 1 MiB extents (32 GiB): refused,
 #      the message gives the limit and says to recreate; nothing changed.
@@ -36,6 +38,13 @@ source "$(dirname "$0")/lib/checks.bash"
 
 MiB=$((1 << 20))
 res=gr
+# Both nodes run hastd_faults (step 6 fails their metadata writes on
+# purpose); with no rules it is hastd.
+[[ -x $BUILD/hastd_faults ]] || fail "$BUILD/hastd_faults is not built"
+: > "$T/faults"
+printf '#!/bin/sh\nexec "%s" --faults "%s" "$@"\n' "$BUILD/hastd_faults" "$T/faults" > "$T/hastd-faulty"
+chmod +x "$T/hastd-faulty"
+HASTD=$T/hastd-faulty
 write_pair_config "$res" memsync
 ctl_on nodeA create -m 32M -e 1M "$res"
 ctl_on nodeB create -m 32M -e 1M "$res"
@@ -160,18 +169,42 @@ verify_clean "step 5"
 pass "--assume-clean: no resync, verify finds 0"
 
 # ---- 6. kill -9 during the grow --------------------------------------------------------------
-# kill_during NODE SIZE: grow to SIZE (files), kill -9 NODE right after the
-# grow is sent, restart it, and complete the pair.
+# The kill must land between the secondary's metadata write and the
+# primary's (or inside the secondary's): the metadata slots of the victim's
+# provider fail their writes (hastd_faults), so its grow cannot reach its
+# disk, and it is killed there.
+set_faults() {
+  printf '%s\n' "$1" > "$T/faults.new"
+  mv "$T/faults.new" "$T/faults"
+}
+# kill_during NODE: grow (files 32 MiB larger) with NODE's metadata writes
+# failing, kill -9 NODE, restart it without faults, complete the grow.
+# hastd_faults looks at its rules at an I/O at most every 50 ms, so a grow
+# right after set_faults may still go through: then the files grow by
+# 32 MiB more and the grow is tried again, until one fails.
 kill_during() {
-  local victim=$1 mib=$2 rc=0 a b want
-  truncate -s "${mib}M" "$T/a/$res.img" "$T/b/$res.img"
-  want=$((mib * MiB - 16384))
-  OLD=$(datasize nodeA)
-  ctl_on nodeA grow "$res" > "$T/kill-grow.out" 2>&1 &
-  local grow_pid=$!
+  local victim=$1 a b want dir tries=0
+  dir=$([[ $victim == nodeA ]] && echo a || echo b)
+  set_faults "write $T/$dir/$res.img 0 16384"
+  while :; do
+    MIB=$((MIB + 32))
+    truncate -s "${MIB}M" "$T/a/$res.img" "$T/b/$res.img"
+    want=$((MIB * MiB - 16384))
+    OLD=$(datasize nodeA)
+    out=$(ctl_on nodeA grow "$res" 2>&1) || break
+    ((++tries < 50)) || fail "$victim's metadata writes never failed: $out"
+  done
+  [[ $out == *"could not be written"* ]] || fail "the grow failed for another reason: $out"
+  echo "grow with $victim's metadata failing: $out"
+  if [[ $victim == nodeA ]]; then
+    [[ $out == *"secondary has grown"* ]] || fail "the primary's failure does not say the secondary grew: $out"
+    [[ $(datasize nodeB) -eq $want ]] || fail "nodeB did not grow before nodeA"
+  else
+    [[ $out == *"nodeB"* ]] || fail "the secondary's failure does not name it: $out"
+    [[ $(datasize nodeA) -eq $OLD ]] || fail "nodeA grew although nodeB refused"
+  fi
   kill9_node "$victim"
-  wait "$grow_pid" || rc=$?
-  echo "grow with $victim killed: exit $rc: $(cat "$T/kill-grow.out")"
+  set_faults ""
   start_node "$victim"
   if [[ $victim == nodeA ]]; then
     ctl_on nodeA role primary "$res"
@@ -180,22 +213,30 @@ kill_during() {
   fi
   a=$(datasize nodeA)
   b=$(datasize nodeB)
-  [[ ($a -eq $OLD || $a -eq $want) && ($b -eq $OLD || $b -eq $want) ]] \
-    || fail "after kill -9 of $victim: sizes nodeA $a, nodeB $b (old $OLD, new $want)"
-  echo "after kill -9 of $victim: nodeA $a, nodeB $b"
-  wait_status nodeA "$res" complete 60
-  if [[ $a -ne $want ]]; then
-    out=$(ctl_on nodeA grow "$res" 2>&1) || fail "hastctl grow after kill -9 of $victim: $out"
+  echo "after kill -9 of $victim: nodeA $a, nodeB $b (old $OLD, new $want)"
+  [[ $a -eq $OLD ]] || fail "nodeA came back with $a bytes, not the old $OLD"
+  if [[ $victim == nodeA ]]; then
+    [[ $b -eq $want ]] || fail "nodeB has $b bytes, not the new $want"
+  else
+    [[ $b -eq $OLD ]] || fail "nodeB came back with $b bytes, not the old $OLD"
   fi
+  # The pair connects either way (a secondary larger than its primary is
+  # an interrupted grow), and a second grow completes it.
+  wait_status nodeA "$res" complete 60
+  if [[ $victim == nodeA ]]; then
+    log_has "interrupted grow" "$T/nodeA.log" || fail "nodeA does not log the interrupted grow"
+  fi
+  out=$(ctl_on nodeA grow "$res" 2>&1) || fail "hastctl grow after kill -9 of $victim: $out"
   both_sizes_are "$want" || fail "the pair did not reach $want after kill -9 of $victim"
   wait_status nodeA "$res" complete 60
   check_before "after kill -9 of $victim"
   verify_clean "kill -9 of $victim"
   same_regions "$res"
-  pass "kill -9 of $victim during a grow: old or new size, completed, data intact"
+  pass "kill -9 of $victim inside a grow: it came back with the old size, the grow completed, data intact"
 }
-kill_during nodeA 128
-kill_during nodeB 160
+MIB=96
+kill_during nodeA
+kill_during nodeB
 
 # ---- 7. slots too small ---------------------------------------------------------------------
 SIZE=$(datasize nodeA)
