@@ -32,6 +32,8 @@
 #   7. Slots too small: the files grow to 40 GiB (sparse), past what the
 #      metadata slots can describe with 1 MiB extents (32 GiB): refused,
 #      the message gives the limit and says to recreate; nothing changed.
+#   8. A second resource created larger on nodeA than on nodeB: the
+#      secondary refuses the primary at the handshake, saying it is smaller.
 BUILD=$1
 source "$(dirname "$0")/lib/common.bash"
 source "$(dirname "$0")/lib/checks.bash"
@@ -46,6 +48,24 @@ printf '#!/bin/sh\nexec "%s" --faults "%s" "$@"\n' "$BUILD/hastd_faults" "$T/fau
 chmod +x "$T/hastd-faulty"
 HASTD=$T/hastd-faulty
 write_pair_config "$res" memsync
+# gs (step 8): created larger on nodeA than on nodeB.
+cat >> "$T/hast.conf" <<CONF
+resource gs {
+  device off
+  replication memsync
+  timeout 5
+  on nodeA {
+    local $T/a/gs.img
+    remote tcp://127.0.0.1:$PORT_B
+    nbd uds://$T/a/gs.nbd
+  }
+  on nodeB {
+    local $T/b/gs.img
+    remote tcp://127.0.0.1:$PORT_A
+    nbd uds://$T/b/gs.nbd
+  }
+}
+CONF
 ctl_on nodeA create -m 32M -e 1M "$res"
 ctl_on nodeB create -m 32M -e 1M "$res"
 start_node nodeA
@@ -246,5 +266,15 @@ expect_exit 2 "recreate" ctl_on nodeA grow "$res"
 both_sizes_are "$SIZE" || fail "a grow refused for the slots changed the data size"
 check_before "after the refused grow"
 pass "slots too small: refused with the limit"
+
+# ---- 8. a secondary smaller than its primary is refused at the handshake -------------------
+ctl_on nodeA create -m 48M -e 1M gs
+ctl_on nodeB create -m 32M -e 1M gs
+ctl_on nodeB role secondary gs
+ctl_on nodeA role primary gs
+refused_smaller() { log_has "gs: connection to the peer failed: refused by the secondary: data size or extent size differs.*the secondary is smaller" "$T/nodeA.log"; }
+wait_until 30 "nodeA to log the smaller secondary's refusal" refused_smaller
+ctl_on nodeA status gs | grep -q complete && fail "a pair with a smaller secondary is complete"
+pass "a secondary smaller than its primary is refused with the reason"
 
 finish_test grow
