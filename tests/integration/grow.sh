@@ -140,6 +140,8 @@ NEW=$((64 * MiB - 16384))
 ctl_on nodeA events --json "$res" > "$T/events.json" 2>&1 &
 EVENTS_PID=$!
 STARTED_PIDS+=("$EVENTS_PID")
+stream_up() { grep -q '"event":"exists"' "$T/events.json"; }
+wait_until 10 "the event stream to start" stream_up
 fio_bg load --ioengine=nbd --uri="$URI" --rw=randwrite --bs=4k --iodepth=8 \
   --offset=16M --size=16M --verify=crc32c --do_verify=1 --verify_fatal=1 --loops=3
 out=$(ctl_on nodeA grow "$res" 2>&1) || fail "hastctl grow: $out"
