@@ -135,6 +135,17 @@ nlohmann::json handle_control(caf::actor_system& sys, const supervisor_actor& su
           reply = {{"results", list}};
         },
         on_error);
+  } else if (command == "grow") {
+    self->request(sup, control_timeout, atom::grow_v, names, request.value("assume_clean", false))
+      .receive(
+        [&](std::vector<verify_outcome>& outcomes) {
+          auto list = nlohmann::json::array();
+          for (auto& o : outcomes)
+            list.push_back({{"resource", o.resource}, {"message", o.message}, {"error", o.error},
+                            {"error_number", o.error_number}});
+          reply = {{"results", list}};
+        },
+        on_error);
   } else {
     spdlog::warn("control: unknown command '{}'", command);
     reply = {{"error", "unknown command '" + command + "'"}};

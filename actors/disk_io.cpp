@@ -16,8 +16,10 @@ disk_io_actor::behavior_type disk_io(disk_io_actor::stateful_pointer<disk_io_sta
   s.data_offset = data_offset;
   // The data area: the metadata's datasize, and never past the provider's
   // end (read_metadata checks that it fits; the slack after it is no one's).
-  const uint64_t area =
-    std::min(datasize, local->size() > data_offset ? local->size() - data_offset : 0);
+  auto fitting = [local, data_offset](uint64_t size) {
+    return std::min(size, local->size() > data_offset ? local->size() - data_offset : 0);
+  };
+  s.area = fitting(datasize);
   std::string why;
   auto weak = caf::actor_cast<caf::weak_actor_ptr>(owner);
   s.engine = disk_engine::make(
@@ -45,6 +47,7 @@ disk_io_actor::behavior_type disk_io(disk_io_actor::stateful_pointer<disk_io_sta
       // disk. The data plane's metadata slot writes (`in_provider`) are the
       // provider's already.
       const auto base = self->state.data_offset;
+      const auto area = self->state.area;
       for (auto& op : ops) {
         if (op.in_provider)
           continue;
@@ -55,6 +58,11 @@ disk_io_actor::behavior_type disk_io(disk_io_actor::stateful_pointer<disk_io_sta
           op.offset += base;
       }
       self->state.engine->submit(std::move(ops));
+    },
+    [=](atom::grow, uint64_t datasize) {
+      // Online growth: the resource sends this before any request for the
+      // new space (one sender: the mailbox keeps the order).
+      self->state.area = std::max(self->state.area, fitting(datasize));
     },
   };
 }

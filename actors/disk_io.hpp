@@ -21,6 +21,7 @@ struct disk_home {
 struct disk_io_state {
   std::unique_ptr<disk_engine> engine;  // drains its in-flight operations when destroyed
   uint64_t data_offset = 0;             // where the data region starts in the provider
+  uint64_t area = 0;                    // bytes of the data region (grows: atom::grow)
   static inline const char* name = "hast.disk_io";
 };
 

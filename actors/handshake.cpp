@@ -39,10 +39,17 @@ peer::hello_message answer_primary(resource_ptr self, const peer::hello_message&
                     + std::to_string(peer::protocol_version) + ")";
     return reply;
   }
-  if (p.datasize != s.plane->md().datasize || p.extent_size != s.plane->md().extent_size) {
+  // A primary smaller than us is one whose grow was interrupted after we
+  // grew (docs/METADATA.md, "Online growth"): it never writes past its end.
+  // A larger one would write where we have no room.
+  if (p.datasize > s.plane->md().datasize || p.extent_size != s.plane->md().extent_size) {
     reply.refusal = "data size or extent size differs (primary " + std::to_string(p.datasize) + "/"
                     + std::to_string(p.extent_size) + ", secondary "
-                    + std::to_string(s.plane->md().datasize) + "/" + std::to_string(s.plane->md().extent_size) + ")";
+                    + std::to_string(s.plane->md().datasize) + "/" + std::to_string(s.plane->md().extent_size) + ")"
+                    + (p.datasize > s.plane->md().datasize && p.extent_size == s.plane->md().extent_size
+                         ? "; the secondary is smaller: it cannot take the primary's writes past its end"
+                           " (docs/METADATA.md, \"Online growth\")"
+                         : "");
     return reply;
   }
   auto fresh = s.plane->md().localcnt == 0 && s.plane->md().remotecnt == 0;

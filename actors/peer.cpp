@@ -6,6 +6,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <cstring>
+
 
 namespace hast {
 
@@ -62,6 +64,9 @@ void drop_link(self_ptr self, uint64_t epoch, const std::string& reason) {
   for (auto& [id, rp] : s.digests)
     rp.deliver(caf::make_error(errc::disconnected, "the peer disconnected"));
   s.digests.clear();
+  for (auto& [id, rp] : s.grows)
+    rp.deliver(caf::make_error(errc::disconnected, "the peer disconnected during the grow"));
+  s.grows.clear();
   s.replies.reset();
   self->send(s.owner, atom::peer_down_v, reason);
 }
@@ -271,6 +276,37 @@ void deliver_hashes(self_ptr self, Promises& waiting, const header& h, const buf
   rp.deliver(std::move(*hashes));
 }
 
+/// Secondary: the primary grows the resource (online growth). The answer
+/// carries our data size once it is in the metadata on disk, or the
+/// reason of a refusal as its payload.
+void answer_grow(self_ptr self, const header& h) {
+  auto& s = self->state;
+  flush_requests(self);
+  auto epoch = s.epoch;
+  auto seq = h.seq;
+  self->request(s.owner, caf::infinite, atom::grow_v, h.offset)
+    .then(
+      [=](uint64_t datasize) {
+        if (epoch != self->state.epoch)
+          return;
+        auto reply = make_header(msg_type::grow_reply, seq);
+        reply.offset = datasize;
+        send_raw(self, reply);
+      },
+      [=](caf::error& err) {
+        if (epoch != self->state.epoch)
+          return;
+        auto why = err.context().match_elements<std::string>()
+                     ? err.context().get_as<std::string>(0)
+                     : self->system().render(err);
+        auto reply = make_header(msg_type::grow_reply, seq);
+        reply.error = err.category() == caf::atom("hast") ? err.code() : static_cast<uint32_t>(errc::io_error);
+        auto payload = make_buffer(why.size());
+        std::memcpy(payload->data(), why.data(), why.size());
+        send_raw(self, reply, std::move(payload));
+      });
+}
+
 void on_secondary_frame(self_ptr self, peer::frame& frame) {
   auto& s = self->state;
   auto& h = frame.h;
@@ -297,6 +333,10 @@ void on_secondary_frame(self_ptr self, peer::frame& frame) {
       if (s.established)
         self->send(s.owner, atom::sync_done_v, h.offset, (h.flags & 1) != 0);
       return;
+    case msg_type::grow:
+      if (!s.established)
+        return fail(self, "protocol error: grow before the handshake completed");
+      return answer_grow(self, h);
     default:
       return fail(self, "protocol error: unexpected " + std::string{peer::to_string(h.type)}
                           + " from the primary");
@@ -333,9 +373,18 @@ void on_primary_frame(self_ptr self, peer::frame& frame) {
           self->send(s.owner, atom::split_brain_v);
         return fail(self, "refused by the secondary: " + reply->refusal);
       }
-      if (reply->datasize != s.hello.datasize)
+      // A secondary larger than us finished a grow we did not (killed in
+      // between, docs/METADATA.md "Online growth"): nothing is lost, we never
+      // write past our end; hastctl grow completes it. A smaller one could
+      // not take our writes past its end.
+      if (reply->datasize < s.hello.datasize)
         return fail(self, "data size differs between nodes (here " + std::to_string(s.hello.datasize)
-                            + ", peer " + std::to_string(reply->datasize) + ")");
+                            + ", peer " + std::to_string(reply->datasize)
+                            + "): grow the secondary's provider and its resource first");
+      if (reply->datasize > s.hello.datasize)
+        spdlog::warn("{}: the secondary's data size {} is larger than ours ({}): an interrupted "
+                     "grow; run 'hastctl grow {}' here to complete it",
+                     s.config.name, reply->datasize, s.hello.datasize, s.config.name);
       if (reply->extent_size != s.hello.extent_size)
         return fail(self, "extent size differs between nodes (here "
                             + std::to_string(s.hello.extent_size) + ", peer "
@@ -377,6 +426,25 @@ void on_primary_frame(self_ptr self, peer::frame& frame) {
         return fail(self, data.error().message());
       }
       rp.deliver(std::move(*data));
+      return;
+    }
+    case msg_type::grow_reply: {
+      auto it = s.grows.find(h.seq);
+      if (it == s.grows.end())
+        return fail(self, "protocol error: grow reply for unknown request " + std::to_string(h.seq));
+      auto rp = it->second;
+      s.grows.erase(it);
+      if (h.error != 0) {
+        std::string why = "the secondary refused to grow";
+        if (frame.payload && frame.payload->size() > 0 && frame.payload->size() <= 4096)
+          why += ": " + std::string(reinterpret_cast<const char*>(frame.payload->data()),
+                                    frame.payload->size());
+        auto code = h.error <= static_cast<uint32_t>(errc::shutting_down) ? static_cast<errc>(h.error)
+                                                                          : errc::io_error;
+        rp.deliver(caf::make_error(code, why));
+        return;
+      }
+      rp.deliver(h.offset);
       return;
     }
     case msg_type::verify_reply:
@@ -560,6 +628,18 @@ peer_actor::behavior_type replication_peer(peer_actor::stateful_pointer<peer_sta
       send_raw(self, h);
       auto rp = self->make_response_promise<block_digests>();
       s.digests.emplace(id, rp);
+      return rp;
+    },
+    [=](atom::grow, uint64_t datasize) -> caf::result<uint64_t> {
+      auto& s = self->state;
+      if (!s.established)
+        return caf::make_error(errc::disconnected, "the secondary is not connected");
+      auto id = s.next_read_id++;
+      auto h = make_header(msg_type::grow, id);
+      h.offset = datasize;
+      send_raw(self, h);
+      auto rp = self->make_response_promise<uint64_t>();
+      s.grows.emplace(id, rp);
       return rp;
     },
     [=](atom::sync_done, uint64_t localcnt, bool complete) {

@@ -46,6 +46,7 @@ struct peer_state {
   std::map<uint64_t, caf::typed_response_promise<buffer_ptr>> reads;
   std::map<uint64_t, caf::typed_response_promise<block_hashes>> verifies;  // by seq
   std::map<uint64_t, caf::typed_response_promise<block_digests>> digests;  // by seq (checksum resync)
+  std::map<uint64_t, caf::typed_response_promise<uint64_t>> grows;         // by seq (online growth)
   nbd_batch pending;  // secondary: requests of the frames being handled, for the resource
   remote_acks acks;                        // gathered from the current batch of frames
   uint64_t next_read_id = 1ull << 62;      // apart from the resource's write ids

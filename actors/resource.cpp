@@ -913,6 +913,14 @@ resource_actor::behavior_type resource(resource_actor::stateful_pointer<resource
       activation act{self};
       return verify_command(self, repair, stop);
     },
+    [=](atom::grow, bool assume_clean) -> caf::result<std::string> {
+      activation act{self};
+      return grow_command(self, assume_clean);
+    },
+    [=](atom::grow, uint64_t datasize) -> caf::result<uint64_t> {
+      activation act{self};
+      return grow_from_primary(self, datasize);
+    },
     [=](atom::verify_range, uint64_t offset, uint32_t length) -> caf::result<block_hashes> {
       activation act{self};
       return hash_range(self, offset, length);

@@ -200,6 +200,7 @@ struct resource_state {
   bool bumped = false;              // localcnt raised for the current outage
   bool split_brain = false;         // both nodes wrote apart; never resolved silently
   bool discard_local = false;       // hastctl resync --discard-local: give up our changes
+  bool growing = false;             // hastctl grow (or the primary's grow request) under way
   uint64_t synced_total = 0;        // bytes copied by resyncs since start
   uint64_t sync_serial = 0;         // numbers every extent copy (sync_extent::serial)
   // A failing local disk (md.local_stale): writes it failed completed on the
@@ -321,6 +322,12 @@ void mark_for_sync(resource_ptr self, uint64_t offset, uint64_t length);
 /// starts (or feeds) the resync.
 void sync_ranges(resource_ptr self, uint64_t extent,
                  const std::vector<std::pair<uint64_t, uint64_t>>& ranges);
+
+// grow.cpp
+/// Primary: hastctl grow; grows the secondary, then this node.
+caf::result<std::string> grow_command(resource_ptr self, bool assume_clean);
+/// Secondary: the primary's grow request.
+caf::result<uint64_t> grow_from_primary(resource_ptr self, uint64_t datasize);
 
 // verify.cpp
 caf::result<std::string> verify_command(resource_ptr self, bool repair, bool stop);

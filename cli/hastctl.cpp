@@ -23,6 +23,7 @@ constexpr command_entry commands[] = {
     {"role", hast::cli::run_role},     {"status", hast::cli::run_status},
     {"list", hast::cli::run_list},
     {"resync", hast::cli::run_resync}, {"verify", hast::cli::run_verify},
+    {"grow", hast::cli::run_grow},
     {"attach", hast::cli::run_attach}, {"detach", hast::cli::run_detach},
     {"events", hast::cli::run_events},
 };

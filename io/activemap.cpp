@@ -205,6 +205,23 @@ bool activemap::forget_keepdirty() {
   return true;
 }
 
+void activemap::grow(uint64_t datasize) {
+  if (datasize <= datasize_)
+    throw std::invalid_argument("activemap: cannot grow from " + std::to_string(datasize_)
+                                + " to " + std::to_string(datasize) + " bytes");
+  auto extents = extents_for(datasize, extent_size_);
+  if (extents / 8 + (extents % 8 != 0 ? 1 : 0) > max_bitmap_bytes)
+    throw std::invalid_argument("activemap: a data size of " + std::to_string(datasize)
+                                + " bytes needs a bitmap larger than metadata can hold");
+  datasize_ = datasize;
+  extents_ = extents;
+  syncmap_.resize(bitmap_bytes(), 0);
+  on_disk_.resize(bitmap_bytes(), 0);
+  if (in_flight_)
+    in_flight_->resize(bitmap_bytes(), 0);
+  changed_ = true;
+}
+
 void activemap::clear_all_sync() {
   std::fill(syncmap_.begin(), syncmap_.end(), uint8_t{0});
   sync_count_ = 0;

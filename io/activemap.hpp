@@ -107,6 +107,13 @@ public:
   /// Returns false, changing nothing, while writes are in flight.
   bool forget_keepdirty();
 
+  /// Online growth: the data area now ends at `datasize` (larger than
+  /// before; throws std::invalid_argument otherwise). The new extents start
+  /// clean in memory and on disk (the caller marks them for sync unless
+  /// the new space is known to be equal on both nodes); a commit in flight
+  /// keeps its image, extended with clean bits.
+  void grow(uint64_t datasize);
+
   /// Forgets every extent to sync (the peer confirmed it holds our data).
   void clear_all_sync();
 

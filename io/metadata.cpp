@@ -493,6 +493,64 @@ status write_metadata(const provider &prov, metadata &md, bool flush) {
   return status::ok();
 }
 
+uint64_t max_datasize(const metadata &md) {
+  if (md.extent_size == 0 || md.data_offset < 2 * block)
+    return md.datasize;
+  auto room = md.data_offset / 2 - metadata_header_size;  // bitmap bytes a slot holds
+  if (room > UINT32_MAX)
+    room = UINT32_MAX;
+  // Extents are counted rounded up, so every extent of the last byte may be
+  // partial; the data size stays a multiple of 4096.
+  auto extents = room * 8;
+  if (extents > UINT64_MAX / md.extent_size)
+    return UINT64_MAX / block * block;
+  return extents * md.extent_size;
+}
+
+result<uint64_t> growth_target(const metadata &md, uint64_t provider_size, uint64_t wanted) {
+  auto area = provider_size > md.data_offset ? (provider_size - md.data_offset) / block * block : 0;
+  auto target = wanted != 0 ? std::min(wanted / block * block, area) : area;
+  if (wanted != 0 && wanted > area)
+    return status{errc::invalid_argument,
+                  fmt::format("the provider holds a data area of at most {} bytes ({}), less than "
+                              "the {} bytes asked for; grow the provider first",
+                              area, humanize(area), wanted)};
+  if (target <= md.datasize)
+    return status{errc::invalid_argument,
+                  fmt::format("the provider did not grow: its data area holds {} bytes ({}) and "
+                              "the resource already uses {} ({}); grow the provider first "
+                              "(e.g. lvextend), on both nodes",
+                              area, humanize(area), md.datasize, humanize(md.datasize))};
+  auto limit = max_datasize(md);
+  if (target > limit)
+    return status{errc::invalid_argument,
+                  fmt::format("the metadata slots ({} bytes each, sized at create) hold the "
+                              "activemap of at most {} bytes ({}) of data with extents of {}; the "
+                              "provider offers {} ({}). Grow the provider to at most {} bytes in "
+                              "all, or recreate the resource (hastctl create, then a full sync) "
+                              "to use more",
+                              md.data_offset / 2, limit, humanize(limit),
+                              humanize(md.extent_size), target, humanize(target),
+                              md.data_offset + limit)};
+  return target;
+}
+
+status grow_metadata(metadata &md, uint64_t new_datasize) {
+  if (new_datasize % block != 0 || new_datasize <= md.datasize)
+    return status{errc::invalid_argument,
+                  fmt::format("cannot grow from {} to {} bytes: the new size must be a larger "
+                              "multiple of 4096",
+                              md.datasize, new_datasize)};
+  if (new_datasize > max_datasize(md))
+    return status{errc::invalid_argument,
+                  fmt::format("cannot grow to {} bytes: the metadata slots hold the activemap of "
+                              "at most {} bytes",
+                              new_datasize, max_datasize(md))};
+  md.datasize = new_datasize;
+  md.bitmap.resize(static_cast<size_t>(bitmap_bytes_for(new_datasize, md.extent_size)), 0);
+  return status::ok();
+}
+
 uint64_t count_dirty(std::span<const uint8_t> bitmap) {
   uint64_t n = 0;
   for (auto byte : bitmap)

@@ -111,6 +111,27 @@ std::string render_metadata(const metadata &md);
 /// The same as a JSON object ("name", "datasize", "extentsize", ...).
 nlohmann::json metadata_json(const metadata &md);
 
+/// Online growth (docs/METADATA.md, "Online growth"). The slot size, and so
+/// the data offset, never change after create: the largest data size whose
+/// bitmap still fits in a slot of `md`.
+uint64_t max_datasize(const metadata &md);
+
+/// The data size `md` grows to on a provider of `provider_size` bytes: all
+/// of the provider after the data offset, in whole 4 KiB blocks, or
+/// `wanted` (nonzero) if that is smaller. invalid_argument, with what to
+/// do, when that is not larger than md.datasize (the provider did not
+/// grow) or when the bitmap of that size would not fit in the slots (the
+/// message says how far the resource can grow).
+result<uint64_t> growth_target(const metadata &md, uint64_t provider_size, uint64_t wanted = 0);
+
+/// Sets md.datasize to `new_datasize` and extends md.bitmap with zero bits
+/// (the caller marks what must be synced). `new_datasize` must be a
+/// multiple of 4096, larger than md.datasize and at most max_datasize(md);
+/// invalid_argument otherwise, `md` unchanged. Nothing is written: a
+/// write_metadata after it puts the new size into the older slot, so a
+/// crash leaves the old size or the new one.
+status grow_metadata(metadata &md, uint64_t new_datasize);
+
 /// Number of bits set in a metadata bitmap.
 uint64_t count_dirty(std::span<const uint8_t> bitmap);
 

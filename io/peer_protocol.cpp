@@ -64,6 +64,8 @@ bool known_type(uint8_t t) {
     case msg_type::sync_done:
     case msg_type::verify:
     case msg_type::verify_reply:
+    case msg_type::grow:
+    case msg_type::grow_reply:
     case msg_type::goodbye:
     case msg_type::witness_hello:
     case msg_type::lease_request:
@@ -405,6 +407,8 @@ std::string_view to_string(msg_type type) {
     case msg_type::sync_done: return "sync_done";
     case msg_type::verify: return "verify";
     case msg_type::verify_reply: return "verify_reply";
+    case msg_type::grow: return "grow";
+    case msg_type::grow_reply: return "grow_reply";
     case msg_type::goodbye: return "goodbye";
     case msg_type::witness_hello: return "witness_hello";
     case msg_type::lease_request: return "lease_request";

@@ -51,6 +51,8 @@ enum class msg_type : uint8_t {
   sync_done = 16,      // primary → secondary: resync complete; `offset` carries the primary's localcnt
   verify = 17,         // primary → secondary: hash the blocks of `length` bytes at offset (no payload)
   verify_reply = 23,   // reply to verify: the block hashes (io/block_hash.hpp), or `error`
+  grow = 18,           // primary → secondary: grow to the data size in `offset` (online growth)
+  grow_reply = 24,     // reply to grow: `offset` = the secondary's data size, or `error` and a reason
   goodbye = 30,        // either way: orderly close; the payload may hold a reason
   witness_hello = 40,  // data node → witness: which resource and node (a hello_message)
   lease_request = 41,  // data node → witness: renew, claim or release the lease (lease_request)

@@ -74,7 +74,7 @@ provider::provider(int fd, std::string path, uint64_t size, bool direct, bool wr
       block_device_(block_device) {}
 
 provider::provider(provider &&other) noexcept
-    : fd_(std::exchange(other.fd_, -1)), path_(std::move(other.path_)), size_(other.size_),
+    : fd_(std::exchange(other.fd_, -1)), path_(std::move(other.path_)), size_(other.size_.load()),
       direct_(other.direct_), writable_(other.writable_), block_device_(other.block_device_),
       faults_(std::move(other.faults_)), rmw_locks_(other.rmw_locks_) {}
 
@@ -83,7 +83,7 @@ provider &provider::operator=(provider &&other) noexcept {
     close();
     fd_ = std::exchange(other.fd_, -1);
     path_ = std::move(other.path_);
-    size_ = other.size_;
+    size_ = other.size_.load();
     direct_ = other.direct_;
     writable_ = other.writable_;
     block_device_ = other.block_device_;
@@ -130,6 +130,24 @@ result<provider> provider::open(const std::string &path, bool writable) {
                   fmt::format("{}: not a block device or regular file", path)};
   }
   return prov;
+}
+
+result<uint64_t> provider::refresh_size() const {
+  struct stat st {};
+  if (::fstat(fd_, &st) != 0)
+    return status{errc::io_error, fmt::format("{}: cannot stat: {}", path_, std::strerror(errno))};
+  uint64_t bytes = 0;
+  if (S_ISBLK(st.st_mode)) {
+    if (::ioctl(fd_, BLKGETSIZE64, &bytes) != 0)
+      return status{errc::io_error,
+                    fmt::format("{}: cannot get the device size: {}", path_, std::strerror(errno))};
+  } else {
+    bytes = static_cast<uint64_t>(st.st_size);
+  }
+  auto now = size_.load(std::memory_order_acquire);
+  if (bytes > now)
+    size_.store(bytes, std::memory_order_release);
+  return std::max(bytes, now);
 }
 
 result<provider> provider::create_file(const std::string &path, uint64_t size) {
@@ -206,7 +224,7 @@ status provider::read(void *buf, size_t len, uint64_t off) const {
   if (off > size_ || len > size_ - off)
     return {errc::invalid_argument,
             fmt::format("{}: read of {} bytes at offset {} beyond the end ({} bytes)", path_, len,
-                        off, size_)};
+                        off, size())};
   if (int error = fault(io_kind::read, off, len))
     return injected("read", off, error);
   if (len == 0)
@@ -234,7 +252,7 @@ status provider::write(const void *buf, size_t len, uint64_t off) const {
   if (off > size_ || len > size_ - off)
     return {errc::invalid_argument,
             fmt::format("{}: write of {} bytes at offset {} beyond the end ({} bytes)", path_, len,
-                        off, size_)};
+                        off, size())};
   if (int error = fault(io_kind::write, off, len))
     return injected("write", off, error);
   return write_bytes(buf, len, off);
@@ -321,7 +339,7 @@ status provider::write_zeroes(uint64_t off, uint64_t len, bool may_punch) const 
   if (off > size_ || len > size_ - off)
     return {errc::invalid_argument,
             fmt::format("{}: zeroing {} bytes at offset {} beyond the end ({} bytes)", path_, len,
-                        off, size_)};
+                        off, size())};
   if (int error = fault(io_kind::write_zeroes, off, len))
     return injected("zeroing", off, error);
   return zero_range(off, len, may_punch);
@@ -331,7 +349,7 @@ status provider::discard(uint64_t off, uint64_t len) const {
   if (off > size_ || len > size_ - off)
     return {errc::invalid_argument,
             fmt::format("{}: discard of {} bytes at offset {} beyond the end ({} bytes)", path_,
-                        len, off, size_)};
+                        len, off, size())};
   if (int error = fault(io_kind::discard, off, len))
     return injected("discard", off, error);
   return zero_range(off, len, true);

@@ -18,6 +18,7 @@
 #include "base/errc.hpp"
 
 #include <array>
+#include <atomic>
 #include <cstddef>
 #include <memory>
 #include <mutex>
@@ -66,8 +67,13 @@ public:
   ~provider();
 
   int fd() const { return fd_; }
-  /// Bytes: BLKGETSIZE64 for a block device, st_size for a file, at open.
-  uint64_t size() const { return size_; }
+  /// Bytes: BLKGETSIZE64 for a block device, st_size for a file, at open
+  /// or at the last refresh_size().
+  uint64_t size() const { return size_.load(std::memory_order_acquire); }
+  /// Reads the size again (the device or file grew: online growth). Never
+  /// shrinks what size() says: I/O that was in range stays so. Returns the
+  /// size now.
+  result<uint64_t> refresh_size() const;
   bool direct() const { return direct_; }
   bool writable() const { return writable_; }
   bool is_block_device() const { return block_device_; }
@@ -119,7 +125,8 @@ private:
 
   int fd_ = -1;
   std::string path_;
-  uint64_t size_ = 0;
+  // Atomic: refresh_size() may run while disk threads do I/O.
+  mutable std::atomic<uint64_t> size_{0};
   bool direct_ = false;
   bool writable_ = false;
   bool block_device_ = false;

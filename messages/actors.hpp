@@ -207,6 +207,7 @@ CAF_BEGIN_TYPE_ID_BLOCK(hast, caf::first_custom_type_id)
   CAF_ADD_ATOM(hast, hast::atom, subscribe, "hsubscr")
   CAF_ADD_ATOM(hast, hast::atom, events_tick, "hevtick")
   CAF_ADD_ATOM(hast, hast::atom, export_closed, "hexpclosed")
+  CAF_ADD_ATOM(hast, hast::atom, grow, "hgrow")
 CAF_END_TYPE_ID_BLOCK(hast)
 
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hast::buffer_ptr)
@@ -261,7 +262,9 @@ using event_hub_actor = caf::typed_actor<
 /// per reap, tagged as submitted.
 using disk_io_actor = caf::typed_actor<
   // Issues every operation of the batch (io_uring: one io_uring_submit).
-  caf::reacts_to<atom::submit, disk_batch>>;
+  caf::reacts_to<atom::submit, disk_batch>,
+  // Online growth: the data area now holds this many bytes.
+  caf::reacts_to<atom::grow, uint64_t>>;
 
 
 /// One replicated resource: owns its role, metadata, activemap and counters.
@@ -325,7 +328,14 @@ using resource_actor = caf::typed_actor<
   // failover auto: the link to the witness came up (true) or went (false, why).
   caf::reacts_to<atom::lease_link, bool, std::string>,
   // failover auto: time to renew the lease (primary) or claim it (secondary).
-  caf::reacts_to<atom::lease_tick>>;
+  caf::reacts_to<atom::lease_tick>,
+  // Primary: hastctl grow [--assume-clean]: grows the secondary, then this
+  // node, to what the providers now hold (docs/METADATA.md, "Online
+  // growth"). Answers one line.
+  caf::replies_to<atom::grow, bool>::with<std::string>,
+  // Secondary: the primary grows the resource to this data size; answers
+  // the data size now, once it is in the metadata on disk.
+  caf::replies_to<atom::grow, uint64_t>::with<uint64_t>>;
 
 /// failover auto, on a data node: the link to the witness. Connects,
 /// authenticates both ways, and carries the resource's lease requests;
@@ -376,6 +386,9 @@ using peer_actor = caf::typed_actor<
   caf::replies_to<atom::verify_range, uint64_t, uint32_t>::with<block_hashes>,
   // Primary: the secondary's block digests of a range (checksum resync).
   caf::replies_to<atom::range_digests, uint64_t, uint32_t>::with<block_digests>,
+  // Primary: asks the secondary to grow to this data size (online
+  // growth); answers its data size now, or its refusal.
+  caf::replies_to<atom::grow, uint64_t>::with<uint64_t>,
   // Reports the link's state.
   caf::replies_to<atom::status>::with<peer_status>>;
 
@@ -404,6 +417,9 @@ using supervisor_actor = caf::typed_actor<
   caf::reacts_to<atom::failover, std::string, role, std::string>,
   // The peer listener accepted a connection for the witness.
   caf::reacts_to<atom::witness_accept, accepted_link>,
+  // hastctl grow [--assume-clean]: one outcome per named resource.
+  caf::replies_to<atom::grow, std::vector<std::string>, bool>::with<
+    std::vector<verify_outcome>>,
   // The resource actor at this address is gone and its NBD export has
   // stopped listening: a reload restart may now start its replacement.
   caf::reacts_to<atom::export_closed, caf::actor_addr>>;

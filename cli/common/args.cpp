@@ -128,6 +128,7 @@ std::string usage() {
          "       hastctl dump [all | name ...]\n"
          "       hastctl resync --discard-local all | name ...\n"
          "       hastctl verify [--repair | --stop] all | name ...\n"
+         "       hastctl grow [--assume-clean] all | name ...\n"
          "       hastctl events [--json] [--now] [all | name ...]\n"
          "       hastctl attach name\n"
          "       hastctl detach [-f] name\n"

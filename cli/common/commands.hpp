@@ -40,6 +40,9 @@ int run_events(const cli_options& options, const std::vector<std::string>& args)
 int run_resync(const cli_options& options, const std::vector<std::string>& args);
 /// verify [--repair | --stop] all|<res>...  (cli/common/resync_command.cpp)
 int run_verify(const cli_options& options, const std::vector<std::string>& args);
+/// hastctl grow [--assume-clean] <res>...: on the primary, after both
+/// nodes' providers grew (docs/METADATA.md, "Online growth").
+int run_grow(const cli_options& options, const std::vector<std::string>& args);
 
 // Block device (cli/common/attach.cpp): on the primary's node.
 

@@ -4,6 +4,10 @@
 //
 // hastctl verify [--repair | --stop] <res>...: on the primary, compare both
 // nodes' data online (docs/PROTOCOL.md, "Online verify").
+//
+// hastctl grow [--assume-clean] <res>...: on the primary, after both nodes'
+// providers grew, grow the resource online (docs/METADATA.md, "Online
+// growth").
 
 #include "cli/common/commands.hpp"
 #include "cli/common/control_client.hpp"
@@ -64,6 +68,27 @@ int run_verify(const cli_options& options, const std::vector<std::string>& args)
   auto reply = request_daemon(options, {{"command", "verify"},
                                         {"repair", repair},
                                         {"stop", stop},
+                                        {"resources", parsed->operands}});
+  if (!reply)
+    return report_failure(reply);
+  return report_results(reply.body, [](const nlohmann::json& r) {
+    std::cout << r.value("resource", "") << ": " << r.value("message", "") << '\n';
+  });
+}
+
+int run_grow(const cli_options& options, const std::vector<std::string>& args) {
+  std::string error;
+  auto parsed = parse_command_args(args, "", {"--assume-clean"}, error);
+  if (!parsed) {
+    std::cerr << "hastctl: grow: " << error << '\n';
+    return EX_USAGE;
+  }
+  if (parsed->operands.empty()) {
+    std::cerr << "hastctl: grow: expected 'grow [--assume-clean] all|<resource>...'\n";
+    return EX_USAGE;
+  }
+  auto reply = request_daemon(options, {{"command", "grow"},
+                                        {"assume_clean", !parsed->flags.empty()},
                                         {"resources", parsed->operands}});
   if (!reply)
     return report_failure(reply);

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <optional>
 #include <stdexcept>
 #include <vector>
 
@@ -430,6 +431,59 @@ TEST(activemap_group_commit, changes_since_the_last_commit_are_reported_until_th
   am.begin_commit();
   am.end_commit(false);
   EXPECT_TRUE(am.changed_since_commit()) << "a failed commit leaves it owed";
+}
+
+TEST(Activemap, GrowingKeepsTheDirtyExtentsAndAddsCleanOnes) {
+  activemap am(10 * es + 4096, es, 4);
+  am.mark_sync(0, 1);
+  am.mark_sync(10 * es, 1);  // the partial last extent
+  ASSERT_TRUE(am.write_start(3 * es, 4096));
+  auto image = am.begin_commit();
+  am.end_commit(true);
+  am.grow(40 * es);
+  EXPECT_EQ(am.datasize(), 40 * es);
+  EXPECT_EQ(am.extents(), 40u);
+  EXPECT_EQ(am.bitmap_bytes(), 5u);
+  auto grown = am.bitmap();
+  ASSERT_EQ(grown.size(), 5u);
+  for (uint64_t e = 0; e < 40; ++e)
+    EXPECT_EQ(bit(grown, e), e == 0 || e == 3 || e == 10) << e;
+  EXPECT_EQ(am.sync_extents(), 2u);
+  EXPECT_TRUE(am.durable(3 * es, 4096));  // still on disk
+  // The new space: clean until marked; a write there needs a commit.
+  EXPECT_FALSE(am.durable(20 * es, 4096));
+  am.mark_sync(10 * es + 4096, 20 * es - 4096);  // extents 10..29
+  EXPECT_EQ(am.sync_extents(), 21u);
+  EXPECT_EQ(am.next_sync(11), std::optional<uint64_t>{11});
+  EXPECT_TRUE(am.write_start(39 * es, es));
+  am.begin_commit();
+  am.end_commit(true);
+  EXPECT_TRUE(am.durable(39 * es, es));
+  am.write_complete(3 * es, 4096);
+  am.write_complete(39 * es, es);
+}
+
+TEST(Activemap, GrowingDuringACommitExtendsTheImageInFlight) {
+  activemap am(8 * es, es, 0);
+  ASSERT_TRUE(am.write_start(es, 4096));
+  am.begin_commit();
+  am.grow(20 * es);
+  ASSERT_TRUE(am.write_start(15 * es, 4096));
+  EXPECT_FALSE(am.durable(15 * es, 4096));
+  am.end_commit(true);
+  EXPECT_TRUE(am.durable(es, 4096));
+  EXPECT_FALSE(am.durable(15 * es, 4096));  // not in the image that was in flight
+  EXPECT_TRUE(am.stale());
+  am.begin_commit();
+  am.end_commit(true);
+  EXPECT_TRUE(am.durable(15 * es, 4096));
+}
+
+TEST(Activemap, GrowingToASmallerOrEqualSizeIsRefused) {
+  activemap am(8 * es, es, 4);
+  EXPECT_THROW(am.grow(8 * es), std::invalid_argument);
+  EXPECT_THROW(am.grow(4 * es), std::invalid_argument);
+  EXPECT_EQ(am.datasize(), 8 * es);
 }
 
 } // namespace

@@ -682,3 +682,135 @@ TEST(Render, PrintsHastsDumpLinesAndOurs) {
 
 } // namespace
 } // namespace hast
+
+// --- online growth ------------------------------------------------------------
+
+namespace hast {
+namespace {
+
+using Growth = TempDir;
+
+TEST_F(Growth, RefreshSizeSeesAGrownFileAndNeverShrinks) {
+  auto p = make("disk", 64 * MiB);
+  ASSERT_EQ(::truncate(path("disk").c_str(), 96 * MiB), 0);
+  EXPECT_EQ(p.size(), 64 * MiB);
+  auto now = p.refresh_size();
+  ASSERT_TRUE(now) << now.error().message();
+  EXPECT_EQ(*now, 96 * MiB);
+  EXPECT_EQ(p.size(), 96 * MiB);
+  std::vector<uint8_t> block(4096, 0x5A);
+  EXPECT_TRUE(p.write(block.data(), block.size(), 96 * MiB - 4096)); // the new end is usable
+  ASSERT_EQ(::truncate(path("disk").c_str(), 80 * MiB), 0);
+  EXPECT_EQ(*p.refresh_size(), 96 * MiB);
+}
+
+TEST_F(Growth, TheGrownSizeAndBitmapAreWrittenAndReadBack) {
+  auto p = make("disk", 64 * MiB);
+  auto md = *create_metadata(p, "shared", 2 * MiB, 64, 64 * MiB);
+  md.bitmap[0] = 0x81;  // dirty extents survive the grow
+  ASSERT_TRUE(write_metadata(p, md));
+  auto old = md;
+  ASSERT_EQ(::truncate(path("disk").c_str(), 128 * MiB), 0);
+  auto target = growth_target(md, *p.refresh_size());
+  ASSERT_TRUE(target) << target.error().message();
+  EXPECT_EQ(*target, 128 * MiB - md.data_offset);
+  ASSERT_TRUE(grow_metadata(md, *target));
+  EXPECT_EQ(md.datasize, *target);
+  EXPECT_EQ(md.data_offset, old.data_offset);  // the data never moves
+  EXPECT_EQ(md.bitmap, (std::vector<uint8_t>{0x81, 0, 0, 0, 0, 0, 0, 0}));
+  ASSERT_TRUE(write_metadata(p, md));
+  auto back = read_metadata(p, "shared");
+  ASSERT_TRUE(back) << back.error().message();
+  expect_same(md, *back);
+  // The other slot still holds the size before the grow.
+  auto slot = raw_read("disk", (old.sequence % 2) * (old.data_offset / 2), 8192);
+  auto previous = decode_slot(slot);
+  ASSERT_TRUE(previous) << previous.error().message();
+  EXPECT_EQ(previous->datasize, old.datasize);
+}
+
+TEST_F(Growth, AGrowTornInItsSlotLeavesTheOldSize) {
+  auto p = make("disk", 64 * MiB);
+  auto md = *create_metadata(p, "shared", 2 * MiB, 64, 64 * MiB);
+  auto old = md.datasize;
+  ASSERT_EQ(::truncate(path("disk").c_str(), 128 * MiB), 0);
+  ASSERT_TRUE(p.refresh_size());
+  auto grown = md;
+  ASSERT_TRUE(grow_metadata(grown, *growth_target(md, p.size())));
+  // The grow's slot write (sequence 2, slot A) is torn after 100 bytes.
+  grown.sequence = 2;
+  auto slot = encode_slot(grown);
+  raw_write("disk", 0, slot.data(), 100);
+  auto back = read_metadata(p, "shared");
+  ASSERT_TRUE(back) << back.error().message();
+  EXPECT_EQ(back->datasize, old);
+  EXPECT_EQ(back->sequence, 1u);
+  // Whole, it is the new size.
+  raw_write("disk", 0, slot.data(), slot.size());
+  EXPECT_EQ(read_metadata(p, "shared")->datasize, grown.datasize);
+}
+
+TEST_F(Growth, AProviderThatDidNotGrowIsRefusedWithWhatToDo) {
+  auto p = make("disk", 64 * MiB);
+  auto md = *create_metadata(p, "shared", 2 * MiB, 64, 64 * MiB);
+  auto r = growth_target(md, p.size());
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), errc::invalid_argument);
+  EXPECT_NE(r.error().message().find("did not grow"), std::string::npos) << r.error().message();
+  // A few bytes more than a block do not make a larger data area either.
+  EXPECT_FALSE(growth_target(md, md.data_offset + md.datasize + 4095));
+  EXPECT_TRUE(growth_target(md, md.data_offset + md.datasize + 4096));
+}
+
+TEST_F(Growth, TheSlotsBoundTheGrowthAndTheErrorSaysHowFar) {
+  // 4 KiB extents: the bitmap of a 64 MiB area already takes 2 KiB of the
+  // slot's 4 KiB of room.
+  auto p = make("disk", 64 * MiB);
+  auto md = *create_metadata(p, "shared", 4096, 64, 64 * MiB);
+  auto limit = max_datasize(md);
+  EXPECT_EQ(limit, (md.data_offset / 2 - 4096) * 8 * 4096);
+  EXPECT_GT(limit, md.datasize);
+  auto past = md.data_offset + limit + 1 * MiB;
+  auto r = growth_target(md, past);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), errc::invalid_argument);
+  EXPECT_NE(r.error().message().find(std::to_string(limit)), std::string::npos)
+      << r.error().message();
+  EXPECT_NE(r.error().message().find("recreate"), std::string::npos);
+  auto before = md;
+  EXPECT_FALSE(grow_metadata(md, limit + 4096));
+  expect_same(before, md);  // a refused grow changes nothing
+  // Exactly the limit fits, and reads back.
+  ASSERT_EQ(::truncate(path("disk").c_str(), static_cast<off_t>(md.data_offset + limit)), 0);
+  ASSERT_TRUE(p.refresh_size());
+  auto target = growth_target(md, p.size());
+  ASSERT_TRUE(target) << target.error().message();
+  EXPECT_EQ(*target, limit);
+  ASSERT_TRUE(grow_metadata(md, limit));
+  EXPECT_EQ(md.bitmap.size(), md.data_offset / 2 - 4096);
+  ASSERT_TRUE(write_metadata(p, md));
+  auto back = read_metadata(p, "shared");
+  ASSERT_TRUE(back) << back.error().message();
+  EXPECT_EQ(back->datasize, limit);
+}
+
+TEST(GrowMetadata, RefusesSmallerEqualAndPartialBlockSizes) {
+  metadata md;
+  md.resource = "shared";
+  md.datasize = 64 * MiB;
+  md.extent_size = 2 * MiB;
+  md.data_offset = 16384;
+  md.bitmap.assign(4, 0);
+  auto before = md;
+  EXPECT_FALSE(grow_metadata(md, 32 * MiB));
+  EXPECT_FALSE(grow_metadata(md, 64 * MiB));
+  EXPECT_FALSE(grow_metadata(md, 64 * MiB + 100));
+  EXPECT_EQ(md.datasize, before.datasize);
+  EXPECT_EQ(md.bitmap, before.bitmap);
+  EXPECT_TRUE(growth_target(md, 16384 + 96 * MiB, 80 * MiB));
+  EXPECT_EQ(*growth_target(md, 16384 + 96 * MiB, 80 * MiB), 80 * MiB);
+  EXPECT_FALSE(growth_target(md, 16384 + 96 * MiB, 128 * MiB));  // more than the provider holds
+}
+
+} // namespace
+} // namespace hast
