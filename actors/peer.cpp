@@ -282,19 +282,19 @@ void deliver_hashes(self_ptr self, Promises& waiting, const header& h, const buf
 void answer_grow(self_ptr self, const header& h) {
   auto& s = self->state;
   flush_requests(self);
-  auto epoch = s.epoch;
+  auto epoch = s.line.epoch();
   auto seq = h.seq;
   self->request(s.owner, caf::infinite, atom::grow_v, h.offset)
     .then(
       [=](uint64_t datasize) {
-        if (epoch != self->state.epoch)
+        if (epoch != self->state.line.epoch())
           return;
         auto reply = make_header(msg_type::grow_reply, seq);
         reply.offset = datasize;
         send_raw(self, reply);
       },
       [=](caf::error& err) {
-        if (epoch != self->state.epoch)
+        if (epoch != self->state.line.epoch())
           return;
         auto why = err.context().match_elements<std::string>()
                      ? err.context().get_as<std::string>(0)

@@ -516,38 +516,23 @@ supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<su
     },
     [=](atom::grow, std::vector<std::string>& wanted, bool assume_clean)
       -> caf::result<std::vector<verify_outcome>> {
-      auto names = select(self, wanted);
+      auto refused = [](const std::string& name, std::string why, int number) {
+        return verify_outcome{name, "", std::move(why), number};
+      };
+      // `grow all` on both nodes grows what is primary here.
       auto every = wanted.empty() || (wanted.size() == 1 && wanted[0] == "all");
-      auto g = std::make_shared<gather<verify_outcome>>();
-      g->promise = self->make_response_promise<std::vector<verify_outcome>>();
-      g->answers.resize(names.size());
-      g->outstanding = names.size();
-      if (names.empty())
-        g->promise.deliver(std::vector<verify_outcome>{});
-      for (size_t i = 0; i < names.size(); ++i) {
-        auto name = names[i].name;
-        if (names[i].refusal) {
-          g->add(i, {name, "", self->system().render(names[i].refusal),
-                     error_number(names[i].refusal)});
-          continue;
-        }
-        auto& entry = self->state.resources[name];
-        if (!entry.handle) {
-          g->add(i, {name, "", self->system().render(restarting(entry)), EAGAIN});
-          continue;
-        }
-        // The metadata write and the secondary's answer: a minute at most.
-        self->request(entry.handle, std::chrono::seconds(90), atom::grow_v, assume_clean)
-          .then([g, i, name](std::string& message) { g->add(i, {name, message, "", 0}); },
-                [=](caf::error& err) {
-                  // `grow all` on both nodes grows what is primary here.
-                  if (every && err == errc::not_primary)
-                    g->add(i, {name, "not primary here; passed over", "", 0});
-                  else
-                    g->add(i, {name, "", self->system().render(err), error_number(err)});
-                });
-      }
-      return g->promise;
+      return fan_out<verify_outcome>(
+        self, select(self, wanted), refused,
+        [=](const std::string& name, const supervised_resource* entry, auto reply) {
+          self->request(entry->handle, resource_grow_timeout, atom::grow_v, assume_clean)
+            .then([=](std::string& message) { reply({name, message, "", 0}); },
+                  [=](caf::error& err) {
+                    if (every && err == errc::not_primary)
+                      reply({name, "not primary here; passed over", "", 0});
+                    else
+                      reply(refused(name, self->system().render(err), error_number(err)));
+                  });
+        });
     },
     [=](atom::peer_accept, accepted_link& accepted) {
       auto it = self->state.resources.find(accepted.hello.resource);

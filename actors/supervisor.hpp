@@ -43,6 +43,8 @@ inline constexpr std::chrono::seconds restart_stable{60};
 inline constexpr std::chrono::seconds role_change_timeout{120};
 inline constexpr std::chrono::seconds resource_stop_timeout{60};
 inline constexpr std::chrono::seconds resource_answer_timeout{10};
+/// A grow: the secondary's metadata write and answer, then ours.
+inline constexpr std::chrono::seconds resource_grow_timeout{90};
 /// What whoever waits on the supervisor (the control socket, the scrape,
 /// the daemon's shutdown) adds to the supervisor's own wait on a resource,
 /// so that the resource's answer, or its timeout, reaches the caller first.
