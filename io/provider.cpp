@@ -144,9 +144,10 @@ result<uint64_t> provider::refresh_size() const {
   } else {
     bytes = static_cast<uint64_t>(st.st_size);
   }
+  // Only ever grows, even against a concurrent refresh that read less.
   auto now = size_.load(std::memory_order_acquire);
-  if (bytes > now)
-    size_.store(bytes, std::memory_order_release);
+  while (bytes > now && !size_.compare_exchange_weak(now, bytes, std::memory_order_acq_rel))
+    ;
   return std::max(bytes, now);
 }
 
