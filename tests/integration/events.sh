@@ -33,12 +33,7 @@ $(device_line)
   }
 }
 CONF
-ctl_on nodeA create -m 64M -e 1M "$res"
-ctl_on nodeB create -m 64M -e 1M "$res"
 ctl_on nodeA create -m 16M other
-start_node nodeA
-start_node nodeB
-ctl_on nodeB role secondary "$res"
 
 # subscribe NAME [args]: `hastctl events` on nodeA in the background, its
 # output in $T/NAME.out; returns once the snapshot ended (`exists -`).
@@ -55,18 +50,20 @@ subscribe() {
   done
   fail "events $*: no snapshot within 10 s"
 }
-subscribe text
-subscribe json --json
-subscribe filtered other
+# The subscribers start while nodeA's resource is still in init (nodeB is
+# secondary): start_pair runs this before it makes nodeA primary.
+subscribers() {
+  subscribe text
+  subscribe json --json
+  subscribe filtered other
 
-grep -qE "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]{12}Z exists $res role=init connected=no status=- dirty=0$" \
-  "$T/text.out" || fail "text snapshot: $(cat "$T/text.out")"
-grep -qE "exists other role=init" "$T/text.out" || fail "snapshot lacks 'other': $(cat "$T/text.out")"
-pass "the stream starts with the state: $(head -n 1 "$T/text.out" | cut -d' ' -f2-)"
-
+  grep -qE "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]{12}Z exists $res role=init connected=no status=- dirty=0$" \
+    "$T/text.out" || fail "text snapshot: $(cat "$T/text.out")"
+  grep -qE "exists other role=init" "$T/text.out" || fail "snapshot lacks 'other': $(cat "$T/text.out")"
+  pass "the stream starts with the state: $(head -n 1 "$T/text.out" | cut -d' ' -f2-)"
+}
+PAIR_BEFORE_PRIMARY=subscribers start_pair "$res" -m 64M -e 1M
 M=$((1 << 20))
-ctl_on nodeA role primary "$res"
-wait_status nodeA "$res" complete 30
 stop_node nodeB
 # A writes while B is away: 12 MiB to copy when it returns.
 head -c $((12 * M)) /dev/urandom > "$T/data"

@@ -95,15 +95,9 @@ for n in A B; do
 done
 grep -q "exec $T/hook-A.sh" "$T/hast.conf" && grep -q "exec $T/hook-B.sh" "$T/hast.conf" \
   || fail "could not add the exec hooks to the configuration"
-ctl_on nodeA create -m 128M -e 1M "$res"
-ctl_on nodeB create -m 128M -e 1M "$res"
-start_node nodeA
-start_node nodeB
-ctl_on nodeB role secondary "$res"
-wait_event B "role $res init secondary"
-ctl_on nodeA role primary "$res"
+# nodeB's hook reports its role change before nodeA becomes primary.
+PAIR_BEFORE_PRIMARY='wait_event B "role $res init secondary"' start_pair "$res" -m 128M -e 1M
 wait_event A "role $res init primary"
-wait_status nodeA "$res" complete 30
 wait_event A "connect $res"
 wait_event B "connect $res"
 pass "role and connect events on both nodes"
@@ -201,16 +195,7 @@ resource r2 {
   }
 }
 CONF
-for r in r1 r2; do
-  ctl_on nodeA create -m 16M "$r"
-  ctl_on nodeB create -m 16M "$r"
-done
-start_node nodeA
-start_node nodeB
-ctl_on nodeB role secondary r1 r2
-ctl_on nodeA role primary r1 r2
-wait_status nodeA r1 complete 30
-wait_status nodeA r2 complete 30
+start_pair "r1 r2" -m 16M
 wait_event R "role r1 init primary"
 wait_event R "role r1 init secondary"
 wait_event R "connect r1" 2

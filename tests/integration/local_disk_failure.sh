@@ -68,18 +68,13 @@ PY
 # The client's writes: byte, offset in the data region, length.
 WRITES=("0x5a $((1 << 20)) 262144" "0xa5 $(((8 << 20) + 4096)) 65536" "0x3c $((40 << 20)) 1048576")
 
-# start_pair MODE: fresh providers, nodeA primary and nodeB secondary, in sync.
-start_pair() {
+# fresh_pair MODE: fresh providers, nodeA (hastd_faults) primary and nodeB
+# secondary, in sync.
+fresh_pair() {
   write_pair_config "$res" "$1" "  exec $T/hook.sh"
   rm -f "$T/a/$res.img" "$T/b/$res.img" "$T/events"
-  ctl_on nodeA create -m 64M "$res"
-  ctl_on nodeB create -m 64M "$res"
   set_faults ""
-  HASTD=$T/hastd-faulty start_node nodeA
-  start_node nodeB
-  ctl_on nodeB role secondary "$res"
-  ctl_on nodeA role primary "$res"
-  wait_status nodeA "$res" complete 30
+  PAIR_HASTD_A=$T/hastd-faulty start_pair "$res" -m 64M
   ctl_on nodeA dump --json "$res" > "$T/dump.json"
   localoff=$(json_get "$T/dump.json" "j['resources'][0]['localoff']")
   datasize=$(json_get "$T/dump.json" "j['resources'][0]['datasize']")
@@ -88,7 +83,7 @@ start_pair() {
 # failing_writes MODE: the write part, then the rebuild by a role cycle.
 failing_writes() {
   local mode=$1 w byte off len
-  start_pair "$mode"
+  fresh_pair "$mode"
   set_faults "write $T/a/$res.img $localoff $datasize"
   for w in "${WRITES[@]}"; do
     read -r byte off len <<< "$w"

@@ -41,13 +41,7 @@ uri() { nbd_uri_of nodeA "$res"; }
 write_pair_config "$res" memsync
 mkdir -p "$T/a" "$T/b"
 set_faults ""
-ctl_on nodeA create -m 64M -e 1M -k 1 "$res"
-ctl_on nodeB create -m 64M -e 1M -k 1 "$res"
-HASTD=$T/hastd-faulty start_node nodeA
-start_node nodeB
-ctl_on nodeB role secondary "$res"
-ctl_on nodeA role primary "$res"
-wait_status nodeA "$res" complete 30
+PAIR_HASTD_A=$T/hastd-faulty start_pair "$res" -m 64M -e 1M -k 1
 ctl_on nodeA dump --json "$res" > "$T/dump.json"
 localoff=$(json_get "$T/dump.json" "j['resources'][0]['localoff']")
 datasize=$(json_get "$T/dump.json" "j['resources'][0]['datasize']")

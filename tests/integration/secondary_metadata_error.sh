@@ -12,8 +12,7 @@ done
 
 res=me
 write_pair_config "$res" fullsync
-ctl_on nodeA create -m 64M "$res"
-ctl_on nodeB create -m 64M "$res"
+create_pair "$res" -m 64M
 ctl_on nodeB dump --json "$res" > "$T/dump.json"
 data_offset=$(json_get "$T/dump.json" "j['resources'][0]['localoff']")
 
@@ -51,11 +50,7 @@ for _ in $(seq 100); do [[ -f $T/b/fuse/disk ]] && break; sleep 0.1; done
 [[ -f $T/b/fuse/disk ]] || fail "nbdfuse did not expose the secondary's provider"
 sed -i "s|local $T/b/$res.img|local $T/b/fuse/disk|" "$T/hast.conf"
 
-start_node nodeA
-start_node nodeB
-ctl_on nodeB role secondary "$res"
-ctl_on nodeA role primary "$res"
-wait_status nodeA "$res" complete 60
+run_pair "$res"
 pass "a pair whose secondary writes through the faulty provider"
 
 # From now on nodeB cannot write its metadata. A write to an extent nobody

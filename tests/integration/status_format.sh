@@ -49,11 +49,8 @@ json_stdin() { python3 -c "import json,sys; j=json.load(sys.stdin); print($1)"; 
 for node in nodeA nodeB; do
   ctl_on $node create -m 4M all || fail "create on $node"
 done
-start_node nodeA
-start_node nodeB
-ctl_on nodeB role secondary zeta || fail "role secondary zeta on nodeB"
-ctl_on nodeA role primary zeta beta || fail "role primary zeta beta on nodeA"
-wait_status nodeA zeta complete 60
+run_pair zeta
+ctl_on nodeA role primary beta || fail "role primary beta on nodeA"
 wait_status nodeB zeta complete 60
 
 # ---- status: FreeBSD's control_status() printfs, one row per resource ----

@@ -77,12 +77,7 @@ for node in nodeA nodeB; do
   ctl_on "$node" create -m 64M -e 1M vf
   ctl_on "$node" create -m 12M -e 1M vs
 done
-start_node nodeA
-start_node nodeB
-ctl_on nodeB role secondary vf vs
-ctl_on nodeA role primary vf vs
-wait_status nodeA vf complete 30
-wait_status nodeA vs complete 30
+run_pair "vf vs"
 
 ctl_on nodeA dump --json vf > "$T/dump-vf.json"
 DATASIZE=$(json_get "$T/dump-vf.json" "j['resources'][0]['datasize']")

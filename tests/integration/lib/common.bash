@@ -249,19 +249,45 @@ wait_status() {
 }
 
 # start_pair RES [CREATE ARGS...]: metadata on both nodes (`hastctl create`
-# with CREATE ARGS, by default -m 64M -e 1M), both daemons started, nodeB
-# secondary, nodeA primary, until complete.
+# with CREATE ARGS, by default -m 64M -e 1M), then run_pair RES.
+# RES may name several resources in one word ("r1 r2"): each is created
+# with the same CREATE ARGS and brought up.
 start_pair() {
   local res=$1; shift
-  local args=("$@")
+  create_pair "$res" "$@"
+  run_pair "$res"
+}
+
+# create_pair RES [CREATE ARGS...]: the create part of start_pair, for a
+# test that changes a provider before the daemons start.
+create_pair() {
+  local res=$1; shift
+  local args=("$@") r node
   [[ ${#args[@]} -gt 0 ]] || args=(-m 64M -e 1M)
-  ctl_on nodeA create "${args[@]}" "$res"
-  ctl_on nodeB create "${args[@]}" "$res"
-  start_node nodeA
-  start_node nodeB
-  ctl_on nodeB role secondary "$res"
-  ctl_on nodeA role primary "$res"
-  wait_status nodeA "$res" complete 30
+  for r in $res; do
+    for node in nodeA nodeB; do ctl_on "$node" create "${args[@]}" "$r"; done
+  done
+}
+
+# run_pair RES: both daemons started (nodeB first: the secondary-to-be
+# listens before anything else takes ports), nodeB secondary, nodeA
+# primary, until every resource of RES is complete (60 s at most).
+# Knobs, set for the one call (PAIR_HASTD_A=... start_pair ...):
+#   PAIR_HASTD_A         the program nodeA runs instead of $HASTD (e.g. a
+#                        hastd_faults wrapper)
+#   PAIR_HASTD_B         the same for nodeB
+#   PAIR_BEFORE_PRIMARY  a command run once nodeB is secondary, before
+#                        nodeA becomes primary (nodeA is up, role init)
+run_pair() {
+  local res=$1 r
+  HASTD=${PAIR_HASTD_B:-$HASTD} start_node nodeB
+  HASTD=${PAIR_HASTD_A:-$HASTD} start_node nodeA
+  # shellcheck disable=SC2086  # RES is a list of names on purpose
+  ctl_on nodeB role secondary $res
+  [[ -z ${PAIR_BEFORE_PRIMARY:-} ]] || eval "$PAIR_BEFORE_PRIMARY"
+  # shellcheck disable=SC2086
+  ctl_on nodeA role primary $res
+  for r in $res; do wait_status nodeA "$r" complete 60; done
 }
 
 # region_of NODE RES OUT: the data region of NODE's provider.
