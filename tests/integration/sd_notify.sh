@@ -13,12 +13,21 @@ BUILD=$1
 source "$(dirname "$0")/lib/common.bash"
 LISTENER="$(dirname "$0")/lib/notify_listener.py"
 
+declare -A LISTENER_PID
+# stop_listener NAME: the listener records what is queued on its socket and
+# exits; then $T/NAME.jsonl holds every notification sent before the call.
+stop_listener() {
+  kill -TERM "${LISTENER_PID[$1]}"
+  wait "${LISTENER_PID[$1]}" || fail "the notification listener $1 exited $?"
+}
+
 # start_listener NAME [COMMAND...]: the notification socket $T/NAME.sock,
 # recording into $T/NAME.jsonl; exports NOTIFY_SOCKET for what starts next.
 start_listener() {
   local name=$1
   shift
   python3 "$LISTENER" "$T/$name.sock" "$T/$name.jsonl" "$@" &
+  LISTENER_PID[$name]=$!
   STARTED_PIDS+=("$!")
   for _ in $(seq 100); do [[ -S $T/$name.sock ]] && break; sleep 0.05; done
   [[ -S $T/$name.sock ]] || fail "the notification listener did not start"
@@ -115,7 +124,8 @@ expect_failed_start() {
   start_listener "$name"
   timeout 30 "$HASTD" -F -c "$T/hast.conf" -n nodeA >>"$T/$name.log" 2>&1 || rc=$?
   [[ $rc -ne 0 && $rc -ne 124 ]] || fail "$what: hastd exited $rc"
-  sleep 0.2   # the last datagram is in the socket before hastd exits; let the listener write it
+  # hastd has exited, so its last datagram is queued on the listener's socket.
+  stop_listener "$name"
   [[ -f $T/$name.jsonl ]] || fail "$what: hastd sent nothing (no STATUS=)"
   [[ $(notes "$name" "any(r['fields'].get('READY') == '1' for r in n)") == False ]] \
     || fail "$what: READY=1 was sent: $(cat "$T/$name.jsonl")"

@@ -38,6 +38,7 @@
 # hastd refuses to start there and this test fails at that point.
 BUILD=$1
 source "$(dirname "$0")/lib/common.bash"
+source "$(dirname "$0")/lib/checks.bash"
 
 OVERLAP_SECONDS=${STRESS_OVERLAP_SECONDS:-8}
 
@@ -84,8 +85,8 @@ run_stress() {
   pass "$tag: fio overlap and verified passes through 4 NBD connections at iodepth 128"
 
   wait_status nodeA "$res" complete 60
-  # Let the secondary finish what it acknowledged on receipt (memsync).
-  sleep 1
+  # The secondary has written what memsync acknowledged on receipt.
+  wait_until 30 "$tag: the secondary's done for every replicated write" secondary_caught_up "$res"
   stop_node nodeA
   stop_node nodeB
   same_regions "$res"

@@ -290,6 +290,16 @@ run_pair() {
   for r in $res; do wait_status nodeA "$r" complete 60; done
 }
 
+# secondary_caught_up RES: nodeA (the primary) has the secondary's `done`
+# for every write it replicated (`list --json` queues.recv is 0: a write
+# leaves that queue only once written on both nodes), so the secondary has
+# written what memsync acknowledged on receipt and async before sending.
+# Poll it: wait_until 30 "..." secondary_caught_up RES (lib/checks.bash).
+secondary_caught_up() {
+  ctl_on nodeA list --json "$1" > "$T/.recv.json" || return 1
+  [[ $(json_get "$T/.recv.json" "j['resources'][0]['queues']['recv']") -eq 0 ]]
+}
+
 # region_of NODE RES OUT: the data region of NODE's provider.
 region_of() {
   local node=$1 res=$2 out=$3 dir
