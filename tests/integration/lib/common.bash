@@ -7,7 +7,14 @@ set -euo pipefail
 
 HASTD="$BUILD/hastd"
 HASTCTL="$BUILD/hastctl"
+# A test killed by SIGKILL (ctest's timeout) runs no trap: lib/reap.bash
+# finds its directory by .owner and its processes by HAST_TEST_DIR, here
+# at the start of every test and in ctest's cleanup fixture.
+source "$(dirname "${BASH_SOURCE[0]}")/reap.bash"
+reap_dead_tests
 T=$(mktemp -d /tmp/hast-test.XXXXXX)
+echo "$$ $(proc_starttime $$)" > "$T/.owner"
+export HAST_TEST_DIR=$T
 STARTED_PIDS=()
 CLEANUPS=()
 
