@@ -18,6 +18,7 @@ BUILD=$1
 source "$(dirname "$0")/lib/common.bash"
 source "$(dirname "$0")/lib/checks.bash"
 LIB=$(cd "$(dirname "$0")/lib" && pwd)
+[[ $(id -u) -eq 0 ]] || skip "the victim mounts a tmpfs, which needs root"
 
 cat > "$T/victim.sh" <<'VICTIM'
 BUILD=$1

@@ -164,7 +164,7 @@ interrupted() {
 }
 wait_until 60 "nodeA to report the resync interrupted by nodeB's digest error" interrupted
 wait_until 10 "the syncintr hook" grep -q "syncintr $res" "$T/events"
-ctl_on nodeA status "$res" | grep -q "^$res[[:space:]]*complete" \
+ctl_on nodeA status "$res" | grep -q "^${res}[[:space:]]*complete" \
   && fail "C: nodeA says complete although nodeB could not digest extent 7"
 region_of nodeA "$res" "$T/region"
 cmp -s "$T/region" "$T/data" || fail "C: nodeA's copy lost what its client wrote"
