@@ -406,9 +406,12 @@ void lease_status(resource_ptr self, resource_status& st) {
     }
     st.eligible = true;
     st.eligibility = "primary";
-    if (!l.waiting.empty() || !l.answers.empty())
-      st.eligibility += "; " + std::to_string(l.waiting.size() + l.answers.size())
-                        + " write(s) wait for the witness";
+    // A held answer is a write done on the disks whose acknowledgement waits.
+    st.lease_waiting_writes = l.waiting.size() + l.answers.size();
+    st.lease_waiting_reads = l.reads.size();
+    if (st.lease_waiting_writes + st.lease_waiting_reads > 0)
+      st.eligibility += "; " + std::to_string(st.lease_waiting_writes) + " write(s) and "
+                        + std::to_string(st.lease_waiting_reads) + " read(s) wait for the witness";
     return;
   }
   st.lease = "none";

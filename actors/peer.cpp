@@ -17,18 +17,12 @@ using self_ptr = peer_actor::stateful_pointer<peer_state>;
 using peer::header;
 using peer::msg_type;
 
-header make_header(msg_type type, uint64_t seq = 0) {
-  header h;
-  h.type = type;
-  h.seq = seq;
-  return h;
-}
+using peer::make_header;
 
 void send_raw(self_ptr self, header h, buffer_ptr payload = nullptr) {
   auto& link = self->state.line.link();
   if (!link)
     return;
-  h.payload_length = payload ? static_cast<uint32_t>(payload->size()) : 0;
   link->send(h, std::move(payload));
 }
 
@@ -149,7 +143,6 @@ public:
             h.error = static_cast<uint32_t>(errc::io_error);
             data = nullptr;
           }
-        h.payload_length = data ? static_cast<uint32_t>(data->size()) : 0;
         link_->send(h, std::move(data));
       } else {
         auto h = make_header(msg_type::done, r.cookie);

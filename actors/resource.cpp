@@ -868,11 +868,7 @@ resource_actor::behavior_type resource(resource_actor::stateful_pointer<resource
                       + " for the resource and not as secondary";
       spdlog::warn("{}: refusing peer {}: {}", s.config.name, accepted.link->remote_address(),
                    reply.refusal);
-      peer::header h;
-      h.type = peer::msg_type::hello_reply;
-      auto payload = peer::encode_hello(reply);
-      h.payload_length = static_cast<uint32_t>(payload->size());
-      accepted.link->send(h, payload);
+      accepted.link->send(peer::make_header(peer::msg_type::hello_reply), peer::encode_hello(reply));
       accepted.link->close(reply.refusal);
     },
     [=](atom::peer_hello, peer::hello_message& theirs) {

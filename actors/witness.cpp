@@ -101,14 +101,6 @@ std::chrono::milliseconds lease_of(const resource_config& rc) {
   return std::chrono::milliseconds(std::chrono::seconds(rc.timeout));
 }
 
-void send_frame(const peer_link_ptr& link, msg_type type, uint64_t seq, buffer_ptr payload) {
-  peer::header h;
-  h.type = type;
-  h.seq = seq;
-  h.payload_length = payload ? static_cast<uint32_t>(payload->size()) : 0;
-  link->send(h, std::move(payload));
-}
-
 void close_link(self_ptr self, uint64_t id, const std::string& reason) {
   auto it = self->state.links.find(id);
   if (it == self->state.links.end())
@@ -175,7 +167,7 @@ void on_request(self_ptr self, uint64_t id, member_link& m, peer::frame& f) {
   if (before.in_sync != w.book->record().in_sync)
     spdlog::info("{}: the primary reports its secondary {}", m.resource,
                  w.book->record().in_sync ? "in sync" : "missing writes");
-  send_frame(m.link, msg_type::lease_reply, f.h.seq, peer::encode_lease_reply(reply));
+  m.link->send(peer::make_header(msg_type::lease_reply, f.h.seq), peer::encode_lease_reply(reply));
 }
 
 void on_frame(self_ptr self, uint64_t id, peer::frame& f) {

@@ -15,11 +15,7 @@ void send_frame(self_ptr self, msg_type type, uint64_t seq, buffer_ptr payload) 
   auto& link = self->state.line.link();
   if (!link)
     return;
-  peer::header h;
-  h.type = type;
-  h.seq = seq;
-  h.payload_length = payload ? static_cast<uint32_t>(payload->size()) : 0;
-  link->send(h, std::move(payload));
+  link->send(peer::make_header(type, seq), std::move(payload));
 }
 
 void drop(self_ptr self, uint64_t epoch, const std::string& reason) {

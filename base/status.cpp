@@ -86,6 +86,8 @@ nlohmann::json to_json(const resource_status& x) {
     {"lease_remaining_ms", x.lease_remaining_ms},
     {"lease_holder", x.lease_holder},
     {"lease_epoch", x.lease_epoch},
+    {"lease_waiting_writes", x.lease_waiting_writes},
+    {"lease_waiting_reads", x.lease_waiting_reads},
     {"eligible", x.eligible},
     {"eligibility", x.eligibility},
     {"members_connected", x.members_connected},
@@ -155,6 +157,8 @@ resource_status status_from_json(const nlohmann::json& j) {
   x.lease_remaining_ms = j.value("lease_remaining_ms", uint64_t{0});
   x.lease_holder = j.value("lease_holder", "");
   x.lease_epoch = j.value("lease_epoch", uint64_t{0});
+  x.lease_waiting_writes = j.value("lease_waiting_writes", uint64_t{0});
+  x.lease_waiting_reads = j.value("lease_waiting_reads", uint64_t{0});
   x.eligible = j.value("eligible", false);
   x.eligibility = j.value("eligibility", "");
   x.members_connected = j.value("members_connected", std::vector<std::string>{});

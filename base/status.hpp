@@ -132,6 +132,8 @@ struct resource_status {
   uint64_t lease_remaining_ms = 0;
   std::string lease_holder;            // the holder the witness last named ("" if none)
   uint64_t lease_epoch = 0;
+  uint64_t lease_waiting_writes = 0;   // primary, auto: writes held until the lease returns
+  uint64_t lease_waiting_reads = 0;    // primary, auto: reads held until the lease returns
   bool eligible = false;               // a secondary the witness would promote
   std::string eligibility;             // why it is or is not
   std::vector<std::string> members_connected;  // witness node: data nodes with a link now

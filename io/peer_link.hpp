@@ -25,7 +25,8 @@ public:
   virtual ~peer_link() = default;
   /// Begins delivering frames; `on_close` runs exactly once.
   virtual void start(frames_fn on_frames, close_fn on_close) = 0;
-  /// Thread-safe; frames leave in the order of the calls.
+  /// Thread-safe; frames leave in the order of the calls. The link sets
+  /// h.payload_length from `payload` (and the tag of a sealed frame).
   virtual void send(const peer::header& h, buffer_ptr payload) = 0;
   virtual void close(const std::string& reason) = 0;
   virtual uint64_t queued_bytes() const = 0;

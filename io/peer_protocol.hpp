@@ -87,6 +87,14 @@ struct header {
 /// compression u8, reserved u16 (0), digest 32 bytes, header_crc u32 =
 /// crc32c of the preceding 76 bytes. In a session (io/secure_frames.hpp)
 /// payload_length counts the 16-byte tag behind the payload as well.
+/// A header of `type` and `seq`, everything else zero; the link fills in
+/// payload_length when it sends (peer_link::send).
+inline header make_header(msg_type type, uint64_t seq = 0) {
+  header h;
+  h.type = type;
+  h.seq = seq;
+  return h;
+}
 std::array<uint8_t, header_size> encode_header(const header& h);
 
 /// Checks and decodes a header. errc::protocol_error, with the reason, for

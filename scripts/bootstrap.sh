@@ -28,8 +28,9 @@ packages=(
   libnbd-bin fuse3 mount e2fsprogs util-linux python3 procps
 )
 # The tests, the fuzzers, the benchmarks and the package's checks.
+extras=()
 if ((all)); then
-  packages+=(
+  extras+=(
     libgtest-dev libbenchmark-dev
     nbdkit qemu-utils fio
     python3-matplotlib python3-yaml postgresql
@@ -37,14 +38,27 @@ if ((all)); then
     prometheus mandoc lintian dpkg-dev curl systemd
   )
 fi
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
+# Installs those of "$@" that are missing.
+install_missing() {
+  local missing=() p
+  for p in "$@"; do
+    [[ $p == --* ]] && continue
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  ((${#missing[@]})) || return 0
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq "${missing[@]}"
+  if ! ((updated)); then
+    apt-get update -qq
+    updated=1
+  fi
+  apt-get install -y -qq "$@"
+}
+updated=0
+# The programs need no recommended package: on a minimal Debian 12 that
+# leaves out 77 of 283 packages and about half of apt's time (README).
+install_missing --no-install-recommends "${packages[@]}"
+if ((all)); then
+  install_missing "${extras[@]}"
 fi
 
 # The programs alone build as Release (-O3, no debug information: about a

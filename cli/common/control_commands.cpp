@@ -101,6 +101,9 @@ std::string lease_line(const resource_status& r) {
   }
   if (!r.lease_holder.empty())
     text += " (holder " + r.lease_holder + ", epoch " + std::to_string(r.lease_epoch) + ")";
+  if (r.lease_waiting_writes + r.lease_waiting_reads > 0)
+    text += "; waiting: " + std::to_string(r.lease_waiting_writes) + " write(s), "
+            + std::to_string(r.lease_waiting_reads) + " read(s)";
   return text;
 }
 

@@ -236,6 +236,13 @@ for _ in $(seq 100); do
 done
 [[ $(json_field nodeA "$RES" lease) == lost ]] || grep -q "^answered" "$T/probe.log" \
   || fail "nodeA neither answered nor reported its lease lost: $(ctl_on nodeA list "$RES")"
+# A probe still unanswered is held at the read gate, and status says so.
+probe_is_held() {
+  grep -q "^answered" "$T/probe.log" || [[ $(json_field nodeA "$RES" lease_waiting_reads) -ge 1 ]]
+}
+wait_until 10 "nodeA's status to show the held probe read" probe_is_held
+grep -q "^answered" "$T/probe.log" \
+  || pass "nodeA's status shows $(json_field nodeA "$RES" lease_waiting_reads) read(s) waiting for the lease"
 # An error is a fine answer (a read sent to the unreachable secondary times
 # out); data is not, nodeA cannot have nodeB's.
 probe_before_reconnect=$(awk '$1 == "answered" && $3 == 0' "$T/probe.log")
