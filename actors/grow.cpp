@@ -6,9 +6,14 @@
 // ordinary slot write: a node killed during the grow comes back with the old
 // size or the new one. The new space is marked for the resync unless
 // --assume-clean says both nodes' new areas are equal (zeroed).
+//
+// In role init the resource grows offline, on this node alone: the way out
+// when the larger node of an interrupted grow became primary and this one
+// is refused as the smaller secondary.
 
 #include "actors/resource.hpp"
 
+#include "io/io_env.hpp"
 #include "io/provider.hpp"
 #include "io/size.hpp"
 
@@ -47,10 +52,57 @@ caf::error refusal(errc code, const std::string& why) {
   return caf::make_error(code, why);
 }
 
+/// Role init: grows the metadata on the provider itself (hastd holds no
+/// descriptor of it in init) to all the provider holds, within the slots'
+/// room, and marks the new space dirty so that the next connection
+/// synchronises it, unless `assume_clean`. One metadata write, flushed: a
+/// crash leaves the old size or the new one.
+caf::result<std::string> grow_offline(resource_ptr self, bool assume_clean) {
+  auto& s = self->state;
+  if (s.config.is_witness || s.config.local.empty())
+    return refusal(errc::invalid_argument,
+                   "resource " + s.config.name + " has no local provider on this node");
+  auto env = s.io.env ? s.io.env : default_io_env();
+  auto prov = env->open_provider(s.config.local, true);
+  if (!prov)
+    return refusal(errc::io_error, prov.error().message());
+  // The lock that keeps 'hastctl create' off it while it is used.
+  if (auto st = prov->lock(); !st)
+    return refusal(st.code(), st.message());
+  auto md = read_metadata(*prov, s.config.name);
+  if (!md)
+    return refusal(md.error().code(), md.error().message());
+  auto target = growth_target(*md, prov->size());
+  if (!target)
+    return refusal(target.error().code(), prov->path() + ": " + target.error().message());
+  auto old = md->datasize;
+  if (auto st = grow_metadata(*md, *target); !st)
+    return refusal(st.code(), prov->path() + ": " + st.message());
+  auto standalone = s.config.standalone();
+  if (!assume_clean && !standalone)
+    mark_extents(*md, old);
+  if (auto st = write_metadata(*prov, *md, true); !st)
+    return refusal(errc::io_error, "the new size could not be written to the metadata of "
+                                     + prov->path() + ": " + st.message() + "; nothing changed");
+  auto how = standalone     ? std::string{"no secondary"}
+             : assume_clean ? std::string{"new space assumed clean"}
+                            : humanize(*target - old)
+                                + " of new space marked for the resync at the next connection";
+  spdlog::info("{}: grown offline (role init) from {} to {} bytes ({})", s.config.name, old,
+               *target, how);
+  event(self, "grow", {{"old", std::to_string(old)}, {"new", std::to_string(*target)}},
+        {{"assume_clean", assume_clean ? "yes" : "no"}, {"offline", "yes"}});
+  return "grown offline (role init) from " + std::to_string(old) + " to "
+         + std::to_string(*target) + " bytes (" + humanize(old) + " -> " + humanize(*target)
+         + "; " + how + ")";
+}
+
 } // namespace
 
 caf::result<std::string> grow_command(resource_ptr self, bool assume_clean) {
   auto& s = self->state;
+  if (s.current == role::init && !s.draining)
+    return grow_offline(self, assume_clean);
   if (s.current != role::primary || s.draining)
     return refusal(errc::not_primary,
                    "resource " + s.config.name + " is not primary here (role "

@@ -519,19 +519,39 @@ supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<su
       auto refused = [](const std::string& name, std::string why, int number) {
         return verify_outcome{name, "", std::move(why), number};
       };
-      // `grow all` on both nodes grows what is primary here.
+      // `grow all` on both nodes grows what is primary here. A resource in
+      // role init grows offline only when named (docs/METADATA.md).
       auto every = wanted.empty() || (wanted.size() == 1 && wanted[0] == "all");
       return fan_out<verify_outcome>(
         self, select(self, wanted), refused,
         [=](const std::string& name, const supervised_resource* entry, auto reply) {
-          self->request(entry->handle, resource_grow_timeout, atom::grow_v, assume_clean)
-            .then([=](std::string& message) { reply({name, message, "", 0}); },
-                  [=](caf::error& err) {
-                    if (every && err == errc::not_primary)
-                      reply({name, "not primary here; passed over", "", 0});
-                    else
-                      reply(refused(name, self->system().render(err), error_number(err)));
-                  });
+          auto handle = entry->handle;
+          auto grow = [=] {
+            self->request(handle, resource_grow_timeout, atom::grow_v, assume_clean)
+              .then([=](std::string& message) { reply({name, message, "", 0}); },
+                    [=](caf::error& err) {
+                      if (every && err == errc::not_primary)
+                        reply({name, "not primary here; passed over", "", 0});
+                      else
+                        reply(refused(name, self->system().render(err), error_number(err)));
+                    });
+          };
+          if (!every) {
+            grow();
+            return;
+          }
+          self->request(handle, resource_answer_timeout, atom::status_v)
+            .then(
+              [=](resource_status& st) {
+                if (st.current_role == role::init)
+                  reply({name, "in role init here; passed over (name it to grow it offline)", "",
+                         0});
+                else
+                  grow();
+              },
+              [=](caf::error& err) {
+                reply(refused(name, self->system().render(err), error_number(err)));
+              });
         });
     },
     [=](atom::peer_accept, accepted_link& accepted) {

@@ -111,6 +111,30 @@ uint64_t slot_size_for(uint64_t bitmap_bytes) {
   return round_up(metadata_header_size + bitmap_bytes, block);
 }
 
+// The largest slot a read looks for when slot A is destroyed
+// (scan_for_slot_b) on a provider of `size` bytes: the one 4 KiB extents
+// over the whole provider would need, and at least a slot with a 1 MiB
+// bitmap (16 TiB with 2 MiB extents), so that a scan of a small provider
+// reads at most about 1 MiB. Create never makes a larger one.
+constexpr uint64_t scan_floor_slot = metadata_header_size + (1 << 20);
+uint64_t largest_slot(uint64_t size) {
+  return std::max(slot_size_for(bitmap_bytes_for(size, block)), scan_floor_slot);
+}
+
+// The largest data size whose bitmap fits in a slot of `slot` bytes.
+uint64_t ceiling_for(uint64_t slot, uint64_t extent_size) {
+  if (slot < metadata_header_size || extent_size == 0)
+    return 0;
+  // The header's bitmap_bytes field is 32 bits.
+  auto room = std::min<uint64_t>(slot - metadata_header_size, UINT32_MAX);
+  // Extents are counted rounded up, so every extent of the last byte may be
+  // partial; the data size stays a multiple of 4096.
+  auto extents = room * 8;
+  if (extents > UINT64_MAX / extent_size)
+    return UINT64_MAX / block * block;
+  return extents * extent_size;
+}
+
 bool has_magic(const uint8_t *header) {
   return std::memcmp(header + off_magic, magic, sizeof magic) == 0;
 }
@@ -182,7 +206,9 @@ slot_state examine_slot(const provider &prov, uint64_t position, uint64_t index)
     s.problem = fmt::format("sequence {} does not belong in this slot", decoded->sequence);
     return s;
   }
-  if (decoded->data_offset != 2 * (index == 0 ? slot_size_for(decoded->bitmap.size()) : position)) {
+  // decode_slot checked that the slots hold the bitmap; slot B starts
+  // where the slot size (data_offset / 2) says.
+  if (index == 1 && decoded->data_offset != 2 * position) {
     s.problem = "its layout does not match its position";
     return s;
   }
@@ -215,7 +241,7 @@ std::vector<uint64_t> slot_b_candidates(const provider &prov) {
 // slot B at every 4 KiB boundary where one can be for this provider size.
 std::optional<slot_state> scan_for_slot_b(const provider &prov,
                                           const std::vector<uint64_t> &tried) {
-  auto limit = std::min(prov.size() / 2, slot_size_for(bitmap_bytes_for(prov.size(), block)));
+  auto limit = std::min(prov.size() / 2, largest_slot(prov.size()));
   constexpr uint64_t chunk = 1 << 20;
   for (uint64_t base = block; base <= limit; base += chunk) {
     auto len = std::min(chunk, round_up(limit + 1, block) - base);
@@ -240,27 +266,67 @@ std::optional<slot_state> scan_for_slot_b(const provider &prov,
 
 } // namespace
 
-result<layout> compute_layout(uint64_t mediasize, uint32_t extent_size) {
+result<layout> compute_layout(uint64_t mediasize, uint32_t extent_size, uint64_t maxsize) {
   if (!valid_extent_size(extent_size))
     return status{
         errc::invalid_argument,
         fmt::format("extent size {} is not a power-of-two multiple of 4096 bytes", extent_size)};
-  // Size the slots for the whole media (an upper bound), then the bitmap
-  // for the data area that is left. The difference is at most a few blocks
-  // left unused at the end.
+  if (maxsize != 0 && maxsize < mediasize)
+    return status{errc::invalid_argument,
+                  fmt::format("the maximum size {} ({}) is smaller than the media size {} ({})",
+                              maxsize, humanize(maxsize), mediasize, humanize(mediasize))};
+  // The slots for the whole media (an upper bound on today's bitmap), and
+  // the slots with room to grow: for `maxsize`, or by default for
+  // default_room_factor times the media, where a read can still find them
+  // (largest_slot) and the media still holds them.
   auto upper_slot = slot_size_for(bitmap_bytes_for(mediasize, extent_size));
-  auto needed = 2 * upper_slot + extent_size;
+  auto cap = std::max(upper_slot, largest_slot(mediasize));
+  uint64_t room_slot = upper_slot;
+  if (maxsize != 0) {
+    room_slot = std::max(upper_slot, slot_size_for(bitmap_bytes_for(maxsize, extent_size)));
+    if (room_slot > cap || room_slot - metadata_header_size > UINT32_MAX) {
+      auto most = std::min<uint64_t>(cap, (metadata_header_size + UINT32_MAX) / block * block);
+      auto reach = ceiling_for(most, extent_size);
+      return status{errc::invalid_argument,
+                    fmt::format("a maximum size of {} ({}) needs metadata slots of {} bytes; on "
+                                "{} ({}) of media with extents of {} they can be at most {} "
+                                "bytes, for a maximum size of {} ({}): give a smaller maximum "
+                                "size or a larger extent size",
+                                maxsize, humanize(maxsize), room_slot, mediasize,
+                                humanize(mediasize), humanize(extent_size), most, reach,
+                                humanize(reach))};
+    }
+  } else {
+    auto want = mediasize > UINT64_MAX / default_room_factor ? UINT64_MAX
+                                                             : mediasize * default_room_factor;
+    auto most = std::max(upper_slot, (metadata_header_size + UINT32_MAX) / block * block);
+    room_slot = std::min({slot_size_for(bitmap_bytes_for(want, extent_size)), cap, most});
+    // The default room never makes a media too small that fits without it.
+    if (room_slot < upper_slot || mediasize / 2 < room_slot
+        || mediasize - 2 * room_slot < extent_size)
+      room_slot = upper_slot;
+  }
+  auto needed = 2 * room_slot + extent_size;
   if (mediasize < needed)
     return status{errc::invalid_argument,
                   fmt::format("media size {} ({}) is too small: at least {} ({}) are needed for "
                               "two metadata slots and one extent",
                               mediasize, humanize(mediasize), needed, humanize(needed))};
   layout l;
-  l.datasize = (mediasize - 2 * upper_slot) / block * block;
+  if (maxsize == 0 && room_slot == upper_slot) {
+    // No room beyond the rounding: as hast always laid it out, the bitmap
+    // for the data area that is left. At most a few blocks stay unused at
+    // the end.
+    l.datasize = (mediasize - 2 * upper_slot) / block * block;
+    l.slot_size = slot_size_for(bitmap_bytes_for(l.datasize, extent_size));
+  } else {
+    l.slot_size = room_slot;
+    l.datasize = (mediasize - 2 * room_slot) / block * block;
+  }
   l.extents = (l.datasize + extent_size - 1) / extent_size;
   l.bitmap_bytes = (l.extents + 7) / 8;
-  l.slot_size = slot_size_for(l.bitmap_bytes);
   l.data_offset = 2 * l.slot_size;
+  l.ceiling = ceiling_for(l.slot_size, extent_size);
   return l;
 }
 
@@ -343,14 +409,17 @@ result<metadata> decode_slot(std::span<const uint8_t> bytes) {
   if (bb != bitmap_bytes_for(md.datasize, md.extent_size))
     return corrupt(
         fmt::format("bitmap of {} bytes does not fit a data size of {} bytes", bb, md.datasize));
-  if (md.data_offset != 2 * slot_size_for(bb))
+  // The slots hold at least the bitmap, and more when create reserved room
+  // to grow; they are whole 4 KiB blocks.
+  if (md.data_offset % (2 * block) != 0 || md.data_offset / 2 < slot_size_for(bb))
     return corrupt(fmt::format("data offset {} does not follow the two slots", md.data_offset));
   md.bitmap.assign(p + metadata_header_size, p + metadata_header_size + bb);
   return md;
 }
 
 result<metadata> create_metadata(const provider &prov, const std::string &resource,
-                                 uint32_t extent_size, uint32_t keepdirty, uint64_t mediasize) {
+                                 uint32_t extent_size, uint32_t keepdirty, uint64_t mediasize,
+                                 uint64_t maxsize) {
   if (resource.empty() || resource.size() > max_resource_name
       || resource.find('\0') != std::string::npos)
     return status{errc::invalid_argument, fmt::format("resource name '{}' must be 1 to {} bytes",
@@ -363,7 +432,7 @@ result<metadata> create_metadata(const provider &prov, const std::string &resour
     return status{errc::invalid_argument,
                   fmt::format("{}: media size {} ({}) is larger than the provider ({} bytes)",
                               prov.path(), mediasize, humanize(mediasize), prov.size())};
-  auto l = compute_layout(mediasize, extent_size);
+  auto l = compute_layout(mediasize, extent_size, maxsize);
   if (!l)
     return status{l.error().code(), fmt::format("{}: {}", prov.path(), l.error().message())};
 
@@ -386,13 +455,19 @@ result<metadata> create_metadata(const provider &prov, const std::string &resour
 
   // First wipe every slot header an earlier create may have left (at the old
   // and the new positions), so that a crash half-way through can not bring
-  // an old, higher-sequence slot back.
-  std::vector<uint64_t> wipe{0, l->slot_size};
+  // an old, higher-sequence slot back. The new slots are zeroed whole: their
+  // room past the bitmap is never written again, and no old header may
+  // wait there for a scan (scan_for_slot_b).
+  std::vector<uint64_t> wipe;
   for (auto c : slot_b_candidates(prov))
-    if (std::find(wipe.begin(), wipe.end(), c) == wipe.end())
+    if (c >= l->data_offset)
       wipe.push_back(c);
-  auto zeros = make_buffer(block);
-  std::memset(zeros->data(), 0, block);
+  auto chunk = std::min<uint64_t>(l->data_offset, 1 << 20);
+  auto zeros = make_buffer(static_cast<size_t>(chunk));
+  std::memset(zeros->data(), 0, zeros->size());
+  for (uint64_t at = 0; at < l->data_offset; at += chunk)
+    if (auto st = prov.write(zeros->data(), std::min(chunk, l->data_offset - at), at); !st)
+      return st;
   for (auto at : wipe)
     if (at + block <= prov.size())
       if (auto st = prov.write(zeros->data(), block, at); !st)
@@ -471,12 +546,15 @@ result<slot_write> prepare_slot_write(const metadata &md, uint64_t sequence) {
   auto copy = md;
   copy.sequence = sequence;
   auto bytes = encode_slot(copy);
-  auto slot = slot_size_for(md.bitmap.size());
-  if (md.data_offset != 2 * slot)
+  // Only the header and the bitmap, in whole blocks: the slot's room past
+  // them costs no write.
+  auto used = slot_size_for(md.bitmap.size());
+  auto slot = md.data_offset / 2;
+  if (md.data_offset % (2 * block) != 0 || slot < used)
     return status{errc::invalid_argument,
                   fmt::format("metadata data offset {} does not match its bitmap of {} bytes",
                               md.data_offset, md.bitmap.size())};
-  auto buf = make_buffer(static_cast<size_t>(slot));
+  auto buf = make_buffer(static_cast<size_t>(used));
   std::memset(buf->data(), 0, buf->size());
   std::memcpy(buf->data(), bytes.data(), bytes.size());
   return slot_write{(sequence % 2) * slot, std::move(buf)};
@@ -496,15 +574,15 @@ status write_metadata(const provider &prov, metadata &md, bool flush) {
 uint64_t max_datasize(const metadata &md) {
   if (md.extent_size == 0 || md.data_offset < 2 * block)
     return md.datasize;
-  auto room = md.data_offset / 2 - metadata_header_size;  // bitmap bytes a slot holds
-  if (room > UINT32_MAX)
-    room = UINT32_MAX;
-  // Extents are counted rounded up, so every extent of the last byte may be
-  // partial; the data size stays a multiple of 4096.
-  auto extents = room * 8;
-  if (extents > UINT64_MAX / md.extent_size)
-    return UINT64_MAX / block * block;
-  return extents * md.extent_size;
+  return ceiling_for(md.data_offset / 2, md.extent_size);
+}
+
+void mark_extents(metadata &md, uint64_t from) {
+  if (md.extent_size == 0)
+    return;
+  auto end = md.datasize / md.extent_size + (md.datasize % md.extent_size != 0 ? 1 : 0);
+  for (auto e = from / md.extent_size; e < end && (e >> 3) < md.bitmap.size(); ++e)
+    md.bitmap[e >> 3] |= static_cast<uint8_t>(1u << (e & 7));
 }
 
 result<uint64_t> growth_target(const metadata &md, uint64_t provider_size, uint64_t wanted) {
@@ -525,10 +603,10 @@ result<uint64_t> growth_target(const metadata &md, uint64_t provider_size, uint6
   if (target > limit)
     return status{errc::invalid_argument,
                   fmt::format("the metadata slots ({} bytes each, sized at create) hold the "
-                              "activemap of at most {} bytes ({}) of data with extents of {}; the "
-                              "provider offers {} ({}). Grow the provider to at most {} bytes in "
-                              "all, or recreate the resource (hastctl create, then a full sync) "
-                              "to use more",
+                              "activemap of at most {} bytes ({}) of data with extents of {} (the "
+                              "maxsize 'hastctl dump' shows); the provider offers {} ({}). Grow "
+                              "the provider to at most {} bytes in all, or recreate the resource "
+                              "with more room (hastctl create -M, then a full sync) to use more",
                               md.data_offset / 2, limit, humanize(limit),
                               humanize(md.extent_size), target, humanize(target),
                               md.data_offset + limit)};
@@ -596,12 +674,14 @@ std::string render_metadata(const metadata &md) {
                      "    version: {}\n"
                      "    sequence: {}\n"
                      "    dirty extents: {} ({})\n"
-                     "    local stale: {}\n",
+                     "    local stale: {}\n"
+                     "    maxsize: {} ({})\n",
                      md.resource, md.datasize, humanize_number(md.datasize), md.extent_size,
                      humanize_number(md.extent_size), md.keepdirty, md.data_offset, md.resuid,
                      md.localcnt, md.remotecnt, role_name(md.prevrole), metadata_version,
                      md.sequence, dirty, humanize_number(dirty_bytes(md)),
-                     md.local_stale ? "yes" : "no");
+                     md.local_stale ? "yes" : "no", max_datasize(md),
+                     humanize_number(max_datasize(md)));
 }
 
 nlohmann::json metadata_json(const metadata &md) {
@@ -621,6 +701,7 @@ nlohmann::json metadata_json(const metadata &md) {
       {"dirty_extents", count_dirty(md.bitmap)},
       {"dirty_bytes", dirty_bytes(md)},
       {"local_stale", md.local_stale},
+      {"maxsize", max_datasize(md)},
   };
 }
 

@@ -9,7 +9,11 @@
 //   offset slot_size    slot B: same
 //   offset 2*slot_size  user data (data_offset), datasize bytes
 //
-//   slot_size = round_up(4096 + bitmap_bytes, 4096)
+//   slot_size >= round_up(4096 + bitmap_bytes, 4096), fixed at create
+//
+// The slots may be larger than today's bitmap needs: the room create
+// reserves for online growth (docs/METADATA.md, "Room to grow"). A slot
+// write covers only the header and the bitmap rounded up to 4096 bytes.
 //
 // A write goes to the slot its sequence selects (A for even, B for odd), so it
 // only ever overwrites the older of the two; a read takes the valid slot with
@@ -36,6 +40,9 @@ inline constexpr uint32_t metadata_version = 1;
 inline constexpr size_t max_resource_name = 127;
 inline constexpr uint32_t default_extent_size = 2 * 1024 * 1024; // HAST_EXTENTSIZE
 inline constexpr uint32_t default_keepdirty = 64;                // HAST_KEEPDIRTY
+/// Without `-M`, create sizes the slots to describe this many times the
+/// media size (docs/METADATA.md, "Room to grow").
+inline constexpr uint64_t default_room_factor = 16;
 
 struct metadata {
   std::string resource;
@@ -61,19 +68,27 @@ struct layout {
   uint64_t datasize = 0;     // multiple of 4096
   uint64_t extents = 0;      // datasize / extent_size rounded up
   uint64_t bitmap_bytes = 0; // (extents + 7) / 8
+  uint64_t ceiling = 0;      // the largest data size the slots describe
 };
 
-/// The layout of a provider of `mediasize` bytes. Errors (invalid_argument)
-/// if `extent_size` is not a power-of-two multiple of 4096, or the media is
-/// too small for both slots plus one extent.
-result<layout> compute_layout(uint64_t mediasize, uint32_t extent_size);
+/// The layout of a provider of `mediasize` bytes whose slots describe at
+/// least `maxsize` bytes of data (hastctl create -M); 0 asks for the default
+/// room, default_room_factor times the media size where the slots may be
+/// that large, and never a layout that no longer fits the media. Errors
+/// (invalid_argument) if `extent_size` is not a power-of-two multiple of
+/// 4096, the media is too small for both slots plus one extent, `maxsize`
+/// is smaller than the media, or its slots would be larger than a read can
+/// look for them on this media (the message says how far it can go).
+result<layout> compute_layout(uint64_t mediasize, uint32_t extent_size, uint64_t maxsize = 0);
 
 /// Writes fresh metadata to both slots (sequence 0 in A, 1 in B) with a zero
 /// bitmap, counters 0, prevrole init and a random nonzero 64-bit resuid
-/// (getrandom), then flushes. `mediasize` <= provider.size(). Data is not
+/// (getrandom), then flushes. `mediasize` <= provider.size(); `maxsize` as
+/// for compute_layout. Both slots are zeroed whole first; data is not
 /// touched. Returns the metadata as written (sequence 1).
 result<metadata> create_metadata(const provider &prov, const std::string &resource,
-                                 uint32_t extent_size, uint32_t keepdirty, uint64_t mediasize);
+                                 uint32_t extent_size, uint32_t keepdirty, uint64_t mediasize,
+                                 uint64_t maxsize = 0);
 
 /// Reads the valid slot with the highest sequence. errc::not_created if no
 /// slot carries the magic; errc::bad_metadata if one does but none is valid
@@ -88,8 +103,10 @@ result<metadata> read_metadata(const provider &prov, const std::string &expected
 status write_metadata(const provider &prov, metadata &md, bool flush = true);
 
 /// What write_metadata writes, for a caller that submits it itself (the
-/// data plane sends it through the disk ring): the slot `sequence` selects,
-/// padded with zeros to the slot size, and where it goes in the provider.
+/// data plane sends it through the disk ring): the header and bitmap of the
+/// slot `sequence` selects, padded with zeros to a multiple of 4096 bytes
+/// (not to the slot size: the room after the bitmap is not written), and
+/// where it goes in the provider.
 struct slot_write {
   uint64_t offset = 0;
   buffer_ptr bytes;
@@ -113,8 +130,12 @@ nlohmann::json metadata_json(const metadata &md);
 
 /// Online growth (docs/METADATA.md, "Online growth"). The slot size, and so
 /// the data offset, never change after create: the largest data size whose
-/// bitmap still fits in a slot of `md`.
+/// bitmap still fits in a slot of `md` (the ceiling `dump` shows).
 uint64_t max_datasize(const metadata &md);
+
+/// Marks the extents of [from, md.datasize) in md.bitmap, so that they are
+/// synchronised at the next connection (an offline grow's new space).
+void mark_extents(metadata &md, uint64_t from);
 
 /// The data size `md` grows to on a provider of `provider_size` bytes: all
 /// of the provider after the data offset, in whole 4 KiB blocks, or

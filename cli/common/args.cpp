@@ -121,7 +121,7 @@ std::optional<command_args> parse_command_args(const std::vector<std::string> &a
 
 std::string usage() {
   return "usage: hastctl [-c config] [-n node] [-d] [--json] <command> [args]\n"
-         "       hastctl create [-e extentsize] [-k keepdirty] [-m mediasize] all | name ...\n"
+         "       hastctl create [-e extentsize] [-k keepdirty] [-m mediasize] [-M maxsize] all | name ...\n"
          "       hastctl role [-f] <init | primary | secondary> all | name ...\n"
          "       hastctl list [all | name ...]\n"
          "       hastctl status [all | name ...]\n"

@@ -18,7 +18,7 @@ using command_fn = int (*)(const cli_options &, const std::vector<std::string> &
 
 // Local commands (cli/common/local_commands.cpp): no daemon needed.
 
-/// create [-e extentsize] [-k keepdirty] [-m mediasize] all|<res>...
+/// create [-e extentsize] [-k keepdirty] [-m mediasize] [-M maxsize] all|<res>...
 int run_create(const cli_options &options, const std::vector<std::string> &args);
 /// dump [--json] [all|<res>...]  (no operand: all)
 int run_dump(const cli_options &options, const std::vector<std::string> &args);

@@ -89,7 +89,8 @@ local_outcome create_resource(const resource_config &res, const create_options &
                          fmt::format("{}: media size {} ({}) is larger than the provider ({})",
                                      res.local, mediasize, humanize(mediasize),
                                      humanize(prov->size()))});
-  auto md = create_metadata(*prov, res.name, options.extent_size, options.keepdirty, mediasize);
+  auto md = create_metadata(*prov, res.name, options.extent_size, options.keepdirty, mediasize,
+                            options.maxsize);
   if (!md)
     return failed(md.error().code() == errc::invalid_argument ? EX_DATAERR : EX_IOERR, md.error());
   return {std::move(md), 0};
@@ -117,7 +118,7 @@ local_outcome dump_resource(const resource_config &res) {
 
 int run_create(const cli_options &options, const std::vector<std::string> &args) {
   std::string error;
-  auto parsed = parse_command_args(args, "e:k:m:", {}, error);
+  auto parsed = parse_command_args(args, "e:k:m:M:", {}, error);
   if (!parsed)
     return fail(EX_USAGE, "create", error);
   create_options co;
@@ -154,6 +155,18 @@ int run_create(const cli_options &options, const std::vector<std::string> &args)
                                 "K/M/G/T suffix, e.g. 64M",
                                 value));
       co.mediasize = *bytes;
+      break;
+    }
+    case 'M': {
+      // The largest data size the metadata slots are to describe, for
+      // online growth (docs/METADATA.md, "Room to grow").
+      auto bytes = parse_size(value);
+      if (!bytes || *bytes == 0)
+        return fail(EX_USAGE, "create",
+                    fmt::format("invalid maximum size '{}': expected bytes or a "
+                                "K/M/G/T suffix, e.g. 1T",
+                                value));
+      co.maxsize = *bytes;
       break;
     }
     default:

@@ -20,6 +20,7 @@ struct create_options {
   uint32_t extent_size = default_extent_size;
   uint32_t keepdirty = default_keepdirty;
   std::optional<uint64_t> mediasize; // -m: create/extend a file, or use less of a device
+  uint64_t maxsize = 0;              // -M: the slots describe this much data; 0: the default room
 };
 
 /// What create or dump did on one resource: the metadata, or why not and

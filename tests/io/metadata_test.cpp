@@ -274,14 +274,84 @@ TEST(Layout, DataFitsTheMediaAndTheSlotsFitTheBitmap) {
       EXPECT_EQ(l->datasize % 4096, 0u);
       EXPECT_EQ(l->extents, (l->datasize + es - 1) / es);
       EXPECT_EQ(l->bitmap_bytes, (l->extents + 7) / 8);
-      EXPECT_EQ(l->slot_size, (4096 + l->bitmap_bytes + 4095) / 4096 * 4096);
+      EXPECT_GE(l->slot_size, (4096 + l->bitmap_bytes + 4095) / 4096 * 4096);
+      EXPECT_EQ(l->slot_size % 4096, 0u);
       EXPECT_EQ(l->data_offset, 2 * l->slot_size);
+      EXPECT_EQ(l->ceiling, (l->slot_size - 4096) * 8 * es);
+      EXPECT_GE(l->ceiling, l->datasize);
       // At most a few blocks are wasted.
       EXPECT_LT(media - l->data_offset - l->datasize, 4 * 4096 + 2 * l->slot_size);
     }
   // 1 TiB with 2 MiB extents: 524288 extents, a 64 KiB bitmap (as in HAST).
   auto big = compute_layout(1ull << 40, 2 * MiB);
   EXPECT_EQ(big->bitmap_bytes, 65536u);
+}
+
+// --- room to grow -------------------------------------------------------------
+
+TEST(Layout, TheDefaultRoomDescribesSixteenTimesTheMedia) {
+  // 1 TiB with 2 MiB extents: slots for 16 TiB (a 1 MiB bitmap), where the
+  // layout without room (a 69632-byte slot) could not grow at all.
+  auto l = compute_layout(1ull << 40, 2 * MiB);
+  ASSERT_TRUE(l) << l.error().message();
+  EXPECT_EQ(l->slot_size, 4096 + MiB);
+  EXPECT_EQ(l->ceiling, 16ull << 40);
+  EXPECT_EQ(l->datasize, (1ull << 40) - 2 * (4096 + MiB));
+  // Up to 4 GiB the 16-fold room fits in the smallest slot: the layout is
+  // the one hast always made.
+  auto small = compute_layout(4096 * MiB, 2 * MiB);
+  EXPECT_EQ(small->slot_size, 8192u);
+  EXPECT_EQ(small->ceiling, 64 * 1024 * MiB);
+  // 4 KiB extents: 16 times 1 GiB takes a 512 KiB bitmap.
+  auto fine = compute_layout(1024 * MiB, 4096);
+  EXPECT_EQ(fine->slot_size, 4096 + 512 * 1024u);
+  EXPECT_EQ(fine->ceiling, 16 * 1024 * MiB);
+  // A read finds slots only up to the larger of 1 MiB + 4 KiB and the
+  // size 4 KiB extents over the media need, so 1 TiB with 4 KiB extents
+  // gets no room beyond the rounding.
+  auto big = compute_layout(1ull << 40, 4096);
+  EXPECT_EQ(big->slot_size, 4096 + 32 * MiB);
+  EXPECT_EQ(big->ceiling, 1ull << 40);
+  // A media too small for the room keeps the layout without it.
+  auto tight = compute_layout(2 * 8192 + 2 * MiB, 2 * MiB);
+  ASSERT_TRUE(tight) << tight.error().message();
+  EXPECT_EQ(tight->slot_size, 8192u);
+}
+
+TEST(Layout, AMaximumSizeSizesTheSlots) {
+  // 64 GiB with 1 MiB extents: 65536 extents, an 8 KiB bitmap.
+  auto l = compute_layout(64 * MiB, MiB, 64 * 1024 * MiB);
+  ASSERT_TRUE(l) << l.error().message();
+  EXPECT_EQ(l->slot_size, 12288u);
+  EXPECT_EQ(l->data_offset, 24576u);
+  EXPECT_EQ(l->datasize, 64 * MiB - 24576);
+  EXPECT_EQ(l->bitmap_bytes, 8u);
+  EXPECT_EQ(l->ceiling, 64 * 1024 * MiB);
+  // The media size itself: no room beyond the rounding.
+  auto none = compute_layout(64 * MiB, MiB, 64 * MiB);
+  ASSERT_TRUE(none) << none.error().message();
+  EXPECT_EQ(none->slot_size, 8192u);
+}
+
+TEST(Layout, AMaximumSizeBelowTheMediaOrBeyondWhatAReadFindsIsRefused) {
+  auto below = compute_layout(64 * MiB, MiB, 32 * MiB);
+  ASSERT_FALSE(below);
+  EXPECT_EQ(below.error().code(), errc::invalid_argument);
+  EXPECT_NE(below.error().message().find("smaller than the media"), std::string::npos);
+  // 64 MiB of media: slots of at most 1 MiB + 4 KiB, so 4 KiB extents can
+  // describe at most 32 GiB.
+  auto far = compute_layout(64 * MiB, 4096, 64 * 1024 * MiB);
+  ASSERT_FALSE(far);
+  EXPECT_EQ(far.error().code(), errc::invalid_argument);
+  EXPECT_NE(far.error().message().find("34359738368"), std::string::npos) << far.error().message();
+  EXPECT_NE(far.error().message().find("larger extent size"), std::string::npos);
+  auto most = compute_layout(64 * MiB, 4096, 32 * 1024 * MiB);
+  ASSERT_TRUE(most) << most.error().message();
+  EXPECT_EQ(most->slot_size, 4096 + MiB);
+  // The media must hold the larger slots and one extent.
+  auto full = compute_layout(2 * MiB + 8 * 4096, 2 * MiB, 1ull << 44);
+  ASSERT_FALSE(full);
+  EXPECT_NE(full.error().message().find("too small"), std::string::npos) << full.error().message();
 }
 
 TEST(Layout, RejectsExtentSizesThatAreNotPowerOfTwoMultiplesOf4096) {
@@ -585,7 +655,7 @@ TEST_F(Metadata, CreateValidatesItsArguments) {
 TEST_F(Metadata, RecreatingWithSmallerSlotsWipesTheOldSlotB) {
   auto p = make("disk", 1024 * MiB);
   // 4 KiB extents: a 32 KiB bitmap, slot B at 36864.
-  auto old = *create_metadata(p, "shared", 4096, 64, 1024 * MiB);
+  auto old = *create_metadata(p, "shared", 4096, 64, 1024 * MiB, 1024 * MiB);
   ASSERT_EQ(old.data_offset, 2u * 36864);
   for (int i = 0; i < 4; ++i)
     ASSERT_TRUE(write_metadata(p, old));
@@ -670,7 +740,8 @@ TEST(Render, PrintsHastsDumpLinesAndOurs) {
                   "    version: 1\n"
                   "    sequence: 42\n"
                   "    dirty extents: 3 (6.0MB)\n"
-                  "    local stale: no\n");
+                  "    local stale: no\n"
+                  "    maxsize: 68719476736 (64GB)\n");
   auto j = metadata_json(md);
   EXPECT_EQ(j["name"], "shared");
   EXPECT_EQ(j["extentsize"], 2097152);
@@ -678,6 +749,7 @@ TEST(Render, PrintsHastsDumpLinesAndOurs) {
   EXPECT_EQ(j["prevrole"], "primary");
   EXPECT_EQ(j["dirty_extents"], 3);
   EXPECT_EQ(j["dirty_bytes"], 3 * 2 * MiB);
+  EXPECT_EQ(j["maxsize"], 64ull << 30);
 }
 
 } // namespace
@@ -766,7 +838,7 @@ TEST_F(Growth, TheSlotsBoundTheGrowthAndTheErrorSaysHowFar) {
   // 4 KiB extents: the bitmap of a 64 MiB area already takes 2 KiB of the
   // slot's 4 KiB of room.
   auto p = make("disk", 64 * MiB);
-  auto md = *create_metadata(p, "shared", 4096, 64, 64 * MiB);
+  auto md = *create_metadata(p, "shared", 4096, 64, 64 * MiB, 64 * MiB);
   auto limit = max_datasize(md);
   EXPECT_EQ(limit, (md.data_offset / 2 - 4096) * 8 * 4096);
   EXPECT_GT(limit, md.datasize);
@@ -810,6 +882,136 @@ TEST(GrowMetadata, RefusesSmallerEqualAndPartialBlockSizes) {
   EXPECT_TRUE(growth_target(md, 16384 + 96 * MiB, 80 * MiB));
   EXPECT_EQ(*growth_target(md, 16384 + 96 * MiB, 80 * MiB), 80 * MiB);
   EXPECT_FALSE(growth_target(md, 16384 + 96 * MiB, 128 * MiB));  // more than the provider holds
+}
+
+} // namespace
+} // namespace hast
+
+// --- room to grow: metadata with room on a provider --------------------------------
+
+namespace hast {
+namespace {
+
+using Room = TempDir;
+
+TEST_F(Room, CreateWithRoomReadsBackAndGrowsPastTheLayoutWithout) {
+  auto p = make("disk", 64 * MiB);
+  auto md = create_metadata(p, "shared", MiB, 64, 64 * MiB, 64 * 1024 * MiB);
+  ASSERT_TRUE(md) << md.error().message();
+  EXPECT_EQ(md->data_offset, 24576u);
+  EXPECT_EQ(max_datasize(*md), 64 * 1024 * MiB);
+  auto back = read_metadata(p, "shared");
+  ASSERT_TRUE(back) << back.error().message();
+  EXPECT_EQ(back->data_offset, 24576u);
+  EXPECT_EQ(back->datasize, md->datasize);
+  // 40 GiB: past the 32 GiB an 8192-byte slot describes with 1 MiB extents.
+  ASSERT_EQ(::truncate(path("disk").c_str(), static_cast<off_t>(40 * 1024 * MiB)), 0);
+  auto target = growth_target(*back, *p.refresh_size());
+  ASSERT_TRUE(target) << target.error().message();
+  EXPECT_EQ(*target, 40 * 1024 * MiB - 24576);
+  ASSERT_TRUE(grow_metadata(*back, *target));
+  EXPECT_EQ(back->bitmap.size(), 40u * 1024 / 8);
+  ASSERT_TRUE(write_metadata(p, *back));
+  auto grown = read_metadata(p, "shared");
+  ASSERT_TRUE(grown) << grown.error().message();
+  EXPECT_EQ(grown->datasize, *target);
+  EXPECT_EQ(grown->data_offset, 24576u);
+  // Past the room: refused with the ceiling.
+  ASSERT_EQ(::truncate(path("disk").c_str(), static_cast<off_t>(65 * 1024 * MiB)), 0);
+  auto past = growth_target(*grown, *p.refresh_size());
+  ASSERT_FALSE(past);
+  EXPECT_NE(past.error().message().find(std::to_string(64 * 1024 * MiB)), std::string::npos)
+      << past.error().message();
+}
+
+TEST_F(Room, ASlotWriteCoversTheHeaderAndTheBitmapOnly) {
+  auto p = make("disk", 64 * MiB);
+  auto md = *create_metadata(p, "shared", MiB, 64, 64 * MiB, 1024 * 1024 * MiB);
+  // 1 TiB with 1 MiB extents: a 128 KiB bitmap, slots of 135168 bytes.
+  ASSERT_EQ(md.data_offset, 2u * 135168);
+  // create zeroed both slots whole.
+  EXPECT_EQ(raw_read("disk", 8192, 135168 - 8192), std::vector<uint8_t>(135168 - 8192, 0));
+  auto w = prepare_slot_write(md, md.sequence + 1);
+  ASSERT_TRUE(w) << w.error().message();
+  EXPECT_EQ(w->offset, 0u);  // sequence 2: slot A
+  EXPECT_EQ(w->bytes->size(), 8192u);
+  // The room past the bitmap is left as it is, and is never read.
+  std::vector<uint8_t> junk(4096, 0xA5);
+  raw_write("disk", 135168 + 8192, junk.data(), junk.size());
+  ASSERT_TRUE(write_metadata(p, md));  // sequence 2, slot A
+  ASSERT_TRUE(write_metadata(p, md));  // sequence 3, slot B
+  EXPECT_EQ(raw_read("disk", 135168 + 8192, 4096), junk);
+  auto back = read_metadata(p, "shared");
+  ASSERT_TRUE(back) << back.error().message();
+  EXPECT_EQ(back->sequence, 3u);
+  // Slot A's header destroyed: slot B is found at its place past the room.
+  flip_byte("disk", 0);
+  flip_byte("disk", 168);
+  auto b = read_metadata(p, "shared");
+  ASSERT_TRUE(b) << b.error().message();
+  EXPECT_EQ(b->sequence, 3u);
+  EXPECT_EQ(b->data_offset, 2u * 135168);
+}
+
+TEST_F(Room, MetadataWithoutRoomStillReadsAndGrowsAsBefore) {
+  // What hast wrote before slots had room: 1 TiB with 2 MiB extents, a
+  // 64 KiB bitmap in slots of 69632 bytes.
+  auto p = make("disk", 1ull << 40);
+  metadata md;
+  md.resource = "shared";
+  md.datasize = (1ull << 40) - 2 * 69632;
+  md.extent_size = 2 * MiB;
+  md.keepdirty = 64;
+  md.data_offset = 2 * 69632;
+  md.resuid = 7;
+  md.bitmap.assign(65536, 0);
+  md.sequence = 0;
+  std::string a = encode_slot(md);
+  raw_write("disk", 0, a.data(), a.size());
+  md.sequence = 1;
+  std::string b = encode_slot(md);
+  raw_write("disk", 69632, b.data(), b.size());
+  auto back = read_metadata(p, "shared");
+  ASSERT_TRUE(back) << back.error().message();
+  EXPECT_EQ(back->data_offset, 2u * 69632);
+  EXPECT_EQ(max_datasize(*back), 1ull << 40);
+  // The rounding left room for a data area of exactly 1 TiB.
+  auto grown = *back;
+  ASSERT_EQ(::truncate(path("disk").c_str(), static_cast<off_t>((1ull << 40) + 2 * 69632)), 0);
+  auto t = growth_target(grown, *p.refresh_size());
+  ASSERT_TRUE(t) << t.error().message();
+  EXPECT_EQ(*t, 1ull << 40);
+  ASSERT_TRUE(grow_metadata(grown, *t));
+  ASSERT_TRUE(write_metadata(p, grown));
+  EXPECT_EQ(read_metadata(p, "shared")->datasize, 1ull << 40);
+  ASSERT_EQ(::truncate(path("disk").c_str(), static_cast<off_t>((1ull << 40) + 64 * MiB)), 0);
+  auto past = growth_target(grown, *p.refresh_size());
+  ASSERT_FALSE(past);
+  EXPECT_NE(past.error().message().find("recreate"), std::string::npos);
+}
+
+TEST(Slot, TheDataOffsetMayLeaveRoomButMustHoldTheBitmapInWholeBlocks) {
+  auto md = sample();
+  md.data_offset = 2 * 3 * 4096;  // room: the slots are larger than the bitmap needs
+  auto ok = decode_slot(bytes_of(encode_slot(md)));
+  ASSERT_TRUE(ok) << ok.error().message();
+  EXPECT_EQ(ok->data_offset, md.data_offset);
+  for (uint64_t bad : {uint64_t{4096}, uint64_t{2 * 8192 + 4096}, uint64_t{2 * 8192 + 2}}) {
+    md.data_offset = bad;
+    auto r = decode_slot(bytes_of(encode_slot(md)));
+    ASSERT_FALSE(r) << bad;
+    EXPECT_NE(r.error().message().find("does not follow the two slots"), std::string::npos);
+  }
+}
+
+TEST(MarkExtents, MarksTheExtentsFromAnOffsetToTheEnd) {
+  metadata md;
+  md.extent_size = 2 * MiB;
+  md.datasize = 20 * MiB - 4096;  // 10 extents, the last partial
+  md.bitmap.assign(2, 0);
+  md.bitmap[0] = 0x01;
+  mark_extents(md, 7 * MiB);  // from inside extent 3
+  EXPECT_EQ(md.bitmap, (std::vector<uint8_t>{0xF9, 0x03}));
 }
 
 } // namespace
