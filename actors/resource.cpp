@@ -551,9 +551,8 @@ void device_resized(self_ptr self, uint64_t ticket, bool ok, const std::string& 
     then(detail);
     return;
   }
-  spdlog::error("{}: the grow is done, but {}/{} did not grow: {}", s.config.name,
-                device_link_root, s.config.provider_name, detail);
-  then(std::string{device_link_root} + "/" + s.config.provider_name + " did not grow: " + detail);
+  spdlog::error("{}: the grow is done, but the device did not grow: {}", s.config.name, detail);
+  then("the device did not grow: " + detail);
 }
 
 /// Removes the device on the device thread; the outcome comes back as a

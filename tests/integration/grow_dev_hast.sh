@@ -98,7 +98,7 @@ stop_fio() {
   FIO_PID=""
   grep -q "verify: bad\|crc32c: verify failed\|err=[ ]*[1-9]" "$T/fio-load.txt" \
     && fail "fio reported an error: $(cat "$T/fio-load.txt")"
-  pass "fio wrote through the grow without an error (exit $rc after SIGINT)"
+  pass "fio wrote through the grow without an error (stopped by SIGINT, exit $rc)"
 }
 
 # ---- 1. a mounted, busy file system on a memsync pair ------------------------------------
@@ -211,7 +211,7 @@ truncate -s 112M "$T/$sres.img"
 SNEWER=$((112 * MiB - 16384))
 out=$(ctl grow "$sres" 2>&1) || fail "hastctl grow failed although only the device could not grow: $out"
 [[ $out == *"grown from $SNEW to $SNEWER bytes"* ]] || fail "hastctl grow printed: $out"
-[[ $out == *"/dev/hast/$sres did not grow"*"without room to grow"* ]] \
+[[ $out == *"the device did not grow: /dev/hast/$sres ($SLOOP) was made without room to grow"* ]] \
   || fail "the reply does not say the device did not grow: $out"
 log_has "did not grow: .*without room to grow" || fail "the log does not say the device did not grow"
 [[ $(datasize nodeA "$sres") -eq $SNEWER ]] || fail "the grow was not done"
