@@ -131,7 +131,7 @@ private:
 /// (export_info::ceiling) instead of its data size; the loop device on that
 /// file is limited to the data size, and widened when the resource grows.
 /// Past the data size (backend::size_now()) reads return zeros (read-ahead
-/// reaches there) and writes, trims and zeroing fail with ENOSPC; a read
+/// may reach there) and writes, trims and zeroing fail with ENOSPC; a read
 /// across the end gets the data, then zeros. NBD_OPT_LIST does not list it;
 /// resource names hold no '/', so it never names another export.
 inline std::string device_view_name(const std::string& export_name) {
