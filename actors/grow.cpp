@@ -153,8 +153,12 @@ caf::result<std::string> grow_command(resource_ptr self, bool assume_clean) {
             {{"assume_clean", assume_clean ? "yes" : "no"}});
       if (!assume_clean && !standalone && s.plane->map().sync_extents() > 0)
         sync_start(self);
-      rp.deliver("grown from " + std::to_string(old) + " to " + std::to_string(wanted)
-                 + " bytes (" + humanize(old) + " -> " + humanize(wanted) + "; " + how + ")");
+      auto text = "grown from " + std::to_string(old) + " to " + std::to_string(wanted) + " bytes ("
+                  + humanize(old) + " -> " + humanize(wanted) + "; " + how + ")";
+      // /dev/hast/<name> grows too, in place; the reply says whether it did.
+      resize_block_device(self, wanted, [rp, text](std::string device) mutable {
+        rp.deliver(device.empty() ? text : text + "; " + device);
+      });
     });
   };
   if (standalone) {

@@ -29,7 +29,8 @@ using self_ptr = resource_ptr;
 class resource_backend final : public nbd::backend,
                                public std::enable_shared_from_this<resource_backend> {
 public:
-  explicit resource_backend(caf::weak_actor_ptr resource) : resource_(std::move(resource)) {}
+  resource_backend(caf::weak_actor_ptr resource, std::shared_ptr<std::atomic<uint64_t>> size)
+      : resource_(std::move(resource)), size_(std::move(size)) {}
 
   void open(std::function<void(nbd::open_result)> done) override {
     auto hdl = lock();
@@ -61,12 +62,15 @@ public:
         caf::anon_send(hdl, atom::nbd_close_v);
   }
 
+  uint64_t size_now() const override { return size_->load(std::memory_order_acquire); }
+
 private:
   resource_actor lock() const {
     return caf::actor_cast<resource_actor>(resource_.lock());
   }
 
   caf::weak_actor_ptr resource_;
+  std::shared_ptr<std::atomic<uint64_t>> size_;  // resource_state::export_size
   std::atomic<bool> opened_{false};
 };
 
@@ -465,9 +469,12 @@ void make_block_device(self_ptr self) {
   s.device_error.clear();
   auto me = caf::actor_cast<resource_actor>(self);
   auto link = s.config.provider_name, name = s.config.name, nbd = s.config.nbd;
-  post_device_job(self, [me, link, name, nbd](uint64_t epoch) {
+  // Limited to the data size now, on the export's device view: a grow
+  // widens it in place (resize_block_device).
+  auto size = s.plane->md().datasize;
+  post_device_job(self, [me, link, name, nbd, size](uint64_t epoch) {
     // nbdfuse ends with this resource's device thread, hastd's death included.
-    auto made = make_device(link, name, nbd, helper_lifetime::ends_with_caller);
+    auto made = make_device(link, name, nbd, helper_lifetime::ends_with_caller, size);
     if (made)
       caf::anon_send(me, atom::device_v, epoch, std::string{"made"},
                      made->link + " -> " + made->device, std::to_string(made->connections));
@@ -500,6 +507,54 @@ void clear_stale_block_device(self_ptr self) {
   });
 }
 
+} // namespace
+
+void resize_block_device(self_ptr self, uint64_t datasize, std::function<void(std::string)> then) {
+  auto& s = self->state;
+  s.export_size->store(datasize, std::memory_order_release);
+  auto link = s.config.provider_name;
+  if (link.empty() || s.config.nbd.empty()) {
+    then("");
+    return;
+  }
+  // Not counted as a device job (post_device_job): a make or removal
+  // waiting for its outcome stays current. Jobs run in order, so a device
+  // still being made is grown once it is there.
+  if (!s.devices)
+    s.devices = std::make_shared<device_worker>();
+  auto ticket = ++s.device_resize_serial;
+  s.device_resizes.emplace(ticket, std::move(then));
+  auto me = caf::actor_cast<resource_actor>(self);
+  s.devices->post([me, link, datasize, ticket] {
+    auto st = resize_device(link, datasize);
+    caf::anon_send(me, atom::device_v, ticket, std::string{"resized"},
+                   std::string{st ? "ok" : "failed"}, st.detail());
+  });
+}
+
+namespace {
+
+/// The outcome of resize_block_device's job.
+void device_resized(self_ptr self, uint64_t ticket, bool ok, const std::string& detail) {
+  auto& s = self->state;
+  auto it = s.device_resizes.find(ticket);
+  if (it == s.device_resizes.end())
+    return;
+  auto then = std::move(it->second);
+  s.device_resizes.erase(it);
+  if (detail.empty()) {
+    then("");
+    return;
+  }
+  if (ok) {
+    spdlog::info("{}: {}", s.config.name, detail);
+    then(detail);
+    return;
+  }
+  spdlog::error("{}: the grow is done, but the device did not grow: {}", s.config.name, detail);
+  then("the device did not grow: " + detail);
+}
+
 /// Removes the device on the device thread; the outcome comes back as a
 /// "removed" device message.
 void remove_block_device(self_ptr self, bool force) {
@@ -529,6 +584,10 @@ void leave_primary(self_ptr self, role target, bool force) {
 void device_done(self_ptr self, uint64_t epoch, const std::string& what,
                  const std::string& device, const std::string& detail) {
   auto& s = self->state;
+  if (what == "resized") {
+    device_resized(self, epoch, device == "ok", detail);
+    return;
+  }
   if (epoch != s.device_epoch)
     return;
   s.device_pending = false;
@@ -700,9 +759,10 @@ resource_actor::behavior_type resource(resource_actor::stateful_pointer<resource
   }
   auto weak = caf::actor_cast<caf::weak_actor_ptr>(self->ctrl());
   auto* export_io = s.home != nullptr ? &s.home->io() : io.io;
-  s.server = std::make_shared<nbd::server>(*export_io, s.config.name, s.config.nbd, [weak] {
-    return std::make_shared<resource_backend>(weak);
-  });
+  s.server = std::make_shared<nbd::server>(*export_io, s.config.name, s.config.nbd,
+                                           [weak, size = s.export_size] {
+                                             return std::make_shared<resource_backend>(weak, size);
+                                           });
   // Never blocks this worker: a host name is resolved asynchronously, and
   // the outcome is logged from wherever it is known; status shows a failure.
   s.server->start([name = s.config.name, address = s.config.nbd](status st) {
@@ -835,6 +895,9 @@ resource_actor::behavior_type resource(resource_actor::stateful_pointer<resource
       ++s.nbd_clients;
       nbd::export_info info;
       info.size = s.plane->md().datasize;
+      // What the device view advertises; NBD clients take sizes below 2^63.
+      info.ceiling = std::min<uint64_t>(max_datasize(s.plane->md()), INT64_MAX / 4096 * 4096);
+      s.export_size->store(info.size, std::memory_order_release);
       info.description = "hast resource " + s.config.name;
       call.done({"", info});
     },

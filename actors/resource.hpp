@@ -19,8 +19,10 @@
 #include "messages/actors.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -211,6 +213,9 @@ struct resource_state {
   // The export; listens for the whole life of the actor, serves only a primary.
   std::shared_ptr<nbd::server> server;
   uint64_t nbd_clients = 0;
+  // The data size the export's device view serves (nbd::backend::size_now),
+  // read by the sessions' threads: set on every open and by a grow.
+  std::shared_ptr<std::atomic<uint64_t>> export_size = std::make_shared<std::atomic<uint64_t>>(0);
 
   // /dev/hast/<provider_name> while primary (`device on`): made and removed
   // on a thread of its own (io/block_device.hpp).
@@ -221,6 +226,10 @@ struct resource_state {
   int device_connections = 0;         // its NBD connections (not counted as clients)
   std::string device_error;           // why there is none
   bool leaving = false;               // removing the device before a drain
+  // Grows of the device waiting for the device thread (resize_block_device),
+  // by ticket.
+  std::map<uint64_t, std::function<void(std::string)>> device_resizes;
+  uint64_t device_resize_serial = 0;
 
   // Role changes.
   std::vector<caf::typed_response_promise<role>> drained;  // role changes waiting for in_flight == 0
@@ -322,6 +331,16 @@ void mark_for_sync(resource_ptr self, uint64_t offset, uint64_t length);
 /// starts (or feeds) the resync.
 void sync_ranges(resource_ptr self, uint64_t extent,
                  const std::vector<std::pair<uint64_t, uint64_t>>& ranges);
+
+// resource.cpp
+/// Primary, after a grow to `datasize`: the export's device view serves the
+/// new size, and /dev/hast/<name>, hastd's or one `hastctl attach` made,
+/// grows to it on the device thread. `then` runs (at once, or in a later
+/// turn) with what to add to the grow's reply: "" when there is no device,
+/// else a sentence with the device's new size or why it kept the old one
+/// (also logged). The grow itself is done either way.
+void resize_block_device(resource_ptr self, uint64_t datasize,
+                         std::function<void(std::string)> then);
 
 // grow.cpp
 /// Primary: hastctl grow; grows the secondary, then this node.

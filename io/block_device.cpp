@@ -1,6 +1,7 @@
 #include "io/block_device.hpp"
 
 #include "config/config.hpp"
+#include "io/nbd_server.hpp"
 #include "io/spawn.hpp"
 
 #include <nlohmann/json.hpp>
@@ -15,6 +16,7 @@
 #include <fcntl.h>
 #include <filesystem>
 #include <fstream>
+#include <linux/fs.h>
 #include <linux/loop.h>
 #include <poll.h>
 #include <sstream>
@@ -219,26 +221,33 @@ std::string percent_encode(const std::string& text) {
   return out;
 }
 
-/// The export as a libnbd URI and as nbd-client arguments.
+/// The export as a libnbd URI and as nbd-client arguments, and its device
+/// view (nbd::device_view_name) as a libnbd URI.
 struct export_address {
   std::string uri;
   std::vector<std::string> nbd_client_args;
+  std::string view_uri;
+
+  /// Whether a record's URI names this export (plainly or its device view).
+  bool names(const std::string& recorded) const { return recorded == uri || recorded == view_uri; }
 };
 
 std::optional<export_address> address_of(const std::string& export_name,
                                          const std::string& nbd_address) {
+  auto view = nbd::device_view_name(export_name);
   if (auto path = unix_socket_path(nbd_address); !path.empty())
-    return export_address{"nbd+unix:///" + percent_encode(export_name)
-                            + "?socket=" + percent_encode(path),
-                          {"-unix", path}};
+    return export_address{
+      "nbd+unix:///" + percent_encode(export_name) + "?socket=" + percent_encode(path),
+      {"-unix", path},
+      "nbd+unix:///" + percent_encode(view) + "?socket=" + percent_encode(path)};
   std::string host;
   uint16_t port = 0;
   if (nbd_address.rfind("tcp", 0) != 0 || !split_tcp_address(nbd_address, host, port, 10809))
     return std::nullopt;
   auto host_part = host.find(':') != std::string::npos ? "[" + host + "]" : host;
-  return export_address{"nbd://" + host_part + ":" + std::to_string(port) + "/"
-                          + percent_encode(export_name),
-                        {host, std::to_string(port)}};
+  auto base = "nbd://" + host_part + ":" + std::to_string(port) + "/";
+  return export_address{base + percent_encode(export_name), {host, std::to_string(port)},
+                        base + percent_encode(view)};
 }
 
 // ---- the record -------------------------------------------------------------------------------
@@ -538,7 +547,7 @@ status take_apart(const std::string& link_name, const nlohmann::json& record, bo
 /// Clears whatever an earlier device under `link_name` left, so that a new
 /// one can be made. Fails while it is held, or while it is a live device of
 /// another export.
-status clear_leftovers(const std::string& link_name, const std::string& uri) {
+status clear_leftovers(const std::string& link_name, const export_address& addr) {
   auto link = link_path(link_name);
   std::error_code ec;
   auto link_status = fs::symlink_status(link, ec);
@@ -556,7 +565,7 @@ status clear_leftovers(const std::string& link_name, const std::string& uri) {
     return status::ok();
   }
   auto device = state->value("device", "");
-  if (state->value("uri", uri) != uri && in_place(*state))
+  if (!addr.names(state->value("uri", addr.uri)) && in_place(*state))
     return {errc::busy, link.string() + " is already made for " + state->value("uri", "")
                           + " (" + device + "); remove it first"};
   std::string note;
@@ -594,8 +603,12 @@ result<std::string> start_nbd_client(const std::string& link_name, const export_
   return device;
 }
 
+/// nbdfuse on the export (`data_size` 0) or on its device view, whose file
+/// has the export's growth ceiling as its size: then the loop device is
+/// limited to `data_size` (--sizelimit), and resize_device() widens it.
 result<std::string> start_nbdfuse(const std::string& link_name, const export_address& addr,
-                                  helper_lifetime lifetime, nlohmann::json& state) {
+                                  helper_lifetime lifetime, uint64_t data_size,
+                                  nlohmann::json& state) {
   for (auto program : {"nbdfuse", "fusermount3"})
     if (!in_path(program))
       return status{errc::io_error, std::string{program} + " is not in PATH" + fuse_hint};
@@ -624,14 +637,15 @@ result<std::string> start_nbdfuse(const std::string& link_name, const export_add
   options.ends_with_starter = lifetime == helper_lifetime::ends_with_caller;
   // One connection (no multi-conn): the export's other clients can then be
   // told apart from this device's.
+  const auto& uri = data_size > 0 ? addr.view_uri : addr.uri;
   auto child = spawn_program(
-    {"nbdfuse", "-C", "1", "-P", pidfile.string(), file.string(), addr.uri}, options);
+    {"nbdfuse", "-C", "1", "-P", pidfile.string(), file.string(), uri}, options);
   ::close(log_fd);
   if (!child)
     return status{errc::io_error, std::string{"cannot start nbdfuse: "}
                                     + std::strerror(child.error) + fuse_hint};
   auto pid = child.pid;
-  state = {{"method", "nbdfuse"}, {"uri", addr.uri}, {"pid", pid},
+  state = {{"method", "nbdfuse"}, {"uri", uri}, {"pid", pid},
            {"mountpoint", mountpoint.string()}, {"connections", 1}};
   if (auto st = write_state(link_name, state); !st)
     return st;
@@ -646,10 +660,25 @@ result<std::string> start_nbdfuse(const std::string& link_name, const export_add
                         : "exited";
     bool fuse_trouble = text.find("fuse") != std::string::npos
                         || text.find("FUSE") != std::string::npos || !fs::exists("/dev/fuse");
-    return status{errc::io_error, "nbdfuse could not serve " + addr.uri + ": " + text
+    return status{errc::io_error, "nbdfuse could not serve " + uri + ": " + text
                                     + (fuse_trouble ? fuse_hint : "")};
   }
-  auto r = run({"losetup", "--find", "--show", "--direct-io=off", file.string()});
+  std::vector<std::string> losetup{"losetup", "--find", "--show", "--direct-io=off"};
+  if (data_size > 0) {
+    struct stat st {};
+    if (::stat(file.c_str(), &st) != 0)
+      return status{errc::io_error, "cannot stat " + file.string() + ": " + std::strerror(errno)};
+    auto ceiling = static_cast<uint64_t>(st.st_size);
+    if (ceiling < data_size)
+      return status{errc::io_error, uri + " offers " + std::to_string(ceiling)
+                                      + " bytes, less than the data size of "
+                                      + std::to_string(data_size)};
+    state["ceiling"] = ceiling;
+    state["sizelimit"] = data_size;
+    losetup.insert(losetup.end(), {"--sizelimit", std::to_string(data_size)});
+  }
+  losetup.push_back(file.string());
+  auto r = run(losetup);
   if (r.exit_code != 0)
     return status{errc::io_error, "losetup failed: " + why(r)};
   auto device = trim(r.out);
@@ -674,7 +703,8 @@ bool valid_link_name(const std::string& name) {
 } // namespace
 
 result<made_device> make_device(const std::string& link_name, const std::string& export_name,
-                                const std::string& nbd_address, helper_lifetime lifetime) {
+                                const std::string& nbd_address, helper_lifetime lifetime,
+                                uint64_t data_size) {
   auto link = link_path(link_name);
   auto fail = [&](const status& st) {
     return status{st.code(), "cannot make " + link.string() + ": " + st.detail()};
@@ -686,7 +716,7 @@ result<made_device> make_device(const std::string& link_name, const std::string&
   if (!addr)
     return fail({errc::invalid_argument, "cannot use NBD address " + nbd_address});
   state_lock lock;
-  if (auto st = clear_leftovers(link_name, addr->uri); !st)
+  if (auto st = clear_leftovers(link_name, *addr); !st)
     return st;
   std::error_code ec;
   for (auto dir : {state_dir(link_name), fs::path{device_link_root}}) {
@@ -698,7 +728,7 @@ result<made_device> make_device(const std::string& link_name, const std::string&
   bool kernel_nbd = fs::exists("/sys/block/nbd0") && in_path("nbd-client");
   auto state = nlohmann::json::object();
   auto device = kernel_nbd ? start_nbd_client(link_name, *addr, export_name)
-                           : start_nbdfuse(link_name, *addr, lifetime, state);
+                           : start_nbdfuse(link_name, *addr, lifetime, data_size, state);
   // From here on, a failure takes apart whatever the record says was made.
   auto undo = [&](const status& st) {
     std::string ignored;
@@ -742,7 +772,7 @@ status clear_stale_device(const std::string& link_name, const std::string& expor
   if (link_left)
     what.push_back(link.string() + " -> " + fs::read_symlink(link, ec).string());
   if (auto state = read_state(link_name)) {
-    if (state->value("uri", addr->uri) != addr->uri && in_place(*state))
+    if (!addr->names(state->value("uri", addr->uri)) && in_place(*state))
       return {errc::busy, link.string() + " is a live device of " + state->value("uri", "")
                             + ", not of this export; left as it is"};
     if (auto device = state->value("device", ""); !device.empty() && bound(*state))
@@ -754,7 +784,7 @@ status clear_stale_device(const std::string& link_name, const std::string& expor
   }
   if (record_left)
     what.push_back("the record in " + state_dir(link_name).string());
-  if (auto st = clear_leftovers(link_name, addr->uri); !st)
+  if (auto st = clear_leftovers(link_name, *addr); !st)
     return st;
   std::string text = "took apart what an earlier run left:";
   for (size_t i = 0; i < what.size(); ++i)
@@ -779,6 +809,82 @@ status remove_device(const std::string& link_name, bool force) {
   if (!note.empty())
     return {errc::none, "removed " + link_path(link_name).string() + " although " + note};
   return status::ok();
+}
+
+status resize_device(const std::string& link_name, uint64_t data_size) {
+  if (!valid_link_name(link_name))
+    return {errc::invalid_argument, "'" + link_name + "' cannot name a device in "
+                                      + std::string{device_link_root}};
+  state_lock lock;
+  auto state = read_state(link_name);
+  if (!state)
+    return status::ok();
+  auto link = link_path(link_name).string();
+  auto device = state->value("device", "");
+  auto what = link + " (" + device + ")";
+  auto remake = "; it shows the new size once made again (hastctl detach and attach, or a role "
+                "change)";
+  if (!in_place(*state))
+    return {errc::io_error, link + " is not in place (its nbdfuse or device is gone)" + remake};
+  if (state->value("method", "") == "nbd-client")
+    return {errc::invalid_argument,
+            what + " is a kernel nbd device: growing it in place is not done" + remake};
+  if (!state->contains("sizelimit"))
+    return {errc::invalid_argument,
+            what + " was made without room to grow (by an older hast)" + remake};
+  auto ceiling = state->value("ceiling", uint64_t{0});
+  if (data_size > ceiling)
+    return {errc::invalid_argument, what + " can grow to " + std::to_string(ceiling)
+                                      + " bytes, not " + std::to_string(data_size) + remake};
+  auto old = state->value("sizelimit", uint64_t{0});
+  int fd = ::open(device.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return {errc::io_error, "cannot open " + device + ": " + std::strerror(errno)};
+  auto fail = [&](const std::string& doing) {
+    status st{errc::io_error, doing + " on " + device + " failed: " + std::strerror(errno)};
+    ::close(fd);
+    return st;
+  };
+  loop_info64 info{};
+  if (::ioctl(fd, LOOP_GET_STATUS64, &info) != 0)
+    return fail("LOOP_GET_STATUS64");
+  if (info.lo_inode != state->value("backing_ino", uint64_t{0})
+      || info.lo_device != state->value("backing_dev", uint64_t{0})) {
+    ::close(fd);
+    return {errc::busy, device + " is no longer bound to the file of " + link};
+  }
+  if (info.lo_sizelimit != data_size) {
+    info.lo_sizelimit = data_size;
+    // The kernel writes back and drops the device's page cache first, and
+    // refuses with EAGAIN if pages were dirtied meanwhile; a few tries.
+    int rc = -1;
+    for (int i = 0; i < 10 && (rc = ::ioctl(fd, LOOP_SET_STATUS64, &info)) != 0 && errno == EAGAIN;
+         ++i)
+      std::this_thread::sleep_for(100ms);
+    if (rc != 0)
+      return fail("LOOP_SET_STATUS64 (sizelimit " + std::to_string(data_size) + ")");
+  }
+  uint64_t size = 0;
+  if (::ioctl(fd, BLKGETSIZE64, &size) != 0)
+    return fail("BLKGETSIZE64");
+  ::close(fd);
+  if (size != data_size)
+    return {errc::io_error, what + " shows " + std::to_string(size) + " bytes after its size "
+                              "limit was set to " + std::to_string(data_size)};
+  (*state)["sizelimit"] = data_size;
+  if (auto st = write_state(link_name, *state); !st)
+    return st;
+  // Read-ahead may have cached the zeros the device view returned past the
+  // old end in the FUSE file's pages; the data there is read afresh.
+  if (data_size > old) {
+    auto file = fs::path{state->value("mountpoint", "")} / "disk";
+    if (int f = ::open(file.c_str(), O_RDONLY | O_CLOEXEC); f >= 0) {
+      ::posix_fadvise(f, static_cast<off_t>(old), static_cast<off_t>(data_size - old),
+                      POSIX_FADV_DONTNEED);
+      ::close(f);
+    }
+  }
+  return {errc::none, what + " has " + std::to_string(data_size) + " bytes"};
 }
 
 std::optional<made_device> find_device(const std::string& link_name) {

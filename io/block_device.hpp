@@ -22,6 +22,7 @@
 #include "base/errc.hpp"
 
 #include <condition_variable>
+#include <cstdint>
 #include <deque>
 #include <functional>
 #include <mutex>
@@ -54,6 +55,12 @@ enum class helper_lifetime { outlives_caller, ends_with_caller };
 
 /// Makes /dev/hast/<link_name> backed by the export `export_name` served at
 /// `nbd_address` ("uds:///path", "unix:///path", "/path" or "tcp://host:port").
+/// With nbdfuse and a nonzero `data_size` (the resource's data size now),
+/// nbdfuse reads the export's device view (nbd::device_view_name), whose
+/// file has the size the resource can grow to, and the loop device is
+/// limited to `data_size`, so that resize_device() can grow it in place.
+/// `data_size` 0, or kernel nbd-client: the plain export, a device that
+/// keeps the size it was made with.
 /// Left-overs of an earlier device under this name (a record, a dead or
 /// still running nbdfuse, a stale FUSE mount, a loop device bound to it, a
 /// dangling link) are taken apart first, unless something still holds them
@@ -61,7 +68,8 @@ enum class helper_lifetime { outlives_caller, ends_with_caller };
 /// the one-sentence error says why, and nothing new is left behind.
 result<made_device> make_device(const std::string& link_name, const std::string& export_name,
                                 const std::string& nbd_address,
-                                helper_lifetime lifetime = helper_lifetime::outlives_caller);
+                                helper_lifetime lifetime = helper_lifetime::outlives_caller,
+                                uint64_t data_size = 0);
 
 /// For hastd's start, once per configured resource: takes apart what an
 /// earlier run left under `link_name` for this export: a record, an nbdfuse
@@ -81,6 +89,17 @@ status clear_stale_device(const std::string& link_name, const std::string& expor
 /// and the returned status is ok with a detail saying so. Nothing recorded
 /// under this name: ok, nothing to do.
 status remove_device(const std::string& link_name, bool force);
+
+/// Grows the device recorded under `link_name` to `data_size` bytes while
+/// it stays in use (a mounted file system then grows with resize2fs): sets
+/// the loop device's size limit (LOOP_SET_STATUS64; the kernel announces
+/// the new capacity) and records it. ok with an empty detail: nothing is
+/// recorded under this name; ok with a detail: the device's new size. An
+/// error, with a sentence saying what to do, for a device that cannot grow
+/// in place: a kernel nbd device (not done), one made without a size limit
+/// (an older hast, or `data_size` 0), one not in place, or a size past the
+/// ceiling it was made with.
+status resize_device(const std::string& link_name, uint64_t data_size);
 
 /// The device recorded under `link_name` if it is still in place (its loop
 /// device bound to the recorded file, or its nbd device connected).

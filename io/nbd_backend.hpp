@@ -23,6 +23,9 @@ namespace hast::nbd {
 
 struct export_info {
   uint64_t size = 0;
+  /// The size the export may grow to (hastctl grow), at least `size`; 0:
+  /// `size`. The device view (device_view_name) advertises it.
+  uint64_t ceiling = 0;
   bool read_only = false;
   bool can_flush = true;
   bool can_fua = true;
@@ -95,6 +98,11 @@ public:
   /// The connection is gone; no more calls follow. Called exactly once if
   /// open() succeeded, and only when no submitted request is unanswered.
   virtual void close() = 0;
+
+  /// The export's size now: it grows while connections stay open (hastctl
+  /// grow), while each connection keeps the size it negotiated. The device
+  /// view asks before each request; 0: the size open() reported. Any thread.
+  virtual uint64_t size_now() const { return 0; }
 };
 
 /// Makes one backend per accepted connection, for the export named `name`.

@@ -423,16 +423,24 @@ private:
   }
 
   bool names_our_export(std::string_view name) const {
-    return name.empty() || name == owner_->export_name;
+    return name.empty() || name == owner_->export_name
+           || name == device_view_name(owner_->export_name);
+  }
+
+  /// The size this connection advertises and checks requests against: the
+  /// growth ceiling in the device view, the data size otherwise.
+  uint64_t advertised_size() const {
+    return device_view_ ? std::max(info_.size, info_.ceiling) : info_.size;
   }
 
   void export_name_option(std::string name) {
     if (!names_our_export(name))
       return close(fmt::format("NBD_OPT_EXPORT_NAME for unknown export '{}'", name), true);
+    device_view_ = name == device_view_name(owner_->export_name);
     open_export([this, self = shared_from_this()](const std::string& error) {
       if (!error.empty())
         return close(fmt::format("refused: {}", error), true);
-      enqueue_bytes(encode_export_name_reply(info_.size, flags_, no_zeroes_));
+      enqueue_bytes(encode_export_name_reply(advertised_size(), flags_, no_zeroes_));
       enter_transmission();
     });
   }
@@ -444,6 +452,7 @@ private:
                                                     request.name, owner_->export_name)));
       return read_option();
     }
+    device_view_ = request.name == device_view_name(owner_->export_name);
     open_export([this, self = shared_from_this(), option](const std::string& error) {
       if (!error.empty()) {
         spdlog::info("nbd {}: {}: export refused: {}", owner_->export_name, peer_, error);
@@ -453,8 +462,9 @@ private:
       // NAME and BLOCK_SIZE are sent whether asked for or not, as the
       // protocol allows; the block size tells clients that no alignment is
       // needed and how large a request may be.
-      enqueue_bytes(encode_info_export(option, info_.size, flags_));
-      enqueue_bytes(encode_info_name(option, owner_->export_name));
+      enqueue_bytes(encode_info_export(option, advertised_size(), flags_));
+      enqueue_bytes(encode_info_name(option, device_view_ ? device_view_name(owner_->export_name)
+                                                          : owner_->export_name));
       if (!info_.description.empty())
         enqueue_bytes(encode_info_description(option, info_.description));
       enqueue_bytes(encode_info_block_size(option, minimum_block, preferred_block, max_payload));
@@ -497,7 +507,8 @@ private:
   void enter_transmission() {
     in_transmission_ = true;
     handshake_timer_.cancel();
-    spdlog::info("nbd {}: {}: attached ({} bytes{}{})", owner_->export_name, peer_, info_.size,
+    spdlog::info("nbd {}: {}: attached ({} bytes{}{}{})", owner_->export_name, peer_,
+                 advertised_size(), device_view_ ? ", device view" : "",
                  info_.read_only ? ", read-only" : "",
                  (flags_ & flag_can_multi_conn) != 0 ? ", multi-conn" : "");
     // The handshake reads exact sizes, so nothing of the transmission phase
@@ -591,7 +602,7 @@ private:
   bool take_request() {
     uint8_t header[request_size];
     std::memcpy(header, rx_.data() + rx_begin_, request_size);
-    const auto step = decode_request_step(header, info_.size, flags_);
+    const auto step = decode_request_step(header, advertised_size(), flags_);
     if (step.kind == request_step::bad_magic) {
       // What was parsed before it still goes to the backend, as if read
       // one by one; its replies are dropped with the connection.
@@ -617,7 +628,21 @@ private:
       return false;
     }
 
-    const uint32_t error = step.error;
+    uint32_t error = step.error;
+    // The device view: what lies past the data size reads as zeros and
+    // takes no writes; a read across the end is served short and padded.
+    uint32_t served_length = req.length;
+    if (error == 0 && device_view_ && step.cmd != command::flush) {
+      const uint64_t limit = data_size_now();
+      if (req.offset + req.length > limit) {
+        if (step.cmd != command::read)
+          error = enospc;
+        else if (req.offset >= limit)
+          return answer_zeroes(req);
+        else
+          served_length = static_cast<uint32_t>(limit - req.offset);
+      }
+    }
     if (error != 0)
       spdlog::debug("nbd {}: {}: {} offset {} length {} flags {:#x}: {}", owner_->export_name,
                     peer_, command_name(req.type), req.offset, req.length, req.flags,
@@ -648,6 +673,10 @@ private:
     r.cookie = req.cookie;
     r.offset = req.offset;
     r.length = req.length; // validate() made it 0 for FLUSH
+    if (served_length < req.length) {
+      r.length = served_length;
+      padded_.emplace(req.cookie, req.length);
+    }
     r.fua = (req.flags & cmd_flag_fua) != 0;
     r.may_trim = req.type == cmd_write_zeroes && (req.flags & cmd_flag_no_hole) == 0;
     if (req.type == cmd_write) {
@@ -662,6 +691,41 @@ private:
     }
     batch_.push_back(std::move(r));
     return true;
+  }
+
+  /// The data size now, for the device view: the backend's, which grows,
+  /// never more than the ceiling advertised.
+  uint64_t data_size_now() const {
+    const uint64_t now = backend_ ? backend_->size_now() : 0;
+    return std::min(now != 0 ? now : info_.size, advertised_size());
+  }
+
+  /// A read wholly past the data size in the device view: zeros, answered
+  /// here (counted as outstanding, as every request).
+  bool answer_zeroes(const request_header& req) {
+    ++outstanding_;
+    outstanding_bytes_ += req.length;
+    auto zeroes = make_buffer(req.length);
+    std::memset(zeroes->data(), 0, req.length);
+    queue_reply(req.cookie, 0, std::move(zeroes), req.length, req.length);
+    return true;
+  }
+
+  /// A reply to a read the device view shortened: back to the length the
+  /// client asked for, zeros after the data.
+  void pad(reply& r) {
+    auto it = padded_.find(r.cookie);
+    if (it == padded_.end())
+      return;
+    const uint32_t full = it->second;
+    padded_.erase(it);
+    if (r.error == 0 && r.data && r.data->size() >= r.length) {
+      auto whole = make_buffer(full);
+      std::memcpy(whole->data(), r.data->data(), r.length);
+      std::memset(whole->data() + r.length, 0, full - r.length);
+      r.data = std::move(whole);
+    }
+    r.length = full;
   }
 
   /// Reads the part of a write payload that has not arrived yet straight
@@ -704,6 +768,8 @@ private:
         continue;
       }
       --backend_pending_;
+      if (!padded_.empty() && r.kind == command::read)
+        pad(r);
       if (closed_)
         continue;
       const bool has_payload = r.kind == command::read || r.kind == command::write;
@@ -891,6 +957,10 @@ private:
   bool backend_closed_ = false;
   export_info info_;
   uint16_t flags_ = 0;
+  bool device_view_ = false;  // the client asked for device_view_name()
+  // Reads the device view shortened at the data size: cookie -> the length
+  // asked for.
+  std::multimap<uint64_t, uint32_t> padded_;
 
   // Transmission.
   bool in_transmission_ = false;

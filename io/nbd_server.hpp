@@ -125,6 +125,19 @@ private:
   std::shared_ptr<impl> impl_;
 };
 
+/// The name of `export_name`'s device view, the export /dev/hast/<name>'s
+/// nbdfuse connects to (io/block_device.hpp). nbdfuse fixes its file's size
+/// when it connects, so the view advertises the export's growth ceiling
+/// (export_info::ceiling) instead of its data size; the loop device on that
+/// file is limited to the data size, and widened when the resource grows.
+/// Past the data size (backend::size_now()) reads return zeros (read-ahead
+/// may reach there) and writes, trims and zeroing fail with ENOSPC; a read
+/// across the end gets the data, then zeros. NBD_OPT_LIST does not list it;
+/// resource names hold no '/', so it never names another export.
+inline std::string device_view_name(const std::string& export_name) {
+  return export_name + "/device";
+}
+
 /// The NBD port IANA assigned; used when a tcp:// address names none.
 inline constexpr uint16_t default_nbd_port = 10809;
 

@@ -75,11 +75,24 @@ int run_attach(const cli_options& options, const std::vector<std::string>& args)
   if (existing)
     return fail(EX_UNAVAILABLE, "attach: " + name + " is already attached (" + describe(*existing)
                 + "); run 'hastctl detach " + name + "' first");
-  auto made = make_device(link_name, res->name, res->nbd);
+  // Limited to the data size, so that hastd grows it in place on `hastctl
+  // grow` (io/block_device.hpp, resize_device).
+  auto size = row.value("datasize", uint64_t{0});
+  auto made = make_device(link_name, res->name, res->nbd, helper_lifetime::outlives_caller, size);
   if (!made)
     return fail(made.error().code() == errc::busy ? EX_UNAVAILABLE : EX_OSERR,
                 "attach: " + made.error().message());
   std::cout << describe(*made) << '\n';
+  // A grow that finished while the device was being made found nothing to
+  // grow: catch up with it.
+  auto again = request_daemon(options, {{"command", "status"}, {"resources", {name}}});
+  if (again && size != 0) {
+    auto now = again.body.at("resources").at(0).value("datasize", size);
+    if (now > size)
+      if (auto st = resize_device(link_name, now); !st)
+        std::cerr << "hastctl: attach: the resource grew to " << now << " bytes meanwhile, but "
+                  << st.detail() << '\n';
+  }
   return 0;
 }
 

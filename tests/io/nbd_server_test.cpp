@@ -104,6 +104,10 @@ struct memory_store {
   std::string refusal; // non-empty: open() refuses with this message
   std::string description;
   uint32_t io_error = 0; // non-zero: every I/O completes with this error
+  // A growing export: nonzero, its data size now (the rest of `data` is
+  // room to grow into, up to `ceiling`).
+  std::atomic<uint64_t> grown_size{0};
+  uint64_t ceiling = 0;
   completion_thread* worker = nullptr;
 
   // Guarded by `mutex`.
@@ -195,7 +199,8 @@ public:
       result.error = store_->refusal;
     } else {
       ++store_->opens;
-      result.info.size = store_->data.size();
+      result.info.size = store_->grown_size != 0 ? store_->grown_size.load() : store_->data.size();
+      result.info.ceiling = store_->ceiling;
       result.info.description = store_->description;
     }
     complete([done = std::move(done), result = std::move(result)] { done(result); });
@@ -236,9 +241,14 @@ public:
     ++store_->closes;
   }
 
+  uint64_t size_now() const override { return store_->grown_size; }
+
 private:
   /// Called with the store's mutex held.
   reply serve(const request& r, uint32_t error) {
+    if (store_->grown_size != 0) {
+      EXPECT_LE(r.offset + r.length, store_->grown_size) << "a request past the data size";
+    }
     auto* bytes = store_->data.data() + r.offset;
     switch (r.kind) {
     case command::read: {
@@ -1216,6 +1226,79 @@ TEST_F(NbdServer, WritePastTheEndGetsEnospcAfterItsPayloadAndTheConnectionLivesO
   std::vector<uint8_t> out;
   ASSERT_EQ(client.read(default_size - 512, 512, out), 0u);
   EXPECT_EQ(out, data);
+}
+
+// --- The device view (device_view_name) ----------------------------------------------------
+
+TEST_F(NbdServer, TheDeviceViewAdvertisesTheCeilingAndThePlainExportTheDataSize) {
+  store_->grown_size = 64 << 10;
+  store_->ceiling = default_size;
+  start_server();
+  auto plain = connect();
+  plain.handshake();
+  auto go = plain.go("shared", opt_info);
+  ASSERT_EQ(go.final_type, rep_ack) << go.message;
+  EXPECT_EQ(go.size, 64u << 10);
+  auto device = connect();
+  device.handshake();
+  go = device.go(device_view_name("shared"));
+  ASSERT_EQ(go.final_type, rep_ack) << go.message;
+  EXPECT_EQ(go.size, default_size);
+  EXPECT_EQ(go.name, "shared/device");
+}
+
+TEST_F(NbdServer, TheDeviceViewReadsZerosAndRefusesWritesPastTheDataSize) {
+  constexpr uint64_t data_size = 64 << 10;
+  store_->grown_size = data_size;
+  store_->ceiling = default_size;
+  {
+    std::lock_guard lock{store_->mutex};
+    std::fill(store_->data.begin(), store_->data.end(), uint8_t{0xAB});
+  }
+  start_server();
+  auto client = attached(device_view_name("shared"));
+  std::vector<uint8_t> out;
+  // Wholly past: zeros, without asking the backend.
+  ASSERT_EQ(client.read(data_size, 8192, out), 0u);
+  EXPECT_EQ(out, std::vector<uint8_t>(8192, 0));
+  // Across the end: the data, then zeros.
+  ASSERT_EQ(client.read(data_size - 512, 1024, out), 0u);
+  EXPECT_EQ(std::vector<uint8_t>(out.begin(), out.begin() + 512), std::vector<uint8_t>(512, 0xAB));
+  EXPECT_EQ(std::vector<uint8_t>(out.begin() + 512, out.end()), std::vector<uint8_t>(512, 0));
+  // Writes, trims and zeroing past the end: ENOSPC, nothing stored.
+  EXPECT_EQ(client.write(data_size, pattern(4096, 3)), enospc);
+  EXPECT_EQ(client.write(data_size - 512, pattern(1024, 3)), enospc);
+  EXPECT_EQ(client.command(cmd_trim, data_size, 4096), enospc);
+  EXPECT_EQ(client.command(cmd_write_zeroes, data_size - 4096, 8192), enospc);
+  EXPECT_EQ(stored(data_size - 512, 1024 + 8192), std::vector<uint8_t>(1024 + 8192, 0xAB));
+  // Inside: as the plain export.
+  const auto data = pattern(4096, 4);
+  ASSERT_EQ(client.write(data_size - 4096, data), 0u);
+  ASSERT_EQ(client.read(data_size - 4096, 4096, out), 0u);
+  EXPECT_EQ(out, data);
+  EXPECT_EQ(client.command(cmd_flush, 0, 0), 0u);
+  // Past the ceiling: refused as for any export.
+  EXPECT_EQ(client.read(default_size - 512, 1024, out), einval);
+}
+
+TEST_F(NbdServer, TheDeviceViewFollowsTheDataSizeAsItGrowsOnAnOpenConnection) {
+  constexpr uint64_t data_size = 64 << 10;
+  store_->grown_size = data_size;
+  store_->ceiling = default_size;
+  start_server();
+  auto device = attached(device_view_name("shared"));
+  auto plain = attached("shared");
+  const auto data = pattern(8192, 6);
+  EXPECT_EQ(device.write(data_size, data), enospc);
+  store_->grown_size = 2 * data_size;
+  ASSERT_EQ(device.write(data_size, data), 0u);
+  std::vector<uint8_t> out;
+  ASSERT_EQ(device.read(data_size, 8192, out), 0u);
+  EXPECT_EQ(out, data);
+  EXPECT_EQ(stored(data_size, 8192), data);
+  EXPECT_EQ(device.write(2 * data_size, data), enospc);
+  // The plain connection keeps the size it negotiated.
+  EXPECT_EQ(plain.read(data_size, 4096, out), einval);
 }
 
 TEST_F(NbdServer, UnknownCommandGetsEinvalAndTheConnectionLivesOn) {
