@@ -627,7 +627,7 @@ int serve(caf::actor_system& sys, asio::io_context& io, std::shared_ptr<data_thr
   int start_failure = started ? EX_OSERR : (started.code() == errc::busy ? EX_TEMPFAIL : EX_OSERR);
   if (started) {
     sup = sys.spawn(supervisor, config,
-                    io_ref{&io, {}, options.disk_engine, options.env, nullptr, {}, hub, data});
+                    runtime{&io, options.disk_engine, options.env, {}, hub, data});
     supervising.store(true, std::memory_order_release);
   }
   metrics_server metrics{[&] { return render_scrape(sys, sup); }};
