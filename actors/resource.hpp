@@ -28,17 +28,11 @@
 #include <set>
 #include <unordered_map>
 
-namespace asio {
-class io_context;
-}
-
 namespace hast {
 
 class provider;
-class io_env;
 class device_worker;
 class data_thread;
-class data_threads;
 namespace nbd {
 class server;
 }
