@@ -36,7 +36,7 @@ struct peer_state {
 
   // With a `key`, a link reaches this actor only after the session
   // handshake proved the key both ways (io/peer_link.hpp with_session on the
-  // primary, the daemon's peer router on the secondary); every frame on it
+  // primary, io/peer_router.hpp on the secondary); every frame on it
   // is sealed by the transport.
   peer::hello_message hello;   // secondary: the primary's hello; primary: ours
 

@@ -237,12 +237,14 @@ void start_peer(self_ptr self, role side) {
   auto& s = self->state;
   if (s.config.standalone() || s.link)
     return;
-  connector connect = s.io.connect;
-  if (side == role::primary && !connect) {
+  // The primary dials; the secondary is handed its link (peer_accept).
+  connector connect;
+  if (side == role::primary) {
     auto io = s.home != nullptr ? &s.home->io() : s.io.io;
     auto timeout = std::chrono::milliseconds(std::chrono::seconds(s.config.timeout));
-    connect =
-      tcp_connector(*io, s.config.remote, s.config.source, peer::default_keepalive, timeout);
+    auto env = s.io.env ? s.io.env : default_io_env();
+    connect = env->peer_connector(*io, s.config.remote, s.config.source, peer::default_keepalive,
+                                  timeout);
   }
   s.link = self->spawn<caf::linked>(replication_peer, s.config, s.node, side,
                                     caf::actor_cast<resource_actor>(self), connect);
@@ -745,7 +747,7 @@ resource_state::~resource_state() {
 }
 
 resource_actor::behavior_type resource(resource_actor::stateful_pointer<resource_state> self,
-                                       resource_config config, std::string node, io_ref io) {
+                                       resource_config config, std::string node, runtime io) {
   auto& s = self->state;
   s.config = std::move(config);
   s.node = std::move(node);

@@ -16,6 +16,7 @@
 // The functions they share are declared at the end of this header.
 
 #include "actors/data_plane.hpp"
+#include "actors/runtime.hpp"
 #include "messages/actors.hpp"
 
 #include <algorithm>
@@ -29,45 +30,14 @@
 #include <set>
 #include <unordered_map>
 
-namespace asio {
-class io_context;
-}
-
 namespace hast {
 
 class provider;
-class io_env;
 class device_worker;
 class data_thread;
-class data_threads;
 namespace nbd {
 class server;
 }
-
-/// The Asio context the NBD export runs on, wrapped so that CAF's spawn
-/// machinery never needs the complete Asio type.
-struct io_ref {
-  asio::io_context* io = nullptr;
-  /// Replaces the TCP connector of a primary's peer (tests script the
-  /// secondary with it); empty in the daemon.
-  std::function<void(std::function<void(status, peer_link_ptr)>)> connect;
-  /// The disk engine to ask for (io_uring unless told otherwise).
-  disk_engine_kind disk = disk_engine_kind::uring;
-  /// How providers are opened (io/io_env.hpp); empty: default_io_env().
-  std::shared_ptr<const io_env> env = nullptr;
-  /// Told of every resource actor the supervisor spawns (tests make one
-  /// fail on purpose with it); empty in the daemon.
-  std::function<void(const std::string& name, caf::actor_addr)> spawned = nullptr;
-  /// Where a resource with `failover auto` asks for its role changes (the
-  /// supervisor owns them); null in tests that spawn a resource alone.
-  supervisor_actor supervisor{};
-  /// The event stream (hastctl events); null in tests that need none.
-  event_hub_actor events{};
-  /// One thread per resource for its data path (actors/data_thread.hpp):
-  /// the resource, its disk and its peer run there with their sockets and
-  /// ring. Null: they run on CAF's workers and `io`.
-  std::shared_ptr<data_threads> data = nullptr;
-};
 
 /// One extent being copied.
 struct sync_extent {
@@ -183,7 +153,7 @@ struct resource_state {
 
   // Replication.
   std::string node;                 // this node's name, for the handshake
-  io_ref io;                        // where the NBD export and the peer link run
+  runtime io;                       // where the NBD export and the peer link run
   data_thread* home = nullptr;      // the data thread this resource runs on, if any
   std::set<caf::actor_addr> retired;  // children we stopped; their exits are expected
   std::string peer_error;           // why the peer is not connected
@@ -245,7 +215,7 @@ struct resource_state {
 
 /// Spawns the resource in role init and starts listening on its NBD address.
 resource_actor::behavior_type resource(resource_actor::stateful_pointer<resource_state> self,
-                                       resource_config config, std::string node, io_ref io);
+                                       resource_config config, std::string node, runtime io);
 
 /// Changes no write waits for (extents leaving the image) reach the disk
 /// within this time; writes that need an extent marked never wait for it.

@@ -36,8 +36,6 @@ void spawn_resource(self_ptr self, const resource_config& config) {
   entry.handle = handle;
   entry.address = handle.address();
   entry.started = std::chrono::steady_clock::now();
-  if (self->state.io.spawned)
-    self->state.io.spawned(config.name, handle.address());
 }
 
 /// Is this node the witness of `name` (`role witness` in its section)?
@@ -293,7 +291,7 @@ void start_replacement(self_ptr self, const std::string& name) {
 } // namespace
 
 supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<supervisor_state> self,
-                                           node_config config, io_ref io) {
+                                           node_config config, runtime io) {
   self->state.config = std::move(config);
   self->state.io = io;
   for (auto& rc : self->state.config.resources)
@@ -567,6 +565,12 @@ supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<su
         return;
       }
       self->send(it->second.handle, atom::peer_accept_v, std::move(accepted));
+    },
+    [=](atom::serving, std::string& name) -> caf::actor_addr {
+      auto it = self->state.resources.find(name);
+      if (it == self->state.resources.end() || !it->second.handle)
+        return nullptr;
+      return it->second.handle.address();
     },
     [=](atom::stop) -> caf::result<bool> {
       auto& s = self->state;

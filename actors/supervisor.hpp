@@ -1,6 +1,8 @@
 #pragma once
 
-#include "actors/resource.hpp"
+#include "actors/runtime.hpp"
+#include "config/config.hpp"
+#include "messages/actors.hpp"
 
 #include <chrono>
 #include <map>
@@ -58,7 +60,7 @@ inline constexpr int role_busy_attempts = 100;
 /// What the supervisor owns: the configuration and one actor per resource.
 struct supervisor_state {
   node_config config;
-  io_ref io;  // the Asio context and the disk engine every resource uses
+  runtime io;  // what every resource runs on (its `supervisor` is set per spawn)
   std::map<std::string, supervised_resource> resources;
   /// Resources this node is the witness of (`role witness`): served by one
   /// witness actor, never by a resource actor.
@@ -68,6 +70,6 @@ struct supervisor_state {
 };
 
 supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<supervisor_state> self,
-                                           node_config config, io_ref io);
+                                           node_config config, runtime io);
 
 } // namespace hast

@@ -2,6 +2,13 @@
 
 namespace hast {
 
+link_connector io_env::peer_connector(asio::io_context& io, const std::string& remote,
+                                      const std::string& source,
+                                      std::chrono::milliseconds keepalive,
+                                      std::chrono::milliseconds timeout) const {
+  return tcp_connector(io, remote, source, keepalive, timeout);
+}
+
 namespace {
 
 class real_env final : public io_env {

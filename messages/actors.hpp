@@ -197,6 +197,7 @@ CAF_BEGIN_TYPE_ID_BLOCK(hast, caf::first_custom_type_id)
   CAF_ADD_ATOM(hast, hast::atom, verify_tick, "hvtick")
   CAF_ADD_ATOM(hast, hast::atom, range_digests, "hrdigests")
   CAF_ADD_ATOM(hast, hast::atom, restart, "hrestart")
+  CAF_ADD_ATOM(hast, hast::atom, serving, "hserving")
   CAF_ADD_ATOM(hast, hast::atom, device, "hdevice")
   CAF_ADD_ATOM(hast, hast::atom, lease, "hlease")
   CAF_ADD_ATOM(hast, hast::atom, lease_tick, "hleasetick")
@@ -403,6 +404,9 @@ using supervisor_actor = caf::typed_actor<
   caf::replies_to<atom::reload, node_config>::with<std::string>,
   // SIGTERM/SIGINT: stop every resource in order; answers when done.
   caf::replies_to<atom::stop>::with<bool>,
+  // Which actor serves the resource now: its address; null while a restart
+  // waits for its back-off, and for a name that is no resource here.
+  caf::replies_to<atom::serving, std::string>::with<caf::actor_addr>,
   // The peer listener accepted a connection; route it to its resource.
   caf::reacts_to<atom::peer_accept, accepted_link>,
   // hastctl resync --discard-local: one outcome per named resource.

@@ -5,6 +5,7 @@
 
 #include "actors/resource.hpp"
 #include "io/asio.hpp"
+#include "io/io_env.hpp"
 #include "io/metadata.hpp"
 #include "io/provider.hpp"
 #include "tests/actors/deterministic.hpp"
@@ -62,6 +63,26 @@ public:
   std::atomic<uint64_t> queued{0};  // a stalled secondary drains nothing
 };
 
+/// The I/O environment of these tests: providers as they are, and a
+/// primary that dials reaches the scripted secondary.
+class scripted_env final : public io_env {
+public:
+  explicit scripted_env(std::shared_ptr<scripted_link> link) : link_(std::move(link)) {}
+  result<provider> open_provider(const std::string& path, bool writable) const override {
+    return default_io_env()->open_provider(path, writable);
+  }
+  link_connector peer_connector(asio::io_context&, const std::string&, const std::string&,
+                                std::chrono::milliseconds,
+                                std::chrono::milliseconds) const override {
+    return [link = link_](std::function<void(status, peer_link_ptr)> done) {
+      done(status::ok(), link);
+    };
+  }
+
+private:
+  std::shared_ptr<scripted_link> link_;
+};
+
 class replication : public deterministic_actors {
 protected:
   ~replication() override {
@@ -89,10 +110,10 @@ protected:
       ASSERT_TRUE(md.has_value());
       datasize = md->datasize;
     }
-    io_ref io{&io_context, [this](std::function<void(status, peer_link_ptr)> done) {
-                done(status::ok(), link);
-              }};
-    res = sys.spawn(resource, rc, std::string{"nodeA"}, io);
+    runtime rt;
+    rt.io = &io_context;
+    rt.env = std::make_shared<const scripted_env>(link);
+    res = sys.spawn(resource, rc, std::string{"nodeA"}, rt);
     bool changed = false;
     self->send(res, atom::role_v, role::primary, false);
     ASSERT_TRUE(run_until([&] {

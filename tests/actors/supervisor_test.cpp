@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include <cerrno>
+#include <optional>
 #include <thread>
 
 namespace hast {
@@ -45,10 +46,8 @@ protected:
 
   void start(node_config config) {
     config.node = "nodeA";
-    io_ref io{&io_context, {}};
-    io.spawned = [this](const std::string& name, caf::actor_addr addr) {
-      spawned.emplace_back(name, std::move(addr));
-    };
+    runtime io;
+    io.io = &io_context;
     // The event stream: what reaches it is kept in `events`.
     io.events = sys.spawn([this](event_hub_actor::pointer) -> event_hub_actor::behavior_type {
       return {
@@ -80,6 +79,23 @@ protected:
     return st.has_value();
   }
 
+  /// The address of the actor that serves `name` now (null: none), asked
+  /// without firing timeouts (a restart's back-off stays pending).
+  caf::actor_addr serving(const std::string& name) {
+    self->send(sup, atom::serving_v, name);
+    std::optional<caf::actor_addr> out;
+    for (int i = 0; i < 500 && !out; ++i) {
+      while (sched.run() > 0) {
+      }
+      self->receive([&](caf::actor_addr& x) { out = std::move(x); },
+                    [&](caf::error&) { out = caf::actor_addr{}; },
+                    caf::after(std::chrono::seconds(0)) >> [] {});
+      if (!out)
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    return out.value_or(caf::actor_addr{});
+  }
+
   /// Runs the scheduler without firing timeouts.
   void run_only() {
     for (int i = 0; i < 50; ++i) {
@@ -91,7 +107,6 @@ protected:
 
   asio::io_context io_context;
   supervisor_actor sup;
-  std::vector<std::pair<std::string, caf::actor_addr>> spawned;
   std::vector<event_record> events;
 
   /// "name resource" of each event so far, in order.
@@ -177,6 +192,20 @@ TEST_F(supervision, a_resource_that_does_not_answer_during_a_reload_keeps_its_se
   EXPECT_EQ((*st)[1].current_role, role::init);
 }
 
+TEST_F(supervision, names_the_actor_serving_each_resource_and_none_for_an_unknown_name) {
+  node_config config;
+  config.resources.push_back(make_resource("r1"));
+  config.resources.push_back(make_resource("r2"));
+  start(config);
+  const auto r1 = serving("r1");
+  const auto r2 = serving("r2");
+  ASSERT_TRUE(static_cast<bool>(r1));
+  ASSERT_TRUE(static_cast<bool>(r2));
+  EXPECT_NE(r1, r2);
+  EXPECT_EQ(serving("r1"), r1) << "the same actor serves it while nothing failed";
+  EXPECT_FALSE(static_cast<bool>(serving("nope")));
+}
+
 TEST_F(supervision, a_failed_resource_is_restarted_after_a_back_off_in_the_role_it_had) {
   node_config config;
   config.resources.push_back(make_resource("r1"));
@@ -188,22 +217,25 @@ TEST_F(supervision, a_failed_resource_is_restarted_after_a_back_off_in_the_role_
   ASSERT_TRUE(changed.has_value());
   ASSERT_EQ(changed->size(), 1u);
   ASSERT_EQ((*changed)[0].error, "");
-  ASSERT_EQ(spawned.size(), 1u);
+  const auto first = serving("r1");
+  ASSERT_TRUE(static_cast<bool>(first));
 
   // The resource fails on purpose.
   // As a crash would: an unhandled exception.
-  caf::anon_send_exit(spawned[0].second, caf::exit_reason::unhandled_exception);
+  caf::anon_send_exit(first, caf::exit_reason::unhandled_exception);
   run_only();
   auto waiting = ask<std::vector<resource_status>>(atom::status_v, std::vector<std::string>{"r1"});
   // `ask` fires timeouts while it waits: the restart may have happened.
   ASSERT_TRUE(waiting.has_value());
-  ASSERT_TRUE(run_until([&] { return spawned.size() == 2u; }))
-    << "the supervisor did not restart the failed resource";
+  caf::actor_addr second;
+  ASSERT_TRUE(run_until([&] {
+    second = serving("r1");
+    return second && second != first;
+  })) << "the supervisor did not restart the failed resource";
   ASSERT_TRUE(run_until([&] {
     auto st = ask<std::vector<resource_status>>(atom::status_v, std::vector<std::string>{"r1"});
     return st && st->size() == 1u && (*st)[0].current_role == role::primary;
   })) << "the restarted resource is not primary again";
-  EXPECT_NE(spawned[0].second, spawned[1].second);
   // The event stream saw it all, in order.
   EXPECT_EQ(event_names(), (std::vector<std::string>{"role r1", "failed r1", "restarted r1", "role r1"}));
   ASSERT_EQ(events.size(), 4u);
@@ -217,9 +249,10 @@ TEST_F(supervision, a_resource_waiting_for_its_restart_reports_an_error_number) 
   node_config config;
   config.resources.push_back(make_resource("r1"));
   start(config);
-  ASSERT_EQ(spawned.size(), 1u);
+  const auto first = serving("r1");
+  ASSERT_TRUE(static_cast<bool>(first));
   // As a crash would: an unhandled exception.
-  caf::anon_send_exit(spawned[0].second, caf::exit_reason::unhandled_exception);
+  caf::anon_send_exit(first, caf::exit_reason::unhandled_exception);
   run_only();
   // Asked without firing the back-off's timeout: still waiting.
   self->send(sup, atom::status_v, std::vector<std::string>{"r1"});
@@ -231,7 +264,7 @@ TEST_F(supervision, a_resource_waiting_for_its_restart_reports_an_error_number) 
   ASSERT_EQ(st->size(), 1u);
   EXPECT_EQ((*st)[0].error, EAGAIN);
   EXPECT_NE((*st)[0].last_error.find("being restarted"), std::string::npos) << (*st)[0].last_error;
-  EXPECT_EQ(spawned.size(), 1u) << "restarted before its back-off";
+  EXPECT_FALSE(static_cast<bool>(serving("r1"))) << "restarted before its back-off";
 }
 
 } // namespace

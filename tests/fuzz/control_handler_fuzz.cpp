@@ -75,7 +75,7 @@ struct daemon_under_test {
     hub = sys->spawn(event_hub);
     data->attach(*sys);
     sup = sys->spawn(supervisor, config,
-                     io_ref{&io, {}, disk_engine_kind::uring, nullptr, nullptr, {}, hub, data});
+                     runtime{&io, disk_engine_kind::uring, nullptr, {}, hub, data});
   }
 
   resource_config make_resource(const std::string& name) {

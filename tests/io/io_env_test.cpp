@@ -1,9 +1,12 @@
 // The I/O environment opens providers; the default one as they are, another
 // (a test's) with a fault source attached that every provider call obeys.
+// It also dials the peer: over TCP unless an environment says otherwise.
 
 #include "io/io_env.hpp"
 
+#include "io/asio.hpp"
 #include "io/metadata.hpp"
+#include "io/peer_transport.hpp"
 #include "tests/scratch_dir.hpp"
 
 #include <gtest/gtest.h>
@@ -11,6 +14,9 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <future>
+#include <optional>
+#include <thread>
 #include <memory>
 #include <string>
 #include <vector>
@@ -85,6 +91,58 @@ TEST_F(io_env_test, a_providers_fault_source_fails_what_it_names_from_the_first_
   EXPECT_NE(md.error().message().find("(injected)"), std::string::npos) << md.error().message();
   std::vector<uint8_t> buf(4096);
   EXPECT_TRUE(p->read(buf.data(), buf.size(), 0));
+}
+
+/// Dials a listener on 127.0.0.1 with `env`'s peer connector and sends one
+/// hello; answers the type of the first frame the listener got.
+std::optional<peer::msg_type> dial_with(const io_env& env) {
+  asio::io_context io;
+  auto guard = asio::make_work_guard(io);
+  std::thread runner([&] { io.run(); });
+  // Shared: a late callback must not outlive what it sets.
+  auto first = std::make_shared<std::promise<peer::msg_type>>();
+  auto got = first->get_future();
+  std::optional<peer::msg_type> out;
+  {
+    peer::listener server(
+      io, {"tcp://127.0.0.1:0"},
+      [first](std::shared_ptr<peer::connection> conn, const peer::header& h, buffer_ptr) {
+        first->set_value(h.type);
+        conn->close("test over");
+      });
+    if (server.start()) {
+      auto connect = env.peer_connector(io, server.local_addresses().at(0), "",
+                                        peer::default_keepalive, std::chrono::seconds(5));
+      auto dialed = std::make_shared<std::promise<peer_link_ptr>>();
+      connect([dialed](status st, peer_link_ptr link) { dialed->set_value(st ? link : nullptr); });
+      auto link = dialed->get_future();
+      if (link.wait_for(std::chrono::seconds(10)) == std::future_status::ready) {
+        if (auto l = link.get()) {
+          l->start([](std::vector<peer::frame>) {}, [](const std::string&) {});
+          peer::hello_message hello;
+          hello.resource = "r";
+          l->send(peer::header{.type = peer::msg_type::hello}, peer::encode_hello(hello));
+          if (got.wait_for(std::chrono::seconds(10)) == std::future_status::ready)
+            out = got.get();
+          l->close("test over");
+        }
+      }
+    }
+    server.stop();
+  }
+  guard.reset();
+  io.stop();
+  runner.join();
+  return out;
+}
+
+TEST(io_env_dial, the_default_environment_dials_the_peer_over_tcp) {
+  EXPECT_EQ(dial_with(*default_io_env()), peer::msg_type::hello);
+}
+
+TEST(io_env_dial, an_environment_that_only_changes_providers_still_dials_over_tcp) {
+  faulty_env env{std::make_shared<kind_fault>(io_kind::write, EIO)};
+  EXPECT_EQ(dial_with(env), peer::msg_type::hello);
 }
 
 } // namespace
