@@ -5,12 +5,12 @@
 #include "actors/events.hpp"
 #include "actors/peer.hpp"
 #include "actors/supervisor.hpp"
-#include "io/asio.hpp"
-#include "io/control_channel.hpp"
-#include "io/hooks.hpp"
-#include "io/metrics_server.hpp"
-#include "io/peer_listeners.hpp"
-#include "io/peer_router.hpp"
+#include "io/net/asio.hpp"
+#include "io/net/control_channel.hpp"
+#include "io/process/hooks.hpp"
+#include "io/net/metrics_server.hpp"
+#include "io/net/peer_listeners.hpp"
+#include "io/net/peer_router.hpp"
 #include "base/metrics.hpp"
 
 #include <spdlog/spdlog.h>

@@ -4,7 +4,7 @@
 // and the signals, started and stopped in order.
 
 #include "config/config.hpp"
-#include "io/disk_engine.hpp"
+#include "io/storage/disk_engine.hpp"
 #include "io/io_env.hpp"
 #include "messages/actors.hpp"
 
@@ -50,7 +50,7 @@ struct daemon_options {
 /// category that renders hast errors as their sentence).
 caf::actor_system_config& configure(caf::actor_system_config& cfg);
 
-/// Answers one request of the control socket (io/control_channel.hpp) by
+/// Answers one request of the control socket (io/net/control_channel.hpp) by
 /// asking the supervisor `sup`; runs on the control thread. A malformed
 /// request may throw a std::exception, which the control server turns into
 /// an error reply. Exposed for tests/fuzz/control_handler_fuzz.cpp.

@@ -1,6 +1,6 @@
 #include "actors/data_plane.hpp"
 
-#include "io/nbd_protocol.hpp"
+#include "io/net/nbd_protocol.hpp"
 
 #include <spdlog/spdlog.h>
 

@@ -15,8 +15,8 @@
 // `remote_ack`, `metadata_written`, ...), then `end_turn` and `take`.
 
 #include "actors/write_tracker.hpp"
-#include "io/activemap.hpp"
-#include "io/metadata.hpp"
+#include "io/storage/activemap.hpp"
+#include "io/storage/metadata.hpp"
 #include "messages/actors.hpp"
 
 #include <chrono>

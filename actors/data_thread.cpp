@@ -1,6 +1,6 @@
 #include "actors/data_thread.hpp"
 
-#include "io/asio.hpp"
+#include "io/net/asio.hpp"
 
 #include <caf/abstract_actor.hpp>
 #include <caf/actor_system.hpp>

@@ -1,6 +1,6 @@
 #include "actors/disk_io.hpp"
 
-#include "io/provider.hpp"
+#include "io/storage/provider.hpp"
 
 #include <spdlog/spdlog.h>
 

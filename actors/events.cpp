@@ -1,6 +1,6 @@
 #include "actors/events.hpp"
 
-#include "io/control_channel.hpp"
+#include "io/net/control_channel.hpp"
 
 #include <spdlog/spdlog.h>
 

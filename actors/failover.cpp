@@ -7,8 +7,8 @@
 
 #include "actors/resource.hpp"
 #include "actors/witness_link.hpp"
-#include "io/nbd_protocol.hpp"
-#include "io/peer_transport.hpp"
+#include "io/net/nbd_protocol.hpp"
+#include "io/net/peer_transport.hpp"
 
 #include <spdlog/spdlog.h>
 

@@ -14,8 +14,8 @@
 #include "actors/resource.hpp"
 
 #include "io/io_env.hpp"
-#include "io/provider.hpp"
-#include "io/size.hpp"
+#include "io/storage/provider.hpp"
+#include "io/codec/size.hpp"
 
 #include <spdlog/spdlog.h>
 

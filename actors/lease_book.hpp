@@ -6,7 +6,7 @@
 // the time they arrived and persists the record when it changes; tests
 // drive it directly. The rules and why they are safe: docs/FAILOVER.md.
 
-#include "io/peer_protocol.hpp"
+#include "io/net/peer_protocol.hpp"
 
 #include <chrono>
 #include <cstdint>

@@ -1,8 +1,8 @@
 #include "actors/peer.hpp"
 
-#include "io/checksum.hpp"
-#include "io/nbd_protocol.hpp"
-#include "io/peer_transport.hpp"
+#include "io/codec/checksum.hpp"
+#include "io/net/nbd_protocol.hpp"
+#include "io/net/peer_transport.hpp"
 
 #include <spdlog/spdlog.h>
 

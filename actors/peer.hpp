@@ -35,8 +35,8 @@ struct peer_state {
   std::string last_error;
 
   // With a `key`, a link reaches this actor only after the session
-  // handshake proved the key both ways (io/peer_link.hpp with_session on the
-  // primary, io/peer_router.hpp on the secondary); every frame on it
+  // handshake proved the key both ways (io/net/peer_link.hpp with_session on the
+  // primary, io/net/peer_router.hpp on the secondary); every frame on it
   // is sealed by the transport.
   peer::hello_message hello;   // secondary: the primary's hello; primary: ours
 

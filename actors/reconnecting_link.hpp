@@ -4,7 +4,7 @@
 // and the witness link hold it: the current link and its epoch, and on the
 // dialing side (the primary, a data node towards its witness) the dial
 // itself. A dial connects, proves the shared key both ways within the
-// handshake timeout (io/peer_link.hpp with_session) and hands the link over
+// handshake timeout (io/net/peer_link.hpp with_session) and hands the link over
 // as peer_connected; a failed dial, or the loss of the link, dials again
 // after a fixed interval; shutdown closes the link and dials no more.
 //
@@ -49,10 +49,10 @@ public:
   /// The accepting side: holds links it is given, never dials.
   reconnecting_link() = default;
 
-  /// The dialing side: `base` opens a connection (io/peer_link.hpp
+  /// The dialing side: `base` opens a connection (io/net/peer_link.hpp
   /// tcp_connector); with a key in `session`, every link proves it both ways
   /// before it is handed over, within the handshake timeout derived from the
-  /// link's `link_timeout` (io/peer_transport.hpp proof_timeout).
+  /// link's `link_timeout` (io/net/peer_transport.hpp proof_timeout).
   reconnecting_link(link_connector base, peer::session_params session,
                     std::chrono::milliseconds link_timeout, std::chrono::milliseconds redial_interval)
     : connect_(with_session(std::move(base), std::move(session), peer::proof_timeout(link_timeout))),

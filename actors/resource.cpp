@@ -3,13 +3,13 @@
 #include "actors/data_thread.hpp"
 #include "actors/disk_io.hpp"
 #include "actors/peer.hpp"
-#include "io/block_device.hpp"
-#include "io/hooks.hpp"
+#include "io/process/block_device.hpp"
+#include "io/process/hooks.hpp"
 #include "io/io_env.hpp"
-#include "io/nbd_protocol.hpp"
-#include "io/nbd_server.hpp"
-#include "io/peer_transport.hpp"
-#include "io/provider.hpp"
+#include "io/net/nbd_protocol.hpp"
+#include "io/net/nbd_server.hpp"
+#include "io/net/peer_transport.hpp"
+#include "io/storage/provider.hpp"
 
 #include <spdlog/spdlog.h>
 

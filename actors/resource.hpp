@@ -188,7 +188,7 @@ struct resource_state {
   std::shared_ptr<std::atomic<uint64_t>> export_size = std::make_shared<std::atomic<uint64_t>>(0);
 
   // /dev/hast/<provider_name> while primary (`device on`): made and removed
-  // on a thread of its own (io/block_device.hpp).
+  // on a thread of its own (io/process/block_device.hpp).
   std::shared_ptr<device_worker> devices;
   uint64_t device_epoch = 0;          // results of older requests are ignored
   bool device_pending = false;        // a make is under way

@@ -22,7 +22,7 @@
 // that differ; their extent then copies only those ranges.
 //
 // `resync-checksum on` (DRBD's csums-alg): an extent is first compared by
-// block digests (SHA-256 per 4 KiB, io/block_hash.hpp): the primary reads
+// block digests (SHA-256 per 4 KiB, io/codec/block_hash.hpp): the primary reads
 // and digests its copy while the secondary digests its own (after the
 // writes to it that came before), and only the runs of differing blocks
 // move. Client writes to the extent wait for the comparison as they wait

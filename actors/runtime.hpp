@@ -8,7 +8,7 @@
 // scripted peer link) goes through the I/O environment (io/io_env.hpp), not
 // through this struct.
 
-#include "io/disk_engine.hpp"
+#include "io/storage/disk_engine.hpp"
 #include "messages/actors.hpp"
 
 #include <memory>

@@ -2,7 +2,7 @@
 
 #include "actors/resource.hpp"
 #include "actors/witness.hpp"
-#include "io/nbd_server.hpp"
+#include "io/net/nbd_server.hpp"
 
 #include <spdlog/spdlog.h>
 

@@ -1,6 +1,6 @@
 #include "actors/witness.hpp"
 
-#include "io/checksum.hpp"
+#include "io/codec/checksum.hpp"
 
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>

@@ -1,6 +1,6 @@
 #include "actors/witness_link.hpp"
 
-#include "io/checksum.hpp"
+#include "io/codec/checksum.hpp"
 
 #include <spdlog/spdlog.h>
 

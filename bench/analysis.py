@@ -321,12 +321,12 @@ def resync(b):
           "* **Asio's 64 KiB cap.** `asio::async_read`/`async_write` with their default completion condition "
           "(`transfer_all`) move at most 64 KiB per system call, so each 2 MiB payload took 32 `recvfrom` calls "
           "and as many wakeups; strace showed a steady stream of 65,536-byte reads. A completion condition that "
-          "lets one call move the whole buffer (`whole_buffers`, io/asio.hpp; also used by the NBD server for "
+          "lets one call move the whole buffer (`whole_buffers`, io/net/asio.hpp; also used by the NBD server for "
           "write payloads and read replies) gives reads of 0.25–1 MiB per call.",
           "* **Page faults in the receive.** Every 2 MiB buffer was a fresh `mmap` (glibc maps large blocks), "
           "and the kernel's copy into it faulted page by page: `exc_page_fault` under `_copy_to_iter` was 10 % of "
           "all samples and a 1 MiB `recvfrom` took 4–6 ms. Buffers of 64 KiB and more now come from a bounded "
-          "pool (io/buffer.hpp, at most 64 MiB kept), so they stay mapped: the resync went from 7.2 s to 2.5–2.8 s "
+          "pool (io/codec/buffer.hpp, at most 64 MiB kept), so they stay mapped: the resync went from 7.2 s to 2.5–2.8 s "
           "for 1,100 MiB, and peak RSS stays in the tens of MiB (table above).",
           "* **The secondary's activemap.** Resync data is no longer marked in the secondary's activemap "
           "(the primary keeps the extent dirty until `done`): its metadata writes fell from one per extent to "
@@ -366,7 +366,7 @@ def memory(b):
              f"hastd at {sync_top[0]:.0f} MiB ({sync_top[1]}); the largest of all at **{top[0]:.0f} MiB** "
              f"({top[1]}, {'primary' if top[2] == 'A' else 'secondary'}). Buffers are taken per request and "
              "given back on completion; those of 64 KiB and more are kept for reuse up to 64 MiB in all "
-             "(io/buffer.hpp), so a standalone or fullsync node holds at most the client's queue depth × "
+             "(io/codec/buffer.hpp), so a standalone or fullsync node holds at most the client's queue depth × "
              "request size (NBD requests are at most 32 MiB) plus that pool.")
     L.append("")
     L.append("Memory is bounded in every mode since the fast data path: async counts the payload bytes "

@@ -487,7 +487,7 @@ class AppBench:
                     os.unlink(sock)
         r["aio"] = aio
         self.commands["qemu-nbd"] = shlex.join(p.cmdline).replace(img, "FILE").replace(sock, "SOCK")
-        # The block device, as io/block_device.cpp makes /dev/hast/<name> without the nbd module.
+        # The block device, as io/process/block_device.cpp makes /dev/hast/<name> without the nbd module.
         fuse_mp = os.path.join(d, "fuse")
         os.makedirs(fuse_mp)
         disk = os.path.join(fuse_mp, "disk")

@@ -7,12 +7,12 @@
 // per I/O, they say nothing about the daemon's end-to-end throughput
 // (bench/run.py measures that).
 
-#include "io/activemap.hpp"
-#include "io/checksum.hpp"
-#include "io/compression.hpp"
-#include "io/crc32c.hpp"
-#include "io/nbd_protocol.hpp"
-#include "io/peer_protocol.hpp"
+#include "io/storage/activemap.hpp"
+#include "io/codec/checksum.hpp"
+#include "io/codec/compression.hpp"
+#include "io/codec/crc32c.hpp"
+#include "io/net/nbd_protocol.hpp"
+#include "io/net/peer_protocol.hpp"
 
 #include <benchmark/benchmark.h>
 

@@ -8,8 +8,8 @@
 // scripted secondary (tests/actors/replication_test.cpp), so no test switch
 // lives in the daemon itself.
 
-#include "io/peer_link.hpp"
-#include "io/provider.hpp"
+#include "io/net/peer_link.hpp"
+#include "io/storage/provider.hpp"
 
 #include <chrono>
 #include <memory>
@@ -29,7 +29,7 @@ public:
   virtual result<provider> open_provider(const std::string& path, bool writable) const = 0;
   /// The connector of a primary's link to its secondary at `remote`, from
   /// `source`, run on `io` (which must outlive it). By default the plain
-  /// TCP connector (io/peer_link.hpp tcp_connector); the peer authenticates
+  /// TCP connector (io/net/peer_link.hpp tcp_connector); the peer authenticates
   /// the links it gets (with_session) whatever the environment.
   virtual link_connector peer_connector(asio::io_context& io, const std::string& remote,
                                         const std::string& source,

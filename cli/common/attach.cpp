@@ -1,13 +1,13 @@
 // hastctl attach/detach: /dev/hast/<name> by hand, for resources with
 // `device off` (with `device on`, hastd makes and removes it on role
-// changes). The work is io/block_device's: kernel nbd-client where the nbd
+// changes). The work is io/process/block_device's: kernel nbd-client where the nbd
 // module exists, otherwise nbdfuse + a loop device, recorded in
 // /run/hast/attach/<name>/.
 
 #include "cli/common/commands.hpp"
 #include "cli/common/control_client.hpp"
 #include "cli/exit_status.hpp"
-#include "io/block_device.hpp"
+#include "io/process/block_device.hpp"
 
 #include <iostream>
 #include <optional>
@@ -76,7 +76,7 @@ int run_attach(const cli_options& options, const std::vector<std::string>& args)
     return fail(EX_UNAVAILABLE, "attach: " + name + " is already attached (" + describe(*existing)
                 + "); run 'hastctl detach " + name + "' first");
   // Limited to the data size, so that hastd grows it in place on `hastctl
-  // grow` (io/block_device.hpp, resize_device).
+  // grow` (io/process/block_device.hpp, resize_device).
   auto size = row.value("datasize", uint64_t{0});
   auto made = make_device(link_name, res->name, res->nbd, helper_lifetime::outlives_caller, size);
   if (!made)

@@ -1,7 +1,7 @@
 #include "cli/common/control_client.hpp"
 
 #include "cli/exit_status.hpp"
-#include "io/control_channel.hpp"
+#include "io/net/control_channel.hpp"
 
 #include <iostream>
 

@@ -4,7 +4,7 @@
 #include "cli/common/commands.hpp"
 #include "cli/common/control_client.hpp"
 #include "cli/exit_status.hpp"
-#include "io/size.hpp"
+#include "io/codec/size.hpp"
 #include "base/status.hpp"
 
 #include <cstdio>

@@ -6,7 +6,7 @@
 #include "cli/common/commands.hpp"
 #include "cli/common/control_client.hpp"
 #include "cli/exit_status.hpp"
-#include "io/control_channel.hpp"
+#include "io/net/control_channel.hpp"
 #include "base/events.hpp"
 #include "base/status.hpp"
 

@@ -2,8 +2,8 @@
 
 #include "cli/common/commands.hpp"
 #include "cli/exit_status.hpp"
-#include "io/provider.hpp"
-#include "io/size.hpp"
+#include "io/storage/provider.hpp"
+#include "io/codec/size.hpp"
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>

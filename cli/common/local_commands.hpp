@@ -5,7 +5,7 @@
 // as values; run_create/run_dump (commands.hpp) wrap them for the command line.
 
 #include "config/config.hpp"
-#include "io/metadata.hpp"
+#include "io/storage/metadata.hpp"
 #include "base/errc.hpp"
 
 #include <cstdint>

@@ -5,7 +5,7 @@
 // by hand.
 
 #include "actors/data_plane.hpp"
-#include "io/nbd_protocol.hpp"
+#include "io/net/nbd_protocol.hpp"
 
 #include <gtest/gtest.h>
 

@@ -8,7 +8,7 @@
 // to pin to.
 
 #include "actors/data_thread.hpp"
-#include "io/asio.hpp"
+#include "io/net/asio.hpp"
 
 #include <caf/all.hpp>
 

@@ -5,8 +5,8 @@
 // to the disk. A real provider file and the threads engine.
 
 #include "actors/disk_io.hpp"
-#include "io/buffer.hpp"
-#include "io/provider.hpp"
+#include "io/codec/buffer.hpp"
+#include "io/storage/provider.hpp"
 #include "tests/actors/deterministic.hpp"
 
 #include <gtest/gtest.h>

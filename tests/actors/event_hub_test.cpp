@@ -5,7 +5,7 @@
 // subscribers are socket pairs.
 
 #include "actors/events.hpp"
-#include "io/control_channel.hpp"
+#include "io/net/control_channel.hpp"
 #include "tests/actors/deterministic.hpp"
 
 #include <gtest/gtest.h>

@@ -8,8 +8,8 @@
 // (polled), so the socket callbacks and the actor never race.
 
 #include "actors/reconnecting_link.hpp"
-#include "io/asio.hpp"
-#include "io/peer_transport.hpp"
+#include "io/net/asio.hpp"
+#include "io/net/peer_transport.hpp"
 #include "tests/actors/deterministic.hpp"
 
 #include <gtest/gtest.h>

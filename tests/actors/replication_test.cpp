@@ -4,10 +4,10 @@
 // stalled (it never answers "done" unless the test says so).
 
 #include "actors/resource.hpp"
-#include "io/asio.hpp"
+#include "io/net/asio.hpp"
 #include "io/io_env.hpp"
-#include "io/metadata.hpp"
-#include "io/provider.hpp"
+#include "io/storage/metadata.hpp"
+#include "io/storage/provider.hpp"
 #include "tests/actors/deterministic.hpp"
 
 #include <gtest/gtest.h>

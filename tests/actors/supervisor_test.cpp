@@ -5,9 +5,9 @@
 // supervisor nor the other resources. Driven by CAF's deterministic test scheduler.
 
 #include "actors/supervisor.hpp"
-#include "io/asio.hpp"
-#include "io/metadata.hpp"
-#include "io/provider.hpp"
+#include "io/net/asio.hpp"
+#include "io/storage/metadata.hpp"
+#include "io/storage/provider.hpp"
 #include "tests/actors/deterministic.hpp"
 
 #include <gtest/gtest.h>

@@ -11,7 +11,7 @@
 // operations of 9 bytes each: kind (u8), offset and length (u32 LE each, in
 // 512-byte units).
 
-#include "io/activemap.hpp"
+#include "io/storage/activemap.hpp"
 #include "tests/fuzz/fuzz_bytes.hpp"
 
 #include <bit>

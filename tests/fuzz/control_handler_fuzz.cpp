@@ -23,10 +23,10 @@
 #include "actors/data_thread.hpp"
 #include "actors/events.hpp"
 #include "actors/supervisor.hpp"
-#include "io/asio.hpp"
-#include "io/control_channel.hpp"
-#include "io/metadata.hpp"
-#include "io/provider.hpp"
+#include "io/net/asio.hpp"
+#include "io/net/control_channel.hpp"
+#include "io/storage/metadata.hpp"
+#include "io/storage/provider.hpp"
 #include "tests/fuzz/fuzz_bytes.hpp"
 
 #include <spdlog/sinks/null_sink.h>

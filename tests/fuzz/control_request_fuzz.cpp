@@ -1,11 +1,11 @@
 // A request on the control socket as hastd's control server reads it
-// (io/control_channel.cpp): the 4-byte frame header (decode_frame_length,
+// (io/net/control_channel.cpp): the 4-byte frame header (decode_frame_length,
 // which bounds the body before it is allocated), that many bytes of body,
 // then parse_request (JSON object with a string "command"). A request the
 // daemon accepts is dumped again, as the daemon's reply path does with the
 // strings a request carries.
 
-#include "io/control_channel.hpp"
+#include "io/net/control_channel.hpp"
 #include "tests/fuzz/fuzz_bytes.hpp"
 
 #include <string_view>

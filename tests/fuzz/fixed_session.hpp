@@ -1,13 +1,13 @@
 #pragma once
 
 // The session the frame_reader target fuzzes after authentication: keys
-// derived by the real key schedule (io/secure_frames.hpp) from a fixed
+// derived by the real key schedule (io/net/secure_frames.hpp) from a fixed
 // shared key, fixed nonces and a fixed transcript, so that the seeds
 // fuzz_make_corpus seals are opened by the target, and mutations of them
 // hit the AEAD open. The target plays the server: it opens what the client
 // sealed (client_to_server).
 
-#include "io/secure_frames.hpp"
+#include "io/net/secure_frames.hpp"
 
 #include <array>
 #include <cstdint>

@@ -1,5 +1,5 @@
 // Bytes received on a peer or witness connection, through the code the
-// daemon's connection reads with (io/frame_reader.hpp: accumulate, header
+// daemon's connection reads with (io/net/frame_reader.hpp: accumulate, header
 // checks and caps, payload, open and verify a sealed frame), in the
 // connection's states, then the decoders the peer and witness actors apply
 // to what comes out. Unlike peer_frame (which decodes one header and payload
@@ -32,12 +32,12 @@
 //   read-size byte r: 0 reads as much as the reader has room for; otherwise
 //   each read takes 1 + (a pseudo-random number mod 64 r) bytes.
 
-#include "io/block_hash.hpp"
-#include "io/control_channel.hpp"
-#include "io/crc32c.hpp"
-#include "io/frame_reader.hpp"
-#include "io/peer_protocol.hpp"
-#include "io/secure_frames.hpp"
+#include "io/codec/block_hash.hpp"
+#include "io/net/control_channel.hpp"
+#include "io/codec/crc32c.hpp"
+#include "io/net/frame_reader.hpp"
+#include "io/net/peer_protocol.hpp"
+#include "io/net/secure_frames.hpp"
 #include "tests/fuzz/fixed_session.hpp"
 #include "tests/fuzz/fuzz_bytes.hpp"
 

@@ -6,12 +6,12 @@
 // writes gen-*.bin files into corpus/<target>/ (existing files are
 // replaced; regress-* files found by fuzzing are not touched).
 
-#include "io/activemap.hpp"
-#include "io/block_hash.hpp"
-#include "io/metadata.hpp"
-#include "io/nbd_protocol.hpp"
-#include "io/peer_protocol.hpp"
-#include "io/secure_frames.hpp"
+#include "io/storage/activemap.hpp"
+#include "io/codec/block_hash.hpp"
+#include "io/storage/metadata.hpp"
+#include "io/net/nbd_protocol.hpp"
+#include "io/net/peer_protocol.hpp"
+#include "io/net/secure_frames.hpp"
 #include "tests/fuzz/fixed_session.hpp"
 
 #include <cstdio>

@@ -5,8 +5,8 @@
 // readings rendered as `hastctl dump` prints them. A slot that decodes must
 // survive encode_slot/decode_slot unchanged.
 
-#include "io/metadata.hpp"
-#include "io/provider.hpp"
+#include "io/storage/metadata.hpp"
+#include "io/storage/provider.hpp"
 #include "tests/fuzz/fuzz_bytes.hpp"
 
 #include <string>

@@ -1,10 +1,10 @@
-// The NBD handshake as io/nbd_server.cpp reads it from a client: the 32-bit
+// The NBD handshake as io/net/nbd_server.cpp reads it from a client: the 32-bit
 // client flags, then option after option (header, length limit, count
 // limit, data) until one ends the handshake, each decided by decode_option.
 // The replies the server would encode for each step are built too, and a
 // decoded NBD_OPT_INFO/GO request must survive a round trip.
 
-#include "io/nbd_protocol.hpp"
+#include "io/net/nbd_protocol.hpp"
 #include "tests/fuzz/fuzz_bytes.hpp"
 
 using namespace hast::nbd;

@@ -1,11 +1,11 @@
-// The NBD transmission phase as io/nbd_server.cpp reads it: a stream of
+// The NBD transmission phase as io/net/nbd_server.cpp reads it: a stream of
 // 28-byte request headers, each judged by decode_request_step against an
 // export, WRITE payloads framed off (served or refused alike), until a bad
 // magic, DISC or an oversized WRITE ends the connection. The first ten
 // bytes choose the export: its size (u64, big-endian) and the transmission
 // flags it was advertised with (u16).
 
-#include "io/nbd_protocol.hpp"
+#include "io/net/nbd_protocol.hpp"
 #include "tests/fuzz/fuzz_bytes.hpp"
 
 using namespace hast::nbd;

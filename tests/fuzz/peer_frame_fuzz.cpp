@@ -1,4 +1,4 @@
-// Frames from a peer as io/peer_transport.cpp and the peer actor take them:
+// Frames from a peer as io/net/peer_transport.cpp and the peer actor take them:
 // an 80-byte header (decode_header), its payload_length bytes, then the
 // payload opened (open_payload: checksum, hole, lz4) and, for the handshake
 // messages and a verify's reply, decoded (decode_hello, decode_session_open, decode_nonce,
@@ -10,11 +10,11 @@
 // checksum; with bit 1 set, each payload's digest is recomputed for the
 // checksum kind the header names, so that mutations reach decompression.
 
-#include "io/block_hash.hpp"
-#include "io/checksum.hpp"
-#include "io/crc32c.hpp"
-#include "io/peer_protocol.hpp"
-#include "io/secure_frames.hpp"
+#include "io/codec/block_hash.hpp"
+#include "io/codec/checksum.hpp"
+#include "io/codec/crc32c.hpp"
+#include "io/net/peer_protocol.hpp"
+#include "io/net/secure_frames.hpp"
 #include "tests/fuzz/fuzz_bytes.hpp"
 
 #include <cstring>

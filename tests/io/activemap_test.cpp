@@ -1,4 +1,4 @@
-#include "io/activemap.hpp"
+#include "io/storage/activemap.hpp"
 
 #include <gtest/gtest.h>
 

@@ -2,7 +2,7 @@
 // (SHA-256): one per 4 KiB block, a strict wire form, and the runs of
 // differing blocks.
 
-#include "io/block_hash.hpp"
+#include "io/codec/block_hash.hpp"
 
 #include <gtest/gtest.h>
 

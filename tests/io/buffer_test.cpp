@@ -1,7 +1,7 @@
 // Data buffers: 4 KiB-aligned, and large ones are reused from a bounded
 // pool instead of being mapped afresh for every request.
 
-#include "io/buffer.hpp"
+#include "io/codec/buffer.hpp"
 
 #include <gtest/gtest.h>
 

@@ -1,7 +1,7 @@
 // The control socket's decoding, driven without a socket: the frame length
 // check and the reading of a request body.
 
-#include "io/control_channel.hpp"
+#include "io/net/control_channel.hpp"
 #include "tests/scratch_dir.hpp"
 
 #include <gtest/gtest.h>

@@ -4,8 +4,8 @@
 // hand-off of unaligned O_DIRECT I/O to the provider, and its unaligned
 // buffered path all run.
 
-#include "io/asio.hpp"
-#include "io/disk_engine.hpp"
+#include "io/net/asio.hpp"
+#include "io/storage/disk_engine.hpp"
 #include "tests/scratch_dir.hpp"
 
 #include <liburing.h>

@@ -1,10 +1,10 @@
-// io/frame_reader: the bytes of a peer or witness connection become frames
+// io/net/frame_reader: the bytes of a peer or witness connection become frames
 // the same whatever the reads look like; caps and the session's AEAD are
 // applied before anything is handed out.
 
-#include "io/frame_reader.hpp"
-#include "io/peer_protocol.hpp"
-#include "io/secure_frames.hpp"
+#include "io/net/frame_reader.hpp"
+#include "io/net/peer_protocol.hpp"
+#include "io/net/secure_frames.hpp"
 
 #include <gtest/gtest.h>
 

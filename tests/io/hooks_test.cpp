@@ -2,7 +2,7 @@
 // nothing else of hastd's, NOTIFY_SOCKET in particular), and no more than
 // max_running_hooks at once, the rest queued in order. Real processes.
 
-#include "io/hooks.hpp"
+#include "io/process/hooks.hpp"
 #include "tests/scratch_dir.hpp"
 
 #include <gtest/gtest.h>

@@ -4,9 +4,9 @@
 
 #include "io/io_env.hpp"
 
-#include "io/asio.hpp"
-#include "io/metadata.hpp"
-#include "io/peer_transport.hpp"
+#include "io/net/asio.hpp"
+#include "io/storage/metadata.hpp"
+#include "io/net/peer_transport.hpp"
 #include "tests/scratch_dir.hpp"
 
 #include <gtest/gtest.h>

@@ -1,7 +1,7 @@
-#include "io/metadata.hpp"
+#include "io/storage/metadata.hpp"
 
-#include "io/crc32c.hpp"
-#include "io/provider.hpp"
+#include "io/codec/crc32c.hpp"
+#include "io/storage/provider.hpp"
 #include "tests/scratch_dir.hpp"
 
 #include <gtest/gtest.h>

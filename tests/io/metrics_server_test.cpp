@@ -3,7 +3,7 @@
 // backlog), and once they go it answers a scrape again. A real server on
 // a loopback port.
 
-#include "io/metrics_server.hpp"
+#include "io/net/metrics_server.hpp"
 
 #include <gtest/gtest.h>
 #include <httplib.h>

@@ -1,4 +1,4 @@
-#include "io/nbd_protocol.hpp"
+#include "io/net/nbd_protocol.hpp"
 
 #include <gtest/gtest.h>
 

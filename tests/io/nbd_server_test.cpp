@@ -4,9 +4,9 @@
 // blocking client written against the protocol, then with libnbd's nbdinfo
 // and nbdcopy.
 
-#include "io/asio.hpp"
-#include "io/nbd_protocol.hpp"
-#include "io/nbd_server.hpp"
+#include "io/net/asio.hpp"
+#include "io/net/nbd_protocol.hpp"
+#include "io/net/nbd_server.hpp"
 #include "tests/scratch_dir.hpp"
 
 #include <gtest/gtest.h>

@@ -1,10 +1,10 @@
 // The peer wire codec, the payload pipeline (compression and checksums) and
 // the primitives under it, driven directly: no sockets.
 
-#include "io/checksum.hpp"
-#include "io/compression.hpp"
-#include "io/crc32c.hpp"
-#include "io/peer_protocol.hpp"
+#include "io/codec/checksum.hpp"
+#include "io/codec/compression.hpp"
+#include "io/codec/crc32c.hpp"
+#include "io/net/peer_protocol.hpp"
 
 #include <gtest/gtest.h>
 

@@ -6,9 +6,9 @@
 // Timeouts here are generous upper bounds for waiting; the tests assert on
 // behaviour, never on timing.
 
-#include "io/asio.hpp"
-#include "io/peer_listeners.hpp"
-#include "io/peer_router.hpp"
+#include "io/net/asio.hpp"
+#include "io/net/peer_listeners.hpp"
+#include "io/net/peer_router.hpp"
 
 #include <gtest/gtest.h>
 

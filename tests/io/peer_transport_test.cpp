@@ -5,8 +5,8 @@
 // Timeouts here are generous upper bounds for waiting; the tests assert on
 // behaviour, never on timing.
 
-#include "io/asio.hpp"
-#include "io/peer_transport.hpp"
+#include "io/net/asio.hpp"
+#include "io/net/peer_transport.hpp"
 
 #include <gtest/gtest.h>
 

@@ -3,7 +3,7 @@
 // must all land, including on an O_DIRECT provider that has to read, modify
 // and write the whole block.
 
-#include "io/provider.hpp"
+#include "io/storage/provider.hpp"
 #include "tests/scratch_dir.hpp"
 
 #include <gtest/gtest.h>

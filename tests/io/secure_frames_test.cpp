@@ -4,8 +4,8 @@
 // handshake halves agreeing with each other and refusing a wrong key or an
 // altered transcript.
 
-#include "io/peer_protocol.hpp"
-#include "io/secure_frames.hpp"
+#include "io/net/peer_protocol.hpp"
+#include "io/net/secure_frames.hpp"
 
 #include <gtest/gtest.h>
 

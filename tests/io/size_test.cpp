@@ -1,4 +1,4 @@
-#include "io/size.hpp"
+#include "io/codec/size.hpp"
 
 #include <gtest/gtest.h>
 

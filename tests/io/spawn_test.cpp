@@ -4,7 +4,7 @@
 // and a program tied to its starter ending with the thread that started
 // it. Real processes.
 
-#include "io/spawn.hpp"
+#include "io/process/spawn.hpp"
 #include "tests/scratch_dir.hpp"
 
 #include <gtest/gtest.h>
