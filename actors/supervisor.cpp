@@ -69,6 +69,11 @@ struct named {
   caf::error refusal;
 };
 
+/// `all`, or no name: every resource (a cron job's form on both nodes).
+bool names_every(const std::vector<std::string>& wanted) {
+  return wanted.empty() || (wanted.size() == 1 && wanted[0] == "all");
+}
+
 /// The resources a request names: "all" or nothing means every one, in the
 /// order of the configuration file (as FreeBSD's hastctl lists them).
 /// Resources this node witnesses are named only `with_witnessed` (status).
@@ -77,8 +82,7 @@ struct named {
 std::vector<named> select(self_ptr self, const std::vector<std::string>& names,
                           bool with_witnessed = false) {
   std::vector<named> out;
-  auto all = names.empty() || (names.size() == 1 && names[0] == "all");
-  if (all) {
+  if (names_every(names)) {
     for (auto& rc : self->state.config.resources)
       if (self->state.resources.count(rc.name) || (with_witnessed && witnessed(self, rc.name)))
         out.push_back({rc.name, {}});
@@ -164,6 +168,11 @@ struct gather {
       promise.deliver(answers);
   }
 };
+
+/// The answer of `verify` and `grow` for a resource that refused.
+verify_outcome verify_refused(const std::string& name, std::string why, int number) {
+  return verify_outcome{name, "", std::move(why), number};
+}
 
 /// A hastctl request's fan-out: one answer per named resource, in the
 /// order named, as FreeBSD's control_handle() answers. `refused(name, why,
@@ -491,14 +500,11 @@ supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<su
     },
     [=](atom::verify, std::vector<std::string>& wanted, bool repair, bool stop)
       -> caf::result<std::vector<verify_outcome>> {
-      auto refused = [](const std::string& name, std::string why, int number) {
-        return verify_outcome{name, "", std::move(why), number};
-      };
       // `verify all` (a cron job on both nodes) verifies what is primary
       // here and passes over the rest; a named resource must be primary.
-      auto every = wanted.empty() || (wanted.size() == 1 && wanted[0] == "all");
+      auto every = names_every(wanted);
       return fan_out<verify_outcome>(
-        self, select(self, wanted), refused,
+        self, select(self, wanted), verify_refused,
         [=](const std::string& name, const supervised_resource* entry, auto reply) {
           self->request(entry->handle, resource_answer_timeout, atom::verify_v, repair, stop)
             .then([=](std::string& message) { reply({name, message, "", 0}); },
@@ -508,20 +514,17 @@ supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<su
                     else if (every && stop && err == errc::invalid_argument)
                       reply({name, "no verify running", "", 0});
                     else
-                      reply(refused(name, self->system().render(err), error_number(err)));
+                      reply(verify_refused(name, self->system().render(err), error_number(err)));
                   });
         });
     },
     [=](atom::grow, std::vector<std::string>& wanted, bool assume_clean)
       -> caf::result<std::vector<verify_outcome>> {
-      auto refused = [](const std::string& name, std::string why, int number) {
-        return verify_outcome{name, "", std::move(why), number};
-      };
       // `grow all` on both nodes grows what is primary here. A resource in
       // role init grows offline only when named (docs/METADATA.md).
-      auto every = wanted.empty() || (wanted.size() == 1 && wanted[0] == "all");
+      auto every = names_every(wanted);
       return fan_out<verify_outcome>(
-        self, select(self, wanted), refused,
+        self, select(self, wanted), verify_refused,
         [=](const std::string& name, const supervised_resource* entry, auto reply) {
           auto handle = entry->handle;
           auto grow = [=] {
@@ -531,7 +534,7 @@ supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<su
                       if (every && err == errc::not_primary)
                         reply({name, "not primary here; passed over", "", 0});
                       else
-                        reply(refused(name, self->system().render(err), error_number(err)));
+                        reply(verify_refused(name, self->system().render(err), error_number(err)));
                     });
           };
           if (!every) {
@@ -548,7 +551,7 @@ supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<su
                   grow();
               },
               [=](caf::error& err) {
-                reply(refused(name, self->system().render(err), error_number(err)));
+                reply(verify_refused(name, self->system().render(err), error_number(err)));
               });
         });
     },

@@ -700,6 +700,14 @@ bool valid_link_name(const std::string& name) {
          && name.find('\0') == std::string::npos;
 }
 
+/// ok, or invalid_argument saying why `name` cannot name a device.
+status check_link_name(const std::string& name) {
+  if (valid_link_name(name))
+    return status::ok();
+  return {errc::invalid_argument,
+          "'" + name + "' cannot name a device in " + std::string{device_link_root}};
+}
+
 } // namespace
 
 result<made_device> make_device(const std::string& link_name, const std::string& export_name,
@@ -709,9 +717,8 @@ result<made_device> make_device(const std::string& link_name, const std::string&
   auto fail = [&](const status& st) {
     return status{st.code(), "cannot make " + link.string() + ": " + st.detail()};
   };
-  if (!valid_link_name(link_name))
-    return status{errc::invalid_argument, "'" + link_name + "' cannot name a device in "
-                                            + std::string{device_link_root}};
+  if (auto st = check_link_name(link_name); !st)
+    return st;
   auto addr = address_of(export_name, nbd_address);
   if (!addr)
     return fail({errc::invalid_argument, "cannot use NBD address " + nbd_address});
@@ -754,9 +761,8 @@ result<made_device> make_device(const std::string& link_name, const std::string&
 
 status clear_stale_device(const std::string& link_name, const std::string& export_name,
                           const std::string& nbd_address) {
-  if (!valid_link_name(link_name))
-    return {errc::invalid_argument, "'" + link_name + "' cannot name a device in "
-                                      + std::string{device_link_root}};
+  if (auto st = check_link_name(link_name); !st)
+    return st;
   auto addr = address_of(export_name, nbd_address);
   if (!addr)
     return {errc::invalid_argument, "cannot use NBD address " + nbd_address};
@@ -793,9 +799,8 @@ status clear_stale_device(const std::string& link_name, const std::string& expor
 }
 
 status remove_device(const std::string& link_name, bool force) {
-  if (!valid_link_name(link_name))
-    return {errc::invalid_argument, "'" + link_name + "' cannot name a device in "
-                                      + std::string{device_link_root}};
+  if (auto st = check_link_name(link_name); !st)
+    return st;
   state_lock lock;
   auto state = read_state(link_name);
   if (!state)
@@ -812,9 +817,8 @@ status remove_device(const std::string& link_name, bool force) {
 }
 
 status resize_device(const std::string& link_name, uint64_t data_size) {
-  if (!valid_link_name(link_name))
-    return {errc::invalid_argument, "'" + link_name + "' cannot name a device in "
-                                      + std::string{device_link_root}};
+  if (auto st = check_link_name(link_name); !st)
+    return st;
   state_lock lock;
   auto state = read_state(link_name);
   if (!state)
