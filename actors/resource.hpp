@@ -13,6 +13,7 @@
 //   handshake.cpp  what the secondary answers a connecting primary
 //                  (generations, split brain) and what the primary does
 //                  with the answer
+//   grow.cpp       online growth (hastctl grow), offline in role init
 // The functions they share are declared at the end of this header.
 
 #include "actors/data_plane.hpp"
