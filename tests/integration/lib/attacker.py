@@ -3,13 +3,14 @@
 speaking the wire through hast_wire.py.
 
   attacker.py flood PORT --source IP [--claims N] [--junk BYTES] [--idle M]
-                         [--hold S] [--duration S]
+                         [--hold S | --settle S] [--duration S]
       N connections that each send one 80-byte header claiming a 64 MiB
       payload and then try to stream BYTES of it, plus M connections that
       send nothing and stay open, all from IP to 127.0.0.1:PORT. With
       --duration, keeps doing so for S seconds. Prints one JSON line:
       claims whose connection hastd closed before the junk was all sent,
-      idle connections still open after S (--hold) seconds.
+      idle connections still open after S (--hold) seconds, or with
+      --settle, still open when S seconds passed without their close.
 
   attacker.py stranger-witness PORT RESOURCE NODE [--hold S]
       A stranger that knows no key: one connection sends a plaintext
@@ -108,7 +109,17 @@ def flood(args):
         for s in idle:
             s.close()
         idle = []
-    time.sleep(args.hold)
+    if args.settle:
+        # Up to --settle seconds for the server to close them (a loaded
+        # server accepts what waits in its backlog late), then count.
+        deadline = time.monotonic() + args.settle
+        waiting = list(idle)
+        while waiting and time.monotonic() < deadline:
+            r, _, _ = select.select(waiting, [], [], max(0.0, deadline - time.monotonic()))
+            for s in r:
+                waiting.remove(s)
+    else:
+        time.sleep(args.hold)
     still_open = 0
     for s in idle:
         try:
@@ -321,6 +332,7 @@ def main():
     f.add_argument("--junk", type=int, default=4 << 20)
     f.add_argument("--idle", type=int, default=0)
     f.add_argument("--hold", type=float, default=0)
+    f.add_argument("--settle", type=float, default=0)
     f.add_argument("--duration", type=float, default=0)
     w = sub.add_parser("stranger-witness")
     w.add_argument("port", type=int)
