@@ -52,10 +52,11 @@ constexpr uint64_t align = provider::alignment;
 // io_uring_prep_read/write take a 32-bit length and the kernel moves at most
 // 2 GiB - 4 KiB per call; a longer op goes through the ring in pieces.
 constexpr uint64_t max_ring_piece = uint64_t{1} << 30;
-// user_data of the engine's own NOPs. Every other user_data is a request*,
-// which is aligned and so never 1 or 2.
+// user_data of the engine's own NOPs. Every other user_data is
+// first_slot_tag + the index of the op's slot in the engine's ring table.
 constexpr uint64_t wake_tag = 1;
 constexpr uint64_t stop_tag = 2;
+constexpr uint64_t first_slot_tag = 3;
 
 /// One submitted op on its way to its completion.
 struct request {
@@ -392,6 +393,10 @@ public:
         // wake and stop NOPs on top of a full ring of ops.
         capacity_(std::min(ring_->sq.ring_entries, ring_->cq.ring_entries) - 2),
         pool_(uring_pool_threads, [this](request_ptr r) { run_on_pool(std::move(r)); }) {
+    in_ring_slots_.resize(capacity_);
+    free_slots_.reserve(capacity_);
+    for (unsigned slot = capacity_; slot > 0; --slot)
+      free_slots_.push_back(slot - 1);
     if (home_.io == nullptr) {
       completer_ = std::thread{[this] { reap(); }};
       return;
@@ -508,7 +513,15 @@ private:
     } else {
       io_uring_prep_fsync(sqe, local_->fd(), IORING_FSYNC_DATASYNC);
     }
-    io_uring_sqe_set_data(sqe, r.release());
+    // The request stays in the engine's table while the kernel has it,
+    // rather than only as a pointer in the ring's shared memory: whatever
+    // inspects the engine's memory (a leak checker, a core dump) finds it.
+    // issue_locked() keeps at most capacity_ ops in the ring, so a slot is
+    // free.
+    const unsigned slot = free_slots_.back();
+    free_slots_.pop_back();
+    in_ring_slots_[slot] = std::move(r);
+    io_uring_sqe_set_data64(sqe, first_slot_tag + slot);
   }
 
   /// Hands every prepared SQE to the kernel. Without SQPOLL the kernel takes
@@ -637,7 +650,10 @@ private:
           stop = true;
         } else {
           --in_ring_;
-          advance(request_ptr{reinterpret_cast<request*>(data)}, res, batch, again, to_pool);
+          const auto slot = static_cast<unsigned>(data - first_slot_tag);
+          request_ptr r = std::move(in_ring_slots_[slot]);
+          free_slots_.push_back(slot);
+          advance(std::move(r), res, batch, again, to_pool);
         }
       }
       if (home_.io != nullptr)
@@ -732,6 +748,8 @@ private:
   mutable std::mutex mutex_;
   std::condition_variable drained_;
   std::deque<request_ptr> backlog_;        // ring ops waiting for room in the ring
+  std::vector<request_ptr> in_ring_slots_; // ring ops the kernel has, by slot
+  std::vector<unsigned> free_slots_;       // slots of in_ring_slots_ not in use
   std::vector<disk_completion> side_done_; // pool completions not yet in a batch
   size_t in_ring_ = 0;                     // ops whose SQE is out and CQE not reaped
   size_t in_flight_ = 0;                   // ops submitted and not yet delivered
