@@ -13,24 +13,24 @@ namespace hast {
 
 namespace {
 
-using self_ptr = peer_actor::stateful_pointer<peer_state>;
+using peer_ptr = peer_actor::stateful_pointer<peer_state>;
 using peer::header;
 using peer::msg_type;
 
 using peer::make_header;
 
-void send_raw(self_ptr self, header h, buffer_ptr payload = nullptr) {
+void send_raw(peer_ptr self, header h, buffer_ptr payload = nullptr) {
   auto& link = self->state.line.link();
   if (!link)
     return;
   link->send(h, std::move(payload));
 }
 
-void flush_acks(self_ptr self);
+void flush_acks(peer_ptr self);
 
 /// Drops the link (if `epoch` is current), fails what waited on it and tells
 /// the resource. The primary tries again later (the line redials).
-void drop_link(self_ptr self, uint64_t epoch, const std::string& reason) {
+void drop_link(peer_ptr self, uint64_t epoch, const std::string& reason) {
   auto& s = self->state;
   if (!s.line.drop(self, epoch, reason))
     return;
@@ -67,7 +67,7 @@ void drop_link(self_ptr self, uint64_t epoch, const std::string& reason) {
 
 /// Hands the acknowledgements gathered from one batch of frames to the
 /// resource in one message.
-void flush_acks(self_ptr self) {
+void flush_acks(peer_ptr self) {
   auto& s = self->state;
   if (s.acks.empty())
     return;
@@ -75,7 +75,7 @@ void flush_acks(self_ptr self) {
   s.acks.clear();
 }
 
-void fail(self_ptr self, const std::string& reason) {
+void fail(peer_ptr self, const std::string& reason) {
   drop_link(self, self->state.line.epoch(), reason);
 }
 
@@ -88,7 +88,7 @@ void answer_received(peer_link& link, const std::vector<peer::frame>& frames) {
 }
 
 /// A link was made current (its frames and close reach this actor).
-void attached(self_ptr self) {
+void attached(peer_ptr self) {
   auto& s = self->state;
   s.replies.reset();
   s.established = false;
@@ -96,7 +96,7 @@ void attached(self_ptr self) {
 
 // --- secondary side ----------------------------------------------------------------------------
 
-void answer_hello(self_ptr self) {
+void answer_hello(peer_ptr self) {
   auto& s = self->state;
   auto epoch = s.line.epoch();
   self->request(s.owner, std::chrono::seconds(30), atom::peer_hello_v, s.hello)
@@ -160,7 +160,7 @@ private:
 
 /// A replicated request as the resource takes it; false when its payload
 /// cannot be opened (the link is then dropped).
-bool to_request(self_ptr self, peer::frame& frame, nbd::request& r) {
+bool to_request(peer_ptr self, peer::frame& frame, nbd::request& r) {
   auto& h = frame.h;
   r.cookie = h.seq;
   r.offset = h.offset;
@@ -190,7 +190,7 @@ bool to_request(self_ptr self, peer::frame& frame, nbd::request& r) {
 
 /// Hands the requests gathered from one batch of frames to the resource:
 /// one message per run of resync and of other requests, in arrival order.
-void flush_requests(self_ptr self) {
+void flush_requests(peer_ptr self) {
   auto& s = self->state;
   if (s.pending.requests.empty())
     return;
@@ -198,7 +198,7 @@ void flush_requests(self_ptr self) {
   s.pending = nbd_batch{};
 }
 
-void execute(self_ptr self, peer::frame frame) {
+void execute(peer_ptr self, peer::frame frame) {
   auto& s = self->state;
   nbd::request r;
   if (!to_request(self, frame, r))
@@ -219,7 +219,7 @@ void execute(self_ptr self, peer::frame frame) {
 /// checksum resync's digests), answered once the resource has them (it
 /// waits for writes to the range that arrived before).
 template <class Hashes, class Atom, class Encode>
-void answer_hashes(self_ptr self, const header& h, Atom what, Encode encode) {
+void answer_hashes(peer_ptr self, const header& h, Atom what, Encode encode) {
   auto& s = self->state;
   flush_requests(self);  // writes that came before it reach the resource first
   auto epoch = s.line.epoch();
@@ -242,7 +242,7 @@ void answer_hashes(self_ptr self, const header& h, Atom what, Encode encode) {
       });
 }
 
-void answer_verify(self_ptr self, const header& h) {
+void answer_verify(peer_ptr self, const header& h) {
   if ((h.flags & peer::flag_digest) != 0)
     return answer_hashes<block_digests>(self, h, atom::range_digests_v, encode_block_digests);
   answer_hashes<block_hashes>(self, h, atom::verify_range_v, encode_block_hashes);
@@ -250,7 +250,7 @@ void answer_verify(self_ptr self, const header& h) {
 
 /// Primary: a verify_reply for the request `h.seq` of `waiting`.
 template <class Promises, class Decode>
-void deliver_hashes(self_ptr self, Promises& waiting, const header& h, const buffer_ptr& payload,
+void deliver_hashes(peer_ptr self, Promises& waiting, const header& h, const buffer_ptr& payload,
                     Decode decode) {
   auto it = waiting.find(h.seq);
   if (it == waiting.end())
@@ -272,7 +272,7 @@ void deliver_hashes(self_ptr self, Promises& waiting, const header& h, const buf
 /// Secondary: the primary grows the resource (online growth). The answer
 /// carries our data size once it is in the metadata on disk, or the
 /// reason of a refusal as its payload.
-void answer_grow(self_ptr self, const header& h) {
+void answer_grow(peer_ptr self, const header& h) {
   auto& s = self->state;
   flush_requests(self);
   auto epoch = s.line.epoch();
@@ -300,7 +300,7 @@ void answer_grow(self_ptr self, const header& h) {
       });
 }
 
-void on_secondary_frame(self_ptr self, peer::frame& frame) {
+void on_secondary_frame(peer_ptr self, peer::frame& frame) {
   auto& s = self->state;
   auto& h = frame.h;
   switch (h.type) {
@@ -338,7 +338,7 @@ void on_secondary_frame(self_ptr self, peer::frame& frame) {
 
 // --- primary side ------------------------------------------------------------------------------
 
-void send_hello(self_ptr self) {
+void send_hello(peer_ptr self) {
   auto& s = self->state;
   auto epoch = s.line.epoch();
   self->request(s.owner, std::chrono::seconds(30), atom::peer_hello_v)
@@ -353,7 +353,7 @@ void send_hello(self_ptr self) {
       [=](caf::error& err) { drop_link(self, epoch, self->system().render(err)); });
 }
 
-void on_primary_frame(self_ptr self, peer::frame& frame) {
+void on_primary_frame(peer_ptr self, peer::frame& frame) {
   auto& s = self->state;
   auto& h = frame.h;
   switch (h.type) {

@@ -21,8 +21,6 @@ namespace hast {
 
 namespace {
 
-using self_ptr = resource_ptr;
-
 // The export as an NBD session sees it: every batch of requests becomes one
 // typed message to the resource actor. Holds the actor weakly so that a
 // lingering connection does not keep a stopped resource alive.
@@ -74,17 +72,17 @@ private:
   std::atomic<bool> opened_{false};
 };
 
-void finish_drain(self_ptr self);
-void rebuild_when_back(self_ptr self);
-bool bump_generation(self_ptr self);
-bool secondary_holds_everything(self_ptr self);
-void read_remote(self_ptr self, nbd::request r, nbd::reply_sink_ptr sink);
+void finish_drain(resource_ptr self);
+void rebuild_when_back(resource_ptr self);
+bool bump_generation(resource_ptr self);
+bool secondary_holds_everything(resource_ptr self);
+void read_remote(resource_ptr self, nbd::request r, nbd::reply_sink_ptr sink);
 
 /// How the resource steers its data plane: the data plane's questions are
 /// answered from the control plane's state, its requests carried out here.
 class resource_steering final : public data_plane::steering {
 public:
-  explicit resource_steering(self_ptr self) : self_(self) {}
+  explicit resource_steering(resource_ptr self) : self_(self) {}
 
   bool serving(bool from_peer) const override {
     auto& s = self_->state;
@@ -146,7 +144,7 @@ public:
   }
 
 private:
-  self_ptr self_;
+  resource_ptr self_;
 };
 
 } // namespace
@@ -215,7 +213,7 @@ namespace {
 
 // --- the peer ----------------------------------------------------------------------------------
 
-void stop_peer(self_ptr self) {
+void stop_peer(resource_ptr self) {
   auto& s = self->state;
   if (!s.link)
     return;
@@ -233,7 +231,7 @@ void stop_peer(self_ptr self) {
   s.plane->peer_gone();
 }
 
-void start_peer(self_ptr self, role side) {
+void start_peer(resource_ptr self, role side) {
   auto& s = self->state;
   if (s.config.standalone() || s.link)
     return;
@@ -257,7 +255,7 @@ void start_peer(self_ptr self, role side) {
 /// Does the secondary hold every acknowledged write (connected, and no
 /// extent waits to be copied to it)? Then a write the local disk fails can
 /// stand on the secondary's copy alone.
-bool secondary_holds_everything(self_ptr self) {
+bool secondary_holds_everything(resource_ptr self) {
   auto& s = self->state;
   if (!s.connected || s.current != role::primary)
     return false;
@@ -268,7 +266,7 @@ bool secondary_holds_everything(self_ptr self) {
 
 /// A local request succeeded: if the disk had failed, try to copy the stale
 /// extents back from the secondary (the copy stops at the next failure).
-void rebuild_when_back(self_ptr self) {
+void rebuild_when_back(resource_ptr self) {
   auto& s = self->state;
   if (!s.plane->md().local_stale || !s.connected || s.sync.active || s.current != role::primary)
     return;
@@ -286,7 +284,7 @@ void rebuild_when_back(self_ptr self) {
 /// The generation rule (HAST's): the first write after the resource was
 /// created, and the first write of every outage, raise localcnt before the
 /// write is issued, so that the nodes can later tell who changed what.
-bool bump_generation(self_ptr self) {
+bool bump_generation(resource_ptr self) {
   auto& s = self->state;
   auto& md = s.plane->md();
   if (s.config.standalone())
@@ -306,7 +304,7 @@ bool bump_generation(self_ptr self) {
 
 // --- reads from the secondary ------------------------------------------------------------------
 
-void read_remote(self_ptr self, nbd::request r, nbd::reply_sink_ptr sink) {
+void read_remote(resource_ptr self, nbd::request r, nbd::reply_sink_ptr sink) {
   auto& s = self->state;
   self->request(s.link, std::chrono::seconds(s.config.timeout), atom::remote_read_v, r.offset,
                 r.length)
@@ -323,7 +321,7 @@ void read_remote(self_ptr self, nbd::request r, nbd::reply_sink_ptr sink) {
 
 // --- roles -------------------------------------------------------------------------------------
 
-void close_local(self_ptr self) {
+void close_local(resource_ptr self) {
   auto& s = self->state;
   stop_peer(self);
   for (auto* child : {&s.disk}) {
@@ -338,7 +336,7 @@ void close_local(self_ptr self) {
 }
 
 /// Opens the provider, checks its metadata and starts the disk actors.
-caf::error open_local(self_ptr self) {
+caf::error open_local(resource_ptr self) {
   auto& s = self->state;
   auto env = s.io.env ? s.io.env : default_io_env();
   auto opened = env->open_provider(s.config.local, true);
@@ -369,7 +367,7 @@ caf::error open_local(self_ptr self) {
   return {};
 }
 
-void enter(self_ptr self, role target) {
+void enter(resource_ptr self, role target) {
   auto& s = self->state;
   auto previous = s.current;
   s.current = target;
@@ -391,7 +389,7 @@ void enter(self_ptr self, role target) {
 }
 
 /// Leaves primary once the last request has drained: flush, persist, switch.
-void finish_drain(self_ptr self) {
+void finish_drain(resource_ptr self) {
   auto& s = self->state;
   auto target = s.pending_role.value_or(role::init);
   disk_op flush;
@@ -437,7 +435,7 @@ void finish_drain(self_ptr self) {
 
 /// Stops serving I/O: new requests fail, open sessions are closed, and
 /// finish_drain runs when the in-flight ones are done.
-void begin_drain(self_ptr self, role target) {
+void begin_drain(resource_ptr self, role target) {
   auto& s = self->state;
   s.draining = true;
   s.pending_role = target;
@@ -453,7 +451,7 @@ void begin_drain(self_ptr self, role target) {
 
 /// Runs `job` on the resource's device thread; its outcome comes back as a
 /// `device` message tagged with the current epoch.
-void post_device_job(self_ptr self, std::function<void(uint64_t epoch)> job) {
+void post_device_job(resource_ptr self, std::function<void(uint64_t epoch)> job) {
   auto& s = self->state;
   if (!s.devices)
     s.devices = std::make_shared<device_worker>();
@@ -463,7 +461,7 @@ void post_device_job(self_ptr self, std::function<void(uint64_t epoch)> job) {
 
 /// Primary with `device on`: makes /dev/hast/<name> on the export. A
 /// failure leaves the role as it is; status and the log say why.
-void make_block_device(self_ptr self) {
+void make_block_device(resource_ptr self) {
   auto& s = self->state;
   if (!s.config.device)
     return;
@@ -490,7 +488,7 @@ void make_block_device(self_ptr self) {
 /// (killed -9: a dangling link, a loop device on a dead FUSE mount) is taken
 /// apart on the device thread, before any device is made there. One in use,
 /// or another export's live device, is left and logged.
-void clear_stale_block_device(self_ptr self) {
+void clear_stale_block_device(resource_ptr self) {
   auto& s = self->state;
   auto link = s.config.provider_name, name = s.config.name, nbd = s.config.nbd;
   std::error_code ec;
@@ -511,7 +509,7 @@ void clear_stale_block_device(self_ptr self) {
 
 } // namespace
 
-void resize_block_device(self_ptr self, uint64_t datasize, std::function<void(std::string)> then) {
+void resize_block_device(resource_ptr self, uint64_t datasize, std::function<void(std::string)> then) {
   auto& s = self->state;
   s.export_size->store(datasize, std::memory_order_release);
   auto link = s.config.provider_name;
@@ -537,7 +535,7 @@ void resize_block_device(self_ptr self, uint64_t datasize, std::function<void(st
 namespace {
 
 /// The outcome of resize_block_device's job.
-void device_resized(self_ptr self, uint64_t ticket, bool ok, const std::string& detail) {
+void device_resized(resource_ptr self, uint64_t ticket, bool ok, const std::string& detail) {
   auto& s = self->state;
   auto it = s.device_resizes.find(ticket);
   if (it == s.device_resizes.end())
@@ -559,7 +557,7 @@ void device_resized(self_ptr self, uint64_t ticket, bool ok, const std::string& 
 
 /// Removes the device on the device thread; the outcome comes back as a
 /// "removed" device message.
-void remove_block_device(self_ptr self, bool force) {
+void remove_block_device(resource_ptr self, bool force) {
   auto me = caf::actor_cast<resource_actor>(self);
   auto link = self->state.config.provider_name;
   post_device_job(self, [me, link, force](uint64_t epoch) {
@@ -571,7 +569,7 @@ void remove_block_device(self_ptr self, bool force) {
 
 /// Leaves primary: removes the device first (its file system's last writes
 /// still go through the export), then drains.
-void leave_primary(self_ptr self, role target, bool force) {
+void leave_primary(resource_ptr self, role target, bool force) {
   auto& s = self->state;
   if (!s.config.device || (s.device.empty() && !s.device_pending)) {
     begin_drain(self, target);
@@ -583,7 +581,7 @@ void leave_primary(self_ptr self, role target, bool force) {
 }
 
 /// The outcome of a device job.
-void device_done(self_ptr self, uint64_t epoch, const std::string& what,
+void device_done(resource_ptr self, uint64_t epoch, const std::string& what,
                  const std::string& device, const std::string& detail) {
   auto& s = self->state;
   if (what == "resized") {
@@ -632,7 +630,7 @@ void device_done(self_ptr self, uint64_t epoch, const std::string& what,
     begin_drain(self, *s.pending_role);
 }
 
-caf::result<role> change_role(self_ptr self, role target, bool force) {
+caf::result<role> change_role(resource_ptr self, role target, bool force) {
   auto& s = self->state;
   auto previous = s.current;
   if (target == previous)
@@ -677,7 +675,7 @@ caf::result<role> change_role(self_ptr self, role target, bool force) {
   return previous;
 }
 
-resource_status make_status(self_ptr self) {
+resource_status make_status(resource_ptr self) {
   auto& s = self->state;
   resource_status st;
   st.name = s.config.name;

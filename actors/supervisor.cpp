@@ -14,7 +14,7 @@ namespace hast {
 
 namespace {
 
-using self_ptr = supervisor_actor::stateful_pointer<supervisor_state>;
+using supervisor_ptr = supervisor_actor::stateful_pointer<supervisor_state>;
 
 /// Who may connect to the resource's NBD export: from its configuration,
 /// in force for the export's next connection.
@@ -24,7 +24,7 @@ void apply_nbd_access(const resource_config& config) {
   nbd::set_access(config.name, std::move(rules));
 }
 
-void spawn_resource(self_ptr self, const resource_config& config) {
+void spawn_resource(supervisor_ptr self, const resource_config& config) {
   apply_nbd_access(config);
   // Linked: when the supervisor goes, its resources go with it.
   auto io = self->state.io;
@@ -39,14 +39,14 @@ void spawn_resource(self_ptr self, const resource_config& config) {
 }
 
 /// Is this node the witness of `name` (`role witness` in its section)?
-bool witnessed(self_ptr self, const std::string& name) {
+bool witnessed(supervisor_ptr self, const std::string& name) {
   const auto* rc = self->state.config.find(name);
   return rc != nullptr && rc->is_witness;
 }
 
 /// Names the witness resources of `config` and starts (or updates) the
 /// witness actor that serves them.
-void serve_witnessed(self_ptr self, const node_config& config) {
+void serve_witnessed(supervisor_ptr self, const node_config& config) {
   auto& s = self->state;
   if (s.witness) {
     self->send(s.witness, atom::configure_v, config);
@@ -79,7 +79,7 @@ bool names_every(const std::vector<std::string>& wanted) {
 /// Resources this node witnesses are named only `with_witnessed` (status).
 /// A name that is not configured here, or a witnessed one without
 /// `with_witnessed`, comes back with its refusal.
-std::vector<named> select(self_ptr self, const std::vector<std::string>& names,
+std::vector<named> select(supervisor_ptr self, const std::vector<std::string>& names,
                           bool with_witnessed = false) {
   std::vector<named> out;
   if (names_every(names)) {
@@ -140,7 +140,7 @@ int error_number(const caf::error& err) {
 
 /// The event stream hears of a resource's failure and restart (the
 /// resource itself tells it everything else).
-void tell_events(self_ptr self, const std::string& name, const std::string& resource,
+void tell_events(supervisor_ptr self, const std::string& name, const std::string& resource,
                  event_fields fields) {
   if (self->state.io.events)
     self->send(self->state.io.events, atom::event_v,
@@ -183,7 +183,7 @@ verify_outcome verify_refused(const std::string& name, std::string why, int numb
 /// are answered at once: a promise made takes over the answer, and a value
 /// returned after it would reach nobody.
 template <class T, class Refused, class Ask>
-caf::result<std::vector<T>> fan_out(self_ptr self, const std::vector<named>& names,
+caf::result<std::vector<T>> fan_out(supervisor_ptr self, const std::vector<named>& names,
                                     Refused refused, Ask ask) {
   auto& sys = self->system();
   if (std::all_of(names.begin(), names.end(), [](const named& n) { return bool{n.refusal}; })) {
@@ -238,7 +238,7 @@ bool live_changeable(const resource_config& a, const resource_config& b) {
 /// provider may for a moment still be locked by the actors of the resource
 /// it replaces (they close it as they exit): a `busy` answer is tried again
 /// after role_busy_retry, role_attempts_left times.
-void return_to_role(self_ptr self, const std::string& name) {
+void return_to_role(supervisor_ptr self, const std::string& name) {
   auto it = self->state.resources.find(name);
   if (it == self->state.resources.end() || !it->second.handle || it->second.wanted == role::init)
     return;
@@ -268,7 +268,7 @@ void return_to_role(self_ptr self, const std::string& name) {
 /// listening (atom::export_closed, from the old actor's last act), a
 /// resource with `config` starts and returns to `previous`. Spawning at
 /// once raced the old listener for an unchanged `nbd` address.
-void restart_with(self_ptr self, const resource_actor& old, const resource_config& config,
+void restart_with(supervisor_ptr self, const resource_actor& old, const resource_config& config,
                   role previous) {
   auto& s = self->state;
   auto it = s.resources.find(config.name);
@@ -284,7 +284,7 @@ void restart_with(self_ptr self, const resource_actor& old, const resource_confi
 }
 
 /// The replaced actor's export is closed: its replacement starts.
-void start_replacement(self_ptr self, const std::string& name) {
+void start_replacement(supervisor_ptr self, const std::string& name) {
   auto& s = self->state;
   auto entry = s.resources[name];
   spawn_resource(self, entry.config);

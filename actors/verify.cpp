@@ -53,7 +53,7 @@ void finish(resource_ptr self, const std::string& outcome) {
 }
 
 /// With `syncrate`, may another extent start now? If not, a wake-up is set.
-bool rate_allows(resource_ptr self) {
+bool verify_rate_allows(resource_ptr self) {
   auto& s = self->state;
   auto& v = s.verify;
   auto rate = s.config.syncrate;
@@ -138,7 +138,7 @@ void compare(resource_ptr self, uint64_t extent) {
   verify_pump(self);
 }
 
-void start_extent(resource_ptr self, uint64_t extent) {
+void start_verify_extent(resource_ptr self, uint64_t extent) {
   auto& s = self->state;
   auto& v = s.verify;
   auto run = v.run;
@@ -257,24 +257,24 @@ void verify_pump(resource_ptr self) {
       case pick::skip: skip(self, e); break;
       case pick::later: v.later.push_back(e); break;
       case pick::start:
-        if (!rate_allows(self)) {
+        if (!verify_rate_allows(self)) {
           v.later.push_front(e);
           return;
         }
-        start_extent(self, e);
+        start_verify_extent(self, e);
         break;
     }
   }
   while (v.cursor < count && v.extents.size() < width) {
     auto e = v.cursor;
     auto what = judge(self, e);
-    if (what == pick::start && !rate_allows(self))
+    if (what == pick::start && !verify_rate_allows(self))
       return;
     ++v.cursor;
     switch (what) {
       case pick::skip: skip(self, e); break;
       case pick::later: v.later.push_back(e); break;
-      case pick::start: start_extent(self, e); break;
+      case pick::start: start_verify_extent(self, e); break;
     }
   }
   if (v.cursor >= count && v.later.empty() && v.extents.empty())

@@ -94,14 +94,14 @@ status save_lease_record(const std::string& path, const lease_record& r) {
 
 namespace {
 
-using self_ptr = witness_actor::stateful_pointer<witness_state>;
+using witness_ptr = witness_actor::stateful_pointer<witness_state>;
 using peer::msg_type;
 
 std::chrono::milliseconds lease_of(const resource_config& rc) {
   return std::chrono::milliseconds(std::chrono::seconds(rc.timeout));
 }
 
-void close_link(self_ptr self, uint64_t id, const std::string& reason) {
+void close_link(witness_ptr self, uint64_t id, const std::string& reason) {
   auto it = self->state.links.find(id);
   if (it == self->state.links.end())
     return;
@@ -111,7 +111,7 @@ void close_link(self_ptr self, uint64_t id, const std::string& reason) {
   self->state.links.erase(it);
 }
 
-void add_resource(self_ptr self, const resource_config& rc) {
+void add_resource(witness_ptr self, const resource_config& rc) {
   auto& w = self->state.resources[rc.name];
   w.config = rc;
   w.state_path = rc.local.empty() ? default_witness_state(rc.name) : rc.local;
@@ -132,7 +132,7 @@ void add_resource(self_ptr self, const resource_config& rc) {
                                 : "last holder " + r.holder + " (epoch " + std::to_string(r.epoch) + ")");
 }
 
-void on_request(self_ptr self, uint64_t id, member_link& m, peer::frame& f) {
+void on_request(witness_ptr self, uint64_t id, member_link& m, peer::frame& f) {
   auto req = peer::decode_lease_request(f.payload);
   if (!req)
     return close_link(self, id, req.error().message());
@@ -170,7 +170,7 @@ void on_request(self_ptr self, uint64_t id, member_link& m, peer::frame& f) {
   m.link->send(peer::make_header(msg_type::lease_reply, f.h.seq), peer::encode_lease_reply(reply));
 }
 
-void on_frame(self_ptr self, uint64_t id, peer::frame& f) {
+void on_frame(witness_ptr self, uint64_t id, peer::frame& f) {
   auto& m = self->state.links.at(id);
   switch (f.h.type) {
     case msg_type::lease_request:
@@ -185,7 +185,7 @@ void on_frame(self_ptr self, uint64_t id, peer::frame& f) {
 
 } // namespace
 
-witness_actor::behavior_type witness(self_ptr self, node_config config) {
+witness_actor::behavior_type witness(witness_ptr self, node_config config) {
   for (auto& rc : config.resources)
     if (rc.is_witness)
       add_resource(self, rc);

@@ -8,17 +8,17 @@ namespace hast {
 
 namespace {
 
-using self_ptr = witness_link_actor::stateful_pointer<witness_link_state>;
+using witness_link_ptr = witness_link_actor::stateful_pointer<witness_link_state>;
 using peer::msg_type;
 
-void send_frame(self_ptr self, msg_type type, uint64_t seq, buffer_ptr payload) {
+void send_frame(witness_link_ptr self, msg_type type, uint64_t seq, buffer_ptr payload) {
   auto& link = self->state.line.link();
   if (!link)
     return;
   link->send(peer::make_header(type, seq), std::move(payload));
 }
 
-void drop(self_ptr self, uint64_t epoch, const std::string& reason) {
+void drop(witness_link_ptr self, uint64_t epoch, const std::string& reason) {
   auto& s = self->state;
   if (!s.line.drop(self, epoch, reason))
     return;
@@ -33,7 +33,7 @@ void drop(self_ptr self, uint64_t epoch, const std::string& reason) {
   self->send(s.owner, atom::lease_link_v, false, reason);
 }
 
-void on_frame(self_ptr self, peer::frame& f) {
+void on_frame(witness_link_ptr self, peer::frame& f) {
   auto& s = self->state;
   switch (f.h.type) {
     case msg_type::lease_reply: {
@@ -66,7 +66,7 @@ void on_frame(self_ptr self, peer::frame& f) {
 
 } // namespace
 
-witness_link_actor::behavior_type witness_link(self_ptr self, resource_config config,
+witness_link_actor::behavior_type witness_link(witness_link_ptr self, resource_config config,
                                                std::string node, resource_actor owner,
                                                std::function<void(std::function<void(status, peer_link_ptr)>)> connect) {
   auto& s = self->state;

@@ -16,16 +16,6 @@ namespace hast::cli {
 
 namespace {
 
-/// Prints "hastctl: <message>" and returns `exit_status`: EX_USAGE for the
-/// command line, EX_DATAERR for a name not configured, EX_UNAVAILABLE when
-/// the resource is not in a state for it (not primary, (not) attached,
-/// mounted, hastd's own device), EX_OSERR when making or removing the
-/// device failed.
-int fail(int exit_status, const std::string& message) {
-  std::cerr << "hastctl: " << message << '\n';
-  return exit_status;
-}
-
 /// The device name of a resource on this node: its `name` option.
 std::string link_name_of(const resource_config& res) {
   return res.provider_name.empty() ? res.name : res.provider_name;

@@ -16,6 +16,10 @@ namespace hast::cli {
 
 using command_fn = int (*)(const cli_options &, const std::vector<std::string> &args);
 
+/// Prints "hastctl: <message>" on stderr and returns `exit_status`: how a
+/// command reports the error that ends it.
+int fail(int exit_status, const std::string& message);
+
 // Local commands (cli/common/local_commands.cpp): no daemon needed.
 
 /// create [-e extentsize] [-k keepdirty] [-m mediasize] [-M maxsize] all|<res>...

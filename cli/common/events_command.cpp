@@ -19,11 +19,6 @@ namespace hast::cli {
 
 namespace {
 
-int fail(int exit_status, const std::string& message) {
-  std::cerr << "hastctl: " << message << '\n';
-  return exit_status;
-}
-
 void print(const event_record& e, bool json) {
   auto line = json ? to_json(e).dump() : event_line(e);
   std::fwrite(line.data(), 1, line.size(), stdout);
