@@ -72,22 +72,33 @@ protected:
       if (n == 0)
         return total;
       total += n;
+      steps += n;
     }
   }
 
-  /// Runs to idle, then fires the next timeout and runs to idle again until
-  /// `pred` holds; false when it does not after `rounds` timeouts, or when
-  /// it does not and nothing is left to fire.
+  /// Runs to idle until `pred` holds; when it is false at idle, fires the
+  /// next timeout, as time passing would. A predicate may act (answer the
+  /// frames it finds, then ask for a status): while its checks make work,
+  /// up to `acting` checks in a row run before a timeout fires. A check
+  /// that only asks makes work too (the question and its answer), so past
+  /// that many the next timeout fires anyway. False when `pred` does not
+  /// hold after `rounds` timeouts, or when nothing is left to fire.
   template <class Pred>
-  bool run_until(Pred pred, size_t rounds = 1000) {
-    for (size_t i = 0; i <= rounds; ++i) {
+  bool run_until(Pred pred, size_t rounds = 1000, size_t acting = 200) {
+    size_t fired = 0;
+    size_t in_a_row = 0;
+    for (;;) {
       settle();
+      const auto before = steps;
       if (pred())
         return true;
-      if (!sched.trigger_timeout())
+      settle();
+      if (steps != before && ++in_a_row < acting)  // it acted, also through a nested loop
+        continue;
+      in_a_row = 0;
+      if (fired++ == rounds || !sched.trigger_timeout())
         return false;
     }
-    return false;
   }
 
   /// Lets `d` of simulated time pass from idle: every timeout due within it
@@ -121,6 +132,7 @@ protected:
   caf::actor_system sys;
   caf::scoped_actor self;
   caf::scheduler::test_coordinator& sched;
+  size_t steps = 0;  // actor and handler runs so far, by every loop
 };
 
 } // namespace hast
