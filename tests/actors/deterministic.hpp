@@ -16,14 +16,18 @@
 // Time: the actors' timers (delayed sends, request timeouts) are on CAF's
 // simulated clock and never wait on the wall clock. run_until(pred) runs to
 // idle, checks pred, and only if it is false fires the next timeout (as time
-// passing would), for at most a number of rounds. advance(d) shows that
-// something does not happen within d: it runs to idle, then lets d of
+// passing would), for at most a number of rounds; a predicate that acts
+// (answers the frames it finds) gets further checks first. advance(d) shows
+// that something does not happen within d: it runs to idle, then lets d of
 // simulated time pass, firing each timeout due in it at its time. Neither
 // reads or waits on the wall clock.
 //
-// The exception: a test whose other end is a real socket (the kernel moves
-// its bytes, reconnecting_link_test) waits for Asio's next ready handler
-// when idle; it says so where it does.
+// What this does not cover: an actor spawned detached or a resource given
+// data threads (runtime::data) runs on a thread of its own; no test here
+// does either (the data threads have their own test, data_thread_test, on
+// a real actor system). And a test whose other end is a real socket (the
+// kernel moves its bytes: reconnecting_link_test) waits in Asio for the
+// next ready handler when idle; it says so where it does.
 
 #include "actors/runtime.hpp"
 #include "io/net/asio.hpp"
