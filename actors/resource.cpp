@@ -361,7 +361,9 @@ caf::error open_local(resource_ptr self) {
   s.disk = self->spawn<caf::linked + caf::lazy_init>(
     disk_io, s.local, s.plane->md().data_offset, s.plane->md().datasize, s.io.disk,
     caf::actor_cast<resource_actor>(self),
-    disk_home{s.home != nullptr ? &s.home->io() : nullptr});
+    disk_home{s.home != nullptr                       ? &s.home->io()
+              : s.io.disk == disk_engine_kind::posted ? s.io.io  // a test's context
+                                                      : nullptr});
   if (s.home != nullptr)
     pin(caf::actor_cast<caf::abstract_actor*>(s.disk), *s.home);
   return {};

@@ -26,7 +26,8 @@ class data_threads;
 struct runtime {
   /// Where the NBD export and the peer link run when there are no data threads.
   asio::io_context* io = nullptr;
-  /// The disk engine to ask for (io_uring unless told otherwise).
+  /// The disk engine to ask for (io_uring unless told otherwise). posted
+  /// (tests): without data threads its ops run in handlers on `io`.
   disk_engine_kind disk = disk_engine_kind::uring;
   /// How providers are opened and the primary's peer link is dialed
   /// (io/io_env.hpp); empty: default_io_env().

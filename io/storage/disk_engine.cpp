@@ -27,6 +27,8 @@ std::string to_string(disk_engine_kind kind) {
     return "io_uring";
   case disk_engine_kind::threads:
     return "threads";
+  case disk_engine_kind::posted:
+    return "posted";
   }
   return "unknown";
 }
@@ -316,6 +318,107 @@ private:
   std::condition_variable drained_;
   size_t in_flight_ = 0;
   worker_pool pool_; // last: its threads use everything above
+};
+
+// ---------------------------------------------------------------------------
+// posted: no thread of its own. Every op goes through the provider in a
+// handler posted to the home context, on the thread that runs or polls it;
+// a test that polls the context on its own thread does the I/O there, in an
+// order it controls.
+
+class posted_engine final : public disk_engine {
+public:
+  posted_engine(std::shared_ptr<const provider> local, disk_completion_fn on_complete,
+                asio::io_context& home)
+      : home_(home), state_(std::make_shared<state>()) {
+    state_->local = std::move(local);
+    state_->on_complete = std::move(on_complete);
+  }
+
+  ~posted_engine() override {
+    // A handler still in the context finds `stopping` and does nothing; one
+    // that is running finishes first. What is left runs here.
+    std::vector<request_ptr> left;
+    {
+      std::unique_lock lock{state_->mutex};
+      state_->stopping = true;
+      state_->idle.wait(lock, [&] { return !state_->running; });
+      left.swap(state_->queue);
+    }
+    state_->deliver(std::move(left));
+    std::lock_guard lock{state_->mutex};
+    state_->on_complete = nullptr;
+    state_->local = nullptr;
+  }
+
+  void submit(std::vector<disk_op> ops) override {
+    if (ops.empty())
+      return;
+    bool post = false;
+    {
+      std::lock_guard lock{state_->mutex};
+      for (auto& op : ops)
+        state_->queue.push_back(std::make_unique<request>(request{std::move(op), nullptr, 0}));
+      state_->in_flight += ops.size();
+      post = !state_->posted;
+      state_->posted = true;
+    }
+    if (post)
+      asio::post(home_, [s = state_] { s->round(); });
+  }
+
+  disk_engine_kind kind() const override { return disk_engine_kind::posted; }
+
+  size_t in_flight() const override {
+    std::lock_guard lock{state_->mutex};
+    return state_->in_flight;
+  }
+
+private:
+  /// Shared with the handlers in the context, which may outlive the engine.
+  struct state {
+    std::shared_ptr<const provider> local;
+    disk_completion_fn on_complete;
+    mutable std::mutex mutex;
+    std::condition_variable idle;
+    std::vector<request_ptr> queue;  // submitted, not yet taken by a round
+    size_t in_flight = 0;
+    bool posted = false;    // a round is in the context
+    bool running = false;   // a round runs ops now
+    bool stopping = false;  // the engine is being destroyed
+
+    /// The handler: every op queued so far, in order, then one batch.
+    void round() {
+      std::vector<request_ptr> taken;
+      {
+        std::lock_guard lock{mutex};
+        posted = false;
+        if (stopping)
+          return;
+        running = true;
+        taken.swap(queue);
+      }
+      deliver(std::move(taken));
+      std::lock_guard lock{mutex};
+      running = false;
+      idle.notify_all();
+    }
+
+    void deliver(std::vector<request_ptr> taken) {
+      if (taken.empty())
+        return;
+      std::vector<disk_completion> batch;
+      batch.reserve(taken.size());
+      for (auto& r : taken)
+        batch.push_back(complete(*r, perform(*local, *r)));
+      on_complete(std::move(batch));
+      std::lock_guard lock{mutex};
+      in_flight -= taken.size();
+    }
+  };
+
+  asio::io_context& home_;
+  std::shared_ptr<state> state_;
 };
 
 // ---------------------------------------------------------------------------
@@ -769,6 +872,13 @@ std::unique_ptr<disk_engine> disk_engine::make(std::shared_ptr<const provider> l
                                                asio::io_context* home) {
   if (fallback_reason != nullptr)
     fallback_reason->clear();
+  if (preferred == disk_engine_kind::posted) {
+    if (home != nullptr)
+      return std::make_unique<posted_engine>(std::move(local), std::move(on_complete), *home);
+    if (fallback_reason != nullptr)
+      *fallback_reason = "the posted engine needs a home context";
+    return std::make_unique<thread_engine>(std::move(local), std::move(on_complete));
+  }
   if (preferred == disk_engine_kind::uring && home != nullptr) {
     // This thread's ring alone, completed only when it asks; kernels
     // before 6.1 refuse the flags and get a ring as any other.

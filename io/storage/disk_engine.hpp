@@ -3,20 +3,26 @@
 // Asynchronous I/O on a resource's local provider: one engine per resource
 // takes batches of operations and hands back their completions in batches.
 //
-// Two kinds. The io_uring engine issues a whole batch of reads, writes and
+// Three kinds. The io_uring engine issues a whole batch of reads, writes and
 // flushes with one io_uring_submit and reaps completions in batches, both on
 // its one completion thread; what the ring cannot do as is (discard, zeroing, unaligned I/O on
 // an O_DIRECT provider, invalid requests) it hands to two threads of its own
 // that call the provider's blocking methods.
 // The threads engine, for kernels or sandboxes without io_uring, runs every
 // operation through the provider on four threads.
+// The posted engine has no thread: it runs every operation through the
+// provider in a handler posted to a home io_context, on whichever thread
+// runs or polls that context. It exists for tests that drive everything
+// from one thread (tests/actors/deterministic.hpp); hastd cannot be told to
+// use it (parse_disk_engine_kind does not know it), because on a data
+// thread it would stall the sockets behind every disk operation.
 //
-// Both kinds keep the provider's semantics: the same bytes land, the same
+// All kinds keep the provider's semantics: the same bytes land, the same
 // ranges read back as zeros, the same requests fail. Operations in one batch
 // may run in any order and concurrently: a caller that needs a write to
 // precede a read or a flush waits for its completion first.
 //
-// Both ask the provider's fault source (provider::fault) about each op
+// All ask the provider's fault source (provider::fault) about each op
 // before it touches the disk: an op it fails completes with its errno and
 // leaves the disk as it was.
 
@@ -38,11 +44,12 @@ class io_context;
 
 namespace hast {
 
-enum class disk_engine_kind : uint8_t { uring, threads };
+enum class disk_engine_kind : uint8_t { uring, threads, posted };
 
-/// "io_uring" or "threads", for logs and status.
+/// "io_uring", "threads" or "posted", for logs and status.
 std::string to_string(disk_engine_kind kind);
-/// "uring" or "io_uring", and "threads"; anything else is no kind.
+/// "uring" or "io_uring", and "threads"; anything else is no kind (also
+/// "posted": it is for tests, not for a daemon's configuration).
 std::optional<disk_engine_kind> parse_disk_engine_kind(std::string_view text);
 
 /// One operation on the provider.
@@ -82,6 +89,9 @@ struct disk_completion {
 
 /// Receives completions in batches. uring: always on the engine's one
 /// completion thread (with a `home`, on the home context's thread). threads: on the pool's threads, possibly concurrently.
+/// posted: on the thread that runs or polls the home context, one batch per
+/// handler, and what is still queued when the engine is destroyed on the
+/// destroying thread.
 /// Never called from inside submit(). It may call submit(); it must not throw
 /// and must not destroy the engine.
 using disk_completion_fn = std::function<void(std::vector<disk_completion>)>;
@@ -109,6 +119,13 @@ public:
   /// them), completions wake the context through an eventfd and are
   /// delivered from one of its handlers, never from inside submit(). The
   /// context must outlive the engine.
+  ///
+  /// posted: needs `home` (without one: a threads engine, and the reason in
+  /// *fallback_reason). submit() posts a handler to `home` that runs every
+  /// op queued by then, in order, and delivers their completions as one
+  /// batch; nothing runs until the context's thread runs or polls it. It
+  /// may be made, fed and destroyed on any thread; the destructor waits for
+  /// a handler that is running, then runs what is still queued itself.
   static std::unique_ptr<disk_engine> make(std::shared_ptr<const provider> local,
                                            disk_engine_kind preferred,
                                            disk_completion_fn on_complete,

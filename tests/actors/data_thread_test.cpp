@@ -5,7 +5,9 @@
 // where its actors run; an actor pinned late moves there; and an actor
 // system with data threads shuts down when they detach first. A real actor
 // system with the pinning scheduler: CAF's test coordinator has no threads
-// to pin to.
+// to pin to. So these tests wait for real threads: on a future, a condition
+// variable or a reply, never for a fixed time; `patience` only bounds a wait
+// that a failing test would never end.
 
 #include "actors/data_thread.hpp"
 #include "io/net/asio.hpp"
@@ -99,6 +101,13 @@ struct trace {
            dynamic_cast<data_thread*>(self->context()) != nullptr};
     std::lock_guard lock{mutex};
     calls.push_back(c);
+    grew.notify_all();
+  }
+
+  /// Waits until `n` calls were noted; false if not within `limit`.
+  bool wait_for_calls(size_t n, std::chrono::seconds limit) {
+    std::unique_lock lock{mutex};
+    return grew.wait_for(lock, limit, [&] { return calls.size() >= n; });
   }
 
   std::vector<call> snapshot() {
@@ -108,6 +117,7 @@ struct trace {
 
   data_thread* const home;
   std::mutex mutex;
+  std::condition_variable grew;
   std::vector<call> calls;
 };
 
@@ -241,6 +251,8 @@ protected:
   }
 
   /// Asks `hdl` for its count until it reaches `n`; the last count seen.
+  /// Each ask waits for its reply, which comes after what reached `hdl`'s
+  /// mailbox before it.
   int wait_count(caf::scoped_actor& self, const caf::actor& hdl, int n) {
     auto until = std::chrono::steady_clock::now() + patience;
     int seen = -1;
@@ -250,7 +262,6 @@ protected:
                    [&](caf::error& e) { ADD_FAILURE() << caf::to_string(e); });
       if (seen >= n)
         break;
-      std::this_thread::sleep_for(2ms);
     }
     return seen;
   }
@@ -379,12 +390,13 @@ TEST_F(data_thread_test, an_actor_pinned_after_it_ran_on_a_worker_moves_to_the_d
   self->request(actor, patience, pin_atom::value)
       .receive([](bool) {}, [](caf::error& e) { FAIL() << caf::to_string(e); });
   // Its activation on the worker may still be finishing and would take
-  // what arrives meanwhile: wait until it waits for mail.
+  // what arrives meanwhile: wait until it waits for mail (a state that
+  // nothing notifies about, so polled; the worker is another thread).
   auto* mailbox_owner = dynamic_cast<caf::scheduled_actor*>(raw(actor));
   ASSERT_NE(mailbox_owner, nullptr);
   auto until = std::chrono::steady_clock::now() + patience;
   while (!mailbox_owner->mailbox().blocked() && std::chrono::steady_clock::now() < until)
-    std::this_thread::sleep_for(1ms);
+    std::this_thread::yield();
   ASSERT_TRUE(mailbox_owner->mailbox().blocked());
   auto before = log->snapshot().size();
   EXPECT_EQ(off_home(*log), before) << "every call so far ran on a worker";
@@ -395,9 +407,7 @@ TEST_F(data_thread_test, an_actor_pinned_after_it_ran_on_a_worker_moves_to_the_d
   self->request(actor, patience, count_atom::value)
       .receive([&](bool b) { here = b; }, [](caf::error& e) { FAIL() << caf::to_string(e); });
   EXPECT_TRUE(here);
-  auto deadline = std::chrono::steady_clock::now() + patience;
-  while (log->snapshot().size() < before + 102 && std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(1ms);
+  EXPECT_TRUE(log->wait_for_calls(before + 102, patience));
   auto calls = log->snapshot();
   ASSERT_EQ(calls.size(), before + 102);
   for (size_t i = before; i < calls.size(); ++i) {

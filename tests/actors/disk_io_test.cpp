@@ -2,7 +2,8 @@
 // secondary from the peer. An operation that reaches past the area, or
 // whose offset plus the data offset would wrap onto the metadata slots,
 // completes with EINVAL and leaves the disk as it was; one inside it goes
-// to the disk. A real provider file and the threads engine.
+// to the disk. A real provider file and the posted engine: the I/O is real,
+// and runs on the test's thread when it polls `io`.
 
 #include "actors/disk_io.hpp"
 #include "io/codec/buffer.hpp"
@@ -37,14 +38,14 @@ protected:
           errors[c.tag] = c.error;
       }};
     });
-    disk = sys.spawn(disk_io, local, data_offset, datasize, disk_engine_kind::threads,
-                     caf::actor_cast<resource_actor>(owner), disk_home{});
+    disk = sys.spawn(disk_io, local, data_offset, datasize, disk_engine_kind::posted,
+                     caf::actor_cast<resource_actor>(owner), disk_home{&io});
   }
 
   ~disk_bounds() override {
     caf::anon_send_exit(disk, caf::exit_reason::user_shutdown);
     caf::anon_send_exit(owner, caf::exit_reason::user_shutdown);
-    run_for(std::chrono::milliseconds(20));
+    drain();
   }
 
   static disk_op write_of(uint64_t offset, uint8_t fill, uint64_t tag) {

@@ -5,7 +5,10 @@
 // and hands over no link whose handshake failed. The actor runs on CAF's
 // test coordinator, whose clock is simulated: the interval is observed by
 // advancing that clock, never by waiting. Asio runs on the test thread
-// (polled), so the socket callbacks and the actor never race.
+// (polled), so the socket callbacks and the actor never race. The one wait
+// on the wall clock: the other end is a real socket whose bytes the kernel
+// moves, so when nothing is ready the test's thread blocks in Asio until a
+// socket is (pump).
 
 #include "actors/reconnecting_link.hpp"
 #include "io/net/asio.hpp"
@@ -16,7 +19,6 @@
 
 #include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
 namespace hast {
@@ -129,7 +131,7 @@ protected:
   ~reconnecting_link_test() override {
     if (link_owner)
       caf::anon_send_exit(link_owner, caf::exit_reason::user_shutdown);
-    pump([] { return false; }, 50ms);
+    drain();
   }
 
   void spawn_probe(const std::string& address) {
@@ -137,30 +139,21 @@ protected:
   }
 
   /// Runs Asio's ready handlers and the actors (no simulated time passes)
-  /// until `done`, for at most `limit` of wall time.
+  /// until `done`. When neither has anything ready and `done` is still
+  /// false, what comes next is a socket event: waits in Asio for the next
+  /// ready handler, for at most `limit` (a limit for a failing test, not a
+  /// timed assertion: loopback is ready at once).
   template <class Pred>
   bool pump(Pred done, std::chrono::milliseconds limit = 10s) {
-    auto until = std::chrono::steady_clock::now() + limit;
     for (;;) {
-      io.poll();
-      while (sched.run() > 0)
-        io.poll();
+      settle();
       if (done())
         return true;
-      if (std::chrono::steady_clock::now() > until)
+      if (io.run_one_for(limit) == 0)
         return false;
-      std::this_thread::sleep_for(1ms);
     }
   }
 
-  /// Lets `d` of simulated time pass and runs what it made due.
-  void advance(std::chrono::milliseconds d) {
-    sched.advance_time(d);
-    pump([] { return true; });
-  }
-
-  asio::io_context io;
-  asio::executor_work_guard<asio::io_context::executor_type> work = asio::make_work_guard(io);
   std::shared_ptr<probe_log> log = std::make_shared<probe_log>();
   probe_actor link_owner;
 };

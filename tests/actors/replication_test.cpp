@@ -1,7 +1,10 @@
 // The three replication modes as acknowledgement protocols, driven
 // deterministically: a real resource actor on a real provider file, its peer
 // actor connected to a scripted link that plays a secondary whose disk is
-// stalled (it never answers "done" unless the test says so).
+// stalled (it never answers "done" unless the test says so). Everything runs
+// on the test's thread, on simulated time (tests/actors/deterministic.hpp):
+// "not acknowledged" means not after the resource was idle and 5 s of its
+// time had passed.
 
 #include "actors/resource.hpp"
 #include "io/net/asio.hpp"
@@ -88,7 +91,7 @@ protected:
   ~replication() override {
     if (res)
       caf::anon_send_exit(res, caf::exit_reason::user_shutdown);
-    run_for(std::chrono::milliseconds(50));
+    drain();
   }
 
   /// A primary in `mode`, connected to the scripted secondary, which sends
@@ -110,8 +113,7 @@ protected:
       ASSERT_TRUE(md.has_value());
       datasize = md->datasize;
     }
-    runtime rt;
-    rt.io = &io_context;
+    runtime rt = test_runtime();
     rt.env = std::make_shared<const scripted_env>(link);
     res = sys.spawn(resource, rc, std::string{"nodeA"}, rt);
     bool changed = false;
@@ -226,7 +228,6 @@ protected:
     return m.bitmap();
   }
 
-  asio::io_context io_context;
   std::shared_ptr<scripted_link> link = std::make_shared<scripted_link>();
   resource_actor res;
   uint64_t datasize = 0;
@@ -238,10 +239,10 @@ TEST_F(replication, fullsync_acknowledges_only_after_the_secondary_wrote) {
   auto h = write_frame();
   ASSERT_EQ(h.type, peer::msg_type::write);
   EXPECT_EQ(h.flags & peer::flag_memsync, 0) << "fullsync does not ask for 'received'";
-  run_for(std::chrono::milliseconds(200));  // the local write is long done
+  advance(std::chrono::seconds(5));  // the local write is long done
   EXPECT_FALSE(*acked) << "fullsync acknowledged before the secondary's disk write";
   answer(peer::msg_type::received, h.seq);  // even a stray 'received' is not enough
-  run_for(std::chrono::milliseconds(50));
+  advance(std::chrono::seconds(5));
   EXPECT_FALSE(*acked);
   answer(peer::msg_type::done, h.seq);
   EXPECT_TRUE(run_until([&] { return acked->load(); }));
@@ -252,7 +253,7 @@ TEST_F(replication, memsync_acknowledges_after_the_secondary_received_the_data) 
   auto acked = write(4096, 8192);
   auto h = write_frame();
   EXPECT_NE(h.flags & peer::flag_memsync, 0) << "memsync asks for 'received'";
-  run_for(std::chrono::milliseconds(200));
+  advance(std::chrono::seconds(5));
   EXPECT_FALSE(*acked) << "memsync acknowledged before the secondary received the data";
   answer(peer::msg_type::received, h.seq);
   EXPECT_TRUE(run_until([&] { return acked->load(); }));
@@ -302,7 +303,7 @@ TEST_F(replication, a_full_replication_window_holds_further_writes_until_the_sec
   ASSERT_TRUE(run_until([&] {
     return link->frames(peer::msg_type::write).size() >= replication_window_requests;
   }));
-  run_for(std::chrono::milliseconds(200));
+  advance(std::chrono::seconds(5));
   auto sent = link->frames(peer::msg_type::write);
   EXPECT_EQ(sent.size(), replication_window_requests)
     << "more requests were sent than the window allows";
@@ -317,7 +318,7 @@ TEST_F(replication, a_lost_connection_completes_waiting_writes_and_keeps_their_e
   start_primary(replication_mode::fullsync);
   auto acked = write(3u << 20, 4096);
   write_frame();
-  run_for(std::chrono::milliseconds(100));
+  advance(std::chrono::seconds(5));
   EXPECT_FALSE(*acked);
   link->closed("test: link lost");
   EXPECT_TRUE(run_until([&] { return acked->load(); }))
@@ -339,7 +340,7 @@ TEST_F(replication, verify_holds_a_client_write_to_an_extent_being_compared_and_
   EXPECT_EQ(first.payload_length, 0u) << "only hashes cross the wire, not data";
   // A client write into the extent being compared waits for its hashes.
   auto acked = write(8192, 4096);
-  run_for(std::chrono::milliseconds(200));
+  advance(std::chrono::seconds(5));
   EXPECT_TRUE(link->frames(peer::msg_type::write).empty())
     << "a write to an extent under verification went out before its comparison";
   answer_verify(first, 3);  // block 3 of extent 0 differs on the secondary

@@ -2,7 +2,9 @@
 // a request that names no resource is answered at once, a name that is not
 // configured is answered alone (error 1) while the others are acted on, and
 // a resource that does not answer during a reload costs neither the
-// supervisor nor the other resources. Driven by CAF's deterministic test scheduler.
+// supervisor nor the other resources. Driven by CAF's deterministic test
+// scheduler from the test's thread, on simulated time, the resources' disk
+// I/O included (tests/actors/deterministic.hpp).
 
 #include "actors/supervisor.hpp"
 #include "io/net/asio.hpp"
@@ -14,7 +16,6 @@
 
 #include <cerrno>
 #include <optional>
-#include <thread>
 
 namespace hast {
 namespace {
@@ -24,7 +25,7 @@ protected:
   ~supervision() override {
     if (sup)
       caf::anon_send_exit(sup, caf::exit_reason::user_shutdown);
-    run_for(std::chrono::milliseconds(50));
+    drain();
   }
 
   /// A standalone resource on a fresh provider file.
@@ -46,31 +47,33 @@ protected:
 
   void start(node_config config) {
     config.node = "nodeA";
-    runtime io;
-    io.io = &io_context;
+    runtime rt = test_runtime();
     // The event stream: what reaches it is kept in `events`.
-    io.events = sys.spawn([this](event_hub_actor::pointer) -> event_hub_actor::behavior_type {
+    rt.events = sys.spawn([this](event_hub_actor::pointer) -> event_hub_actor::behavior_type {
       return {
         [this](atom::event, const event_record& e) { events.push_back(e); },
         [](atom::subscribe, const event_subscriber&) {},
         [](atom::events_tick) {},
       };
     });
-    sup = sys.spawn(supervisor, config, io);
-    run_for(std::chrono::milliseconds(20));
+    sup = sys.spawn(supervisor, config, rt);
+    settle();
   }
 
   /// Sends `args` to the supervisor and runs until an answer of type T (or
-  /// an error) arrives; nullopt when none came.
+  /// an error) arrives, firing timeouts when idle (run_until); nullopt when
+  /// none came or an error did.
   template <class T, class... Ts>
   std::optional<T> ask(Ts&&... args) {
     self->send(sup, std::forward<Ts>(args)...);
     std::optional<T> out;
-    for (int i = 0; i < 500 && !out; ++i) {
-      run_for(std::chrono::milliseconds(2));
-      self->receive([&](T& x) { out = std::move(x); }, [&](caf::error&) { out.reset(); },
+    bool answered = false;
+    run_until([&] {
+      self->receive([&](T& x) { out = std::move(x), answered = true; },
+                    [&](caf::error&) { answered = true; },
                     caf::after(std::chrono::seconds(0)) >> [] {});
-    }
+      return answered;
+    });
     return out;
   }
 
@@ -81,31 +84,16 @@ protected:
 
   /// The address of the actor that serves `name` now (null: none), asked
   /// without firing timeouts (a restart's back-off stays pending).
+  /// Idle without a timeout, the answer is there or it will not come.
   caf::actor_addr serving(const std::string& name) {
     self->send(sup, atom::serving_v, name);
-    std::optional<caf::actor_addr> out;
-    for (int i = 0; i < 500 && !out; ++i) {
-      while (sched.run() > 0) {
-      }
-      self->receive([&](caf::actor_addr& x) { out = std::move(x); },
-                    [&](caf::error&) { out = caf::actor_addr{}; },
-                    caf::after(std::chrono::seconds(0)) >> [] {});
-      if (!out)
-        std::this_thread::sleep_for(std::chrono::milliseconds(2));
-    }
-    return out.value_or(caf::actor_addr{});
+    settle();
+    caf::actor_addr out;
+    self->receive([&](caf::actor_addr& x) { out = std::move(x); }, [&](caf::error&) {},
+                  caf::after(std::chrono::seconds(0)) >> [] {});
+    return out;
   }
 
-  /// Runs the scheduler without firing timeouts.
-  void run_only() {
-    for (int i = 0; i < 50; ++i) {
-      while (sched.run() > 0) {
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(2));
-    }
-  }
-
-  asio::io_context io_context;
   supervisor_actor sup;
   std::vector<event_record> events;
 
@@ -179,9 +167,12 @@ TEST_F(supervision, a_resource_that_does_not_answer_during_a_reload_keeps_its_se
   ASSERT_TRUE(sched.prioritize(sup));
   sched.run_once();
   EXPECT_GT(sched.trigger_timeouts(), 0u);
-  run_for(std::chrono::milliseconds(20));
-  self->receive([](std::string&) {}, [](caf::error&) {},
-                caf::after(std::chrono::seconds(0)) >> [] {});  // the reload's summary
+  bool summary = false;  // the reload's summary
+  EXPECT_TRUE(run_until([&] {
+    self->receive([&](std::string&) { summary = true; }, [&](caf::error&) { summary = true; },
+                  caf::after(std::chrono::seconds(0)) >> [] {});
+    return summary;
+  }));
 
   ASSERT_TRUE(supervisor_alive()) << "the supervisor quit when a resource did not answer";
   auto st = ask<std::vector<resource_status>>(atom::status_v, std::vector<std::string>{"r1", "r2"});
@@ -223,7 +214,7 @@ TEST_F(supervision, a_failed_resource_is_restarted_after_a_back_off_in_the_role_
   // The resource fails on purpose.
   // As a crash would: an unhandled exception.
   caf::anon_send_exit(first, caf::exit_reason::unhandled_exception);
-  run_only();
+  settle();
   auto waiting = ask<std::vector<resource_status>>(atom::status_v, std::vector<std::string>{"r1"});
   // `ask` fires timeouts while it waits: the restart may have happened.
   ASSERT_TRUE(waiting.has_value());
@@ -253,10 +244,10 @@ TEST_F(supervision, a_resource_waiting_for_its_restart_reports_an_error_number) 
   ASSERT_TRUE(static_cast<bool>(first));
   // As a crash would: an unhandled exception.
   caf::anon_send_exit(first, caf::exit_reason::unhandled_exception);
-  run_only();
+  settle();
   // Asked without firing the back-off's timeout: still waiting.
   self->send(sup, atom::status_v, std::vector<std::string>{"r1"});
-  run_only();
+  settle();
   std::optional<std::vector<resource_status>> st;
   self->receive([&](std::vector<resource_status>& x) { st = std::move(x); },
                 [&](caf::error&) {}, caf::after(std::chrono::seconds(0)) >> [] {});

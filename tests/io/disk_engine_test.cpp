@@ -1,5 +1,6 @@
 // The disk engine keeps the provider's semantics whichever way it does the
-// I/O: both kinds (io_uring, threads), on an O_DIRECT provider (/var/tmp) and
+// I/O: every kind (io_uring, threads, posted to a context that a thread of
+// the test runs), on an O_DIRECT provider (/var/tmp) and
 // on a buffered one (/dev/shm, tmpfs), so that the ring's aligned path, its
 // hand-off of unaligned O_DIRECT I/O to the provider, and its unaligned
 // buffered path all run.
@@ -218,13 +219,24 @@ protected:
 
   void TearDown() override {
     engine_.reset();
+    if (home_.joinable()) {
+      guard_.reset();
+      home_io_.stop();
+      home_.join();
+    }
     prov_.reset();
     scratch_.reset();
   }
 
   void start() {
     std::string why;
-    engine_ = disk_engine::make(prov_, GetParam().kind, got_.callback(), &why);
+    const bool posted = GetParam().kind == disk_engine_kind::posted;
+    // The posted engine's home: a context that a thread of the test runs,
+    // so that it does its I/O off the submitting thread like the others.
+    if (posted && !home_.joinable())
+      home_ = std::thread{[this] { home_io_.run(); }};
+    engine_ = disk_engine::make(prov_, GetParam().kind, got_.callback(), &why, false,
+                                posted ? &home_io_ : nullptr);
     if (engine_->kind() != GetParam().kind)
       GTEST_SKIP() << "io_uring is not available here: " << why;
   }
@@ -251,6 +263,9 @@ protected:
   std::optional<scratch_dir> scratch_;
   std::filesystem::path dir_;
   collector got_; // outlives the engine that calls it
+  asio::io_context home_io_; // posted: the engine's home, run by home_
+  asio::executor_work_guard<asio::io_context::executor_type> guard_ = asio::make_work_guard(home_io_);
+  std::thread home_;
   std::unique_ptr<disk_engine> engine_;
 };
 
@@ -641,8 +656,9 @@ TEST_P(disk_engine_test, completions_arrive_off_the_submitting_thread_and_io_uri
   EXPECT_EQ(done.size(), 200u);
   auto threads = got_.threads();
   EXPECT_FALSE(threads.count(std::this_thread::get_id())) << "on_complete ran inside submit()";
-  if (GetParam().kind == disk_engine_kind::uring) {
-    EXPECT_EQ(threads.size(), 1u) << "io_uring completions came from several threads";
+  if (GetParam().kind != disk_engine_kind::threads) {
+    EXPECT_EQ(threads.size(), 1u) << to_string(GetParam().kind)
+                                  << " completions came from several threads";
   }
 }
 
@@ -650,7 +666,9 @@ INSTANTIATE_TEST_SUITE_P(kinds, disk_engine_test,
                          testing::Values(engine_case{disk_engine_kind::uring, true},
                                          engine_case{disk_engine_kind::uring, false},
                                          engine_case{disk_engine_kind::threads, true},
-                                         engine_case{disk_engine_kind::threads, false}),
+                                         engine_case{disk_engine_kind::threads, false},
+                                         engine_case{disk_engine_kind::posted, true},
+                                         engine_case{disk_engine_kind::posted, false}),
                          [](const testing::TestParamInfo<engine_case>& info) {
                            return to_string(info.param.kind)
                                   + (info.param.direct ? "_direct" : "_buffered");
@@ -882,6 +900,117 @@ TEST_F(disk_engine_home_test, on_complete_may_submit_the_next_batch) {
     ASSERT_EQ(peek(offset(i), 4096), pattern(offset(i), 4096, 14)) << "write " << i;
   EXPECT_EQ(got_.threads(), std::set<std::thread::id>{home_id_});
   EXPECT_FALSE(completed_inside_submit_) << "on_complete ran inside submit()";
+}
+
+// --- The posted engine on a context that the test's own thread polls, as
+// the deterministic actor tests use it (tests/actors/deterministic.hpp).
+
+class disk_engine_posted_test : public testing::Test, protected provider_access {
+protected:
+  void SetUp() override {
+    scratch_.emplace("engine", "/var/tmp");
+    auto opened = provider::create_file((scratch_->dir() / "p.img").string(), provider_size);
+    ASSERT_TRUE(opened.has_value()) << opened.error().message();
+    prov_ = std::make_shared<provider>(std::move(*opened));
+    got_.on_batch = [this](size_t n) {
+      batches_.push_back(n);
+      if (in_submit_)
+        completed_inside_submit_ = true;
+    };
+    std::string why = "stale";
+    engine_ = disk_engine::make(prov_, disk_engine_kind::posted, got_.callback(), &why,
+                                false, &io_);
+    EXPECT_EQ(why, "");
+  }
+
+  void TearDown() override {
+    engine_.reset();
+    prov_.reset();
+    scratch_.reset();
+  }
+
+  void submit(std::vector<disk_op> ops) {
+    in_submit_ = true;
+    engine_->submit(std::move(ops));
+    in_submit_ = false;
+  }
+
+  std::optional<scratch_dir> scratch_;
+  collector got_;
+  std::vector<size_t> batches_; // sizes of the batches delivered, in order
+  bool in_submit_ = false;
+  bool completed_inside_submit_ = false;
+  asio::io_context io_;
+  std::unique_ptr<disk_engine> engine_;
+};
+
+TEST_F(disk_engine_posted_test, nothing_runs_until_the_context_is_polled_then_all_on_the_polling_thread) {
+  ASSERT_EQ(engine_->kind(), disk_engine_kind::posted);
+  submit({write_op(0, pattern(0, 4096, 21), 1), write_op(8192, pattern(8192, 4096, 21), 2)});
+  submit({range_op(op_kind::flush, 0, 0, 3)});
+  EXPECT_EQ(got_.count(), 0u);
+  EXPECT_EQ(engine_->in_flight(), 3u);
+  EXPECT_EQ(peek(0, 4096), std::vector<uint8_t>(4096, 0)) << "a write ran before the context did";
+  EXPECT_FALSE(completed_inside_submit_);
+
+  EXPECT_EQ(io_.poll(), 1u) << "two submits before a poll make one round";
+  EXPECT_EQ(batches_, std::vector<size_t>{3}) << "one round delivers one batch";
+  EXPECT_EQ(engine_->in_flight(), 0u);
+  EXPECT_EQ(got_.threads(), std::set<std::thread::id>{std::this_thread::get_id()});
+  auto done = got_.since(0);
+  ASSERT_EQ(done.size(), 3u);
+  for (auto& [tag, c] : done)
+    EXPECT_EQ(c.error, 0) << "op " << tag << ": " << std::strerror(c.error);
+  EXPECT_EQ(peek(0, 4096), pattern(0, 4096, 21));
+  EXPECT_EQ(peek(8192, 4096), pattern(8192, 4096, 21));
+
+  // Reads come back with their bytes, a bad op with its errno.
+  io_.restart();
+  submit({read_op(8192, 4096, 4), read_op(provider_size, 4096, 5)});
+  io_.poll();
+  auto read = got_.since(3);
+  ASSERT_EQ(read.size(), 2u);
+  ASSERT_EQ(read[4].error, 0);
+  EXPECT_EQ(to_bytes(read[4].data), pattern(8192, 4096, 21));
+  EXPECT_EQ(read[5].error, EINVAL);
+}
+
+TEST_F(disk_engine_posted_test, on_complete_may_submit_and_the_next_round_runs_it) {
+  got_.on_batch = [this](size_t) {
+    if (got_.count() == 0) // the first batch, before it is recorded
+      engine_->submit({write_op(4096, pattern(4096, 4096, 22), 2)});
+  };
+  submit({write_op(0, pattern(0, 4096, 22), 1)});
+  EXPECT_EQ(io_.poll(), 2u) << "the op submitted from on_complete runs in a round of its own";
+  EXPECT_EQ(got_.count(), 2u);
+  EXPECT_EQ(peek(4096, 4096), pattern(4096, 4096, 22));
+}
+
+TEST_F(disk_engine_posted_test, destroying_it_runs_and_delivers_what_the_context_never_ran) {
+  submit({write_op(0, pattern(0, 4096, 23), 1), read_op(0, 4096, 2)});
+  engine_.reset();
+  EXPECT_EQ(got_.count(), 2u) << "the destructor returned before every completion";
+  EXPECT_EQ(peek(0, 4096), pattern(0, 4096, 23));
+  EXPECT_EQ(io_.poll(), 1u) << "the round left in the context runs";
+  EXPECT_EQ(got_.count(), 2u) << "and delivers nothing again";
+}
+
+TEST(disk_engine, make_without_a_home_gives_a_threads_engine_for_the_posted_kind_and_says_why) {
+  scratch_dir scratch{"engine", "/var/tmp"};
+  auto opened = provider::create_file((scratch.dir() / "p.img").string(), 1 << 20);
+  ASSERT_TRUE(opened.has_value()) << opened.error().message();
+  auto prov = std::make_shared<const provider>(std::move(*opened));
+  std::string why;
+  auto engine = disk_engine::make(prov, disk_engine_kind::posted,
+                                  [](std::vector<disk_completion>) {}, &why);
+  EXPECT_EQ(engine->kind(), disk_engine_kind::threads);
+  EXPECT_NE(why.find("home"), std::string::npos) << why;
+}
+
+TEST(disk_engine, a_daemons_configuration_cannot_name_the_posted_engine) {
+  EXPECT_EQ(parse_disk_engine_kind("posted"), std::nullopt);
+  EXPECT_EQ(parse_disk_engine_kind(to_string(disk_engine_kind::posted)), std::nullopt);
+  EXPECT_EQ(parse_disk_engine_kind("threads"), disk_engine_kind::threads);
 }
 
 TEST(disk_engine, make_gives_an_io_uring_engine_where_the_kernel_allows_io_uring) {
