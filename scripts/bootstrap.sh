@@ -22,7 +22,7 @@ esac
 # Building hastd and hastctl, and running them with /dev/hast/<name>
 # (nbdfuse, FUSE, loop devices) as scripts/demo.sh does.
 packages=(
-  build-essential cmake pkg-config
+  g++ make cmake pkg-config
   libcaf-dev libasio-dev libspdlog-dev libfmt-dev libtoml11-dev nlohmann-json3-dev
   liblz4-dev libssl-dev liburing-dev libxxhash-dev libsystemd-dev libcpp-httplib-dev
   libnbd-bin fuse3 mount e2fsprogs util-linux python3 procps
