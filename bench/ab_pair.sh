@@ -27,7 +27,14 @@ cleanup() {
   rm -rf "$T"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# free_ports N: N different TCP ports on 127.0.0.1 that nothing listens on
+# (probed at once, so the kernel cannot hand out one of them twice).
+free_ports() {
+  python3 -c 'import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks: s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in socks))' "$1"
+}
 
 # CPU ticks and context switches (voluntary + involuntary) of every thread
 # of the given processes, summed: "ticks switches".
@@ -46,7 +53,7 @@ counters() {
 run() {
   local B=$1 label=$2 extra=${3:-} pa pb="" nodes=A
   rm -rf "$T/a" "$T/b"; mkdir -p "$T/a" "$T/b"
-  local PA PB; PA=$(free_port); PB=$(free_port)
+  local PA PB; read -r PA PB < <(free_ports 2)
   if [ "$SHAPE" = standalone ]; then
     cat > "$T/hast.conf" <<CONF
 on nodeA {

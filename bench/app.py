@@ -56,6 +56,9 @@ import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(REPO, "tests", "integration", "lib"))
+from ports import free_port  # noqa: E402
+
 MiB = 1 << 20
 GiB = 1 << 30
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -85,12 +88,6 @@ def tail(path, n=8):
         return ""
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def cpu_seconds(pid):

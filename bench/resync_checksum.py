@@ -35,14 +35,10 @@ BLOCK = 4096
 HERE = os.path.dirname(os.path.abspath(__file__))
 # The relay (delay, bandwidth, byte counters) is the one the integration tests use.
 RELAY = os.path.join(HERE, os.pardir, "tests", "integration", "lib", "relay.py")
+sys.path.insert(0, os.path.join(HERE, os.pardir, "tests", "integration", "lib"))
+from ports import free_port  # noqa: E402
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class Pair:

@@ -58,7 +58,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 RELAY = os.path.join(HERE, os.pardir, "tests", "integration", "lib", "relay.py")
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(REPO, "tests", "integration", "lib"))
 import chart  # noqa: E402
+from ports import free_port  # noqa: E402
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -199,12 +201,6 @@ def read_clat_log(path, t_from=None, t_to=None):
     return out
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def tail(path, n=15):

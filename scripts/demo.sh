@@ -19,7 +19,14 @@ res=demo
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# free_ports N: N different TCP ports on 127.0.0.1 that nothing listens on
+# (probed at once, so the kernel cannot hand out one of them twice).
+free_ports() {
+  python3 -c 'import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks: s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in socks))' "$1"
+}
 
 cleanup() {
   set +e
@@ -43,7 +50,7 @@ for n in a b; do
 done
 rm -rf "$state"
 mkdir -p "$state/a" "$state/b" "$state/mnt"
-pa=$(free_port); pb=$(free_port)
+read -r pa pb < <(free_ports 2)
 
 say "One configuration for both nodes ($state/hast.conf); -n picks the node"
 cat > "$state/hast.conf" <<CONF

@@ -61,6 +61,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+from ports import free_port  # noqa: E402
 from relay import control as relay_control  # noqa: E402
 
 RES = "chaos"
@@ -84,12 +85,6 @@ class TrialFailure(Exception):
         self.wedge = wedge
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class Trial:

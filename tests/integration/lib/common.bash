@@ -170,8 +170,31 @@ PY
 
 # ---- two nodes on loopback ---------------------------------------------------------------
 
+# free_port: a TCP port on 127.0.0.1 that nothing listens on now and that
+# this test was not given before: the kernel's choice for a port of 0 can
+# come back a few calls later once the probing socket is closed (two daemons
+# of one test were once handed the same port), so the ports given are kept
+# in $T/ports_given and a repeat is drawn again.
 free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+  python3 - "$T/ports_given" <<'PY'
+import socket, sys
+path = sys.argv[1]
+try:
+    given = set(open(path).read().split())
+except FileNotFoundError:
+    given = set()
+held = []
+while True:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    held.append(s)  # held until the end: the kernel cannot offer it again
+    port = str(s.getsockname()[1])
+    if port not in given:
+        break
+with open(path, "a") as f:
+    f.write(port + "\n")
+print(port)
+PY
 }
 
 # write_pair_config RES MODE [extra resource lines]: nodeA and nodeB on
