@@ -579,10 +579,9 @@ private:
   /// Moves backlog into the ring while it has room, then submits everything
   /// prepared with one io_uring_submit.
   void issue_locked() {
-    while (!backlog_.empty() && in_ring_ < capacity_) {
+    while (!backlog_.empty() && !free_slots_.empty()) {
       prepare_locked(std::move(backlog_.front()));
       backlog_.pop_front();
-      ++in_ring_;
     }
     submit_locked();
   }
@@ -619,8 +618,7 @@ private:
     // The request stays in the engine's table while the kernel has it,
     // rather than only as a pointer in the ring's shared memory: whatever
     // inspects the engine's memory (a leak checker, a core dump) finds it.
-    // issue_locked() keeps at most capacity_ ops in the ring, so a slot is
-    // free.
+    // issue_locked() prepares an op only while a slot is free.
     const unsigned slot = free_slots_.back();
     free_slots_.pop_back();
     in_ring_slots_[slot] = std::move(r);
@@ -752,7 +750,6 @@ private:
         } else if (data == stop_tag) {
           stop = true;
         } else {
-          --in_ring_;
           const auto slot = static_cast<unsigned>(data - first_slot_tag);
           request_ptr r = std::move(in_ring_slots_[slot]);
           free_slots_.push_back(slot);
@@ -819,7 +816,7 @@ private:
       bool ring_busy;
       {
         std::lock_guard lock{mutex_};
-        ring_busy = in_ring_ > 0;
+        ring_busy = free_slots_.size() < capacity_;
       }
       if (ring_busy) {
         io_uring_cqe* cqe = nullptr;
@@ -854,7 +851,6 @@ private:
   std::vector<request_ptr> in_ring_slots_; // ring ops the kernel has, by slot
   std::vector<unsigned> free_slots_;       // slots of in_ring_slots_ not in use
   std::vector<disk_completion> side_done_; // pool completions not yet in a batch
-  size_t in_ring_ = 0;                     // ops whose SQE is out and CQE not reaped
   size_t in_flight_ = 0;                   // ops submitted and not yet delivered
   bool wake_pending_ = false;              // a wake NOP is in the ring, not yet reaped
 
